@@ -1,0 +1,29 @@
+"""cachebench: prompt-cache observability for LLM apps.
+
+Wrap the SDK calls an app already makes and see, per call, what the provider's prompt
+cache read, wrote, cost and saved, grouped by the cacheable prefix each call tried to hit.
+"""
+
+from __future__ import annotations
+
+from ._flow import flow
+from .fingerprint import fingerprint
+from .policy import CachePolicy
+from .tracker import CacheTracker
+from .types import CallMetrics, Cost, PrefixDiff, PrefixKey, Provider, Regression, Usage
+
+__all__ = [
+    "CacheTracker",
+    "CachePolicy",
+    "CallMetrics",
+    "Cost",
+    "PrefixDiff",
+    "PrefixKey",
+    "Provider",
+    "Regression",
+    "Usage",
+    "fingerprint",
+    "flow",
+]
+
+__version__ = "0.2.0.dev0"

@@ -1,0 +1,59 @@
+"""The never-break-the-call guard.
+
+Everything cachebench does after (or around) the user's SDK call runs under one
+:class:`Guard`. An internal failure is logged on the ``cachebench`` logger, counted, and
+swallowed: the caller always gets the SDK's own response or the SDK's own exception.
+
+In cachebench's own test suite the guard is *strict* (``CACHEBENCH_STRICT=1``) and
+re-raises, so bugs surface as test failures instead of log lines. It is never strict in a
+user's process unless they ask for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("cachebench")
+
+__all__ = ["Guard", "logger"]
+
+
+def strict_from_env() -> bool:
+    """Read once at tracker construction (the edge), never deep inside the call path."""
+    return os.environ.get("CACHEBENCH_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Guard:
+    """Counts and logs internal errors; re-raises them only when ``strict``."""
+
+    __slots__ = ("_lock", "by_stage", "errors", "strict")
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.errors = 0
+        self.by_stage: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, stage: str, exc: BaseException) -> None:
+        """Record an internal failure in ``stage``; re-raise it when strict."""
+        with self._lock:
+            self.errors += 1
+            self.by_stage[stage] = self.by_stage.get(stage, 0) + 1
+        logger.warning("cachebench: internal error in %s (the call is unaffected): %r", stage, exc,
+                       exc_info=exc)
+        if self.strict:
+            raise exc
+
+    def user_callback(self, name: str, fn: Callable[[Any], object], arg: Any) -> None:
+        """Run a user's callback. Its exceptions are the user's: logged, counted, never raised."""
+        try:
+            fn(arg)
+        except Exception as exc:
+            with self._lock:
+                self.errors += 1
+                self.by_stage[name] = self.by_stage.get(name, 0) + 1
+            logger.error("cachebench: the %s callback raised %r; ignored", name, exc, exc_info=exc)

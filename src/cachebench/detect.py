@@ -1,0 +1,177 @@
+"""Expected versus actual cache reads, per call.
+
+:class:`CacheView` is the tracker's picture of what the provider's cache should hold: one
+entry per chained hash that a call wrote or read, with when it was last used, its TTL and
+its size in tokens. From it, each call gets
+
+* ``expected_read_tokens``: the longest live entry the provider would find for this call.
+  For explicit caching, an entry whose hash equals the call's chained hash at a breakpoint
+  or at any block boundary up to ``LOOKBACK`` positions before one (Anthropic's lookback:
+  what lets turn N+1 read turn N's entry). For implicit caching, the longest shared prefix.
+* ``unexpected_miss``: it read less than that (beyond the provider's rounding).
+* ``miss_cause`` for the part through the last breakpoint that it did not read.
+
+Entry sizes are measured from usage (read + write through the last breakpoint; the whole
+prompt for implicit caching) and estimated from byte shares only where no call measured
+them. Memory is bounded by an LRU over entries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .types import MissCause, PrefixKey, Usage
+
+__all__ = ["LOOKBACK", "CacheView", "Expectation", "ttl_seconds"]
+
+LOOKBACK = 20
+_TTL_SECONDS = {"5m": 300.0, "1h": 3600.0, "30m": 1800.0, "12h": 43200.0, "24h": 86400.0,
+                "in_memory": 600.0, "10m": 600.0}
+
+
+def ttl_seconds(ttl: str) -> float:
+    return _TTL_SECONDS.get(ttl, 300.0)
+
+
+class _Entry:
+    __slots__ = ("last_used", "measured", "tokens", "ttl_s")
+
+    def __init__(self, last_used: float, ttl_s: float, tokens: int, measured: bool) -> None:
+        self.last_used = last_used
+        self.ttl_s = ttl_s
+        self.tokens = tokens
+        self.measured = measured
+
+
+ALIVE, EXPIRED, NEVER = 0, 1, 2
+
+
+@dataclass(slots=True)
+class Expectation:
+    """What the view expected of one call, taken before the call's own usage is known."""
+
+    tokens: int
+    matched: tuple[int, ...]
+    breakpoint_states: tuple[int, ...]
+
+
+class CacheView:
+    """Expected cache contents. Not locked: the tracker holds its lock around calls."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._max = max_entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _state(self, h: int, now: float) -> tuple[int, _Entry | None]:
+        e = self._entries.get(h)
+        if e is None:
+            return NEVER, None
+        return (ALIVE if now - e.last_used <= e.ttl_s else EXPIRED), e
+
+    def expect(self, key: PrefixKey, implicit: bool, now: float) -> Expectation:
+        chain = key.chain
+        best = 0
+        matched: list[int] = []
+        states: list[int] = []
+        if implicit:
+            for q in range(len(chain) - 1, -1, -1):
+                state, e = self._state(chain[q], now)
+                if state == ALIVE and e is not None:
+                    best = e.tokens
+                    matched.append(q)
+                    break
+        else:
+            for p in key.breakpoints:
+                for q in range(p, max(-1, p - LOOKBACK - 1), -1):
+                    state, e = self._state(chain[q], now)
+                    if state == ALIVE and e is not None:
+                        if e.tokens > best:
+                            best = e.tokens
+                        matched.append(q)
+                        break
+        for p in key.breakpoints:
+            states.append(self._state(chain[p], now)[0])
+        return Expectation(best, tuple(matched), tuple(states))
+
+    def _put(self, h: int, now: float, ttl_s: float, tokens: int, measured: bool) -> None:
+        e = self._entries.get(h)
+        if e is None:
+            self._entries[h] = _Entry(now, ttl_s, tokens, measured)
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+            return
+        self._entries.move_to_end(h)
+        alive = now - e.last_used <= e.ttl_s
+        e.ttl_s = max(e.ttl_s, ttl_s) if alive else ttl_s
+        e.last_used = max(e.last_used, now)
+        if measured or not e.measured:
+            e.tokens = tokens
+            e.measured = measured
+
+    def observe(self, key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool, now: float,
+                default_ttl: str, min_tokens: int) -> None:
+        """Record what the provider's cache holds after this call."""
+        if not usage.known or not key.breakpoints:
+            return
+        chain = key.chain
+        cum: list[int] = []
+        run = 0
+        for size in key.sizes:
+            run += size
+            cum.append(run)
+        for q in exp.matched:  # reads refresh the entry they read
+            e = self._entries.get(chain[q])
+            if e is not None and usage.cache_read_tokens:
+                e.last_used = max(e.last_used, now)
+                self._entries.move_to_end(chain[q])
+        if implicit:
+            total = usage.total_input_tokens
+            if total < max(min_tokens, 1):
+                return
+            ttl_s = ttl_seconds(default_ttl)
+            last = len(chain) - 1
+            for q in range(last + 1):
+                measured = q == last
+                tokens = total if measured else total * cum[q] // max(cum[last], 1)
+                self._put(chain[q], now, ttl_s, tokens, measured)
+            return
+        through_last = usage.cache_read_tokens + usage.cache_write_tokens
+        if through_last <= 0:
+            return  # nothing was cached (below the minimum, or the provider ignored the marker)
+        last_bp = key.breakpoints[-1]
+        for p, ttl in zip(key.breakpoints, key.ttls, strict=True):
+            measured = p == last_bp
+            tokens = through_last if measured else through_last * cum[p] // max(cum[last_bp], 1)
+            self._put(chain[p], now, ttl_seconds(ttl), tokens, measured)
+
+    @staticmethod
+    def cause(key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool,
+              tolerance: int) -> tuple[bool, MissCause | None]:
+        """(unexpected_miss, miss_cause) for a finished call."""
+        if not usage.known or key.prefix_id is None or not key.breakpoints:
+            return False, None
+        read = usage.cache_read_tokens
+        unexpected = read + tolerance < exp.tokens
+        if unexpected:
+            return True, "provider"
+        if implicit:
+            if exp.tokens == 0 and read == 0:
+                states = exp.breakpoint_states
+                if states and states[-1] == EXPIRED:
+                    return False, "ttl_expired"
+                return False, "cold" if usage.total_input_tokens else None
+            return False, None
+        if read + usage.cache_write_tokens == 0:
+            return False, "below_minimum"
+        if usage.cache_write_tokens == 0:
+            return False, None
+        for state in exp.breakpoint_states:
+            if state == NEVER:
+                return False, "cold"
+            if state == EXPIRED:
+                return False, "ttl_expired"
+        return False, "provider"

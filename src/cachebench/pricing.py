@@ -1,0 +1,194 @@
+"""Cost of a call: actual, without cache, and saved. The only module that imports genai-prices.
+
+Rates come from genai-prices (USD per million tokens), looked up once per (provider,
+model) and kept; the per-call work is a handful of ``Decimal`` multiplications. Prices are
+resolved for the call's own timestamp (genai-prices keeps dated price changes) and tiers are
+chosen on the *inclusive* input count (long-context tiers count cached tokens too).
+
+A model genai-prices does not know gets ``None`` costs and one warning on the ``cachebench``
+logger; a model whose price list lacks a rate the call needs (say, cache writes) is
+``unpriced`` rather than charged $0 for those tokens. User overrides win over the data.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from ._guard import logger
+from .types import UNPRICED, Cost, Usage
+
+__all__ = ["PRICE_KEYS", "PriceTable", "validate_overrides"]
+
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+
+# cachebench provider -> genai-prices provider id.
+_GENAI_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "bedrock": "aws", "gemini": "google"}
+# genai-prices ModelPrice attribute for each of our rate names.
+_GENAI_ATTR = {
+    "input": "input_mtok",
+    "output": "output_mtok",
+    "cache_read": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "cache_write_1h": "cache_write_1h_mtok",
+}
+_MTOK = Decimal(1_000_000)
+
+Rate = Any  # Decimal | genai_prices.types.TieredPrices | None
+
+
+def validate_overrides(prices: Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Decimal]]:
+    """Check user price overrides at construction; raise ``ValueError`` naming the bad entry."""
+    if prices is None:
+        return {}
+    if not isinstance(prices, Mapping):
+        raise ValueError(f"prices must be a mapping of model -> {{rate: USD per MTok}}, got {type(prices).__name__}")
+    out: dict[str, dict[str, Decimal]] = {}
+    for model, rates in prices.items():
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"prices: model names must be non-empty strings, got {model!r}")
+        if not isinstance(rates, Mapping):
+            raise ValueError(f"prices[{model!r}] must be a mapping of rate name -> USD per MTok")
+        unknown = set(rates) - set(PRICE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"prices[{model!r}] has unknown rate(s) {sorted(unknown)}; allowed: {', '.join(PRICE_KEYS)}"
+            )
+        clean: dict[str, Decimal] = {}
+        for name, value in rates.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+                raise ValueError(f"prices[{model!r}][{name!r}] must be a number (USD per MTok), got {value!r}")
+            try:
+                dec = Decimal(str(value))
+            except ArithmeticError:
+                raise ValueError(f"prices[{model!r}][{name!r}] is not a number: {value!r}") from None
+            if not dec.is_finite() or dec < 0:
+                raise ValueError(f"prices[{model!r}][{name!r}] must be a finite number >= 0, got {value!r}")
+            clean[name] = dec
+        out[model] = clean
+    return out
+
+
+def _tiered(rate: Rate, total_input: int) -> Decimal | None:
+    """Resolve a genai-prices rate for this call: plain Decimal, or the tier the input falls in."""
+    if rate is None or isinstance(rate, Decimal):
+        return rate
+    price: Decimal = rate.base
+    for tier in reversed(rate.tiers):
+        if total_input > tier.start:
+            price = tier.price
+            break
+    return price
+
+
+class _Model:
+    """What one (provider, model) resolves to; built once, then read per call."""
+
+    __slots__ = ("fixed", "info", "overrides")
+
+    def __init__(self, info: Any, overrides: dict[str, Decimal]) -> None:
+        self.info = info
+        self.overrides = overrides
+        # When the model has one unconditional price set, resolve the attributes once.
+        self.fixed: dict[str, Rate] | None = None
+        if info is not None and not isinstance(info.prices, list):
+            self.fixed = self._rates(info.prices)
+        elif info is None:
+            self.fixed = self._rates(None)
+
+    def _rates(self, model_price: Any) -> dict[str, Rate]:
+        rates: dict[str, Rate] = {}
+        for name in PRICE_KEYS:
+            if name in self.overrides:
+                rates[name] = self.overrides[name]
+            elif model_price is not None:
+                rates[name] = getattr(model_price, _GENAI_ATTR[name], None)
+            else:
+                rates[name] = None
+        return rates
+
+    def rates_at(self, timestamp: float) -> dict[str, Rate]:
+        if self.fixed is not None:
+            return self.fixed
+        when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+        return self._rates(self.info.get_prices(when))
+
+
+class PriceTable:
+    """Prices calls. Thread-safe; memoises one lookup per (provider, model)."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._overrides = validate_overrides(overrides)
+        self._models: dict[tuple[str, str], _Model | None] = {}
+        self._lock = threading.Lock()
+        self._warned: set[tuple[str, str]] = set()
+
+    def _lookup(self, provider: str, model: str) -> _Model | None:
+        memo_key = (provider, model)
+        try:
+            return self._models[memo_key]
+        except KeyError:
+            pass
+        overrides = self._overrides.get(model, {})
+        info = None
+        try:
+            from genai_prices import data_snapshot
+
+            _, info = data_snapshot.get_snapshot().find_provider_model(
+                model, None, _GENAI_PROVIDER.get(provider, provider), None
+            )
+        except LookupError:
+            info = None
+        entry = _Model(info, overrides) if (info is not None or overrides) else None
+        with self._lock:
+            self._models[memo_key] = entry
+        return entry
+
+    def _warn_once(self, provider: str, model: str, why: str) -> None:
+        k = (provider, model)
+        if k in self._warned:
+            return
+        with self._lock:
+            if k in self._warned:
+                return
+            self._warned.add(k)
+        logger.warning("cachebench: %s model %r is %s; its costs are recorded as None "
+                       "(pass prices={...} to CacheTracker to price it)", provider, model, why)
+
+    def cost(self, provider: str, model: str | None, usage: Usage, timestamp: float) -> Cost:
+        """Price one call. Unknown usage or an unpriced model gives ``None`` costs."""
+        if not usage.known:
+            return Cost(None, None, None, False)
+        if not model:
+            return UNPRICED
+        entry = self._lookup(provider, model)
+        if entry is None:
+            self._warn_once(provider, model, "not in the price data")
+            return UNPRICED
+        rates = entry.rates_at(timestamp)
+        total_in = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
+        r_in = _tiered(rates["input"], total_in)
+        r_out = _tiered(rates["output"], total_in)
+        if r_in is None or r_out is None:
+            self._warn_once(provider, model, "missing input or output prices")
+            return UNPRICED
+        write_1h = usage.cache_write_1h_tokens
+        write_5m = usage.cache_write_tokens - write_1h
+        r_read = _tiered(rates["cache_read"], total_in) if usage.cache_read_tokens else Decimal(0)
+        r_w5 = _tiered(rates["cache_write"], total_in) if write_5m else Decimal(0)
+        r_w1 = _tiered(rates["cache_write_1h"], total_in) if write_1h else Decimal(0)
+        if r_read is None or r_w5 is None or r_w1 is None:
+            self._warn_once(provider, model, "missing cache prices for the tokens it used")
+            return UNPRICED
+        actual = (
+            usage.input_tokens * r_in
+            + usage.cache_read_tokens * r_read
+            + write_5m * r_w5
+            + write_1h * r_w1
+            + usage.output_tokens * r_out
+        ) / _MTOK
+        without = (total_in * r_in + usage.output_tokens * r_out) / _MTOK
+        return Cost(float(actual), float(without), float(without - actual), False)

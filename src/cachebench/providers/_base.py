@@ -1,0 +1,89 @@
+"""What every provider adapter shares: field access over objects *and* plain JSON, and the
+adapter shape.
+
+Each module in ``providers/`` exposes the same names (see :class:`Adapter`); provider
+differences live in their request/usage tables, not in the tracker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ..types import Prompt, Usage
+
+__all__ = ["Accumulator", "Adapter", "as_int", "get", "get_path", "has_field"]
+
+_MISSING = object()
+
+
+def get(obj: Any, name: str, default: Any = None) -> Any:
+    """``obj[name]`` for mappings, ``obj.name`` for objects; ``default`` when absent or null."""
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        value = obj.get(name, default)
+    else:
+        value = getattr(obj, name, default)
+    return default if value is None else value
+
+
+def has_field(obj: Any, name: str) -> bool:
+    """True when ``name`` is present and not null."""
+    return get(obj, name, _MISSING) is not _MISSING
+
+
+def get_path(obj: Any, path: tuple[str, ...], default: Any = None) -> Any:
+    for name in path:
+        obj = get(obj, name, _MISSING)
+        if obj is _MISSING:
+            return default
+    return obj
+
+
+def as_int(value: Any) -> int:
+    """A token count: ints pass, numeric strings and floats are truncated, anything else is 0.
+
+    Providers send nulls and, in logs, strings; a count is never negative.
+    """
+    if value is None or isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value if value > 0 else 0
+    try:
+        n = int(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return n if n > 0 else 0
+
+
+class Accumulator(Protocol):
+    """Folds a stream's events into one final :class:`Usage` (cumulative, never summed)."""
+
+    def add(self, event: Any) -> None: ...
+
+    def usage(self) -> Usage: ...
+
+
+class Adapter(Protocol):
+    """The functions every ``providers/<name>.py`` module defines."""
+
+    NAME: str
+
+    def parse_request(self, request: Mapping[str, Any]) -> Prompt: ...
+
+    def prompt_from_parts(self, *, messages: Any, system: Any, tools: Any, model: str | None) -> Prompt: ...
+
+    def usage(self, response: Any) -> Usage: ...
+
+    def new_accumulator(self, request: Mapping[str, Any]) -> Accumulator: ...
+
+    def request_model(self, request: Mapping[str, Any]) -> str | None: ...
+
+    def is_stream_request(self, request: Mapping[str, Any]) -> bool: ...
+
+    def owns_client(self, client: Any) -> bool: ...
+
+    def owns_response(self, response: Any) -> bool: ...
+
+    def instrument(self, client: Any, wrap: Callable[..., Any]) -> list[tuple[Any, str, Any]]: ...

@@ -1,0 +1,246 @@
+"""Observing what an SDK call returned, streams included, without changing it.
+
+A stream is finalised exactly once (:class:`Recorder`): when it is exhausted, closed, left
+with ``break`` and garbage-collected, or fails mid-stream (recorded with the error, which
+then reaches the caller unchanged).
+
+Where the hooks sit:
+
+* Stainless SDKs (anthropic, openai): every stream, whichever helper made it
+  (``create(stream=True)``, ``messages.stream()``, ``chat.completions.stream()``,
+  ``responses.stream()``, ``with_raw_response``), iterates ``Stream._iterator``. We replace
+  that one instance attribute with an observing generator over the original and wrap the
+  instance's ``close``; the object, its type and its other attributes stay the caller's.
+* Stream managers (``messages.stream()`` when the user wrapped that method themselves):
+  a thin proxy whose ``__enter__`` hooks the raw stream of what the real manager returns.
+* Plain generators (google-genai): an observing generator in their place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..types import UNKNOWN_USAGE, Usage
+from ._base import Accumulator
+
+if TYPE_CHECKING:
+    from ..tracker import CallContext
+
+__all__ = ["Recorder", "observe_result"]
+
+
+class Recorder:
+    """Feeds one stream's events to an accumulator and finalises the call exactly once."""
+
+    __slots__ = ("_acc", "_call", "_done", "_started")
+
+    def __init__(self, call: CallContext, acc: Accumulator) -> None:
+        self._call = call
+        self._acc = acc
+        self._done = False
+        self._started = False
+
+    def item(self, event: Any) -> None:
+        if not self._started:
+            self._started = True
+            self._call.response_started()
+        try:
+            self._acc.add(event)
+        except Exception as exc:
+            self._call.tracker_failed("stream event", exc)
+
+    def end(self, error: BaseException | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            usage: Usage = self._acc.usage()
+        except Exception as exc:
+            self._call.tracker_failed("stream usage", exc)
+            usage = UNKNOWN_USAGE
+        self._call.finish(usage, error)
+
+
+def observe_iterator(it: Iterator[Any], rec: Recorder) -> Iterator[Any]:
+    error: BaseException | None = None
+    try:
+        for event in it:
+            rec.item(event)
+            yield event
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        # Closed early (break + GC, close()): close the SDK's own generator as its GC would.
+        close = getattr(it, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+        rec.end(error)
+
+
+async def observe_async_iterator(it: AsyncIterator[Any], rec: Recorder) -> AsyncIterator[Any]:
+    error: BaseException | None = None
+    try:
+        async for event in it:
+            rec.item(event)
+            yield event
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        rec.end(error)
+
+
+def _is_stainless_stream(obj: Any) -> bool:
+    return hasattr(type(obj), "__stream__") and hasattr(obj, "response")
+
+
+def hook_stainless_stream(stream: Any, rec: Recorder) -> Any:
+    """Observe a Stainless ``Stream``/``AsyncStream`` in place (see module docstring)."""
+    inner = stream._iterator  # a cached_property in newer SDKs, a plain attribute in older ones
+    orig_close = stream.close
+    if inspect.isasyncgen(inner) or hasattr(inner, "__anext__"):
+        stream.__dict__["_iterator"] = observe_async_iterator(inner, rec)
+
+        async def aclose() -> None:
+            try:
+                await orig_close()
+            finally:
+                rec.end()
+
+        stream.close = aclose
+    else:
+        stream.__dict__["_iterator"] = observe_iterator(inner, rec)
+
+        def close() -> None:
+            try:
+                orig_close()
+            finally:
+                rec.end()
+
+        stream.close = close
+    return stream
+
+
+def _hook_helper_stream(helper: Any, rec: Recorder) -> Any:
+    """A helper stream (MessageStream, ChatCompletionStream, ...) iterates ``_raw_stream``."""
+    raw = getattr(helper, "_raw_stream", None)
+    if raw is not None and _is_stainless_stream(raw):
+        hook_stainless_stream(raw, rec)
+    else:
+        rec.end()
+    return helper
+
+
+class StreamManagerProxy:
+    """Stands in for an SDK stream manager; what ``with`` yields is the SDK's own stream."""
+
+    def __init__(self, manager: Any, rec: Recorder) -> None:
+        self._manager = manager
+        self._rec = rec
+
+    def __enter__(self) -> Any:
+        try:
+            helper = self._manager.__enter__()
+        except BaseException as exc:
+            self._rec.end(exc)
+            raise
+        return _hook_helper_stream(helper, self._rec)
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._manager.__exit__(*exc)
+        finally:
+            self._rec.end(exc[1] if len(exc) > 1 and isinstance(exc[1], Exception) else None)
+
+    async def __aenter__(self) -> Any:
+        try:
+            helper = await self._manager.__aenter__()
+        except BaseException as exc:
+            self._rec.end(exc)
+            raise
+        return _hook_helper_stream(helper, self._rec)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self._manager.__aexit__(*exc)
+        finally:
+            self._rec.end(exc[1] if len(exc) > 1 and isinstance(exc[1], Exception) else None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._manager, name)
+
+
+def _observe_raw_response(raw: Any, call: CallContext) -> Any:
+    """``with_raw_response`` / ``with_streaming_response``: observe what ``parse()`` returns."""
+    http = getattr(raw, "http_response", None)
+    body_read = http is not None and getattr(http, "_content", None) is not None
+    if body_read and not call.stream:
+        # The body is in memory and parse() memoises, so parsing here costs the caller nothing.
+        observe_result(raw.parse(), call)
+        return raw
+    orig_parse = raw.parse
+    if inspect.iscoroutinefunction(orig_parse):
+
+        async def aparse(*args: Any, **kwargs: Any) -> Any:
+            parsed = await orig_parse(*args, **kwargs)
+            if not kwargs and not args:
+                call.guarded(observe_result, parsed, call)
+            return parsed
+
+        raw.parse = aparse
+    else:
+
+        def parse(*args: Any, **kwargs: Any) -> Any:
+            parsed = orig_parse(*args, **kwargs)
+            if not kwargs and not args:
+                call.guarded(observe_result, parsed, call)
+            return parsed
+
+        raw.parse = parse
+    return raw
+
+
+def observe_result(result: Any, call: CallContext) -> Any:
+    """Record a finished call, or hook a stream so it records when it ends. Returns ``result``."""
+    if call.finished or call.observing:
+        return result
+    adapter_observe = getattr(call.adapter, "observe_result", None)
+    if adapter_observe is not None:
+        handled = adapter_observe(result, call)
+        if handled is not NotImplemented:
+            return handled
+    if _is_stainless_stream(result):
+        call.observing = True
+        return hook_stainless_stream(result, Recorder(call, call.adapter.new_accumulator(call.request)))
+    if hasattr(result, "http_response") and callable(getattr(result, "parse", None)):
+        return _observe_raw_response(result, call)
+    if type(result).__name__.endswith("StreamManager"):
+        call.observing = True
+        return StreamManagerProxy(result, Recorder(call, call.adapter.new_accumulator(call.request)))
+    if inspect.isgenerator(result):
+        call.observing = True
+        return observe_iterator(result, Recorder(call, call.adapter.new_accumulator(call.request)))
+    if inspect.isasyncgen(result):
+        call.observing = True
+        return observe_async_iterator(result, Recorder(call, call.adapter.new_accumulator(call.request)))
+    call.response_started()
+    call.finish(call.adapter.usage(result), None)
+    return result
+
+
+def monotonic_ms() -> float:
+    return time.perf_counter() * 1000.0

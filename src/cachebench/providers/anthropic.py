@@ -1,0 +1,310 @@
+"""Anthropic Messages API (also ``AnthropicBedrock``, ``AnthropicVertex`` and Bedrock
+``InvokeModel`` with an Anthropic body, which report usage the same way).
+
+Cache order is tools -> system -> messages. A breakpoint is a block with ``cache_control``
+(``{"type": "ephemeral", "ttl": "5m" | "1h"}``), or the request's top-level
+``cache_control`` (automatic caching: it marks the last cacheable block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..fingerprint import to_plain
+from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
+from ._base import as_int, get, get_path, has_field
+
+NAME = "anthropic"
+MARKER = "cache_control"
+DEFAULT_TTL = "5m"
+
+# Usage fields, as data. Source: anthropic-sdk-python src/anthropic/types/usage.py
+# (class Usage) and types/cache_creation.py (class CacheCreation). ``input_tokens`` excludes
+# cache tokens.
+USAGE_FIELDS = {
+    "input_tokens": ("input_tokens",),
+    "cache_read_tokens": ("cache_read_input_tokens",),
+    "cache_write_tokens": ("cache_creation_input_tokens",),
+    "cache_write_5m_tokens": ("cache_creation", "ephemeral_5m_input_tokens"),
+    "cache_write_1h_tokens": ("cache_creation", "ephemeral_1h_input_tokens"),
+    "output_tokens": ("output_tokens",),
+}
+# Request fields that invalidate the messages part of an entry without being blocks.
+SETTINGS_FIELDS = ("tool_choice", "thinking")
+_MESSAGES_PATHS = ("/v1/messages",)
+
+
+def _ttl(marker: Any) -> str | None:
+    if marker is None:
+        return None
+    ttl = get(marker, "ttl")
+    return ttl if ttl in ("5m", "1h") else DEFAULT_TTL
+
+
+def _strip(block: Any) -> tuple[Any, str | None]:
+    """The block without its cache marker, and the marker's TTL (None when unmarked)."""
+    if isinstance(block, str):
+        return block, None
+    if not isinstance(block, dict):
+        block = to_plain(block)
+        if not isinstance(block, dict):
+            return block, None
+    marker = block.get(MARKER)
+    if marker is None:
+        if MARKER in block:
+            return {k: v for k, v in block.items() if k != MARKER}, None
+        return block, None
+    return {k: v for k, v in block.items() if k != MARKER}, _ttl(marker)
+
+
+def _items(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    plain = to_plain(value)
+    return plain if isinstance(plain, list) else [plain]
+
+
+def build_prompt(
+    *,
+    provider: str,
+    model: str | None,
+    tools: Any,
+    system: Any,
+    messages: Any,
+    automatic: Any = None,
+    settings: Any = None,
+) -> Prompt:
+    blocks: list[Block] = []
+    for i, tool in enumerate(_items(tools)):
+        payload, ttl = _strip(tool)
+        blocks.append(Block("tools", i, payload, ttl))
+    for i, part in enumerate(_items(system)):
+        payload, ttl = _strip(part)
+        blocks.append(Block("system", i, payload, ttl))
+    turn_start = None
+    msgs = _items(messages)
+    # The newest user turn: the trailing run of user messages (tool results are user turns).
+    last_assistant = -1
+    for m_i, msg in enumerate(msgs):
+        if get(msg, "role") == "assistant":
+            last_assistant = m_i
+    m_index = 0
+    for m_i, msg in enumerate(msgs):
+        role = get(msg, "role", "user")
+        if m_i == last_assistant + 1 and turn_start is None and role != "assistant":
+            turn_start = len(blocks)
+        for part in _items(get(msg, "content")):
+            payload, ttl = _strip(part)
+            blocks.append(Block("messages", m_index, [role, payload], ttl))
+            m_index += 1
+    if turn_start is None:
+        turn_start = len(blocks)
+    if automatic is not None and blocks:
+        last = blocks[-1]
+        blocks[-1] = Block(last.section, last.index, last.payload, _ttl(automatic))
+    return Prompt(provider, model, tuple(blocks), turn_start, implicit=False, settings=settings)
+
+
+def _settings(request: Mapping[str, Any]) -> Any:
+    found = {k: to_plain(request[k]) for k in SETTINGS_FIELDS if request.get(k) is not None}
+    return found or None
+
+
+def request_model(request: Mapping[str, Any]) -> str | None:
+    model = request.get("model")
+    return model if isinstance(model, str) else None
+
+
+def parse_request(request: Mapping[str, Any]) -> Prompt:
+    return build_prompt(
+        provider=NAME,
+        model=request_model(request),
+        tools=request.get("tools"),
+        system=request.get("system"),
+        messages=request.get("messages"),
+        automatic=request.get(MARKER),
+        settings=_settings(request),
+    )
+
+
+def prompt_from_parts(*, messages: Any, system: Any, tools: Any, model: str | None) -> Prompt:
+    return build_prompt(provider=NAME, model=model, tools=tools, system=system, messages=messages)
+
+
+def is_stream_request(request: Mapping[str, Any]) -> bool:
+    return bool(request.get("stream"))
+
+
+def _diagnostics(response: Any) -> dict[str, Any] | None:
+    diag = get(response, "diagnostics")
+    if diag is None:
+        return None
+    plain = to_plain(diag)
+    return plain if isinstance(plain, dict) and plain else None
+
+
+def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any = None) -> Usage:
+    """Normalise an Anthropic ``usage`` object or dict (exclusive ``input_tokens``)."""
+    write = as_int(get_path(usage, USAGE_FIELDS["cache_write_tokens"]))
+    split = get(usage, "cache_creation")
+    write_1h = as_int(get_path(usage, USAGE_FIELDS["cache_write_1h_tokens"]))
+    write_5m = as_int(get_path(usage, USAGE_FIELDS["cache_write_5m_tokens"]))
+    if split is not None and not write:
+        write = write_5m + write_1h
+    return Usage(
+        input_tokens=as_int(get_path(usage, USAGE_FIELDS["input_tokens"])),
+        cache_read_tokens=as_int(get_path(usage, USAGE_FIELDS["cache_read_tokens"])),
+        cache_write_tokens=write,
+        cache_write_1h_tokens=min(write_1h, write),
+        output_tokens=as_int(get_path(usage, USAGE_FIELDS["output_tokens"])),
+        known=True,
+        writes_reported=True,
+        ttl_split_reported=split is not None,
+        model=model,
+        diagnostics=diagnostics,
+    )
+
+
+def usage(response: Any) -> Usage:
+    """A ``Message`` (or its JSON) -> :class:`Usage`; no usage at all -> unknown."""
+    u = get(response, "usage")
+    if u is None or isinstance(u, (str, int, float, bool, list)):
+        return UNKNOWN_USAGE
+    model = get(response, "model")
+    return usage_from_fields(u, model=model if isinstance(model, str) else None,
+                             diagnostics=_diagnostics(response))
+
+
+class StreamAccumulator:
+    """Folds Messages SSE events.
+
+    ``message_start.message.usage`` carries input, cache counts and the TTL split;
+    ``message_delta.usage`` carries *cumulative* totals that overwrite (never add), and may
+    restate input and cache counts. (anthropic-sdk-python:
+    ``lib/streaming/_messages.py::accumulate_event``.)
+    """
+
+    __slots__ = ("_diag", "_fields", "_model", "_seen", "_split")
+
+    def __init__(self) -> None:
+        self._fields: dict[str, int] = {}
+        self._split: Any = None
+        self._model: str | None = None
+        self._seen = False
+        self._diag: dict[str, Any] | None = None
+
+    def _take(self, u: Any) -> None:
+        # {"input_tokens": 12, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 2048,
+        #  "cache_creation": {"ephemeral_5m_input_tokens": 2048, "ephemeral_1h_input_tokens": 0},
+        #  "output_tokens": 1}
+        self._seen = True
+        for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens"):
+            if has_field(u, name):
+                self._fields[name] = as_int(get(u, name))
+        if has_field(u, "cache_creation"):
+            self._split = get(u, "cache_creation")
+
+    def add(self, event: Any) -> None:
+        kind = get(event, "type")
+        if kind == "message_start":
+            message = get(event, "message")
+            model = get(message, "model")
+            if isinstance(model, str):
+                self._model = model
+            if has_field(message, "usage"):
+                self._take(get(message, "usage"))
+            self._diag = _diagnostics(message) or self._diag
+        elif kind == "message_delta":
+            if has_field(event, "usage"):
+                self._take(get(event, "usage"))
+            self._diag = _diagnostics(get(event, "delta")) or self._diag
+
+    def usage(self) -> Usage:
+        if not self._seen:
+            return UNKNOWN_USAGE
+        fields: dict[str, Any] = dict(self._fields)
+        if self._split is not None:
+            fields["cache_creation"] = self._split
+        return usage_from_fields(fields, model=self._model, diagnostics=self._diag)
+
+
+def recorded_usage(response: Any, request: Mapping[str, Any]) -> Usage:
+    """``record()``: a Message or its JSON, a finished ``MessageStream``, or a list of events."""
+    snapshot = getattr(response, "current_message_snapshot", None)
+    if snapshot is not None:
+        return usage(snapshot)
+    if isinstance(response, (list, tuple)):
+        acc = StreamAccumulator()
+        for event in response:
+            acc.add(event)
+        return acc.usage()
+    return usage(response)
+
+
+# Minimum cacheable prefix per model, in tokens (varies; PROVIDER_FACTS "Anthropic caching
+# rules"). Matched by substring, first match wins; below it markers are silently ignored.
+MIN_CACHEABLE = (
+    ("opus-5", 512), ("fable-5", 512), ("mythos-5", 512),
+    ("opus-4-8", 1024), ("sonnet-5", 1024), ("sonnet-4-6", 1024), ("sonnet-4-5", 1024),
+    ("opus-4-1", 1024), ("opus-4-0", 1024), ("opus-4-2", 1024), ("sonnet-4-0", 1024), ("sonnet-4-2", 1024),
+    ("opus-4-7", 2048), ("haiku-3-5", 2048), ("3-5-haiku", 2048),
+    ("opus-4-6", 4096), ("opus-4-5", 4096), ("haiku-4-5", 4096),
+)
+
+
+def min_cacheable(model: str | None) -> int:
+    if not model:
+        return 0
+    for needle, tokens in MIN_CACHEABLE:
+        if needle in model:
+            return tokens
+    return 0
+
+
+def read_tolerance(model: str | None) -> int:
+    """Reads are exact on Anthropic: any shortfall against a live entry is a miss."""
+    return 0
+
+
+def new_accumulator(request: Mapping[str, Any]) -> StreamAccumulator:
+    return StreamAccumulator()
+
+
+def owns_client(client: Any) -> bool:
+    return type(client).__module__.split(".")[0] == "anthropic"
+
+
+def owns_response(response: Any) -> bool:
+    if type(response).__module__.split(".")[0] == "anthropic":
+        return True
+    return isinstance(response, Mapping) and response.get("type") == "message"
+
+
+def _is_messages_call(options: Any) -> bool:
+    url = get(options, "url", "")
+    method = str(get(options, "method", "post")).lower()
+    return method == "post" and isinstance(url, str) and url.rstrip("/").endswith(_MESSAGES_PATHS)
+
+
+def instrument(client: Any, observe: Callable[..., Any]) -> list[tuple[Any, str, Any]]:
+    """Patch the client's ``request`` so every Messages call passes through ``observe``.
+
+    Every resource method and helper (``create``, ``stream()``, ``with_raw_response``) of a
+    Stainless client ends in ``client.request(cast_to, options, stream=, stream_cls=)``;
+    the request body is ``options.json_data``.
+    """
+    return stainless_instrument(client, observe, _is_messages_call)
+
+
+def stainless_instrument(
+    client: Any, observe: Callable[..., Any], wanted: Callable[[Any], bool]
+) -> list[tuple[Any, str, Any]]:
+    original = client.request
+    patched = observe(original, wanted)
+    client.request = patched
+    return [(client, "request", original)]

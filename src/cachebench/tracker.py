@@ -1,0 +1,482 @@
+"""``CacheTracker``: wrap, instrument, record. The only orchestrator.
+
+One call, start to end::
+
+    begin:  adapter.parse_request -> Prompt -> fingerprint.key -> PrefixKey, expectation
+    call:   the SDK call itself (never touched)
+    end:    adapter.usage / stream accumulator -> Usage -> pricing -> CallMetrics
+            -> stats, cache view, alerts
+
+Everything but the SDK call runs under the tracker's :class:`~cachebench._guard.Guard`:
+the caller gets the SDK's response or the SDK's own exception, unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from .fingerprint import key as prefix_key
+from ._flow import current_flow, default_flow
+from ._guard import Guard, logger, strict_from_env
+from .detect import CacheView, Expectation
+from .policy import CachePolicy
+from .pricing import PriceTable
+from .providers import adapter_for, detect_client, detect_response
+from .providers._stream import observe_result
+from .stats import Stats
+from .types import UNKNOWN_USAGE, CallMetrics, PrefixKey, Prompt, Provider, Regression, Usage
+
+__all__ = ["CacheTracker", "CallContext"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
+_EMPTY_KEY = PrefixKey(None, (), (), (), (), (), (), (), (), -1, 0)
+
+
+def _default_alert(m: CallMetrics) -> None:
+    logger.warning(
+        "cachebench: unexpected cache miss in flow %r (prefix %s): read %d of %d expected tokens",
+        m.flow, m.prefix_id, m.cache_read_tokens, m.expected_read_tokens,
+    )
+
+
+class CallContext:
+    """One call in flight: what was learned before it, finished exactly once after it."""
+
+    __slots__ = ("adapter", "exp", "finished", "flow", "key", "observing", "prompt", "request", "started",
+                 "stream", "t0", "timestamp", "tracker")
+
+    def __init__(self, tracker: CacheTracker, adapter: Any, request: Mapping[str, Any], flow: str,
+                 timestamp: float) -> None:
+        self.tracker = tracker
+        self.adapter = adapter
+        self.request = request
+        self.flow = flow
+        self.timestamp = timestamp
+        self.stream = adapter.is_stream_request(request)
+        self.finished = False
+        self.observing = False
+        self.started = False
+        self.prompt: Prompt | None = None
+        self.key: PrefixKey = _EMPTY_KEY
+        self.exp: Expectation | None = None
+        self.t0 = time.perf_counter()
+
+    def response_started(self) -> None:
+        self.started = True
+
+    def tracker_failed(self, stage: str, exc: BaseException) -> None:
+        self.tracker._guard.failed(stage, exc)
+
+    def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.tracker._guard.failed("observe", exc)
+            return None
+
+    def finish(self, usage: Usage, error: BaseException | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        elapsed = (time.perf_counter() - self.t0) * 1000.0
+        try:
+            self.tracker._complete(self, usage, error, elapsed)
+        except Exception as exc:
+            self.tracker._guard.failed("record", exc)
+
+
+class CacheTracker:
+    """Observes a provider's prompt cache from inside the application. See DESIGN "Public API"."""
+
+    def __init__(
+        self,
+        provider: Provider | str | None = None,
+        miss_alert_threshold: float = 0.6,
+        on_miss_alert: Callable[[CallMetrics], object] | None = None,
+        on_regression: Callable[[Regression], object] | None = None,
+        policy: CachePolicy | None = None,
+        store: Any = None,
+        max_prefixes: int = 10_000,
+        max_calls: int = 100_000,
+        capture_text: bool = False,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = Provider.parse(provider) if provider is not None else None
+        if isinstance(miss_alert_threshold, bool) or not isinstance(miss_alert_threshold, (int, float)) \
+                or not 0.0 <= float(miss_alert_threshold) <= 1.0:
+            raise ValueError(f"miss_alert_threshold must be a number in [0, 1], got {miss_alert_threshold!r}")
+        for name, cb in (("on_miss_alert", on_miss_alert), ("on_regression", on_regression)):
+            if cb is not None and not callable(cb):
+                raise TypeError(f"{name} must be callable or None, got {type(cb).__name__}")
+        if policy is not None and not isinstance(policy, CachePolicy):
+            raise TypeError(f"policy must be a CachePolicy (e.g. CachePolicy.miss_aware()), got {policy!r}")
+        for name, n in (("max_prefixes", max_prefixes), ("max_calls", max_calls)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{name} must be a positive int, got {n!r}")
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning seconds since the epoch")
+        if store is not None:
+            raise ValueError(
+                "store: only the in-memory store (store=None) is available in this version; "
+                f"got {store!r}"
+            )
+        self.miss_alert_threshold = float(miss_alert_threshold)
+        self.on_miss_alert = on_miss_alert if on_miss_alert is not None else _default_alert
+        self.on_regression = on_regression
+        self.policy = policy
+        self.capture_text = bool(capture_text)
+        self.clock = clock
+        self.max_prefixes = max_prefixes
+        self.max_calls = max_calls
+        self._guard = Guard(strict=strict_from_env())
+        self._prices = PriceTable(prices)
+        self._lock = threading.Lock()
+        self._stats = Stats(max_prefixes, max_calls)
+        self._view = CacheView(max_entries=max_prefixes * 8)
+        self._regressions: list[Regression] = []
+        self._patches: dict[int, list[tuple[Any, str, Any]]] = {}
+
+    # -- configuration helpers ------------------------------------------------------------
+
+    def _adapter(self, provider: Provider | str | None, target: Any = None, response: Any = None) -> Any:
+        if provider is not None:
+            return adapter_for(provider)
+        if self.provider is not None:
+            return adapter_for(self.provider)
+        found = detect_client(target) if target is not None else None
+        if found is None and response is not None:
+            found = detect_response(response)
+        if found is None:
+            what = "client" if target is not None else "response"
+            raise ValueError(
+                f"cannot tell which provider this {what} belongs to; pass provider= "
+                f"(one of {', '.join(p.value for p in Provider)})"
+            )
+        return adapter_for(found)
+
+    @property
+    def internal_errors(self) -> int:
+        """How many internal failures the guard caught (and logged) so far."""
+        return self._guard.errors
+
+    # -- the call path --------------------------------------------------------------------
+
+    def _begin(self, adapter: Any, request: Mapping[str, Any], flow: str | None) -> CallContext | None:
+        try:
+            name = flow or current_flow() or default_flow(3)
+            ctx = CallContext(self, adapter, request, name, self.clock())
+            prompt = adapter.parse_request(request)
+            key = prefix_key(prompt)
+            ctx.prompt = prompt
+            ctx.key = key
+            if key.breakpoints:
+                with self._lock:
+                    ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
+            return ctx
+        except Exception as exc:
+            self._guard.failed("begin", exc)
+            return None
+
+    def _complete(self, ctx: CallContext, usage: Usage, error: BaseException | None,
+                  elapsed: float) -> CallMetrics:
+        adapter = ctx.adapter
+        prompt = ctx.prompt
+        key = ctx.key
+        model = usage.model or (prompt.model if prompt is not None else None) or adapter.request_model(ctx.request)
+        usage = self._apply_ttl_hint(usage, key)
+        try:
+            cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)
+        except Exception as exc:
+            self._guard.failed("pricing", exc)
+            cost = None
+        exp = ctx.exp
+        unexpected = False
+        cause = None
+        implicit = prompt.implicit if prompt is not None else False
+        if exp is not None and usage.known and error is None:
+            unexpected, cause = CacheView.cause(key, usage, exp, implicit, adapter.read_tolerance(model))
+        m = CallMetrics(
+            provider=adapter.NAME,
+            model=model,
+            flow=ctx.flow,
+            prefix_id=key.prefix_id,
+            breakpoint_ids=key.breakpoint_ids,
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            output_tokens=usage.output_tokens,
+            elapsed_ms=elapsed,
+            timestamp=ctx.timestamp,
+            cost_usd=cost.cost_usd if cost is not None else None,
+            cost_without_cache_usd=cost.cost_without_cache_usd if cost is not None else None,
+            cost_saved_usd=cost.cost_saved_usd if cost is not None else None,
+            expected_read_tokens=exp.tokens if exp is not None else 0,
+            unexpected_miss=unexpected,
+            miss_cause=cause,
+            usage_known=usage.known,
+            diagnostics=usage.diagnostics,
+            error=None if error is None else f"{type(error).__name__}: {error}"[:500],
+            writes_reported=usage.writes_reported,
+            unpriced=cost is None or cost.unpriced,
+            stream=ctx.stream,
+        )
+        self._store(m, ctx, usage, implicit, model)
+        return m
+
+    def _store(self, m: CallMetrics, ctx: CallContext | None, usage: Usage, implicit: bool,
+               model: str | None) -> None:
+        with self._lock:
+            self._stats.add(m)
+            if ctx is not None and ctx.exp is not None and m.error is None:
+                self._view.observe(ctx.key, usage, ctx.exp, implicit, m.timestamp,
+                                   ctx.adapter.DEFAULT_TTL, ctx.adapter.min_cacheable(model))
+        if m.unexpected_miss:
+            self._guard.user_callback("on_miss_alert", self.on_miss_alert, m)
+
+    @staticmethod
+    def _apply_ttl_hint(usage: Usage, key: PrefixKey) -> Usage:
+        """Without a 5m/1h split in the response, take the TTL from the request's markers."""
+        if usage.ttl_split_reported or not usage.cache_write_tokens or not key.ttls:
+            return usage
+        if all(t == "1h" for t in key.ttls) and usage.cache_write_1h_tokens == 0:
+            from dataclasses import replace
+
+            return replace(usage, cache_write_1h_tokens=usage.cache_write_tokens)
+        return usage
+
+    def _fail(self, ctx: CallContext, exc: BaseException) -> None:
+        ctx.finish(UNKNOWN_USAGE, exc)
+
+    # -- public: wrap / instrument / record -----------------------------------------------
+
+    def wrap(self, fn: F, flow: str | None = None, *, provider: Provider | str | None = None) -> F:
+        """Return ``fn`` observed: same signature, same result (sync, async, streams).
+
+        ``fn`` is an SDK method such as ``client.messages.create``; ``provider`` is detected
+        from it unless given here or to the tracker.
+        """
+        if not callable(fn):
+            raise TypeError(f"wrap() needs a callable SDK method, got {type(fn).__name__}")
+        if flow is not None and (not isinstance(flow, str) or not flow.strip()):
+            raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
+        adapter = self._adapter(provider, target=fn)
+        tracker = self
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapped(*args: Any, **kwargs: Any) -> Any:
+                ctx = tracker._begin(adapter, kwargs, flow)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    if ctx is not None:
+                        tracker._fail(ctx, exc)
+                    raise
+                return tracker._observe(result, ctx)
+
+            return awrapped  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            ctx = tracker._begin(adapter, kwargs, flow)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                if ctx is not None:
+                    tracker._fail(ctx, exc)
+                raise
+            if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
+                return tracker._await_then_observe(result, ctx)
+            return tracker._observe(result, ctx)
+
+        return wrapped  # type: ignore[return-value]
+
+    async def _await_then_observe(self, awaitable: Any, ctx: CallContext | None) -> Any:
+        try:
+            result = await awaitable
+        except BaseException as exc:
+            if ctx is not None:
+                self._fail(ctx, exc)
+            raise
+        return self._observe(result, ctx)
+
+    def _observe(self, result: Any, ctx: CallContext | None) -> Any:
+        if ctx is None:
+            return result
+        try:
+            return observe_result(result, ctx)
+        except Exception as exc:
+            self._guard.failed("observe", exc)
+            return result
+
+    def instrument(self, client: Any, *, flow: str | None = None) -> Any:
+        """Patch a whole SDK client in place so every cacheable call is observed.
+
+        Idempotent (a second call does nothing) and reversible with :meth:`uninstrument`.
+        Returns the client.
+        """
+        if id(client) in self._patches:
+            return client
+        adapter = self._adapter(None, target=client)
+        tracker = self
+
+        def observe(original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
+            return tracker._observer_for(adapter, original, wanted, flow)
+
+        self._patches[id(client)] = adapter.instrument(client, observe)
+        return client
+
+    def uninstrument(self, client: Any) -> Any:
+        """Undo :meth:`instrument`. A client that was never instrumented is left as it is."""
+        for obj, attr, original in reversed(self._patches.pop(id(client), [])):
+            own = getattr(type(obj), attr, None)
+            if getattr(original, "__self__", None) is obj and getattr(original, "__func__", None) is own:
+                # The original was the class's own method: dropping our instance attribute restores it.
+                obj.__dict__.pop(attr, None)
+            else:
+                setattr(obj, attr, original)
+        return client
+
+    def _observer_for(self, adapter: Any, original: Callable[..., Any], wanted: Callable[[Any], bool],
+                      flow: str | None) -> Callable[..., Any]:
+        """A stand-in for an SDK client's transport method (Stainless ``client.request``)."""
+        tracker = self
+
+        def body_of(options: Any) -> Mapping[str, Any] | None:
+            data = getattr(options, "json_data", None)
+            if not isinstance(data, Mapping):
+                return None
+            # Stainless leaves its ``omit``/``NOT_GIVEN`` sentinels in the body until it is sent.
+            return {k: v for k, v in data.items() if type(v).__name__ not in _SENTINELS}
+
+        if inspect.iscoroutinefunction(original):
+
+            @functools.wraps(original)
+            async def arequest(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+                body = None
+                try:
+                    body = body_of(options) if wanted(options) else None
+                except Exception as exc:
+                    tracker._guard.failed("instrument", exc)
+                if body is None:
+                    return await original(cast_to, options, *args, **kwargs)
+                ctx = tracker._begin(adapter, body, flow)
+                try:
+                    result = await original(cast_to, options, *args, **kwargs)
+                except BaseException as exc:
+                    if ctx is not None:
+                        tracker._fail(ctx, exc)
+                    raise
+                return tracker._observe(result, ctx)
+
+            arequest.__cachebench__ = True  # type: ignore[attr-defined]
+            return arequest
+
+        @functools.wraps(original)
+        def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+            body = None
+            try:
+                body = body_of(options) if wanted(options) else None
+            except Exception as exc:
+                tracker._guard.failed("instrument", exc)
+            if body is None:
+                return original(cast_to, options, *args, **kwargs)
+            ctx = tracker._begin(adapter, body, flow)
+            try:
+                result = original(cast_to, options, *args, **kwargs)
+            except BaseException as exc:
+                if ctx is not None:
+                    tracker._fail(ctx, exc)
+                raise
+            return tracker._observe(result, ctx)
+
+        request.__cachebench__ = True  # type: ignore[attr-defined]
+        return request
+
+    def record(
+        self,
+        response: Any,
+        request: Mapping[str, Any] | None = None,
+        provider: Provider | str | None = None,
+        elapsed_ms: float | None = None,
+        timestamp: float | None = None,
+        *,
+        flow: str | None = None,
+    ) -> CallMetrics | None:
+        """Record a call made some other way: a response object or its plain JSON, an SDK
+        stream's final state, or (Bedrock) the boto3 response dict. ``timestamp`` replays a
+        logged call at its own time. Returns the :class:`CallMetrics`, or ``None`` if the
+        tracker failed internally (logged, never raised).
+        """
+        if request is not None and not isinstance(request, Mapping):
+            raise TypeError(f"request must be the call's keyword arguments as a mapping, got {type(request).__name__}")
+        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))
+                                      or not math.isfinite(timestamp)):
+            raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
+        adapter = self._adapter(provider, response=response)
+        try:
+            body: Mapping[str, Any] = request or {}
+            ctx = self._begin(adapter, body, flow or current_flow() or default_flow(2))
+            if ctx is None:
+                return None
+            if timestamp is not None:
+                ctx.timestamp = float(timestamp)
+                if ctx.exp is not None:
+                    with self._lock:
+                        ctx.exp = self._view.expect(ctx.key, ctx.prompt.implicit if ctx.prompt else False,
+                                                    ctx.timestamp)
+            ctx.stream = False
+            usage = adapter.recorded_usage(response, body)
+            ctx.finished = True
+            return self._complete(ctx, usage, None, float(elapsed_ms) if elapsed_ms is not None else None)
+        except Exception as exc:
+            self._guard.failed("record", exc)
+            return None
+
+    # -- public: reading ------------------------------------------------------------------
+
+    def aggregate(self, window_s: float | None = None) -> dict[str, Any]:
+        """Totals over every call, or over the retained calls of the last ``window_s`` seconds."""
+        if window_s is not None and (isinstance(window_s, bool) or not isinstance(window_s, (int, float))
+                                     or window_s <= 0):
+            raise ValueError(f"window_s must be a positive number of seconds or None, got {window_s!r}")
+        with self._lock:
+            if window_s is None:
+                return self._stats.total.as_dict()
+            return self._stats.window(self.clock() - window_s).as_dict()
+
+    def by_prefix(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return self._stats.by_prefix()
+
+    def by_flow(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return self._stats.by_flow()
+
+    def calls(self) -> list[CallMetrics]:
+        with self._lock:
+            return list(self._stats.history)
+
+    def regressions(self) -> list[Regression]:
+        with self._lock:
+            return list(self._regressions)
+
+    def close(self) -> None:
+        """Flush and release the store. Safe to call twice."""
+        return None
+
+    def __enter__(self) -> CacheTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

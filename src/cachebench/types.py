@@ -1,0 +1,293 @@
+"""Frozen value types shared by every module.
+
+Nothing here does I/O or imports a provider SDK. The words match DESIGN: a *prompt* is a
+sequence of *blocks* in cache order; a *breakpoint* is a block marked cacheable; a *prefix*
+is everything from the start of the prompt through a breakpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+__all__ = [
+    "Block",
+    "CallMetrics",
+    "Cost",
+    "MissCause",
+    "Prompt",
+    "PrefixDiff",
+    "PrefixKey",
+    "Provider",
+    "Regression",
+    "Section",
+    "Usage",
+]
+
+Section = Literal["tools", "system", "messages"]
+MissCause = Literal[
+    "cold",
+    "ttl_expired",
+    "below_minimum",
+    "concurrent",
+    "prefix_changed",
+    "serialization_changed",
+    "model_changed",
+    "provider",
+]
+
+
+class Provider(str, Enum):
+    """The providers cachebench understands. Accepts its plain string value anywhere."""
+
+    ANTHROPIC = "anthropic"
+    OPENAI = "openai"
+    BEDROCK = "bedrock"
+    GEMINI = "gemini"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: Provider | str) -> Provider:
+        """Return the member for ``value`` or raise a ``ValueError`` naming the valid choices."""
+        if isinstance(value, Provider):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        choices = ", ".join(repr(p.value) for p in cls)
+        raise ValueError(f"unknown provider {value!r}: expected one of {choices} or a Provider member")
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One cacheable unit of a prompt, in the provider's cache order.
+
+    ``payload`` is the plain-JSON form of the block with its cache marker removed; it lives
+    only while the call is fingerprinted and is never stored. ``ttl`` is set when the block
+    carries a breakpoint: ``"5m"``/``"1h"`` for explicit markers, or the provider's retention
+    for an implicit breakpoint.
+    """
+
+    section: Section
+    index: int
+    payload: Any
+    ttl: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A request as the provider's cache sees it.
+
+    ``turn_start`` is the position of the first block of the newest user turn (equal to
+    ``len(blocks)`` when there is none); that turn never enters the ``prefix_id``.
+    ``settings`` are request fields that invalidate the messages part of a cache entry
+    without being a block (Anthropic ``tool_choice`` and ``thinking``); they are hashed
+    just before the first message block.
+    """
+
+    provider: str
+    model: str | None
+    blocks: tuple[Block, ...]
+    turn_start: int
+    implicit: bool = False
+    settings: Any = None
+
+    @property
+    def breakpoints(self) -> tuple[int, ...]:
+        return tuple(i for i, b in enumerate(self.blocks) if b.ttl is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixKey:
+    """What fingerprinting learned about one prompt; no prompt text.
+
+    ``chain[i]`` is the chained hash of blocks ``0..i`` (bound to provider and model), the
+    value a provider-side cache entry ending after block ``i`` would be keyed by.
+    ``digests`` are per-block digests of the key-sorted bytes, ``order_digests`` of the bytes
+    in the caller's own key order (providers cache rendered bytes, so a re-ordered dict
+    misses even though the sorted digest is unchanged). ``sizes`` are canonical byte counts.
+    """
+
+    prefix_id: str | None
+    breakpoint_ids: tuple[str, ...]
+    breakpoints: tuple[int, ...]
+    ttls: tuple[str, ...]
+    sections: tuple[str, ...]
+    digests: tuple[int, ...]
+    order_digests: tuple[int, ...]
+    sizes: tuple[int, ...]
+    chain: tuple[int, ...]
+    prefix_end: int
+    turn_start: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts normalised across providers.
+
+    ``input_tokens`` is uncached input only (billed at the base rate). ``cache_write_tokens``
+    counts every write; ``cache_write_1h_tokens`` is the part of it written with a 1 h TTL.
+    ``writes_reported`` says whether the provider reports cache writes at all (Anthropic,
+    Bedrock and OpenAI GPT-5.6+ do; older OpenAI models and Gemini do not).
+    ``known`` is False when the response carried no usage (an OpenAI stream without
+    ``include_usage``): the counts are then unknown, not zero.
+    """
+
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    output_tokens: int = 0
+    known: bool = True
+    writes_reported: bool = True
+    ttl_split_reported: bool = False
+    model: str | None = None
+    diagnostics: dict[str, Any] | None = None
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+UNKNOWN_USAGE = Usage(known=False, writes_reported=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Money for one call, in USD. ``None`` everywhere when the model is not priced.
+
+    ``unpriced`` is True when the model is unknown or its price list lacks a rate the call
+    needs (cache tokens are never charged at $0 by omission).
+    """
+
+    cost_usd: float | None
+    cost_without_cache_usd: float | None
+    cost_saved_usd: float | None
+    unpriced: bool = False
+
+
+UNPRICED = Cost(None, None, None, True)
+
+
+@dataclass(frozen=True, slots=True)
+class CallMetrics:
+    """Everything cachebench recorded about one call.
+
+    Token fields follow :class:`Usage`. ``expected_read_tokens`` is what the call should have
+    read given the cache entries the tracker saw written or read within their TTL;
+    ``unexpected_miss`` is True when it read less. ``miss_cause`` names why the part of the
+    prefix through the last breakpoint that was not read was not read (``None`` when all was
+    read or nothing was cacheable).
+    """
+
+    provider: str
+    model: str | None
+    flow: str
+    prefix_id: str | None
+    breakpoint_ids: tuple[str, ...]
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    elapsed_ms: float | None
+    timestamp: float
+    cost_usd: float | None
+    cost_without_cache_usd: float | None
+    cost_saved_usd: float | None
+    expected_read_tokens: int = 0
+    unexpected_miss: bool = False
+    miss_cause: MissCause | None = None
+    usage_known: bool = True
+    held_ms: float = 0.0
+    diagnostics: dict[str, Any] | None = None
+    error: str | None = None
+    writes_reported: bool = True
+    unpriced: bool = False
+    stream: bool = False
+
+    @property
+    def cache_creation_tokens(self) -> int:
+        """Alias of ``cache_write_tokens`` in Anthropic's own words."""
+        return self.cache_write_tokens
+
+    @property
+    def total_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def cacheable_tokens(self) -> int:
+        """The denominator of :attr:`hit_ratio`.
+
+        Where the provider reports writes: what was read plus what was written. Where it
+        does not: the tokens the call was expected to read (a cold first call expects
+        nothing and so is not a miss).
+        """
+        if not self.usage_known:
+            return 0
+        if self.writes_reported:
+            return self.cache_read_tokens + self.cache_write_tokens
+        return self.expected_read_tokens
+
+    @property
+    def hit_tokens(self) -> int:
+        """The numerator of :attr:`hit_ratio` (reads beyond the expectation count as a full hit)."""
+        return min(self.cache_read_tokens, self.cacheable_tokens)
+
+    @property
+    def hit_ratio(self) -> float:
+        den = self.cacheable_tokens
+        return self.hit_tokens / den if den else math.nan
+
+    @property
+    def token_hit_ratio(self) -> float:
+        total = self.total_input_tokens
+        return self.cache_read_tokens / total if self.usage_known and total else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixDiff:
+    """Where two prefixes first differ, located from block digests (no prompt text).
+
+    ``byte_start``/``byte_end`` are offsets inside the block's canonical bytes.
+    ``before``/``after`` are short excerpts, present only with ``capture_text=True``.
+    """
+
+    section: str
+    block_index: int
+    position: int
+    byte_start: int
+    byte_end: int
+    kind: str = "content"
+    before: str | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Regression:
+    """One incident on one flow: a hit-ratio drop or prefix churn."""
+
+    flow: str
+    kind: Literal["hit_ratio_drop", "prefix_churn"]
+    started_at: float
+    hit_ratio_before: float
+    hit_ratio_after: float
+    calls_affected: int
+    extra_cost_per_hour_usd: float | None
+    diff: PrefixDiff | None = None
+    closed_at: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        return self.closed_at is None

@@ -1,0 +1,7 @@
+"""Shared test set-up: the guard is strict here, so internal errors fail tests loudly."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("CACHEBENCH_STRICT", "1")

@@ -92,6 +92,28 @@ class CallContext:
             self.tracker._guard.failed("record", exc)
 
 
+class InstrumentHooks:
+    """What an adapter's ``instrument(client, hooks)`` uses to build its patches.
+
+    ``stainless(original, wanted)`` wraps a Stainless client's ``request`` method, observing
+    the calls for which ``wanted(options)`` is true. ``wrap(method)`` observes one SDK method
+    exactly as :meth:`CacheTracker.wrap` does.
+    """
+
+    __slots__ = ("adapter", "flow", "tracker")
+
+    def __init__(self, tracker: CacheTracker, adapter: Any, flow: str | None) -> None:
+        self.tracker = tracker
+        self.adapter = adapter
+        self.flow = flow
+
+    def stainless(self, original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
+        return self.tracker._observer_for(self.adapter, original, wanted, self.flow)
+
+    def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
+
+
 class CacheTracker:
     """Observes a provider's prompt cache from inside the application. See DESIGN "Public API"."""
 
@@ -328,12 +350,8 @@ class CacheTracker:
         if id(client) in self._patches:
             return client
         adapter = self._adapter(None, target=client)
-        tracker = self
-
-        def observe(original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
-            return tracker._observer_for(adapter, original, wanted, flow)
-
-        self._patches[id(client)] = adapter.instrument(client, observe)
+        hooks = InstrumentHooks(self, adapter, flow)
+        self._patches[id(client)] = adapter.instrument(client, hooks)
         return client
 
     def uninstrument(self, client: Any) -> Any:

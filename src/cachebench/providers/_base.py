@@ -7,7 +7,7 @@ differences live in their request/usage tables, not in the tracker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..types import Prompt, Usage
@@ -86,4 +86,10 @@ class Adapter(Protocol):
 
     def owns_response(self, response: Any) -> bool: ...
 
-    def instrument(self, client: Any, wrap: Callable[..., Any]) -> list[tuple[Any, str, Any]]: ...
+    def min_cacheable(self, model: str | None) -> int: ...
+
+    def read_tolerance(self, model: str | None) -> int: ...
+
+    def recorded_usage(self, response: Any, request: Mapping[str, Any]) -> Usage: ...
+
+    def instrument(self, client: Any, hooks: Any) -> list[tuple[Any, str, Any]]: ...

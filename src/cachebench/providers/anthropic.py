@@ -291,20 +291,18 @@ def _is_messages_call(options: Any) -> bool:
     return method == "post" and isinstance(url, str) and url.rstrip("/").endswith(_MESSAGES_PATHS)
 
 
-def instrument(client: Any, observe: Callable[..., Any]) -> list[tuple[Any, str, Any]]:
+def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
     """Patch the client's ``request`` so every Messages call passes through ``observe``.
 
     Every resource method and helper (``create``, ``stream()``, ``with_raw_response``) of a
     Stainless client ends in ``client.request(cast_to, options, stream=, stream_cls=)``;
     the request body is ``options.json_data``.
     """
-    return stainless_instrument(client, observe, _is_messages_call)
+    return stainless_instrument(client, hooks, _is_messages_call)
 
 
-def stainless_instrument(
-    client: Any, observe: Callable[..., Any], wanted: Callable[[Any], bool]
-) -> list[tuple[Any, str, Any]]:
+def stainless_instrument(client: Any, hooks: Any, wanted: Callable[[Any], bool]) -> list[tuple[Any, str, Any]]:
+    """Shared by the Stainless SDKs (anthropic, openai): one patch on ``client.request``."""
     original = client.request
-    patched = observe(original, wanted)
-    client.request = patched
+    client.request = hooks.stainless(original, wanted)
     return [(client, "request", original)]

@@ -224,18 +224,18 @@ def observe_result(result: Any, call: CallContext) -> Any:
         if handled is not NotImplemented:
             return handled
     if _is_stainless_stream(result):
-        call.observing = True
+        call.observing = call.stream = True
         return hook_stainless_stream(result, Recorder(call, call.adapter.new_accumulator(call.request)))
     if hasattr(result, "http_response") and callable(getattr(result, "parse", None)):
         return _observe_raw_response(result, call)
     if type(result).__name__.endswith("StreamManager"):
-        call.observing = True
+        call.observing = call.stream = True
         return StreamManagerProxy(result, Recorder(call, call.adapter.new_accumulator(call.request)))
     if inspect.isgenerator(result):
-        call.observing = True
+        call.observing = call.stream = True
         return observe_iterator(result, Recorder(call, call.adapter.new_accumulator(call.request)))
     if inspect.isasyncgen(result):
-        call.observing = True
+        call.observing = call.stream = True
         return observe_async_iterator(result, Recorder(call, call.adapter.new_accumulator(call.request)))
     call.response_started()
     call.finish(call.adapter.usage(result), None)

@@ -1,0 +1,503 @@
+"""cachebench overhead benchmark: per-call cost, fingerprint throughput, retained memory.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/overhead.py            # everything (~1-2 minutes)
+    .venv/bin/python benchmarks/overhead.py --no-seed  # skip the side-by-side with cachebench 0.1.0
+
+It prints figures and exits 0; it asserts nothing about timings. Targets are printed next to
+each figure with ``ok`` / ``MISSED``. See ``benchmarks/README.md`` for what each figure means.
+
+The tracker runs with its guard strict (``CACHEBENCH_STRICT=1``) so an internal error raises
+here instead of being swallowed, which would make the tracker look faster than it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ["CACHEBENCH_STRICT"] = "1"  # read at tracker construction: internal errors raise here
+
+import anthropic
+import orjson
+from anthropic.types import Message
+
+import cachebench
+from cachebench import CacheTracker
+from cachebench._flow import default_flow
+from cachebench.detect import CacheView
+from cachebench.fingerprint import key as prefix_key
+from cachebench.providers import adapter_for
+from cachebench.stats import Stats
+from cachebench.types import CallMetrics
+
+HERE = Path(__file__).resolve().parent
+SEED_VENV = HERE / ".seed-venv"
+SEED_SPEC = "cachebench==0.1.0"
+MODEL = "claude-sonnet-4-5"
+
+TARGET_OVERHEAD_US = 25.0
+TARGET_GBPS = 2.0
+TARGET_VS_SEED = 6.0
+TARGET_MEMORY_MB = 64.0
+
+ADAPTER = adapter_for("anthropic")
+_rnd = random.Random(20_26)
+_WORDS = ["".join(_rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(_rnd.randint(2, 10))) for _ in range(3000)]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def text(n_bytes: int, rnd: random.Random) -> str:
+    """Deterministic prose-like ASCII text of about ``n_bytes`` bytes."""
+    out: list[str] = []
+    size = 0
+    while size < n_bytes:
+        w = rnd.choice(_WORDS)
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)
+
+
+def quantile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def time_each(fn: Callable[[], Any], iterations: int, warmup: int) -> list[int]:
+    """Per-iteration wall times in ns, gc disabled during the timed loop."""
+    for _ in range(warmup):
+        fn()
+    samples = [0] * iterations
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(iterations):
+            t0 = clock()
+            fn()
+            samples[i] = clock() - t0
+    finally:
+        gc.enable()
+    return samples
+
+
+def message(usage: dict[str, Any]) -> Message:
+    return Message.model_validate(
+        {
+            "id": "msg_01bench",
+            "type": "message",
+            "role": "assistant",
+            "model": f"{MODEL}-20250929",
+            "content": [{"type": "text", "text": "Sure, here is the summary you asked for."}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+    )
+
+
+# -- 1. per-call overhead ------------------------------------------------------------------
+
+
+def request_15kb() -> dict[str, Any]:
+    """A typical agent request: tools, a cached system prompt, a short conversation (~15 KB)."""
+    rnd = random.Random(15)
+    tools = [
+        {
+            "name": f"tool_{i}",
+            "description": text(600, rnd),
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    f"arg_{j}": {"type": "string", "description": text(80, rnd)} for j in range(4)
+                },
+                "required": ["arg_0"],
+            },
+        }
+        for i in range(6)
+    ]
+    system = [
+        {"type": "text", "text": text(2500, rnd)},
+        {"type": "text", "text": text(3500, rnd), "cache_control": {"type": "ephemeral"}},
+    ]
+    messages: list[dict[str, Any]] = []
+    for i in range(6):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": [{"type": "text", "text": text(500, rnd)}]})
+    messages.append({"role": "user", "content": "And what about the second invoice?"})
+    return {"model": MODEL, "max_tokens": 1024, "tools": tools, "system": system, "messages": messages}
+
+
+def bench_overhead(iterations: int) -> None:
+    print("\n== 1. Tracker overhead per call (everything but the SDK call) ==")
+    request = request_15kb()
+    size = len(orjson.dumps(request))
+    # Steady state of a healthy flow: the cached prefix is read.
+    response = message(
+        {
+            "input_tokens": 60,
+            "cache_read_input_tokens": 3900,
+            "cache_creation_input_tokens": 0,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+            "output_tokens": 180,
+        }
+    )
+
+    def create(**kwargs: Any) -> Message:
+        return response
+
+    tracker = CacheTracker(provider="anthropic")
+    wrapped = tracker.wrap(create)
+
+    def raw_call() -> Any:
+        return create(**request)
+
+    def wrapped_call() -> Any:
+        return wrapped(**request)
+
+    for _ in range(2000):
+        raw_call()
+        wrapped_call()
+    # Paired samples: the bare call and the wrapped call back to back, so drift cancels.
+    raw = [0] * iterations
+    diff = [0] * iterations
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(iterations):
+            t0 = clock()
+            create(**request)
+            t1 = clock()
+            wrapped(**request)
+            t2 = clock()
+            raw[i] = t1 - t0
+            diff[i] = (t2 - t1) - (t1 - t0)
+    finally:
+        gc.enable()
+
+    last = tracker.calls()[-1]
+    assert tracker.internal_errors == 0, tracker.internal_errors
+    assert last.prefix_id is not None and last.cache_read_tokens == 3900 and last.cost_usd is not None, last
+    assert last.expected_read_tokens == 3900 and not last.unexpected_miss, last
+
+    med = statistics.median(diff) / 1000
+    p90 = quantile(diff, 0.9) / 1000
+    print(
+        f"request: {size / 1024:.1f} KB ({len(request['tools'])} tools, {len(request['system'])} system "
+        f"blocks with cache_control, {len(request['messages'])} messages); {iterations} paired calls"
+    )
+    print(f"bare fn call (baseline):     median {statistics.median(raw) / 1000:7.2f} us")
+    print(
+        f"tracker overhead:            median {med:7.2f} us   p90 {p90:7.2f} us   "
+        f"(target median <= {TARGET_OVERHEAD_US:.0f} us: {verdict(med <= TARGET_OVERHEAD_US)})"
+    )
+    breakdown(tracker, request, response, med, iterations)
+
+
+def breakdown(tracker: CacheTracker, request: dict[str, Any], response: Message, total_us: float,
+              iterations: int) -> None:
+    """Time the pieces of one call separately (internal APIs; medians, gc disabled)."""
+    adapter = ADAPTER
+    prompt = adapter.parse_request(request)
+    pkey = prefix_key(prompt)
+    usage = adapter.usage(response)
+    now = time.time()
+    view = tracker._view
+    exp = view.expect(pkey, False, now)
+    cost = tracker._prices.cost("anthropic", usage.model, usage, now)
+    assert cost.cost_usd is not None
+    stats = Stats(10_000, 100_000)
+
+    def build_metrics() -> CallMetrics:
+        return CallMetrics(
+            provider="anthropic", model=usage.model, flow="bench", prefix_id=pkey.prefix_id,
+            breakpoint_ids=pkey.breakpoint_ids, input_tokens=usage.input_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens, output_tokens=usage.output_tokens,
+            elapsed_ms=1.0, timestamp=now, cost_usd=cost.cost_usd,
+            cost_without_cache_usd=cost.cost_without_cache_usd, cost_saved_usd=cost.cost_saved_usd,
+            expected_read_tokens=exp.tokens, usage_known=True, diagnostics=None, writes_reported=True,
+            unpriced=False, stream=False,
+        )  # fmt: skip
+
+    m = build_metrics()
+
+    def detect() -> None:
+        e = view.expect(pkey, False, now)
+        CacheView.cause(pkey, usage, e, False, 0)
+        view.observe(pkey, usage, e, False, now, "5m", 1024)
+
+    pieces: list[tuple[str, Callable[[], Any]]] = [
+        ("flow name (caller frame walk)", lambda: default_flow(3)),
+        ("parse_request", lambda: adapter.parse_request(request)),
+        ("fingerprint key", lambda: prefix_key(prompt)),
+        ("usage from response", lambda: adapter.usage(response)),
+        ("pricing", lambda: tracker._prices.cost("anthropic", usage.model, usage, now)),
+        ("expect / cause / observe", detect),
+        ("CallMetrics construction", build_metrics),
+        ("stats.add (record)", lambda: stats.add(m)),
+    ]
+    n = max(2000, iterations // 2)
+    print("breakdown (median of each piece timed alone, us):")
+    accounted = 0.0
+    for name, fn in pieces:
+        us = statistics.median(time_each(fn, n, 500)) / 1000
+        accounted += us
+        print(f"  {name:<32} {us:7.2f}")
+    print(f"  {'sum of pieces':<32} {accounted:7.2f}")
+    print(f"  {'rest (wrapper, context, dispatch)':<32} {total_us - accounted:7.2f}")
+
+
+# -- 2. fingerprint throughput -------------------------------------------------------------
+
+
+def request_2mb() -> dict[str, Any]:
+    """A long conversation (~2 MB of text) with a cached system prompt and conversation prefix."""
+    rnd = random.Random(2)
+    messages: list[dict[str, Any]] = []
+    for i in range(400):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": [{"type": "text", "text": text(5000, rnd)}]})
+    messages[-2]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    tools = [
+        {
+            "name": f"tool_{i}",
+            "description": text(400, rnd),
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+        }
+        for i in range(3)
+    ]
+    system = [{"type": "text", "text": text(4000, rnd), "cache_control": {"type": "ephemeral"}}]
+    return {"model": MODEL, "max_tokens": 1024, "tools": tools, "system": system, "messages": messages}
+
+
+SEED_SCRIPT = textwrap.dedent(
+    """
+    import gc, json, statistics, sys, time
+    import cachebench
+    with open(sys.argv[1], "rb") as f:
+        parts = json.load(f)
+    n = int(sys.argv[2])
+    for _ in range(3):
+        cachebench.fingerprint(messages=parts["messages"], system=parts["system"], tools=parts["tools"])
+    samples = []
+    gc.disable()
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        cachebench.fingerprint(messages=parts["messages"], system=parts["system"], tools=parts["tools"])
+        samples.append(time.perf_counter_ns() - t0)
+    gc.enable()
+    print(json.dumps({"version": cachebench.__version__, "median_ns": statistics.median(samples),
+                      "best_ns": min(samples), "iterations": n}))
+    """
+)
+
+
+def seed_python() -> Path | None:
+    """The seed venv's python, created with ``python -m venv`` + pip on first use; None if impossible."""
+    py = SEED_VENV / "bin" / "python"
+
+    def installed() -> bool:
+        if not py.exists():
+            return False
+        probe = subprocess.run(
+            [str(py), "-I", "-c", "import cachebench; print(cachebench.__version__)"],
+            capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
+        )  # fmt: skip
+        return probe.returncode == 0 and probe.stdout.strip() == "0.1.0"
+
+    if installed():
+        return py
+    print(f"creating the seed venv {SEED_VENV.relative_to(HERE.parent)} and installing {SEED_SPEC} ...")
+    try:
+        SEED_VENV.mkdir(parents=True, exist_ok=True)
+        # The venv ignores itself, so it never shows up in git status whatever the root .gitignore says.
+        (SEED_VENV / ".gitignore").write_text("*\n")
+        subprocess.run([sys.executable, "-m", "venv", str(SEED_VENV)], check=True, timeout=120,
+                       capture_output=True)  # fmt: skip
+        (SEED_VENV / ".gitignore").write_text("*\n")
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", SEED_SPEC],
+            check=True, timeout=180, capture_output=True, text=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        print(f"SEED UNAVAILABLE: could not create the seed venv ({str(detail).strip()[-300:]})")
+        return None
+    return py if installed() else None
+
+
+def bench_fingerprint(iterations: int, with_seed: bool) -> None:
+    print("\n== 2. Fingerprint throughput on a ~2 MB prompt ==")
+    request = request_2mb()
+    parts = {"messages": request["messages"], "system": request["system"], "tools": request["tools"]}
+    # One denominator for both: the prompt's compact JSON size (tools + system + messages).
+    size = len(orjson.dumps(parts))
+    print(f"prompt: {size / 1e6:.2f} MB compact JSON, {len(request['messages'])} messages")
+
+    def ours() -> Any:
+        return prefix_key(ADAPTER.parse_request(request))
+
+    assert ours().prefix_id is not None
+    samples = time_each(ours, iterations, 5)
+    med_s = statistics.median(samples) / 1e9
+    ours_gbps = size / med_s / 1e9
+    prompt = ADAPTER.parse_request(request)
+    key_gbps = size / (statistics.median(time_each(lambda: prefix_key(prompt), iterations, 5)) / 1e9) / 1e9
+    print(
+        f"ours  key(parse_request(req)): {ours_gbps:5.2f} GB/s  (median {med_s * 1e3:.2f} ms; "
+        f"best {size / min(samples):.2f} GB/s)   target >= {TARGET_GBPS:.0f} GB/s: "
+        f"{verdict(ours_gbps >= TARGET_GBPS)}"
+    )
+    print(f"      of which key() alone:    {key_gbps:5.2f} GB/s")
+    if not with_seed:
+        print("seed: skipped (--no-seed)")
+        return
+    py = seed_python()
+    if py is None:
+        print("seed: not measured (no seed venv; is the package registry reachable?); continuing")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        prompt_file = Path(tmp) / "prompt.json"
+        prompt_file.write_bytes(orjson.dumps(parts))
+        # -I: isolated mode, so the seed subprocess can never import this checkout's cachebench.
+        run = subprocess.run(
+            [str(py), "-I", "-c", SEED_SCRIPT, str(prompt_file), str(max(10, iterations // 4))],
+            capture_output=True, text=True, timeout=300, cwd=tmp,
+        )  # fmt: skip
+    if run.returncode != 0:
+        print(f"seed: run failed ({run.stderr.strip()[-300:]}); continuing")
+        return
+    seed = json.loads(run.stdout.strip().splitlines()[-1])
+    seed_gbps = size / (seed["median_ns"] / 1e9) / 1e9
+    ratio = ours_gbps / seed_gbps
+    print(
+        f"seed  cachebench {seed['version']} fingerprint(): {seed_gbps:5.2f} GB/s  "
+        f"(median {seed['median_ns'] / 1e6:.2f} ms, subprocess)"
+    )
+    print(f"ratio ours/seed: {ratio:.1f}x   target >= {TARGET_VS_SEED:.0f}x: {verdict(ratio >= TARGET_VS_SEED)}")
+
+
+# -- 3. retained memory --------------------------------------------------------------------
+
+
+def record_request(i: int) -> dict[str, Any]:
+    """A small request whose cached system prompt is unique to ``i`` (a distinct prefix)."""
+    return {
+        "model": MODEL,
+        "max_tokens": 256,
+        "system": [
+            {
+                "type": "text",
+                "text": f"You are the assistant of tenant {i:07d}. Answer briefly and cite the policy.",
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        "messages": [{"role": "user", "content": "What is my plan?"}],
+    }
+
+
+def retained_mb(base: int) -> float:
+    gc.collect()
+    return (tracemalloc.get_traced_memory()[0] - base) / 2**20
+
+
+def feed(tracker: CacheTracker, response: Message, start: int, stop: int, t0: float) -> None:
+    record = tracker.record
+    for i in range(start, stop):
+        record(response, request=record_request(i), provider="anthropic", elapsed_ms=900.0,
+               timestamp=t0 + i * 0.01, flow="tenants")  # fmt: skip
+
+
+def bench_memory(n_all: int, n_stream: int) -> None:
+    print("\n== 3. Retained memory (tracemalloc, after gc) ==")
+    # Each call writes its own prefix: the worst case for the prefix table and the cache view.
+    response = message(
+        {"input_tokens": 8, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 2100, "output_tokens": 40}
+    )
+    t0 = time.time() - 86_400.0
+    feed(CacheTracker(provider="anthropic"), response, 0, 50, t0)  # warm imports and price memo
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracker = CacheTracker(provider="anthropic", max_prefixes=100_000)
+        started = time.perf_counter()
+        feed(tracker, response, 0, n_all, t0)
+        took = time.perf_counter() - started
+        mb = retained_mb(base)
+        assert tracker.internal_errors == 0
+        print(
+            f"{n_all:,} distinct prefixes (max_prefixes=100_000, max_calls=100_000): {mb:6.1f} MB "
+            f"retained = {mb * 2**20 / n_all:,.0f} B/call   target < {TARGET_MEMORY_MB:.0f} MB: "
+            f"{verdict(mb < TARGET_MEMORY_MB)}"
+        )
+        print(
+            f"  held: {len(tracker.calls()):,} calls, {len(tracker._stats.prefixes):,} prefixes, "
+            f"{len(tracker._view):,} cache-view entries  ({took:.1f} s under tracemalloc)"
+        )
+        del tracker
+        tracemalloc.stop()
+        tracemalloc.start()
+
+        base = tracemalloc.get_traced_memory()[0]
+        tracker = CacheTracker(provider="anthropic", max_prefixes=10_000)
+        print(f"endless new prefixes (max_prefixes=10_000, max_calls=100_000), {n_stream:,} calls:")
+        step = n_stream // 3
+        for k in range(3):
+            feed(tracker, response, k * step, (k + 1) * step, t0)
+            print(
+                f"  after {(k + 1) * step:>9,} calls: {retained_mb(base):6.1f} MB   "
+                f"({len(tracker.calls()):,} calls, {len(tracker._stats.prefixes):,} prefixes, "
+                f"{len(tracker._view):,} cache-view entries)"
+            )
+        assert tracker.internal_errors == 0
+    finally:
+        tracemalloc.stop()
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--no-seed", action="store_true", help="skip the side-by-side with cachebench 0.1.0")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and calls (a smoke run)")
+    args = parser.parse_args(argv)
+    scale = 10 if args.quick else 1
+    started = time.perf_counter()
+    print(
+        f"cachebench {cachebench.__version__} | anthropic {anthropic.__version__} | "
+        f"Python {platform.python_version()} | {platform.machine()} | {os.cpu_count()} CPUs"
+    )
+    bench_overhead(20_000 // scale)
+    bench_fingerprint(100 // scale if not args.quick else 20, with_seed=not args.no_seed)
+    bench_memory(100_000 // scale, 300_000 // scale)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Fingerprint properties: what changes a prefix id and what never does."""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import anthropic.types as at
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cachebench import fingerprint
+from cachebench.fingerprint import key
+from cachebench.providers import anthropic as adapter
+
+text = st.text(min_size=1, max_size=40)
+json_scalar = st.one_of(st.integers(-1000, 1000), st.booleans(), text)
+schema = st.dictionaries(st.text(min_size=1, max_size=8), json_scalar, min_size=1, max_size=5)
+
+tools_st = st.lists(
+    st.fixed_dictionaries({"name": st.from_regex(r"[a-z]{3,8}", fullmatch=True), "input_schema": schema}),
+    min_size=0,
+    max_size=3,
+)
+system_st = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": text}), min_size=1, max_size=3)
+turn_st = st.lists(st.tuples(text, text), min_size=0, max_size=3)
+
+MARK = {"type": "ephemeral"}
+
+
+def build(tools: list[Any], system: list[Any], turns: list[tuple[str, str]], newest: str) -> dict[str, Any]:
+    system = copy.deepcopy(system)
+    system[-1]["cache_control"] = MARK
+    messages: list[dict[str, Any]] = []
+    for user, assistant in turns:
+        messages.append({"role": "user", "content": [{"type": "text", "text": user}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": assistant}]})
+    messages.append({"role": "user", "content": [{"type": "text", "text": newest}]})
+    return {"model": "claude-sonnet-5", "tools": copy.deepcopy(tools), "system": system, "messages": messages}
+
+
+def prefix_id(req: dict[str, Any]) -> str | None:
+    return key(adapter.parse_request(req)).prefix_id
+
+
+def shuffled(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, dict):
+        items = list(value.items())
+        rng.shuffle(items)
+        return {k: shuffled(v, rng) for k, v in items}
+    if isinstance(value, list):
+        return [shuffled(v, rng) for v in value]
+    return value
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(tools_st, system_st, turn_st, text, st.integers(0, 2**32))
+def test_key_order_never_changes_the_id(tools: Any, system: Any, turns: Any, newest: str, seed: int) -> None:
+    """Re-ordering dict keys anywhere leaves ``prefix_id`` and ``breakpoint_ids`` unchanged."""
+    req = build(tools, system, turns, newest)
+    other = shuffled(req, random.Random(seed))
+    a, b = key(adapter.parse_request(req)), key(adapter.parse_request(other))
+    assert a.prefix_id == b.prefix_id
+    assert a.breakpoint_ids == b.breakpoint_ids
+    assert a.digests == b.digests
+
+
+@settings(max_examples=100)
+@given(tools_st, system_st, turn_st, text)
+def test_sdk_objects_and_dicts_give_the_same_id(tools: Any, system: Any, turns: Any, newest: str) -> None:
+    """Passing SDK model objects instead of dicts does not change the id."""
+    req = build(tools, system, turns, newest)
+    # SDK objects carry no cache marker, so both forms use automatic (top-level) caching.
+    plain = dict(req, cache_control=MARK)
+    plain["system"] = [{k: v for k, v in b.items() if k != "cache_control"} for b in req["system"]]
+    as_objects = dict(plain)
+    as_objects["system"] = [at.TextBlock.model_validate(b) for b in plain["system"]]
+    as_objects["messages"] = [
+        {"role": m["role"], "content": [at.TextBlock.model_validate(b) for b in m["content"]]}
+        for m in plain["messages"]
+    ]
+    assert prefix_id(plain) == prefix_id(as_objects)
+
+
+@settings(max_examples=150)
+@given(tools_st, system_st, turn_st, text, st.integers(0, 10))
+def test_moving_a_marker_does_not_change_the_bytes_hashed(
+    tools: Any, system: Any, turns: Any, newest: str, where: int
+) -> None:
+    """Block digests and chained hashes ignore where the cache markers sit."""
+    req = build(tools, system, turns, newest)
+    moved = copy.deepcopy(req)
+    for block in moved["system"]:
+        block.pop("cache_control", None)
+    blocks = [b for m in moved["messages"] for b in m["content"]]
+    blocks[where % len(blocks)]["cache_control"] = MARK
+    a, b = key(adapter.parse_request(req)), key(adapter.parse_request(moved))
+    assert a.chain == b.chain
+    assert a.digests == b.digests
+
+
+@settings(max_examples=150)
+@given(tools_st, system_st, turn_st, text, text)
+def test_newest_user_turn_never_enters_the_id(
+    tools: Any, system: Any, turns: Any, newest: str, other: str
+) -> None:
+    """Only the newest user turn differs: same ``prefix_id``."""
+    assert prefix_id(build(tools, system, turns, newest)) == prefix_id(build(tools, system, turns, other))
+
+
+@settings(max_examples=200)
+@given(tools_st, system_st, turn_st, text, st.data())
+def test_any_change_inside_the_prefix_changes_the_id(
+    tools: Any, system: Any, turns: Any, newest: str, data: st.DataObject
+) -> None:
+    """Changing any tool, system block or earlier turn changes ``prefix_id``."""
+    req = build(tools, system, turns, newest)
+    # The prefix runs through the system breakpoint; mark the last earlier turn too so turns count.
+    if turns:
+        req["messages"][-2]["content"][-1]["cache_control"] = MARK
+    base = prefix_id(req)
+    targets: list[tuple[str, int]] = [("system", i) for i in range(len(system))]
+    targets += [("tools", i) for i in range(len(tools))]
+    targets += [("messages", i) for i in range(len(req["messages"]) - 1)]
+    section, index = data.draw(st.sampled_from(targets))
+    changed = copy.deepcopy(req)
+    if section == "system":
+        changed["system"][index]["text"] += "!"
+    elif section == "tools":
+        changed["tools"][index]["name"] += "x"
+    else:
+        changed["messages"][index]["content"][0]["text"] += "!"
+    assert prefix_id(changed) != base
+
+
+def test_model_and_provider_bind_the_id() -> None:
+    """Caches are per model: the same prompt on another model has another id."""
+    req = build([], [{"type": "text", "text": "S"}], [], "q")
+    other = dict(req, model="claude-opus-5")
+    assert prefix_id(req) != prefix_id(other)
+
+
+def test_public_fingerprint_function() -> None:
+    """``fingerprint()`` agrees with the tracker's id and is None without a breakpoint."""
+    system = [{"type": "text", "text": "Stable", "cache_control": MARK}]
+    messages = [{"role": "user", "content": "hello"}]
+    fid = fingerprint(messages=messages, system=system, model="claude-sonnet-5")
+    req = {"model": "claude-sonnet-5", "system": system, "messages": messages}
+    assert fid == prefix_id(req)
+    assert fingerprint(messages=messages, system="no markers", model="claude-sonnet-5") is None
+    assert fingerprint(messages=[{"role": "user", "content": "other"}], system=system, model="claude-sonnet-5") == fid
+
+
+def test_reordered_schema_keeps_id_but_changes_order_digest() -> None:
+    """A re-serialised tool schema keeps ``prefix_id`` but its order-sensitive digest differs."""
+    tool = {"name": "t", "input_schema": {"type": "object", "properties": {"a": {}, "b": {}}}}
+    reordered = {"input_schema": {"properties": {"b": {}, "a": {}}, "type": "object"}, "name": "t"}
+    a = key(adapter.parse_request({"model": "m", "tools": [dict(tool, cache_control=MARK)], "messages": []}))
+    b = key(adapter.parse_request({"model": "m", "tools": [dict(reordered, cache_control=MARK)], "messages": []}))
+    assert a.prefix_id == b.prefix_id
+    assert a.order_digests != b.order_digests

@@ -1,0 +1,335 @@
+"""CacheTracker's contract: configuration errors, aggregates, bounds, expected hits and causes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+
+import cachebench
+from cachebench import CachePolicy, CacheTracker, CallMetrics, Provider
+
+from . import fakes
+
+AGG_KEYS = {
+    "calls", "errors", "hit_ratio", "token_hit_ratio", "input_tokens", "cache_read_tokens",
+    "cache_write_tokens", "cache_write_1h_tokens", "output_tokens", "cost_usd", "cost_without_cache_usd",
+    "cost_saved_usd", "unpriced_calls", "unknown_usage_calls", "holds",
+}
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body(read: int = 0, write: int = 0, *, input: int = 10, output: int = 5, write_1h: int = 0) -> dict[str, Any]:
+    return fakes.message(fakes.usage(input=input, read=read, write=write, write_1h=write_1h, output=output))
+
+
+def test_public_api_is_pinned() -> None:
+    """``cachebench.__all__`` is exactly the public API DESIGN promises (plus value types)."""
+    assert sorted(cachebench.__all__) == sorted([
+        "CacheTracker", "CachePolicy", "CallMetrics", "Cost", "PrefixDiff", "PrefixKey", "Provider",
+        "Regression", "Usage", "fingerprint", "flow",
+    ])
+    for name in cachebench.__all__:
+        assert getattr(cachebench, name) is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"provider": "azure"}, ValueError, "unknown provider 'azure'"),
+        ({"miss_alert_threshold": 1.5}, ValueError, "miss_alert_threshold"),
+        ({"miss_alert_threshold": "high"}, ValueError, "miss_alert_threshold"),
+        ({"on_miss_alert": 3}, TypeError, "on_miss_alert must be callable"),
+        ({"on_regression": "x"}, TypeError, "on_regression must be callable"),
+        ({"policy": "miss_aware"}, TypeError, "CachePolicy"),
+        ({"max_prefixes": 0}, ValueError, "max_prefixes"),
+        ({"max_calls": -1}, ValueError, "max_calls"),
+        ({"prices": {"m": {"input": -1}}}, ValueError, r"prices\['m'\]\['input'\]"),
+        ({"prices": {"m": {"inptu": 1}}}, ValueError, "unknown rate"),
+        ({"store": "mysql://x"}, ValueError, "store"),
+        ({"clock": 5}, TypeError, "clock"),
+    ],
+)
+def test_configuration_mistakes_raise_clear_errors(kwargs: dict[str, Any], error: type, match: str) -> None:
+    """Every bad constructor argument raises at construction with a message naming it."""
+    with pytest.raises(error, match=match):
+        CacheTracker(**kwargs)
+
+
+def test_provider_accepts_enum_and_string() -> None:
+    """``provider=`` takes the enum or its string, any case."""
+    assert CacheTracker(provider=Provider.OPENAI).provider is Provider.OPENAI
+    assert CacheTracker(provider="Anthropic").provider is Provider.ANTHROPIC
+
+
+def test_miss_aware_policy_constructs_and_is_accepted() -> None:
+    """``CachePolicy.miss_aware(delay_ms=..., max_retries=...)`` builds and the tracker takes it."""
+    policy = CachePolicy.miss_aware(delay_ms=1500, max_retries=2)
+    assert (policy.kind, policy.delay_ms, policy.max_retries) == ("miss_aware", 1500.0, 2)
+    assert CacheTracker(policy=policy).policy is policy
+    with pytest.raises(ValueError, match="delay_ms"):
+        CachePolicy.miss_aware(delay_ms=-1)
+    with pytest.raises(ValueError, match="max_retries"):
+        CachePolicy.miss_aware(max_retries=1.5)  # type: ignore[arg-type]
+
+
+def test_wrap_rejects_what_it_cannot_observe() -> None:
+    """``wrap`` of a non-callable, or of a function with no detectable provider, says what to do."""
+    tracker = CacheTracker()
+    with pytest.raises(TypeError, match="callable"):
+        tracker.wrap(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pass provider="):
+        tracker.wrap(lambda **kw: None)
+    with pytest.raises(ValueError, match="flow"):
+        tracker.wrap(lambda **kw: None, flow="", provider="anthropic")
+
+
+def test_aggregate_by_prefix_and_by_flow_keys() -> None:
+    """The read API returns exactly the documented keys."""
+    tracker = CacheTracker(clock=Clock())
+    tracker.record(body(write=3000), request=fakes.request(), provider="anthropic", flow="a")
+    assert set(tracker.aggregate()) == AGG_KEYS
+    (prefix,) = tracker.by_prefix().values()
+    assert set(prefix) == AGG_KEYS | {"flow", "model", "first_seen", "last_seen"}
+    assert prefix["flow"] == "a" and prefix["model"] == fakes.MODEL
+    assert set(tracker.by_flow()["a"]) == AGG_KEYS | {"distinct_prefixes"}
+
+
+def test_empty_tracker_aggregates() -> None:
+    """No calls: counts are 0 and ratios are nan (nothing was cacheable), never an error."""
+    agg = CacheTracker().aggregate()
+    assert agg["calls"] == 0
+    assert math.isnan(agg["hit_ratio"]) and math.isnan(agg["token_hit_ratio"])
+    assert agg["cost_usd"] == 0.0
+
+
+def test_hit_ratio_is_a_ratio_of_sums() -> None:
+    """Aggregate hit ratio = sum(read) / sum(read + write), not a mean of per-call ratios."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    tracker.record(body(write=1000), request=fakes.request(), provider="anthropic")
+    tracker.record(body(read=1000, write=0), request=fakes.request(), provider="anthropic")
+    tracker.record(body(read=100, write=8900), request=fakes.request("x", ttl="1h"), provider="anthropic")
+    agg = tracker.aggregate()
+    assert agg["hit_ratio"] == pytest.approx(1100 / 11000)
+    assert agg["token_hit_ratio"] == pytest.approx(1100 / (11000 + 30))
+
+
+def test_window_aggregates_use_call_timestamps() -> None:
+    """``aggregate(window_s=)`` counts only calls inside the window of the injected clock."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    tracker.record(body(write=1000), request=fakes.request(), provider="anthropic")
+    clock.now += 600
+    tracker.record(body(read=1000), request=fakes.request(), provider="anthropic")
+    assert tracker.aggregate(window_s=60)["calls"] == 1
+    assert tracker.aggregate(window_s=3600)["calls"] == 2
+    with pytest.raises(ValueError, match="window_s"):
+        tracker.aggregate(window_s=0)
+
+
+def test_prefix_table_is_bounded_lru() -> None:
+    """Beyond ``max_prefixes`` the least recently seen prefix is dropped; history keeps ``max_calls``."""
+    tracker = CacheTracker(max_prefixes=3, max_calls=5, clock=Clock())
+    ids = []
+    for i in range(4):
+        m = tracker.record(body(write=2000), request=fakes.request(ttl=None, **{"system": f"s{i}" * 10}) | {
+            "system": [{"type": "text", "text": f"system {i}", "cache_control": {"type": "ephemeral"}}]},
+            provider="anthropic")
+        assert m is not None
+        ids.append(m.prefix_id)
+        if i == 1:  # touch the first prefix again so the second becomes the oldest
+            tracker.record(body(read=2000), request=fakes.request() | {
+                "system": [{"type": "text", "text": "system 0", "cache_control": {"type": "ephemeral"}}]},
+                provider="anthropic")
+    assert set(tracker.by_prefix()) == {ids[0], ids[2], ids[3]}
+    assert len(tracker.calls()) == 5
+    assert tracker.aggregate()["calls"] == 5
+
+
+def test_cold_write_is_expected_and_never_alerts() -> None:
+    """The first call of a new prefix writes: cause ``cold``, not unexpected, no alert."""
+    fired: list[CallMetrics] = []
+    tracker = CacheTracker(on_miss_alert=fired.append, clock=Clock())
+    m = tracker.record(body(write=3000), request=fakes.request(), provider="anthropic")
+    assert m is not None
+    assert (m.miss_cause, m.unexpected_miss, m.expected_read_tokens) == ("cold", False, 0)
+    assert fired == []
+
+
+def test_second_call_within_ttl_expects_a_read() -> None:
+    """A repeat within 5 minutes expects to read what the first wrote; reading it is no miss."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    tracker.record(body(write=3000), request=fakes.request("a"), provider="anthropic")
+    clock.now += 200
+    m = tracker.record(body(read=3000), request=fakes.request("b"), provider="anthropic")
+    assert m is not None
+    assert m.expected_read_tokens == 3000
+    assert (m.unexpected_miss, m.miss_cause) == (False, None)
+    assert m.hit_ratio == 1.0
+
+
+def test_provider_miss_within_ttl_is_unexpected_and_alerts(caplog: pytest.LogCaptureFixture) -> None:
+    """Identical bytes within the TTL that still miss: ``provider`` cause, default alert logs."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    tracker.record(body(write=3000), request=fakes.request(), provider="anthropic")
+    clock.now += 10
+    with caplog.at_level(logging.WARNING, logger="cachebench"):
+        m = tracker.record(body(write=3000), request=fakes.request(), provider="anthropic")
+    assert m is not None
+    assert (m.unexpected_miss, m.miss_cause, m.expected_read_tokens) == (True, "provider", 3000)
+    assert "unexpected cache miss" in caplog.text
+
+
+def test_ttl_expiry_is_not_unexpected() -> None:
+    """After more than 5 idle minutes a 5m entry is gone: ``ttl_expired``, no alert."""
+    clock = Clock()
+    fired: list[CallMetrics] = []
+    tracker = CacheTracker(on_miss_alert=fired.append, clock=clock)
+    tracker.record(body(write=3000), request=fakes.request(), provider="anthropic")
+    clock.now += 301
+    m = tracker.record(body(write=3000), request=fakes.request(), provider="anthropic")
+    assert m is not None
+    assert (m.unexpected_miss, m.miss_cause, m.expected_read_tokens) == (False, "ttl_expired", 0)
+    assert fired == []
+
+
+def test_one_hour_ttl_survives_a_five_minute_gap() -> None:
+    """A 1h breakpoint is still expected after 6 idle minutes."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    tracker.record(body(write=3000, write_1h=3000), request=fakes.request(ttl="1h"), provider="anthropic")
+    clock.now += 360
+    m = tracker.record(body(read=3000), request=fakes.request(ttl="1h"), provider="anthropic")
+    assert m is not None
+    assert (m.expected_read_tokens, m.unexpected_miss) == (3000, False)
+
+
+def test_reads_refresh_the_ttl() -> None:
+    """Every read refreshes the entry: reads 4 minutes apart keep it alive for 12 minutes."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    tracker.record(body(write=3000), request=fakes.request(), provider="anthropic")
+    for _ in range(3):
+        clock.now += 240
+        m = tracker.record(body(read=3000), request=fakes.request(), provider="anthropic")
+        assert m is not None and m.expected_read_tokens == 3000
+
+
+def test_below_minimum_prefix() -> None:
+    """A marked prefix shorter than the model's minimum: both counters 0, cause ``below_minimum``."""
+    tracker = CacheTracker(clock=Clock())
+    m = tracker.record(body(input=300), request=fakes.request(), provider="anthropic")
+    assert m is not None
+    assert (m.miss_cause, m.unexpected_miss, math.isnan(m.hit_ratio)) == ("below_minimum", False, True)
+
+
+def test_multi_turn_reads_previous_turns_entry() -> None:
+    """Turn 2 (marker moved to its last block) is expected to read turn 1's entry via lookback."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+    marker = {"type": "ephemeral"}
+    turn1 = {
+        "model": fakes.MODEL,
+        "system": [{"type": "text", "text": "S" * 500, "cache_control": marker}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "q1", "cache_control": marker}]}],
+    }
+    tracker.record(body(write=2500), request=turn1, provider="anthropic")
+    turn2 = {
+        "model": fakes.MODEL,
+        "system": [{"type": "text", "text": "S" * 500, "cache_control": marker}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "q1"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "a1"}]},
+            {"role": "user", "content": [{"type": "text", "text": "q2", "cache_control": marker}]},
+        ],
+    }
+    clock.now += 30
+    m = tracker.record(body(read=2500, write=40), request=turn2, provider="anthropic")
+    assert m is not None
+    assert m.expected_read_tokens == 2500
+    assert (m.unexpected_miss, m.miss_cause) == (False, "cold")  # the new turn is a healthy cold write
+
+
+def test_unknown_model_costs_none_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A model missing from the price data: tokens recorded, costs None, one warning per model."""
+    tracker = CacheTracker(clock=Clock())
+    req = fakes.request() | {"model": "claude-imaginary-9"}
+    with caplog.at_level(logging.WARNING, logger="cachebench"):
+        for _ in range(3):
+            m = tracker.record(fakes.message(fakes.usage(write=2000), model="claude-imaginary-9"), request=req,
+                               provider="anthropic")
+            assert m is not None and m.cost_usd is None and m.cache_write_tokens == 2000 and m.unpriced
+    assert caplog.text.count("claude-imaginary-9") == 1
+    agg = tracker.aggregate()
+    assert agg["unpriced_calls"] == 3 and agg["cost_usd"] is None
+    assert agg["cache_write_tokens"] == 6000
+
+
+def test_price_overrides_win_and_missing_cache_rates_are_unpriced() -> None:
+    """User prices take precedence; a call using a cache rate the prices lack is unpriced, not $0."""
+    tracker = CacheTracker(prices={
+        fakes.MODEL: {"input": 1, "output": 2, "cache_read": 0.1, "cache_write": 1.25},
+        "house-model": {"input": 1, "output": 2},
+    })
+    m = tracker.record(body(read=1000, write=0, input=1000, output=1000), request=fakes.request(), provider="anthropic")
+    assert m is not None and m.cost_usd == pytest.approx((1000 * 1 + 1000 * 0.1 + 1000 * 2) / 1e6)
+    req = fakes.request() | {"model": "house-model"}
+    plain = tracker.record(fakes.message(fakes.usage(input=100, output=10), model="house-model"), request=req,
+                           provider="anthropic")
+    assert plain is not None and plain.cost_usd == pytest.approx((100 + 20) / 1e6)
+    cached = tracker.record(fakes.message(fakes.usage(read=500), model="house-model"), request=req,
+                            provider="anthropic")
+    assert cached is not None and cached.cost_usd is None and cached.unpriced
+
+
+def test_prices_follow_the_calls_own_timestamp() -> None:
+    """``record(timestamp=)`` prices and places a replayed call at its own time."""
+    tracker = CacheTracker(clock=Clock(2_000_000_000.0))
+    m = tracker.record(body(write=100), request=fakes.request(), provider="anthropic", timestamp=1_750_000_000.0,
+                       elapsed_ms=812.0)
+    assert m is not None
+    assert m.timestamp == 1_750_000_000.0 and m.elapsed_ms == 812.0
+    with pytest.raises(ValueError, match="timestamp"):
+        tracker.record(body(), request=fakes.request(), provider="anthropic", timestamp=float("nan"))
+    with pytest.raises(TypeError, match="request"):
+        tracker.record(body(), request=[1], provider="anthropic")  # type: ignore[arg-type]
+
+
+def test_record_detects_provider_from_the_response() -> None:
+    """Without ``provider=``, ``record`` recognises an Anthropic body; an unknown shape says what to pass."""
+    tracker = CacheTracker()
+    m = tracker.record(body(write=10), request=fakes.request())
+    assert m is not None and m.provider == "anthropic"
+    with pytest.raises(ValueError, match="pass provider="):
+        tracker.record({"something": "else"})
+
+
+def test_record_accepts_stream_events_and_final_stream_state() -> None:
+    """``record`` takes a list of stream events (cumulative, never summed)."""
+    events = [data for _, data in fakes.sse_events(fakes.usage(input=3, read=900, write=100, output=50))]
+    tracker = CacheTracker()
+    m = tracker.record(events, request=fakes.request(), provider="anthropic")
+    assert m is not None
+    assert (m.input_tokens, m.cache_read_tokens, m.cache_write_tokens, m.output_tokens) == (3, 900, 100, 50)
+
+
+def test_uncacheable_request_has_no_prefix() -> None:
+    """No breakpoint on an explicit-caching provider: ``prefix_id`` None, nothing expected."""
+    tracker = CacheTracker()
+    req = {"model": fakes.MODEL, "system": "plain", "messages": [{"role": "user", "content": "hi"}]}
+    m = tracker.record(body(), request=req, provider="anthropic")
+    assert m is not None
+    assert m.prefix_id is None and m.breakpoint_ids == () and m.miss_cause is None
+    assert tracker.by_prefix() == {}

@@ -22,7 +22,10 @@ def usage(
         "output_tokens": output,
     }
     if split:
-        u["cache_creation"] = {"ephemeral_5m_input_tokens": write - write_1h, "ephemeral_1h_input_tokens": write_1h}
+        u["cache_creation"] = {
+            "ephemeral_5m_input_tokens": write - write_1h,
+            "ephemeral_1h_input_tokens": write_1h,
+        }
     return u
 
 
@@ -39,7 +42,9 @@ def message(u: dict[str, Any], model: str = MODEL, text: str = "Hello!") -> dict
     }
 
 
-def sse_events(u: dict[str, Any], model: str = MODEL, text: str = "Hello!") -> list[tuple[str, dict[str, Any]]]:
+def sse_events(
+    u: dict[str, Any], model: str = MODEL, text: str = "Hello!"
+) -> list[tuple[str, dict[str, Any]]]:
     """The real Messages event sequence; ``message_delta`` restates the cumulative counts."""
     start_usage = dict(u, output_tokens=1)
     delta_usage = {k: v for k, v in u.items() if k != "cache_creation"}
@@ -60,7 +65,10 @@ def sse_events(u: dict[str, Any], model: str = MODEL, text: str = "Hello!") -> l
                 },
             },
         ),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         ("ping", {"type": "ping"}),
         (
             "content_block_delta",
@@ -69,7 +77,11 @@ def sse_events(u: dict[str, Any], model: str = MODEL, text: str = "Hello!") -> l
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         (
             "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": delta_usage},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": delta_usage,
+            },
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
@@ -104,8 +116,9 @@ def scripted(usages: Iterable[dict[str, Any]], model: str = MODEL) -> tuple[Hand
 
 
 def client(handler: Handler) -> anthropic.Anthropic:
-    return anthropic.Anthropic(api_key="test-key", max_retries=0,
-                               http_client=httpx2.Client(transport=httpx2.MockTransport(handler)))
+    return anthropic.Anthropic(
+        api_key="test-key", max_retries=0, http_client=httpx2.Client(transport=httpx2.MockTransport(handler))
+    )
 
 
 def async_client(handler: Handler) -> anthropic.AsyncAnthropic:
@@ -113,7 +126,9 @@ def async_client(handler: Handler) -> anthropic.AsyncAnthropic:
         return handler(request)
 
     return anthropic.AsyncAnthropic(
-        api_key="test-key", max_retries=0, http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(ahandler))
+        api_key="test-key",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(ahandler)),
     )
 
 

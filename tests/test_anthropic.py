@@ -87,7 +87,9 @@ async def test_all_call_modes_give_identical_metrics() -> None:
             for _ in tracker.wrap(fakes.client(handler).messages.create)(**fakes.request(), stream=True):
                 pass
         else:
-            stream = await tracker.wrap(fakes.async_client(handler).messages.create)(**fakes.request(), stream=True)
+            stream = await tracker.wrap(fakes.async_client(handler).messages.create)(
+                **fakes.request(), stream=True
+            )
             async for _ in stream:
                 pass
         (m,) = tracker.calls()
@@ -131,7 +133,9 @@ def test_instrument_covers_create_stream_helper_and_raw_response() -> None:
     for m in calls:
         assert_counts(m, USAGE)
     assert [m.stream for m in calls] == [False, True, True, False]
-    assert calls[0].flow == "tests.test_anthropic.test_instrument_covers_create_stream_helper_and_raw_response"
+    assert (
+        calls[0].flow == "tests.test_anthropic.test_instrument_covers_create_stream_helper_and_raw_response"
+    )
 
 
 def test_uninstrument_restores_the_client() -> None:
@@ -186,7 +190,9 @@ def test_error_mid_stream_is_recorded_and_reraised() -> None:
     ]
 
     def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, content=fakes.sse_bytes(events), headers={"content-type": "text/event-stream"})
+        return httpx2.Response(
+            200, content=fakes.sse_bytes(events), headers={"content-type": "text/event-stream"}
+        )
 
     tracker = CacheTracker()
     stream = tracker.wrap(fakes.client(handler).messages.create)(**fakes.request(), stream=True)
@@ -204,7 +210,11 @@ def test_sdk_exception_reaches_caller_unchanged() -> None:
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(
-            400, json={"type": "error", "error": {"type": "invalid_request_error", "message": "too many breakpoints"}}
+            400,
+            json={
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "too many breakpoints"},
+            },
         )
 
     tracker = CacheTracker()
@@ -235,10 +245,19 @@ def test_cache_order_tools_system_messages_and_ttls() -> None:
     """Blocks come tools -> system -> messages; markers carry their TTL and are stripped."""
     req = {
         "model": fakes.MODEL,
-        "tools": [{"name": "lookup", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        "tools": [
+            {
+                "name": "lookup",
+                "input_schema": {"type": "object"},
+                "cache_control": {"type": "ephemeral", "ttl": "1h"},
+            }
+        ],
         "system": [{"type": "text", "text": "S"}],
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "ctx", "cache_control": {"type": "ephemeral"}}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "ctx", "cache_control": {"type": "ephemeral"}}],
+            },
             {"role": "assistant", "content": "ok"},
             {"role": "user", "content": "q"},
         ],
@@ -270,11 +289,15 @@ def test_bedrock_and_vertex_clients_are_observed() -> None:
         return httpx2.Response(200, json=fakes.message(USAGE))
 
     bedrock = anthropic.AnthropicBedrock(
-        aws_access_key="AKIDEXAMPLE", aws_secret_key="secret", aws_region="us-east-1",
+        aws_access_key="AKIDEXAMPLE",
+        aws_secret_key="secret",
+        aws_region="us-east-1",
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
     )
     vertex = anthropic.AnthropicVertex(
-        region="us-east5", project_id="proj", access_token="token",
+        region="us-east5",
+        project_id="proj",
+        access_token="token",
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
     )
     tracker = CacheTracker()

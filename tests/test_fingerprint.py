@@ -149,7 +149,10 @@ def test_public_fingerprint_function() -> None:
     req = {"model": "claude-sonnet-5", "system": system, "messages": messages}
     assert fid == prefix_id(req)
     assert fingerprint(messages=messages, system="no markers", model="claude-sonnet-5") is None
-    assert fingerprint(messages=[{"role": "user", "content": "other"}], system=system, model="claude-sonnet-5") == fid
+    assert (
+        fingerprint(messages=[{"role": "user", "content": "other"}], system=system, model="claude-sonnet-5")
+        == fid
+    )
 
 
 def test_reordered_schema_keeps_id_but_changes_order_digest() -> None:
@@ -157,6 +160,8 @@ def test_reordered_schema_keeps_id_but_changes_order_digest() -> None:
     tool = {"name": "t", "input_schema": {"type": "object", "properties": {"a": {}, "b": {}}}}
     reordered = {"input_schema": {"properties": {"b": {}, "a": {}}, "type": "object"}, "name": "t"}
     a = key(adapter.parse_request({"model": "m", "tools": [dict(tool, cache_control=MARK)], "messages": []}))
-    b = key(adapter.parse_request({"model": "m", "tools": [dict(reordered, cache_control=MARK)], "messages": []}))
+    b = key(
+        adapter.parse_request({"model": "m", "tools": [dict(reordered, cache_control=MARK)], "messages": []})
+    )
     assert a.prefix_id == b.prefix_id
     assert a.order_digests != b.order_digests

@@ -48,8 +48,9 @@ def test_garbage_counts_are_zero_not_a_crash(lenient: None) -> None:
     assert tracker.internal_errors == 0
 
 
-def test_pricing_failure_never_reaches_the_caller(lenient: None, monkeypatch: pytest.MonkeyPatch,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_pricing_failure_never_reaches_the_caller(
+    lenient: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """If pricing raises, the caller still gets the response; tokens are kept, costs are None."""
     handler, _ = fakes.scripted([USAGE])
     tracker = CacheTracker()
@@ -88,7 +89,9 @@ def test_broken_alert_callback_is_logged_not_raised(lenient: None, caplog: pytes
     assert "pager offline" in caplog.text
 
 
-def test_request_parsing_failure_leaves_the_call_alone(lenient: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_request_parsing_failure_leaves_the_call_alone(
+    lenient: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """If the adapter cannot read the request, the SDK call still runs and returns its result."""
     from cachebench.providers import anthropic as adapter
 

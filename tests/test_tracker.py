@@ -14,9 +14,21 @@ from cachebench import CachePolicy, CacheTracker, CallMetrics, Provider
 from . import fakes
 
 AGG_KEYS = {
-    "calls", "errors", "hit_ratio", "token_hit_ratio", "input_tokens", "cache_read_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "output_tokens", "cost_usd", "cost_without_cache_usd",
-    "cost_saved_usd", "unpriced_calls", "unknown_usage_calls", "holds",
+    "calls",
+    "errors",
+    "hit_ratio",
+    "token_hit_ratio",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "cost_usd",
+    "cost_without_cache_usd",
+    "cost_saved_usd",
+    "unpriced_calls",
+    "unknown_usage_calls",
+    "holds",
 }
 
 
@@ -28,16 +40,29 @@ class Clock:
         return self.now
 
 
-def body(read: int = 0, write: int = 0, *, input: int = 10, output: int = 5, write_1h: int = 0) -> dict[str, Any]:
+def body(
+    read: int = 0, write: int = 0, *, input: int = 10, output: int = 5, write_1h: int = 0
+) -> dict[str, Any]:
     return fakes.message(fakes.usage(input=input, read=read, write=write, write_1h=write_1h, output=output))
 
 
 def test_public_api_is_pinned() -> None:
     """``cachebench.__all__`` is exactly the public API DESIGN promises (plus value types)."""
-    assert sorted(cachebench.__all__) == sorted([
-        "CacheTracker", "CachePolicy", "CallMetrics", "Cost", "PrefixDiff", "PrefixKey", "Provider",
-        "Regression", "Usage", "fingerprint", "flow",
-    ])
+    assert sorted(cachebench.__all__) == sorted(
+        [
+            "CacheTracker",
+            "CachePolicy",
+            "CallMetrics",
+            "Cost",
+            "PrefixDiff",
+            "PrefixKey",
+            "Provider",
+            "Regression",
+            "Usage",
+            "fingerprint",
+            "flow",
+        ]
+    )
     for name in cachebench.__all__:
         assert getattr(cachebench, name) is not None
 
@@ -142,15 +167,21 @@ def test_prefix_table_is_bounded_lru() -> None:
     tracker = CacheTracker(max_prefixes=3, max_calls=5, clock=Clock())
     ids = []
     for i in range(4):
-        m = tracker.record(body(write=2000), request=fakes.request(ttl=None, **{"system": f"s{i}" * 10}) | {
-            "system": [{"type": "text", "text": f"system {i}", "cache_control": {"type": "ephemeral"}}]},
-            provider="anthropic")
+        m = tracker.record(
+            body(write=2000),
+            request=fakes.request(ttl=None, **{"system": f"s{i}" * 10})
+            | {"system": [{"type": "text", "text": f"system {i}", "cache_control": {"type": "ephemeral"}}]},
+            provider="anthropic",
+        )
         assert m is not None
         ids.append(m.prefix_id)
         if i == 1:  # touch the first prefix again so the second becomes the oldest
-            tracker.record(body(read=2000), request=fakes.request() | {
-                "system": [{"type": "text", "text": "system 0", "cache_control": {"type": "ephemeral"}}]},
-                provider="anthropic")
+            tracker.record(
+                body(read=2000),
+                request=fakes.request()
+                | {"system": [{"type": "text", "text": "system 0", "cache_control": {"type": "ephemeral"}}]},
+                provider="anthropic",
+            )
     assert set(tracker.by_prefix()) == {ids[0], ids[2], ids[3]}
     assert len(tracker.calls()) == 5
     assert tracker.aggregate()["calls"] == 5
@@ -268,8 +299,11 @@ def test_unknown_model_costs_none_and_warns_once(caplog: pytest.LogCaptureFixtur
     req = fakes.request() | {"model": "claude-imaginary-9"}
     with caplog.at_level(logging.WARNING, logger="cachebench"):
         for _ in range(3):
-            m = tracker.record(fakes.message(fakes.usage(write=2000), model="claude-imaginary-9"), request=req,
-                               provider="anthropic")
+            m = tracker.record(
+                fakes.message(fakes.usage(write=2000), model="claude-imaginary-9"),
+                request=req,
+                provider="anthropic",
+            )
             assert m is not None and m.cost_usd is None and m.cache_write_tokens == 2000 and m.unpriced
     assert caplog.text.count("claude-imaginary-9") == 1
     agg = tracker.aggregate()
@@ -279,26 +313,39 @@ def test_unknown_model_costs_none_and_warns_once(caplog: pytest.LogCaptureFixtur
 
 def test_price_overrides_win_and_missing_cache_rates_are_unpriced() -> None:
     """User prices take precedence; a call using a cache rate the prices lack is unpriced, not $0."""
-    tracker = CacheTracker(prices={
-        fakes.MODEL: {"input": 1, "output": 2, "cache_read": 0.1, "cache_write": 1.25},
-        "house-model": {"input": 1, "output": 2},
-    })
-    m = tracker.record(body(read=1000, write=0, input=1000, output=1000), request=fakes.request(), provider="anthropic")
+    tracker = CacheTracker(
+        prices={
+            fakes.MODEL: {"input": 1, "output": 2, "cache_read": 0.1, "cache_write": 1.25},
+            "house-model": {"input": 1, "output": 2},
+        }
+    )
+    m = tracker.record(
+        body(read=1000, write=0, input=1000, output=1000), request=fakes.request(), provider="anthropic"
+    )
     assert m is not None and m.cost_usd == pytest.approx((1000 * 1 + 1000 * 0.1 + 1000 * 2) / 1e6)
     req = fakes.request() | {"model": "house-model"}
-    plain = tracker.record(fakes.message(fakes.usage(input=100, output=10), model="house-model"), request=req,
-                           provider="anthropic")
+    plain = tracker.record(
+        fakes.message(fakes.usage(input=100, output=10), model="house-model"),
+        request=req,
+        provider="anthropic",
+    )
     assert plain is not None and plain.cost_usd == pytest.approx((100 + 20) / 1e6)
-    cached = tracker.record(fakes.message(fakes.usage(read=500), model="house-model"), request=req,
-                            provider="anthropic")
+    cached = tracker.record(
+        fakes.message(fakes.usage(read=500), model="house-model"), request=req, provider="anthropic"
+    )
     assert cached is not None and cached.cost_usd is None and cached.unpriced
 
 
 def test_prices_follow_the_calls_own_timestamp() -> None:
     """``record(timestamp=)`` prices and places a replayed call at its own time."""
     tracker = CacheTracker(clock=Clock(2_000_000_000.0))
-    m = tracker.record(body(write=100), request=fakes.request(), provider="anthropic", timestamp=1_750_000_000.0,
-                       elapsed_ms=812.0)
+    m = tracker.record(
+        body(write=100),
+        request=fakes.request(),
+        provider="anthropic",
+        timestamp=1_750_000_000.0,
+        elapsed_ms=812.0,
+    )
     assert m is not None
     assert m.timestamp == 1_750_000_000.0 and m.elapsed_ms == 812.0
     with pytest.raises(ValueError, match="timestamp"):

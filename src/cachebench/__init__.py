@@ -13,8 +13,8 @@ from .tracker import CacheTracker
 from .types import CallMetrics, Cost, PrefixDiff, PrefixKey, Provider, Regression, Usage
 
 __all__ = [
-    "CacheTracker",
     "CachePolicy",
+    "CacheTracker",
     "CallMetrics",
     "Cost",
     "PrefixDiff",

@@ -18,9 +18,24 @@ _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("cachebenc
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Frames from these packages are plumbing, never the caller a flow is named after.
-_SKIP = ("cachebench.", "anthropic", "openai", "google.genai", "botocore", "boto3", "httpx",
-         "httpx2", "httpcore", "anyio", "asyncio", "concurrent.", "threading", "functools",
-         "contextlib", "typing_extensions")
+_SKIP = (
+    "cachebench.",
+    "anthropic",
+    "openai",
+    "google.genai",
+    "botocore",
+    "boto3",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "anyio",
+    "asyncio",
+    "concurrent.",
+    "threading",
+    "functools",
+    "contextlib",
+    "typing_extensions",
+)
 
 
 def current_flow() -> str | None:
@@ -41,7 +56,7 @@ def default_flow(depth: int = 2) -> str:
     return "unknown"
 
 
-class flow:  # noqa: N801 - used like a function: ``with cachebench.flow("name"):``
+class flow:
     """Name the flow of every call made inside it (a context manager and a decorator)."""
 
     __slots__ = ("_name", "_tokens")

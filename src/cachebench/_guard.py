@@ -43,8 +43,9 @@ class Guard:
         with self._lock:
             self.errors += 1
             self.by_stage[stage] = self.by_stage.get(stage, 0) + 1
-        logger.warning("cachebench: internal error in %s (the call is unaffected): %r", stage, exc,
-                       exc_info=exc)
+        logger.warning(
+            "cachebench: internal error in %s (the call is unaffected): %r", stage, exc, exc_info=exc
+        )
         if self.strict:
             raise exc
 

@@ -26,8 +26,15 @@ from .types import MissCause, PrefixKey, Usage
 __all__ = ["LOOKBACK", "CacheView", "Expectation", "ttl_seconds"]
 
 LOOKBACK = 20
-_TTL_SECONDS = {"5m": 300.0, "1h": 3600.0, "30m": 1800.0, "12h": 43200.0, "24h": 86400.0,
-                "in_memory": 600.0, "10m": 600.0}
+_TTL_SECONDS = {
+    "5m": 300.0,
+    "1h": 3600.0,
+    "30m": 1800.0,
+    "12h": 43200.0,
+    "24h": 86400.0,
+    "in_memory": 600.0,
+    "10m": 600.0,
+}
 
 
 def ttl_seconds(ttl: str) -> float:
@@ -112,8 +119,16 @@ class CacheView:
             e.tokens = tokens
             e.measured = measured
 
-    def observe(self, key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool, now: float,
-                default_ttl: str, min_tokens: int) -> None:
+    def observe(
+        self,
+        key: PrefixKey,
+        usage: Usage,
+        exp: Expectation,
+        implicit: bool,
+        now: float,
+        default_ttl: str,
+        min_tokens: int,
+    ) -> None:
         """Record what the provider's cache holds after this call."""
         if not usage.known or not key.breakpoints:
             return
@@ -149,8 +164,9 @@ class CacheView:
             self._put(chain[p], now, ttl_seconds(ttl), tokens, measured)
 
     @staticmethod
-    def cause(key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool,
-              tolerance: int) -> tuple[bool, MissCause | None]:
+    def cause(
+        key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool, tolerance: int
+    ) -> tuple[bool, MissCause | None]:
         """(unexpected_miss, miss_cause) for a finished call."""
         if not usage.known or key.prefix_id is None or not key.breakpoints:
             return False, None

@@ -156,5 +156,6 @@ def fingerprint(
     from .providers import adapter_for
 
     adapter = adapter_for(provider)
-    return key(adapter.prompt_from_parts(messages=messages, system=system, tools=tools, model=model)).prefix_id
-
+    return key(
+        adapter.prompt_from_parts(messages=messages, system=system, tools=tools, model=model)
+    ).prefix_id

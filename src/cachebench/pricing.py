@@ -45,7 +45,9 @@ def validate_overrides(prices: Mapping[str, Mapping[str, Any]] | None) -> dict[s
     if prices is None:
         return {}
     if not isinstance(prices, Mapping):
-        raise ValueError(f"prices must be a mapping of model -> {{rate: USD per MTok}}, got {type(prices).__name__}")
+        raise ValueError(
+            f"prices must be a mapping of model -> {{rate: USD per MTok}}, got {type(prices).__name__}"
+        )
     out: dict[str, dict[str, Decimal]] = {}
     for model, rates in prices.items():
         if not isinstance(model, str) or not model:
@@ -60,7 +62,9 @@ def validate_overrides(prices: Mapping[str, Mapping[str, Any]] | None) -> dict[s
         clean: dict[str, Decimal] = {}
         for name, value in rates.items():
             if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
-                raise ValueError(f"prices[{model!r}][{name!r}] must be a number (USD per MTok), got {value!r}")
+                raise ValueError(
+                    f"prices[{model!r}][{name!r}] must be a number (USD per MTok), got {value!r}"
+                )
             try:
                 dec = Decimal(str(value))
             except ArithmeticError:
@@ -155,8 +159,13 @@ class PriceTable:
             if k in self._warned:
                 return
             self._warned.add(k)
-        logger.warning("cachebench: %s model %r is %s; its costs are recorded as None "
-                       "(pass prices={...} to CacheTracker to price it)", provider, model, why)
+        logger.warning(
+            "cachebench: %s model %r is %s; its costs are recorded as None "
+            "(pass prices={...} to CacheTracker to price it)",
+            provider,
+            model,
+            why,
+        )
 
     def cost(self, provider: str, model: str | None, usage: Usage, timestamp: float) -> Cost:
         """Price one call. Unknown usage or an unpriced model gives ``None`` costs."""

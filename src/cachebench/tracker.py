@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from .fingerprint import key as prefix_key
 from ._flow import current_flow, default_flow
 from ._guard import Guard, logger, strict_from_env
 from .detect import CacheView, Expectation
+from .fingerprint import key as prefix_key
 from .policy import CachePolicy
 from .pricing import PriceTable
 from .providers import adapter_for, detect_client, detect_response
@@ -42,18 +42,35 @@ _EMPTY_KEY = PrefixKey(None, (), (), (), (), (), (), (), (), -1, 0)
 def _default_alert(m: CallMetrics) -> None:
     logger.warning(
         "cachebench: unexpected cache miss in flow %r (prefix %s): read %d of %d expected tokens",
-        m.flow, m.prefix_id, m.cache_read_tokens, m.expected_read_tokens,
+        m.flow,
+        m.prefix_id,
+        m.cache_read_tokens,
+        m.expected_read_tokens,
     )
 
 
 class CallContext:
     """One call in flight: what was learned before it, finished exactly once after it."""
 
-    __slots__ = ("adapter", "exp", "finished", "flow", "key", "observing", "prompt", "request", "started",
-                 "stream", "t0", "timestamp", "tracker")
+    __slots__ = (
+        "adapter",
+        "exp",
+        "finished",
+        "flow",
+        "key",
+        "observing",
+        "prompt",
+        "request",
+        "started",
+        "stream",
+        "t0",
+        "timestamp",
+        "tracker",
+    )
 
-    def __init__(self, tracker: CacheTracker, adapter: Any, request: Mapping[str, Any], flow: str,
-                 timestamp: float) -> None:
+    def __init__(
+        self, tracker: CacheTracker, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
+    ) -> None:
         self.tracker = tracker
         self.adapter = adapter
         self.request = request
@@ -132,8 +149,11 @@ class CacheTracker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = Provider.parse(provider) if provider is not None else None
-        if isinstance(miss_alert_threshold, bool) or not isinstance(miss_alert_threshold, (int, float)) \
-                or not 0.0 <= float(miss_alert_threshold) <= 1.0:
+        if (
+            isinstance(miss_alert_threshold, bool)
+            or not isinstance(miss_alert_threshold, (int, float))
+            or not 0.0 <= float(miss_alert_threshold) <= 1.0
+        ):
             raise ValueError(f"miss_alert_threshold must be a number in [0, 1], got {miss_alert_threshold!r}")
         for name, cb in (("on_miss_alert", on_miss_alert), ("on_regression", on_regression)):
             if cb is not None and not callable(cb):
@@ -147,8 +167,7 @@ class CacheTracker:
             raise TypeError("clock must be a callable returning seconds since the epoch")
         if store is not None:
             raise ValueError(
-                "store: only the in-memory store (store=None) is available in this version; "
-                f"got {store!r}"
+                f"store: only the in-memory store (store=None) is available in this version; got {store!r}"
             )
         self.miss_alert_threshold = float(miss_alert_threshold)
         self.on_miss_alert = on_miss_alert if on_miss_alert is not None else _default_alert
@@ -207,12 +226,17 @@ class CacheTracker:
             self._guard.failed("begin", exc)
             return None
 
-    def _complete(self, ctx: CallContext, usage: Usage, error: BaseException | None,
-                  elapsed: float) -> CallMetrics:
+    def _complete(
+        self, ctx: CallContext, usage: Usage, error: BaseException | None, elapsed: float | None
+    ) -> CallMetrics:
         adapter = ctx.adapter
         prompt = ctx.prompt
         key = ctx.key
-        model = usage.model or (prompt.model if prompt is not None else None) or adapter.request_model(ctx.request)
+        model = (
+            usage.model
+            or (prompt.model if prompt is not None else None)
+            or adapter.request_model(ctx.request)
+        )
         usage = self._apply_ttl_hint(usage, key)
         try:
             cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)
@@ -254,13 +278,21 @@ class CacheTracker:
         self._store(m, ctx, usage, implicit, model)
         return m
 
-    def _store(self, m: CallMetrics, ctx: CallContext | None, usage: Usage, implicit: bool,
-               model: str | None) -> None:
+    def _store(
+        self, m: CallMetrics, ctx: CallContext | None, usage: Usage, implicit: bool, model: str | None
+    ) -> None:
         with self._lock:
             self._stats.add(m)
             if ctx is not None and ctx.exp is not None and m.error is None:
-                self._view.observe(ctx.key, usage, ctx.exp, implicit, m.timestamp,
-                                   ctx.adapter.DEFAULT_TTL, ctx.adapter.min_cacheable(model))
+                self._view.observe(
+                    ctx.key,
+                    usage,
+                    ctx.exp,
+                    implicit,
+                    m.timestamp,
+                    ctx.adapter.DEFAULT_TTL,
+                    ctx.adapter.min_cacheable(model),
+                )
         if m.unexpected_miss:
             self._guard.user_callback("on_miss_alert", self.on_miss_alert, m)
 
@@ -365,8 +397,9 @@ class CacheTracker:
                 setattr(obj, attr, original)
         return client
 
-    def _observer_for(self, adapter: Any, original: Callable[..., Any], wanted: Callable[[Any], bool],
-                      flow: str | None) -> Callable[..., Any]:
+    def _observer_for(
+        self, adapter: Any, original: Callable[..., Any], wanted: Callable[[Any], bool], flow: str | None
+    ) -> Callable[..., Any]:
         """A stand-in for an SDK client's transport method (Stainless ``client.request``)."""
         tracker = self
 
@@ -437,9 +470,14 @@ class CacheTracker:
         tracker failed internally (logged, never raised).
         """
         if request is not None and not isinstance(request, Mapping):
-            raise TypeError(f"request must be the call's keyword arguments as a mapping, got {type(request).__name__}")
-        if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))
-                                      or not math.isfinite(timestamp)):
+            raise TypeError(
+                f"request must be the call's keyword arguments as a mapping, got {type(request).__name__}"
+            )
+        if timestamp is not None and (
+            isinstance(timestamp, bool)
+            or not isinstance(timestamp, (int, float))
+            or not math.isfinite(timestamp)
+        ):
             raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
         adapter = self._adapter(provider, response=response)
         try:
@@ -451,8 +489,9 @@ class CacheTracker:
                 ctx.timestamp = float(timestamp)
                 if ctx.exp is not None:
                     with self._lock:
-                        ctx.exp = self._view.expect(ctx.key, ctx.prompt.implicit if ctx.prompt else False,
-                                                    ctx.timestamp)
+                        ctx.exp = self._view.expect(
+                            ctx.key, ctx.prompt.implicit if ctx.prompt else False, ctx.timestamp
+                        )
             ctx.stream = False
             usage = adapter.recorded_usage(response, body)
             ctx.finished = True
@@ -465,8 +504,9 @@ class CacheTracker:
 
     def aggregate(self, window_s: float | None = None) -> dict[str, Any]:
         """Totals over every call, or over the retained calls of the last ``window_s`` seconds."""
-        if window_s is not None and (isinstance(window_s, bool) or not isinstance(window_s, (int, float))
-                                     or window_s <= 0):
+        if window_s is not None and (
+            isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or window_s <= 0
+        ):
             raise ValueError(f"window_s must be a positive number of seconds or None, got {window_s!r}")
         with self._lock:
             if window_s is None:

@@ -176,8 +176,9 @@ def usage(response: Any) -> Usage:
     if u is None or isinstance(u, (str, int, float, bool, list)):
         return UNKNOWN_USAGE
     model = get(response, "model")
-    return usage_from_fields(u, model=model if isinstance(model, str) else None,
-                             diagnostics=_diagnostics(response))
+    return usage_from_fields(
+        u, model=model if isinstance(model, str) else None, diagnostics=_diagnostics(response)
+    )
 
 
 class StreamAccumulator:
@@ -203,7 +204,12 @@ class StreamAccumulator:
         #  "cache_creation": {"ephemeral_5m_input_tokens": 2048, "ephemeral_1h_input_tokens": 0},
         #  "output_tokens": 1}
         self._seen = True
-        for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens"):
+        for name in (
+            "input_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "output_tokens",
+        ):
             if has_field(u, name):
                 self._fields[name] = as_int(get(u, name))
         if has_field(u, "cache_creation"):
@@ -249,11 +255,24 @@ def recorded_usage(response: Any, request: Mapping[str, Any]) -> Usage:
 # Minimum cacheable prefix per model, in tokens (varies; PROVIDER_FACTS "Anthropic caching
 # rules"). Matched by substring, first match wins; below it markers are silently ignored.
 MIN_CACHEABLE = (
-    ("opus-5", 512), ("fable-5", 512), ("mythos-5", 512),
-    ("opus-4-8", 1024), ("sonnet-5", 1024), ("sonnet-4-6", 1024), ("sonnet-4-5", 1024),
-    ("opus-4-1", 1024), ("opus-4-0", 1024), ("opus-4-2", 1024), ("sonnet-4-0", 1024), ("sonnet-4-2", 1024),
-    ("opus-4-7", 2048), ("haiku-3-5", 2048), ("3-5-haiku", 2048),
-    ("opus-4-6", 4096), ("opus-4-5", 4096), ("haiku-4-5", 4096),
+    ("opus-5", 512),
+    ("fable-5", 512),
+    ("mythos-5", 512),
+    ("opus-4-8", 1024),
+    ("sonnet-5", 1024),
+    ("sonnet-4-6", 1024),
+    ("sonnet-4-5", 1024),
+    ("opus-4-1", 1024),
+    ("opus-4-0", 1024),
+    ("opus-4-2", 1024),
+    ("sonnet-4-0", 1024),
+    ("sonnet-4-2", 1024),
+    ("opus-4-7", 2048),
+    ("haiku-3-5", 2048),
+    ("3-5-haiku", 2048),
+    ("opus-4-6", 4096),
+    ("opus-4-5", 4096),
+    ("haiku-4-5", 4096),
 )
 
 
@@ -301,7 +320,9 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
     return stainless_instrument(client, hooks, _is_messages_call)
 
 
-def stainless_instrument(client: Any, hooks: Any, wanted: Callable[[Any], bool]) -> list[tuple[Any, str, Any]]:
+def stainless_instrument(
+    client: Any, hooks: Any, wanted: Callable[[Any], bool]
+) -> list[tuple[Any, str, Any]]:
     """Shared by the Stainless SDKs (anthropic, openai): one patch on ``client.request``."""
     original = client.request
     client.request = hooks.stainless(original, wanted)

@@ -58,7 +58,7 @@ def fmt_usd(x: float | None) -> str:
 
 
 def main() -> None:
-    console = Console()
+    console = Console(width=130)
     alerts: list[CallMetrics] = []
     tracker = CacheTracker(on_miss_alert=alerts.append)
 

@@ -147,7 +147,7 @@ class CacheView:
             total = usage.total_input_tokens
             if total < max(min_tokens, 1):
                 return
-            ttl_s = ttl_seconds(default_ttl)
+            ttl_s = ttl_seconds(key.ttls[-1] if key.ttls else default_ttl)
             last = len(chain) - 1
             for q in range(last + 1):
                 measured = q == last

@@ -59,6 +59,10 @@ class Recorder:
         self._done = True
         try:
             usage: Usage = self._acc.usage()
+            if error is None:
+                # Failures a stream reports in-band (OpenAI Responses ``response.failed``).
+                in_band = getattr(self._acc, "error", None)
+                error = in_band() if callable(in_band) else None
         except Exception as exc:
             self._call.tracker_failed("stream usage", exc)
             usage = UNKNOWN_USAGE

@@ -185,8 +185,9 @@ def test_close_finalises_once() -> None:
 
 def test_error_mid_stream_is_recorded_and_reraised() -> None:
     """An ``error`` event mid-stream reaches the caller as the SDK's own error, and is recorded."""
-    events = fakes.sse_events(USAGE)[:3] + [
-        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    events = [
+        *fakes.sse_events(USAGE)[:3],
+        ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
     ]
 
     def handler(request: httpx2.Request) -> httpx2.Response:

@@ -117,16 +117,18 @@ def key(prompt: Prompt) -> PrefixKey:
             breakpoints.append(i)
             ttls.append(blk.ttl)
     turn_start = min(prompt.turn_start, n)
+    # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
+    ids = {b: hex_id(chain[b]) for b in breakpoints}
     if breakpoints:
         before_turn = [b for b in breakpoints if b < turn_start]
         prefix_end = before_turn[-1] if before_turn else turn_start - 1
-        prefix_id: str | None = hex_id(chain[prefix_end] if prefix_end >= 0 else empty)
+        prefix_id: str | None = ids.get(prefix_end) or hex_id(chain[prefix_end] if prefix_end >= 0 else empty)
     else:
         prefix_end = -1
         prefix_id = None
     return PrefixKey(
         prefix_id=prefix_id,
-        breakpoint_ids=tuple(hex_id(chain[b]) for b in breakpoints),
+        breakpoint_ids=tuple(ids.values()),
         breakpoints=tuple(breakpoints),
         ttls=tuple(ttls),
         sections=tuple(sections),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 __all__ = [
     "Block",
@@ -64,8 +64,7 @@ class Provider(str, Enum):
         raise ValueError(f"unknown provider {value!r}: expected one of {choices} or a Provider member")
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):
     """One cacheable unit of a prompt, in the provider's cache order.
 
     ``payload`` is the plain-JSON form of the block with its cache marker removed; it lives
@@ -75,7 +74,7 @@ class Block:
     """
 
     section: Section
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index; Block is never used as a sequence
     payload: Any
     ttl: str | None = None
 

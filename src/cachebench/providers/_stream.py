@@ -218,9 +218,36 @@ def _observe_raw_response(raw: Any, call: CallContext) -> Any:
     return raw
 
 
+# (adapter, type) -> True when results of that type are finished responses (no stream, raw
+# response or stream manager). The checks below cost ~3 us on a pydantic model (its __getattr__
+# raises for every missing attribute), so they run once per type.
+_PLAIN: dict[tuple[Any, type], bool] = {}
+
+
+def _plain(result: Any, adapter: Any) -> bool:
+    k = (adapter, type(result))
+    plain = _PLAIN.get(k)
+    if plain is None:
+        plain = not (
+            hasattr(adapter, "observe_result")
+            or _is_stainless_stream(result)
+            or (hasattr(result, "http_response") and callable(getattr(result, "parse", None)))
+            or type(result).__name__.endswith("StreamManager")
+            or inspect.isgenerator(result)
+            or inspect.isasyncgen(result)
+        )
+        if len(_PLAIN) < 1024:
+            _PLAIN[k] = plain
+    return plain
+
+
 def observe_result(result: Any, call: CallContext) -> Any:
     """Record a finished call, or hook a stream so it records when it ends. Returns ``result``."""
     if call.finished or call.observing:
+        return result
+    if _plain(result, call.adapter):
+        call.response_started()
+        call.finish(call.adapter.usage(result), None)
         return result
     adapter_observe = getattr(call.adapter, "observe_result", None)
     if adapter_observe is not None:

@@ -8,6 +8,7 @@ Cache order is tools -> system -> messages. A breakpoint is a block with ``cache
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -141,6 +142,13 @@ def is_stream_request(request: Mapping[str, Any]) -> bool:
 
 
 def _diagnostics(response: Any) -> dict[str, Any] | None:
+    fields = getattr(response, "__dict__", None)
+    if (
+        fields is not None
+        and "diagnostics" not in fields
+        and not getattr(response, "__pydantic_extra__", None)
+    ):
+        return None  # an SDK model without the field: a miss here costs a pydantic __getattr__ + exception
     diag = get(response, "diagnostics")
     if diag is None:
         return None
@@ -276,6 +284,7 @@ MIN_CACHEABLE = (
 )
 
 
+@functools.lru_cache(maxsize=256)
 def min_cacheable(model: str | None) -> int:
     if not model:
         return 0

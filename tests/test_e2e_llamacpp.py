@@ -57,7 +57,7 @@ def _system(rules: int) -> str:
 
 
 SYSTEM_OPENAI = _system(33)  # about 1090 prompt tokens: above OpenAI's 1024-token minimum
-SYSTEM_ANTHROPIC = _system(15)  # about 510 prompt tokens (no minimum for an unknown model)
+SYSTEM_ANTHROPIC = _system(9)  # about 320 prompt tokens (no minimum for an unknown model)
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -83,8 +83,12 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _http(method: str, url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        method=method,
+        data=b"{}" if method == "POST" else None,
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with _NO_PROXY.open(req, timeout=timeout) as resp:
             return resp.status, json.load(resp)
@@ -183,15 +187,24 @@ def _plain(usage: Any) -> dict[str, Any]:
 
 
 def _recorded(m: CallMetrics) -> dict[str, int]:
-    return {"input": m.input_tokens, "read": m.cache_read_tokens, "write": m.cache_write_tokens,
-            "output": m.output_tokens}
+    return {
+        "input": m.input_tokens,
+        "read": m.cache_read_tokens,
+        "write": m.cache_write_tokens,
+        "output": m.output_tokens,
+    }
 
 
 def _chat_reported(usage: Any) -> dict[str, int]:
     """OpenAI Chat: ``prompt_tokens`` includes the cached tokens."""
     u = _plain(usage)
     cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    return {"input": u["prompt_tokens"] - cached, "read": cached, "write": 0, "output": u["completion_tokens"]}
+    return {
+        "input": u["prompt_tokens"] - cached,
+        "read": cached,
+        "write": 0,
+        "output": u["completion_tokens"],
+    }
 
 
 def _responses_reported(usage: Any) -> dict[str, int]:
@@ -204,8 +217,12 @@ def _responses_reported(usage: Any) -> dict[str, int]:
 def _anthropic_reported(usage: Any) -> dict[str, int]:
     """Anthropic: ``input_tokens`` excludes cache tokens; llama.cpp never sends writes."""
     u = _plain(usage)
-    return {"input": u["input_tokens"], "read": u.get("cache_read_input_tokens") or 0,
-            "write": u.get("cache_creation_input_tokens") or 0, "output": u["output_tokens"]}
+    return {
+        "input": u["input_tokens"],
+        "read": u.get("cache_read_input_tokens") or 0,
+        "write": u.get("cache_creation_input_tokens") or 0,
+        "output": u["output_tokens"],
+    }
 
 
 def _assert_cold(reported: Mapping[str, int], m: CallMetrics) -> None:
@@ -277,8 +294,13 @@ def test_openai_chat_stream_records_the_final_usage_chunk(openai_client: openai.
 
     finals = []
     for _ in range(2):
-        stream = create(model=MODEL, messages=_chat_messages(), max_tokens=MAX_TOKENS, stream=True,
-                        stream_options={"include_usage": True})
+        stream = create(
+            model=MODEL,
+            messages=_chat_messages(),
+            max_tokens=MAX_TOKENS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = list(stream)
         with_usage = [c for c in chunks if c.usage is not None]
         assert len(with_usage) == 1 and with_usage[0] is chunks[-1] and not chunks[-1].choices
@@ -333,9 +355,11 @@ def test_openai_responses_stream_records_the_completed_event(openai_client: open
 
     completed = []
     for _ in range(2):
-        events = list(openai_client.responses.create(
-            model=MODEL, instructions=SYSTEM_OPENAI, input=USER, max_output_tokens=MAX_TOKENS, stream=True
-        ))
+        events = list(
+            openai_client.responses.create(
+                model=MODEL, instructions=SYSTEM_OPENAI, input=USER, max_output_tokens=MAX_TOKENS, stream=True
+            )
+        )
         done = [e for e in events if e.type == "response.completed"]
         assert len(done) == 1 and done[0].response.usage is not None
         completed.append(done[0].response)
@@ -355,35 +379,51 @@ def test_openai_responses_stream_records_the_completed_event(openai_client: open
 # -- Anthropic -------------------------------------------------------------------------------
 
 
-def test_anthropic_messages_repeat_reads_the_cache(anthropic_client: anthropic.Anthropic) -> None:
+def test_anthropic_messages_repeat_reads_then_eviction_is_an_unexpected_miss(
+    server: LlamaServer, anthropic_client: anthropic.Anthropic
+) -> None:
     """``tracker.wrap(messages.create)`` with a ``cache_control`` breakpoint on the system
-    prompt: both calls record exactly the server's usage (exclusive ``input_tokens``,
+    prompt: every call records exactly the server's usage (exclusive ``input_tokens``,
     ``cache_read_input_tokens`` as reads; llama.cpp sends no ``cache_creation_input_tokens``,
-    so writes are 0), and the repeat reads nearly the whole prompt."""
-    tracker = CacheTracker(provider="anthropic")
+    so writes are 0) and the repeat reads nearly the whole prompt. When the server then
+    drops its cache, the next identical call is an unexpected miss (cause ``provider``: same
+    bytes, within TTL, still missed) and ``on_miss_alert`` gets it."""
+    alerts: list[CallMetrics] = []
+    tracker = CacheTracker(provider="anthropic", on_miss_alert=alerts.append)
     create = tracker.wrap(anthropic_client.messages.create, flow="e2e")
 
-    responses = [
-        create(model=MODEL, system=_anthropic_system(), messages=[{"role": "user", "content": USER}],
-               max_tokens=MAX_TOKENS)
-        for _ in range(2)
-    ]
+    def call() -> anthropic.types.Message:
+        return create(
+            model=MODEL,
+            system=_anthropic_system(),
+            messages=[{"role": "user", "content": USER}],
+            max_tokens=MAX_TOKENS,
+        )
+
+    responses = [call(), call()]
+    server.erase_slot()  # the provider evicts the entry the tracker saw read a moment ago
+    responses.append(call())
 
     calls = tracker.calls()
-    assert len(calls) == 2
+    assert len(calls) == 3
     reported = [_anthropic_reported(r.usage) for r in responses]
     for r, rep, m in zip(responses, reported, calls, strict=True):
         assert r.usage.cache_creation_input_tokens is None  # the server never reports writes
         assert _recorded(m) == rep
         assert m.flow == "e2e" and m.provider == "anthropic"
-        assert m.model == r.model
+        assert m.model == r.model  # the server's own model id, not the requested name
         assert m.usage_known and not m.stream and m.error is None
-        assert m.prefix_id is not None and len(m.breakpoint_ids) == 1
+        assert m.prefix_id == calls[0].prefix_id is not None
+        assert len(m.breakpoint_ids) == 1
         # An unknown model is unpriced: costs are None, never $0.
         assert m.unpriced and m.cost_usd is None and m.cost_saved_usd is None
-    assert calls[0].prefix_id == calls[1].prefix_id
     _assert_cold(reported[0], calls[0])
     _assert_hit(reported[1], calls[1])
+    evicted = calls[2]
+    assert reported[2]["read"] == 0  # precondition: the server really lost it
+    assert evicted.expected_read_tokens == calls[1].cache_read_tokens
+    assert evicted.unexpected_miss and evicted.miss_cause == "provider"
+    assert alerts == [evicted]
     assert tracker.internal_errors == 0
 
 
@@ -405,8 +445,12 @@ def test_anthropic_raw_body_and_stream_under_instrument(anthropic_client: anthro
     records exactly what its ``message_start``/``message_delta`` events reported (a hit)."""
     tracker = CacheTracker(provider="anthropic")
     tracker.instrument(anthropic_client, flow="e2e")
-    request: dict[str, Any] = {"model": MODEL, "system": _anthropic_system(),
-                               "messages": [{"role": "user", "content": USER}], "max_tokens": MAX_TOKENS}
+    request: dict[str, Any] = {
+        "model": MODEL,
+        "system": _anthropic_system(),
+        "messages": [{"role": "user", "content": USER}],
+        "max_tokens": MAX_TOKENS,
+    }
 
     raw = anthropic_client.messages.with_raw_response.create(**request)
     body = json.loads(raw.http_response.text)

@@ -13,8 +13,9 @@ cache, and each test starts by erasing the slot, so its first call is a cold mis
 ran before it. A full hit reports ``prompt_tokens - 1`` (the server always evaluates the
 last token).
 
-OpenAI prompts are above 1024 tokens: below that OpenAI caches nothing, and cachebench's
-OpenAI adapter (rightly, for OpenAI) expects nothing of such a prompt.
+OpenAI prompts are above 1024 tokens: OpenAI caches nothing shorter, so cachebench's OpenAI
+adapter records no cache entry for a shorter prompt and a repeat of it would have a ``nan``
+hit ratio (llama.cpp itself caches prompts of any length).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _system(rules: int) -> str:
     return "You are the support assistant of Example Co. Follow every rule below.\n" + "\n".join(lines)
 
 
-SYSTEM_OPENAI = _system(33)  # about 1090 prompt tokens: above OpenAI's 1024-token minimum
+SYSTEM_OPENAI = _system(33)  # about 1070 prompt tokens: above OpenAI's 1024-token minimum
 SYSTEM_ANTHROPIC = _system(9)  # about 320 prompt tokens (no minimum for an unknown model)
 
 

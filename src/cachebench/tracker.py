@@ -18,7 +18,7 @@ import inspect
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ._flow import current_flow, default_flow
@@ -129,6 +129,17 @@ class InstrumentHooks:
 
     def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
         return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
+
+    def patch_methods(self, obj: Any, names: Iterable[str]) -> list[tuple[Any, str, Any]]:
+        """Wrap each named method ``obj`` has, as an instance attribute; return the patches."""
+        patches: list[tuple[Any, str, Any]] = []
+        for name in names:
+            original = getattr(obj, name, None)
+            if original is None:
+                continue
+            setattr(obj, name, self.wrap(original))
+            patches.append((obj, name, original))
+        return patches
 
 
 class CacheTracker:

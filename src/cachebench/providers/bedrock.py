@@ -535,13 +535,7 @@ def owns_response(response: Any) -> bool:
 def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
     """Patch the client's own ``converse``, ``converse_stream``, ``invoke_model`` and
     ``invoke_model_with_response_stream`` (instance attributes over the class's methods)."""
-    patches: list[tuple[Any, str, Any]] = []
-    for name in METHODS:
-        original = getattr(client, name, None)
-        if original is None:
-            continue
-        setattr(client, name, hooks.wrap(original))
-        patches.append((client, name, original))
+    patches: list[tuple[Any, str, Any]] = hooks.patch_methods(client, METHODS)
     return patches
 
 

@@ -382,12 +382,7 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
     for obj in targets:
         if obj is None:
             continue
-        for name in METHODS:
-            original = getattr(obj, name, None)
-            if original is None:
-                continue
-            setattr(obj, name, hooks.wrap(original))
-            patches.append((obj, name, original))
+        patches.extend(hooks.patch_methods(obj, METHODS))
     return patches
 
 

@@ -1,0 +1,25 @@
+"""A local server that speaks the providers' HTTP APIs with their caching rules.
+
+It serves Anthropic Messages, OpenAI Chat Completions and Responses, Bedrock Runtime
+(Converse and InvokeModel, streaming too) and Gemini ``generateContent``, computing every
+usage count with :mod:`cachebench.cachemodel` on a clock you can inject::
+
+    from cachebench.emulator import Emulator, EmulatorServer, ManualClock
+
+    clock = ManualClock()
+    with EmulatorServer(Emulator(clock=clock)) as server:
+        client = anthropic.Anthropic(base_url=server.url, api_key="sk-test")
+        ...
+        clock.advance(300)  # every 5-minute entry is gone
+
+Needs the ``emulator`` extra (starlette, uvicorn). ``cachebench emulate --port N`` runs one
+from the command line; the pytest fixture ``cache_emulator`` (:mod:`cachebench.testing`)
+starts one per test.
+"""
+
+from __future__ import annotations
+
+from ._server import EmulatorServer, serve
+from .app import Emulator, ManualClock, create_app
+
+__all__ = ["Emulator", "EmulatorServer", "ManualClock", "create_app", "serve"]

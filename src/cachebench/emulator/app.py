@@ -1,0 +1,234 @@
+"""The emulator's shared state (:class:`Emulator`) and its ASGI app (:func:`create_app`).
+
+Control routes, beside the provider routes each wire module adds:
+
+- ``GET  /_emulator/health``  -> ``{"status": "ok", "clock": ..., "manual_clock": ..., "families": [...]}``
+- ``POST /_emulator/knobs``   ``{"latency_ms": 50, "scope": "sk-test"?}`` -> the knobs now in force
+  (fields not given keep their value; without ``scope`` the defaults change)
+- ``POST /_emulator/reset``   forget every cache entry and restore the initial knobs
+- ``POST /_emulator/advance`` ``{"seconds": 300}`` -> moves a :class:`ManualClock` (409 otherwise)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..cachemodel import CacheModel, Knobs
+from ._wire import WireError, error_response, json_response, read_json
+
+FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+class ManualClock:
+    """A clock that moves only when told: pass it as ``Emulator(clock=...)`` and to a
+    ``CacheTracker`` so both see the same time, then :meth:`advance` past a TTL."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._now = float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        with self._lock:
+            self._now += float(seconds)
+            return self._now
+
+
+class Emulator:
+    """The state one emulator serves from: the cache model, the clock, the knobs, the sleep.
+
+    ``model`` defaults to ``CacheModel(clock=clock, knobs=knobs)``. ``sleep`` is what knob
+    delays wait with (``asyncio.sleep``); the clock only stamps cache entries, so a manual
+    clock does not slow anything down.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        knobs: Knobs | None = None,
+        model: CacheModel | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.clock = clock
+        self.cache = model if model is not None else CacheModel(clock=clock, knobs=knobs)
+        if model is not None and knobs is not None:
+            self.cache.set_knobs(knobs)
+        self.sleep = sleep
+        self._initial_knobs = dataclasses.replace(self.cache.knobs)
+        self._lock = threading.Lock()
+        self._rngs: dict[int | None, random.Random] = {}
+
+    # -- knobs --------------------------------------------------------------------------------
+
+    def set_knobs(self, knobs: Knobs | None = None, *, scope: str | None = None, **fields: Any) -> Knobs:
+        """Replace the knobs (of ``scope``, or the defaults), or change some of their fields:
+        ``emu.set_knobs(ttft_ms=200)``. Returns the knobs now in force."""
+        base = knobs if knobs is not None else self.knobs_for(scope)
+        new = dataclasses.replace(base, **fields)
+        self.cache.set_knobs(new, scope=scope)
+        with self._lock:
+            self._rngs.pop(new.seed, None)  # a seed given again restarts its sequence
+        return new
+
+    def knobs_for(self, scope: str | None) -> Knobs:
+        return self.cache.knobs if scope is None else self.cache.knobs_for(scope)
+
+    def draw_error(self, knobs: Knobs) -> bool:
+        """Whether this call fails, drawn from ``knobs.error_rate`` with a generator seeded by
+        ``knobs.seed`` (calls with the same seed share one sequence)."""
+        if knobs.error_rate <= 0:
+            return False
+        if knobs.error_rate >= 1:
+            return True
+        with self._lock:
+            rng = self._rngs.get(knobs.seed)
+            if rng is None:
+                rng = self._rngs[knobs.seed] = random.Random(knobs.seed)
+            return rng.random() < knobs.error_rate
+
+    # -- clock and state ----------------------------------------------------------------------
+
+    @property
+    def manual_clock(self) -> bool:
+        return isinstance(self.clock, ManualClock)
+
+    def advance(self, seconds: float) -> float:
+        """Move a :class:`ManualClock`; ``TypeError`` on any other clock."""
+        if not isinstance(self.clock, ManualClock):
+            raise TypeError("advance() needs an Emulator built with clock=ManualClock()")
+        return self.clock.advance(seconds)
+
+    def reset(self) -> None:
+        """Forget every cache entry; restore the knobs the emulator was built with."""
+        self.cache.reset()
+        self.cache.set_knobs(dataclasses.replace(self._initial_knobs))
+        with self._lock:
+            self._rngs.clear()
+
+    def app(self) -> Starlette:
+        return create_app(self)
+
+
+# -- the app --------------------------------------------------------------------------------
+
+
+def _family_of(path: str) -> str:
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/model/"):
+        return "bedrock"
+    if path.startswith(("/v1beta/", "/v1alpha/")) or ":generateContent" in path:
+        return "gemini"
+    return "openai" if path.startswith(("/v1/", "/openai/")) else "anthropic"
+
+
+def wire_routes(emu: Emulator) -> list[BaseRoute]:
+    """The provider routes of every wire module present (``emulator/<family>.py``)."""
+    routes: list[BaseRoute] = []
+    for family in FAMILIES:
+        name = f"{__package__}.{family}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+            continue
+        routes.extend(module.routes(emu))
+    return routes
+
+
+def _control_routes(emu: Emulator) -> list[BaseRoute]:
+    async def health(request: Request) -> Response:
+        return json_response(
+            {
+                "status": "ok",
+                "clock": emu.clock(),
+                "manual_clock": emu.manual_clock,
+                "families": sorted(_served_families(request.app)),
+            }
+        )
+
+    async def knobs(request: Request) -> Response:
+        try:
+            body = await read_json(request)
+            scope = body.pop("scope", None)
+            names = {f.name for f in dataclasses.fields(Knobs)}
+            unknown = sorted(set(body) - names)
+            if unknown:
+                raise WireError(400, f"unknown knobs: {', '.join(unknown)}")
+            new = emu.set_knobs(scope=scope, **body)
+        except (WireError, TypeError, ValueError) as e:
+            message = e.message if isinstance(e, WireError) else str(e)
+            return json_response({"error": message}, status=400)
+        return json_response({"scope": scope, **dataclasses.asdict(new)})
+
+    async def reset(request: Request) -> Response:
+        emu.reset()
+        return json_response({"status": "reset"})
+
+    async def advance(request: Request) -> Response:
+        try:
+            body = await read_json(request)
+            seconds = float(body.get("seconds", 0))
+        except (WireError, TypeError, ValueError) as e:
+            return json_response({"error": getattr(e, "message", str(e))}, status=400)
+        if not emu.manual_clock:
+            return json_response({"error": "the emulator runs on the wall clock"}, status=409)
+        try:
+            now = emu.advance(seconds)
+        except ValueError as e:
+            return json_response({"error": str(e)}, status=400)
+        return json_response({"clock": now})
+
+    return [
+        Route("/_emulator/health", health, methods=["GET"]),
+        Route("/_emulator/knobs", knobs, methods=["POST"]),
+        Route("/_emulator/reset", reset, methods=["POST"]),
+        Route("/_emulator/advance", advance, methods=["POST"]),
+    ]
+
+
+def _served_families(app: Starlette) -> set[str]:
+    return {
+        _family_of(path)
+        for route in app.routes
+        if isinstance(path := getattr(route, "path", None), str) and not path.startswith("/_emulator")
+    }
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = {404: f"Not found: {request.url.path}", 405: f"Method {request.method} not allowed"}.get(
+        status, "Error"
+    )
+    return error_response(_family_of(request.url.path), status, message)
+
+
+def create_app(emulator: Emulator | None = None, **kwargs: Any) -> Starlette:
+    """The ASGI app serving ``emulator`` (built from ``kwargs`` when None)."""
+    emu = emulator if emulator is not None else Emulator(**kwargs)
+    app = Starlette(
+        routes=[*_control_routes(emu), *wire_routes(emu)],
+        exception_handlers={404: _http_error, 405: _http_error},
+    )
+    app.state.emulator = emu
+    return app

@@ -1,0 +1,234 @@
+"""Anthropic Messages on the wire: ``POST /v1/messages`` (JSON and SSE) and
+``POST /v1/messages/count_tokens``.
+
+The body builders (:func:`message_body`, :func:`stream_events`) and :func:`validate` are also
+what Bedrock's InvokeModel with an Anthropic body uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from ..cachemodel import CacheResult
+from ..providers import anthropic as provider
+from ..types import Prompt
+from ._wire import (
+    Call,
+    Reply,
+    WireError,
+    cache_request,
+    endpoint,
+    json_response,
+    read_json,
+    reply,
+    reply_chunks,
+    scope_of,
+)
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+FAMILY = "anthropic"
+_ROLES = ("user", "assistant")
+_TTLS = ("5m", "1h")
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def _check_marker(marker: Any, where: str) -> None:
+    if marker is None:
+        return
+    if not isinstance(marker, Mapping) or marker.get("type") != "ephemeral":
+        raise WireError(400, f"{where}.cache_control.type: Input should be 'ephemeral'")
+    ttl = marker.get("ttl")
+    if ttl is not None and ttl not in _TTLS:
+        raise WireError(400, f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
+
+
+def _blocks(value: Any) -> list[Any]:
+    if value is None or isinstance(value, str):
+        return []
+    if isinstance(value, list):
+        return value
+    raise WireError(400, "content blocks must be a string or a list")
+
+
+def validate(body: Mapping[str, Any], *, need_model: bool = True, need_max_tokens: bool = True) -> None:
+    """Raise a 400 :class:`WireError` where the Messages API would (field names as it says them)."""
+    if need_model and (not isinstance(body.get("model"), str) or not body["model"]):
+        raise WireError(400, "model: Field required")
+    if need_max_tokens:
+        max_tokens = body.get("max_tokens")
+        if max_tokens is None:
+            raise WireError(400, "max_tokens: Field required")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+            raise WireError(400, "max_tokens: Input should be a non-negative integer")
+    messages = body.get("messages")
+    if messages is None:
+        raise WireError(400, "messages: Field required")
+    if not isinstance(messages, list) or not messages:
+        raise WireError(400, "messages: at least one message is required")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping) or msg.get("role") not in _ROLES:
+            raise WireError(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
+        if "content" not in msg:
+            raise WireError(400, f"messages.{i}.content: Field required")
+        for j, part in enumerate(_blocks(msg.get("content"))):
+            if isinstance(part, Mapping):
+                _check_marker(part.get("cache_control"), f"messages.{i}.content.{j}")
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise WireError(400, "tools: Input should be a valid list")
+    for i, tool in enumerate(tools or []):
+        if isinstance(tool, Mapping):
+            _check_marker(tool.get("cache_control"), f"tools.{i}")
+    for i, part in enumerate(_blocks(body.get("system"))):
+        if isinstance(part, Mapping):
+            _check_marker(part.get("cache_control"), f"system.{i}")
+    _check_marker(body.get("cache_control"), "")
+
+
+def prompt_of(body: Mapping[str, Any]) -> tuple[Prompt, str | None]:
+    """The prompt without the automatic marker, and the automatic marker's ttl (the cache model
+    places it on the last block and counts its slot)."""
+    automatic = body.get("cache_control")
+    prompt = provider.parse_request({**body, "cache_control": None})
+    if not isinstance(automatic, Mapping):
+        return prompt, None
+    ttl = automatic.get("ttl")
+    return prompt, ttl if isinstance(ttl, str) else provider.DEFAULT_TTL
+
+
+def seed_of(call: Call) -> bytes:
+    """What the reply text depends on: the model and the prompt's blocks."""
+    req = call.request
+    return req.model.encode() + b"".join(s.digest for s in req.segments)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def usage_body(result: CacheResult, output_tokens: int) -> dict[str, Any]:
+    """``usage`` as the Messages API sends it: ``input_tokens`` excludes cache tokens; the TTL
+    split sits in ``cache_creation``."""
+    return {
+        "input_tokens": result.input_tokens,
+        "cache_creation_input_tokens": result.cache_write_tokens,
+        "cache_read_input_tokens": result.cache_read_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": result.cache_write_tokens - result.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": result.cache_write_1h_tokens,
+        },
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def message_id(call: Call) -> str:
+    return f"msg_emu{call.result.ticket:020d}"
+
+
+def message_body(call: Call, answer: Reply, model: str) -> dict[str, Any]:
+    return {
+        "id": message_id(call),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": answer.text}] if answer.text else [],
+        "stop_reason": answer.stop,
+        "stop_sequence": None,
+        "usage": usage_body(call.result, answer.output_tokens),
+    }
+
+
+def stream_head(call: Call, answer: Reply, model: str, *, ping: bool = True) -> list[dict[str, Any]]:
+    """The events before the text: message_start (input and cache counts, 1 output token so
+    far), content_block_start, ping."""
+    start = {**message_body(call, answer, model), "content": [], "stop_reason": None}
+    start["usage"] = usage_body(call.result, min(1, answer.output_tokens))
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
+    if answer.text:
+        events.append(
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        )
+    if ping:
+        events.append({"type": "ping"})
+    events.extend(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in reply_chunks(answer.text)
+    )
+    if answer.text:
+        events.append({"type": "content_block_stop", "index": 0})
+    return events
+
+
+def stream_tail(call: Call, answer: Reply) -> list[dict[str, Any]]:
+    """message_delta with the cumulative usage (input and cache counts restated), message_stop."""
+    usage = usage_body(call.result, answer.output_tokens)
+    del usage["cache_creation"], usage["service_tier"]
+    return [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": answer.stop, "stop_sequence": None},
+            "usage": usage,
+        },
+        {"type": "message_stop"},
+    ]
+
+
+def _sse(event: Mapping[str, Any]) -> bytes:
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+def routes(emu: Emulator) -> list[BaseRoute]:
+    async def messages(request: Request) -> Response:
+        body = await read_json(request)
+        validate(body)
+        model: str = body["model"]
+        stream = bool(body.get("stream"))
+        max_tokens: int = body["max_tokens"]
+        if stream and max_tokens == 0:
+            raise WireError(400, "max_tokens: 0 is not supported with streaming")
+        prompt, automatic = prompt_of(body)
+        call = Call(emu, cache_request(FAMILY, model, scope_of(request), prompt, automatic=automatic))
+        await call.open()
+        answer = reply(seed_of(call), max_tokens)
+        if not stream:
+            await call.finish()
+            return json_response(message_body(call, answer, model))
+        head = stream_head(call, answer, model)
+
+        async def events() -> AsyncIterator[bytes]:
+            for event in head:
+                yield _sse(event)
+            await call.finish()
+            for event in stream_tail(call, answer):
+                yield _sse(event)
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"request-id": "req_emulator", "cache-control": "no-cache"},
+        )
+
+    async def count_tokens(request: Request) -> Response:
+        body = await read_json(request)
+        validate(body, need_max_tokens=False)
+        prompt, _ = prompt_of(body)
+        req = cache_request(FAMILY, body["model"], scope_of(request), prompt)
+        return json_response({"input_tokens": sum(s.tokens for s in req.segments) + req.overhead_tokens})
+
+    return [
+        Route("/v1/messages", endpoint(FAMILY, messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", endpoint(FAMILY, count_tokens), methods=["POST"]),
+    ]

@@ -1,0 +1,130 @@
+"""Provider cache rules as data, and the request validation that follows from them.
+
+Source: ../shared/PROVIDER_FACTS.md ("Anthropic caching rules", "OpenAI caching rules",
+"Bedrock", "Gemini"). Per-model minimum prefixes are the provider adapters' own tables
+(``providers/*.MIN_CACHEABLE``) and TTL lengths are :func:`cachebench.detect.ttl_seconds`, so
+the emulator and the tracker read the same numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from .detect import ttl_seconds
+from .providers import anthropic as _anthropic
+from .providers import bedrock as _bedrock
+from .providers import gemini as _gemini
+from .providers import openai as _openai
+
+if TYPE_CHECKING:
+    from .cachemodel import CacheRequest, Segment
+
+FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
+# Minimum cacheable prefix per model: the adapters' tables; below them, the family default.
+MIN_TOKENS_BY_MODEL: Mapping[str, Callable[[str | None], int]] = {
+    "anthropic": _anthropic.min_cacheable,
+    "bedrock": _bedrock.min_cacheable,
+    "openai": _openai.min_cacheable,
+    "gemini": _gemini.min_cacheable,
+}
+# For models the tables do not know (Anthropic's 5.5 models are unknown; Gemini: 2.5's minimum).
+DEFAULT_MIN_TOKENS = {"anthropic": 1024, "bedrock": 1024, "openai": 1024, "gemini": 2048}
+# Breakpoint TTLs each family accepts, longest first ("longer TTL entries must come before
+# shorter ones"); OpenAI's are GPT-5.6's prompt_cache_options ttl values.
+BREAKPOINT_TTLS = {"anthropic": ("1h", "5m"), "bedrock": ("1h", "5m"), "openai": ("12h", "30m")}
+# Anthropic/Bedrock: a 5th breakpoint is a 400. OpenAI GPT-5.6+: up to 80 breakpoints matched.
+MAX_BREAKPOINTS = {"anthropic": 4, "bedrock": 4, "openai": 80}
+OPENAI_MAX_WRITES = 4  # GPT-5.6+: at most 4 entries written per request
+OPENAI_EXPLICIT_DEFAULT_TTL = "30m"
+OPENAI_READ_STEP = _openai.READ_STEP_IMPLICIT  # 128
+# OpenAI prompt_cache_retention: (idle TTL, longest lifetime) in seconds; in_memory is
+# "5-10 min idle, at most 1 h".
+OPENAI_RETENTION = {"in_memory": (ttl_seconds("in_memory"), 3600.0), "24h": (ttl_seconds("24h"), 86400.0)}
+# Gemini implicit entries: Google documents no TTL; we assume 5 min idle, like Anthropic's.
+GEMINI_IMPLICIT_TTL_S = 300.0
+_TOOL_KINDS = frozenset({"tool_use", "tool_result"})
+FOREVER = float("inf")
+
+
+class CacheRuleError(ValueError):
+    """A request the provider would reject with a 400. ``kind`` says which rule:
+    ``too_many_breakpoints``, ``invalid_ttl_order``, ``invalid_ttl``, ``invalid_retention``,
+    ``automatic_unsupported``, ``unknown_family``."""
+
+    def __init__(self, kind: str, message: str = "") -> None:
+        super().__init__(message or kind)
+        self.kind = kind
+
+
+def breakpoints(request: CacheRequest) -> list[tuple[int, str]]:
+    """(segment index, ttl) of every breakpoint, validated; raises :class:`CacheRuleError`."""
+    family = request.family
+    allowed = BREAKPOINT_TTLS.get(family)
+    if allowed is None:
+        raise CacheRuleError("unknown_family", f"unknown family {family!r}")
+    segments = request.segments
+    points: list[tuple[int, str]] = []
+    for i, seg in enumerate(segments):
+        if seg.ttl is not None:
+            if seg.ttl not in allowed:
+                raise CacheRuleError("invalid_ttl", f"ttl must be one of {allowed}, got {seg.ttl!r}")
+            points.append((i, seg.ttl))
+    if request.automatic is not None:
+        if family != "anthropic":
+            raise CacheRuleError("automatic_unsupported", "top-level cache_control is Anthropic API only")
+        if request.automatic not in allowed:
+            raise CacheRuleError("invalid_ttl", f"ttl must be one of {allowed}, got {request.automatic!r}")
+        if segments and (not points or points[-1][0] != len(segments) - 1):
+            points.append((len(segments) - 1, request.automatic))
+    if len(points) > MAX_BREAKPOINTS[family]:
+        raise CacheRuleError(
+            "too_many_breakpoints",
+            f"a maximum of {MAX_BREAKPOINTS[family]} blocks with cache_control may be provided, got {len(points)}",
+        )
+    if family == "openai":
+        end = len(segments) if request.implicit_end is None else min(request.implicit_end, len(segments))
+        # the implicit breakpoint's ttl (prompt_cache_options.ttl) rides in ``retention``
+        ttl = request.retention if request.retention in allowed else OPENAI_EXPLICIT_DEFAULT_TTL
+        if end > 0 and all(i != end - 1 for i, _ in points):
+            points.append((end - 1, ttl))
+            points.sort()
+        return points
+    rank = {ttl: r for r, ttl in enumerate(allowed)}
+    for (_, a), (_, b) in itertools.pairwise(points):
+        if rank[b] < rank[a]:
+            raise CacheRuleError(
+                "invalid_ttl_order", f"a ttl='{b}' cache_control block must not come after a ttl='{a}' one"
+            )
+    return points
+
+
+def lookback_positions(segments: tuple[Segment, ...]) -> list[int]:
+    """Lookback position of each segment: a run of tool_use/tool_result blocks is one."""
+    out: list[int] = []
+    pos = -1
+    prev_tool = False
+    for seg in segments:
+        tool = seg.kind in _TOOL_KINDS
+        if not (tool and prev_tool):
+            pos += 1
+        out.append(pos)
+        prev_tool = tool
+    return out
+
+
+def implicit_ttl(request: CacheRequest) -> tuple[float, float]:
+    """(idle TTL, longest lifetime) of an implicit entry."""
+    if request.family == "gemini":
+        return GEMINI_IMPLICIT_TTL_S, FOREVER
+    retention = request.retention
+    if retention is None:
+        version = _openai.model_version(request.model)
+        since = _openai.RETENTION_24H_SINCE
+        retention = "24h" if version is not None and version >= since else "in_memory"
+    if retention not in OPENAI_RETENTION:
+        raise CacheRuleError(
+            "invalid_retention", f"prompt_cache_retention must be in_memory or 24h, got {retention!r}"
+        )
+    return OPENAI_RETENTION[retention]

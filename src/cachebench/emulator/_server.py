@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -64,14 +65,7 @@ class EmulatorServer:
     def start(self, timeout: float = 10.0) -> EmulatorServer:
         if self._server is not None:
             return self
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self._port))
-        except OSError:
-            sock.close()
-            raise
+        sock = _bind(self.host, self._port)
         self._port = sock.getsockname()[1]
         server = uvicorn.Server(_config(self.emulator, self.host, self._port, self._log_level))
         self._server = server
@@ -119,12 +113,34 @@ class EmulatorServer:
         self.stop()
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def serve(
     emulator: Emulator | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 8790,
     log_level: str = "info",
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve ``emulator`` in this thread until interrupted (Ctrl-C)."""
-    uvicorn.Server(_config(emulator or Emulator(), host, port, log_level)).run()
+    """Serve ``emulator`` in this thread until interrupted (Ctrl-C, SIGTERM). ``port=0`` picks a
+    free port; ``announce`` is called with the base URL once the socket is bound."""
+    sock = _bind(host, port)
+    try:
+        real_port = sock.getsockname()[1]
+        if announce is not None:
+            announce(f"http://{f'[{host}]' if ':' in host else host}:{real_port}")
+        server = uvicorn.Server(_config(emulator or Emulator(), host, real_port, log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

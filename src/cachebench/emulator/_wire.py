@@ -386,11 +386,12 @@ class Call:
 
     def __init__(self, emu: Emulator, request: CacheRequest) -> None:
         self.emu = emu
+        self.cache = emu.cache  # the model this call began on, even if the emulator is reset meanwhile
         self.request = request
         self.family = request.family
-        self.knobs: Knobs = emu.cache.knobs_for(request.scope)
+        self.knobs: Knobs = self.cache.knobs_for(request.scope)
         try:
-            self.result: CacheResult = emu.cache.begin(request)
+            self.result: CacheResult = self.cache.begin(request)
         except CacheRuleError as e:
             raise WireError(400, str(e))
         self._open = False
@@ -404,7 +405,7 @@ class Call:
         except BaseException:
             self.abort()
             raise
-        self.emu.cache.started(self.result.ticket)
+        self.cache.started(self.result.ticket)
         self._open = True
 
     async def finish(self) -> None:
@@ -413,4 +414,4 @@ class Call:
 
     def abort(self) -> None:
         if not self._open:
-            self.emu.cache.abort(self.result.ticket)
+            self.cache.abort(self.result.ticket)

@@ -69,6 +69,7 @@ class Emulator:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.clock = clock
+        self._own_model = model is None
         self.cache = model if model is not None else CacheModel(clock=clock, knobs=knobs)
         if model is not None and knobs is not None:
             self.cache.set_knobs(knobs)
@@ -118,9 +119,14 @@ class Emulator:
         return self.clock.advance(seconds)
 
     def reset(self) -> None:
-        """Forget every cache entry; restore the knobs the emulator was built with."""
-        self.cache.reset()
-        self.cache.set_knobs(dataclasses.replace(self._initial_knobs))
+        """Forget every cache entry; restore the knobs the emulator was built with (a model it
+        built is replaced, which also drops per-scope knobs; a model passed in is reset)."""
+        knobs = dataclasses.replace(self._initial_knobs)
+        if self._own_model:
+            self.cache = CacheModel(clock=self.clock, knobs=knobs)
+        else:
+            self.cache.reset()
+            self.cache.set_knobs(knobs)
         with self._lock:
             self._rngs.clear()
 

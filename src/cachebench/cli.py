@@ -1,0 +1,122 @@
+"""The ``cachebench`` command.
+
+``cachebench emulate --port 8790`` serves the local provider emulator (see
+:mod:`cachebench.emulator`) until interrupted; the knob flags (``--latency-ms``,
+``--ttft-ms``, ``--error-rate``, ``--error-status``, ``--miss-rate``, ``--seed``) set its
+default knobs, and ``--manual-clock`` makes time move only through ``POST /_emulator/advance``.
+
+Needs the ``cli`` extra (typer, and the emulator's starlette and uvicorn):
+``pip install 'cachebench[cli]'``. Imports stay inside the functions so that
+``import cachebench.cli`` costs nothing; no ``from __future__ import annotations`` here, since
+typer reads the option annotations at run time.
+"""
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+if TYPE_CHECKING:
+    import typer
+
+_MISSING = "cachebench: the command line needs the 'cli' extra: pip install 'cachebench[cli]'"
+
+
+def _announce(url: str) -> None:
+    print(f"cachebench emulator on {url}", flush=True)
+    print(f"  anthropic  base_url={url}", flush=True)
+    print(f"  openai     base_url={url}/v1", flush=True)
+    print(f"  bedrock    endpoint_url={url}", flush=True)
+    print(f"  gemini     base_url={url}", flush=True)
+
+
+def build() -> "typer.Typer":
+    """The typer application (its commands import what they serve when they run)."""
+    import typer
+
+    app = typer.Typer(
+        name="cachebench",
+        help="Prompt-cache observability for LLM apps.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _root() -> None:
+        """Prompt-cache observability for LLM apps."""
+
+    @app.command()
+    def emulate(
+        host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[
+            int, typer.Option(help="Port to listen on (0: any free port).", min=0, max=65535)
+        ] = 8790,
+        latency_ms: Annotated[
+            float, typer.Option(help="Extra time before each whole response.", min=0)
+        ] = 0.0,
+        ttft_ms: Annotated[
+            float, typer.Option(help="Time before the first byte of each response.", min=0)
+        ] = 0.0,
+        error_rate: Annotated[
+            float, typer.Option(help="Probability of an injected error.", min=0, max=1)
+        ] = 0.0,
+        error_status: Annotated[int, typer.Option(help="Injected error: 429, 500 or 529.")] = 529,
+        miss_rate: Annotated[
+            float, typer.Option(help="Probability of an isolated cache miss.", min=0, max=1)
+        ] = 0.0,
+        seed: Annotated[int | None, typer.Option(help="Seed for injected errors and misses.")] = None,
+        manual_clock: Annotated[
+            bool, typer.Option(help="Time moves only through POST /_emulator/advance.")
+        ] = False,
+        log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    ) -> None:
+        """Serve the local provider emulator (Anthropic, OpenAI, Bedrock, Gemini) until Ctrl-C."""
+        if error_status not in (429, 500, 529):
+            raise typer.BadParameter("must be 429, 500 or 529", param_hint="--error-status")
+        from .cachemodel import Knobs
+
+        try:
+            from .emulator import Emulator, ManualClock, serve
+        except ImportError as e:
+            typer.echo(f"{_MISSING} ({e})", err=True)
+            raise typer.Exit(2)
+
+        knobs = Knobs(
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            error_rate=error_rate,
+            error_status=error_status,
+            miss_rate=miss_rate,
+            seed=seed,
+        )
+        emulator = Emulator(knobs=knobs, clock=ManualClock()) if manual_clock else Emulator(knobs=knobs)
+        serve(emulator, host=host, port=port, log_level=log_level, announce=_announce)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        app = build()
+    except ImportError:
+        print(_MISSING, file=sys.stderr)
+        return 2
+    try:
+        app(args=sys.argv[1:] if argv is None else list(argv), prog_name="cachebench")
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def run() -> None:
+    """The ``cachebench`` console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

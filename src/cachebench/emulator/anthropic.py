@@ -95,11 +95,30 @@ def validate(body: Mapping[str, Any], *, need_model: bool = True, need_max_token
     _check_marker(body.get("cache_control"), "")
 
 
+def _text_blocks(content: Any) -> Any:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def normalized(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` with string ``system`` and message contents as one text block each: the API
+    renders both forms alike, so they share cache entries."""
+    out = dict(body)
+    if isinstance(out.get("system"), str):
+        out["system"] = _text_blocks(out["system"])
+    messages = out.get("messages")
+    if isinstance(messages, list):
+        out["messages"] = [
+            {**m, "content": _text_blocks(m.get("content"))} if isinstance(m, Mapping) else m
+            for m in messages
+        ]
+    return out
+
+
 def prompt_of(body: Mapping[str, Any]) -> tuple[Prompt, str | None]:
-    """The prompt without the automatic marker, and the automatic marker's ttl (the cache model
-    places it on the last block and counts its slot)."""
+    """The prompt (string contents as text blocks) without the automatic marker, and the
+    automatic marker's ttl (the cache model places it on the last block and counts its slot)."""
     automatic = body.get("cache_control")
-    prompt = provider.parse_request({**body, "cache_control": None})
+    prompt = provider.parse_request({**normalized(body), "cache_control": None})
     if not isinstance(automatic, Mapping):
         return prompt, None
     ttl = automatic.get("ttl")

@@ -166,7 +166,7 @@ async def _invoke_call(emu: Emulator, request: Request) -> tuple[Call, Reply, st
         )
     anthropic_wire.validate(body, need_model=False)
     model = _model(request)
-    prompt = provider.parse_request({"modelId": model, "body": body})
+    prompt = provider.parse_request({"modelId": model, "body": anthropic_wire.normalized(body)})
     automatic = anthropic_wire.prompt_of(body)[1]
     call = Call(emu, cache_request(FAMILY, model, scope_of(request), prompt, automatic=automatic))
     await call.open()

@@ -11,7 +11,11 @@ Needs the ``cli`` extra (typer, and the emulator's starlette and uvicorn):
 typer reads the option annotations at run time.
 """
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 if TYPE_CHECKING:
@@ -26,6 +30,20 @@ def _announce(url: str) -> None:
     print(f"  openai     base_url={url}/v1", flush=True)
     print(f"  bedrock    endpoint_url={url}", flush=True)
     print(f"  gemini     base_url={url}", flush=True)
+
+
+@contextlib.contextmanager
+def _exit_cleanly_on_sigterm() -> Iterator[None]:
+    """uvicorn shuts down gracefully on SIGTERM, then re-raises it to the previous handler:
+    make that handler a clean exit (code 0) instead of death by signal, while serving."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build() -> "typer.Typer":
@@ -89,7 +107,8 @@ def build() -> "typer.Typer":
             seed=seed,
         )
         emulator = Emulator(knobs=knobs, clock=ManualClock()) if manual_clock else Emulator(knobs=knobs)
-        serve(emulator, host=host, port=port, log_level=log_level, announce=_announce)
+        with _exit_cleanly_on_sigterm():
+            serve(emulator, host=host, port=port, log_level=log_level, announce=_announce)
 
     return app
 

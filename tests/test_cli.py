@@ -1,0 +1,109 @@
+"""The ``cachebench`` command line: ``main(argv)`` returns exit codes, and ``cachebench
+emulate`` serves the emulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+import pytest
+
+from cachebench import cli, emulator
+from cachebench.cachemodel import Knobs
+
+
+def test_help_returns_zero_and_lists_emulate(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` prints usage naming the ``emulate`` command and returns 0 (no SystemExit)."""
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage" in out and "emulate" in out
+
+
+def test_bad_options_return_two(capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error (unknown command, out-of-range or unsupported knob) returns 2."""
+    assert cli.main(["nonsense"]) == 2
+    assert cli.main(["emulate", "--error-rate", "1.5"]) == 2
+    assert cli.main(["emulate", "--error-status", "418"]) == 2
+    assert "429, 500 or 529" in capsys.readouterr().err
+
+
+def test_emulate_builds_the_emulator_from_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The knob flags become the emulator's default knobs; host and port reach ``serve``; the
+    SIGTERM handler installed while serving is put back."""
+    seen: dict[str, Any] = {}
+    before = signal.getsignal(signal.SIGTERM)
+
+    def fake_serve(emu: emulator.Emulator, **kwargs: Any) -> None:
+        seen.update(kwargs, emulator=emu)
+
+    monkeypatch.setattr(emulator, "serve", fake_serve)
+    argv = ["emulate", "--host", "127.0.0.2", "--port", "0", "--latency-ms", "5", "--ttft-ms", "20"]
+    argv += [
+        "--error-rate",
+        "0.25",
+        "--error-status",
+        "429",
+        "--miss-rate",
+        "0.1",
+        "--seed",
+        "7",
+        "--manual-clock",
+    ]
+    assert cli.main(argv) == 0
+    emu = seen.pop("emulator")
+    assert emu.cache.knobs == Knobs(
+        latency_ms=5, ttft_ms=20, error_rate=0.25, error_status=429, miss_rate=0.1, seed=7
+    )
+    assert emu.manual_clock
+    assert seen["host"] == "127.0.0.2" and seen["port"] == 0
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_missing_cli_extra_is_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without typer installed, ``main`` names the extra to install and returns 2."""
+    monkeypatch.setitem(sys.modules, "typer", None)
+    assert cli.main(["emulate"]) == 2
+    assert "cachebench[cli]" in capsys.readouterr().err
+
+
+def _get(url: str, data: bytes | None = None) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_emulate_serves_until_terminated() -> None:
+    """``cachebench emulate --port 0`` announces its URL, answers the control routes and
+    exits cleanly on SIGTERM."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "cachebench.cli",
+        "emulate",
+        "--port",
+        "0",
+        "--manual-clock",
+        "--ttft-ms",
+        "1",
+    ]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.startswith("cachebench emulator on http://127.0.0.1:"), first + proc.stderr.read()  # type: ignore[union-attr]
+            url = first.split()[-1]
+            health = _get(f"{url}/_emulator/health")
+            assert health["status"] == "ok" and health["manual_clock"] is True
+            assert {"anthropic", "bedrock"} <= set(health["families"])
+            assert _get(f"{url}/_emulator/advance", b'{"seconds": 300}')["clock"] == health["clock"] + 300
+            knobs = _get(f"{url}/_emulator/knobs", b'{"latency_ms": 3}')
+            assert (knobs["latency_ms"], knobs["ttft_ms"]) == (3, 1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+        assert proc.returncode == 0

@@ -1,5 +1,5 @@
-"""The ``cachebench`` command line: ``main(argv)`` returns exit codes, and ``cachebench
-emulate`` serves the emulator."""
+"""The ``cachebench`` command line (``main(argv)`` returns exit codes, ``cachebench emulate``
+serves the emulator), the emulator's control routes and the ``cache_emulator`` fixture."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 
 from cachebench import cli, emulator
 from cachebench.cachemodel import Knobs
+from cachebench.emulator import Emulator, EmulatorServer
+from cachebench.testing import CacheEmulator
 
 
 def test_help_returns_zero_and_lists_emulate(capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,6 +78,51 @@ def test_missing_cli_extra_is_reported(
 def _get(url: str, data: bytes | None = None) -> Any:
     with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as r:
         return json.loads(r.read())
+
+
+def _status(url: str, data: bytes) -> tuple[int, Any]:
+    try:
+        return 200, _get(url, data)
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def test_control_routes_validate_and_scope_knobs() -> None:
+    """``/_emulator/knobs`` changes the given fields (of one scope when named) and rejects
+    unknown ones; ``/_emulator/advance`` needs a manual clock (409 on the wall clock);
+    ``/_emulator/reset`` restores the initial knobs."""
+    emu = Emulator(knobs=Knobs(latency_ms=1))
+    with EmulatorServer(emu) as server:
+        url = f"{server.url}/_emulator"
+        assert _status(f"{url}/knobs", b'{"ttft_ms": 5, "scope": "sk-a"}')[1]["ttft_ms"] == 5
+        assert emu.knobs_for("sk-a") == Knobs(latency_ms=1, ttft_ms=5)
+        assert emu.knobs_for("sk-b") == Knobs(latency_ms=1)
+        assert _status(f"{url}/knobs", b'{"speed": 2}') == (400, {"error": "unknown knobs: speed"})
+        assert _status(f"{url}/knobs", b"{oops")[0] == 400
+        assert _status(f"{url}/advance", b'{"seconds": 5}')[0] == 409
+        assert _status(f"{url}/reset", b"")[0] == 200
+        assert emu.knobs_for("sk-a") == Knobs(latency_ms=1)
+        assert _get(f"{url}/health")["manual_clock"] is False
+
+
+def test_cache_emulator_fixture(cache_emulator: CacheEmulator) -> None:
+    """The fixture's URLs, its clock (shared with the emulator), knobs and reset."""
+    url = cache_emulator.url
+    assert url.startswith("http://127.0.0.1:") and not url.endswith("/")
+    assert cache_emulator.openai_base_url == f"{url}/v1"
+    assert (
+        cache_emulator.anthropic_base_url
+        == cache_emulator.bedrock_endpoint_url
+        == cache_emulator.gemini_base_url
+        == url
+    )
+    start = cache_emulator.clock()
+    assert cache_emulator.advance(10) == start + 10 == cache_emulator.emulator.clock()
+    assert cache_emulator.set_knobs(error_rate=1.0, scope="sk-x").error_rate == 1.0
+    assert cache_emulator.emulator.knobs_for(None) == Knobs()
+    cache_emulator.reset()
+    assert cache_emulator.emulator.knobs_for("sk-x") == Knobs()
 
 
 def test_emulate_serves_until_terminated() -> None:

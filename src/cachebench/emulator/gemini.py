@@ -1,0 +1,208 @@
+"""Gemini on the wire: ``POST /v1beta/models/{model}:generateContent`` and
+``:streamGenerateContent`` (``?alt=sse`` as google-genai asks; a JSON array otherwise).
+
+The REST JSON is camelCase (google-genai ``types.GenerateContentResponse`` parses it).
+``usageMetadata.promptTokenCount`` includes ``cachedContentTokenCount``, which is sent only
+when above 0; writes are never reported. In a stream every chunk carries the running
+``usageMetadata`` (the full prompt counts and the candidates tokens so far); the last chunk
+has the ``finishReason``, without which google-genai would try to resume the stream.
+
+Caching is implicit (the whole prompt, minimum 2048 tokens on 2.5 and 4096 on 3.x: the
+adapter's ``MIN_CACHEABLE`` table, through :mod:`cachebench.cachemodel`). Errors are Google's
+``{"error": {"code", "message", "status"}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from ..cachemodel import CacheRequest, CacheResult
+from ..providers import gemini as provider
+from ..tokens import estimate_text
+from ._wire import (
+    Call,
+    Reply,
+    WireError,
+    cache_request,
+    endpoint,
+    json_response,
+    reply,
+    reply_chunks,
+    scope_of,
+)
+from .anthropic import seed_of
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+FAMILY = "gemini"
+API_VERSIONS = ("v1beta", "v1alpha", "v1")
+METHODS = ("generateContent", "streamGenerateContent")
+ROLES = ("user", "model")
+_FINISH = {"end_turn": "STOP", "max_tokens": "MAX_TOKENS"}
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def _bad(message: str) -> WireError:
+    # Google lists each violated field as "* <Request>.<path>: <reason>".
+    return WireError(400, f"* GenerateContentRequest.{message}\n")
+
+
+def split_path(rest: str) -> tuple[str, str]:
+    """``gemini-2.5-flash:generateContent`` -> (model, method); 404 for anything else."""
+    model, sep, method = rest.rpartition(":")
+    if not sep or not model or method not in METHODS:
+        raise WireError(404, f"Method not found: models/{rest}")
+    return model, method
+
+
+def validate(body: Mapping[str, Any]) -> int | None:
+    """Raise a 400 :class:`WireError` where Gemini would; returns ``maxOutputTokens``."""
+    contents = body.get("contents")
+    if not contents:
+        raise _bad("contents: contents is not specified")
+    if not isinstance(contents, list):
+        raise _bad("contents: Invalid value (expected a list of Content)")
+    for i, content in enumerate(contents):
+        if not isinstance(content, Mapping):
+            raise _bad(f"contents[{i}]: Invalid value (expected a Content object)")
+        role = content.get("role")
+        if role is not None and role not in ROLES:
+            raise WireError(400, "Please use a valid role: user, model.")
+        parts = content.get("parts")
+        if not parts or not isinstance(parts, list):
+            raise _bad(f"contents[{i}].parts: contents.parts must not be empty.")
+    config = body.get("generationConfig")
+    if config is not None and not isinstance(config, Mapping):
+        raise _bad("generation_config: Invalid value (expected a GenerationConfig object)")
+    limit = (config or {}).get("maxOutputTokens")
+    if limit is None:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise _bad("generation_config.max_output_tokens: must be a positive integer")
+    return limit
+
+
+def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheRequest:
+    """The whole prompt (tools, system instruction, contents) is eligible for implicit caching;
+    the adapter's implicit breakpoint marker is dropped (the cache model places its own)."""
+    prompt = provider.parse_request({**body, "model": model})
+    return cache_request(FAMILY, model, scope, prompt, markers=False)
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def usage_metadata(result: CacheResult, output_tokens: int) -> dict[str, Any]:
+    """``usageMetadata``: inclusive ``promptTokenCount``; ``cachedContentTokenCount`` (and the
+    cache modality split) only when something was read."""
+    prompt = result.total_input_tokens
+    meta: dict[str, Any] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": output_tokens,
+        "totalTokenCount": prompt + output_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+    }
+    if result.cache_read_tokens > 0:
+        meta["cachedContentTokenCount"] = result.cache_read_tokens
+        meta["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": result.cache_read_tokens}]
+    if output_tokens > 0:
+        meta["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": output_tokens}]
+    return meta
+
+
+def _response_id(call: Call) -> str:
+    return f"emu{call.result.ticket:020d}"
+
+
+def response_body(call: Call, answer: Reply, model: str) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                "content": {"parts": [{"text": answer.text}], "role": "model"},
+                "finishReason": _FINISH[answer.stop],
+                "index": 0,
+            }
+        ],
+        "usageMetadata": usage_metadata(call.result, answer.output_tokens),
+        "modelVersion": model,
+        "responseId": _response_id(call),
+    }
+
+
+def stream_chunks(call: Call, answer: Reply, model: str) -> Iterator[dict[str, Any]]:
+    """One chunk per text piece, each with the running usage; the last has the finish reason."""
+    pieces = reply_chunks(answer.text) or [""]
+    so_far = ""
+    for n, piece in enumerate(pieces):
+        so_far += piece
+        last = n == len(pieces) - 1
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+        if last:
+            candidate["finishReason"] = _FINISH[answer.stop]
+        output = answer.output_tokens if last else estimate_text(so_far)
+        yield {
+            "candidates": [candidate],
+            "usageMetadata": usage_metadata(call.result, output),
+            "modelVersion": model,
+            "responseId": _response_id(call),
+        }
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise WireError(400, f"Invalid JSON payload received. {e}")
+    if not isinstance(body, dict):
+        raise WireError(400, "Invalid JSON payload received. Expected an object (GenerateContentRequest).")
+    return body
+
+
+def _streamed(chunks: list[bytes], call: Call, *, sse: bool) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        if not sse:
+            yield b"["
+        for n, chunk in enumerate(chunks):
+            if n == len(chunks) - 1:
+                await call.finish()  # the latency knob holds back the last chunk
+            if sse:
+                yield b"data: " + chunk + b"\r\n\r\n"
+            else:
+                yield (b",\r\n" if n else b"") + chunk
+        if not sse:
+            yield b"]"
+
+    media = "text/event-stream" if sse else "application/json"
+    return StreamingResponse(body(), media_type=media, headers={"cache-control": "no-cache"})
+
+
+def routes(emu: Emulator) -> list[BaseRoute]:
+    async def generate(request: Request) -> Response:
+        model, method = split_path(request.path_params["rest"])
+        model = provider.model_name(model) or model
+        body = await _body(request)
+        limit = validate(body)
+        call = Call(emu, cache_request_for(body, model, scope_of(request)))
+        await call.open()
+        answer = reply(seed_of(call), limit)
+        if method == "generateContent":
+            await call.finish()
+            return json_response(response_body(call, answer, model))
+        chunks = [orjson.dumps(c) for c in stream_chunks(call, answer, model)]
+        return _streamed(chunks, call, sse=request.query_params.get("alt") == "sse")
+
+    handler = endpoint(FAMILY, generate)
+    return [Route(f"/{v}/models/{{rest:path}}", handler, methods=["POST"]) for v in API_VERSIONS]

@@ -1,12 +1,11 @@
-"""OpenAI on the wire: ``POST /v1/chat/completions`` and ``POST /v1/responses``, JSON and SSE.
+"""OpenAI on the wire: ``POST /v1/chat/completions`` and ``POST /v1/responses``, JSON and SSE
+(also under ``/openai/v1``). This module validates requests and maps them onto the cache
+model; the bodies are built in :mod:`._openai_bodies`.
 
-Field shapes follow openai-python (``types/chat/chat_completion.py``,
-``chat_completion_chunk.py``, ``completion_usage.py``, ``types/responses/response.py``,
-``response_usage.py``, ``response_stream_event.py``). Usage is inclusive: ``prompt_tokens`` /
-``input_tokens`` count cached and written tokens too. Write counts (``cache_write_tokens``) are
-sent only for models with explicit caching (GPT-5.6 and later, decided by
-:func:`cachebench.providers.openai.explicit_caching` from its ``EXPLICIT_SINCE`` table, the
-same rule the tracker applies).
+Which models cache explicitly (GPT-5.6 and later: breakpoints, exact reads, reported writes)
+is :func:`cachebench.providers.openai.explicit_caching`, from its ``EXPLICIT_SINCE`` table: the
+same rule the tracker applies. Older models cache the whole prompt implicitly, report no
+writes and read in 128-token steps from 1024 tokens.
 
 Chat streams end with ``data: [DONE]``; usage comes in a last chunk with ``choices: []`` only
 when ``stream_options.include_usage`` is true. Responses streams send ``response.created`` ...
@@ -16,7 +15,7 @@ counts), each with a ``sequence_number``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,17 +23,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ..cachemodel import CacheRequest, CacheResult
+from ..cachemodel import CacheRequest
 from ..providers import openai as provider
+from ._openai_bodies import chat_body, chat_chunks, response_body, response_events
 from ._wire import (
     Call,
-    Reply,
     WireError,
     cache_request,
     endpoint,
     json_response,
     reply,
-    reply_chunks,
     scope_of,
 )
 from .anthropic import seed_of
@@ -43,9 +41,13 @@ if TYPE_CHECKING:
     from .app import Emulator
 
 FAMILY = "openai"
+PREFIXES = ("/v1", "/openai/v1")  # the second as Azure-style clients address it
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 CACHE_MODES = ("implicit", "explicit")
-_STOP = {"end_turn": "stop", "max_tokens": "length"}
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+)
 _SSE_HEADERS = {"cache-control": "no-cache", "x-request-id": "req_emulator"}
 
 
@@ -181,202 +183,14 @@ def _max_tokens(body: Mapping[str, Any], *names: str) -> int | None:
         value = body.get(name)
         if value is None:
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _wrong_type(name, "an integer")
+        if value < 1:
             raise _invalid(
                 name, f"Invalid '{name}': integer below minimum value 1.", "integer_below_min_value"
             )
         return value
     return None
-
-
-# -- usage ----------------------------------------------------------------------------------
-
-
-def chat_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """Chat ``usage``: inclusive ``prompt_tokens``; ``cache_write_tokens`` only when reported."""
-    details: dict[str, Any] = {"cached_tokens": result.cache_read_tokens, "audio_tokens": 0}
-    if result.writes_reported:
-        details["cache_write_tokens"] = result.cache_write_tokens
-    return {
-        "prompt_tokens": result.total_input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": result.total_input_tokens + output_tokens,
-        "prompt_tokens_details": details,
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
-
-
-def responses_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """Responses ``usage``: inclusive ``input_tokens``; the write count and its TTL split
-    (``ttl_30m_tokens``/``ttl_12h_tokens``) only when reported."""
-    details: dict[str, Any] = {"cached_tokens": result.cache_read_tokens}
-    if result.writes_reported:
-        by_ttl = result.cache_write_by_ttl
-        details["cache_write_tokens"] = result.cache_write_tokens
-        details["cache_write_tokens_details"] = {
-            "ttl_30m_tokens": by_ttl.get("30m", 0),
-            "ttl_12h_tokens": by_ttl.get("12h", 0),
-        }
-    return {
-        "input_tokens": result.total_input_tokens,
-        "input_tokens_details": details,
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": result.total_input_tokens + output_tokens,
-    }
-
-
-# -- chat completions -----------------------------------------------------------------------
-
-
-def _chat_head(call: Call, model: str, created: int) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-emu{call.result.ticket:020d}",
-        "created": created,
-        "model": model,
-        "service_tier": "default",
-        "system_fingerprint": "fp_emulator",
-    }
-
-
-def chat_body(call: Call, answer: Reply, model: str, created: int) -> dict[str, Any]:
-    return {
-        **_chat_head(call, model, created),
-        "object": "chat.completion",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []},
-                "logprobs": None,
-                "finish_reason": _STOP[answer.stop],
-            }
-        ],
-        "usage": chat_usage(call.result, answer.output_tokens),
-    }
-
-
-def chat_chunks(
-    call: Call, answer: Reply, model: str, created: int, include_usage: bool
-) -> Iterator[dict[str, Any]]:
-    """The chunks of a streamed chat completion: the role, the text, the finish reason and,
-    with ``include_usage``, a last chunk with ``choices: []`` (the others then carry
-    ``usage: null``)."""
-    head = {**_chat_head(call, model, created), "object": "chat.completion.chunk"}
-    if include_usage:
-        head["usage"] = None
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-
-    yield chunk({"role": "assistant", "content": "", "refusal": None})
-    for piece in reply_chunks(answer.text):
-        yield chunk({"content": piece})
-    yield chunk({}, _STOP[answer.stop])
-    if include_usage:
-        yield {**head, "choices": [], "usage": chat_usage(call.result, answer.output_tokens)}
-
-
-# -- responses ------------------------------------------------------------------------------
-
-
-def _message_item(call: Call, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    return {
-        "id": f"msg_emu{call.result.ticket:020d}",
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": content if status == "completed" else [],
-    }
-
-
-# Request fields a ``Response`` echoes, with the value it shows when the request omits them.
-RESPONSE_ECHO: dict[str, Any] = {
-    "instructions": None,
-    "max_output_tokens": None,
-    "parallel_tool_calls": True,
-    "previous_response_id": None,
-    "prompt_cache_key": None,
-    "prompt_cache_retention": None,
-    "store": True,
-    "temperature": 1.0,
-    "text": {"format": {"type": "text"}},
-    "tool_choice": "auto",
-    "tools": [],
-    "top_p": 1.0,
-    "truncation": "disabled",
-    "metadata": {},
-}
-
-
-def response_body(
-    call: Call, answer: Reply, body: Mapping[str, Any], created: float, *, done: bool = True
-) -> dict[str, Any]:
-    """A ``Response`` object: complete, or (``done=False``) as ``response.created`` shows it."""
-    cut = answer.stop == "max_tokens"
-    out: dict[str, Any] = {
-        "id": f"resp_emu{call.result.ticket:020d}",
-        "object": "response",
-        "created_at": created,
-        "status": ("incomplete" if cut else "completed") if done else "in_progress",
-        "completed_at": created if done else None,
-        "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if done and cut else None,
-        "model": body["model"],
-        "output": [_message_item(call, answer.text, "completed")] if done else [],
-        "reasoning": {"effort": None, "summary": None},
-        "usage": responses_usage(call.result, answer.output_tokens) if done else None,
-        "user": None,
-        **{k: default if body.get(k) is None else body[k] for k, default in RESPONSE_ECHO.items()},
-    }
-    if call.request.explicit:
-        options = body.get("prompt_cache_options") or {}
-        out["prompt_cache_options"] = {
-            "mode": options.get("mode", "implicit"),
-            "ttl": options.get("ttl", provider.EXPLICIT_DEFAULT_TTL),
-        }
-    return out
-
-
-def response_events(
-    call: Call, answer: Reply, body: Mapping[str, Any], created: float
-) -> Iterator[dict[str, Any]]:
-    """The Responses stream events, in the API's order, numbered by ``sequence_number``."""
-    pending = response_body(call, answer, body, created, done=False)
-    item_id = f"msg_emu{call.result.ticket:020d}"
-    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": pending},
-        {"type": "response.in_progress", "response": pending},
-        {
-            "type": "response.output_item.added",
-            "output_index": 0,
-            "item": _message_item(call, "", "in_progress"),
-        },
-        {"type": "response.content_part.added", **where, "part": part},
-        *(
-            {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
-            for piece in reply_chunks(answer.text)
-        ),
-        {"type": "response.output_text.done", **where, "text": answer.text, "logprobs": []},
-        {"type": "response.content_part.done", **where, "part": {**part, "text": answer.text}},
-        {
-            "type": "response.output_item.done",
-            "output_index": 0,
-            "item": _message_item(call, answer.text, "completed"),
-        },
-    ]
-    final = response_body(call, answer, body, created)
-    kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-    events.append({"type": kind, "response": final})
-    for n, event in enumerate(events):
-        yield {**event, "sequence_number": n}
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -399,18 +213,12 @@ def _stream(events: list[bytes], call: Call, tail: list[bytes]) -> StreamingResp
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
     try:
-        body = orjson.loads(raw)
+        body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
-        raise WireError(
-            400,
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-            "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-            "sent was not valid JSON.)",
-        )
+        raise WireError(400, _BAD_JSON)
     if not isinstance(body, dict):
-        raise WireError(400, "Invalid type for the request body: expected an object.", code="invalid_type")
+        raise _wrong_type("body", "an object")
     return body
 
 
@@ -448,10 +256,8 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         events = [_data(e, named=True) for e in response_events(call, answer, body, created)]
         return _stream(events[:-1], call, events[-1:])
 
-    routes: list[BaseRoute] = []
-    for prefix in ("/v1", "/openai/v1"):
-        routes.append(
-            Route(f"{prefix}/chat/completions", endpoint(FAMILY, chat_completions), methods=["POST"])
-        )
-        routes.append(Route(f"{prefix}/responses", endpoint(FAMILY, responses), methods=["POST"]))
-    return routes
+    chat, resp = endpoint(FAMILY, chat_completions), endpoint(FAMILY, responses)
+    return [
+        *(Route(f"{prefix}/chat/completions", chat, methods=["POST"]) for prefix in PREFIXES),
+        *(Route(f"{prefix}/responses", resp, methods=["POST"]) for prefix in PREFIXES),
+    ]

@@ -1,0 +1,211 @@
+"""OpenAI response bodies: Chat completions and their stream chunks, Responses and their
+stream events, each with its ``usage``.
+
+Field shapes follow openai-python: ``types/completion_usage.py``, ``types/chat/chat_completion.py``,
+``chat_completion_chunk.py``, ``types/responses/response.py``, ``response_usage.py`` and
+``response_stream_event.py``. Usage is inclusive (``prompt_tokens`` / ``input_tokens`` count
+cached and written tokens); write counts appear only when the cache model reports them
+(GPT-5.6 and later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..cachemodel import CacheResult
+from ..providers import openai as provider
+from ._wire import Call, Reply, reply_chunks
+
+_STOP = {"end_turn": "stop", "max_tokens": "length"}
+_COMPLETION_DETAILS = (
+    "reasoning_tokens",
+    "audio_tokens",
+    "accepted_prediction_tokens",
+    "rejected_prediction_tokens",
+)
+
+
+# -- usage ----------------------------------------------------------------------------------
+
+
+def chat_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
+    """Chat ``usage``: inclusive ``prompt_tokens``; ``cache_write_tokens`` only when reported."""
+    details: dict[str, Any] = {"cached_tokens": result.cache_read_tokens, "audio_tokens": 0}
+    if result.writes_reported:
+        details["cache_write_tokens"] = result.cache_write_tokens
+    return {
+        "prompt_tokens": result.total_input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": result.total_input_tokens + output_tokens,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": dict.fromkeys(_COMPLETION_DETAILS, 0),
+    }
+
+
+def responses_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
+    """Responses ``usage``: inclusive ``input_tokens``; the write count and its TTL split
+    (``ttl_30m_tokens``/``ttl_12h_tokens``) only when reported."""
+    details: dict[str, Any] = {"cached_tokens": result.cache_read_tokens}
+    if result.writes_reported:
+        by_ttl = result.cache_write_by_ttl
+        details["cache_write_tokens"] = result.cache_write_tokens
+        details["cache_write_tokens_details"] = {
+            "ttl_30m_tokens": by_ttl.get("30m", 0),
+            "ttl_12h_tokens": by_ttl.get("12h", 0),
+        }
+    return {
+        "input_tokens": result.total_input_tokens,
+        "input_tokens_details": details,
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": result.total_input_tokens + output_tokens,
+    }
+
+
+# -- chat completions -----------------------------------------------------------------------
+
+
+def _chat_head(call: Call, model: str, created: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-emu{call.result.ticket:020d}",
+        "created": created,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_emulator",
+    }
+
+
+def chat_body(call: Call, answer: Reply, model: str, created: int) -> dict[str, Any]:
+    return {
+        **_chat_head(call, model, created),
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []},
+                "logprobs": None,
+                "finish_reason": _STOP[answer.stop],
+            }
+        ],
+        "usage": chat_usage(call.result, answer.output_tokens),
+    }
+
+
+def chat_chunks(
+    call: Call, answer: Reply, model: str, created: int, include_usage: bool
+) -> Iterator[dict[str, Any]]:
+    """The chunks of a streamed chat completion: the role, the text, the finish reason and,
+    with ``include_usage``, a last chunk with ``choices: []`` (the others then carry
+    ``usage: null``)."""
+    head = {**_chat_head(call, model, created), "object": "chat.completion.chunk"}
+    if include_usage:
+        head["usage"] = None
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    for piece in reply_chunks(answer.text):
+        yield chunk({"content": piece})
+    yield chunk({}, _STOP[answer.stop])
+    if include_usage:
+        yield {**head, "choices": [], "usage": chat_usage(call.result, answer.output_tokens)}
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def _message_item(call: Call, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    return {
+        "id": f"msg_emu{call.result.ticket:020d}",
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content if status == "completed" else [],
+    }
+
+
+# Request fields a ``Response`` echoes, with the value it shows when the request omits them.
+RESPONSE_ECHO: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "prompt_cache_key": None,
+    "prompt_cache_retention": None,
+    "store": True,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "metadata": {},
+}
+
+
+def response_body(
+    call: Call, answer: Reply, body: Mapping[str, Any], created: float, *, done: bool = True
+) -> dict[str, Any]:
+    """A ``Response`` object: complete, or (``done=False``) as ``response.created`` shows it."""
+    cut = answer.stop == "max_tokens"
+    out: dict[str, Any] = {
+        "id": f"resp_emu{call.result.ticket:020d}",
+        "object": "response",
+        "created_at": created,
+        "status": ("incomplete" if cut else "completed") if done else "in_progress",
+        "completed_at": created if done else None,
+        "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if done and cut else None,
+        "model": body["model"],
+        "output": [_message_item(call, answer.text, "completed")] if done else [],
+        "reasoning": {"effort": None, "summary": None},
+        "usage": responses_usage(call.result, answer.output_tokens) if done else None,
+        "user": None,
+        **{k: default if body.get(k) is None else body[k] for k, default in RESPONSE_ECHO.items()},
+    }
+    if call.request.explicit:
+        options = body.get("prompt_cache_options") or {}
+        out["prompt_cache_options"] = {
+            "mode": options.get("mode", "implicit"),
+            "ttl": options.get("ttl", provider.EXPLICIT_DEFAULT_TTL),
+        }
+    return out
+
+
+def response_events(
+    call: Call, answer: Reply, body: Mapping[str, Any], created: float
+) -> Iterator[dict[str, Any]]:
+    """The Responses stream events, in the API's order, numbered by ``sequence_number``."""
+    pending = response_body(call, answer, body, created, done=False)
+    item_id = f"msg_emu{call.result.ticket:020d}"
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": _message_item(call, "", "in_progress"),
+        },
+        {"type": "response.content_part.added", **where, "part": part},
+        *(
+            {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+            for piece in reply_chunks(answer.text)
+        ),
+        {"type": "response.output_text.done", **where, "text": answer.text, "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": {**part, "text": answer.text}},
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": _message_item(call, answer.text, "completed"),
+        },
+    ]
+    final = response_body(call, answer, body, created)
+    kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    events.append({"type": kind, "response": final})
+    for n, event in enumerate(events):
+        yield {**event, "sequence_number": n}

@@ -10,6 +10,7 @@ reported. Prompt sizes are the emulator's own token estimate through the shared 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -315,3 +316,14 @@ async def test_injected_errors_raise_the_sdks_error_and_write_nothing(
     cache_emulator.set_knobs(error_rate=0.0)
     assert await client.send("sync", kwargs) == (total(kwargs), None)
     assert await client.send("sync", kwargs) == (total(kwargs), total(kwargs))
+
+
+async def test_parallel_cold_calls_all_miss(cache_emulator: CacheEmulator, clients: ClientFactory) -> None:
+    """With a time-to-first-token knob, 6 parallel cold calls of one prompt all read nothing (an
+    entry is readable only once its response has started); the next call reads it."""
+    client = clients()
+    kwargs = request(sized(3000))
+    cache_emulator.set_knobs(ttft_ms=200)
+    results = await asyncio.gather(*(client.send("async", kwargs) for _ in range(6)))
+    assert results == [(total(kwargs), None)] * 6
+    assert await client.send("async", kwargs) == (total(kwargs), total(kwargs))

@@ -10,6 +10,7 @@ exact reads and reported writes from GPT-5.6 on.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -459,3 +460,14 @@ async def test_max_tokens_cuts_the_reply(clients: ClientFactory) -> None:
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
+
+
+async def test_parallel_cold_calls_all_miss(cache_emulator: CacheEmulator, clients: ClientFactory) -> None:
+    """With a time-to-first-token knob, 6 parallel cold calls of one prompt all read nothing (an
+    entry is readable only once its response has started); the next call reads it."""
+    client = clients()
+    body = chat(sized(2000))
+    cache_emulator.set_knobs(ttft_ms=200)
+    results = await asyncio.gather(*(client.chat("async", body) for _ in range(6)))
+    assert results == [(total(body), 0, None)] * 6
+    assert await client.chat("async", body) == (total(body), stepped(total(body)), None)

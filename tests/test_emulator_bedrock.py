@@ -14,10 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
+import httpx2
 import pytest
 from botocore.config import Config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cachebench import CacheTracker, CallMetrics
+from cachebench.emulator import EmulatorServer
 from cachebench.testing import CacheEmulator
 from cachebench.tokens import estimate_block
 
@@ -296,3 +300,68 @@ def test_inference_profile_arn_is_read_as_its_model_id(agents: Any) -> None:
     assert converse_counts(client.converse(**request)["usage"]) == (0, 0, whole, 0)
     arn = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{MODEL}"
     assert converse_counts(client.converse(**{**request, "modelId": arn})["usage"]) == (0, whole, 0, 0)
+
+
+_KEYS = [
+    "model",
+    "max_tokens",
+    "messages",
+    "role",
+    "content",
+    "system",
+    "tools",
+    "type",
+    "text",
+    "cache_control",
+]
+_KEYS += [
+    "ttl",
+    "stream",
+    "anthropic_version",
+    "cachePoint",
+    "toolConfig",
+    "inferenceConfig",
+    "maxTokens",
+    "toolUse",
+]
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 5000)
+    | st.sampled_from(["", "user", "assistant", "ephemeral", "5m", "x"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=6),
+    max_leaves=25,
+)
+_ROUTES = ["/v1/messages", "/v1/messages/count_tokens"]
+_ROUTES += [
+    f"/model/{MODEL}/{op}" for op in ("converse", "converse-stream", "invoke", "invoke-with-response-stream")
+]
+
+
+@pytest.fixture(scope="module")
+def fuzz_http() -> Iterator[httpx2.Client]:
+    """An HTTP client on an emulator of its own (hypothesis reruns the test body, so the
+    per-test ``cache_emulator`` fixture does not fit)."""
+    with (
+        EmulatorServer() as server,
+        httpx2.Client(base_url=server.url, headers={"x-api-key": "fuzz"}) as http,
+    ):
+        yield http
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=8), route=st.sampled_from(_ROUTES))
+def test_arbitrary_bodies_never_get_a_server_error(
+    fuzz_http: httpx2.Client, body: dict[str, Any], route: str
+) -> None:
+    """Whatever JSON object arrives on an Anthropic or Bedrock route, the answer is a 200 or a
+    4xx in the provider's error shape, never a 5xx."""
+    response = fuzz_http.post(route, content=json.dumps(body))
+    assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+    if response.status_code != 200:
+        err = response.json()
+        if route.startswith("/v1"):
+            assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+        else:
+            assert set(err) == {"message"}
+            assert response.headers["x-amzn-errortype"].startswith("ValidationException")

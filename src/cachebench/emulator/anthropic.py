@@ -45,11 +45,12 @@ _TTLS = ("5m", "1h")
 def _check_marker(marker: Any, where: str) -> None:
     if marker is None:
         return
+    where = f"{where}.cache_control" if where else "cache_control"
     if not isinstance(marker, Mapping) or marker.get("type") != "ephemeral":
-        raise WireError(400, f"{where}.cache_control.type: Input should be 'ephemeral'")
+        raise WireError(400, f"{where}.type: Input should be 'ephemeral'")
     ttl = marker.get("ttl")
     if ttl is not None and ttl not in _TTLS:
-        raise WireError(400, f"{where}.cache_control.ttl: Input should be '5m' or '1h'")
+        raise WireError(400, f"{where}.ttl: Input should be '5m' or '1h'")
 
 
 def _blocks(value: Any) -> list[Any]:

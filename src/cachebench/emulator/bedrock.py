@@ -84,7 +84,10 @@ def validate_converse(body: Mapping[str, Any]) -> None:
     tool_config = body.get("toolConfig")
     if isinstance(tool_config, Mapping):
         _check_cache_points(tool_config.get("tools"), "toolConfig.tools")
-    max_tokens = (body.get("inferenceConfig") or {}).get("maxTokens")
+    config = body.get("inferenceConfig")
+    if config is not None and not isinstance(config, Mapping):
+        raise WireError(400, "inferenceConfig: must be an object")
+    max_tokens = (config or {}).get("maxTokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise WireError(400, "inferenceConfig.maxTokens: must be at least 1")
 

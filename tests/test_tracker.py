@@ -380,3 +380,36 @@ def test_uncacheable_request_has_no_prefix() -> None:
     assert m is not None
     assert m.prefix_id is None and m.breakpoint_ids == () and m.miss_cause is None
     assert tracker.by_prefix() == {}
+
+
+def test_history_ring_returns_exactly_what_record_returned() -> None:
+    """The call history keeps the last ``max_calls`` calls, oldest first, field for field equal to
+    what ``record()`` returned: None costs, errors, several breakpoint ids and float fields survive
+    the compact storage, also after the ring wraps around."""
+    tracker = CacheTracker(max_calls=4, clock=Clock())
+    returned: list[CallMetrics] = []
+    for i in range(7):
+        request = fakes.request() | {
+            "system": [
+                {
+                    "type": "text",
+                    "text": f"tenant {i % 3}",
+                    "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                },
+                {"type": "text", "text": "policy " * 40, "cache_control": {"type": "ephemeral"}},
+            ]
+        }
+        if i == 2:
+            request["model"] = "a-model-nobody-prices"
+        u = fakes.usage(input=10, read=0 if i % 2 else 2000, write=2000 if i % 2 else 0, output=5)
+        resp = fakes.message(u, model=request["model"])
+        m = tracker.record(
+            resp, request=request, provider="anthropic", elapsed_ms=None if i == 3 else 12.5 * i
+        )
+        assert m is not None
+        returned.append(m)
+    assert returned[2].cost_usd is None
+    assert returned[3].elapsed_ms is None
+    assert len(returned[0].breakpoint_ids) == 2
+    assert tracker.calls() == returned[-4:]
+    assert tracker.aggregate()["calls"] == 7

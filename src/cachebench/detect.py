@@ -13,12 +13,12 @@ its size in tokens. From it, each call gets
 
 Entry sizes are measured from usage (read + write through the last breakpoint; the whole
 prompt for implicit caching) and estimated from byte shares only where no call measured
-them. Memory is bounded by an LRU over entries.
+them. Memory is bounded by two generations of entries (an approximate LRU), each entry packed
+into one int.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from .types import MissCause, PrefixKey, Usage
@@ -42,6 +42,9 @@ def ttl_seconds(ttl: str) -> float:
 
 
 class _Entry:
+    """One expected cache entry, unpacked. The view stores it packed into a single int
+    (``pack``): one int object per entry instead of an object and its fields."""
+
     __slots__ = ("last_used", "measured", "tokens", "ttl_s")
 
     def __init__(self, last_used: float, ttl_s: float, tokens: int, measured: bool) -> None:
@@ -49,6 +52,27 @@ class _Entry:
         self.ttl_s = ttl_s
         self.tokens = tokens
         self.measured = measured
+
+    # packed = ((tokens * 2 + measured) * 16 + ttl code) * 2**46 + last_used in ms (2**46 ms is
+    # 2,230 years; times are kept to the millisecond)
+    @staticmethod
+    def unpack(v: int) -> _Entry:
+        ms = v & _MS_MASK
+        rest = v >> 46
+        return _Entry(ms / 1000.0, _TTL_BY_CODE[rest & 15], rest >> 5, bool(rest >> 4 & 1))
+
+    def pack(self) -> int:
+        ms = min(max(round(self.last_used * 1000.0), 0), _MS_MASK)
+        code = _TTL_CODE.get(self.ttl_s)
+        if code is None:
+            code = _TTL_CODE[300.0]
+        return ((max(self.tokens, 0) * 2 + bool(self.measured)) * 16 + code) << 46 | ms
+
+
+_MS_MASK = (1 << 46) - 1
+_TTL_BY_CODE = tuple(sorted({*_TTL_SECONDS.values(), 300.0}))
+_TTL_CODE = {t: i for i, t in enumerate(_TTL_BY_CODE)}
+assert len(_TTL_BY_CODE) <= 16
 
 
 ALIVE, EXPIRED, NEVER = 0, 1, 2
@@ -67,14 +91,39 @@ class CacheView:
     """Expected cache contents. Not locked: the tracker holds its lock around calls."""
 
     def __init__(self, max_entries: int) -> None:
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
-        self._max = max_entries
+        # Two generations instead of an exact LRU (half the memory of an OrderedDict): entries
+        # are added to and refreshed into ``_young``; when it holds half the bound, it becomes
+        # ``_old`` and the previous old generation is dropped. An entry used within the last
+        # max_entries/2 insertions is always kept; at most max_entries are held.
+        self._young: dict[int, int] = {}  # chain hash -> packed _Entry
+        self._old: dict[int, int] = {}
+        self._half = max(1, max_entries // 2)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._young) + len(self._old)
+
+    def _get(self, h: int) -> _Entry | None:
+        v = self._young.get(h)
+        if v is None:
+            v = self._old.get(h)
+            if v is None:
+                return None
+        return _Entry.unpack(v)
+
+    def _touch(self, h: int, e: _Entry) -> None:
+        """Store ``e`` in the young generation (a read or a write used it)."""
+        young = self._young
+        if h not in young:
+            self._old.pop(h, None)
+            young[h] = e.pack()
+            if len(young) >= self._half:
+                self._old = young
+                self._young = {}
+        else:
+            young[h] = e.pack()
 
     def _state(self, h: int, now: float) -> tuple[int, _Entry | None]:
-        e = self._entries.get(h)
+        e = self._get(h)
         if e is None:
             return NEVER, None
         return (ALIVE if now - e.last_used <= e.ttl_s else EXPIRED), e
@@ -105,19 +154,17 @@ class CacheView:
         return Expectation(best, tuple(matched), tuple(states))
 
     def _put(self, h: int, now: float, ttl_s: float, tokens: int, measured: bool) -> None:
-        e = self._entries.get(h)
+        e = self._get(h)
         if e is None:
-            self._entries[h] = _Entry(now, ttl_s, tokens, measured)
-            if len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+            self._touch(h, _Entry(now, ttl_s, tokens, measured))
             return
-        self._entries.move_to_end(h)
         alive = now - e.last_used <= e.ttl_s
         e.ttl_s = max(e.ttl_s, ttl_s) if alive else ttl_s
         e.last_used = max(e.last_used, now)
         if measured or not e.measured:
             e.tokens = tokens
             e.measured = measured
+        self._touch(h, e)
 
     def observe(
         self,
@@ -139,10 +186,10 @@ class CacheView:
             run += size
             cum.append(run)
         for q in exp.matched:  # reads refresh the entry they read
-            e = self._entries.get(chain[q])
+            e = self._get(chain[q])
             if e is not None and usage.cache_read_tokens:
                 e.last_used = max(e.last_used, now)
-                self._entries.move_to_end(chain[q])
+                self._touch(chain[q], e)
         if implicit:
             total = usage.total_input_tokens
             if total < max(min_tokens, 1):

@@ -1,16 +1,18 @@
 """Canonical bytes, chained hashes per breakpoint, and per-block digests.
 
 A provider's cache is keyed by the bytes it renders from the start of the prompt up to a
-breakpoint. We mirror that with one streaming xxh3-64 hash over the canonical bytes of the
-blocks in cache order, read off after every block (``PrefixKey.chain``). The hash is seeded
-with provider and model because caches are model-scoped.
+breakpoint. We mirror that with a hash chain over the canonical bytes of the blocks in cache
+order: ``chain[i]`` is the xxh3-64 of block ``i`` seeded with ``chain[i-1]``
+(``PrefixKey.chain``), and the first seed is bound to provider and model because caches are
+model-scoped.
 
 Canonical bytes of a block: ``orjson.dumps([section, payload])`` with sorted keys and
 compact separators, after the adapter removed the cache marker and SDK objects were
 dumped to plain JSON. JSON values are self-delimiting, so concatenating them is
-unambiguous. A second, order-sensitive digest per block keeps the caller's own key order:
-providers cache the bytes they render, so a re-ordered tool schema misses although the
-sorted digest (and ``prefix_id``) is unchanged.
+unambiguous. Per-block digests that do not depend on earlier blocks (:func:`block_digests`)
+and order-sensitive ones in the caller's own key order (:func:`order_digests`: providers
+cache the bytes they render, so a re-ordered tool schema misses although ``prefix_id`` is
+unchanged) cost a second pass, so they are computed only where a difference is explained.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from typing import Any
 import orjson
 import xxhash
 
-from .types import Block, PrefixKey, Prompt
+from .types import PrefixKey, Prompt
 
-__all__ = ["canonical", "fingerprint", "hex_id", "key", "to_plain"]
+__all__ = ["block_digests", "canonical", "fingerprint", "hex_id", "key", "order_digests", "to_plain"]
 
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _ORDERED = orjson.OPT_NON_STR_KEYS
@@ -80,64 +82,89 @@ def hex_id(value: int) -> str:
     return format(value, "016x")
 
 
-def _seed(provider: str, model: str | None) -> Any:
-    h = _xxh64()
-    h.update(f"{provider}\x00{model or ''}\x00".encode())
-    return h
+_SEEDS: dict[tuple[str, str | None], int] = {}
+
+
+def _seed(provider: str, model: str | None) -> int:
+    seed = _SEEDS.get((provider, model))
+    if seed is None:
+        seed = _xxh64(f"{provider}\x00{model or ''}\x00".encode()).intdigest()
+        if len(_SEEDS) < 4096:  # bounded: model names come from requests
+            _SEEDS[(provider, model)] = seed
+    return seed
 
 
 def key(prompt: Prompt) -> PrefixKey:
-    """Fingerprint a prompt: chained hashes, breakpoint ids, ``prefix_id`` and digests."""
-    h = _seed(prompt.provider, prompt.model)
-    empty = h.intdigest()
-    n = len(prompt.blocks)
-    chain = [0] * n
-    digests = [0] * n
-    order_digests = [0] * n
-    sizes = [0] * n
-    sections: list[str] = [""] * n
-    settings_pending = prompt.settings is not None
+    """Fingerprint a prompt: chained hashes, breakpoint ids and ``prefix_id``.
+
+    ``chain[i] = xxh3_64(canonical bytes of block i, seed=chain[i-1])``, starting from a seed
+    bound to provider and model: one hash call per block, and equal chains at ``i`` mean equal
+    bytes through block ``i``.
+    """
+    c = _seed(prompt.provider, prompt.model)
+    empty = c
+    dumps = orjson.dumps
+    chain: list[int] = []
+    sizes: list[int] = []
     breakpoints: list[int] = []
     ttls: list[str] = []
-    blk: Block
-    for i, blk in enumerate(prompt.blocks):
-        if settings_pending and blk.section == "messages":
-            h.update(canonical(["settings", prompt.settings]))
-            settings_pending = False
-        item = [blk.section, blk.payload]
-        data = orjson.dumps(item, default=_default, option=_SORTED)
-        h.update(data)
-        chain[i] = h.intdigest()
-        digests[i] = _digest(data)
-        ordered = orjson.dumps(item, default=_default, option=_ORDERED)
-        order_digests[i] = digests[i] if ordered == data else _digest(ordered)
-        sizes[i] = len(data)
-        sections[i] = blk.section
-        if blk.ttl is not None:
+    settings = prompt.settings
+    i = 0
+    for section, _, payload, ttl in prompt.blocks:
+        if settings is not None and section == "messages":
+            c = _digest(canonical(["settings", settings]), c)
+            settings = None
+        data = dumps((section, payload), default=_default, option=_SORTED)
+        c = _digest(data, c)
+        chain.append(c)
+        sizes.append(len(data))
+        if ttl is not None:
             breakpoints.append(i)
-            ttls.append(blk.ttl)
-    turn_start = min(prompt.turn_start, n)
+            ttls.append(ttl)
+        i += 1
+    turn_start = min(prompt.turn_start, i)
     # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
     ids = {b: hex_id(chain[b]) for b in breakpoints}
     if breakpoints:
         before_turn = [b for b in breakpoints if b < turn_start]
         prefix_end = before_turn[-1] if before_turn else turn_start - 1
-        prefix_id: str | None = ids.get(prefix_end) or hex_id(chain[prefix_end] if prefix_end >= 0 else empty)
+        prefix_hash: int | None = chain[prefix_end] if prefix_end >= 0 else empty
+        prefix_id: str | None = ids.get(prefix_end) or hex_id(prefix_hash)  # type: ignore[arg-type]
     else:
         prefix_end = -1
-        prefix_id = None
+        prefix_hash = prefix_id = None
     return PrefixKey(
-        prefix_id=prefix_id,
-        breakpoint_ids=tuple(ids.values()),
-        breakpoints=tuple(breakpoints),
-        ttls=tuple(ttls),
-        sections=tuple(sections),
-        digests=tuple(digests),
-        order_digests=tuple(order_digests),
-        sizes=tuple(sizes),
-        chain=tuple(chain),
-        prefix_end=prefix_end,
-        turn_start=turn_start,
+        prefix_id,
+        prefix_hash,
+        tuple(ids.values()),
+        tuple(breakpoints),
+        tuple(ttls),
+        tuple(sizes),
+        tuple(chain),
+        prefix_end,
+        turn_start,
+    )
+
+
+def block_digests(prompt: Prompt) -> tuple[int, ...]:
+    """Per-block digests of the canonical (key-sorted) bytes, independent of other blocks.
+
+    Not part of :func:`key` (the chain already tells where two prompts first differ); used
+    where a difference is explained.
+    """
+    return tuple(_digest(canonical((b.section, b.payload))) for b in prompt.blocks)
+
+
+def order_digests(prompt: Prompt) -> tuple[int, ...]:
+    """Per-block digests of the bytes in the caller's own key order.
+
+    Providers cache the bytes they render, so a re-ordered tool schema misses although its
+    sorted digest (and ``prefix_id``) is unchanged. This costs a second serialisation, so it
+    is computed only where a miss is explained, not on every call.
+    """
+    return tuple(
+        _digest(orjson.dumps((b.section, b.payload), default=_default, option=_ORDERED))
+        for b in prompt.blocks
     )
 
 

@@ -3,17 +3,26 @@
 Every aggregate is a sum; ratios are computed when asked (ratios of sums, never means of
 per-call ratios). Memory is bounded: prefixes beyond ``max_prefixes`` are dropped least
 recently seen first, flows and models likewise, and the call history keeps ``max_calls``.
+
+A call arrives as a *row*: the values of :class:`~cachebench.types.CallMetrics`' fields in
+field order (``CallMetrics(*row)`` rebuilds it). The history keeps rows packed (token counts
+as uint32, floats and bit flags in arrays, shared strings by reference), about a fifth of
+the memory of the objects themselves; :class:`CallMetrics` objects are built when it is read.
 """
 
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
-from typing import Any
+import struct
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any, get_args
 
-from .types import CallMetrics
+from .types import CallMetrics, MissCause
 
-__all__ = ["AGGREGATE_KEYS", "Agg", "Stats"]
+__all__ = ["AGGREGATE_KEYS", "FIELD", "Agg", "History", "Stats"]
 
 AGGREGATE_KEYS = (
     "calls",
@@ -33,78 +42,111 @@ AGGREGATE_KEYS = (
     "holds",
 )
 
+#: Position of each CallMetrics field in a row.
+FIELD = {f.name: i for i, f in enumerate(fields(CallMetrics))}
+_FLOW = FIELD["flow"]
+_MODEL = FIELD["model"]
+_PREFIX = FIELD["prefix_id"]
+_BREAKPOINTS = FIELD["breakpoint_ids"]
+_INPUT = FIELD["input_tokens"]
+_READ = FIELD["cache_read_tokens"]
+_WRITE = FIELD["cache_write_tokens"]
+_WRITE_1H = FIELD["cache_write_1h_tokens"]
+_OUTPUT = FIELD["output_tokens"]
+_TIMESTAMP = FIELD["timestamp"]
+_COST = FIELD["cost_usd"]
+_COST_WITHOUT = FIELD["cost_without_cache_usd"]
+_EXPECTED = FIELD["expected_read_tokens"]
+_KNOWN = FIELD["usage_known"]
+_HELD = FIELD["held_ms"]
+_ERROR = FIELD["error"]
+_WRITES_REPORTED = FIELD["writes_reported"]
+_UNPRICED = FIELD["unpriced"]
+
 
 class Agg:
-    """Running sums for one group of calls."""
+    """Running sums for one group of calls.
+
+    The counters that are usually zero (errors, unknown usage, unpriced calls, holds) live in
+    ``rare``, a list made on first use: one is kept per retained prefix, so every slot counts.
+    """
 
     __slots__ = (
         "calls",
         "cost",
         "cost_without",
-        "errors",
         "first_seen",
         "flow",
-        "held_ms",
         "hit_den",
         "hit_num",
-        "holds",
         "input",
         "last_seen",
         "model",
         "output",
-        "priced",
+        "rare",
         "read",
-        "unknown",
-        "unpriced",
         "write",
         "write_1h",
     )
 
     def __init__(self) -> None:
-        self.calls = self.errors = self.unknown = self.unpriced = self.priced = self.holds = 0
+        self.calls = 0
         self.input = self.read = self.write = self.write_1h = self.output = 0
         self.hit_num = self.hit_den = 0
         self.cost = self.cost_without = 0.0
-        self.held_ms = 0.0
         self.first_seen = self.last_seen = 0.0
         self.flow: str | None = None
         self.model: str | None = None
+        self.rare: list[float] | None = None  # [errors, unknown, unpriced, holds, held_ms]
 
-    def add(self, m: CallMetrics) -> None:
+    def _rare(self) -> list[float]:
+        if self.rare is None:
+            self.rare = [0, 0, 0, 0, 0.0]
+        return self.rare
+
+    def add(self, row: tuple[Any, ...]) -> None:
         self.calls += 1
-        if self.first_seen == 0.0 or m.timestamp < self.first_seen:
-            self.first_seen = m.timestamp
-        if m.timestamp > self.last_seen:
-            self.last_seen = m.timestamp
-        if m.error is not None:
-            self.errors += 1
-        if m.held_ms:
-            self.holds += 1
-            self.held_ms += m.held_ms
-        if not m.usage_known:
-            self.unknown += 1
+        ts = row[_TIMESTAMP]
+        if self.first_seen == 0.0 or ts < self.first_seen:
+            self.first_seen = ts
+        if ts > self.last_seen:
+            self.last_seen = ts
+        if row[_ERROR] is not None:
+            self._rare()[_R_ERRORS] += 1
+        held = row[_HELD]
+        if held:
+            rare = self._rare()
+            rare[_R_HOLDS] += 1
+            rare[_R_HELD_MS] += held
+        if not row[_KNOWN]:
+            self._rare()[_R_UNKNOWN] += 1
             return
-        self.input += m.input_tokens
-        self.read += m.cache_read_tokens
-        self.write += m.cache_write_tokens
-        self.write_1h += m.cache_write_1h_tokens
-        self.output += m.output_tokens
-        den = m.cacheable_tokens
+        read = row[_READ]
+        write = row[_WRITE]
+        self.input += row[_INPUT]
+        self.read += read
+        self.write += write
+        self.write_1h += row[_WRITE_1H]
+        self.output += row[_OUTPUT]
+        # CallMetrics.cacheable_tokens / hit_tokens, inlined: this runs four times per call.
+        den = read + write if row[_WRITES_REPORTED] else row[_EXPECTED]
         self.hit_den += den
-        self.hit_num += m.cache_read_tokens if m.cache_read_tokens < den else den
-        if m.unpriced or m.cost_usd is None:
-            self.unpriced += 1
+        self.hit_num += read if read < den else den
+        cost = row[_COST]
+        if row[_UNPRICED] or cost is None:
+            self._rare()[_R_UNPRICED] += 1
         else:
-            self.priced += 1
-            self.cost += m.cost_usd
-            self.cost_without += m.cost_without_cache_usd or 0.0
+            self.cost += cost
+            self.cost_without += row[_COST_WITHOUT] or 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        errors, unknown, unpriced, holds, _ = self.rare or (0, 0, 0, 0, 0.0)
         total_in = self.input + self.read + self.write
-        no_price = self.calls > 0 and self.priced == 0
+        # Calls with known usage that were priced (unknown usage is neither priced nor unpriced).
+        no_price = self.calls > 0 and self.calls - unknown - unpriced == 0
         return {
             "calls": self.calls,
-            "errors": self.errors,
+            "errors": int(errors),
             "hit_ratio": self.hit_num / self.hit_den if self.hit_den else math.nan,
             "token_hit_ratio": self.read / total_in if total_in else math.nan,
             "input_tokens": self.input,
@@ -115,13 +157,16 @@ class Agg:
             "cost_usd": None if no_price else self.cost,
             "cost_without_cache_usd": None if no_price else self.cost_without,
             "cost_saved_usd": None if no_price else self.cost_without - self.cost,
-            "unpriced_calls": self.unpriced,
-            "unknown_usage_calls": self.unknown,
-            "holds": self.holds,
+            "unpriced_calls": int(unpriced),
+            "unknown_usage_calls": int(unknown),
+            "holds": int(holds),
         }
 
 
-class _Bounded(OrderedDict[str, Agg]):
+_R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
+
+
+class _Bounded(OrderedDict[Any, Agg]):
     """An LRU of aggregates: touching a key moves it to the end; the oldest is dropped."""
 
     def __init__(self, limit: int) -> None:
@@ -129,7 +174,7 @@ class _Bounded(OrderedDict[str, Agg]):
         self.limit = limit
         self.evicted = 0
 
-    def touch(self, key: str) -> Agg:
+    def touch(self, key: Any) -> Agg:
         agg = self.get(key)
         if agg is None:
             agg = Agg()
@@ -142,6 +187,152 @@ class _Bounded(OrderedDict[str, Agg]):
         return agg
 
 
+# The history keeps a row in packed parts: four references (shared strings, the prefix int,
+# the breakpoint ids), six token counts as uint32, six floats, and provider, miss cause and the
+# booleans as bits of one uint16. Diagnostics and errors are rare: kept aside by slot.
+_PROVIDER, _CAUSE, _DIAG = FIELD["provider"], FIELD["miss_cause"], FIELD["diagnostics"]
+_ELAPSED, _SAVED = FIELD["elapsed_ms"], FIELD["cost_saved_usd"]
+_UNEXPECTED, _STREAM = FIELD["unexpected_miss"], FIELD["stream"]
+_PROVIDERS = ("anthropic", "openai", "bedrock", "gemini")
+_PROVIDER_CODE = {p: i for i, p in enumerate(_PROVIDERS)}
+_CAUSES: tuple[str | None, ...] = (None, *get_args(MissCause))
+_CAUSE_CODE = {c: i for i, c in enumerate(_CAUSES)}
+_N_REFS, _N_INTS, _N_FLOATS = 4, 6, 6
+_pack_ints = struct.Struct(f"{_N_INTS}I").pack
+_MAX_TOKENS = 2**32 - 1
+_NAN = math.nan
+_ONLY_PREFIX = ("<prefix_id>",)  # breakpoint_ids == (prefix_id,), the common case: not stored twice
+
+
+def _clamp(n: int) -> int:
+    return n if n <= _MAX_TOKENS else _MAX_TOKENS
+
+
+class History:
+    """The last ``size`` rows in a ring, packed (about 110 bytes a call)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.count = 0  # rows ever appended
+        self._refs: list[Any] = []
+        self._ints = array("I")
+        self._floats = array("d")
+        self._bits = array("H")
+        self._rare: dict[int, tuple[Any, Any]] = {}  # slot -> (diagnostics, error)
+        assert self._ints.itemsize == 4 and self._bits.itemsize == 2
+
+    def __len__(self) -> int:
+        return min(self.count, self.size)
+
+    def append(self, row: tuple[Any, ...], flow: str | None, model: str | None, pid: int | None) -> None:
+        """Append a row; ``flow`` and ``model`` are equal shared strings to keep instead, ``pid``
+        the prefix id as an int."""
+        bps = row[_BREAKPOINTS]
+        if len(bps) == 1 and bps[0] is row[_PREFIX]:
+            bps = _ONLY_PREFIX
+        refs = (model, flow, pid, bps)
+        counts = (row[_INPUT], row[_READ], row[_WRITE], row[_WRITE_1H], row[_OUTPUT], row[_EXPECTED])
+        try:
+            ints = _pack_ints(*counts)
+        except Exception:  # a garbage count beyond uint32 (no call has 4 billion tokens)
+            ints = _pack_ints(*map(_clamp, counts))
+        elapsed = row[_ELAPSED]
+        cost = row[_COST]
+        without = row[_COST_WITHOUT]
+        saved = row[_SAVED]
+        floats = (
+            _NAN if elapsed is None else elapsed,
+            row[_TIMESTAMP],
+            _NAN if cost is None else cost,
+            _NAN if without is None else without,
+            _NAN if saved is None else saved,
+            row[_HELD],
+        )
+        bits = (
+            _PROVIDER_CODE.get(row[_PROVIDER], 7)
+            | _CAUSE_CODE.get(row[_CAUSE], 0) << 3
+            | (row[_UNEXPECTED] and 1 << 7)
+            | (row[_KNOWN] and 1 << 8)
+            | (row[_WRITES_REPORTED] and 1 << 9)
+            | (row[_UNPRICED] and 1 << 10)
+            | (row[_STREAM] and 1 << 11)
+        )
+        slot = self.count % self.size
+        if self.count < self.size:
+            self._refs.extend(refs)
+            self._ints.frombytes(ints)
+            self._floats.extend(floats)
+            self._bits.append(bits)
+        else:
+            self._refs[slot * _N_REFS : (slot + 1) * _N_REFS] = refs
+            self._ints[slot * _N_INTS : (slot + 1) * _N_INTS] = array("I", ints)
+            self._floats[slot * _N_FLOATS : (slot + 1) * _N_FLOATS] = array("d", floats)
+            self._bits[slot] = bits
+            self._rare.pop(slot, None)
+        diag = row[_DIAG]
+        error = row[_ERROR]
+        if diag is not None or error is not None:
+            self._rare[slot] = (diag, error)
+        self.count += 1
+
+    def _row(self, slot: int) -> tuple[Any, ...]:
+        model, flow, pid, bps = self._refs[slot * _N_REFS : (slot + 1) * _N_REFS]
+        i = slot * _N_INTS
+        inp, read, write, write_1h, out, expected = self._ints[i : i + _N_INTS]
+        f = slot * _N_FLOATS
+        elapsed, ts, cost, without, saved, held = self._floats[f : f + _N_FLOATS]
+        bits = self._bits[slot]
+        diag, error = self._rare.get(slot, (None, None))
+        prefix_id = None if pid is None else format(pid, "016x")
+        provider = bits & 7
+        return (
+            _PROVIDERS[provider] if provider < len(_PROVIDERS) else None,
+            model,
+            flow,
+            prefix_id,
+            (prefix_id,) if bps is _ONLY_PREFIX else bps,
+            inp,
+            read,
+            write,
+            write_1h,
+            out,
+            None if math.isnan(elapsed) else elapsed,
+            ts,
+            None if math.isnan(cost) else cost,
+            None if math.isnan(without) else without,
+            None if math.isnan(saved) else saved,
+            expected,
+            bool(bits & 1 << 7),
+            _CAUSES[bits >> 3 & 15],
+            bool(bits & 1 << 8),
+            held,
+            diag,
+            error,
+            bool(bits & 1 << 9),
+            bool(bits & 1 << 10),
+            bool(bits & 1 << 11),
+        )
+
+    def _slots(self) -> range | list[int]:
+        n = len(self)
+        if self.count <= self.size:
+            return range(n)
+        start = self.count % self.size
+        return [(start + k) % self.size for k in range(n)]
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """Rows oldest first."""
+        for slot in self._slots():
+            yield self._row(slot)
+
+    def rows_since(self, since: float) -> Iterator[tuple[Any, ...]]:
+        floats = self._floats
+        # Replayed logs may arrive out of order, so no early exit on timestamps.
+        for slot in self._slots():
+            if floats[slot * _N_FLOATS + 1] >= since:
+                yield self._row(slot)
+
+
 class Stats:
     """All aggregates of one tracker. Not locked: the tracker holds its lock around ``add``."""
 
@@ -150,55 +341,66 @@ class Stats:
         self.prefixes = _Bounded(max_prefixes)
         self.flows = _Bounded(max_prefixes)
         self.models = _Bounded(max_prefixes)
-        # flow -> distinct prefix ids seen in it (bounded like the prefix table)
-        self.flow_prefixes: dict[str, OrderedDict[str, None]] = {}
         self.max_prefixes = max_prefixes
-        self.history: deque[CallMetrics] = deque(maxlen=max_calls)
+        self.history = History(max_calls)
+        self._names: dict[str, str] = {}  # one shared str per model/flow name in the history
 
-    def add(self, m: CallMetrics) -> None:
-        self.total.add(m)
-        self.history.append(m)
-        flow = self.flows.touch(m.flow)
-        flow.add(m)
-        if m.model:
-            self.models.touch(m.model).add(m)
-        if m.prefix_id is not None:
-            agg = self.prefixes.touch(m.prefix_id)
-            agg.add(m)
-            agg.flow = m.flow
-            agg.model = m.model
-            seen = self.flow_prefixes.get(m.flow)
-            if seen is None:
-                seen = self.flow_prefixes[m.flow] = OrderedDict()
-                if len(self.flow_prefixes) > self.flows.limit:
-                    self.flow_prefixes.pop(next(iter(self.flow_prefixes)))
-            if m.prefix_id in seen:
-                seen.move_to_end(m.prefix_id)
-            else:
-                seen[m.prefix_id] = None
-                if len(seen) > self.max_prefixes:
-                    seen.popitem(last=False)
+    def _name(self, s: str | None) -> str | None:
+        if s is None:
+            return None
+        shared = self._names.get(s)
+        if shared is None:
+            if len(self._names) >= 4 * self.max_prefixes:
+                self._names.clear()
+            shared = self._names[s] = s
+        return shared
+
+    def add(self, row: tuple[Any, ...], prefix_hash: int | None) -> None:
+        """Add one call (a row in :class:`CallMetrics` field order) to every aggregate.
+
+        ``prefix_hash`` is the int form of the row's ``prefix_id``: prefixes are keyed by it
+        (an int shared with the cache view, not a string per prefix) and shown as hex.
+        """
+        flow_name = self._name(row[_FLOW])
+        model = self._name(row[_MODEL])
+        self.total.add(row)
+        flow = self.flows.touch(flow_name)
+        flow.add(row)
+        if model:
+            self.models.touch(model).add(row)
+        if prefix_hash is not None:
+            agg = self.prefixes.touch(prefix_hash)
+            agg.add(row)
+            agg.flow = flow_name
+            agg.model = model
+        self.history.append(row, flow_name, model, prefix_hash)
 
     def window(self, since: float) -> Agg:
         agg = Agg()
-        # Replayed logs may arrive out of order, so no early exit on timestamps.
-        for m in self.history:
-            if m.timestamp >= since:
-                agg.add(m)
+        for row in self.history.rows_since(since):
+            agg.add(row)
         return agg
+
+    def calls(self) -> list[CallMetrics]:
+        return [CallMetrics(*row) for row in self.history.rows()]
 
     def by_prefix(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for pid, agg in self.prefixes.items():
             d = agg.as_dict()
             d.update(flow=agg.flow, model=agg.model, first_seen=agg.first_seen, last_seen=agg.last_seen)
-            out[pid] = d
+            out[format(pid, "016x")] = d
         return out
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
+        # Distinct prefixes are counted from the prefix table (the retained ones), which
+        # already bounds them; a flow's count is of the prefixes it used last.
+        distinct: dict[str | None, int] = {}
+        for agg in self.prefixes.values():
+            distinct[agg.flow] = distinct.get(agg.flow, 0) + 1
         out: dict[str, dict[str, Any]] = {}
         for name, agg in self.flows.items():
             d = agg.as_dict()
-            d["distinct_prefixes"] = len(self.flow_prefixes.get(name, ()))
+            d["distinct_prefixes"] = distinct.get(name, 0)
             out[name] = d
         return out

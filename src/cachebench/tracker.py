@@ -30,13 +30,13 @@ from .pricing import PriceTable
 from .providers import adapter_for, detect_client, detect_response
 from .providers._stream import observe_result
 from .stats import Stats
-from .types import UNKNOWN_USAGE, CallMetrics, PrefixKey, Prompt, Provider, Regression, Usage
+from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, PrefixKey, Prompt, Provider, Regression, Usage
 
 __all__ = ["CacheTracker", "CallContext"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
-_EMPTY_KEY = PrefixKey(None, (), (), (), (), (), (), (), (), -1, 0)
+_EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), -1, 0)
 
 
 def _default_alert(m: CallMetrics) -> None:
@@ -239,7 +239,8 @@ class CacheTracker:
 
     def _complete(
         self, ctx: CallContext, usage: Usage, error: BaseException | None, elapsed: float | None
-    ) -> CallMetrics:
+    ) -> tuple[Any, ...]:
+        """Price, explain and store one finished call; return its row (CallMetrics field order)."""
         adapter = ctx.adapter
         prompt = ctx.prompt
         key = ctx.key
@@ -260,52 +261,52 @@ class CacheTracker:
         implicit = prompt.implicit if prompt is not None else False
         if exp is not None and usage.known and error is None:
             unexpected, cause = CacheView.cause(key, usage, exp, implicit, adapter.read_tolerance(model))
-        m = CallMetrics(
-            provider=adapter.NAME,
-            model=model,
-            flow=ctx.flow,
-            prefix_id=key.prefix_id,
-            breakpoint_ids=key.breakpoint_ids,
-            input_tokens=usage.input_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            output_tokens=usage.output_tokens,
-            elapsed_ms=elapsed,
-            timestamp=ctx.timestamp,
-            cost_usd=cost.cost_usd if cost is not None else None,
-            cost_without_cache_usd=cost.cost_without_cache_usd if cost is not None else None,
-            cost_saved_usd=cost.cost_saved_usd if cost is not None else None,
-            expected_read_tokens=exp.tokens if exp is not None else 0,
-            unexpected_miss=unexpected,
-            miss_cause=cause,
-            usage_known=usage.known,
-            diagnostics=usage.diagnostics,
-            error=None if error is None else f"{type(error).__name__}: {error}"[:500],
-            writes_reported=usage.writes_reported,
-            unpriced=cost is None or cost.unpriced,
-            stream=ctx.stream,
+        if cost is None:
+            cost = UNPRICED
+        # The fields of CallMetrics, in order: the row is what stats keep; CallMetrics objects are
+        # built only when someone reads them (record()'s return, alerts, calls()).
+        row = (
+            adapter.NAME,
+            model,
+            ctx.flow,
+            key.prefix_id,
+            key.breakpoint_ids,
+            usage.input_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+            usage.output_tokens,
+            elapsed,
+            ctx.timestamp,
+            cost.cost_usd,
+            cost.cost_without_cache_usd,
+            cost.cost_saved_usd,
+            exp.tokens if exp is not None else 0,
+            unexpected,
+            cause,
+            usage.known,
+            0.0,
+            usage.diagnostics,
+            None if error is None else f"{type(error).__name__}: {error}"[:500],
+            usage.writes_reported,
+            cost.unpriced,
+            ctx.stream,
         )
-        self._store(m, ctx, usage, implicit, model)
-        return m
-
-    def _store(
-        self, m: CallMetrics, ctx: CallContext | None, usage: Usage, implicit: bool, model: str | None
-    ) -> None:
         with self._lock:
-            self._stats.add(m)
-            if ctx is not None and ctx.exp is not None and m.error is None:
+            self._stats.add(row, key.prefix_hash)
+            if exp is not None and error is None:
                 self._view.observe(
-                    ctx.key,
+                    key,
                     usage,
-                    ctx.exp,
+                    exp,
                     implicit,
-                    m.timestamp,
-                    ctx.adapter.DEFAULT_TTL,
-                    ctx.adapter.min_cacheable(model),
+                    ctx.timestamp,
+                    adapter.DEFAULT_TTL,
+                    adapter.min_cacheable(model),
                 )
-        if m.unexpected_miss:
-            self._guard.user_callback("on_miss_alert", self.on_miss_alert, m)
+        if unexpected:
+            self._guard.user_callback("on_miss_alert", self.on_miss_alert, CallMetrics(*row))
+        return row
 
     @staticmethod
     def _apply_ttl_hint(usage: Usage, key: PrefixKey) -> Usage:
@@ -506,7 +507,8 @@ class CacheTracker:
             ctx.stream = False
             usage = adapter.recorded_usage(response, body)
             ctx.finished = True
-            return self._complete(ctx, usage, None, float(elapsed_ms) if elapsed_ms is not None else None)
+            row = self._complete(ctx, usage, None, float(elapsed_ms) if elapsed_ms is not None else None)
+            return CallMetrics(*row)
         except Exception as exc:
             self._guard.failed("record", exc)
             return None
@@ -534,7 +536,7 @@ class CacheTracker:
 
     def calls(self) -> list[CallMetrics]:
         with self._lock:
-            return list(self._stats.history)
+            return self._stats.calls()
 
     def regressions(self) -> list[Regression]:
         with self._lock:

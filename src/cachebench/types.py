@@ -108,18 +108,17 @@ class PrefixKey:
 
     ``chain[i]`` is the chained hash of blocks ``0..i`` (bound to provider and model), the
     value a provider-side cache entry ending after block ``i`` would be keyed by.
-    ``digests`` are per-block digests of the key-sorted bytes, ``order_digests`` of the bytes
-    in the caller's own key order (providers cache rendered bytes, so a re-ordered dict
-    misses even though the sorted digest is unchanged). ``sizes`` are canonical byte counts.
+    ``prefix_hash`` is the int whose 16-hex form is ``prefix_id`` (the same object as the chain
+    entry it came from, so tables keyed by it share one int). ``sizes`` are the blocks'
+    canonical byte counts. Per-block digests come from
+    :mod:`cachebench.fingerprint` where a difference is explained.
     """
 
     prefix_id: str | None
+    prefix_hash: int | None
     breakpoint_ids: tuple[str, ...]
     breakpoints: tuple[int, ...]
     ttls: tuple[str, ...]
-    sections: tuple[str, ...]
-    digests: tuple[int, ...]
-    order_digests: tuple[int, ...]
     sizes: tuple[int, ...]
     chain: tuple[int, ...]
     prefix_end: int

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..types import Prompt, Usage
 
-__all__ = ["Accumulator", "Adapter", "as_int", "get", "get_path", "has_field"]
+__all__ = ["Accumulator", "Adapter", "as_int", "fields", "get", "get_path", "has_field"]
 
 _MISSING = object()
 # isinstance(x, Mapping) goes through ABCMeta.__instancecheck__ (a Python-level call) every time;
@@ -30,6 +30,45 @@ def get(obj: Any, name: str, default: Any = None) -> Any:
         is_mapping = _IS_MAPPING[cls] = isinstance(obj, Mapping)
     value = obj.get(name, default) if is_mapping else getattr(obj, name, default)
     return default if value is None else value
+
+
+def fields(obj: Any) -> Mapping[str, Any]:
+    """The fields of a JSON object or an SDK model as a mapping, without copying where possible.
+
+    A dict is returned as is; a pydantic model (every SDK's response types) gives its
+    ``__dict__`` (declared fields) merged with ``__pydantic_extra__`` (fields the SDK version
+    does not know); anything else is read attribute by attribute on demand.
+    """
+    if type(obj) is dict:
+        return obj
+    if obj is None:
+        return {}
+    own = getattr(obj, "__dict__", None)
+    if type(own) is dict and hasattr(type(obj), "__pydantic_fields__"):
+        extra = getattr(obj, "__pydantic_extra__", None)
+        return {**own, **extra} if extra else own
+    return _Attrs(obj)
+
+
+class _Attrs(Mapping[str, Any]):
+    """Attribute access as a read-only mapping (for objects that are neither dicts nor models)."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getitem__(self, name: str) -> Any:
+        value = get(self._obj, name, _MISSING)
+        if value is _MISSING:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def has_field(obj: Any, name: str) -> bool:

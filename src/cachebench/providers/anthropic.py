@@ -14,7 +14,7 @@ from typing import Any
 
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
-from ._base import as_int, get, get_path, has_field
+from ._base import as_int, fields, get, has_field
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -31,6 +31,13 @@ USAGE_FIELDS = {
     "cache_write_1h_tokens": ("cache_creation", "ephemeral_1h_input_tokens"),
     "output_tokens": ("output_tokens",),
 }
+(_IN,) = USAGE_FIELDS["input_tokens"]
+(_READ,) = USAGE_FIELDS["cache_read_tokens"]
+(_WRITE,) = USAGE_FIELDS["cache_write_tokens"]
+(_SPLIT, _W5M) = USAGE_FIELDS["cache_write_5m_tokens"]
+(_SPLIT_1H, _W1H) = USAGE_FIELDS["cache_write_1h_tokens"]
+(_OUT,) = USAGE_FIELDS["output_tokens"]
+assert _SPLIT == _SPLIT_1H
 # Request fields that invalidate the messages part of an entry without being blocks.
 SETTINGS_FIELDS = ("tool_choice", "thinking")
 _MESSAGES_PATHS = ("/v1/messages",)
@@ -70,6 +77,9 @@ def _items(value: Any) -> list[Any]:
     return plain if isinstance(plain, list) else [plain]
 
 
+_new_block = tuple.__new__  # Block(...) without NamedTuple.__new__'s Python-level frame: hot path
+
+
 def build_prompt(
     *,
     provider: str,
@@ -81,27 +91,39 @@ def build_prompt(
     settings: Any = None,
 ) -> Prompt:
     blocks: list[Block] = []
+    append = blocks.append
     for i, tool in enumerate(_items(tools)):
-        payload, ttl = _strip(tool)
-        blocks.append(Block("tools", i, payload, ttl))
+        if type(tool) is dict and MARKER not in tool:
+            append(_new_block(Block, ("tools", i, tool, None)))
+        else:
+            payload, ttl = _strip(tool)
+            append(_new_block(Block, ("tools", i, payload, ttl)))
     for i, part in enumerate(_items(system)):
-        payload, ttl = _strip(part)
-        blocks.append(Block("system", i, payload, ttl))
-    turn_start = None
+        if type(part) is dict and MARKER not in part:
+            append(_new_block(Block, ("system", i, part, None)))
+        else:
+            payload, ttl = _strip(part)
+            append(_new_block(Block, ("system", i, payload, ttl)))
     msgs = _items(messages)
+    roles = [msg.get("role", "user") if type(msg) is dict else get(msg, "role", "user") for msg in msgs]
     # The newest user turn: the trailing run of user messages (tool results are user turns).
     last_assistant = -1
-    for m_i, msg in enumerate(msgs):
-        if get(msg, "role") == "assistant":
+    for m_i, role in enumerate(roles):
+        if role == "assistant":
             last_assistant = m_i
+    turn_start = None
     m_index = 0
     for m_i, msg in enumerate(msgs):
-        role = get(msg, "role", "user")
+        role = roles[m_i]
         if m_i == last_assistant + 1 and turn_start is None and role != "assistant":
             turn_start = len(blocks)
-        for part in _items(get(msg, "content")):
-            payload, ttl = _strip(part)
-            blocks.append(Block("messages", m_index, [role, payload], ttl))
+        content = msg.get("content") if type(msg) is dict else get(msg, "content")
+        for part in [content] if type(content) is str else _items(content):
+            if (type(part) is dict and MARKER not in part) or type(part) is str:
+                append(_new_block(Block, ("messages", m_index, [role, part], None)))
+            else:
+                payload, ttl = _strip(part)
+                append(_new_block(Block, ("messages", m_index, [role, payload], ttl)))
             m_index += 1
     if turn_start is None:
         turn_start = len(blocks)
@@ -142,14 +164,7 @@ def is_stream_request(request: Mapping[str, Any]) -> bool:
 
 
 def _diagnostics(response: Any) -> dict[str, Any] | None:
-    fields = getattr(response, "__dict__", None)
-    if (
-        fields is not None
-        and "diagnostics" not in fields
-        and not getattr(response, "__pydantic_extra__", None)
-    ):
-        return None  # an SDK model without the field: a miss here costs a pydantic __getattr__ + exception
-    diag = get(response, "diagnostics")
+    diag = fields(response).get("diagnostics")
     if diag is None:
         return None
     plain = to_plain(diag)
@@ -158,34 +173,42 @@ def _diagnostics(response: Any) -> dict[str, Any] | None:
 
 def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any = None) -> Usage:
     """Normalise an Anthropic ``usage`` object or dict (exclusive ``input_tokens``)."""
-    write = as_int(get_path(usage, USAGE_FIELDS["cache_write_tokens"]))
-    split = get(usage, "cache_creation")
-    write_1h = as_int(get_path(usage, USAGE_FIELDS["cache_write_1h_tokens"]))
-    write_5m = as_int(get_path(usage, USAGE_FIELDS["cache_write_5m_tokens"]))
-    if split is not None and not write:
-        write = write_5m + write_1h
+    f = fields(usage)
+    write = as_int(f.get(_WRITE))
+    split = f.get(_SPLIT)
+    write_1h = write_5m = 0
+    if split is not None:
+        sf = fields(split)
+        write_1h = as_int(sf.get(_W1H))
+        write_5m = as_int(sf.get(_W5M))
+        if not write:
+            write = write_5m + write_1h
     return Usage(
-        input_tokens=as_int(get_path(usage, USAGE_FIELDS["input_tokens"])),
-        cache_read_tokens=as_int(get_path(usage, USAGE_FIELDS["cache_read_tokens"])),
-        cache_write_tokens=write,
-        cache_write_1h_tokens=min(write_1h, write),
-        output_tokens=as_int(get_path(usage, USAGE_FIELDS["output_tokens"])),
-        known=True,
-        writes_reported=True,
-        ttl_split_reported=split is not None,
-        model=model,
-        diagnostics=diagnostics,
+        as_int(f.get(_IN)),
+        as_int(f.get(_READ)),
+        write,
+        min(write_1h, write),
+        as_int(f.get(_OUT)),
+        True,
+        True,
+        split is not None,
+        model,
+        diagnostics,
     )
 
 
 def usage(response: Any) -> Usage:
     """A ``Message`` (or its JSON) -> :class:`Usage`; no usage at all -> unknown."""
-    u = get(response, "usage")
+    f = fields(response)
+    u = f.get("usage")
     if u is None or isinstance(u, (str, int, float, bool, list)):
         return UNKNOWN_USAGE
-    model = get(response, "model")
+    model = f.get("model")
+    diag = f.get("diagnostics")
     return usage_from_fields(
-        u, model=model if isinstance(model, str) else None, diagnostics=_diagnostics(response)
+        u,
+        model=model if isinstance(model, str) else None,
+        diagnostics=_diagnostics(response) if diag is not None else None,
     )
 
 

@@ -289,7 +289,7 @@ def breakdown(
         ("pricing", lambda: tracker._prices.cost("anthropic", usage.model, usage, now)),
         ("expect / cause / observe", detect),
         ("call row construction", build_row),
-        ("stats.add (record)", lambda: stats.add(row)),
+        ("stats.add (record)", lambda: stats.add(row, pkey.prefix_hash)),
     ]
     n = max(2000, iterations // 2)
     print("breakdown (median of each piece timed alone in a hot loop, us):")

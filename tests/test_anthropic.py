@@ -321,3 +321,32 @@ def test_diagnostics_are_recorded() -> None:
     m = tracker.record(body, request=fakes.request(), provider="anthropic")
     assert m is not None
     assert m.diagnostics == {"cache_miss_reason": {"type": "system_changed"}}
+
+
+@pytest.mark.parametrize(
+    ("model", "minimum"),
+    [
+        ("claude-opus-5", 512),
+        ("claude-opus-5-20260301", 512),
+        ("claude-fable-5-1", 512),
+        ("claude-mythos-5-1-20260901", 512),
+        ("claude-opus-5-5", 0),  # the 5.5 models' minimum is not published: no guess
+        ("claude-mythos-5-5", 0),
+        ("claude-fable-5-2", 0),
+        ("claude-sonnet-5", 1024),
+        ("claude-sonnet-4-5-20250929", 1024),
+        ("claude-sonnet-4-20250514", 1024),
+        ("claude-opus-4-1-20250805", 1024),
+        ("claude-opus-4-7", 2048),
+        ("claude-3-5-haiku-20241022", 2048),
+        ("claude-opus-4-5-20251101", 4096),
+        ("claude-opus-4.6", 4096),
+        ("claude-haiku-4-5", 4096),
+        ("some-other-model", 0),
+        (None, 0),
+    ],
+)
+def test_minimum_cacheable_prefix_per_model(model: str | None, minimum: int) -> None:
+    """Minimums come from the per-model table, matched on whole version segments: a family
+    followed by a date matches, a later minor version does not."""
+    assert adapter.min_cacheable(model) == minimum

@@ -413,3 +413,63 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
     assert len(returned[0].breakpoint_ids) == 2
     assert tracker.calls() == returned[-4:]
     assert tracker.aggregate()["calls"] == 7
+
+
+def test_anthropic_compatible_server_that_reports_reads_only() -> None:
+    """A server that sends ``cache_read_input_tokens`` but no write count at all (llama.cpp's
+    Anthropic endpoint) is measured like implicit caching: the cold call is ``cold`` with no hit
+    ratio (not a 100% hit, not ``below_minimum``), the repeat is expected to read what it read,
+    and a later call that reads nothing within the TTL is an unexpected miss. A reported 0 write
+    count is a different answer and keeps write-based hit ratios."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+
+    def reads_only(read: int) -> dict[str, Any]:
+        return fakes.message(
+            {"input_tokens": 3000 - read + 10, "cache_read_input_tokens": read, "output_tokens": 5}
+        )
+
+    cold = tracker.record(reads_only(0), request=fakes.request(), provider="anthropic")
+    assert cold is not None
+    assert (cold.writes_reported, cold.miss_cause, cold.unexpected_miss) == (False, "cold", False)
+    assert math.isnan(cold.hit_ratio)
+    clock.now += 10
+    hit = tracker.record(reads_only(2900), request=fakes.request(), provider="anthropic")
+    assert hit is not None
+    assert hit.expected_read_tokens > 0 and not hit.unexpected_miss
+    assert 0.95 < hit.hit_ratio <= 1.0  # against the byte-share estimate; the read then measures it
+    clock.now += 10
+    lost = tracker.record(reads_only(0), request=fakes.request(), provider="anthropic")
+    assert lost is not None
+    assert (lost.unexpected_miss, lost.miss_cause, lost.expected_read_tokens) == (True, "provider", 2900)
+    assert lost.hit_ratio == 0.0
+    zero = tracker.record(body(write=0, read=0), request=fakes.request("new question"), provider="anthropic")
+    assert zero is not None and zero.writes_reported
+
+
+def test_estimated_entry_sizes_tolerate_error_until_a_read_measures_them() -> None:
+    """A breakpoint before the last one gets its size from the byte share of a write, an
+    estimate: a later call reading that layer a little under the estimate is no miss, and its
+    read measures the entry exactly, so from then on a shortfall is an unexpected miss."""
+    clock = Clock()
+    tracker = CacheTracker(clock=clock)
+
+    def req(tenant: str) -> dict[str, Any]:
+        return fakes.request() | {
+            "system": [
+                {"type": "text", "text": "shared policy " * 300, "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": f"tenant {tenant} " * 100, "cache_control": {"type": "ephemeral"}},
+            ]
+        }
+
+    first = tracker.record(body(write=4000), request=req("a"), provider="anthropic")
+    assert first is not None and first.miss_cause == "cold"
+    clock.now += 5
+    other = tracker.record(body(read=2500, write=700), request=req("b"), provider="anthropic")
+    assert other is not None
+    assert other.expected_read_tokens > 2500  # the byte-share estimate of the shared layer
+    assert not other.unexpected_miss and other.miss_cause == "cold"
+    clock.now += 5
+    short = tracker.record(body(read=2000, write=1200), request=req("c"), provider="anthropic")
+    assert short is not None
+    assert short.expected_read_tokens == 2500 and short.unexpected_miss

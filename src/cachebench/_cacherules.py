@@ -1,9 +1,8 @@
 """Provider cache rules as data, and the request validation that follows from them.
 
-Source: ../shared/PROVIDER_FACTS.md ("Anthropic caching rules", "OpenAI caching rules",
-"Bedrock", "Gemini"). Per-model minimum prefixes are the provider adapters' own tables
-(``providers/*.MIN_CACHEABLE``) and TTL lengths are :func:`cachebench.detect.ttl_seconds`, so
-the emulator and the tracker read the same numbers.
+The providers' caching guides (Anthropic prompt caching, OpenAI prompt caching, Bedrock prompt
+caching, Gemini context caching; late 2026). Per-model minimum prefixes, TTL lengths and the
+lookback come from :mod:`cachebench._cachefacts`, the same tables the tracker's adapters read.
 """
 
 from __future__ import annotations
@@ -12,22 +11,37 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from .detect import ttl_seconds
-from .providers import anthropic as _anthropic
-from .providers import bedrock as _bedrock
-from .providers import gemini as _gemini
-from .providers import openai as _openai
+from ._cachefacts import (
+    RETENTION_24H_SINCE,
+    anthropic_min_tokens,
+    gemini_min_tokens,
+    model_version,
+    nova_min_tokens,
+    openai_min_tokens,
+    ttl_seconds,
+)
 
 if TYPE_CHECKING:
     from .cachemodel import CacheRequest, Segment
 
 FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
+
+
 # Minimum cacheable prefix per model: the adapters' tables; below them, the family default.
+def _bedrock_min_tokens(model: str | None) -> int:
+    return nova_min_tokens(model) or anthropic_min_tokens(model)
+
+
+def _gemini_min_tokens(model: str | None) -> int:
+    name = model.rsplit("models/", 1)[-1] if model else model
+    return gemini_min_tokens(name)
+
+
 MIN_TOKENS_BY_MODEL: Mapping[str, Callable[[str | None], int]] = {
-    "anthropic": _anthropic.min_cacheable,
-    "bedrock": _bedrock.min_cacheable,
-    "openai": _openai.min_cacheable,
-    "gemini": _gemini.min_cacheable,
+    "anthropic": anthropic_min_tokens,
+    "bedrock": _bedrock_min_tokens,
+    "openai": openai_min_tokens,
+    "gemini": _gemini_min_tokens,
 }
 # For models the tables do not know (Anthropic's 5.5 models are unknown; Gemini: 2.5's minimum).
 DEFAULT_MIN_TOKENS = {"anthropic": 1024, "bedrock": 1024, "openai": 1024, "gemini": 2048}
@@ -38,7 +52,6 @@ BREAKPOINT_TTLS = {"anthropic": ("1h", "5m"), "bedrock": ("1h", "5m"), "openai":
 MAX_BREAKPOINTS = {"anthropic": 4, "bedrock": 4, "openai": 80}
 OPENAI_MAX_WRITES = 4  # GPT-5.6+: at most 4 entries written per request
 OPENAI_EXPLICIT_DEFAULT_TTL = "30m"
-OPENAI_READ_STEP = _openai.READ_STEP_IMPLICIT  # 128
 # OpenAI prompt_cache_retention: (idle TTL, longest lifetime) in seconds; in_memory is
 # "5-10 min idle, at most 1 h".
 OPENAI_RETENTION = {"in_memory": (ttl_seconds("in_memory"), 3600.0), "24h": (ttl_seconds("24h"), 86400.0)}
@@ -120,8 +133,8 @@ def implicit_ttl(request: CacheRequest) -> tuple[float, float]:
         return GEMINI_IMPLICIT_TTL_S, FOREVER
     retention = request.retention
     if retention is None:
-        version = _openai.model_version(request.model)
-        since = _openai.RETENTION_24H_SINCE
+        version = model_version(request.model)
+        since = RETENTION_24H_SINCE
         retention = "24h" if version is not None and version >= since else "in_memory"
     if retention not in OPENAI_RETENTION:
         raise CacheRuleError(

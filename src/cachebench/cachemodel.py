@@ -15,8 +15,8 @@ scope, routing key): caches never cross API keys, models or providers. An entry 
 while ``now <= expires``; reads push ``expires`` to ``now + ttl`` (capped by a hard deadline
 for OpenAI in-memory retention). Memory is bounded by an LRU over ``max_entries`` entries.
 
-Rules per family (source: ../shared/PROVIDER_FACTS.md, "Anthropic caching rules", "OpenAI
-caching rules", "Bedrock", "Gemini"):
+Rules per family (from the providers' caching guides; the numbers are in
+:mod:`cachebench._cachefacts` and :mod:`cachebench._cacherules`):
 
 * ``anthropic``, ``bedrock`` (Claude): breakpoints are segments with a ttl, plus the last
   segment for top-level automatic caching (Anthropic API only). More than 4, an unknown ttl
@@ -50,18 +50,17 @@ from dataclasses import dataclass, field
 import orjson
 import xxhash
 
+from ._cachefacts import LOOKBACK, OPENAI_READ_STEP, ttl_seconds
 from ._cacherules import (
     DEFAULT_MIN_TOKENS,
     FOREVER,
     MIN_TOKENS_BY_MODEL,
     OPENAI_MAX_WRITES,
-    OPENAI_READ_STEP,
     CacheRuleError,
     breakpoints,
     implicit_ttl,
     lookback_positions,
 )
-from .detect import LOOKBACK, ttl_seconds
 
 __all__ = ["CacheModel", "CacheRequest", "CacheResult", "CacheRuleError", "Knobs", "Segment"]
 

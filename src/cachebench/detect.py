@@ -21,24 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._cachefacts import _TTL_SECONDS, LOOKBACK, ttl_seconds
 from .types import MissCause, PrefixKey, Usage
 
 __all__ = ["LOOKBACK", "CacheView", "Expectation", "ttl_seconds"]
-
-LOOKBACK = 20
-_TTL_SECONDS = {
-    "5m": 300.0,
-    "1h": 3600.0,
-    "30m": 1800.0,
-    "12h": 43200.0,
-    "24h": 86400.0,
-    "in_memory": 600.0,
-    "10m": 600.0,
-}
-
-
-def ttl_seconds(ttl: str) -> float:
-    return _TTL_SECONDS.get(ttl, 300.0)
 
 
 class _Entry:
@@ -72,6 +58,7 @@ class _Entry:
 _MS_MASK = (1 << 46) - 1
 _TTL_BY_CODE = tuple(sorted({*_TTL_SECONDS.values(), 300.0}))
 _TTL_CODE = {t: i for i, t in enumerate(_TTL_BY_CODE)}
+_TTL_MS_BY_CODE = tuple(t * 1000.0 for t in _TTL_BY_CODE)
 assert len(_TTL_BY_CODE) <= 16
 
 
@@ -85,6 +72,8 @@ class Expectation:
     tokens: int
     matched: tuple[int, ...]
     breakpoint_states: tuple[int, ...]
+    best_at: int = -1  # block position of the entry ``tokens`` came from
+    measured: bool = True  # its size was measured from usage, not estimated from byte shares
 
 
 class CacheView:
@@ -122,36 +111,44 @@ class CacheView:
         else:
             young[h] = e.pack()
 
-    def _state(self, h: int, now: float) -> tuple[int, _Entry | None]:
-        e = self._get(h)
-        if e is None:
-            return NEVER, None
-        return (ALIVE if now - e.last_used <= e.ttl_s else EXPIRED), e
+    def _state(self, h: int, now: float) -> tuple[int, int]:
+        """(ALIVE | EXPIRED | NEVER, packed fields) of the entry at ``h``: ``fields >> 1`` is
+        its size in tokens, ``fields & 1`` whether that size was measured."""
+        v = self._young.get(h)
+        if v is None:
+            v = self._old.get(h)
+            if v is None:
+                return NEVER, 0
+        rest = v >> 46
+        if now * 1000.0 - (v & _MS_MASK) <= _TTL_MS_BY_CODE[rest & 15]:
+            return ALIVE, rest >> 4
+        return EXPIRED, rest >> 4
 
     def expect(self, key: PrefixKey, implicit: bool, now: float) -> Expectation:
         chain = key.chain
         best = 0
+        best_at = -1
+        best_fields = 1
         matched: list[int] = []
-        states: list[int] = []
+        state = self._state
         if implicit:
             for q in range(len(chain) - 1, -1, -1):
-                state, e = self._state(chain[q], now)
-                if state == ALIVE and e is not None:
-                    best = e.tokens
+                alive, f = state(chain[q], now)
+                if alive == ALIVE:
+                    best, best_at, best_fields = f >> 1, q, f
                     matched.append(q)
                     break
         else:
             for p in key.breakpoints:
                 for q in range(p, max(-1, p - LOOKBACK - 1), -1):
-                    state, e = self._state(chain[q], now)
-                    if state == ALIVE and e is not None:
-                        if e.tokens > best:
-                            best = e.tokens
+                    alive, f = state(chain[q], now)
+                    if alive == ALIVE:
+                        if f >> 1 > best:
+                            best, best_at, best_fields = f >> 1, q, f
                         matched.append(q)
                         break
-        for p in key.breakpoints:
-            states.append(self._state(chain[p], now)[0])
-        return Expectation(best, tuple(matched), tuple(states))
+        states = tuple([state(chain[p], now)[0] for p in key.breakpoints])
+        return Expectation(best, tuple(matched), states, best_at, bool(best_fields & 1))
 
     def _put(self, h: int, now: float, ttl_s: float, tokens: int, measured: bool) -> None:
         e = self._get(h)
@@ -185,10 +182,15 @@ class CacheView:
         for size in key.sizes:
             run += size
             cum.append(run)
+        read = usage.cache_read_tokens
         for q in exp.matched:  # reads refresh the entry they read
             e = self._get(chain[q])
-            if e is not None and usage.cache_read_tokens:
+            if e is not None and read:
                 e.last_used = max(e.last_used, now)
+                if q == exp.best_at and not e.measured:
+                    # The provider read the longest entry it found: that measures its size.
+                    e.tokens = read
+                    e.measured = True
                 self._touch(chain[q], e)
         if implicit:
             total = usage.total_input_tokens
@@ -201,12 +203,24 @@ class CacheView:
                 tokens = total if measured else total * cum[q] // max(cum[last], 1)
                 self._put(chain[q], now, ttl_s, tokens, measured)
             return
-        through_last = usage.cache_read_tokens + usage.cache_write_tokens
-        if through_last <= 0:
-            return  # nothing was cached (below the minimum, or the provider ignored the marker)
         last_bp = key.breakpoints[-1]
+        estimated = False
+        if usage.writes_reported:
+            through_last = usage.cache_read_tokens + usage.cache_write_tokens
+            if through_last <= 0:
+                return  # nothing was cached (below the minimum, or the provider ignored the marker)
+        else:
+            # Marked breakpoints on a server that reports reads but not writes (an
+            # Anthropic-compatible server): assume it cached what it was asked to, sized by
+            # the prompt's byte share through the last breakpoint.
+            through_last = usage.cache_read_tokens
+            if through_last <= 0:
+                through_last = usage.total_input_tokens * cum[last_bp] // max(cum[-1], 1)
+                estimated = True
+                if through_last < max(min_tokens, 1):
+                    return
         for p, ttl in zip(key.breakpoints, key.ttls, strict=True):
-            measured = p == last_bp
+            measured = p == last_bp and not estimated
             tokens = through_last if measured else through_last * cum[p] // max(cum[last_bp], 1)
             self._put(chain[p], now, ttl_seconds(ttl), tokens, measured)
 
@@ -218,10 +232,11 @@ class CacheView:
         if not usage.known or key.prefix_id is None or not key.breakpoints:
             return False, None
         read = usage.cache_read_tokens
-        unexpected = read + tolerance < exp.tokens
-        if unexpected:
+        # An estimated size (a byte share) may be off either way: only a shortfall of more than
+        # half is a miss then. A measured size is exact up to the provider's rounding.
+        if read + tolerance < exp.tokens and (exp.measured or 2 * read < exp.tokens):
             return True, "provider"
-        if implicit:
+        if implicit or not usage.writes_reported:
             if exp.tokens == 0 and read == 0:
                 states = exp.breakpoint_states
                 if states and states[-1] == EXPIRED:

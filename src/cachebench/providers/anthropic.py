@@ -8,10 +8,10 @@ Cache order is tools -> system -> messages. A breakpoint is a block with ``cache
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
 from ._base import as_int, fields, get, has_field
@@ -172,9 +172,15 @@ def _diagnostics(response: Any) -> dict[str, Any] | None:
 
 
 def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any = None) -> Usage:
-    """Normalise an Anthropic ``usage`` object or dict (exclusive ``input_tokens``)."""
+    """Normalise an Anthropic ``usage`` object or dict (exclusive ``input_tokens``).
+
+    ``writes_reported`` is False when the usage carries neither ``cache_creation_input_tokens``
+    nor ``cache_creation``: the server reports reads only, so its hit ratio is measured against
+    the expected read, as for implicit caching.
+    """
     f = fields(usage)
-    write = as_int(f.get(_WRITE))
+    raw_write = f.get(_WRITE)
+    write = as_int(raw_write)
     split = f.get(_SPLIT)
     write_1h = write_5m = 0
     if split is not None:
@@ -190,7 +196,9 @@ def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any 
         min(write_1h, write),
         as_int(f.get(_OUT)),
         True,
-        True,
+        # Anthropic-compatible servers that do not track writes (llama.cpp's) send no write
+        # count at all; a reported 0 and an absent field are different answers.
+        raw_write is not None or split is not None,
         split is not None,
         model,
         diagnostics,
@@ -283,38 +291,9 @@ def recorded_usage(response: Any, request: Mapping[str, Any]) -> Usage:
     return usage(response)
 
 
-# Minimum cacheable prefix per model, in tokens (varies; PROVIDER_FACTS "Anthropic caching
-# rules"). Matched by substring, first match wins; below it markers are silently ignored.
-MIN_CACHEABLE = (
-    ("opus-5", 512),
-    ("fable-5", 512),
-    ("mythos-5", 512),
-    ("opus-4-8", 1024),
-    ("sonnet-5", 1024),
-    ("sonnet-4-6", 1024),
-    ("sonnet-4-5", 1024),
-    ("opus-4-1", 1024),
-    ("opus-4-0", 1024),
-    ("opus-4-2", 1024),
-    ("sonnet-4-0", 1024),
-    ("sonnet-4-2", 1024),
-    ("opus-4-7", 2048),
-    ("haiku-3-5", 2048),
-    ("3-5-haiku", 2048),
-    ("opus-4-6", 4096),
-    ("opus-4-5", 4096),
-    ("haiku-4-5", 4096),
-)
-
-
-@functools.lru_cache(maxsize=256)
 def min_cacheable(model: str | None) -> int:
-    if not model:
-        return 0
-    for needle, tokens in MIN_CACHEABLE:
-        if needle in model:
-            return tokens
-    return 0
+    """The model's minimum cacheable prefix (``_cachefacts``); below it markers are ignored."""
+    return anthropic_min_tokens(model)
 
 
 def read_tolerance(model: str | None) -> int:

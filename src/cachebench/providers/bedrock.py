@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from .._cachefacts import anthropic_min_tokens, nova_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Section, Usage
 from . import anthropic
@@ -59,7 +60,6 @@ _ANTHROPIC_USAGE_KEYS = (
 )
 # Minimum tokens per cache checkpoint for non-Claude models (varies; PROVIDER_FACTS "Bedrock").
 # Claude models use the Anthropic table.
-MIN_CACHEABLE = (("amazon.nova", 1000),)
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -540,12 +540,10 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
 
 
 def min_cacheable(model: str | None) -> int:
+    """Nova's per-checkpoint minimum, Claude's per model (``_cachefacts``)."""
     if not model:
         return 0
-    for needle, tokens in MIN_CACHEABLE:
-        if needle in model:
-            return tokens
-    return anthropic.min_cacheable(model) if "claude" in model else 0
+    return nova_min_tokens(model) or (anthropic_min_tokens(model) if "claude" in model else 0)
 
 
 def read_tolerance(model: str | None) -> int:

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._cachefacts import gemini_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
 from ._base import as_int, get, has_field
@@ -55,9 +56,6 @@ CACHED_CONTENT_FIELDS = ("cached_content", "cachedContent")
 _FIXED_SCHEMA = frozenset(
     {"inlineData", "fileData", "videoMetadata", "executableCode", "codeExecutionResult"}
 )
-# Minimum implicit-cache prefix per model, in tokens (varies; PROVIDER_FACTS "Gemini" and
-# ai.google.dev/gemini-api/docs/caching). Matched by substring, first match wins.
-MIN_CACHEABLE = (("gemini-2.5", 2048), ("gemini-3", 4096), ("gemini-4", 4096))
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -387,13 +385,8 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
 
 
 def min_cacheable(model: str | None) -> int:
-    name = model_name(model)
-    if not name:
-        return 0
-    for needle, tokens in MIN_CACHEABLE:
-        if needle in name:
-            return tokens
-    return 0
+    """The model's minimum implicit-cache prefix (``_cachefacts``)."""
+    return gemini_min_tokens(model_name(model))
 
 
 def read_tolerance(model: str | None) -> int:

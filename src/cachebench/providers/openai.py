@@ -14,10 +14,12 @@ and written tokens too; the uncached part is what is left after both.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._cachefacts import OPENAI_DEFAULT_MIN, OPENAI_READ_STEP, RETENTION_24H_SINCE, openai_min_tokens
+from .._cachefacts import explicit_caching as explicit_caching
+from .._cachefacts import model_version as model_version
 from .._guard import logger
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Section, Usage
@@ -72,49 +74,11 @@ SETTINGS_FIELDS = {
 _SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
 _CACHED_PATHS = ("/chat/completions", "/responses")
 
-# Model generations, as data. Explicit breakpoints, reported writes and exact (unrounded)
-# reads start at GPT-5.6; "gpt-35" is Azure's spelling of gpt-3.5.
-EXPLICIT_SINCE = (5, 6)
-RETENTION_24H_SINCE = (5, 5)  # gpt-5.5 and later support only the 24h retention
-_VERSION_ALIASES = (("gpt-35", (3, 5)),)
-_GPT_VERSION = re.compile(r"gpt-(\d+)(?:\.(\d+))?")
-# Minimum cacheable prompt, in tokens (PROVIDER_FACTS "OpenAI caching rules"; varies).
-# Substring -> tokens, first match wins; every other model: DEFAULT_MIN_CACHEABLE.
-MIN_CACHEABLE: tuple[tuple[str, int], ...] = ()
-DEFAULT_MIN_CACHEABLE = 1024
-# Cache hits come in steps of this many tokens before GPT-5.6 (0: exact).
-READ_STEP_IMPLICIT = 128
-
-
-# -- models ----------------------------------------------------------------------------------
-
-
-def model_version(model: str | None) -> tuple[int, int] | None:
-    """``(major, minor)`` of a GPT model name (``gpt-5.6-mini`` -> (5, 6)); None for others."""
-    if not model:
-        return None
-    name = model.lower()
-    for needle, version in _VERSION_ALIASES:
-        if needle in name:
-            return version
-    m = _GPT_VERSION.search(name)
-    if m is None:
-        return None
-    return int(m.group(1)), int(m.group(2) or 0)
-
-
-def explicit_caching(model: str | None) -> bool:
-    """True for models that take ``prompt_cache_breakpoint`` and report writes (GPT-5.6+)."""
-    version = model_version(model)
-    return version is not None and version >= EXPLICIT_SINCE
-
-
-def min_cacheable(model: str | None) -> int:
-    if model:
-        for needle, tokens in MIN_CACHEABLE:
-            if needle in model:
-                return tokens
-    return DEFAULT_MIN_CACHEABLE
+# Model generations and minimums are data in ``_cachefacts`` (shared with the cache model);
+# these names stay importable from here.
+READ_STEP_IMPLICIT = OPENAI_READ_STEP
+DEFAULT_MIN_CACHEABLE = OPENAI_DEFAULT_MIN
+min_cacheable = openai_min_tokens
 
 
 def read_tolerance(model: str | None) -> int:

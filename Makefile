@@ -30,7 +30,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python examples/support_agent.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

@@ -1,0 +1,127 @@
+"""``make demo``: the multi-tenant support agent on the local emulator (examples/support_agent.py).
+
+The demo is run as CI runs it (a subprocess of this interpreter, from the repository root) and
+once in-process through its importable ``main(console)``, where this suite's warnings-as-errors
+filter also covers the SDKs. Its report is parsed back into figures: per flow, the calls before
+the deploy must read the cache far better than the calls after it, and the damage must be a
+positive amount.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "support_agent.py"
+FLOWS = {"support-chat": "anthropic", "ticket-triage": "openai"}
+MONEY = r"-?\$[\d,]+\.\d+"
+ROW = re.compile(
+    rf"^\s*(?P<flow>[a-z-]+)\s+(?P<provider>[a-z]+)\s+(?P<window>before|after)\s+(?P<calls>\d+)\s+"
+    rf"(?P<hit>\d+)%\s+(?P<read>[\d,]+)\s+(?P<written>[\d,]+)\s+(?P<uncached>[\d,]+)\s+"
+    rf"(?P<cost>{MONEY})\s+(?P<without>{MONEY})\s+(?P<saved>{MONEY})\s*$",
+    re.MULTILINE,
+)
+DAMAGE = re.compile(rf"Damage: \+(?P<per_1000>{MONEY}) per 1,000 calls, \+(?P<per_day>{MONEY}) per day")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def money(text: str) -> float:
+    return float(text.replace("$", "").replace(",", ""))
+
+
+def figures(output: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(flow, "before" | "after") -> the row's figures, from the report's main table."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for m in ROW.finditer(ANSI.sub("", output)):
+        rows[m["flow"], m["window"]] = {
+            "provider": m["provider"],
+            "calls": int(m["calls"]),
+            "hit": int(m["hit"]) / 100,
+            "read": int(m["read"].replace(",", "")),
+            "written": int(m["written"].replace(",", "")),
+            "cost": money(m["cost"]),
+            "without": money(m["without"]),
+            "saved": money(m["saved"]),
+        }
+    return rows
+
+
+def check_report(output: str) -> None:
+    """The before/after figures every run must show (see the module docstring)."""
+    rows = figures(output)
+    assert set(rows) == {(flow, w) for flow in FLOWS for w in ("before", "after")}, output
+    for flow, provider in FLOWS.items():
+        before, after = rows[flow, "before"], rows[flow, "after"]
+        assert before["provider"] == after["provider"] == provider
+        assert before["calls"] == after["calls"] > 0
+        assert before["hit"] >= 0.6
+        assert after["hit"] <= before["hit"] - 0.3, (flow, before, after)
+        assert after["written"] > before["written"]
+        assert after["saved"] < before["saved"]
+        assert after["cost"] > before["cost"]
+        assert before["saved"] == pytest.approx(before["without"] - before["cost"], abs=2e-4)
+    damage = DAMAGE.search(ANSI.sub("", output))
+    assert damage is not None, output
+    assert money(damage["per_1000"]) > 0
+    assert money(damage["per_day"]) > money(damage["per_1000"])
+    assert "Cause: support-chat's system prompt changed at the deploy" in output
+    assert "Cause: ticket-triage's tools + system prompt changed at the deploy" in output
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done, time.monotonic() - start
+
+
+def test_demo_script_exits_cleanly_within_a_minute(
+    demo_run: tuple[subprocess.CompletedProcess[str], float],
+) -> None:
+    """The script exits 0 in well under a minute, with nothing on stderr (no traceback, no
+    warning, no log line from cachebench's guard or from the emulator)."""
+    done, seconds = demo_run
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert done.stderr == ""
+    assert seconds < 45
+
+
+def test_demo_script_reports_the_deploy_damage(
+    demo_run: tuple[subprocess.CompletedProcess[str], float],
+) -> None:
+    """Both flows appear before and after the deploy: after it, the hit ratio is at least 30
+    points lower, more is written, caching saves less and each call costs more; the damage per
+    1,000 calls and per day is positive, and the cause names the system prompt layer."""
+    done, _ = demo_run
+    check_report(done.stdout)
+
+
+def test_demo_main_in_process_is_deterministic(
+    demo_run: tuple[subprocess.CompletedProcess[str], float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``main(console)`` returns 0 under warnings-as-errors and prints, on a 130-column console,
+    the same tables as the script: the manual clock makes every figure reproducible."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    demo = importlib.import_module(SCRIPT.stem)
+    out = io.StringIO()
+    assert demo.main(Console(file=out, width=130, color_system=None)) == 0
+    check_report(out.getvalue())
+    assert figures(out.getvalue()) == figures(demo_run[0].stdout)

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench install clean
+.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,13 @@ test: lint typecheck unit
 demo: $(STAMP)
 	$(BIN)/python examples/support_agent.py
 
-bench: $(STAMP)
+bench: bench-overhead bench-emulator
+
+bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+bench-emulator: $(STAMP)
+	$(BIN)/python benchmarks/emulator.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

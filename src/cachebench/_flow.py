@@ -2,6 +2,13 @@
 
 A flow is named with ``tracker.wrap(fn, flow=...)`` or ``with cachebench.flow("name"):``;
 otherwise it is the caller's ``module.function`` (stable when line numbers move).
+
+The name lives in a context variable, so asyncio tasks created inside the block inherit it.
+Threads do not inherit context variables, so the first time a flow is entered cachebench
+makes ``threading.Thread.start`` carry the current flow name into the thread it starts, and
+``ThreadPoolExecutor.submit`` (also behind ``loop.run_in_executor``) carry the submitter's
+flow into the task (pool threads outlive the block that started them). Only the flow name is
+carried; no other context variable changes.
 """
 
 from __future__ import annotations
@@ -9,7 +16,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = ["current_flow", "default_flow", "flow"]
@@ -72,6 +81,7 @@ class flow:
         return self._name
 
     def __enter__(self) -> flow:
+        _carry_into_threads()
         self._tokens.append(_current.set(self._name))
         return self
 
@@ -79,6 +89,7 @@ class flow:
         _current.reset(self._tokens.pop())
 
     def __call__(self, fn: F) -> F:
+        _carry_into_threads()
         name = self._name
         if _is_async(fn):
 
@@ -107,3 +118,48 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     import inspect
 
     return inspect.iscoroutinefunction(fn)
+
+
+def _in_flow(name: str | None, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        token = _current.set(name)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    return run
+
+
+_carrying = False
+_carry_lock = threading.Lock()
+
+
+def _carry_into_threads() -> None:
+    """Patch ``Thread.start`` and ``ThreadPoolExecutor.submit`` once (see the module docstring)."""
+    global _carrying
+    if _carrying:
+        return
+    with _carry_lock:
+        if _carrying:
+            return
+        thread_start = threading.Thread.start
+        pool_submit: Callable[..., Future[Any]] = ThreadPoolExecutor.submit
+
+        @functools.wraps(thread_start)
+        def start(self: threading.Thread) -> None:
+            name = _current.get()
+            if name is not None:
+                self.run = _in_flow(name, self.run)  # type: ignore[method-assign]
+            thread_start(self)
+
+        @functools.wraps(pool_submit)
+        def submit(
+            self: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+        ) -> Future[Any]:
+            # Always set (None included): the pool thread may carry the flow it was started in.
+            return pool_submit(self, _in_flow(_current.get(), fn), *args, **kwargs)
+
+        threading.Thread.start = start  # type: ignore[method-assign]
+        ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
+        _carrying = True

@@ -126,8 +126,9 @@ def test_cache_emulator_fixture(cache_emulator: CacheEmulator) -> None:
 
 
 def test_emulate_serves_until_terminated() -> None:
-    """``cachebench emulate --port 0`` announces its URL, answers the control routes and
-    exits cleanly on SIGTERM."""
+    """``cachebench emulate --port 0`` announces its URL, serves all four provider families
+    (anthropic, bedrock, openai, gemini), answers the control routes and exits cleanly on
+    SIGTERM."""
     cmd = [
         sys.executable,
         "-m",
@@ -147,7 +148,7 @@ def test_emulate_serves_until_terminated() -> None:
             url = first.split()[-1]
             health = _get(f"{url}/_emulator/health")
             assert health["status"] == "ok" and health["manual_clock"] is True
-            assert {"anthropic", "bedrock"} <= set(health["families"])
+            assert set(health["families"]) == {"anthropic", "bedrock", "openai", "gemini"}
             assert _get(f"{url}/_emulator/advance", b'{"seconds": 300}')["clock"] == health["clock"] + 300
             knobs = _get(f"{url}/_emulator/knobs", b'{"latency_ms": 3}')
             assert (knobs["latency_ms"], knobs["ttft_ms"]) == (3, 1)

@@ -5,12 +5,14 @@ The SDK runs against the ``cache_emulator`` fixture's server on loopback
 instrumented by a ``CacheTracker`` on the emulator's own clock and the tracked ``CallMetrics``
 must equal the SDK's ``usage_metadata``. Gemini caches implicitly: the whole prompt, from
 2048 tokens on 2.5 and 4096 on 3.x, exact (no rounding), 5 idle minutes, writes never
-reported. Prompt sizes are the emulator's own token estimate through the shared wire layer.
+reported. Expected counts are computed here from the raw strings with
+``cachebench.tokens.estimate_text`` (a text part is its text's tokens; roles add nothing), never
+through the emulator's parser. The four-layer table, multi-turn growth and parallel cold calls
+are in ``test_emulator_gemini_scenarios.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -22,23 +24,21 @@ from google import genai
 from google.genai import errors, types
 
 from cachebench import CacheTracker, CallMetrics
-from cachebench.emulator._wire import segments
-from cachebench.providers import gemini as adapter
 from cachebench.testing import CacheEmulator
+from cachebench.tokens import estimate_text
 
 FLASH = "gemini-2.5-flash"  # minimum 2048
 PRO3 = "gemini-3-pro"  # minimum 4096
 KEY = "gemini-emulator-tests"
 MODES = ("sync", "async", "stream", "async_stream")
+QUESTION = "Where is order 42?"
 
 
 def policy(lines: int) -> str:
     return "".join(f"Policy line {i}: answer from the support handbook only. " for i in range(lines))
 
 
-def request(
-    system: str, question: str = "Where is order 42?", model: str = FLASH, **config: Any
-) -> dict[str, Any]:
+def request(system: str, question: str = QUESTION, model: str = FLASH, **config: Any) -> dict[str, Any]:
     """``generate_content`` keyword arguments."""
     return {
         "model": model,
@@ -47,16 +47,17 @@ def request(
     }
 
 
-def total(kwargs: dict[str, Any]) -> int:
-    """Prompt tokens as the emulator counts them (every block of the prompt)."""
-    return sum(s.tokens for s in segments(adapter.parse_request(kwargs)))
+def tokens(*texts: str) -> int:
+    """Prompt tokens of these text parts, from the raw strings."""
+    return sum(estimate_text(t) for t in texts)
 
 
 @functools.cache
 def sized(target: int, below: bool = False) -> str:
-    """A system instruction whose request is the first size >= ``target`` (or the last below)."""
+    """A system instruction that, with :data:`QUESTION`, is the first prompt of at least
+    ``target`` tokens (or the last one below it)."""
     lines = 1
-    while total(request(policy(lines + 1))) < target:
+    while tokens(policy(lines + 1), QUESTION) < target:
         lines += 1
     return policy(lines if below else lines + 1)
 
@@ -131,7 +132,7 @@ async def test_repeated_prompt_reads_all_of_it(clients: ClientFactory, mode: str
     """A 3,000-token prompt reads nothing cold (``cached_content_token_count`` None), then the
     whole prompt, exactly; the tracker sees no writes reported."""
     kwargs = request(sized(3000))
-    n = total(kwargs)
+    n = tokens(sized(3000), QUESTION)
     client = clients()
     assert await client.send(mode, kwargs) == (n, None)
     assert await client.send(mode, kwargs) == (n, n)
@@ -143,10 +144,9 @@ async def test_new_question_reads_the_shared_prefix(clients: ClientFactory, mode
     system = sized(3000)
     client = clients()
     await client.send(mode, request(system, "first question"))
-    system_tokens = segments(adapter.parse_request(request(system)))[0].tokens
     assert await client.send(mode, request(system, "another question")) == (
-        total(request(system, "another question")),
-        system_tokens,
+        tokens(system, "another question"),
+        tokens(system),
     )
 
 
@@ -154,16 +154,18 @@ async def test_minimum_prefix_per_model(clients: ClientFactory) -> None:
     """Below 2048 tokens gemini-2.5 caches nothing; a 3,000-token prompt is cached on 2.5 but
     not on gemini-3 (minimum 4096), where a 4,100-token prompt is."""
     client = clients()
-    below = request(sized(2048, below=True))
-    assert 2000 < total(below) < 2048
+    below = tokens(sized(2048, below=True), QUESTION)
+    assert 2000 < below < 2048
     for _ in range(2):
-        assert await client.send("sync", below) == (total(below), None)
-    mid = request(sized(3000), model=PRO3)
+        assert await client.send("sync", request(sized(2048, below=True))) == (below, None)
     for _ in range(2):
-        assert await client.send("sync", mid) == (total(mid), None)
-    big = request(sized(4100), model=PRO3)
-    await client.send("sync", big)
-    assert await client.send("sync", big) == (total(big), total(big))
+        assert await client.send("sync", request(sized(3000), model=PRO3)) == (
+            tokens(sized(3000), QUESTION),
+            None,
+        )
+    big = tokens(sized(4100), QUESTION)
+    await client.send("sync", request(sized(4100), model=PRO3))
+    assert await client.send("sync", request(sized(4100), model=PRO3)) == (big, big)
 
 
 async def test_entries_expire_after_5_idle_minutes(
@@ -172,7 +174,7 @@ async def test_entries_expire_after_5_idle_minutes(
     """Each read refreshes the entry: reads 299 s apart keep hitting; 301 idle seconds lose it."""
     client = clients()
     kwargs = request(sized(3000))
-    n = total(kwargs)
+    n = tokens(sized(3000), QUESTION)
     await client.send("sync", kwargs)
     for _ in range(3):
         cache_emulator.advance(299)
@@ -185,7 +187,7 @@ async def test_caches_are_scoped_by_api_key(clients: ClientFactory) -> None:
     """Another API key never reads this key's entries."""
     kwargs = request(sized(3000))
     await clients().send("sync", kwargs)
-    assert await clients("gemini-other-team").send("sync", kwargs) == (total(kwargs), None)
+    assert await clients("gemini-other-team").send("sync", kwargs) == (tokens(sized(3000), QUESTION), None)
 
 
 async def test_max_output_tokens_cuts_the_reply(clients: ClientFactory) -> None:
@@ -198,7 +200,7 @@ async def test_max_output_tokens_cuts_the_reply(clients: ClientFactory) -> None:
 # -- the wire -----------------------------------------------------------------------------------
 
 
-def rest_body(system: str, question: str = "Where is order 42?") -> dict[str, Any]:
+def rest_body(system: str, question: str = QUESTION) -> dict[str, Any]:
     return {
         "contents": [{"role": "user", "parts": [{"text": question}]}],
         "systemInstruction": {"parts": [{"text": system}]},
@@ -217,7 +219,7 @@ def test_wire_json_is_camel_case_and_omits_zero_cache_counts(cache_emulator: Cac
     """``usageMetadata`` is camelCase with an inclusive ``promptTokenCount``;
     ``cachedContentTokenCount`` is absent on a miss and present on a hit; no write field."""
     body = rest_body(sized(3000))
-    n = total({"model": FLASH, **body})
+    n = tokens(sized(3000), QUESTION)
     cold = post(cache_emulator, f"{FLASH}:generateContent", body).json()
     warm = post(cache_emulator, f"{FLASH}:generateContent", body).json()
     assert set(cold["usageMetadata"]) >= {"promptTokenCount", "candidatesTokenCount", "totalTokenCount"}
@@ -314,16 +316,6 @@ async def test_injected_errors_raise_the_sdks_error_and_write_nothing(
         async for _ in await client.genai.aio.models.generate_content_stream(**kwargs):
             pass
     cache_emulator.set_knobs(error_rate=0.0)
-    assert await client.send("sync", kwargs) == (total(kwargs), None)
-    assert await client.send("sync", kwargs) == (total(kwargs), total(kwargs))
-
-
-async def test_parallel_cold_calls_all_miss(cache_emulator: CacheEmulator, clients: ClientFactory) -> None:
-    """With a time-to-first-token knob, 6 parallel cold calls of one prompt all read nothing (an
-    entry is readable only once its response has started); the next call reads it."""
-    client = clients()
-    kwargs = request(sized(3000))
-    cache_emulator.set_knobs(ttft_ms=200)
-    results = await asyncio.gather(*(client.send("async", kwargs) for _ in range(6)))
-    assert results == [(total(kwargs), None)] * 6
-    assert await client.send("async", kwargs) == (total(kwargs), total(kwargs))
+    n = tokens(sized(3000), QUESTION)
+    assert await client.send("sync", kwargs) == (n, None)
+    assert await client.send("sync", kwargs) == (n, n)

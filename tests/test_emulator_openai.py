@@ -2,15 +2,17 @@
 
 The SDK runs against the ``cache_emulator`` fixture's server on loopback. Every client is
 instrumented by a ``CacheTracker`` on the emulator's own clock, and the tracked
-``CallMetrics`` must equal the usage the SDK returned. Prompt sizes are the emulator's own
-token estimate (``cachebench.tokens`` through the shared wire layer); the caching rules are
-asserted here by hand: implicit reads from 1024 tokens in 128-token steps before GPT-5.6,
-exact reads and reported writes from GPT-5.6 on.
+``CallMetrics`` must equal the usage the SDK returned. Expected token counts are computed here
+from the raw strings with ``cachebench.tokens.estimate_text`` (a text part or string content is
+its text's tokens; roles add nothing), never through the emulator's parser; the caching rules
+are written out by hand: implicit reads from 1024 tokens in 128-token steps before GPT-5.6,
+exact reads and reported writes from GPT-5.6 on. The four-layer table, multi-turn growth,
+parallel cold calls, the stream helpers and the breakpoint cap are in
+``test_emulator_openai_scenarios.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from collections.abc import AsyncIterator, Callable
@@ -21,23 +23,23 @@ import openai
 import pytest
 
 from cachebench import CacheTracker, CallMetrics
-from cachebench.emulator._wire import segments
-from cachebench.providers import openai as adapter
 from cachebench.testing import CacheEmulator
+from cachebench.tokens import estimate_text
 
 OLD = "gpt-4.1"  # implicit caching, writes not reported
 NEW = "gpt-5.6"  # explicit breakpoints, writes reported
 KEY = "sk-emulator-tests"
 MODES = ("sync", "async", "stream", "async_stream")
-STEP = adapter.READ_STEP_IMPLICIT
-MINIMUM = adapter.DEFAULT_MIN_CACHEABLE
+STEP = 128  # before GPT-5.6, hits come in 128-token steps
+MINIMUM = 1024  # automatic caching from 1024 prompt tokens
+QUESTION = "Where is order 42?"
 
 
 def policy(lines: int, topic: str = "refunds") -> str:
     return "".join(f"Policy {topic} line {i}: answer from the handbook only. " for i in range(lines))
 
 
-def chat(system: str, question: str = "Where is order 42?", model: str = OLD, **extra: Any) -> dict[str, Any]:
+def chat(system: str, question: str = QUESTION, model: str = OLD, **extra: Any) -> dict[str, Any]:
     return {
         "model": model,
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
@@ -45,9 +47,9 @@ def chat(system: str, question: str = "Where is order 42?", model: str = OLD, **
     }
 
 
-def total(body: dict[str, Any]) -> int:
-    """Prompt tokens as the emulator counts them (every block of the prompt)."""
-    return sum(s.tokens for s in segments(adapter.parse_request(body)))
+def tokens(*texts: str) -> int:
+    """Prompt tokens of these text blocks, from the raw strings."""
+    return sum(estimate_text(t) for t in texts)
 
 
 def stepped(tokens: int) -> int:
@@ -56,13 +58,13 @@ def stepped(tokens: int) -> int:
 
 
 @functools.cache
-def sized(target: int, below: bool = False) -> str:
-    """A system prompt whose chat request is the first size >= ``target`` tokens (or the last
-    one below it)."""
+def sized(target: int, below: bool = False, topic: str = "refunds") -> str:
+    """A system prompt that, with :data:`QUESTION`, is the first prompt of at least ``target``
+    tokens (or the last one below it)."""
     lines = 1
-    while total(chat(policy(lines + 1))) < target:
+    while tokens(policy(lines + 1, topic), QUESTION) < target:
         lines += 1
-    return policy(lines if below else lines + 1)
+    return policy(lines if below else lines + 1, topic)
 
 
 def counts(usage: Any) -> tuple[int, int, int | None]:
@@ -181,7 +183,7 @@ async def test_repeated_prompt_reads_in_128_token_steps(clients: ClientFactory, 
     """A ~1,500-token prompt reads nothing cold, then its length rounded down to 1024 + 128k;
     writes are not reported (``cache_write_tokens`` absent)."""
     body = chat(sized(1500))
-    n = total(body)
+    n = tokens(sized(1500), QUESTION)
     assert 1500 <= n < 1600
     client = clients()
     assert await client.chat(mode, body) == (n, 0, None)
@@ -194,7 +196,7 @@ async def test_responses_api_reads_the_same_cache(clients: ClientFactory, mode: 
     """The Responses API reports ``input_tokens_details.cached_tokens`` with the same rules;
     no write count before GPT-5.6."""
     body = responses(chat(sized(2000)))
-    n = total(body)
+    n = tokens(sized(2000), QUESTION)
     client = clients()
     assert await client.respond(mode, body) == (n, 0, None)
     assert await client.respond(mode, body) == (n, stepped(n), None)
@@ -202,15 +204,13 @@ async def test_responses_api_reads_the_same_cache(clients: ClientFactory, mode: 
 
 async def test_prompt_just_below_1024_tokens_reads_nothing(clients: ClientFactory) -> None:
     """Below the 1024-token minimum nothing is cached: a repeat reads 0; at 1024 it reads 1024."""
-    below = chat(sized(MINIMUM, below=True))
-    assert MINIMUM - 40 < total(below) < MINIMUM
+    below, at = tokens(sized(MINIMUM, below=True), QUESTION), tokens(sized(MINIMUM), QUESTION)
+    assert MINIMUM - 40 < below < MINIMUM <= at < MINIMUM + STEP
     client = clients()
-    await client.chat("sync", below)
-    assert await client.chat("sync", below) == (total(below), 0, None)
-    at = chat(sized(MINIMUM))
-    assert MINIMUM <= total(at) < MINIMUM + STEP
-    await client.chat("sync", at)
-    assert await client.chat("sync", at) == (total(at), MINIMUM, None)
+    await client.chat("sync", chat(sized(MINIMUM, below=True)))
+    assert await client.chat("sync", chat(sized(MINIMUM, below=True))) == (below, 0, None)
+    await client.chat("sync", chat(sized(MINIMUM)))
+    assert await client.chat("sync", chat(sized(MINIMUM))) == (at, MINIMUM, None)
 
 
 async def test_a_new_question_reads_the_shared_prefix(clients: ClientFactory) -> None:
@@ -218,10 +218,13 @@ async def test_a_new_question_reads_the_shared_prefix(clients: ClientFactory) ->
     system = sized(3000)
     client = clients()
     await client.chat("sync", chat(system, "first question"))
-    prompt, read, _ = await client.chat("sync", chat(system, "a second, different question"))
-    prefix = total(chat(system, "first question")) - total({"model": OLD, "input": "first question"})
-    assert read == stepped(prefix) > 0
-    assert prompt - read < STEP + total({"model": OLD, "input": "a second, different question"})
+    second = "a second, different question"
+    assert await client.chat("sync", chat(system, second)) == (
+        tokens(system, second),
+        stepped(tokens(system)),
+        None,
+    )
+    assert stepped(tokens(system)) > 0
 
 
 async def test_prompt_cache_key_separates_caches(clients: ClientFactory) -> None:
@@ -233,8 +236,19 @@ async def test_prompt_cache_key_separates_caches(clients: ClientFactory) -> None
     await client.chat("sync", a)
     assert (await client.chat("sync", b))[1] == 0
     assert (await client.chat("sync", chat(system)))[1] == 0
-    assert (await client.chat("sync", a))[1] == stepped(total(a))
-    assert (await client.chat("sync", b))[1] == stepped(total(b))
+    hit_a, hit_b = (await client.chat("sync", a))[1], (await client.chat("sync", b))[1]
+    assert hit_a == hit_b == stepped(tokens(system, QUESTION)) > 0
+
+
+async def test_routing_fields_add_no_prompt_tokens(clients: ClientFactory) -> None:
+    """``prompt_cache_key`` and ``service_tier`` only route the request: they are not rendered
+    into the prompt, so ``prompt_tokens`` is the messages' tokens with or without them."""
+    client = clients()
+    plain = chat(sized(1200))
+    n = tokens(sized(1200), QUESTION)
+    assert (await client.chat("sync", plain))[0] == n
+    assert (await client.chat("sync", {**plain, "prompt_cache_key": "tenant-" + "a" * 40}))[0] == n
+    assert (await client.chat("sync", {**plain, "service_tier": "default"}))[0] == n
 
 
 async def test_caches_are_scoped_by_api_key(clients: ClientFactory) -> None:
@@ -251,7 +265,7 @@ async def test_in_memory_retention_expires_after_10_idle_minutes(
     never live past an hour; ``24h`` ones survive both."""
     client = clients()
     body = chat(sized(2000), prompt_cache_retention="in_memory")
-    hit = stepped(total(body))
+    hit = stepped(tokens(sized(2000), QUESTION))
     await client.chat("sync", body)
     for _ in range(6):
         cache_emulator.advance(540)
@@ -260,10 +274,10 @@ async def test_in_memory_retention_expires_after_10_idle_minutes(
     assert (await client.chat("sync", body))[1] == 0
     cache_emulator.advance(660)
     assert (await client.chat("sync", body))[1] == 0
-    long = chat(sized(2000), prompt_cache_retention="24h", prompt_cache_key="long")
+    long = chat(sized(2000, topic="returns"), prompt_cache_retention="24h")
     await client.chat("sync", long)
     cache_emulator.advance(660)
-    assert (await client.chat("sync", long))[1] == stepped(total(long))
+    assert (await client.chat("sync", long))[1] == stepped(tokens(sized(2000, topic="returns"), QUESTION))
 
 
 async def test_stream_without_include_usage_has_no_usage(clients: ClientFactory) -> None:
@@ -294,11 +308,14 @@ def test_stream_wire_ends_with_done_and_a_usage_chunk(cache_emulator: CacheEmula
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"]["prompt_tokens"] == total(body)
+    assert chunks[-1]["usage"]["prompt_tokens"] == tokens(sized(1200), QUESTION)
     assert all(c["usage"] is None and c["object"] == "chat.completion.chunk" for c in chunks[:-1])
 
 
 # -- GPT-5.6+: explicit breakpoints, reported writes ----------------------------------------------
+
+
+GREETING = "How can I help?"
 
 
 def marked(system: str, context: str, question: str, **extra: Any) -> dict[str, Any]:
@@ -312,7 +329,7 @@ def marked(system: str, context: str, question: str, **extra: Any) -> dict[str, 
         "model": NEW,
         "messages": [
             {"role": "system", "content": parts},
-            {"role": "assistant", "content": "How can I help?"},
+            {"role": "assistant", "content": GREETING},
             {"role": "user", "content": question},
         ],
         **extra,
@@ -325,18 +342,15 @@ async def test_gpt_5_6_reports_writes_and_reads_exact_prefixes(clients: ClientFa
     reads that prefix exactly (no 128-token rounding); another user's context reads the 12h
     system breakpoint and writes only the rest."""
     system, client = sized(1500), clients()
-    first = marked(system, "Customer ann, plan Pro.", "Where is order 42?")
-    n = total(first)
-    question = total({"model": NEW, "input": "Where is order 42?"})
-    prefix = n - question
-    assert await client.chat(mode, first) == (n, 0, prefix)
-    assert await client.chat(mode, first) == (n, prefix, 0)
-    other = marked(system, "Customer bob, plan Free, two open tickets.", "Where is order 42?")
-    through_system = segments(adapter.parse_request(other))[0].tokens
-    assert await client.chat(mode, other) == (
-        total(other),
-        through_system,
-        total(other) - question - through_system,
+    ann, bob = "Customer ann, plan Pro.", "Customer bob, plan Free, two open tickets."
+    prefix = tokens(system, ann, GREETING)
+    n = prefix + tokens(QUESTION)
+    assert await client.chat(mode, marked(system, ann, QUESTION)) == (n, 0, prefix)
+    assert await client.chat(mode, marked(system, ann, QUESTION)) == (n, prefix, 0)
+    assert await client.chat(mode, marked(system, bob, QUESTION)) == (
+        tokens(system, bob, GREETING, QUESTION),
+        tokens(system),
+        tokens(bob, GREETING),
     )
 
 
@@ -344,12 +358,13 @@ async def test_gpt_5_6_responses_split_writes_by_ttl(clients: ClientFactory) -> 
     """Responses report ``cache_write_tokens_details``: the 12h breakpoint's range and the
     implicit (30m) breakpoint's range."""
     client = clients()
-    body = responses(marked(sized(1500), "Customer ann, plan Pro. " * 20, "Where is order 42?"))
+    context = "Customer ann, plan Pro. " * 20
+    body = responses(marked(sized(1500), context, QUESTION))
     response = client.sync.responses.create(**body)
     details = response.usage.input_tokens_details if response.usage else None
     assert details is not None and details.cache_write_tokens_details is not None
     split = details.cache_write_tokens_details
-    assert split.ttl_12h_tokens > 0 and split.ttl_30m_tokens > 0
+    assert (split.ttl_12h_tokens, split.ttl_30m_tokens) == (tokens(sized(1500)), tokens(context, GREETING))
     assert split.ttl_12h_tokens + split.ttl_30m_tokens == details.cache_write_tokens
     assert response.prompt_cache_options is not None and response.prompt_cache_options.ttl == "30m"
     agrees(client.tracker.calls()[-1], response.usage)
@@ -363,90 +378,17 @@ async def test_gpt_5_6_explicit_mode_caches_only_marked_prefixes(
     still reads."""
     client = clients()
     plain = chat(sized(1500), model=NEW, prompt_cache_options={"mode": "explicit"})
-    assert await client.chat("sync", plain) == (total(plain), 0, 0)
-    assert await client.chat("sync", plain) == (total(plain), 0, 0)
-    body = marked(
-        sized(1500), "Customer ann, plan Pro. " * 20, "q", prompt_cache_options={"mode": "explicit"}
-    )
+    assert await client.chat("sync", plain) == (tokens(sized(1500), QUESTION), 0, 0)
+    assert await client.chat("sync", plain) == (tokens(sized(1500), QUESTION), 0, 0)
+    text = "Customer ann, plan Pro. " * 20
+    body = marked(sized(1500), text, "q", prompt_cache_options={"mode": "explicit"})
     body["messages"][0]["content"][1]["prompt_cache_breakpoint"] = {"mode": "explicit", "ttl": "30m"}
-    system, context = (s.tokens for s in segments(adapter.parse_request(body))[:2])
-    n = total(body)
+    system, context = tokens(sized(1500)), tokens(text)
+    n = tokens(sized(1500), text, GREETING, "q")
     assert await client.chat("sync", body) == (n, 0, system + context)
     assert await client.chat("sync", body) == (n, system + context, 0)
     cache_emulator.advance(31 * 60)
     assert await client.chat("sync", body) == (n, system, context)
-
-
-# -- errors -------------------------------------------------------------------------------------
-
-
-def test_malformed_and_incomplete_requests_get_400_error_json(cache_emulator: CacheEmulator) -> None:
-    """Malformed JSON, a missing model and missing messages are 400s in OpenAI's error shape."""
-    url = cache_emulator.openai_base_url
-    with httpx2.Client(headers={"authorization": f"Bearer {KEY}"}) as http:
-        bad = http.post(f"{url}/chat/completions", content=b'{"model": ')
-        no_model = http.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
-        no_messages = http.post(f"{url}/chat/completions", json={"model": OLD})
-        no_input = http.post(f"{url}/responses", json={"model": OLD})
-    for r in (bad, no_model, no_messages, no_input):
-        assert r.status_code == 400
-        error = r.json()["error"]
-        assert set(error) == {"message", "type", "param", "code"}
-        assert error["type"] == "invalid_request_error"
-    assert no_model.json()["error"]["message"] == "you must provide a model parameter"
-    assert no_messages.json()["error"]["param"] == "messages"
-    assert no_input.json()["error"]["code"] == "missing_required_parameter"
-
-
-async def test_invalid_cache_fields_raise_the_sdks_bad_request_error(clients: ClientFactory) -> None:
-    """Bad ``prompt_cache_retention``, ``prompt_cache_options.ttl`` or marker TTLs, and an empty
-    ``messages``, raise ``openai.BadRequestError`` naming the parameter."""
-    client = clients()
-    part = {"type": "text", "text": "q", "prompt_cache_breakpoint": {"mode": "explicit", "ttl": "5m"}}
-    bad = [
-        chat("x", prompt_cache_retention="forever"),
-        chat("x", model=NEW, prompt_cache_options={"ttl": "1h"}),
-        {"model": NEW, "messages": [{"role": "user", "content": [part]}]},
-        {"model": OLD, "messages": []},
-    ]
-    params = []
-    for body in bad:
-        with pytest.raises(openai.BadRequestError) as info:
-            client.sync.chat.completions.create(**body)
-        params.append(info.value.param)
-    assert params == [
-        "prompt_cache_retention",
-        "prompt_cache_options.ttl",
-        "messages[0].content[0].prompt_cache_breakpoint.ttl",
-        "messages",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("knob", "status", "error"),
-    [
-        (429, 429, openai.RateLimitError),
-        (500, 500, openai.InternalServerError),
-        (529, 503, openai.InternalServerError),
-    ],
-)
-async def test_injected_errors_raise_the_sdks_error_and_write_nothing(
-    cache_emulator: CacheEmulator, clients: ClientFactory, knob: int, status: int, error: type[Exception]
-) -> None:
-    """An injected error is the SDK's own exception with OpenAI's status (an overload is a
-    503); the failed call writes nothing, so the next one is still cold."""
-    client = clients()
-    body = chat(sized(1500))
-    cache_emulator.set_knobs(error_rate=1.0, error_status=knob)
-    with pytest.raises(error) as info:
-        client.sync.chat.completions.create(**body)
-    assert getattr(info.value, "status_code", None) == status
-    with pytest.raises(error):
-        await client.aio.responses.create(**responses(body))
-    assert client.tracker.calls()[-1].error is not None
-    cache_emulator.set_knobs(error_rate=0.0)
-    assert (await client.chat("sync", body))[1] == 0
-    assert (await client.chat("sync", body))[1] == stepped(total(body))
 
 
 async def test_max_tokens_cuts_the_reply(clients: ClientFactory) -> None:
@@ -460,14 +402,3 @@ async def test_max_tokens_cuts_the_reply(clients: ClientFactory) -> None:
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
     assert response.incomplete_details.reason == "max_output_tokens"
-
-
-async def test_parallel_cold_calls_all_miss(cache_emulator: CacheEmulator, clients: ClientFactory) -> None:
-    """With a time-to-first-token knob, 6 parallel cold calls of one prompt all read nothing (an
-    entry is readable only once its response has started); the next call reads it."""
-    client = clients()
-    body = chat(sized(2000))
-    cache_emulator.set_knobs(ttft_ms=200)
-    results = await asyncio.gather(*(client.chat("async", body) for _ in range(6)))
-    assert results == [(total(body), 0, None)] * 6
-    assert await client.chat("async", body) == (total(body), stepped(total(body)), None)

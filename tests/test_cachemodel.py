@@ -391,3 +391,91 @@ def test_threads_share_one_consistent_cache() -> None:
     for t in threads:
         t.join()
     assert results == [2100] * 400
+
+
+# -- review additions: caps, Nova, TTL on read, knobs, wording -----------------------------------
+
+
+def test_openai_explicit_matches_at_most_80_breakpoints(model: CacheModel) -> None:
+    """GPT-5.6+: 80 ttl-marked segments are accepted; an 81st is ``too_many_breakpoints``,
+    worded with OpenAI's own marker name."""
+    eighty = [seg(f"p{i}", 20, "30m") for i in range(80)]
+    assert model.handle(oa(*eighty, model="gpt-5.6", explicit=True)).cache_write_tokens == 1600
+    with pytest.raises(CacheRuleError) as info:
+        model.begin(oa(*eighty, seg("p80", 20, "30m"), model="gpt-5.6", explicit=True))
+    assert info.value.kind == "too_many_breakpoints"
+    assert str(info.value) == (
+        "A maximum of 80 content parts with prompt_cache_breakpoint may be provided. Found 81."
+    )
+
+
+def test_nova_minimum_is_1000_tokens_through_handle(model: CacheModel) -> None:
+    """Amazon Nova on Bedrock: a 999-token checkpoint caches nothing (both counters 0, twice);
+    a 1000-token one is written, then read."""
+    nova = "amazon.nova-pro-v1:0"
+    short = req(seg("sys", 999, "5m"), family="bedrock", model=nova)
+    assert [counts(model.handle(short)) for _ in range(2)] == [(999, 0, 0)] * 2
+    enough = req(seg("sys2", 1000, "5m"), family="bedrock", model=nova)
+    assert [counts(model.handle(enough)) for _ in range(2)] == [(0, 0, 1000), (0, 1000, 0)]
+
+
+def test_a_read_keeps_the_entrys_own_ttl(model: CacheModel, clock: Clock) -> None:
+    """A 1h marker that reads a 5m entry refreshes it for 5 minutes, not an hour (301 s later it
+    is gone); a 5m marker that reads a 1h entry leaves it an hour-long entry."""
+    model.handle(req(seg("sys", 2000, "5m")))
+    assert model.handle(req(seg("sys", 2000, "1h"))).cache_read_tokens == 2000
+    clock.t += 301
+    assert model.handle(req(seg("sys", 2000, "1h"))).cache_read_tokens == 0
+    model.handle(req(seg("long", 2000, "1h")))
+    assert model.handle(req(seg("long", 2000, "5m"))).cache_read_tokens == 2000
+    clock.t += 301
+    assert model.handle(req(seg("long", 2000, "5m"))).cache_read_tokens == 2000
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"latency_ms": -1},
+        {"ttft_ms": float("nan")},
+        {"latency_ms": float("inf")},
+        {"error_rate": "0.5"},
+        {"error_rate": 1.5},
+        {"miss_rate": -0.1},
+        {"miss_rate": float("nan")},
+        {"error_status": 200},
+        {"error_status": "529"},
+        {"error_status": True},
+        {"seed": "7"},
+        {"seed": 1.5},
+    ],
+)
+def test_knobs_reject_values_no_run_could_have(fields: dict[str, object]) -> None:
+    """Knobs check themselves when built: a negative or non-finite delay, a rate outside
+    [0, 1] or not a number, a status other than 429/500/529, a non-integer seed: ValueError."""
+    with pytest.raises(ValueError):
+        Knobs(**fields)  # type: ignore[arg-type]
+
+
+def test_knobs_accept_their_whole_range() -> None:
+    """The edges of every range are accepted: 0 and 1 rates, zero delays, each status, a seed."""
+    for status in (429, 500, 529):
+        assert (
+            Knobs(error_rate=1, miss_rate=0, latency_ms=0, error_status=status, seed=0).error_status == status
+        )
+    assert Knobs(error_rate=0.0, miss_rate=1.0, ttft_ms=12.5, seed=None).miss_rate == 1.0
+
+
+def test_rule_errors_name_each_familys_marker(model: CacheModel) -> None:
+    """Too many breakpoints and a bad TTL order are worded with the family's marker: Anthropic
+    ``cache_control``, Bedrock ``cachePoint``; :meth:`CacheRuleError.worded` rewords them."""
+    five = [seg(f"s{i}", 10, "5m") for i in range(5)]
+    with pytest.raises(CacheRuleError) as api:
+        model.begin(req(*five))
+    assert str(api.value) == "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    with pytest.raises(CacheRuleError) as bedrock:
+        model.begin(req(*five, family="bedrock"))
+    assert str(bedrock.value) == "A maximum of 4 cachePoint blocks may be provided. Found 5."
+    assert bedrock.value.worded("anthropic") == str(api.value)
+    with pytest.raises(CacheRuleError) as order:
+        model.begin(req(seg("a", 10, "5m"), seg("b", 10, "1h"), family="bedrock"))
+    assert str(order.value) == "A ttl='1h' cachePoint must not come after a ttl='5m' one."

@@ -8,8 +8,9 @@ lookback come from :mod:`cachebench._cachefacts`, the same tables the tracker's 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._cachefacts import (
     RETENTION_24H_SINCE,
@@ -22,9 +23,7 @@ from ._cachefacts import (
 )
 
 if TYPE_CHECKING:
-    from .cachemodel import CacheRequest, Segment
-
-FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
+    from .cachemodel import CacheRequest, Knobs, Segment
 
 
 # Minimum cacheable prefix per model: the adapters' tables; below them, the family default.
@@ -50,6 +49,8 @@ DEFAULT_MIN_TOKENS = {"anthropic": 1024, "bedrock": 1024, "openai": 1024, "gemin
 BREAKPOINT_TTLS = {"anthropic": ("1h", "5m"), "bedrock": ("1h", "5m"), "openai": ("12h", "30m")}
 # Anthropic/Bedrock: a 5th breakpoint is a 400. OpenAI GPT-5.6+: up to 80 breakpoints matched.
 MAX_BREAKPOINTS = {"anthropic": 4, "bedrock": 4, "openai": 80}
+# The statuses the error knob injects (each wire maps them onto its provider's own).
+INJECTED_STATUSES = (429, 500, 529)
 OPENAI_MAX_WRITES = 4  # GPT-5.6+: at most 4 entries written per request
 OPENAI_EXPLICIT_DEFAULT_TTL = "30m"
 # OpenAI prompt_cache_retention: (idle TTL, longest lifetime) in seconds; in_memory is
@@ -61,14 +62,64 @@ _TOOL_KINDS = frozenset({"tool_use", "tool_result"})
 FOREVER = float("inf")
 
 
+# What each family's requests call a breakpoint (the marker, and its blocks in a count), for
+# error messages: Bedrock InvokeModel takes Anthropic bodies, so its wire words them as
+# "anthropic".
+MARKER_WORDS = {
+    "anthropic": ("cache_control", "blocks with cache_control"),
+    "bedrock": ("cachePoint", "cachePoint blocks"),
+    "openai": ("prompt_cache_breakpoint", "content parts with prompt_cache_breakpoint"),
+}
+_TEMPLATES = {
+    "too_many_breakpoints": "A maximum of {limit} {blocks} may be provided. Found {found}.",
+    "invalid_ttl_order": "A ttl='{later}' {marker} must not come after a ttl='{earlier}' one.",
+}
+
+
 class CacheRuleError(ValueError):
     """A request the provider would reject with a 400. ``kind`` says which rule:
     ``too_many_breakpoints``, ``invalid_ttl_order``, ``invalid_ttl``, ``invalid_retention``,
-    ``automatic_unsupported``, ``unknown_family``."""
+    ``automatic_unsupported``, ``unknown_family``.
 
-    def __init__(self, kind: str, message: str = "") -> None:
-        super().__init__(message or kind)
+    The two breakpoint rules keep their ``details`` so a wire can word the message with its
+    own marker (:meth:`worded`); their default wording is ``family``'s.
+    """
+
+    def __init__(self, kind: str, message: str = "", *, family: str = "anthropic", **details: Any) -> None:
         self.kind = kind
+        self.details = details
+        super().__init__(message or self.worded(family))
+
+    def worded(self, family: str) -> str:
+        """The message in ``family``'s words (its marker's name)."""
+        template = _TEMPLATES.get(self.kind)
+        if template is None:
+            return str(self.args[0]) if self.args else self.kind
+        marker, blocks = MARKER_WORDS.get(family, MARKER_WORDS["anthropic"])
+        return template.format(marker=marker, blocks=blocks, **self.details)
+
+
+def check_knobs(knobs: Knobs) -> None:
+    """Raise ``ValueError`` for knobs no provider run could have: a negative or non-finite
+    delay, a rate outside [0, 1], an injected status other than 429/500/529, a seed that is
+    not an integer."""
+    for name in ("latency_ms", "ttft_ms"):
+        value = getattr(knobs, name)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    for name in ("error_rate", "miss_rate"):
+        value = getattr(knobs, name)
+        if not _is_number(value) or not 0 <= value <= 1:
+            raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}")
+    status = knobs.error_status
+    if not isinstance(status, int) or isinstance(status, bool) or status not in INJECTED_STATUSES:
+        raise ValueError(f"error_status must be 429, 500 or 529, got {status!r}")
+    if knobs.seed is not None and (not isinstance(knobs.seed, int) or isinstance(knobs.seed, bool)):
+        raise ValueError(f"seed must be an integer or null, got {knobs.seed!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def breakpoints(request: CacheRequest) -> list[tuple[int, str]]:
@@ -93,8 +144,7 @@ def breakpoints(request: CacheRequest) -> list[tuple[int, str]]:
             points.append((len(segments) - 1, request.automatic))
     if len(points) > MAX_BREAKPOINTS[family]:
         raise CacheRuleError(
-            "too_many_breakpoints",
-            f"a maximum of {MAX_BREAKPOINTS[family]} blocks with cache_control may be provided, got {len(points)}",
+            "too_many_breakpoints", family=family, limit=MAX_BREAKPOINTS[family], found=len(points)
         )
     if family == "openai":
         end = len(segments) if request.implicit_end is None else min(request.implicit_end, len(segments))
@@ -107,9 +157,7 @@ def breakpoints(request: CacheRequest) -> list[tuple[int, str]]:
     rank = {ttl: r for r, ttl in enumerate(allowed)}
     for (_, a), (_, b) in itertools.pairwise(points):
         if rank[b] < rank[a]:
-            raise CacheRuleError(
-                "invalid_ttl_order", f"a ttl='{b}' cache_control block must not come after a ttl='{a}' one"
-            )
+            raise CacheRuleError("invalid_ttl_order", family=family, earlier=a, later=b)
     return points
 
 

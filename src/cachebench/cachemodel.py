@@ -58,6 +58,7 @@ from ._cacherules import (
     OPENAI_MAX_WRITES,
     CacheRuleError,
     breakpoints,
+    check_knobs,
     implicit_ttl,
     lookback_positions,
 )
@@ -104,7 +105,8 @@ class CacheResult:
 @dataclass
 class Knobs:
     """Fault and latency knobs, all off by default. The emulator applies latency and errors;
-    the model applies misses, from an RNG seeded by ``seed`` and the scope."""
+    the model applies misses, from an RNG seeded by ``seed`` and the scope. Out-of-range
+    values raise ``ValueError`` when built (``_cacherules.check_knobs``)."""
 
     latency_ms: float = 0.0
     ttft_ms: float = 0.0
@@ -112,6 +114,9 @@ class Knobs:
     error_status: int = 529
     miss_rate: float = 0.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
 
 
 class _Entry:

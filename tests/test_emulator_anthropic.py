@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -255,22 +256,28 @@ def long_thread(blocks_after: int, *, tools: bool = False) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize(
     ("blocks_after", "tools", "reads"), [(20, False, True), (21, False, False), (41, True, True)]
 )
 async def test_lookback_finds_entries_at_most_20_positions_back(
-    cache_emulator: CacheEmulator, agents: AgentFactory, blocks_after: int, tools: bool, reads: bool
+    cache_emulator: CacheEmulator,
+    agents: AgentFactory,
+    blocks_after: int,
+    tools: bool,
+    reads: bool,
+    mode: str,
 ) -> None:
     """A breakpoint reads an earlier entry up to 20 block positions before it (20 blocks later:
     read; 21: miss); a run of tool_use/tool_result blocks counts as one position."""
     agent = agents()
     prefix = S + estimate_block("Start the audit.")
-    assert await agent.send("sync", long_thread(0)) == (0, 0, prefix, 0)
+    assert await agent.send(mode, long_thread(0)) == (0, 0, prefix, 0)
     request = long_thread(blocks_after, tools=tools)
-    total = anthropic.Anthropic(
-        base_url=cache_emulator.anthropic_base_url, api_key=KEY
-    ).messages.count_tokens(model=MODEL, system=request["system"], messages=request["messages"])
-    got = await agent.send("sync", request)
+    total = agent.sync.messages.count_tokens(
+        model=MODEL, system=request["system"], messages=request["messages"]
+    )
+    got = await agent.send(mode, request)
     assert got == ((0, prefix, total.input_tokens - prefix, 0) if reads else (0, 0, total.input_tokens, 0))
 
 
@@ -292,7 +299,9 @@ async def test_fifth_breakpoint_is_the_sdks_bad_request_error(
         agent.tracker.wrap(agent.sync.messages.create)(**request)
     assert info.value.status_code == 400
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
-    assert "maximum of 4" in info.value.body["error"]["message"]  # type: ignore[index]
+    assert info.value.body["error"]["message"] == (  # type: ignore[index]
+        "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    )
     (failed,) = agent.tracker.calls()
     assert failed.error is not None and failed.error.startswith("BadRequestError")
     assert not failed.usage_known
@@ -438,3 +447,144 @@ def test_sse_event_sequence_and_cumulative_usage(cache_emulator: CacheEmulator) 
     assert delta.cache_creation_input_tokens == T + S + C("ann") + M("ann", 1)
     text = "".join(e.delta.text for e in events if e.type == "content_block_delta")  # type: ignore[union-attr]
     assert text and delta.output_tokens == estimate_block(text)
+
+
+async def test_five_minute_entry_is_read_at_300_seconds_and_gone_at_301(
+    cache_emulator: CacheEmulator, agents: AgentFactory
+) -> None:
+    """An entry is alive while ``now <= expires``: ``advance(300)`` after a 5m write still
+    reads it (and refreshes it); ``advance(301)`` after that read finds nothing."""
+    agent = agents()
+    request = system_only(SYSTEM)
+    question = estimate_block("Where is order 42?")
+    assert await agent.send("sync", request) == (question, 0, S, 0)
+    cache_emulator.advance(300)
+    assert await agent.send("sync", request) == (question, S, 0, 0)
+    cache_emulator.advance(301)
+    assert await agent.send("sync", request) == (question, 0, S, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_one_output_token_is_a_cut_word_not_an_empty_reply(
+    cache_emulator: CacheEmulator, agents: AgentFactory, mode: str
+) -> None:
+    """``max_tokens=1`` answers with one token of text (the first word cut short) and
+    ``stop_reason`` max_tokens, in every mode: the stream has its content block events."""
+    agent = agents()
+    request = {**system_only(SYSTEM), "max_tokens": 1}
+    await agent.send(mode, request)  # asserts output_tokens > 0 and the tracker agrees
+    message = agent.sync.messages.create(**request)
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 1
+    assert [block.type for block in message.content] == ["text"]
+    assert message.content[0].text and estimate_block(message.content[0].text) == 1  # type: ignore[union-attr]
+    events = [e.type for e in agent.sync.messages.create(**request, stream=True)]
+    assert events[:2] == ["message_start", "content_block_start"] and "content_block_delta" in events
+
+
+def _error_pattern(client: anthropic.Anthropic, n: int = 24) -> list[bool]:
+    """Which of ``n`` calls failed with the injected 500."""
+    out = []
+    for _ in range(n):
+        try:
+            client.messages.create(**system_only("Short system prompt."))
+            out.append(False)
+        except anthropic.InternalServerError:
+            out.append(True)
+    return out
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+async def test_injected_errors_repeat_for_a_seed_and_without_one(
+    cache_emulator: CacheEmulator, agents: AgentFactory, seed: int | None
+) -> None:
+    """``error_rate=0.5`` fails calls in a pattern fixed by the seed, ``None`` included (as
+    misses are): after a reset the same knobs fail the same calls; another seed differs."""
+    client = agents().sync
+    patterns = []
+    for _ in range(2):
+        cache_emulator.reset()
+        cache_emulator.set_knobs(error_rate=0.5, error_status=500, seed=seed)
+        patterns.append(_error_pattern(client))
+    assert patterns[0] == patterns[1]
+    assert 3 < patterns[0].count(True) < 21
+    cache_emulator.set_knobs(seed=12345)
+    assert _error_pattern(client) != patterns[0]
+
+
+async def test_miss_rate_knob_through_the_sdk(cache_emulator: CacheEmulator, agents: AgentFactory) -> None:
+    """``miss_rate=1`` makes every call a miss that writes again (isolated misses); per-scope
+    knobs touch only that API key; ``miss_rate=0.5`` with a seed misses in a repeatable pattern."""
+    agent, other = agents(), agents(key="sk-steady")
+    request = system_only(SYSTEM)
+    question = estimate_block("Where is order 42?")
+    await agent.send("sync", request)
+    await other.send("sync", request)
+    cache_emulator.set_knobs(miss_rate=1.0, scope=KEY)
+    assert await agent.send("async", request) == (question, 0, S, 0)
+    assert await agent.send("stream", request) == (question, 0, S, 0)
+    assert await other.send("sync", request) == (question, S, 0, 0)
+    patterns = []
+    for _ in range(2):
+        cache_emulator.set_knobs(miss_rate=0.5, seed=3, scope=KEY)  # reseeds the scope's misses
+        patterns.append([(await agent.send("sync", request))[1] == 0 for _ in range(20)])
+    assert patterns[0] == patterns[1] and 2 < patterns[0].count(True) < 18
+
+
+async def test_latency_knobs_through_the_sdk(cache_emulator: CacheEmulator, agents: AgentFactory) -> None:
+    """``latency_ms`` delays the end of each response and ``ttft_ms`` its first byte: a call
+    takes at least their sum; in a stream the first event comes before the latency."""
+    agent = agents()
+    request = system_only(SYSTEM)
+    cache_emulator.set_knobs(latency_ms=300)
+    started = time.perf_counter()
+    await agent.send("sync", request)
+    assert time.perf_counter() - started >= 0.3
+    started = time.perf_counter()
+    with agent.sync.messages.stream(**request) as stream:
+        first = next(iter(stream))
+        first_at = time.perf_counter() - started
+        stream.get_final_message()
+    assert first.type == "message_start" and first_at < 0.3 <= time.perf_counter() - started
+    cache_emulator.set_knobs(latency_ms=0, ttft_ms=200)
+    started = time.perf_counter()
+    await agent.send("async", request)
+    assert time.perf_counter() - started >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"tools": ["lookup_order"]}, "tools.0: Input should be a valid dictionary"),
+        ({"tools": [TOOLS[0], 7]}, "tools.1: Input should be a valid dictionary"),
+        (
+            {"messages": [{"role": "user", "content": []}]},
+            "messages.0: all messages must have non-empty content",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": []},
+                    {"role": "user", "content": "x"},
+                ]
+            },
+            "messages.1: all messages must have non-empty content",
+        ),
+    ],
+)
+def test_non_object_tools_and_empty_contents_are_bad_requests(
+    agents: AgentFactory, change: dict[str, Any], needle: str
+) -> None:
+    """A tools entry that is not an object, or a message with an empty content list (other
+    than a final assistant prefill), is a 400 ``invalid_request_error``: the SDK's
+    ``BadRequestError``."""
+    with pytest.raises(anthropic.BadRequestError) as info:
+        agents().sync.messages.create(**{**system_only(SYSTEM), **change})
+    assert needle in info.value.body["error"]["message"]  # type: ignore[index]
+
+
+async def test_empty_final_assistant_prefill_is_accepted(agents: AgentFactory) -> None:
+    """An empty final assistant message (a prefill) is still a valid request."""
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": []}]
+    message = agents().sync.messages.create(**{**system_only(SYSTEM), "messages": messages})
+    assert message.content

@@ -14,14 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
-import httpx2
 import pytest
 from botocore.config import Config
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from botocore.exceptions import ClientError
 
 from cachebench import CacheTracker, CallMetrics
-from cachebench.emulator import EmulatorServer
 from cachebench.testing import CacheEmulator
 from cachebench.tokens import estimate_block
 
@@ -217,7 +214,28 @@ def test_fifth_cache_point_is_a_validation_exception(agents: Any) -> None:
             modelId=MODEL, system=system, messages=[{"role": "user", "content": [{"text": "hi"}]}]
         )
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert "maximum of 4" in info.value.response["Error"]["Message"]
+    assert (
+        info.value.response["Error"]["Message"]
+        == "A maximum of 4 cachePoint blocks may be provided. Found 5."
+    )
+
+
+def test_fifth_cache_control_on_invoke_model_is_a_validation_exception(agents: Any) -> None:
+    """InvokeModel with an Anthropic body and five ``cache_control`` blocks (the tool's, three
+    system blocks', the question's): botocore raises
+    a ``ClientError`` with code ``ValidationException``, worded with the body's marker."""
+    client = agents().client
+    body = invoke_body("ann", 1)
+    body["system"] = [
+        {"type": "text", "text": f"Part {i}. {layers.SYSTEM}", "cache_control": layers.cc("5m")}
+        for i in range(3)
+    ]
+    with pytest.raises(ClientError) as info:
+        client.invoke_model(modelId=MODEL, body=json.dumps(body))
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert info.value.response["Error"]["Message"] == (
+        "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    )
 
 
 def test_parallel_cold_calls_all_write(cache_emulator: CacheEmulator, agents: Any) -> None:
@@ -302,66 +320,87 @@ def test_inference_profile_arn_is_read_as_its_model_id(agents: Any) -> None:
     assert converse_counts(client.converse(**{**request, "modelId": arn})["usage"]) == (0, whole, 0, 0)
 
 
-_KEYS = [
-    "model",
-    "max_tokens",
-    "messages",
-    "role",
-    "content",
-    "system",
-    "tools",
-    "type",
-    "text",
-    "cache_control",
-]
-_KEYS += [
-    "ttl",
-    "stream",
-    "anthropic_version",
-    "cachePoint",
-    "toolConfig",
-    "inferenceConfig",
-    "maxTokens",
-    "toolUse",
-]
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-2, 5000)
-    | st.sampled_from(["", "user", "assistant", "ephemeral", "5m", "x"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner, max_size=6),
-    max_leaves=25,
+def converse_thread(blocks_after: int, *, tools: bool = False) -> dict[str, Any]:
+    """Converse twin of the Anthropic ``long_thread``: system (uncached), a first question with a
+    cache point, then ``blocks_after`` more blocks with a cache point only after the last.
+    ``tools``: the middle blocks are one run of toolUse and toolResult blocks."""
+    first: dict[str, Any] = {"role": "user", "content": [{"text": "Start the audit."}, point("5m")]}
+    request: dict[str, Any] = {"modelId": MODEL, "system": [{"text": layers.SYSTEM}], "messages": [first]}
+    if blocks_after == 0:
+        return request
+    first["content"] = [{"text": "Start the audit."}]
+    if tools:
+        n = (blocks_after - 1) // 2
+        uses = [
+            {"toolUse": {"toolUseId": f"t{i}", "name": "lookup_order", "input": {"id": str(i)}}}
+            for i in range(n)
+        ]
+        results = [
+            {"toolResult": {"toolUseId": f"t{i}", "content": [{"text": f"order {i} ok"}]}} for i in range(n)
+        ]
+        texts = [{"text": "Step 0 done."}]
+        middle = [
+            {"role": "assistant", "content": uses},
+            {"role": "user", "content": [*results, *texts, point("5m")]},
+        ]
+    else:
+        texts = [{"text": f"Step {i} done."} for i in range(blocks_after - 1)]
+        middle = [
+            {"role": "assistant", "content": [{"text": "Auditing."}]},
+            {"role": "user", "content": [*texts, point("5m")]},
+        ]
+    request["messages"] = [first, *middle]
+    return request
+
+
+@pytest.mark.parametrize(
+    ("blocks_after", "tools", "reads"), [(20, False, True), (21, False, False), (41, True, True)]
 )
-_ROUTES = ["/v1/messages", "/v1/messages/count_tokens"]
-_ROUTES += [
-    f"/model/{MODEL}/{op}" for op in ("converse", "converse-stream", "invoke", "invoke-with-response-stream")
-]
-
-
-@pytest.fixture(scope="module")
-def fuzz_http() -> Iterator[httpx2.Client]:
-    """An HTTP client on an emulator of its own (hypothesis reruns the test body, so the
-    per-test ``cache_emulator`` fixture does not fit)."""
-    with (
-        EmulatorServer() as server,
-        httpx2.Client(base_url=server.url, headers={"x-api-key": "fuzz"}) as http,
-    ):
-        yield http
-
-
-@settings(max_examples=150, deadline=None)
-@given(body=st.dictionaries(st.sampled_from(_KEYS), _JSON, max_size=8), route=st.sampled_from(_ROUTES))
-def test_arbitrary_bodies_never_get_a_server_error(
-    fuzz_http: httpx2.Client, body: dict[str, Any], route: str
+def test_converse_lookback_counts_tool_runs_as_one_position(
+    agents: Any, blocks_after: int, tools: bool, reads: bool
 ) -> None:
-    """Whatever JSON object arrives on an Anthropic or Bedrock route, the answer is a 200 or a
-    4xx in the provider's error shape, never a 5xx."""
-    response = fuzz_http.post(route, content=json.dumps(body))
-    assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
-    if response.status_code != 200:
-        err = response.json()
-        if route.startswith("/v1"):
-            assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
-        else:
-            assert set(err) == {"message"}
-            assert response.headers["x-amzn-errortype"].startswith("ValidationException")
+    """A Converse cache point reads an earlier entry up to 20 block positions back (20: read,
+    21: miss); a run of toolUse/toolResult blocks (20 of each here) counts as one position."""
+    client = agents().client
+    prefix = S + estimate_block("Start the audit.")
+    assert converse_counts(client.converse(**converse_thread(0))["usage"]) == (0, 0, prefix, 0)
+    got = converse_counts(client.converse(**converse_thread(blocks_after, tools=tools))["usage"])
+    assert got[0] == 0 and got[1] == (prefix if reads else 0)
+
+
+NOVA = "us.amazon.nova-pro-v1:0"
+
+
+def test_nova_refuses_a_cache_point_among_tools(agents: Any) -> None:
+    """Nova caches system and messages but no tools: a cachePoint in ``toolConfig.tools`` is a
+    ``ValidationException``; the same request without it caches the system prompt."""
+    client = agents().client
+    request = {
+        "modelId": NOVA,
+        "system": [{"text": layers.SYSTEM}, point("5m")],
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "toolConfig": {"tools": [*T_SPECS, point("5m")]},
+    }
+    with pytest.raises(client.exceptions.ValidationException) as info:
+        client.converse(**request)
+    assert "toolConfig.tools" in info.value.response["Error"]["Message"]
+    request["toolConfig"] = {"tools": T_SPECS}
+    assert converse_counts(client.converse(**request)["usage"])[2] == T + S
+
+
+@pytest.mark.parametrize("mode", ["converse", "converse_stream"])
+def test_one_output_token_is_a_cut_word(agents: Any, mode: str) -> None:
+    """``maxTokens=1`` answers with one token of text, never an empty ``{"text": ""}``."""
+    client = agents().client
+    request = {**converse_request("ann", 1), "inferenceConfig": {"maxTokens": 1}}
+    if mode == "converse":
+        response = client.converse(**request)
+        text = response["output"]["message"]["content"][0]["text"]
+        usage, stop = response["usage"], response["stopReason"]
+    else:
+        events = list(client.converse_stream(**request)["stream"])
+        text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+        usage = events[-1]["metadata"]["usage"]
+        stop = next(e["messageStop"]["stopReason"] for e in events if "messageStop" in e)
+    assert text and estimate_block(text) == usage["outputTokens"] == 1
+    assert stop == "max_tokens"

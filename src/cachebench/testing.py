@@ -1,7 +1,9 @@
 """Pytest plugin: test your LLM app's prompt caching against the local emulator.
 
-Installing cachebench with the ``emulator`` extra (``pip install 'cachebench[emulator]'``)
-registers this module as a pytest plugin, which provides one fixture, ``cache_emulator``::
+Installing cachebench registers this module as a pytest plugin (a ``pytest11`` entry point,
+whatever the extras), which provides one fixture, ``cache_emulator``. The fixture needs the
+``emulator`` extra (``pip install 'cachebench[emulator]'``: starlette, uvicorn); without it
+the plugin costs nothing until a test asks for the fixture::
 
     import anthropic
     from cachebench import CacheTracker
@@ -13,7 +15,7 @@ registers this module as a pytest plugin, which provides one fixture, ``cache_em
         create(**request)                       # writes the cache
         second = create(**request)              # reads it
         assert second.usage.cache_read_input_tokens > 0
-        cache_emulator.advance(300)             # 5 idle minutes on the emulator's clock
+        cache_emulator.advance(301)             # past 5 idle minutes on the emulator's clock
         assert create(**request).usage.cache_read_input_tokens == 0
 
 The fixture yields a :class:`CacheEmulator`:
@@ -25,7 +27,9 @@ The fixture yields a :class:`CacheEmulator`:
   any credentials) and ``gemini_base_url`` (``genai.Client(api_key=...,
   http_options={"base_url": ...})``);
 - ``clock``: the emulator's manual clock; give it to a ``CacheTracker(clock=...)`` so the
-  tracker and the emulator agree on time, and move it with ``advance(seconds)``;
+  tracker and the emulator agree on time, and move it with ``advance(seconds)`` (an entry
+  is alive while ``now <= expires``: a 5m entry is still read after ``advance(300)`` and
+  gone after ``advance(301)``);
 - ``set_knobs(**fields)``: latency, time to first token, injected errors and isolated
   misses (``cache_emulator.set_knobs(error_rate=1.0, error_status=429)``; ``scope=`` limits
   them to one API key); ``reset()`` forgets every cache entry and restores the knobs;

@@ -10,11 +10,11 @@ usage count with :mod:`cachebench.cachemodel` on a clock you can inject::
     with EmulatorServer(Emulator(clock=clock)) as server:
         client = anthropic.Anthropic(base_url=server.url, api_key="sk-test")
         ...
-        clock.advance(300)  # every 5-minute entry is gone
+        clock.advance(301)  # every 5-minute entry is gone (alive while now <= expires)
 
 Needs the ``emulator`` extra (starlette, uvicorn). ``cachebench emulate --port N`` runs one
 from the command line; the pytest fixture ``cache_emulator`` (:mod:`cachebench.testing`)
-starts one per test.
+starts one per test session and empties its cache before each test.
 """
 
 from __future__ import annotations

@@ -40,12 +40,6 @@ def event(kind: str, body: Any) -> bytes:
     return frame(headers, orjson.dumps(body))
 
 
-def exception(kind: str, message: str) -> bytes:
-    """An in-band error (``throttlingException``, ``internalServerException``...)."""
-    headers = {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}
-    return frame(headers, orjson.dumps({"message": message}))
-
-
 def chunk(model_event: Any) -> bytes:
     """An InvokeModelWithResponseStream ``chunk``: the model's own event, base64 in JSON."""
     return event("chunk", {"bytes": base64.b64encode(orjson.dumps(model_event)).decode()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -80,12 +81,12 @@ class EmulatorServer:
 
         self._thread = threading.Thread(target=run, name=f"cachebench-emulator-{self._port}", daemon=True)
         self._thread.start()
-        started = threading.Event()
-        while not server.started and self._thread.is_alive() and not started.wait(0.005):
-            timeout -= 0.005
-            if timeout <= 0:
+        deadline = time.monotonic() + timeout
+        while not server.started and self._thread.is_alive():
+            if time.monotonic() > deadline:
                 self.stop()
                 raise TimeoutError("the emulator did not start")
+            time.sleep(0.005)
         if not server.started:
             self._server = None
             raise RuntimeError(f"the emulator failed to start: {self._error!r}")

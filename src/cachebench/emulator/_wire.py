@@ -1,223 +1,92 @@
-"""What every wire module shares: prompt segments, scope, JSON bodies, provider error shapes,
-knobs, reply text, and the begin/started/abort protocol of one call.
+"""What every wire module shares: prompt segments, scope, JSON bodies, knobs, reply text,
+streamed responses, and the begin/started/abort protocol of one call.
 
 A handler is written as::
 
     async def messages(request: Request) -> Response:
-        body = await read_json(request)                      # WireError(400) when malformed
+        body = await read_json(request, FAMILY)              # WireError(400) when malformed
         call = Call(emu, cache_request("anthropic", model, scope_of(request), prompt))
         await call.open()                                    # injected error, ttft, started()
         ...                                                  # the response, then call.finish()
 
-and registered through :func:`endpoint`, which renders any :class:`WireError` (and any bug) as
-the provider's own error JSON: a client never sees a traceback or a bare 500.
+and registered as a :class:`WireRoute` (:mod:`._errors`), which renders any
+:class:`WireError` (and any bug) as the provider's own error JSON.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import xxhash
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import StreamingResponse
 
 from ..cachemodel import CacheRequest, CacheResult, CacheRuleError, Knobs, Segment
 from ..tokens import estimate_block, estimate_text
 from ..types import Prompt
+from ._errors import WireError, injected_error
 
 if TYPE_CHECKING:
     from .app import Emulator
 
-log = logging.getLogger("cachebench.emulator")
+# -- bodies ---------------------------------------------------------------------------------
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-# -- errors ---------------------------------------------------------------------------------
-
-# Injected statuses per family: the knob says 429 | 500 | 529 in Anthropic's words; the other
-# providers answer an overload with 503.
-_STATUS = {
-    "anthropic": {429: 429, 500: 500, 529: 529},
-    "bedrock": {429: 429, 500: 500, 529: 503},
-    "openai": {429: 429, 500: 500, 529: 503},
-    "gemini": {429: 429, 500: 500, 529: 503},
-}
-# Error type per family and HTTP status (fallback: the 4xx or 5xx entry).
-# Anthropic: https://docs.claude.com/en/api/errors; OpenAI: openai-python _exceptions.py and
-# the API's error JSON; Bedrock: botocore bedrock-runtime service-2.json error shapes; Gemini:
-# google.rpc.Code names (google-genai errors.py reads "status").
-_TYPES: dict[str, dict[int, str]] = {
-    "anthropic": {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        404: "not_found_error",
-        413: "request_too_large",
-        429: "rate_limit_error",
-        500: "api_error",
-        529: "overloaded_error",
-    },
-    "openai": {
-        400: "invalid_request_error",
-        404: "invalid_request_error",
-        429: "requests",
-        500: "server_error",
-        503: "server_error",
-    },
-    "bedrock": {
-        400: "ValidationException",
-        404: "ResourceNotFoundException",
-        429: "ThrottlingException",
-        500: "InternalServerException",
-        503: "ServiceUnavailableException",
-    },
-    "gemini": {
-        400: "INVALID_ARGUMENT",
-        404: "NOT_FOUND",
-        429: "RESOURCE_EXHAUSTED",
-        500: "INTERNAL",
-        503: "UNAVAILABLE",
-    },
-}
-_OPENAI_CODES = {429: "rate_limit_exceeded", 503: "server_overloaded"}
-_INJECTED_MESSAGES = {
-    429: "Rate limit exceeded (injected by the cachebench emulator).",
-    500: "Internal server error (injected by the cachebench emulator).",
-    503: "The service is temporarily overloaded (injected by the cachebench emulator).",
-    529: "Overloaded (injected by the cachebench emulator).",
+_OPENAI_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
+)
+# What each provider says about a body that is empty, not JSON, or not an object; the OpenAI
+# one names ``param`` and ``code`` too.
+_BODY_ERRORS: dict[str, tuple[str, str, str]] = {
+    "anthropic": (
+        "Request body is empty: expected a JSON object.",
+        "Request body is not valid JSON: {detail}",
+        "Request body must be a JSON object.",
+    ),
+    "openai": (_OPENAI_BAD_JSON, _OPENAI_BAD_JSON, "Invalid type for 'body': expected an object."),
+    "gemini": (
+        "Invalid JSON payload received. Empty body.",
+        "Invalid JSON payload received. {detail}",
+        "Invalid JSON payload received. Expected an object (GenerateContentRequest).",
+    ),
 }
 
 
-class WireError(Exception):
-    """A request the provider would refuse, or an injected failure, as an HTTP status and a
-    message; ``kind`` overrides the provider's error type for the status, ``param`` and
-    ``code`` fill OpenAI's fields."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        kind: str | None = None,
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.kind = kind
-        self.param = param
-        self.code = code
-
-    def response(self, family: str) -> Response:
-        return error_response(
-            family, self.status, self.message, kind=self.kind, param=self.param, code=self.code
-        )
-
-
-def error_type(family: str, status: int) -> str:
-    table = _TYPES[family]
-    if status in table:
-        return table[status]
-    return table[400] if status < 500 else table[500]
-
-
-def error_body(
-    family: str,
-    status: int,
-    message: str,
-    *,
-    kind: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The provider's error JSON and extra headers for ``status``."""
-    kind = kind or error_type(family, status)
-    if family == "anthropic":
-        # {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-        return {"type": "error", "error": {"type": kind, "message": message}}, {}
-    if family == "openai":
-        # {"error": {"message": ..., "type": "invalid_request_error", "param": null, "code": null}}
-        return {
-            "error": {
-                "message": message,
-                "type": kind,
-                "param": param,
-                "code": code or _OPENAI_CODES.get(status),
-            }
-        }, {}
-    if family == "bedrock":
-        # botocore's rest-json parser takes the code from x-amzn-ErrorType (before any ':')
-        # and the message from the body.
-        return {"message": message}, {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/"}
-    if family == "gemini":
-        # {"error": {"code": 400, "message": ..., "status": "INVALID_ARGUMENT"}}
-        return {"error": {"code": status, "message": message, "status": kind}}, {}
-    raise ValueError(f"unknown family {family!r}")
-
-
-def error_response(
-    family: str,
-    status: int,
-    message: str,
-    *,
-    kind: str | None = None,
-    param: str | None = None,
-    code: str | None = None,
-) -> Response:
-    body, headers = error_body(family, status, message, kind=kind, param=param, code=code)
-    if family == "anthropic":
-        headers = {**headers, "request-id": "req_emulator"}
-    return json_response(body, status=status, headers=headers)
-
-
-def injected_error(family: str, knob_status: int) -> WireError:
-    """The error a provider of ``family`` sends for an injected ``knob_status`` (429/500/529)."""
-    status = _STATUS[family].get(knob_status, knob_status)
-    return WireError(status, _INJECTED_MESSAGES.get(status, "Injected error."))
-
-
-def endpoint(family: str, handler: Handler) -> Handler:
-    """``handler`` with every :class:`WireError` rendered as ``family``'s error JSON, and any
-    other exception (a bug) as its 500 error, logged."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except WireError as e:
-            return e.response(family)
-        except Exception:
-            log.exception("emulator bug while serving %s %s", request.method, request.url.path)
-            return error_response(family, 500, "Internal error in the cachebench emulator.")
-
-    guarded.__name__ = getattr(handler, "__name__", "endpoint")
-    return guarded
-
-
-# -- bodies and headers ---------------------------------------------------------------------
-
-
-def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, headers=dict(headers or {}), media_type="application/json"
-    )
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; :class:`WireError` 400 when empty, malformed or not an object."""
+async def read_json(request: Request, family: str = "anthropic") -> dict[str, Any]:
+    """The body as a JSON object; a :class:`WireError` 400 in ``family``'s words when it is
+    empty, malformed or not an object (Bedrock speaks as Anthropic)."""
+    empty, malformed, not_object = _BODY_ERRORS.get(family, _BODY_ERRORS["anthropic"])
     raw = await request.body()
     if not raw.strip():
-        raise WireError(400, "Request body is empty: expected a JSON object.")
+        raise WireError(400, empty)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise WireError(400, f"Request body is not valid JSON: {e}")
+        raise WireError(400, malformed.format(detail=e))
     if not isinstance(body, dict):
-        raise WireError(400, "Request body must be a JSON object.")
+        if family == "openai":
+            raise WireError(400, not_object, param="body", code="invalid_type")
+        raise WireError(400, not_object)
     return body
+
+
+def stream_response(
+    head: Iterable[bytes], call: Call, tail: Iterable[bytes], *, media_type: str, headers: Mapping[str, str]
+) -> StreamingResponse:
+    """A streamed response: ``head`` at once, then :meth:`Call.finish` (the latency knob holds
+    back the end), then ``tail``."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in head:
+            yield chunk
+        await call.finish()
+        for chunk in tail:
+            yield chunk
+
+    return StreamingResponse(body(), media_type=media_type, headers=dict(headers))
 
 
 def scope_of(request: Request) -> str:
@@ -348,16 +217,28 @@ class Reply:
 
 
 def reply(seed: bytes | str, max_tokens: int | None = None) -> Reply:
-    """A short text that depends only on ``seed``, cut to ``max_tokens`` (0 gives no text)."""
+    """A short text that depends only on ``seed``, cut to ``max_tokens``: whole words while one
+    fits, else the first word cut short (a provider always answers with a token or more);
+    ``max_tokens=0`` (Anthropic's pre-warm) gives no text."""
     tag = xxhash.xxh3_64_hexdigest(seed.encode() if isinstance(seed, str) else seed)[:8]
     words = [*_WORDS, f"{tag}."]
     text = " ".join(words)
     if max_tokens is None or estimate_text(text) <= max_tokens:
         return Reply(text, estimate_text(text), "end_turn")
-    while words and estimate_text(" ".join(words)) > max_tokens:
+    if max_tokens <= 0:
+        return Reply("", 0, "max_tokens")
+    while len(words) > 1 and estimate_text(" ".join(words)) > max_tokens:
         words.pop()
     text = " ".join(words)
-    return Reply(text, estimate_text(text) if text else 0, "max_tokens")
+    while len(text) > 1 and estimate_text(text) > max_tokens:
+        text = text[:-1]
+    return Reply(text, estimate_text(text), "max_tokens")
+
+
+def seed_of(call: Call) -> bytes:
+    """What the reply text depends on: the model and the prompt's blocks."""
+    req = call.request
+    return req.model.encode() + b"".join(s.digest for s in req.segments)
 
 
 def reply_chunks(text: str, size: int = 3) -> list[str]:
@@ -382,9 +263,12 @@ class Call:
     raises; otherwise it waits ``ttft_ms`` and calls ``started()``, making the writes
     readable. :meth:`finish` waits ``latency_ms`` before the end of the response. A call
     that is dropped without ``open()`` must be aborted (:meth:`abort`).
+
+    ``markers`` names the family whose breakpoint marker the body uses, for rule errors
+    (Bedrock InvokeModel: ``"anthropic"``); by default the request's own family.
     """
 
-    def __init__(self, emu: Emulator, request: CacheRequest) -> None:
+    def __init__(self, emu: Emulator, request: CacheRequest, *, markers: str | None = None) -> None:
         self.emu = emu
         self.cache = emu.cache  # the model this call began on, even if the emulator is reset meanwhile
         self.request = request
@@ -393,10 +277,12 @@ class Call:
         try:
             self.result: CacheResult = self.cache.begin(request)
         except CacheRuleError as e:
-            raise WireError(400, str(e))
+            raise WireError(400, e.worded(markers or self.family))
         self._open = False
 
     async def open(self) -> None:
+        """Before the first response byte: raise an injected error (the pending writes are
+        dropped) or wait ``ttft_ms``, then make this call's writes readable."""
         try:
             if self.emu.draw_error(self.knobs):
                 raise injected_error(self.family, self.knobs.error_status)
@@ -409,9 +295,11 @@ class Call:
         self._open = True
 
     async def finish(self) -> None:
+        """Before the end of the response: wait ``latency_ms``."""
         if self.knobs.latency_ms > 0:
             await self.emu.sleep(self.knobs.latency_ms / 1000)
 
     def abort(self) -> None:
+        """Drop the pending writes of a call that never opened (no-op once opened)."""
         if not self._open:
             self.cache.abort(self.result.ticket)

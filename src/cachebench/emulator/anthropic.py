@@ -1,42 +1,44 @@
 """Anthropic Messages on the wire: ``POST /v1/messages`` (JSON and SSE) and
 ``POST /v1/messages/count_tokens``.
 
-The body builders (:func:`message_body`, :func:`stream_events`) and :func:`validate` are also
-what Bedrock's InvokeModel with an Anthropic body uses.
+The body builders (:func:`message_body`, :func:`stream_head`, :func:`stream_tail`), :func:`validate`
+and the :data:`ROLES` / :data:`TTLS` tables are also what Bedrock uses (InvokeModel takes
+Anthropic bodies; Converse has the same roles and cache point TTLs).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute
 
+from .._cacherules import BREAKPOINT_TTLS
 from ..cachemodel import CacheResult
 from ..providers import anthropic as provider
 from ..types import Prompt
+from ._errors import WireError, WireRoute, json_response
 from ._wire import (
     Call,
     Reply,
-    WireError,
     cache_request,
-    endpoint,
-    json_response,
     read_json,
     reply,
     reply_chunks,
     scope_of,
+    seed_of,
+    stream_response,
 )
 
 if TYPE_CHECKING:
     from .app import Emulator
 
 FAMILY = "anthropic"
-_ROLES = ("user", "assistant")
-_TTLS = ("5m", "1h")
+ROLES = ("user", "assistant")
+TTLS = frozenset(BREAKPOINT_TTLS[FAMILY])
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -49,7 +51,7 @@ def _check_marker(marker: Any, where: str) -> None:
     if not isinstance(marker, Mapping) or marker.get("type") != "ephemeral":
         raise WireError(400, f"{where}.type: Input should be 'ephemeral'")
     ttl = marker.get("ttl")
-    if ttl is not None and ttl not in _TTLS:
+    if ttl is not None and ttl not in TTLS:
         raise WireError(400, f"{where}.ttl: Input should be '5m' or '1h'")
 
 
@@ -77,19 +79,28 @@ def validate(body: Mapping[str, Any], *, need_model: bool = True, need_max_token
     if not isinstance(messages, list) or not messages:
         raise WireError(400, "messages: at least one message is required")
     for i, msg in enumerate(messages):
-        if not isinstance(msg, Mapping) or msg.get("role") not in _ROLES:
+        if not isinstance(msg, Mapping) or msg.get("role") not in ROLES:
             raise WireError(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
         if "content" not in msg:
             raise WireError(400, f"messages.{i}.content: Field required")
-        for j, part in enumerate(_blocks(msg.get("content"))):
+        content = msg.get("content")
+        final_assistant = i == len(messages) - 1 and msg["role"] == "assistant"
+        if content in ([], "") and not final_assistant:
+            raise WireError(
+                400,
+                f"messages.{i}: all messages must have non-empty content except for the optional "
+                "final assistant message",
+            )
+        for j, part in enumerate(_blocks(content)):
             if isinstance(part, Mapping):
                 _check_marker(part.get("cache_control"), f"messages.{i}.content.{j}")
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise WireError(400, "tools: Input should be a valid list")
     for i, tool in enumerate(tools or []):
-        if isinstance(tool, Mapping):
-            _check_marker(tool.get("cache_control"), f"tools.{i}")
+        if not isinstance(tool, Mapping):
+            raise WireError(400, f"tools.{i}: Input should be a valid dictionary or object")
+        _check_marker(tool.get("cache_control"), f"tools.{i}")
     for i, part in enumerate(_blocks(body.get("system"))):
         if isinstance(part, Mapping):
             _check_marker(part.get("cache_control"), f"system.{i}")
@@ -124,12 +135,6 @@ def prompt_of(body: Mapping[str, Any]) -> tuple[Prompt, str | None]:
         return prompt, None
     ttl = automatic.get("ttl")
     return prompt, ttl if isinstance(ttl, str) else provider.DEFAULT_TTL
-
-
-def seed_of(call: Call) -> bytes:
-    """What the reply text depends on: the model and the prompt's blocks."""
-    req = call.request
-    return req.model.encode() + b"".join(s.digest for s in req.segments)
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ def _sse(event: Mapping[str, Any]) -> bytes:
 
 def routes(emu: Emulator) -> list[BaseRoute]:
     async def messages(request: Request) -> Response:
-        body = await read_json(request)
+        body = await read_json(request, FAMILY)
         validate(body)
         model: str = body["model"]
         stream = bool(body.get("stream"))
@@ -226,29 +231,22 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         if not stream:
             await call.finish()
             return json_response(message_body(call, answer, model))
-        head = stream_head(call, answer, model)
-
-        async def events() -> AsyncIterator[bytes]:
-            for event in head:
-                yield _sse(event)
-            await call.finish()
-            for event in stream_tail(call, answer):
-                yield _sse(event)
-
-        return StreamingResponse(
-            events(),
+        return stream_response(
+            map(_sse, stream_head(call, answer, model)),
+            call,
+            map(_sse, stream_tail(call, answer)),
             media_type="text/event-stream",
             headers={"request-id": "req_emulator", "cache-control": "no-cache"},
         )
 
     async def count_tokens(request: Request) -> Response:
-        body = await read_json(request)
+        body = await read_json(request, FAMILY)
         validate(body, need_max_tokens=False)
         prompt, _ = prompt_of(body)
         req = cache_request(FAMILY, body["model"], scope_of(request), prompt)
         return json_response({"input_tokens": sum(s.tokens for s in req.segments) + req.overhead_tokens})
 
     return [
-        Route("/v1/messages", endpoint(FAMILY, messages), methods=["POST"]),
-        Route("/v1/messages/count_tokens", endpoint(FAMILY, count_tokens), methods=["POST"]),
+        WireRoute(FAMILY, "/v1/messages", messages),
+        WireRoute(FAMILY, "/v1/messages/count_tokens", count_tokens),
     ]

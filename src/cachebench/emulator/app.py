@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import math
 import random
 import threading
 import time
@@ -27,7 +28,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..cachemodel import CacheModel, Knobs
-from ._wire import WireError, error_response, json_response, read_json
+from ._errors import WireError, WireRoute, error_response, json_response
+from ._wire import read_json
 
 FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
 Sleep = Callable[[float], Awaitable[Any]]
@@ -45,8 +47,9 @@ class ManualClock:
         return self._now
 
     def advance(self, seconds: float) -> float:
-        if seconds < 0:
-            raise ValueError("a clock does not go back")
+        """Move forward by ``seconds`` (finite, >= 0: ``ValueError`` otherwise); the new time."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
         with self._lock:
             self._now += float(seconds)
             return self._now
@@ -82,7 +85,8 @@ class Emulator:
 
     def set_knobs(self, knobs: Knobs | None = None, *, scope: str | None = None, **fields: Any) -> Knobs:
         """Replace the knobs (of ``scope``, or the defaults), or change some of their fields:
-        ``emu.set_knobs(ttft_ms=200)``. Returns the knobs now in force."""
+        ``emu.set_knobs(ttft_ms=200)``. Returns the knobs now in force; ``ValueError`` for an
+        out-of-range value (:class:`Knobs` checks itself)."""
         base = knobs if knobs is not None else self.knobs_for(scope)
         new = dataclasses.replace(base, **fields)
         self.cache.set_knobs(new, scope=scope)
@@ -95,7 +99,8 @@ class Emulator:
 
     def draw_error(self, knobs: Knobs) -> bool:
         """Whether this call fails, drawn from ``knobs.error_rate`` with a generator seeded by
-        ``knobs.seed`` (calls with the same seed share one sequence)."""
+        ``f"{knobs.seed}/errors"`` (calls with the same seed share one sequence; ``seed=None``
+        is deterministic too, as misses are)."""
         if knobs.error_rate <= 0:
             return False
         if knobs.error_rate >= 1:
@@ -103,7 +108,7 @@ class Emulator:
         with self._lock:
             rng = self._rngs.get(knobs.seed)
             if rng is None:
-                rng = self._rngs[knobs.seed] = random.Random(knobs.seed)
+                rng = self._rngs[knobs.seed] = random.Random(f"{knobs.seed}/errors")
             return rng.random() < knobs.error_rate
 
     # -- clock and state ----------------------------------------------------------------------
@@ -142,7 +147,11 @@ def _family_of(path: str) -> str:
         return "anthropic"
     if path.startswith("/model/"):
         return "bedrock"
-    if path.startswith(("/v1beta/", "/v1alpha/")) or ":generateContent" in path:
+    if (
+        path.startswith(("/v1beta/", "/v1alpha/"))
+        or ":generateContent" in path
+        or ":streamGenerateContent" in path
+    ):
         return "gemini"
     return "openai" if path.startswith(("/v1/", "/openai/")) else "anthropic"
 
@@ -181,10 +190,11 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
             unknown = sorted(set(body) - names)
             if unknown:
                 raise WireError(400, f"unknown knobs: {', '.join(unknown)}")
+            if scope is not None and not isinstance(scope, str):
+                raise WireError(400, f"scope must be a string, got {scope!r}")
             new = emu.set_knobs(scope=scope, **body)
-        except (WireError, TypeError, ValueError) as e:
-            message = e.message if isinstance(e, WireError) else str(e)
-            return json_response({"error": message}, status=400)
+        except (WireError, ValueError) as e:
+            return _control_error(e)
         return json_response({"scope": scope, **dataclasses.asdict(new)})
 
     async def reset(request: Request) -> Response:
@@ -193,16 +203,14 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
 
     async def advance(request: Request) -> Response:
         try:
-            body = await read_json(request)
-            seconds = float(body.get("seconds", 0))
-        except (WireError, TypeError, ValueError) as e:
-            return json_response({"error": getattr(e, "message", str(e))}, status=400)
-        if not emu.manual_clock:
-            return json_response({"error": "the emulator runs on the wall clock"}, status=409)
-        try:
+            seconds = (await read_json(request)).get("seconds", 0)
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+                raise WireError(400, f"seconds must be a number, got {seconds!r}")
+            if not emu.manual_clock:
+                return json_response({"error": "the emulator runs on the wall clock"}, status=409)
             now = emu.advance(seconds)
-        except ValueError as e:
-            return json_response({"error": str(e)}, status=400)
+        except (WireError, ValueError) as e:
+            return _control_error(e)
         return json_response({"clock": now})
 
     return [
@@ -213,20 +221,25 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
     ]
 
 
+def _control_error(e: WireError | ValueError) -> Response:
+    """A control route's 400: ``{"error": message}``."""
+    return json_response({"error": e.message if isinstance(e, WireError) else str(e)}, status=400)
+
+
 def _served_families(app: Starlette) -> set[str]:
-    return {
-        _family_of(path)
-        for route in app.routes
-        if isinstance(path := getattr(route, "path", None), str) and not path.startswith("/_emulator")
-    }
+    return {route.family for route in app.routes if isinstance(route, WireRoute)}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 in the error shape of the provider whose route the path matched (405), or
+    whose paths it looks like (404)."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     message = {404: f"Not found: {request.url.path}", 405: f"Method {request.method} not allowed"}.get(
         status, "Error"
     )
-    return error_response(_family_of(request.url.path), status, message)
+    route = request.scope.get("route")
+    family = route.family if isinstance(route, WireRoute) else _family_of(request.url.path)
+    return error_response(family, status, message)
 
 
 def create_app(emulator: Emulator | None = None, **kwargs: Any) -> Starlette:

@@ -10,36 +10,35 @@ sign; the access key id is the cache scope (caches are per account on Bedrock). 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from .._cachefacts import nova_min_tokens
 from ..cachemodel import CacheResult
 from ..providers import bedrock as provider
 from . import _eventstream as es
 from . import anthropic as anthropic_wire
+from ._errors import WireError, WireRoute, json_response
 from ._wire import (
     Call,
     Reply,
-    WireError,
     cache_request,
-    endpoint,
-    json_response,
     read_json,
     reply,
     reply_chunks,
     scope_of,
+    seed_of,
+    stream_response,
 )
 
 if TYPE_CHECKING:
     from .app import Emulator
 
 FAMILY = "bedrock"
-_ROLES = ("user", "assistant")
-_TTLS = ("5m", "1h")
 _REQUEST_ID = {"x-amzn-RequestId": "00000000-0000-4000-8000-emulator0000"}
 
 
@@ -59,12 +58,13 @@ def _check_cache_points(items: Any, where: str) -> None:
             point = item["cachePoint"]
             if not isinstance(point, Mapping) or point.get("type") != "default":
                 raise WireError(400, f"{where}.{i}.cachePoint.type: must be 'default'")
-            if point.get("ttl") is not None and point["ttl"] not in _TTLS:
+            if point.get("ttl") is not None and point["ttl"] not in anthropic_wire.TTLS:
                 raise WireError(400, f"{where}.{i}.cachePoint.ttl: must be '5m' or '1h'")
 
 
-def validate_converse(body: Mapping[str, Any]) -> None:
-    """Raise a 400 ``ValidationException`` where Converse would."""
+def validate_converse(body: Mapping[str, Any], model: str) -> None:
+    """Raise a 400 ``ValidationException`` where Converse would (for ``model``: Nova caches no
+    tools, so a cache point among them is refused)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise WireError(
@@ -72,7 +72,7 @@ def validate_converse(body: Mapping[str, Any]) -> None:
             "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
         )
     for i, msg in enumerate(messages):
-        if not isinstance(msg, Mapping) or msg.get("role") not in _ROLES:
+        if not isinstance(msg, Mapping) or msg.get("role") not in anthropic_wire.ROLES:
             raise WireError(400, f"messages.{i}.role: must be 'user' or 'assistant'")
         if not isinstance(msg.get("content"), list):
             raise WireError(400, f"messages.{i}.content: must be a list of content blocks")
@@ -83,7 +83,17 @@ def validate_converse(body: Mapping[str, Any]) -> None:
     _check_cache_points(system, "system")
     tool_config = body.get("toolConfig")
     if isinstance(tool_config, Mapping):
-        _check_cache_points(tool_config.get("tools"), "toolConfig.tools")
+        tools = tool_config.get("tools")
+        _check_cache_points(tools, "toolConfig.tools")
+        points = (
+            [t for t in tools if isinstance(t, Mapping) and "cachePoint" in t]
+            if isinstance(tools, list)
+            else []
+        )
+        if points and nova_min_tokens(model):  # Nova caches system and messages, never tools
+            raise WireError(
+                400, f"toolConfig.tools: cachePoint is not supported for tools with model {model}."
+            )
     config = body.get("inferenceConfig")
     if config is not None and not isinstance(config, Mapping):
         raise WireError(400, "inferenceConfig: must be an object")
@@ -115,14 +125,14 @@ def _stop(answer: Reply) -> str:
 
 
 async def _converse_call(emu: Emulator, request: Request) -> tuple[Call, Reply]:
-    body = await read_json(request)
-    validate_converse(body)
+    body = await read_json(request, FAMILY)
     model = _model(request)
+    validate_converse(body, model)
     prompt = provider.parse_request({**body, "modelId": model})
     call = Call(emu, cache_request(FAMILY, model, scope_of(request), prompt))
     await call.open()
     max_tokens = (body.get("inferenceConfig") or {}).get("maxTokens")
-    return call, reply(anthropic_wire.seed_of(call), max_tokens)
+    return call, reply(seed_of(call), max_tokens)
 
 
 def _converse_events(call: Call, answer: Reply, latency_ms: int) -> tuple[list[bytes], list[bytes]]:
@@ -161,7 +171,7 @@ def _invocation_metrics(call: Call, answer: Reply) -> dict[str, Any]:
 
 
 async def _invoke_call(emu: Emulator, request: Request) -> tuple[Call, Reply, str]:
-    body = await read_json(request)
+    body = await read_json(request, FAMILY)
     if "anthropic_version" not in body:
         raise WireError(
             400,
@@ -171,9 +181,10 @@ async def _invoke_call(emu: Emulator, request: Request) -> tuple[Call, Reply, st
     model = _model(request)
     prompt = provider.parse_request({"modelId": model, "body": anthropic_wire.normalized(body)})
     automatic = anthropic_wire.prompt_of(body)[1]
-    call = Call(emu, cache_request(FAMILY, model, scope_of(request), prompt, automatic=automatic))
+    cache_req = cache_request(FAMILY, model, scope_of(request), prompt, automatic=automatic)
+    call = Call(emu, cache_req, markers=anthropic_wire.FAMILY)  # the body's markers are cache_control
     await call.open()
-    return call, reply(anthropic_wire.seed_of(call), body["max_tokens"]), model
+    return call, reply(seed_of(call), body["max_tokens"]), model
 
 
 def _token_headers(call: Call, answer: Reply) -> dict[str, str]:
@@ -190,14 +201,7 @@ def _token_headers(call: Call, answer: Reply) -> dict[str, str]:
 
 
 def _stream(head: list[bytes], call: Call, tail: list[bytes]) -> StreamingResponse:
-    async def frames() -> AsyncIterator[bytes]:
-        for message in head:
-            yield message
-        await call.finish()
-        for message in tail:
-            yield message
-
-    return StreamingResponse(frames(), media_type=es.CONTENT_TYPE, headers=_REQUEST_ID)
+    return stream_response(head, call, tail, media_type=es.CONTENT_TYPE, headers=_REQUEST_ID)
 
 
 def routes(emu: Emulator) -> list[BaseRoute]:
@@ -239,8 +243,8 @@ def routes(emu: Emulator) -> list[BaseRoute]:
 
     base = "/model/{model_id:path}"
     return [
-        Route(f"{base}/converse", endpoint(FAMILY, converse), methods=["POST"]),
-        Route(f"{base}/converse-stream", endpoint(FAMILY, converse_stream), methods=["POST"]),
-        Route(f"{base}/invoke", endpoint(FAMILY, invoke), methods=["POST"]),
-        Route(f"{base}/invoke-with-response-stream", endpoint(FAMILY, invoke_stream), methods=["POST"]),
+        WireRoute(FAMILY, f"{base}/converse", converse),
+        WireRoute(FAMILY, f"{base}/converse-stream", converse_stream),
+        WireRoute(FAMILY, f"{base}/invoke", invoke),
+        WireRoute(FAMILY, f"{base}/invoke-with-response-stream", invoke_stream),
     ]

@@ -14,29 +14,29 @@ adapter's ``MIN_CACHEABLE`` table, through :mod:`cachebench.cachemodel`). Errors
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ..cachemodel import CacheRequest, CacheResult
 from ..providers import gemini as provider
 from ..tokens import estimate_text
+from ._errors import WireError, WireRoute, json_response
 from ._wire import (
     Call,
     Reply,
-    WireError,
     cache_request,
-    endpoint,
-    json_response,
+    read_json,
     reply,
     reply_chunks,
     scope_of,
+    seed_of,
+    stream_response,
 )
-from .anthropic import seed_of
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -160,40 +160,24 @@ def stream_chunks(call: Call, answer: Reply, model: str) -> Iterator[dict[str, A
 # -- handlers -------------------------------------------------------------------------------
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise WireError(400, f"Invalid JSON payload received. {e}")
-    if not isinstance(body, dict):
-        raise WireError(400, "Invalid JSON payload received. Expected an object (GenerateContentRequest).")
-    return body
-
-
 def _streamed(chunks: list[bytes], call: Call, *, sse: bool) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        if not sse:
-            yield b"["
-        for n, chunk in enumerate(chunks):
-            if n == len(chunks) - 1:
-                await call.finish()  # the latency knob holds back the last chunk
-            if sse:
-                yield b"data: " + chunk + b"\r\n\r\n"
-            else:
-                yield (b",\r\n" if n else b"") + chunk
-        if not sse:
-            yield b"]"
-
+    """SSE events (``?alt=sse``) or one JSON array; the latency knob holds back the last chunk."""
+    if sse:
+        frames = [b"data: " + chunk + b"\r\n\r\n" for chunk in chunks]
+    else:
+        frames = [(b",\r\n" if n else b"[") + chunk for n, chunk in enumerate(chunks)]
+        frames[-1] += b"]"
     media = "text/event-stream" if sse else "application/json"
-    return StreamingResponse(body(), media_type=media, headers={"cache-control": "no-cache"})
+    return stream_response(
+        frames[:-1], call, frames[-1:], media_type=media, headers={"cache-control": "no-cache"}
+    )
 
 
 def routes(emu: Emulator) -> list[BaseRoute]:
     async def generate(request: Request) -> Response:
         model, method = split_path(request.path_params["rest"])
         model = provider.model_name(model) or model
-        body = await _body(request)
+        body = await read_json(request, FAMILY)
         limit = validate(body)
         call = Call(emu, cache_request_for(body, model, scope_of(request)))
         await call.open()
@@ -204,5 +188,4 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         chunks = [orjson.dumps(c) for c in stream_chunks(call, answer, model)]
         return _streamed(chunks, call, sse=request.query_params.get("alt") == "sse")
 
-    handler = endpoint(FAMILY, generate)
-    return [Route(f"/{v}/models/{{rest:path}}", handler, methods=["POST"]) for v in API_VERSIONS]
+    return [WireRoute(FAMILY, f"/{v}/models/{{rest:path}}", generate) for v in API_VERSIONS]

@@ -15,27 +15,19 @@ counts), each with a ``sequence_number``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ..cachemodel import CacheRequest
 from ..providers import openai as provider
+from ._errors import WireError, WireRoute, json_response
 from ._openai_bodies import chat_body, chat_chunks, response_body, response_events
-from ._wire import (
-    Call,
-    WireError,
-    cache_request,
-    endpoint,
-    json_response,
-    reply,
-    scope_of,
-)
-from .anthropic import seed_of
+from ._wire import Call, cache_request, read_json, reply, scope_of, seed_of, stream_response
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -44,10 +36,6 @@ FAMILY = "openai"
 PREFIXES = ("/v1", "/openai/v1")  # the second as Azure-style clients address it
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 CACHE_MODES = ("implicit", "explicit")
-_BAD_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
-)
 _SSE_HEADERS = {"cache-control": "no-cache", "x-request-id": "req_emulator"}
 
 
@@ -202,29 +190,12 @@ def _data(event: Mapping[str, Any], named: bool = False) -> bytes:
 
 
 def _stream(events: list[bytes], call: Call, tail: list[bytes]) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        for chunk in events:
-            yield chunk
-        await call.finish()
-        for chunk in tail:
-            yield chunk
-
-    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise WireError(400, _BAD_JSON)
-    if not isinstance(body, dict):
-        raise _wrong_type("body", "an object")
-    return body
+    return stream_response(events, call, tail, media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 def routes(emu: Emulator) -> list[BaseRoute]:
     async def chat_completions(request: Request) -> Response:
-        body = await _body(request)
+        body = await read_json(request, FAMILY)
         model = validate_chat(body)
         limit = _max_tokens(body, "max_completion_tokens", "max_tokens")
         stream = bool(body.get("stream"))
@@ -243,7 +214,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         return _stream(chunks[:split], call, [*chunks[split:], b"data: [DONE]\n\n"])
 
     async def responses(request: Request) -> Response:
-        body = await _body(request)
+        body = await read_json(request, FAMILY)
         model = validate_responses(body)
         limit = _max_tokens(body, "max_output_tokens")
         call = Call(emu, cache_request_for(body, model, scope_of(request)))
@@ -256,8 +227,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         events = [_data(e, named=True) for e in response_events(call, answer, body, created)]
         return _stream(events[:-1], call, events[-1:])
 
-    chat, resp = endpoint(FAMILY, chat_completions), endpoint(FAMILY, responses)
     return [
-        *(Route(f"{prefix}/chat/completions", chat, methods=["POST"]) for prefix in PREFIXES),
-        *(Route(f"{prefix}/responses", resp, methods=["POST"]) for prefix in PREFIXES),
+        *(WireRoute(FAMILY, f"{prefix}/chat/completions", chat_completions) for prefix in PREFIXES),
+        *(WireRoute(FAMILY, f"{prefix}/responses", responses) for prefix in PREFIXES),
     ]

@@ -153,11 +153,21 @@ def _normal_kind(kind: str) -> str:
     return kind
 
 
-def _content(block_payload: Any, section: str) -> Any:
-    """What a block's tokens are counted on: message blocks are ``[role, part]``."""
-    if section == "messages" and isinstance(block_payload, list) and len(block_payload) == 2:
-        return block_payload[1]
-    return block_payload
+# OpenAI request fields that only route a request: part of the cache key, not of the prompt.
+_ROUTING_ONLY = frozenset({"prompt_cache_key", "service_tier"})
+
+
+def _tokens(payload: Any, section: str) -> int:
+    """A block's tokens. Message blocks are ``[role, part]``, and so are OpenAI's system and
+    ``["settings", {...}]`` blocks (in the ``system`` section), whose routing fields count 0."""
+    if section in ("messages", "system") and isinstance(payload, list) and len(payload) == 2:
+        role, part = payload
+        if role == "settings" and isinstance(part, Mapping):
+            rendered = {k: v for k, v in part.items() if k not in _ROUTING_ONLY}
+            return estimate_block(rendered) if rendered else 0
+        if isinstance(role, str):
+            return estimate_block(part)
+    return estimate_block(payload)
 
 
 def segments(prompt: Prompt, *, markers: bool = True) -> tuple[Segment, ...]:
@@ -177,7 +187,7 @@ def segments(prompt: Prompt, *, markers: bool = True) -> tuple[Segment, ...]:
         out.append(
             Segment(
                 digest=d,
-                tokens=estimate_block(_content(block.payload, block.section)),
+                tokens=_tokens(block.payload, block.section),
                 ttl=block.ttl if markers else None,
                 kind=block_kind(block.payload),
             )

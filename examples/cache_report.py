@@ -184,23 +184,35 @@ def report(
     )
     for col in ("flow", "layer, in cache order", "before", "after", "miss causes after (tracker)"):
         ids.add_column(col, justify="right" if col in ("before", "after") else "left")
-    causes: list[str] = []
     for (flow, _, _), (before, after) in halves.items():
-        names = layers.get(flow, ())
-        found = False
-        for i, name in enumerate(names):
+        for i, name in enumerate(layers.get(flow, ())):
             b, a = before.distinct(i), after.distinct(i)
             ids.add_row(flow if i == 0 else "", name, str(b), str(a), after.causes() if i == 0 else "")
-            # The first layer whose ids multiplied: shared before, (almost) one per call after.
-            if not found and a / len(after.calls) > b / len(before.calls):
-                found = True
-                kept = f"; {', '.join(names[:i])} still read" if i else ""
-                causes.append(
-                    f"[bold]Cause:[/] {flow}'s {name} changed at the deploy ({b} id -> {a}): "
-                    f"every call writes it and all after it{kept}."
-                )
         ids.add_row("", "prefix", str(before.distinct(None)), str(after.distinct(None)), "", end_section=True)
     console.print(ids)
-    for line in causes:
-        console.print(line)
+    regressions(console, tracker)
     return 0
+
+
+def regressions(console: Console, tracker: CacheTracker) -> None:
+    """The incidents the tracker raised (``tracker.regressions()``), each with its diff."""
+    found = tracker.regressions()
+    if not found:
+        console.print("The tracker raised no regression.")
+    for r in found:
+        d = r.diff
+        where = (
+            f"{d.section} block {d.block_index} changed at bytes {d.byte_start}-{d.byte_end} of its canonical form"
+            if d is not None
+            else "the prompt did not change"
+        )
+        cost = (
+            f", {signed(r.extra_cost_per_hour_usd)} an hour" if r.extra_cost_per_hour_usd is not None else ""
+        )
+        state = "still open" if r.open else f"closed at {clock_time(r.closed_at or 0.0)}"
+        console.print(
+            f"[bold]Regression:[/] {r.kind.replace('_', ' ')} in {r.flow} from {clock_time(r.started_at)}: "
+            f"{where}; hit ratio {pct(r.hit_ratio_before)} -> {pct(r.hit_ratio_after)} over "
+            f"{r.calls_affected} calls{cost}; {state}.",
+            soft_wrap=True,
+        )

@@ -33,7 +33,7 @@ from typing import Any
 
 import anthropic
 import openai
-from cache_report import report
+from cache_report import clock_time, report
 from rich.console import Console
 from support_prompts import (
     CHAT_ROLE,
@@ -157,7 +157,13 @@ def main(console: Console | None = None) -> int:
     started = time.perf_counter()
     clock = ManualClock(START)
     emulator = Emulator(clock=clock)
-    tracker = CacheTracker(clock=clock)  # the emulator's clock: both agree on every timestamp
+    tracker = CacheTracker(
+        clock=clock,  # the emulator's clock: both agree on every timestamp
+        # Called once per incident, the moment the tracker is sure of it.
+        on_regression=lambda r: console.print(
+            f"[yellow]on_regression:[/] {r.kind.replace('_', ' ')} in {r.flow} at {clock_time(clock())}"
+        ),
+    )
     with EmulatorServer(emulator) as server:
         claude = anthropic.Anthropic(base_url=server.url, api_key="sk-demo", max_retries=0)
         gpt = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-demo", max_retries=0)

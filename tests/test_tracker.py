@@ -126,7 +126,7 @@ def test_aggregate_by_prefix_and_by_flow_keys() -> None:
     (prefix,) = tracker.by_prefix().values()
     assert set(prefix) == AGG_KEYS | {"flow", "model", "first_seen", "last_seen"}
     assert prefix["flow"] == "a" and prefix["model"] == fakes.MODEL
-    assert set(tracker.by_flow()["a"]) == AGG_KEYS | {"distinct_prefixes"}
+    assert set(tracker.by_flow()["a"]) == AGG_KEYS | {"distinct_prefixes", "regression"}
 
 
 def test_empty_tracker_aggregates() -> None:

@@ -18,16 +18,30 @@ unchanged) cost a second pass, so they are computed only where a difference is e
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import orjson
 import xxhash
 
-from .types import PrefixKey, Prompt
+from .types import PrefixDiff, PrefixKey, Prompt
 
-__all__ = ["block_digests", "canonical", "fingerprint", "hex_id", "key", "order_digests", "to_plain"]
+__all__ = [
+    "BlockPrint",
+    "block_digests",
+    "canonical",
+    "diff_layers",
+    "fingerprint",
+    "hex_id",
+    "key",
+    "layer_print",
+    "order_digests",
+    "redact",
+    "to_plain",
+]
 
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _ORDERED = orjson.OPT_NON_STR_KEYS
@@ -166,6 +180,124 @@ def order_digests(prompt: Prompt) -> tuple[int, ...]:
         _digest(orjson.dumps((b.section, b.payload), default=_default, option=_ORDERED))
         for b in prompt.blocks
     )
+
+
+# -- diff localisation ---------------------------------------------------------------------
+# A layer print keeps, per block, digests of fixed-size chunks of its canonical bytes counted
+# from the start and from the end (at most _MAX_CHUNKS each way): two prints then locate the
+# first and last byte where a block changed without either prompt's text being kept.
+_CHUNK = 64
+_MAX_CHUNKS = 256
+_EXCERPT = 40  # bytes of context on each side of a difference in an excerpt
+_SECRETS = re.compile(
+    r"sk-[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic API keys
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
+    r"|AIza[0-9A-Za-z_\-]{35}"  # Google API keys
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{16,}=*"
+    r"|(?i:(?:api[_-]?key|secret|token|password|passwd))[\"']?\s*[:=]\s*[\"']?[^\s\"',}]{6,}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPrint:
+    """What a diff needs of one block: no text unless ``text`` was asked for."""
+
+    section: str
+    index: int
+    position: int
+    size: int
+    digest: int
+    order_digest: int
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    text: bytes | None = None
+
+
+def _chunks(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    n = len(data)
+    head = tuple(_digest(data[i : i + _CHUNK]) for i in range(0, min(n, _CHUNK * _MAX_CHUNKS), _CHUNK))
+    tail = tuple(
+        _digest(data[max(0, n - i - _CHUNK) : n - i]) for i in range(0, min(n, _CHUNK * _MAX_CHUNKS), _CHUNK)
+    )
+    return head, tail
+
+
+def layer_print(prompt: Prompt, start: int, stop: int, *, keep_text: bool = False) -> tuple[BlockPrint, ...]:
+    """Prints of blocks ``start..stop-1`` (one cached layer) for :func:`diff_layers`."""
+    out: list[BlockPrint] = []
+    for position in range(max(start, 0), min(stop, len(prompt.blocks))):
+        b = prompt.blocks[position]
+        data = canonical((b.section, b.payload))
+        ordered = orjson.dumps((b.section, b.payload), default=_default, option=_ORDERED)
+        head, tail = _chunks(data)
+        out.append(
+            BlockPrint(
+                b.section,
+                b.index,
+                position,
+                len(data),
+                _digest(data),
+                _digest(ordered),
+                head,
+                tail,
+                data if keep_text else None,
+            )
+        )
+    return tuple(out)
+
+
+def redact(text: str) -> str:
+    """``text`` with API keys, tokens and ``secret=...`` values replaced by ``[REDACTED]``."""
+    return _SECRETS.sub("[REDACTED]", text)
+
+
+def _excerpt(data: bytes | None, start: int, end: int) -> str | None:
+    if data is None:
+        return None
+    return redact(data[max(0, start - _EXCERPT) : end + _EXCERPT].decode("utf-8", "replace"))
+
+
+def diff_layers(old: Sequence[BlockPrint], new: Sequence[BlockPrint]) -> PrefixDiff | None:
+    """Where ``new`` first differs from ``old``: the block, and the byte range in ``new``'s
+    canonical bytes that covers every changed byte of that block (chunk-aligned). ``kind`` is
+    ``content``, ``serialization`` (same content, other key order), ``added`` or ``removed``;
+    None when the layers are identical."""
+    for i in range(max(len(old), len(new))):
+        if i >= len(new):
+            o = old[i]
+            return PrefixDiff(o.section, o.index, o.position, 0, 0, "removed", _excerpt(o.text, 0, o.size), None)
+        b = new[i]
+        if i >= len(old):
+            return PrefixDiff(b.section, b.index, b.position, 0, b.size, "added", None, _excerpt(b.text, 0, b.size))
+        o = old[i]
+        if o.digest == b.digest and o.section == b.section:
+            if o.order_digest != b.order_digest:
+                return PrefixDiff(b.section, b.index, b.position, 0, b.size, "serialization")
+            continue
+        j = 0
+        while j < min(len(o.head), len(b.head)) and o.head[j] == b.head[j]:
+            j += 1
+        k = 0
+        while k < min(len(o.tail), len(b.tail)) and o.tail[k] == b.tail[k]:
+            k += 1
+        start = min(j * _CHUNK, b.size)
+        end = max(b.size - k * _CHUNK, start)
+        old_end = max(o.size - k * _CHUNK, start)
+        if end == start and b.size > start:
+            end = min(b.size, start + _CHUNK)  # an edit smaller than a chunk near both ends
+        return PrefixDiff(
+            b.section,
+            b.index,
+            b.position,
+            start,
+            end,
+            "content",
+            _excerpt(o.text, start, old_end),
+            _excerpt(b.text, start, end),
+        )
+    return None
 
 
 def fingerprint(

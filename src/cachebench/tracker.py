@@ -13,6 +13,7 @@ the caller gets the SDK's response or the SDK's own exception, unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import math
@@ -23,20 +24,56 @@ from typing import Any, TypeVar
 
 from ._flow import current_flow, default_flow
 from ._guard import Guard, logger, strict_from_env
-from .detect import CacheView, Expectation
+from .detect import ALIVE, CacheView, Expectation
 from .fingerprint import key as prefix_key
-from .policy import CachePolicy
+from .policy import CachePolicy, Hold
 from .pricing import PriceTable
 from .providers import adapter_for, detect_client, detect_response
 from .providers._stream import observe_result
+from .regress import FlowDetector
 from .stats import Stats
-from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, PrefixKey, Prompt, Provider, Regression, Usage
+from .types import (
+    UNKNOWN_USAGE,
+    UNPRICED,
+    CallMetrics,
+    Cost,
+    MissCause,
+    PrefixKey,
+    Prompt,
+    Provider,
+    Regression,
+    Usage,
+)
 
 __all__ = ["CacheTracker", "CallContext"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
 _EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), -1, 0)
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _default_regression(r: Regression) -> None:
+    where = ""
+    if r.diff is not None:
+        where = (
+            f": {r.diff.section} block {r.diff.block_index} changed "
+            f"(bytes {r.diff.byte_start}-{r.diff.byte_end}, {r.diff.kind})"
+        )
+    logger.warning(
+        "cachebench: %s in flow %r%s; hit ratio %.0f%% before",
+        r.kind.replace("_", " "),
+        r.flow,
+        where,
+        100 * r.hit_ratio_before if r.hit_ratio_before == r.hit_ratio_before else float("nan"),
+    )
 
 
 def _default_alert(m: CallMetrics) -> None:
@@ -57,6 +94,7 @@ class CallContext:
         "exp",
         "finished",
         "flow",
+        "hold",
         "key",
         "observing",
         "prompt",
@@ -66,6 +104,7 @@ class CallContext:
         "t0",
         "timestamp",
         "tracker",
+        "write_key",
     )
 
     def __init__(
@@ -83,10 +122,23 @@ class CallContext:
         self.prompt: Prompt | None = None
         self.key: PrefixKey = _EMPTY_KEY
         self.exp: Expectation | None = None
+        self.hold: Hold | None = None
+        self.write_key: int | None = None  # the chained hash this call would write (policy)
         self.t0 = time.perf_counter()
 
     def response_started(self) -> None:
         self.started = True
+        if self.hold is not None:
+            gate = self.tracker._gate
+            if gate is not None:
+                gate.started(self.write_key, self.hold)
+
+    def held(self, hold: Hold) -> None:
+        """The policy let this call go: restart its clocks if it waited."""
+        self.hold = hold
+        if hold.held_ms:
+            self.timestamp = self.tracker.clock()
+            self.t0 = time.perf_counter()
 
     def tracker_failed(self, stage: str, exc: BaseException) -> None:
         self.tracker._guard.failed(stage, exc)
@@ -103,6 +155,13 @@ class CallContext:
             return
         self.finished = True
         elapsed = (time.perf_counter() - self.t0) * 1000.0
+        if self.hold is not None:
+            gate = self.tracker._gate
+            if gate is not None:
+                try:
+                    gate.finished(self.write_key, self.hold)
+                except Exception as exc:
+                    self.tracker._guard.failed("policy", exc)
         try:
             self.tracker._complete(self, usage, error, elapsed)
         except Exception as exc:
@@ -193,7 +252,11 @@ class CacheTracker:
         self._lock = threading.Lock()
         self._stats = Stats(max_prefixes, max_calls)
         self._view = CacheView(max_entries=max_prefixes * 8)
-        self._regressions: list[Regression] = []
+        self._gate = policy.gate() if policy is not None else None
+        self._opened: list[Regression] = []  # opened under the lock, announced after it
+        self._detector = FlowDetector(
+            self.miss_alert_threshold, self.capture_text, max_prefixes, self._opened.append
+        )
         self._patches: dict[int, list[tuple[Any, str, Any]]] = {}
 
     # -- configuration helpers ------------------------------------------------------------
@@ -221,7 +284,11 @@ class CacheTracker:
 
     # -- the call path --------------------------------------------------------------------
 
-    def _begin(self, adapter: Any, request: Mapping[str, Any], flow: str | None) -> CallContext | None:
+    def _begin(
+        self, adapter: Any, request: Mapping[str, Any], flow: str | None, *, hold: bool = True
+    ) -> CallContext | None:
+        """Everything before the SDK call. With a policy and ``hold``, a thread may wait here;
+        async callers pass ``hold=False`` and await :meth:`_ahold` instead."""
         try:
             name = flow or current_flow() or default_flow(3)
             ctx = CallContext(self, adapter, request, name, self.clock())
@@ -231,11 +298,27 @@ class CacheTracker:
             ctx.key = key
             if key.breakpoints:
                 with self._lock:
-                    ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
-            return ctx
+                    exp = ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
+                if self._gate is not None and exp.breakpoint_states[-1] != ALIVE:
+                    ctx.write_key = key.chain[key.breakpoints[-1]]
         except Exception as exc:
             self._guard.failed("begin", exc)
             return None
+        if hold and ctx.write_key is not None and self._gate is not None and not _in_event_loop():
+            try:
+                ctx.held(self._gate.enter(ctx.write_key))
+            except Exception as exc:
+                self._guard.failed("policy", exc)
+        return ctx
+
+    async def _ahold(self, ctx: CallContext | None) -> None:
+        """The policy's hold for an async call (never blocks the event loop)."""
+        if ctx is None or ctx.write_key is None or self._gate is None or ctx.hold is not None:
+            return
+        try:
+            ctx.held(await self._gate.aenter(ctx.write_key))
+        except Exception as exc:
+            self._guard.failed("policy", exc)
 
     def _complete(
         self, ctx: CallContext, usage: Usage, error: BaseException | None, elapsed: float | None
@@ -263,10 +346,65 @@ class CacheTracker:
             unexpected, cause = CacheView.cause(key, usage, exp, implicit, adapter.read_tolerance(model))
         if cost is None:
             cost = UNPRICED
-        # The fields of CallMetrics, in order: the row is what stats keep; CallMetrics objects are
-        # built only when someone reads them (record()'s return, alerts, calls()).
-        row = (
-            adapter.NAME,
+        with self._lock:
+            if exp is not None and usage.known and error is None:
+                read = usage.cache_read_tokens
+                den = read + usage.cache_write_tokens if usage.writes_reported else exp.tokens
+                try:
+                    cause = self._detector.observe(
+                        ctx.flow,
+                        model,
+                        key,
+                        prompt,
+                        exp,
+                        usage,
+                        cause,
+                        (min(read, den), den),
+                        cost.cost_usd,
+                        ctx.timestamp,
+                    )
+                except Exception as exc:
+                    self._guard.failed("detect", exc)
+            row = self._row(ctx, model, usage, cost, elapsed, unexpected, cause, error)
+            self._stats.add(row, key.prefix_hash)
+            if exp is not None and error is None:
+                self._view.observe(
+                    key,
+                    usage,
+                    exp,
+                    implicit,
+                    ctx.timestamp,
+                    adapter.DEFAULT_TTL,
+                    adapter.min_cacheable(model),
+                )
+            opened = self._opened[:]
+            self._opened.clear()
+        for regression in opened:
+            if self.on_regression is None:
+                _default_regression(regression)
+            else:
+                self._guard.user_callback("on_regression", self.on_regression, regression)
+        if unexpected:
+            self._guard.user_callback("on_miss_alert", self.on_miss_alert, CallMetrics(*row))
+        return row
+
+    @staticmethod
+    def _row(
+        ctx: CallContext,
+        model: str | None,
+        usage: Usage,
+        cost: Cost,
+        elapsed: float | None,
+        unexpected: bool,
+        cause: MissCause | None,
+        error: BaseException | None,
+    ) -> tuple[Any, ...]:
+        """The fields of CallMetrics, in order: the row is what stats keep; CallMetrics objects
+        are built only when someone reads them (record()'s return, alerts, calls())."""
+        key = ctx.key
+        exp = ctx.exp
+        return (
+            ctx.adapter.NAME,
             model,
             ctx.flow,
             key.prefix_id,
@@ -285,28 +423,13 @@ class CacheTracker:
             unexpected,
             cause,
             usage.known,
-            0.0,
+            ctx.hold.held_ms if ctx.hold is not None else 0.0,
             usage.diagnostics,
             None if error is None else f"{type(error).__name__}: {error}"[:500],
             usage.writes_reported,
             cost.unpriced,
             ctx.stream,
         )
-        with self._lock:
-            self._stats.add(row, key.prefix_hash)
-            if exp is not None and error is None:
-                self._view.observe(
-                    key,
-                    usage,
-                    exp,
-                    implicit,
-                    ctx.timestamp,
-                    adapter.DEFAULT_TTL,
-                    adapter.min_cacheable(model),
-                )
-        if unexpected:
-            self._guard.user_callback("on_miss_alert", self.on_miss_alert, CallMetrics(*row))
-        return row
 
     @staticmethod
     def _apply_ttl_hint(usage: Usage, key: PrefixKey) -> Usage:
@@ -341,7 +464,8 @@ class CacheTracker:
 
             @functools.wraps(fn)
             async def awrapped(*args: Any, **kwargs: Any) -> Any:
-                ctx = tracker._begin(adapter, kwargs, flow)
+                ctx = tracker._begin(adapter, kwargs, flow, hold=False)
+                await tracker._ahold(ctx)
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as exc:
@@ -368,6 +492,7 @@ class CacheTracker:
         return wrapped  # type: ignore[return-value]
 
     async def _await_then_observe(self, awaitable: Any, ctx: CallContext | None) -> Any:
+        await self._ahold(ctx)
         try:
             result = await awaitable
         except BaseException as exc:
@@ -433,7 +558,8 @@ class CacheTracker:
                     tracker._guard.failed("instrument", exc)
                 if body is None:
                     return await original(cast_to, options, *args, **kwargs)
-                ctx = tracker._begin(adapter, body, flow)
+                ctx = tracker._begin(adapter, body, flow, hold=False)
+                await tracker._ahold(ctx)
                 try:
                     result = await original(cast_to, options, *args, **kwargs)
                 except BaseException as exc:
@@ -531,16 +657,22 @@ class CacheTracker:
             return self._stats.by_prefix()
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
+        """The aggregate keys per flow, plus ``distinct_prefixes`` and ``regression`` (the
+        flow's open :class:`Regression`, or None)."""
         with self._lock:
-            return self._stats.by_flow()
+            flows = self._stats.by_flow()
+            for name, d in flows.items():
+                d["regression"] = self._detector.open_for(name)
+            return flows
 
     def calls(self) -> list[CallMetrics]:
         with self._lock:
             return self._stats.calls()
 
     def regressions(self) -> list[Regression]:
+        """Every incident so far (open ones have ``closed_at=None``), oldest first."""
         with self._lock:
-            return list(self._regressions)
+            return self._detector.regressions()
 
     def close(self) -> None:
         """Flush and release the store. Safe to call twice."""

@@ -1,0 +1,272 @@
+"""Regressions that explain themselves, through the real ``anthropic`` SDK on the emulator.
+
+Each test drives flows on the local emulator (its clock shared with the tracker) and checks
+what the tracker concludes: one incident per cause, the block and byte range the diff names,
+incidents closing when the flow recovers, and silence on healthy traffic.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import pytest
+
+from cachebench import CacheTracker, CallMetrics, Regression
+from cachebench.fingerprint import canonical
+from cachebench.testing import CacheEmulator
+
+MODEL = "claude-sonnet-5"
+SYSTEM = "You are ACME's support agent. Answer briefly, cite the policy section, never guess. " * 60
+TOOLS = [
+    {
+        "name": f"lookup_{name}",
+        "description": f"Look up a {name} in the ACME back office by its id. " * 12,
+        "input_schema": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+    }
+    for name in ("order", "invoice", "shipment", "refund", "customer", "ticket")
+]
+MARK = {"type": "ephemeral"}
+
+
+def request(
+    question: str,
+    *,
+    system: str = SYSTEM,
+    tools: list[dict[str, Any]] | None = None,
+    context: str | None = None,
+) -> dict[str, Any]:
+    """Tools (marked when given), a marked system prompt, an optional marked user context."""
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 32,
+        "system": [{"type": "text", "text": system, "cache_control": MARK}],
+    }
+    if tools is not None:
+        body["tools"] = [*tools[:-1], {**tools[-1], "cache_control": MARK}]
+    content: list[dict[str, Any]] = []
+    if context is not None:
+        content.append({"type": "text", "text": context, "cache_control": MARK})
+    content.append({"type": "text", "text": question})
+    body["messages"] = [{"role": "user", "content": content}]
+    return body
+
+
+class Harness:
+    """One tracker on the emulator's clock, with a wrapped client per flow."""
+
+    def __init__(self, emu: CacheEmulator, **tracker_kwargs: Any) -> None:
+        self.emu = emu
+        self.opened: list[Regression] = []
+        self.alerts: list[CallMetrics] = []
+        self.tracker = CacheTracker(
+            clock=emu.clock,
+            on_regression=self.opened.append,
+            on_miss_alert=self.alerts.append,
+            **tracker_kwargs,
+        )
+
+    def flow(self, name: str, api_key: str = "sk-regressions") -> Callable[..., Any]:
+        client = anthropic.Anthropic(base_url=self.emu.anthropic_base_url, api_key=api_key, max_retries=0)
+        return self.tracker.wrap(client.messages.create, flow=name)
+
+    def tick(self, seconds: float = 3.0) -> None:
+        self.emu.advance(seconds)
+
+    def of(self, flow: str) -> list[Regression]:
+        return [r for r in self.tracker.regressions() if r.flow == flow]
+
+
+def stamp(i: int) -> str:
+    return f"Current time: 2026-11-22T09:{i // 60:02d}:{i % 60:02d}Z. "
+
+
+def test_timestamp_in_the_system_prompt_is_one_churn_incident_naming_the_bytes(
+    cache_emulator: CacheEmulator,
+) -> None:
+    """A deploy that stamps the time into the system prompt raises exactly one prefix-churn
+    incident on that flow: its diff names section ``system``, block 0, and a byte range of the
+    block's canonical bytes that contains the timestamp. The same flow's calls are labelled
+    ``prefix_changed``; another flow's traffic raises nothing; removing the stamp closes it."""
+    h = Harness(cache_emulator)
+    support, other = h.flow("support"), h.flow("billing", api_key="sk-billing")
+    billing_system = "You are ACME's billing assistant. Quote invoice numbers exactly. " * 80
+    for i in range(20):
+        support(**request(f"healthy question {i % 3}"))
+        other(**request(f"billing question {i % 4}", system=billing_system))
+        h.tick()
+    assert h.opened == []
+    stamped = ""
+    for i in range(20):
+        stamped = stamp(i) + SYSTEM
+        m = support(**request(f"question {i % 3}", system=stamped))
+        other(**request(f"billing question {i % 4}", system=billing_system))
+        assert m.usage.cache_creation_input_tokens > 0  # the provider really misses
+        h.tick()
+    assert [(r.flow, r.kind) for r in h.opened] == [("support", "prefix_churn")]
+    churn = h.opened[0]
+    assert churn.open and churn.hit_ratio_before > 0.9 and churn.hit_ratio_after < 0.1
+    diff = churn.diff
+    assert diff is not None and (diff.section, diff.block_index, diff.kind) == ("system", 0, "content")
+    block = canonical(("system", {"text": stamped, "type": "text"}))
+    offset = block.index(b"Current time:")
+    assert diff.byte_start <= offset and offset + len(stamp(0)) <= diff.byte_end
+    assert diff.before is None and diff.after is None  # no text kept without capture_text
+    causes = [c.miss_cause for c in h.tracker.calls() if c.flow == "support"][-20:]
+    assert causes.count("prefix_changed") >= 19
+    assert h.tracker.by_flow()["support"]["regression"] == h.tracker.regressions()[0]
+    assert h.tracker.by_flow()["billing"]["regression"] is None
+    for i in range(20):  # the fix ships: the plain system prompt again
+        support(**request(f"question {i % 3}"))
+        h.tick()
+    (closed,) = h.of("support")
+    assert closed.closed_at is not None and not closed.open
+    assert len(h.opened) == 1 and h.of("billing") == [] and h.alerts == []
+
+
+def test_reordered_tool_list_names_the_tools_section(cache_emulator: CacheEmulator) -> None:
+    """Tools rendered in a different order on every call churn the first layer; the diff names
+    section ``tools`` and the first position whose tool changed."""
+    h = Harness(cache_emulator)
+    create = h.flow("agent")
+    for i in range(16):
+        create(**request(f"q{i % 2}", tools=TOOLS))
+        h.tick()
+    rng = random.Random(7)
+    first_moved = []
+    for i in range(16):
+        shuffled = rng.sample(TOOLS, len(TOOLS))
+        first_moved.append(next(k for k, t in enumerate(shuffled) if t is not TOOLS[k]))
+        create(**request(f"q{i % 2}", tools=shuffled))
+        h.tick()
+    (churn,) = h.opened
+    assert churn.kind == "prefix_churn" and churn.diff is not None
+    assert churn.diff.section == "tools"
+    assert churn.diff.block_index in first_moved
+
+
+def test_changed_user_context_names_the_message_block_and_captures_redacted_text(
+    cache_emulator: CacheEmulator,
+) -> None:
+    """A user context that carries a request id churns the second layer: the diff names the
+    ``messages`` block holding it, and with ``capture_text=True`` short before/after excerpts
+    around the change, with secrets redacted."""
+    h = Harness(cache_emulator, capture_text=True)
+    create = h.flow("assistant")
+    key = "sk-live-" + "9" * 24
+
+    def ctx(request_id: str) -> str:
+        return f"Customer 42, plan Pro. api_key={key} Request {request_id}. " + "Prefers email. " * 90
+
+    for i in range(16):
+        create(**request(f"q{i % 2}", context=ctx("stable")))
+        h.tick()
+    for i in range(16):
+        create(**request(f"q{i % 2}", context=ctx(f"req-{i:04d}")))
+        h.tick()
+    (churn,) = h.opened
+    diff = churn.diff
+    assert diff is not None and (diff.section, diff.block_index) == ("messages", 0)
+    assert diff.before is not None and "stable" in diff.before
+    assert diff.after is not None and "req-" in diff.after
+    assert key not in diff.before + diff.after and "[REDACTED]" in diff.before
+
+
+def test_provider_that_starts_missing_raises_one_hit_ratio_drop(cache_emulator: CacheEmulator) -> None:
+    """When the emulator makes one flow's API key miss every time, that flow raises one
+    hit-ratio drop (no diff: its prompt did not change) and the calls are unexpected misses;
+    the other flow stays quiet. When the misses stop, the incident closes."""
+    h = Harness(cache_emulator)
+    flaky, steady = h.flow("flaky", api_key="sk-flaky"), h.flow("steady", api_key="sk-steady")
+    steady_system = "You are ACME's returns desk. Be precise about dates and fees. " * 80
+    for i in range(16):
+        flaky(**request(f"q{i % 2}"))
+        steady(**request(f"q{i % 2}", system=steady_system))
+        h.tick()
+    cache_emulator.set_knobs(miss_rate=1.0, seed=1, scope="sk-flaky")
+    for i in range(20):
+        flaky(**request(f"q{i % 2}"))
+        steady(**request(f"q{i % 2}", system=steady_system))
+        h.tick()
+    assert [(r.flow, r.kind) for r in h.opened] == [("flaky", "hit_ratio_drop")]
+    drop = h.opened[0]
+    assert drop.diff is None and drop.hit_ratio_before > 0.9 and drop.hit_ratio_after == 0.0
+    assert drop.extra_cost_per_hour_usd is not None and drop.extra_cost_per_hour_usd > 0
+    assert {m.miss_cause for m in h.alerts} == {"provider"} and {m.flow for m in h.alerts} == {"flaky"}
+    cache_emulator.set_knobs(miss_rate=0.0, scope="sk-flaky")
+    for i in range(20):
+        flaky(**request(f"q{i % 2}"))
+        h.tick()
+    (closed,) = h.of("flaky")
+    assert closed.closed_at is not None and closed.calls_affected >= 12
+    assert len(h.opened) == 1
+
+
+def test_healthy_multi_tenant_multi_turn_traffic_raises_nothing(cache_emulator: CacheEmulator) -> None:
+    """2,000 calls of a healthy support agent: 120 customers arriving over time (each new
+    customer's first message writes their own context layer), interleaved multi-turn
+    conversations, bursts of new customers at once, and two flows. No miss alert, no
+    regression; new customers' first calls are ``cold``."""
+    h = Harness(cache_emulator)
+    flows = {"chat": h.flow("chat"), "email": h.flow("email")}
+    rng = random.Random(2026)
+    active: dict[str, tuple[str, int]] = {}
+    arrived = 0
+    calls = 0
+    while calls < 2000:
+        if arrived < 120 and (len(active) < 6 or rng.random() < 0.12):
+            burst = 4 if rng.random() < 0.1 else 1
+            for _ in range(burst):
+                active[f"customer-{arrived}"] = (rng.choice(list(flows)), 0)
+                arrived += 1
+        user = rng.choice(sorted(active))
+        flow_name, turn = active[user]
+        context = {"type": "text", "text": f"Context of {user}. " * 80, "cache_control": MARK}
+        messages: list[dict[str, Any]] = [{"role": "user", "content": [context]}]
+        for t in range(turn):
+            messages += [
+                {"role": "assistant", "content": f"Answer {t} to {user}."},
+                {"role": "user", "content": f"Follow-up {t + 1} from {user}."},
+            ]
+        if turn:  # the conversation's breakpoint moves with the newest message
+            newest = messages[-1]["content"]
+            messages[-1]["content"] = [{"type": "text", "text": newest, "cache_control": MARK}]
+        body = {
+            "model": MODEL,
+            "max_tokens": 16,
+            "system": [{"type": "text", "text": SYSTEM, "cache_control": MARK}],
+            "messages": messages,
+        }
+        flows[flow_name](**body)
+        calls += 1
+        active[user] = (flow_name, turn + 1)
+        if turn + 1 >= 20:
+            del active[user]
+        h.tick(rng.uniform(0.5, 4.0))
+    assert h.alerts == []
+    assert h.tracker.regressions() == []
+    totals = h.tracker.aggregate()
+    assert totals["calls"] == 2000 and totals["hit_ratio"] > 0.8
+    causes = {m.miss_cause for m in h.tracker.calls()}
+    assert "cold" in causes and not causes & {"provider", "prefix_churn", "prefix_changed"}
+
+
+@pytest.mark.parametrize("kind", ["model", "capture"])
+def test_regression_callbacks_never_break_the_call(cache_emulator: CacheEmulator, kind: str) -> None:
+    """A broken ``on_regression`` is logged and counted by the guard, never raised into the call."""
+
+    def broken(r: Regression) -> None:
+        raise RuntimeError("callback bug")
+
+    tracker = CacheTracker(clock=cache_emulator.clock, on_regression=broken, capture_text=kind == "capture")
+    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-cb", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="cb")
+    for _ in range(14):
+        create(**request("q"))
+        cache_emulator.advance(2)
+    for i in range(16):
+        assert create(**request("q", system=stamp(i) + SYSTEM)).content
+        cache_emulator.advance(2)
+    assert len(tracker.regressions()) == 1

@@ -267,10 +267,14 @@ def diff_layers(old: Sequence[BlockPrint], new: Sequence[BlockPrint]) -> PrefixD
     for i in range(max(len(old), len(new))):
         if i >= len(new):
             o = old[i]
-            return PrefixDiff(o.section, o.index, o.position, 0, 0, "removed", _excerpt(o.text, 0, o.size), None)
+            return PrefixDiff(
+                o.section, o.index, o.position, 0, 0, "removed", _excerpt(o.text, 0, o.size), None
+            )
         b = new[i]
         if i >= len(old):
-            return PrefixDiff(b.section, b.index, b.position, 0, b.size, "added", None, _excerpt(b.text, 0, b.size))
+            return PrefixDiff(
+                b.section, b.index, b.position, 0, b.size, "added", None, _excerpt(b.text, 0, b.size)
+            )
         o = old[i]
         if o.digest == b.digest and o.section == b.section:
             if o.order_digest != b.order_digest:

@@ -1,0 +1,159 @@
+"""``CachePolicy.miss_aware`` through the real ``anthropic`` SDK on the emulator.
+
+The emulator makes a new cache entry readable only once the writing response starts (after
+its time-to-first-token knob), as the provider does, so parallel calls with the same cold
+prefix all pay the write unless the tracker holds the twins until the first one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anthropic
+import pytest
+
+from cachebench import CachePolicy, CacheTracker
+from cachebench.testing import CacheEmulator
+
+MODEL = "claude-sonnet-5"
+SYSTEM = "You are ACME's support agent. Answer briefly, cite the policy section, never guess. " * 60
+PARALLEL = 8
+
+
+def request(i: int, system: str = SYSTEM) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": 16,
+        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": f"Question {i}?"}],
+    }
+
+
+def tracker_for(emu: CacheEmulator, policy: CachePolicy | None) -> CacheTracker:
+    return CacheTracker(clock=emu.clock, policy=policy)
+
+
+def run_threads(emu: CacheEmulator, tracker: CacheTracker, *, stream: bool = False) -> list[tuple[int, int]]:
+    client = anthropic.Anthropic(base_url=emu.anthropic_base_url, api_key="sk-policy", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="burst")
+
+    def one(i: int) -> tuple[int, int]:
+        if stream:
+            with create(**request(i), stream=True) as events:
+                usage = None
+                for event in events:
+                    if event.type == "message_start":
+                        usage = event.message.usage
+            assert usage is not None
+        else:
+            usage = create(**request(i)).usage
+        return usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0
+
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        return list(pool.map(one, range(PARALLEL)))
+
+
+async def run_tasks(emu: CacheEmulator, tracker: CacheTracker) -> list[tuple[int, int]]:
+    client = anthropic.AsyncAnthropic(base_url=emu.anthropic_base_url, api_key="sk-policy", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="burst")
+
+    async def one(i: int) -> tuple[int, int]:
+        usage = (await create(**request(i))).usage
+        return usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0
+
+    try:
+        return await asyncio.gather(*(one(i) for i in range(PARALLEL)))
+    finally:
+        await client.close()
+
+
+def writers(results: list[tuple[int, int]]) -> int:
+    return sum(1 for read, write in results if write and not read)
+
+
+def readers(results: list[tuple[int, int]]) -> int:
+    return sum(1 for read, write in results if read and not write)
+
+
+def test_without_a_policy_eight_parallel_cold_calls_all_write(cache_emulator: CacheEmulator) -> None:
+    """The baseline: 8 parallel calls with one cold prefix each pay the write."""
+    cache_emulator.set_knobs(ttft_ms=300)
+    tracker = tracker_for(cache_emulator, None)
+    results = run_threads(cache_emulator, tracker)
+    assert writers(results) == PARALLEL
+    assert tracker.aggregate()["holds"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
+def test_miss_aware_threads_one_writes_seven_read(cache_emulator: CacheEmulator, stream: bool) -> None:
+    """With ``miss_aware`` the first call writes; the 7 twins wait until its response starts
+    (the full response, or the first stream event) and then read. Each held call records its
+    wait; ``aggregate()["holds"]`` counts them."""
+    cache_emulator.set_knobs(ttft_ms=300)
+    tracker = tracker_for(cache_emulator, CachePolicy.miss_aware(delay_ms=5000, max_retries=1))
+    results = run_threads(cache_emulator, tracker, stream=stream)
+    assert (writers(results), readers(results)) == (1, PARALLEL - 1), results
+    calls = tracker.calls()
+    held = [m for m in calls if m.held_ms > 0]
+    assert len(held) == PARALLEL - 1
+    assert all(m.cache_read_tokens > 0 and m.cache_write_tokens == 0 for m in held)
+    assert all(100 <= m.held_ms < 5000 for m in held)
+    assert tracker.aggregate()["holds"] == PARALLEL - 1
+    assert tracker._gate is not None and tracker._gate.in_flight == 0
+
+
+async def test_miss_aware_asyncio_one_writes_seven_read(cache_emulator: CacheEmulator) -> None:
+    """The same with 8 asyncio tasks: the twins wait without blocking the event loop (a ticker
+    task keeps running while they are held)."""
+    cache_emulator.set_knobs(ttft_ms=300)
+    tracker = tracker_for(cache_emulator, CachePolicy.miss_aware(delay_ms=5000, max_retries=1))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        results = await run_tasks(cache_emulator, tracker)
+    finally:
+        tick_task.cancel()
+    assert (writers(results), readers(results)) == (1, PARALLEL - 1), results
+    assert tracker.aggregate()["holds"] == PARALLEL - 1
+    assert ticks >= 10  # the loop kept running during the ~300 ms of holds
+
+
+@pytest.mark.parametrize("mode", ["threads", "asyncio"])
+def test_holds_shorter_than_the_first_response_time_out_and_proceed(
+    cache_emulator: CacheEmulator, mode: str
+) -> None:
+    """With ``delay_ms`` shorter than the writer's time to first token, the twins' holds time
+    out: they go ahead and write, each having waited about ``delay_ms``. Nothing is re-sent."""
+    cache_emulator.set_knobs(ttft_ms=600)
+    tracker = tracker_for(cache_emulator, CachePolicy.miss_aware(delay_ms=50, max_retries=1))
+    if mode == "threads":
+        results = run_threads(cache_emulator, tracker)
+    else:
+        results = asyncio.run(run_tasks(cache_emulator, tracker))
+    assert writers(results) == PARALLEL
+    held = [m for m in tracker.calls() if m.held_ms > 0]
+    assert len(held) == PARALLEL - 1
+    assert all(50 <= m.held_ms < 600 for m in held)
+    assert tracker.aggregate()["calls"] == PARALLEL
+
+
+def test_a_warm_prefix_is_never_held(cache_emulator: CacheEmulator) -> None:
+    """Once the prefix is cached, parallel calls read it at once: nothing is cold, no hold."""
+    tracker = tracker_for(cache_emulator, CachePolicy.miss_aware(delay_ms=5000, max_retries=1))
+    client = anthropic.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
+    )
+    tracker.wrap(client.messages.create)(**request(-1))
+    cache_emulator.set_knobs(ttft_ms=100)
+    results = run_threads(cache_emulator, tracker)
+    assert readers(results) == PARALLEL
+    assert tracker.aggregate()["holds"] == 0

@@ -46,6 +46,7 @@ from cachebench._flow import default_flow
 from cachebench.detect import CacheView
 from cachebench.fingerprint import key as prefix_key
 from cachebench.providers import adapter_for
+from cachebench.regress import FlowDetector
 from cachebench.stats import Stats
 from cachebench.types import CallMetrics
 
@@ -58,6 +59,8 @@ TARGET_OVERHEAD_US = 25.0
 TARGET_GBPS = 2.0
 TARGET_VS_SEED = 6.0
 TARGET_MEMORY_MB = 64.0
+TARGET_DETECTOR_US = 5.0
+FLOWS = 10_000
 
 ADAPTER = adapter_for("anthropic")
 _rnd = random.Random(20_26)
@@ -281,6 +284,13 @@ def breakdown(
         CacheView.cause(pkey, usage, e, False, 0)
         view.observe(pkey, usage, e, False, now, "5m", 1024)
 
+    detector = FlowDetector(0.6, False, 10_000, lambda r: None)
+    hit = (usage.cache_read_tokens, usage.cache_read_tokens)
+
+    def regressions() -> None:
+        # A steady flow: the call reads its prefix; the detector updates its window and baselines.
+        detector.observe("bench", usage.model, pkey, prompt, exp, usage, None, hit, cost.cost_usd, now)
+
     pieces: list[tuple[str, Callable[[], Any]]] = [
         ("flow name (caller frame walk)", lambda: default_flow(3)),
         ("parse_request", lambda: adapter.parse_request(request)),
@@ -290,6 +300,7 @@ def breakdown(
         ("expect / cause / observe", detect),
         ("call row construction", build_row),
         ("stats.add (record)", lambda: stats.add(row, pkey.prefix_hash)),
+        ("regression detector", regressions),
     ]
     n = max(2000, iterations // 2)
     print("breakdown (median of each piece timed alone in a hot loop, us):")
@@ -297,7 +308,10 @@ def breakdown(
     for name, fn in pieces:
         us = statistics.median(time_each(fn, n, 500)) / 1000
         accounted += us
-        print(f"  {name:<32} {us:7.2f}")
+        target = ""
+        if fn is regressions:
+            target = f"   (target <= {TARGET_DETECTOR_US:.0f} us: {verdict(us <= TARGET_DETECTOR_US)})"
+        print(f"  {name:<32} {us:7.2f}{target}")
     print(f"  {'sum of pieces':<32} {accounted:7.2f}")
     print(f"  {'rest (see README)':<32} {total_us - accounted:7.2f}")
 
@@ -487,6 +501,50 @@ def memory_response() -> Message:
     )
 
 
+def bench_flows(calls_per_flow: int) -> None:
+    """Regression detection across 10,000 flows: memory held, and flat beyond the flow bound."""
+    print(f"\n== 4. Regression detection across {FLOWS:,} flows (tracemalloc, after gc) ==")
+    response = message(
+        {
+            "input_tokens": 8,
+            "cache_read_input_tokens": 2100,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 40,
+        }
+    )
+    t0 = time.time() - 86_400.0
+    warm = CacheTracker(provider="anthropic")
+    warm.record(response, request=record_request(0), provider="anthropic", timestamp=t0, flow="warm")
+    results: list[float] = []
+    for n_flows in (FLOWS, 2 * FLOWS):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tracker = CacheTracker(provider="anthropic")  # max_prefixes=10_000 bounds flows too
+            record = tracker.record
+            i = 0
+            for _ in range(calls_per_flow):
+                for f in range(n_flows):
+                    # Each flow has its own prefix and reads it: a steady multi-flow workload.
+                    record(response, request=record_request(f), provider="anthropic", elapsed_ms=900.0,
+                           timestamp=t0 + i * 0.01, flow=f"flow-{f}")  # fmt: skip
+                    i += 1
+            mb = retained_mb(base)
+        finally:
+            tracemalloc.stop()
+        assert tracker.internal_errors == 0
+        results.append(mb)
+        flows_held = len(tracker._detector._flows)
+        print(
+            f"{n_flows:,} flows x {calls_per_flow} calls: {mb:6.1f} MB retained (whole tracker), "
+            f"{flows_held:,} flows in the detector, {len(tracker._detector._prints):,} layer prints   "
+            f"target < {TARGET_MEMORY_MB:.0f} MB: {verdict(mb < TARGET_MEMORY_MB)}"
+        )
+        del tracker
+    print(f"  twice the flows (beyond the 10,000 bound): {results[1] - results[0]:+.1f} MB")
+
+
 def memory_stream(n_stream: int) -> None:
     """Child process: an endless stream of new prefixes; one JSON line per checkpoint."""
     response = memory_response()
@@ -564,7 +622,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-seed", action="store_true", help="skip the side-by-side with cachebench 0.1.0")
     parser.add_argument("--quick", action="store_true", help="fewer iterations and calls (a smoke run)")
     parser.add_argument(
-        "--only", default="overhead,fingerprint,memory", help="comma-separated sections to run (default: all)"
+        "--only",
+        default="overhead,fingerprint,memory,flows",
+        help="comma-separated sections to run (default: all)",
     )
     parser.add_argument("--memory-stream", type=int, default=0, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
@@ -586,6 +646,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_fingerprint(100 // scale if not args.quick else 20, with_seed=not args.no_seed)
     if "memory" in sections:
         bench_memory(100_000 // scale, 300_000 // scale)
+    if "flows" in sections:
+        bench_flows(2 if args.quick else 5)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 

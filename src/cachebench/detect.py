@@ -20,6 +20,7 @@ into one int.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 from ._cachefacts import _TTL_SECONDS, LOOKBACK, ttl_seconds
 from .types import MissCause, PrefixKey, Usage
@@ -177,11 +178,7 @@ class CacheView:
         if not usage.known or not key.breakpoints:
             return
         chain = key.chain
-        cum: list[int] = []
-        run = 0
-        for size in key.sizes:
-            run += size
-            cum.append(run)
+        cum = list(accumulate(key.sizes))  # canonical bytes through each block
         read = usage.cache_read_tokens
         for q in exp.matched:  # reads refresh the entry they read
             e = self._get(chain[q])

@@ -118,6 +118,8 @@ class _Flow:
         "pos",
         "times",
         "values",
+        "win_den",
+        "win_num",
     )
 
     def __init__(self) -> None:
@@ -136,6 +138,7 @@ class _Flow:
         self.pos = 0
         self.n = 0
         self.cum_num = self.cum_den = 0
+        self.win_num = self.win_den = 0  # the window's hit ratio, as sums
         self.healthy = False
         self.cost_base: float | None = None  # cost per call while healthy (moving average)
         self.churn: _Incident | None = None
@@ -302,6 +305,10 @@ class FlowDetector:
             if not masks >> k & 1:
                 break
             f.new_count[k] += masks >> (16 + k) & 1
+        if f.n == WINDOW:
+            gone = _scored(old, f.hits[slot])
+            f.win_num -= gone[0]
+            f.win_den -= gone[1]
         f.masks[slot] = masks
         f.hits[slot] = hit
         f.costs[slot] = cost
@@ -309,6 +316,8 @@ class FlowDetector:
         scored = _scored(masks, hit)
         f.cum_num += scored[0]
         f.cum_den += scored[1]
+        f.win_num += scored[0]
+        f.win_den += scored[1]
         f.pos = (slot + 1) % WINDOW
         f.n = min(f.n + 1, WINDOW)
 
@@ -324,12 +333,7 @@ class FlowDetector:
         cost: float | None,
         now: float,
     ) -> None:
-        num = den = 0
-        for i in range(f.n):
-            scored = _scored(f.masks[i], f.hits[i])
-            num += scored[0]
-            den += scored[1]
-        ratio = num / den if den else math.nan
+        ratio = f.win_num / f.win_den if f.win_den else math.nan
         for incident in (f.churn, f.drop):
             if incident is not None:
                 incident.calls += 1

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import anthropic.types as at
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,3 +168,33 @@ def test_reordered_schema_keeps_id_but_changes_order_digest() -> None:
     assert order_digests(pa) == order_digests(
         adapter.parse_request({"model": "m", "tools": [dict(tool)], "messages": []})
     )
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_string_content_and_a_single_text_part_are_the_same_prompt(provider: str) -> None:
+    """``"content": "hi"`` and ``[{"type": "text", "text": "hi"}]`` render the same prompt at the
+    provider, so they hash alike block for block; a text part with more than its text (a
+    citation) is a different block."""
+    from cachebench.providers import adapter_for
+
+    parse = adapter_for(provider).parse_request
+
+    def request(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": "m", "messages": messages}
+        if provider == "anthropic":
+            body["system"] = [{"type": "text", "text": "You are terse.", "cache_control": MARK}]
+        return body
+
+    plain = [{"role": "user", "content": "Where is order 7?"}, {"role": "assistant", "content": "Shipped."}]
+    parts = [
+        {"role": "user", "content": [{"type": "text", "text": "Where is order 7?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Shipped."}]},
+    ]
+    cited = [
+        {"role": "user", "content": [{"type": "text", "text": "Where is order 7?", "citations": [{"n": 1}]}]},
+        {"role": "assistant", "content": "Shipped."},
+    ]
+    newest = [{"role": "user", "content": "And order 8?"}]
+    a, b, c = (key(parse(request(m + newest))) for m in (plain, parts, cited))
+    assert a.chain == b.chain and a.prefix_id == b.prefix_id is not None
+    assert c.chain != a.chain

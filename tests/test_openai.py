@@ -1095,7 +1095,7 @@ def test_chat_cache_order_turn_start_and_implicit_breakpoint() -> None:
         "messages",
     ]
     assert p.blocks[1].payload == ["system", "Be brief."]
-    assert p.blocks[2].payload == ["user", {"type": "text", "text": "Order 4411"}]
+    assert p.blocks[2].payload == ["user", "Order 4411"]  # a plain text part hashes as its string
     assert p.blocks[4].payload[0] == "assistant" and "tool_calls" in p.blocks[4].payload[1]
     assert p.blocks[5].payload == ["tool", {"tool_call_id": "call_1"}]
     assert p.turn_start == 5  # the tool result and the user message after it are the newest turn

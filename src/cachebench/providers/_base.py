@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ..types import Prompt, Usage
 
-__all__ = ["Accumulator", "Adapter", "as_int", "fields", "get", "get_path", "has_field"]
+__all__ = ["Accumulator", "Adapter", "as_int", "fields", "get", "get_path", "has_field", "text_form"]
 
 _MISSING = object()
 # isinstance(x, Mapping) goes through ABCMeta.__instancecheck__ (a Python-level call) every time;
@@ -69,6 +69,22 @@ class _Attrs(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return 0
+
+
+_TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
+
+
+def text_form(part: Any) -> Any:
+    """A plain text part (``{"type": "text", "text": s}`` and nothing else) as the string ``s``.
+
+    The providers render ``"content": "hi"`` and ``[{"type": "text", "text": "hi"}]`` as the
+    same prompt, so both must hash alike; any other part is returned unchanged.
+    """
+    if type(part) is dict and len(part) == 2 and part.get("type") in _TEXT_TYPES:
+        text = part.get("text")
+        if type(text) is str:
+            return text
+    return part
 
 
 def has_field(obj: Any, name: str) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
-from ._base import as_int, fields, get, has_field
+from ._base import as_int, fields, get, has_field, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -100,10 +100,10 @@ def build_prompt(
             append(_new_block(Block, ("tools", i, payload, ttl)))
     for i, part in enumerate(_items(system)):
         if type(part) is dict and MARKER not in part:
-            append(_new_block(Block, ("system", i, part, None)))
+            append(_new_block(Block, ("system", i, text_form(part), None)))
         else:
             payload, ttl = _strip(part)
-            append(_new_block(Block, ("system", i, payload, ttl)))
+            append(_new_block(Block, ("system", i, text_form(payload), ttl)))
     msgs = _items(messages)
     roles = [msg.get("role", "user") if type(msg) is dict else get(msg, "role", "user") for msg in msgs]
     # The newest user turn: the trailing run of user messages (tool results are user turns).
@@ -120,10 +120,10 @@ def build_prompt(
         content = msg.get("content") if type(msg) is dict else get(msg, "content")
         for part in [content] if type(content) is str else _items(content):
             if (type(part) is dict and MARKER not in part) or type(part) is str:
-                append(_new_block(Block, ("messages", m_index, [role, part], None)))
+                append(_new_block(Block, ("messages", m_index, [role, text_form(part)], None)))
             else:
                 payload, ttl = _strip(part)
-                append(_new_block(Block, ("messages", m_index, [role, payload], ttl)))
+                append(_new_block(Block, ("messages", m_index, [role, text_form(payload)], ttl)))
             m_index += 1
     if turn_start is None:
         turn_start = len(blocks)

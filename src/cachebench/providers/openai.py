@@ -23,7 +23,7 @@ from .._cachefacts import model_version as model_version
 from .._guard import logger
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Section, Usage
-from ._base import as_int, get, get_path, has_field
+from ._base import as_int, get, get_path, has_field, text_form
 from .anthropic import stainless_instrument
 
 NAME = "openai"
@@ -193,7 +193,7 @@ def _item_blocks(item: Any) -> tuple[str, list[tuple[Any, Any]]]:
     elif content is not None:
         for part in _items(content):
             payload, marker = _strip(part)
-            out.append(([role, payload], marker))
+            out.append(([role, text_form(payload)], marker))
     if not out:
         out.append(([role, None], None))
     return role, out
@@ -239,7 +239,7 @@ def build_prompt(
         add("tools", _plain_dict(tool))
     for part in _items(system):
         payload, marker = _strip(part)
-        add("system", ["system", payload], marker)
+        add("system", ["system", text_form(payload)], marker)
     if context:
         add("messages", ["context", context])
     # The newest turn: the trailing run of user/tool messages (system messages and the

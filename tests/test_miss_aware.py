@@ -8,6 +8,7 @@ prefix all pay the write unless the tracker holds the twins until the first one 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -78,12 +79,17 @@ def readers(results: list[tuple[int, int]]) -> int:
 
 
 def test_without_a_policy_eight_parallel_cold_calls_all_write(cache_emulator: CacheEmulator) -> None:
-    """The baseline: 8 parallel calls with one cold prefix each pay the write."""
+    """The baseline: 8 parallel calls with one cold prefix each pay the write. The first is
+    ``cold``; the 7 that went out while it was still writing are ``concurrent`` (what
+    ``miss_aware`` avoids); none is an unexpected miss."""
     cache_emulator.set_knobs(ttft_ms=300)
     tracker = tracker_for(cache_emulator, None)
     results = run_threads(cache_emulator, tracker)
     assert writers(results) == PARALLEL
     assert tracker.aggregate()["holds"] == 0
+    causes = Counter(m.miss_cause for m in tracker.calls())
+    assert causes == {"cold": 1, "concurrent": PARALLEL - 1}
+    assert not any(m.unexpected_miss for m in tracker.calls())
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["response", "stream"])
@@ -142,6 +148,7 @@ def test_holds_shorter_than_the_first_response_time_out_and_proceed(
     assert writers(results) == PARALLEL
     held = [m for m in tracker.calls() if m.held_ms > 0]
     assert len(held) == PARALLEL - 1
+    assert {m.miss_cause for m in held} == {"concurrent"}
     assert all(50 <= m.held_ms < 600 for m in held)
     assert tracker.aggregate()["calls"] == PARALLEL
 

@@ -51,7 +51,7 @@ MAX_LAYERS = 8  # breakpoints beyond this are not tracked per layer
 MAX_PRINTS = 512  # layer prints kept tracker-wide (least recently used dropped)
 MAX_PRINT_BYTES = 1 << 18  # layers larger than this are not printed (their diff is block-level)
 MAX_INCIDENTS = 1000
-_HEALTHY = (None, "cold", "ttl_expired")  # causes of calls that set the flow's normal cost
+_HEALTHY = (None, "cold", "concurrent", "ttl_expired")  # causes of calls that set the flow's normal cost
 _EXPLAINED = 32  # bit of a window slot's mask: the call's writes were expected (cold, a change)
 
 
@@ -260,7 +260,7 @@ class FlowDetector:
         f.model = model
         present = (1 << n_layers) - 1
         # Expected writes (new users, a one-off prompt change) are not hit-ratio misses.
-        explained = cause in ("cold", "prefix_changed", "model_changed")
+        explained = cause in ("cold", "concurrent", "prefix_changed", "model_changed")
         self._window(
             f, present | read << 8 | new << 16 | same << 24 | explained << _EXPLAINED, hit, cost, now
         )

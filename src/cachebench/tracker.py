@@ -91,9 +91,11 @@ class CallContext:
 
     __slots__ = (
         "adapter",
+        "concurrent",
         "exp",
         "finished",
         "flow",
+        "flying",
         "hold",
         "key",
         "observing",
@@ -123,11 +125,15 @@ class CallContext:
         self.key: PrefixKey = _EMPTY_KEY
         self.exp: Expectation | None = None
         self.hold: Hold | None = None
-        self.write_key: int | None = None  # the chained hash this call would write (policy)
+        self.write_key: int | None = None  # the chained hash of the cold prefix this call writes
+        self.flying = False  # registered as an in-flight writer of write_key
+        self.concurrent = False  # a twin was already writing write_key when this call went out
         self.t0 = time.perf_counter()
 
     def response_started(self) -> None:
         self.started = True
+        if self.flying:
+            self.tracker._land(self)
         if self.hold is not None:
             gate = self.tracker._gate
             if gate is not None:
@@ -155,6 +161,8 @@ class CallContext:
             return
         self.finished = True
         elapsed = (time.perf_counter() - self.t0) * 1000.0
+        if self.flying:
+            self.tracker._land(self)
         if self.hold is not None:
             gate = self.tracker._gate
             if gate is not None:
@@ -253,6 +261,7 @@ class CacheTracker:
         self._stats = Stats(max_prefixes, max_calls)
         self._view = CacheView(max_entries=max_prefixes * 8)
         self._gate = policy.gate() if policy is not None else None
+        self._inflight: dict[int, int] = {}  # cold prefix -> calls writing it, response not started
         self._opened: list[Regression] = []  # opened under the lock, announced after it
         self._detector = FlowDetector(
             self.miss_alert_threshold, self.capture_text, max_prefixes, self._opened.append
@@ -299,17 +308,46 @@ class CacheTracker:
             if key.breakpoints:
                 with self._lock:
                     exp = ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
-                if self._gate is not None and exp.breakpoint_states[-1] != ALIVE:
+                if exp.breakpoint_states[-1] != ALIVE:
                     ctx.write_key = key.chain[key.breakpoints[-1]]
         except Exception as exc:
             self._guard.failed("begin", exc)
             return None
-        if hold and ctx.write_key is not None and self._gate is not None and not _in_event_loop():
+        if ctx.write_key is None:
+            return ctx
+        if self._gate is None:
+            self._fly(ctx)
+        elif hold and not _in_event_loop():
             try:
                 ctx.held(self._gate.enter(ctx.write_key))
             except Exception as exc:
                 self._guard.failed("policy", exc)
+            self._fly(ctx)
         return ctx
+
+    def _fly(self, ctx: CallContext) -> None:
+        """Count ``ctx`` among the in-flight writers of its cold prefix until its response
+        starts: a call that goes out while a twin is already writing is ``concurrent``."""
+        k = ctx.write_key
+        if k is None or ctx.flying:
+            return
+        with self._lock:
+            n = self._inflight.get(k, 0)
+            ctx.concurrent = n > 0
+            self._inflight[k] = n + 1
+            ctx.flying = True
+
+    def _land(self, ctx: CallContext) -> None:
+        k = ctx.write_key
+        with self._lock:
+            if not ctx.flying or k is None:
+                return
+            ctx.flying = False
+            n = self._inflight.get(k, 1) - 1
+            if n > 0:
+                self._inflight[k] = n
+            else:
+                self._inflight.pop(k, None)
 
     async def _ahold(self, ctx: CallContext | None) -> None:
         """The policy's hold for an async call (never blocks the event loop)."""
@@ -319,6 +357,7 @@ class CacheTracker:
             ctx.held(await self._gate.aenter(ctx.write_key))
         except Exception as exc:
             self._guard.failed("policy", exc)
+        self._fly(ctx)
 
     def _complete(
         self, ctx: CallContext, usage: Usage, error: BaseException | None, elapsed: float | None
@@ -344,6 +383,8 @@ class CacheTracker:
         implicit = prompt.implicit if prompt is not None else False
         if exp is not None and usage.known and error is None:
             unexpected, cause = CacheView.cause(key, usage, exp, implicit, adapter.read_tolerance(model))
+            if ctx.concurrent and cause == "cold":
+                cause = "concurrent"  # a twin was writing the same prefix when this call went out
         if cost is None:
             cost = UNPRICED
         with self._lock:

@@ -21,6 +21,8 @@ from cachebench import CacheTracker, CallMetrics
 from cachebench.testing import CacheEmulator
 from cachebench.tokens import estimate_block
 
+from .scenario import SYSTEM, context, turns
+
 MODEL = "claude-sonnet-5"  # minimum cacheable prefix: 1024 tokens
 KEY = "sk-emulator-tests"
 MODES = ("sync", "async", "stream", "async_stream")
@@ -34,19 +36,6 @@ TOOLS = [
     }
     for name in ("order", "invoice", "shipment")
 ]
-SYSTEM = "You are ACME's support agent. Answer briefly, cite the policy section, never guess. " * 60
-
-
-def context(user: str) -> str:
-    return f"Customer {user}: plan Pro since 2023, three open tickets, prefers email. " * 20
-
-
-def turns(user: str, n: int) -> list[tuple[str, str]]:
-    """``n`` (question, answer) pairs of ``user``'s conversation."""
-    return [
-        (f"{user} asks question {i} about order {i * 7}.", f"Order {i * 7} ships on day {i}.")
-        for i in range(n)
-    ]
 
 
 def cc(ttl: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from cachebench.testing import CacheEmulator
 from cachebench.tokens import estimate_json
 
 from . import test_emulator_gemini as base
+from .scenario import SYSTEM, context, turns
 from .test_emulator_gemini import FLASH, MODES, QUESTION, ClientFactory, request, sized, tokens
 
 clients = base.clients
@@ -37,19 +38,6 @@ DECLARATIONS = [
 ]
 # The tool as google-genai sends it (camelCase REST JSON): its tokens are this JSON's.
 T = estimate_json({"functionDeclarations": DECLARATIONS})
-SYSTEM = "You are ACME's support agent. Answer briefly, cite the policy section, never guess. " * 60
-
-
-def context(user: str) -> str:
-    return f"Customer {user}: plan Pro since 2023, three open tickets, prefers email. " * 20
-
-
-def turns(user: str, n: int) -> list[tuple[str, str]]:
-    """``n`` (question, answer) pairs of ``user``'s conversation."""
-    return [
-        (f"{user} asks question {i} about order {i * 7}.", f"Order {i * 7} ships on day {i}.")
-        for i in range(n)
-    ]
 
 
 def contents(user: str, turn: int) -> list[types.Content]:

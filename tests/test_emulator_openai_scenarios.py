@@ -18,6 +18,7 @@ from cachebench.testing import CacheEmulator
 from cachebench.tokens import estimate_json
 
 from . import test_emulator_openai as base
+from .scenario import SYSTEM, context, turns
 from .test_emulator_openai import MODES, NEW, OLD, QUESTION, Client, ClientFactory, sized, stepped, tokens
 
 APIS = ("chat", "responses")
@@ -62,21 +63,6 @@ def tools(api: str) -> list[dict[str, Any]]:
         }
         out.append({"type": "function", "function": fn} if api == "chat" else {"type": "function", **fn})
     return out
-
-
-SYSTEM = "You are ACME's support agent. Answer briefly, cite the policy section, never guess. " * 60
-
-
-def context(user: str) -> str:
-    return f"Customer {user}: plan Pro since 2023, three open tickets, prefers email. " * 20
-
-
-def turns(user: str, n: int) -> list[tuple[str, str]]:
-    """``n`` (question, answer) pairs of ``user``'s conversation."""
-    return [
-        (f"{user} asks question {i} about order {i * 7}.", f"Order {i * 7} ships on day {i}.")
-        for i in range(n)
-    ]
 
 
 def history(api: str, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -103,15 +103,7 @@ class flow:
 
             return arun  # type: ignore[return-value]
 
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            token = _current.set(name)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _current.reset(token)
-
-        return run  # type: ignore[return-value]
+        return functools.wraps(fn)(_in_flow(name, fn))  # type: ignore[return-value]
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -14,42 +14,30 @@ the caller gets the SDK's response or the SDK's own exception, unchanged.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from ._alerts import default_alert, default_regression
+from ._call import CallContext, apply_ttl_hint, call_row
 from ._flow import current_flow, default_flow
-from ._guard import Guard, logger, strict_from_env
-from .detect import ALIVE, CacheView, Expectation
+from ._guard import Guard, strict_from_env
+from ._instrument import InstrumentHooks, unpatch, wrapper_for
+from .detect import ALIVE, CacheView
 from .fingerprint import key as prefix_key
-from .policy import CachePolicy, Hold
+from .policy import CachePolicy
 from .pricing import PriceTable
 from .providers import adapter_for, detect_client, detect_response
 from .providers._stream import observe_result
 from .regress import FlowDetector
 from .stats import Stats
-from .types import (
-    UNKNOWN_USAGE,
-    UNPRICED,
-    CallMetrics,
-    Cost,
-    MissCause,
-    PrefixKey,
-    Prompt,
-    Provider,
-    Regression,
-    Usage,
-)
+from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Provider, Regression, Usage
 
 __all__ = ["CacheTracker", "CallContext"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
-_EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), -1, 0)
 
 
 def _in_event_loop() -> bool:
@@ -58,155 +46,6 @@ def _in_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _default_regression(r: Regression) -> None:
-    where = ""
-    if r.diff is not None:
-        where = (
-            f": {r.diff.section} block {r.diff.block_index} changed "
-            f"(bytes {r.diff.byte_start}-{r.diff.byte_end}, {r.diff.kind})"
-        )
-    logger.warning(
-        "cachebench: %s in flow %r%s; hit ratio %.0f%% before",
-        r.kind.replace("_", " "),
-        r.flow,
-        where,
-        100 * r.hit_ratio_before if r.hit_ratio_before == r.hit_ratio_before else float("nan"),
-    )
-
-
-def _default_alert(m: CallMetrics) -> None:
-    logger.warning(
-        "cachebench: unexpected cache miss in flow %r (prefix %s): read %d of %d expected tokens",
-        m.flow,
-        m.prefix_id,
-        m.cache_read_tokens,
-        m.expected_read_tokens,
-    )
-
-
-class CallContext:
-    """One call in flight: what was learned before it, finished exactly once after it."""
-
-    __slots__ = (
-        "adapter",
-        "concurrent",
-        "exp",
-        "finished",
-        "flow",
-        "flying",
-        "hold",
-        "key",
-        "observing",
-        "prompt",
-        "request",
-        "started",
-        "stream",
-        "t0",
-        "timestamp",
-        "tracker",
-        "write_key",
-    )
-
-    def __init__(
-        self, tracker: CacheTracker, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
-    ) -> None:
-        self.tracker = tracker
-        self.adapter = adapter
-        self.request = request
-        self.flow = flow
-        self.timestamp = timestamp
-        self.stream = adapter.is_stream_request(request)
-        self.finished = False
-        self.observing = False
-        self.started = False
-        self.prompt: Prompt | None = None
-        self.key: PrefixKey = _EMPTY_KEY
-        self.exp: Expectation | None = None
-        self.hold: Hold | None = None
-        self.write_key: int | None = None  # the chained hash of the cold prefix this call writes
-        self.flying = False  # registered as an in-flight writer of write_key
-        self.concurrent = False  # a twin was already writing write_key when this call went out
-        self.t0 = time.perf_counter()
-
-    def response_started(self) -> None:
-        self.started = True
-        if self.flying:
-            self.tracker._land(self)
-        if self.hold is not None:
-            gate = self.tracker._gate
-            if gate is not None:
-                gate.started(self.write_key, self.hold)
-
-    def held(self, hold: Hold) -> None:
-        """The policy let this call go: restart its clocks if it waited."""
-        self.hold = hold
-        if hold.held_ms:
-            self.timestamp = self.tracker.clock()
-            self.t0 = time.perf_counter()
-
-    def tracker_failed(self, stage: str, exc: BaseException) -> None:
-        self.tracker._guard.failed(stage, exc)
-
-    def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except Exception as exc:
-            self.tracker._guard.failed("observe", exc)
-            return None
-
-    def finish(self, usage: Usage, error: BaseException | None) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        elapsed = (time.perf_counter() - self.t0) * 1000.0
-        if self.flying:
-            self.tracker._land(self)
-        if self.hold is not None:
-            gate = self.tracker._gate
-            if gate is not None:
-                try:
-                    gate.finished(self.write_key, self.hold)
-                except Exception as exc:
-                    self.tracker._guard.failed("policy", exc)
-        try:
-            self.tracker._complete(self, usage, error, elapsed)
-        except Exception as exc:
-            self.tracker._guard.failed("record", exc)
-
-
-class InstrumentHooks:
-    """What an adapter's ``instrument(client, hooks)`` uses to build its patches.
-
-    ``stainless(original, wanted)`` wraps a Stainless client's ``request`` method, observing
-    the calls for which ``wanted(options)`` is true. ``wrap(method)`` observes one SDK method
-    exactly as :meth:`CacheTracker.wrap` does.
-    """
-
-    __slots__ = ("adapter", "flow", "tracker")
-
-    def __init__(self, tracker: CacheTracker, adapter: Any, flow: str | None) -> None:
-        self.tracker = tracker
-        self.adapter = adapter
-        self.flow = flow
-
-    def stainless(self, original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
-        return self.tracker._observer_for(self.adapter, original, wanted, self.flow)
-
-    def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
-
-    def patch_methods(self, obj: Any, names: Iterable[str]) -> list[tuple[Any, str, Any]]:
-        """Wrap each named method ``obj`` has, as an instance attribute; return the patches."""
-        patches: list[tuple[Any, str, Any]] = []
-        for name in names:
-            original = getattr(obj, name, None)
-            if original is None:
-                continue
-            setattr(obj, name, self.wrap(original))
-            patches.append((obj, name, original))
-        return patches
 
 
 class CacheTracker:
@@ -248,7 +87,7 @@ class CacheTracker:
                 f"store: only the in-memory store (store=None) is available in this version; got {store!r}"
             )
         self.miss_alert_threshold = float(miss_alert_threshold)
-        self.on_miss_alert = on_miss_alert if on_miss_alert is not None else _default_alert
+        self.on_miss_alert = on_miss_alert if on_miss_alert is not None else default_alert
         self.on_regression = on_regression
         self.policy = policy
         self.capture_text = bool(capture_text)
@@ -371,7 +210,7 @@ class CacheTracker:
             or (prompt.model if prompt is not None else None)
             or adapter.request_model(ctx.request)
         )
-        usage = self._apply_ttl_hint(usage, key)
+        usage = apply_ttl_hint(usage, key)
         try:
             cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)
         except Exception as exc:
@@ -406,7 +245,7 @@ class CacheTracker:
                     )
                 except Exception as exc:
                     self._guard.failed("detect", exc)
-            row = self._row(ctx, model, usage, cost, elapsed, unexpected, cause, error)
+            row = call_row(ctx, model, usage, cost, elapsed, unexpected, cause, error)
             self._stats.add(row, key.prefix_hash)
             if exp is not None and error is None:
                 self._view.observe(
@@ -422,66 +261,12 @@ class CacheTracker:
             self._opened.clear()
         for regression in opened:
             if self.on_regression is None:
-                _default_regression(regression)
+                default_regression(regression)
             else:
                 self._guard.user_callback("on_regression", self.on_regression, regression)
         if unexpected:
             self._guard.user_callback("on_miss_alert", self.on_miss_alert, CallMetrics(*row))
         return row
-
-    @staticmethod
-    def _row(
-        ctx: CallContext,
-        model: str | None,
-        usage: Usage,
-        cost: Cost,
-        elapsed: float | None,
-        unexpected: bool,
-        cause: MissCause | None,
-        error: BaseException | None,
-    ) -> tuple[Any, ...]:
-        """The fields of CallMetrics, in order: the row is what stats keep; CallMetrics objects
-        are built only when someone reads them (record()'s return, alerts, calls())."""
-        key = ctx.key
-        exp = ctx.exp
-        return (
-            ctx.adapter.NAME,
-            model,
-            ctx.flow,
-            key.prefix_id,
-            key.breakpoint_ids,
-            usage.input_tokens,
-            usage.cache_read_tokens,
-            usage.cache_write_tokens,
-            usage.cache_write_1h_tokens,
-            usage.output_tokens,
-            elapsed,
-            ctx.timestamp,
-            cost.cost_usd,
-            cost.cost_without_cache_usd,
-            cost.cost_saved_usd,
-            exp.tokens if exp is not None else 0,
-            unexpected,
-            cause,
-            usage.known,
-            ctx.hold.held_ms if ctx.hold is not None else 0.0,
-            usage.diagnostics,
-            None if error is None else f"{type(error).__name__}: {error}"[:500],
-            usage.writes_reported,
-            cost.unpriced,
-            ctx.stream,
-        )
-
-    @staticmethod
-    def _apply_ttl_hint(usage: Usage, key: PrefixKey) -> Usage:
-        """Without a 5m/1h split in the response, take the TTL from the request's markers."""
-        if usage.ttl_split_reported or not usage.cache_write_tokens or not key.ttls:
-            return usage
-        if all(t == "1h" for t in key.ttls) and usage.cache_write_1h_tokens == 0:
-            from dataclasses import replace
-
-            return replace(usage, cache_write_1h_tokens=usage.cache_write_tokens)
-        return usage
 
     def _fail(self, ctx: CallContext, exc: BaseException) -> None:
         ctx.finish(UNKNOWN_USAGE, exc)
@@ -499,48 +284,7 @@ class CacheTracker:
         if flow is not None and (not isinstance(flow, str) or not flow.strip()):
             raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
         adapter = self._adapter(provider, target=fn)
-        tracker = self
-
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def awrapped(*args: Any, **kwargs: Any) -> Any:
-                ctx = tracker._begin(adapter, kwargs, flow, hold=False)
-                await tracker._ahold(ctx)
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    if ctx is not None:
-                        tracker._fail(ctx, exc)
-                    raise
-                return tracker._observe(result, ctx)
-
-            return awrapped  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            ctx = tracker._begin(adapter, kwargs, flow)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                if ctx is not None:
-                    tracker._fail(ctx, exc)
-                raise
-            if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
-                return tracker._await_then_observe(result, ctx)
-            return tracker._observe(result, ctx)
-
-        return wrapped  # type: ignore[return-value]
-
-    async def _await_then_observe(self, awaitable: Any, ctx: CallContext | None) -> Any:
-        await self._ahold(ctx)
-        try:
-            result = await awaitable
-        except BaseException as exc:
-            if ctx is not None:
-                self._fail(ctx, exc)
-            raise
-        return self._observe(result, ctx)
+        return wrapper_for(self, adapter, fn, flow)  # type: ignore[return-value]
 
     def _observe(self, result: Any, ctx: CallContext | None) -> Any:
         if ctx is None:
@@ -566,72 +310,8 @@ class CacheTracker:
 
     def uninstrument(self, client: Any) -> Any:
         """Undo :meth:`instrument`. A client that was never instrumented is left as it is."""
-        for obj, attr, original in reversed(self._patches.pop(id(client), [])):
-            own = getattr(type(obj), attr, None)
-            if getattr(original, "__self__", None) is obj and getattr(original, "__func__", None) is own:
-                # The original was the class's own method: dropping our instance attribute restores it.
-                obj.__dict__.pop(attr, None)
-            else:
-                setattr(obj, attr, original)
+        unpatch(self._patches.pop(id(client), []))
         return client
-
-    def _observer_for(
-        self, adapter: Any, original: Callable[..., Any], wanted: Callable[[Any], bool], flow: str | None
-    ) -> Callable[..., Any]:
-        """A stand-in for an SDK client's transport method (Stainless ``client.request``)."""
-        tracker = self
-
-        def body_of(options: Any) -> Mapping[str, Any] | None:
-            data = getattr(options, "json_data", None)
-            if not isinstance(data, Mapping):
-                return None
-            # Stainless leaves its ``omit``/``NOT_GIVEN`` sentinels in the body until it is sent.
-            return {k: v for k, v in data.items() if type(v).__name__ not in _SENTINELS}
-
-        if inspect.iscoroutinefunction(original):
-
-            @functools.wraps(original)
-            async def arequest(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-                body = None
-                try:
-                    body = body_of(options) if wanted(options) else None
-                except Exception as exc:
-                    tracker._guard.failed("instrument", exc)
-                if body is None:
-                    return await original(cast_to, options, *args, **kwargs)
-                ctx = tracker._begin(adapter, body, flow, hold=False)
-                await tracker._ahold(ctx)
-                try:
-                    result = await original(cast_to, options, *args, **kwargs)
-                except BaseException as exc:
-                    if ctx is not None:
-                        tracker._fail(ctx, exc)
-                    raise
-                return tracker._observe(result, ctx)
-
-            arequest.__cachebench__ = True  # type: ignore[attr-defined]
-            return arequest
-
-        @functools.wraps(original)
-        def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
-            body = None
-            try:
-                body = body_of(options) if wanted(options) else None
-            except Exception as exc:
-                tracker._guard.failed("instrument", exc)
-            if body is None:
-                return original(cast_to, options, *args, **kwargs)
-            ctx = tracker._begin(adapter, body, flow)
-            try:
-                result = original(cast_to, options, *args, **kwargs)
-            except BaseException as exc:
-                if ctx is not None:
-                    tracker._fail(ctx, exc)
-                raise
-            return tracker._observe(result, ctx)
-
-        request.__cachebench__ = True  # type: ignore[attr-defined]
-        return request
 
     def record(
         self,

@@ -28,7 +28,7 @@ from ..types import UNKNOWN_USAGE, Usage
 from ._base import Accumulator
 
 if TYPE_CHECKING:
-    from ..tracker import CallContext
+    from .._call import CallContext
 
 __all__ = ["Recorder", "observe_result"]
 

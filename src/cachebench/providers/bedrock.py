@@ -31,7 +31,7 @@ from ._base import as_int, get, has_field
 from ._stream import Recorder
 
 if TYPE_CHECKING:
-    from ..tracker import CallContext
+    from .._call import CallContext
 
 NAME = "bedrock"
 DEFAULT_TTL = "5m"

@@ -28,7 +28,7 @@ from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
 from ._base import as_int, get, has_field
 
 if TYPE_CHECKING:
-    from ..tracker import CallContext
+    from .._call import CallContext
 
 NAME = "gemini"
 DEFAULT_TTL = "5m"

@@ -1,0 +1,167 @@
+"""One call in flight: :class:`CallContext`, the state learned before the SDK call and
+finished exactly once after it, and :func:`call_row`, the finished call as the row the
+stats keep (the :class:`~cachebench.types.CallMetrics` fields, in order).
+
+The tracker is reached only at run time, through ``CallContext.tracker``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from .types import PrefixKey
+
+if TYPE_CHECKING:
+    from .detect import Expectation
+    from .policy import Hold
+    from .tracker import CacheTracker
+    from .types import Cost, MissCause, Prompt, Usage
+
+__all__ = ["EMPTY_KEY", "CallContext", "apply_ttl_hint", "call_row"]
+
+EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), -1, 0)
+
+
+class CallContext:
+    """One call in flight: what was learned before it, finished exactly once after it."""
+
+    __slots__ = (
+        "adapter",
+        "concurrent",
+        "exp",
+        "finished",
+        "flow",
+        "flying",
+        "hold",
+        "key",
+        "observing",
+        "prompt",
+        "request",
+        "started",
+        "stream",
+        "t0",
+        "timestamp",
+        "tracker",
+        "write_key",
+    )
+
+    def __init__(
+        self, tracker: CacheTracker, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
+    ) -> None:
+        self.tracker = tracker
+        self.adapter = adapter
+        self.request = request
+        self.flow = flow
+        self.timestamp = timestamp
+        self.stream = adapter.is_stream_request(request)
+        self.finished = False
+        self.observing = False
+        self.started = False
+        self.prompt: Prompt | None = None
+        self.key: PrefixKey = EMPTY_KEY
+        self.exp: Expectation | None = None
+        self.hold: Hold | None = None
+        self.write_key: int | None = None  # the chained hash of the cold prefix this call writes
+        self.flying = False  # registered as an in-flight writer of write_key
+        self.concurrent = False  # a twin was already writing write_key when this call went out
+        self.t0 = time.perf_counter()
+
+    def response_started(self) -> None:
+        self.started = True
+        if self.flying:
+            self.tracker._land(self)
+        if self.hold is not None:
+            gate = self.tracker._gate
+            if gate is not None:
+                gate.started(self.write_key, self.hold)
+
+    def held(self, hold: Hold) -> None:
+        """The policy let this call go: restart its clocks if it waited."""
+        self.hold = hold
+        if hold.held_ms:
+            self.timestamp = self.tracker.clock()
+            self.t0 = time.perf_counter()
+
+    def tracker_failed(self, stage: str, exc: BaseException) -> None:
+        self.tracker._guard.failed(stage, exc)
+
+    def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.tracker._guard.failed("observe", exc)
+            return None
+
+    def finish(self, usage: Usage, error: BaseException | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        elapsed = (time.perf_counter() - self.t0) * 1000.0
+        if self.flying:
+            self.tracker._land(self)
+        if self.hold is not None:
+            gate = self.tracker._gate
+            if gate is not None:
+                try:
+                    gate.finished(self.write_key, self.hold)
+                except Exception as exc:
+                    self.tracker._guard.failed("policy", exc)
+        try:
+            self.tracker._complete(self, usage, error, elapsed)
+        except Exception as exc:
+            self.tracker._guard.failed("record", exc)
+
+
+def call_row(
+    ctx: CallContext,
+    model: str | None,
+    usage: Usage,
+    cost: Cost,
+    elapsed: float | None,
+    unexpected: bool,
+    cause: MissCause | None,
+    error: BaseException | None,
+) -> tuple[Any, ...]:
+    """The fields of CallMetrics, in order: the row is what stats keep; CallMetrics objects
+    are built only when someone reads them (record()'s return, alerts, calls())."""
+    key = ctx.key
+    exp = ctx.exp
+    return (
+        ctx.adapter.NAME,
+        model,
+        ctx.flow,
+        key.prefix_id,
+        key.breakpoint_ids,
+        usage.input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+        usage.output_tokens,
+        elapsed,
+        ctx.timestamp,
+        cost.cost_usd,
+        cost.cost_without_cache_usd,
+        cost.cost_saved_usd,
+        exp.tokens if exp is not None else 0,
+        unexpected,
+        cause,
+        usage.known,
+        ctx.hold.held_ms if ctx.hold is not None else 0.0,
+        usage.diagnostics,
+        None if error is None else f"{type(error).__name__}: {error}"[:500],
+        usage.writes_reported,
+        cost.unpriced,
+        ctx.stream,
+    )
+
+
+def apply_ttl_hint(usage: Usage, key: PrefixKey) -> Usage:
+    """Without a 5m/1h split in the response, take the TTL from the request's markers."""
+    if usage.ttl_split_reported or not usage.cache_write_tokens or not key.ttls:
+        return usage
+    if all(t == "1h" for t in key.ttls) and usage.cache_write_1h_tokens == 0:
+        return replace(usage, cache_write_1h_tokens=usage.cache_write_tokens)
+    return usage

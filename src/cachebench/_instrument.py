@@ -1,0 +1,177 @@
+"""The shells around an SDK call: what :meth:`CacheTracker.wrap` returns, the stand-in for a
+Stainless client's ``request`` method, and :class:`InstrumentHooks`, what an adapter's
+``instrument(client, hooks)`` builds its patches with.
+
+Every shell runs the same steps through the tracker: ``_begin`` (and ``_ahold`` when
+async), the SDK call itself (untouched), then ``_observe`` on its result or ``_fail`` with
+its exception, which is re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._call import CallContext
+    from .tracker import CacheTracker
+
+__all__ = ["InstrumentHooks", "body_of", "observer_for", "unpatch", "wrapper_for"]
+
+# Stainless leaves its ``omit``/``NOT_GIVEN`` sentinels in the body until it is sent.
+SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
+
+
+class InstrumentHooks:
+    """What an adapter's ``instrument(client, hooks)`` uses to build its patches.
+
+    ``stainless(original, wanted)`` wraps a Stainless client's ``request`` method, observing
+    the calls for which ``wanted(options)`` is true. ``wrap(method)`` observes one SDK method
+    exactly as :meth:`CacheTracker.wrap` does.
+    """
+
+    __slots__ = ("adapter", "flow", "tracker")
+
+    def __init__(self, tracker: CacheTracker, adapter: Any, flow: str | None) -> None:
+        self.tracker = tracker
+        self.adapter = adapter
+        self.flow = flow
+
+    def stainless(self, original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
+        return observer_for(self.tracker, self.adapter, original, wanted, self.flow)
+
+    def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
+
+    def patch_methods(self, obj: Any, names: Iterable[str]) -> list[tuple[Any, str, Any]]:
+        """Wrap each named method ``obj`` has, as an instance attribute; return the patches."""
+        patches: list[tuple[Any, str, Any]] = []
+        for name in names:
+            original = getattr(obj, name, None)
+            if original is None:
+                continue
+            setattr(obj, name, self.wrap(original))
+            patches.append((obj, name, original))
+        return patches
+
+
+def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
+    """Undo an adapter's patches, newest first."""
+    for obj, attr, original in reversed(patches):
+        own = getattr(type(obj), attr, None)
+        if getattr(original, "__self__", None) is obj and getattr(original, "__func__", None) is own:
+            # The original was the class's own method: dropping our instance attribute restores it.
+            obj.__dict__.pop(attr, None)
+        else:
+            setattr(obj, attr, original)
+
+
+def wrapper_for(
+    tracker: CacheTracker, adapter: Any, fn: Callable[..., Any], flow: str | None
+) -> Callable[..., Any]:
+    """``fn`` observed: same signature, same result (sync, async, streams)."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrapped(*args: Any, **kwargs: Any) -> Any:
+            ctx = tracker._begin(adapter, kwargs, flow, hold=False)
+            await tracker._ahold(ctx)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                if ctx is not None:
+                    tracker._fail(ctx, exc)
+                raise
+            return tracker._observe(result, ctx)
+
+        return awrapped
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        ctx = tracker._begin(adapter, kwargs, flow)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            if ctx is not None:
+                tracker._fail(ctx, exc)
+            raise
+        if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
+            return _await_then_observe(tracker, result, ctx)
+        return tracker._observe(result, ctx)
+
+    return wrapped
+
+
+async def _await_then_observe(tracker: CacheTracker, awaitable: Any, ctx: CallContext | None) -> Any:
+    await tracker._ahold(ctx)
+    try:
+        result = await awaitable
+    except BaseException as exc:
+        if ctx is not None:
+            tracker._fail(ctx, exc)
+        raise
+    return tracker._observe(result, ctx)
+
+
+def body_of(options: Any) -> Mapping[str, Any] | None:
+    """The JSON body of a Stainless request's ``options``, without the SDK's sentinels."""
+    data = getattr(options, "json_data", None)
+    if not isinstance(data, Mapping):
+        return None
+    return {k: v for k, v in data.items() if type(v).__name__ not in SENTINELS}
+
+
+def observer_for(
+    tracker: CacheTracker,
+    adapter: Any,
+    original: Callable[..., Any],
+    wanted: Callable[[Any], bool],
+    flow: str | None,
+) -> Callable[..., Any]:
+    """A stand-in for an SDK client's transport method (Stainless ``client.request``)."""
+    if inspect.iscoroutinefunction(original):
+
+        @functools.wraps(original)
+        async def arequest(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+            body = None
+            try:
+                body = body_of(options) if wanted(options) else None
+            except Exception as exc:
+                tracker._guard.failed("instrument", exc)
+            if body is None:
+                return await original(cast_to, options, *args, **kwargs)
+            ctx = tracker._begin(adapter, body, flow, hold=False)
+            await tracker._ahold(ctx)
+            try:
+                result = await original(cast_to, options, *args, **kwargs)
+            except BaseException as exc:
+                if ctx is not None:
+                    tracker._fail(ctx, exc)
+                raise
+            return tracker._observe(result, ctx)
+
+        arequest.__cachebench__ = True  # type: ignore[attr-defined]
+        return arequest
+
+    @functools.wraps(original)
+    def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
+        body = None
+        try:
+            body = body_of(options) if wanted(options) else None
+        except Exception as exc:
+            tracker._guard.failed("instrument", exc)
+        if body is None:
+            return original(cast_to, options, *args, **kwargs)
+        ctx = tracker._begin(adapter, body, flow)
+        try:
+            result = original(cast_to, options, *args, **kwargs)
+        except BaseException as exc:
+            if ctx is not None:
+                tracker._fail(ctx, exc)
+            raise
+        return tracker._observe(result, ctx)
+
+    request.__cachebench__ = True  # type: ignore[attr-defined]
+    return request

@@ -302,7 +302,7 @@ async def test_parallel_cold_calls_all_write(cache_emulator: CacheEmulator, agen
     """Eight concurrent calls on a cold prefix, each taking 200 ms to start: none can read
     another's entry (it is readable only once its response started), so all eight write;
     the next call reads."""
-    cache_emulator.set_knobs(ttft_ms=200)
+    cache_emulator.set_knobs(ttft_ms=800)
     agent = agents()
     request = four_layers("ann", 1)
     full = T + S + C("ann") + M("ann", 1)

@@ -241,7 +241,7 @@ def test_fifth_cache_control_on_invoke_model_is_a_validation_exception(agents: A
 def test_parallel_cold_calls_all_write(cache_emulator: CacheEmulator, agents: Any) -> None:
     """Eight concurrent Converse calls on a cold prefix, each 200 ms before its first byte: all
     write (an entry is readable only once its response started); the next call reads."""
-    cache_emulator.set_knobs(ttft_ms=200)
+    cache_emulator.set_knobs(ttft_ms=800)
     agent = agents()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: agent.send("converse", "ann", 1), range(8)))

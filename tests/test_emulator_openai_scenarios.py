@@ -216,7 +216,7 @@ async def test_eight_parallel_cold_calls_all_write(
         api, model, [{"role": "system", "content": sized(2000)}, {"role": "user", "content": QUESTION}]
     )
     n, system = tokens(sized(2000), QUESTION), tokens(sized(2000))
-    cache_emulator.set_knobs(ttft_ms=200)
+    cache_emulator.set_knobs(ttft_ms=800)
     results = await asyncio.gather(*(send(client, api, mode, body) for _ in range(8)))
     if model == NEW:
         assert results == [(n, 0, system)] * 8

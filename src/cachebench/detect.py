@@ -152,17 +152,31 @@ class CacheView:
         return Expectation(best, tuple(matched), states, best_at, bool(best_fields & 1))
 
     def _put(self, h: int, now: float, ttl_s: float, tokens: int, measured: bool) -> None:
-        e = self._get(h)
-        if e is None:
-            self._touch(h, _Entry(now, ttl_s, tokens, measured))
-            return
-        alive = now - e.last_used <= e.ttl_s
-        e.ttl_s = max(e.ttl_s, ttl_s) if alive else ttl_s
-        e.last_used = max(e.last_used, now)
-        if measured or not e.measured:
-            e.tokens = tokens
-            e.measured = measured
-        self._touch(h, e)
+        v = self._young.get(h)
+        if v is None:
+            v = self._old.get(h)
+        now_ms = min(max(round(now * 1000.0), 0), _MS_MASK)
+        if v is not None:
+            # Update the packed entry in place of unpacking it: this runs on every cached call.
+            rest = v >> 46
+            ms = v & _MS_MASK
+            old_ttl = _TTL_BY_CODE[rest & 15]
+            if now_ms - ms <= old_ttl * 1000.0 and old_ttl > ttl_s:
+                ttl_s = old_ttl  # alive: the longer TTL stays
+            if not (measured or not rest >> 4 & 1):
+                tokens, measured = rest >> 5, True
+            now_ms = max(ms, now_ms)
+        code = _TTL_CODE.get(ttl_s, _TTL_CODE[300.0])
+        packed = ((max(tokens, 0) * 2 + measured) * 16 + code) << 46 | now_ms
+        young = self._young
+        if h in young:
+            young[h] = packed
+        else:
+            self._old.pop(h, None)
+            young[h] = packed
+            if len(young) >= self._half:
+                self._old = young
+                self._young = {}
 
     def observe(
         self,

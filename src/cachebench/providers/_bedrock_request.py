@@ -1,0 +1,184 @@
+"""Bedrock requests as a :class:`Prompt`: Converse requests, and InvokeModel bodies (Anthropic
+Messages bodies, or Converse-shaped Nova bodies).
+
+Converse cache points are blocks of their own, ``{"cachePoint": {"type": "default", "ttl"?:
+"5m" | "1h"}}``, in ``system``, in message ``content`` and in ``toolConfig.tools``: each marks
+the block before it (in cache order) as a breakpoint and is itself dropped. Cache order is
+tools -> system -> messages. Bedrock responses carry no model id, so the model is the
+request's ``modelId`` with any ARN prefix stripped (``arn:...:inference-profile/us.anthropic...``).
+
+The adapter is :mod:`cachebench.providers.bedrock`, which re-exports these names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..fingerprint import to_plain
+from ..types import Block, Prompt, Section
+from . import anthropic
+from ._base import get
+
+NAME = "bedrock"
+DEFAULT_TTL = "5m"
+MARKER = "cachePoint"
+
+
+def model_id(value: Any) -> str | None:
+    """``modelId`` without an ARN prefix: ``arn:aws:bedrock:...:inference-profile/us.x`` -> ``us.x``."""
+    if not isinstance(value, str) or not value:
+        return None
+    if value.startswith("arn:"):
+        return value.rsplit("/", 1)[-1] or None
+    return value
+
+
+def request_model(request: Mapping[str, Any]) -> str | None:
+    return model_id(request.get("modelId"))
+
+
+def is_stream_request(request: Mapping[str, Any]) -> bool:
+    """Always False: streaming is told by the method, not the arguments (see ``bedrock``'s docstring)."""
+    return False
+
+
+def _items(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _cache_point(block: Any) -> Any:
+    """The ``cachePoint`` marker when ``block`` is one, else None."""
+    if isinstance(block, Mapping) and block.get(MARKER) is not None:
+        return block[MARKER]
+    return None
+
+
+def _ttl(marker: Any) -> str:
+    ttl = get(marker, "ttl")
+    return ttl if ttl in ("5m", "1h") else DEFAULT_TTL
+
+
+def converse_prompt(
+    *, model: str | None, tools: Any, system: Any, messages: Any, settings: Any = None
+) -> Prompt:
+    """A Converse-shaped request (also Nova InvokeModel bodies) as a :class:`Prompt`."""
+    blocks: list[Block] = []
+
+    def mark(marker: Any) -> None:
+        if blocks:  # a cache point before any block marks nothing
+            last = blocks[-1]
+            blocks[-1] = Block(last.section, last.index, last.payload, _ttl(marker))
+
+    sections: tuple[tuple[Section, list[Any]], ...] = (("tools", _items(tools)), ("system", _items(system)))
+    for section, items in sections:
+        index = 0
+        for item in items:
+            marker = _cache_point(item)
+            if marker is not None:
+                mark(marker)
+                continue
+            blocks.append(Block(section, index, to_plain(item)))
+            index += 1
+    msgs = _items(messages)
+    # The newest user turn: the trailing run of user messages (tool results are user turns).
+    last_assistant = max((i for i, m in enumerate(msgs) if get(m, "role") == "assistant"), default=-1)
+    turn_start: int | None = None
+    index = 0
+    for m_i, msg in enumerate(msgs):
+        role = get(msg, "role", "user")
+        if m_i == last_assistant + 1 and turn_start is None and role != "assistant":
+            turn_start = len(blocks)
+        for part in _items(get(msg, "content")):
+            marker = _cache_point(part)
+            if marker is not None:
+                mark(marker)
+                continue
+            blocks.append(Block("messages", index, [role, to_plain(part)]))
+            index += 1
+    if turn_start is None:
+        turn_start = len(blocks)
+    return Prompt(NAME, model, tuple(blocks), turn_start, implicit=False, settings=settings)
+
+
+def _converse_settings(request: Mapping[str, Any]) -> Any:
+    """Fields that invalidate the messages part of a Claude entry: tool choice and thinking."""
+    found: dict[str, Any] = {}
+    choice = get(request.get("toolConfig"), "toolChoice")
+    if choice is not None:
+        found["toolChoice"] = to_plain(choice)
+    thinking = get(request.get("additionalModelRequestFields"), "thinking")
+    if thinking is not None:
+        found["thinking"] = to_plain(thinking)
+    return found or None
+
+
+def decode_json(data: Any) -> Any:
+    """JSON from bytes or text; anything else passes; undecodable input gives None."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data)
+    if isinstance(data, (bytes, str)):
+        try:
+            return json.loads(data)
+        except ValueError:
+            return None
+    return data
+
+
+def _request_body(body: Any) -> Any:
+    """``invoke_model(body=...)``: bytes, text or a seekable file, left where it was found."""
+    read = getattr(body, "read", None)
+    if callable(read) and callable(getattr(body, "seek", None)) and callable(getattr(body, "tell", None)):
+        pos = body.tell()
+        try:
+            data = read()
+        finally:
+            body.seek(pos)
+        return decode_json(data)
+    return decode_json(body)
+
+
+def _is_anthropic_body(body: Mapping[str, Any], model: str | None) -> bool:
+    return "anthropic_version" in body or (model is not None and ("anthropic." in model or "claude" in model))
+
+
+def parse_request(request: Mapping[str, Any]) -> Prompt:
+    model = request_model(request)
+    if "body" not in request:
+        return converse_prompt(
+            model=model,
+            tools=get(request.get("toolConfig"), "tools"),
+            system=request.get("system"),
+            messages=request.get("messages"),
+            settings=_converse_settings(request),
+        )
+    body = _request_body(request.get("body"))
+    if not isinstance(body, Mapping):
+        return Prompt(NAME, model, (), 0)
+    if _is_anthropic_body(body, model):
+        settings = {k: to_plain(body[k]) for k in anthropic.SETTINGS_FIELDS if body.get(k) is not None}
+        return anthropic.build_prompt(
+            provider=NAME,
+            model=model,
+            tools=body.get("tools"),
+            system=body.get("system"),
+            messages=body.get("messages"),
+            settings=settings or None,
+        )
+    return converse_prompt(
+        model=model,
+        tools=get(body.get("toolConfig"), "tools"),
+        system=body.get("system"),
+        messages=body.get("messages"),
+        settings=_converse_settings(body),
+    )
+
+
+def prompt_from_parts(*, messages: Any, system: Any, tools: Any, model: str | None) -> Prompt:
+    """Converse shapes: ``messages``, ``system`` blocks and ``toolConfig.tools``."""
+    return converse_prompt(model=model_id(model), tools=tools, system=system, messages=messages)

@@ -8,6 +8,7 @@ prefix all pay the write unless the tracker holds the twins until the first one 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -164,3 +165,52 @@ def test_a_warm_prefix_is_never_held(cache_emulator: CacheEmulator) -> None:
     results = run_threads(cache_emulator, tracker)
     assert readers(results) == PARALLEL
     assert tracker.aggregate()["holds"] == 0
+
+
+def test_record_never_holds_and_leaves_nothing_in_flight(cache_emulator: CacheEmulator) -> None:
+    """``record()`` of a call that already happened is never held and never registered as a
+    writer in flight: the next live call on the same cold prefix goes out at once."""
+    tracker = tracker_for(cache_emulator, CachePolicy.miss_aware(delay_ms=2000, max_retries=1))
+    cold = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [{"type": "text", "text": "ok"}],
+        "usage": {
+            "input_tokens": 5,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": 1,
+        },
+    }
+    tracker.record(cold, request=request(0, system="Another prompt. " * 200), provider="anthropic")
+    assert tracker._gate is not None and tracker._gate.in_flight == 0 and tracker._inflight == {}
+    client = anthropic.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
+    )
+    tracker.wrap(client.messages.create)(**request(1, system="Another prompt. " * 200))
+    assert tracker.calls()[-1].held_ms == 0.0
+    assert tracker._gate.in_flight == 0 and tracker._inflight == {}
+
+
+def test_a_stream_never_read_releases_its_twins_and_is_recorded_when_dropped(
+    cache_emulator: CacheEmulator,
+) -> None:
+    """A writer whose stream the caller never reads still releases its twins (the provider
+    started answering when the headers arrived), and the call is recorded, with unknown usage,
+    when the stream object is dropped: nothing stays in flight."""
+    tracker = tracker_for(cache_emulator, CachePolicy.miss_aware(delay_ms=5000, max_retries=1))
+    client = anthropic.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
+    )
+    create = tracker.wrap(client.messages.create, flow="unread")
+    stream = create(**request(0), stream=True)  # never iterated
+    twin = create(**request(1))
+    assert twin.usage.cache_read_input_tokens > 0  # the writer's entry was readable
+    assert tracker.calls()[-1].held_ms < 1000  # released at once, not after the 5 s delay
+    del stream
+    gc.collect()
+    calls = tracker.calls()
+    assert len(calls) == 2 and {m.usage_known for m in calls} == {True, False}
+    assert tracker._gate is not None and tracker._gate.in_flight == 0 and tracker._inflight == {}

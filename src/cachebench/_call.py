@@ -70,13 +70,25 @@ class CallContext:
         self.t0 = time.perf_counter()
 
     def response_started(self) -> None:
+        """The provider has begun answering: its new cache entry is readable from now on.
+
+        A finished response releases its twins only after it is recorded (``finish``), so a
+        twin that was held sees the entry in the tracker's view; a stream releases them at
+        its first event."""
         self.started = True
+        if self.stream:
+            self._release()
+
+    def _release(self) -> None:
         if self.flying:
             self.tracker._land(self)
         if self.hold is not None:
             gate = self.tracker._gate
             if gate is not None:
-                gate.started(self.write_key, self.hold)
+                try:
+                    gate.started(self.write_key, self.hold)
+                except Exception as exc:
+                    self.tracker._guard.failed("policy", exc)
 
     def held(self, hold: Hold) -> None:
         """The policy let this call go: restart its clocks if it waited."""
@@ -100,19 +112,22 @@ class CallContext:
             return
         self.finished = True
         elapsed = (time.perf_counter() - self.t0) * 1000.0
-        if self.flying:
-            self.tracker._land(self)
-        if self.hold is not None:
-            gate = self.tracker._gate
-            if gate is not None:
-                try:
-                    gate.finished(self.write_key, self.hold)
-                except Exception as exc:
-                    self.tracker._guard.failed("policy", exc)
         try:
             self.tracker._complete(self, usage, error, elapsed)
         except Exception as exc:
             self.tracker._guard.failed("record", exc)
+        finally:
+            if self.started and error is None:
+                self._release()  # a finished response: its entry is readable (and now recorded)
+            if self.flying:
+                self.tracker._land(self)
+            if self.hold is not None:
+                gate = self.tracker._gate
+                if gate is not None:
+                    try:
+                        gate.finished(self.write_key, self.hold)
+                    except Exception as exc:
+                        self.tracker._guard.failed("policy", exc)
 
 
 def call_row(

@@ -27,7 +27,7 @@ from ._guard import Guard, strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
 from .detect import ALIVE, CacheView
 from .fingerprint import key as prefix_key
-from .policy import CachePolicy
+from .policy import CachePolicy, Hold
 from .pricing import PriceTable
 from .providers import adapter_for, detect_client, detect_response
 from .providers._stream import observe_result
@@ -133,10 +133,17 @@ class CacheTracker:
     # -- the call path --------------------------------------------------------------------
 
     def _begin(
-        self, adapter: Any, request: Mapping[str, Any], flow: str | None, *, hold: bool = True
+        self,
+        adapter: Any,
+        request: Mapping[str, Any],
+        flow: str | None,
+        *,
+        hold: bool = True,
+        live: bool = True,
     ) -> CallContext | None:
         """Everything before the SDK call. With a policy and ``hold``, a thread may wait here;
-        async callers pass ``hold=False`` and await :meth:`_ahold` instead."""
+        async callers pass ``hold=False`` and await :meth:`_ahold` instead. ``live=False``
+        (``record()`` of a call that already happened) never holds and is never in flight."""
         try:
             name = flow or current_flow() or default_flow(3)
             ctx = CallContext(self, adapter, request, name, self.clock())
@@ -147,7 +154,7 @@ class CacheTracker:
             if key.breakpoints:
                 with self._lock:
                     exp = ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
-                if exp.breakpoint_states[-1] != ALIVE:
+                if live and exp.breakpoint_states[-1] != ALIVE:
                     ctx.write_key = key.chain[key.breakpoints[-1]]
         except Exception as exc:
             self._guard.failed("begin", exc)
@@ -158,18 +165,26 @@ class CacheTracker:
             self._fly(ctx)
         elif hold and not _in_event_loop():
             try:
-                ctx.held(self._gate.enter(ctx.write_key))
+                self._held(ctx, self._gate.enter(ctx.write_key))
             except Exception as exc:
                 self._guard.failed("policy", exc)
             self._fly(ctx)
         return ctx
 
+    def _held(self, ctx: CallContext, hold: Hold) -> None:
+        """The policy let ``ctx`` go. If it waited, look at the cache again: the twin it waited
+        for has been recorded, so the call now expects to read what the twin wrote."""
+        ctx.held(hold)
+        if hold.held_ms and ctx.prompt is not None:
+            with self._lock:
+                ctx.exp = self._view.expect(ctx.key, ctx.prompt.implicit, ctx.timestamp)
+
     def _fly(self, ctx: CallContext) -> None:
         """Count ``ctx`` among the in-flight writers of its cold prefix until its response
         starts: a call that goes out while a twin is already writing is ``concurrent``."""
         k = ctx.write_key
-        if k is None or ctx.flying:
-            return
+        if k is None or ctx.flying or (ctx.exp is not None and ctx.exp.breakpoint_states[-1] == ALIVE):
+            return  # nothing cold to write (after a hold, the twin's entry is known)
         with self._lock:
             n = self._inflight.get(k, 0)
             ctx.concurrent = n > 0
@@ -193,7 +208,7 @@ class CacheTracker:
         if ctx is None or ctx.write_key is None or self._gate is None or ctx.hold is not None:
             return
         try:
-            ctx.held(await self._gate.aenter(ctx.write_key))
+            self._held(ctx, await self._gate.aenter(ctx.write_key))
         except Exception as exc:
             self._guard.failed("policy", exc)
         self._fly(ctx)
@@ -222,7 +237,7 @@ class CacheTracker:
         implicit = prompt.implicit if prompt is not None else False
         if exp is not None and usage.known and error is None:
             unexpected, cause = CacheView.cause(key, usage, exp, implicit, adapter.read_tolerance(model))
-            if ctx.concurrent and cause == "cold":
+            if ctx.concurrent and cause in ("cold", "ttl_expired"):
                 cause = "concurrent"  # a twin was writing the same prefix when this call went out
         if cost is None:
             cost = UNPRICED
@@ -341,7 +356,7 @@ class CacheTracker:
         adapter = self._adapter(provider, response=response)
         try:
             body: Mapping[str, Any] = request or {}
-            ctx = self._begin(adapter, body, flow or current_flow() or default_flow(2))
+            ctx = self._begin(adapter, body, flow or current_flow() or default_flow(2), live=False)
             if ctx is None:
                 return None
             if timestamp is not None:

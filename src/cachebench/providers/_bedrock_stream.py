@@ -10,7 +10,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from ._stream import Recorder
+from ._stream import Recorder, ended_when_collected
 
 __all__ = ["FailedRead", "hook_event_stream", "is_body", "is_event_stream", "new_body"]
 
@@ -92,4 +92,5 @@ def hook_event_stream(stream: Any, rec: Recorder) -> Any:
     stream._event_generator = until_end()
     stream._parse_event = parse_event
     stream.close = close_stream
-    return stream
+    rec.start()  # boto3 returns the stream once the response headers arrived
+    return ended_when_collected(stream, rec)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from ._base import Accumulator
 if TYPE_CHECKING:
     from .._call import CallContext
 
-__all__ = ["Recorder", "observe_result"]
+__all__ = ["Recorder", "ended_when_collected", "observe_result"]
 
 
 class Recorder:
@@ -44,10 +45,15 @@ class Recorder:
         self._done = False
         self._started = False
 
-    def item(self, event: Any) -> None:
+    def start(self) -> None:
+        """The provider's response has begun (first event, or the HTTP headers of a stream)."""
         if not self._started:
             self._started = True
             self._call.response_started()
+
+    def item(self, event: Any) -> None:
+        if not self._started:
+            self.start()
         try:
             self._acc.add(event)
         except Exception as exc:
@@ -67,6 +73,16 @@ class Recorder:
             self._call.tracker_failed("stream usage", exc)
             usage = UNKNOWN_USAGE
         self._call.finish(usage, error)
+
+
+def ended_when_collected(obj: Any, rec: Recorder) -> Any:
+    """Finalise ``rec`` when ``obj`` is garbage-collected, even if it was never iterated (a
+    generator that never started never runs its ``finally``). Returns ``obj``."""
+    try:
+        weakref.finalize(obj, rec.end).atexit = False
+    except TypeError:  # not weak-referenceable: it is finalised by iteration or close only
+        pass
+    return obj
 
 
 def observe_iterator(it: Iterator[Any], rec: Recorder) -> Iterator[Any]:
@@ -116,6 +132,10 @@ def hook_stainless_stream(stream: Any, rec: Recorder) -> Any:
     """Observe a Stainless ``Stream``/``AsyncStream`` in place (see module docstring)."""
     inner = stream._iterator  # a cached_property in newer SDKs, a plain attribute in older ones
     orig_close = stream.close
+    # The SDK builds the Stream once the response headers arrived: the provider has started
+    # answering, so the entry it writes is readable (and held twins may go), read or not.
+    rec.start()
+    ended_when_collected(stream, rec)
     if inspect.isasyncgen(inner) or hasattr(inner, "__anext__"):
         stream.__dict__["_iterator"] = observe_async_iterator(inner, rec)
 
@@ -155,6 +175,7 @@ class StreamManagerProxy:
     def __init__(self, manager: Any, rec: Recorder) -> None:
         self._manager = manager
         self._rec = rec
+        ended_when_collected(self, rec)  # a manager never entered sent nothing: end it when dropped
 
     def __enter__(self) -> Any:
         try:
@@ -264,10 +285,12 @@ def observe_result(result: Any, call: CallContext) -> Any:
         return StreamManagerProxy(result, Recorder(call, call.adapter.new_accumulator(call.request)))
     if inspect.isgenerator(result):
         call.observing = call.stream = True
-        return observe_iterator(result, Recorder(call, call.adapter.new_accumulator(call.request)))
+        rec = Recorder(call, call.adapter.new_accumulator(call.request))
+        return ended_when_collected(observe_iterator(result, rec), rec)
     if inspect.isasyncgen(result):
         call.observing = call.stream = True
-        return observe_async_iterator(result, Recorder(call, call.adapter.new_accumulator(call.request)))
+        rec = Recorder(call, call.adapter.new_accumulator(call.request))
+        return ended_when_collected(observe_async_iterator(result, rec), rec)
     call.response_started()
     call.finish(call.adapter.usage(result), None)
     return result

@@ -246,13 +246,18 @@ class CacheTracker:
                 read = usage.cache_read_tokens
                 den = read + usage.cache_write_tokens if usage.writes_reported else exp.tokens
                 try:
+                    # What the cache holds now: a twin that finished first may have written it.
+                    states = exp.breakpoint_states
+                    done = exp
+                    if states.count(ALIVE) != len(states):
+                        done = self._view.expect(key, implicit, ctx.timestamp)
                     cause = self._detector.observe(
                         ctx.flow,
                         model,
                         key,
                         prompt,
                         exp,
-                        usage,
+                        done,
                         cause,
                         (min(read, den), den),
                         cost.cost_usd,

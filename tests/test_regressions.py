@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 from cachebench import CacheTracker, CallMetrics, Regression
@@ -336,3 +337,53 @@ def test_regression_callbacks_never_break_the_call(cache_emulator: CacheEmulator
         assert create(**request("q", system=stamp(i) + SYSTEM)).content
         cache_emulator.advance(20)
     assert len(tracker.regressions()) == 1
+
+
+def test_switching_model_is_model_changed(cache_emulator: CacheEmulator) -> None:
+    """Caches are per model: the first call after a flow switches model writes everything and
+    is ``model_changed``, not an unexpected miss."""
+    h = Harness(cache_emulator)
+    create = h.flow("switch")
+    for i in range(3):
+        create(**request(f"q{i}"))
+        h.tick(5)
+    m = create(**(request("q") | {"model": "claude-opus-4-8"}))
+    assert m.usage.cache_creation_input_tokens > 0
+    last = h.tracker.calls()[-1]
+    assert (last.miss_cause, last.unexpected_miss) == ("model_changed", False)
+
+
+def test_reordered_keys_with_the_same_content_is_serialization_changed(cache_emulator: CacheEmulator) -> None:
+    """A tool schema re-serialised with its keys in another order keeps ``prefix_id`` (same
+    content) but the provider caches rendered bytes and misses: the tracker expected a read,
+    alerts, and names the cause ``serialization_changed``."""
+    h = Harness(cache_emulator)
+    create = h.flow("schema")
+    tools = [dict(t) for t in TOOLS]
+    create(**request("q0", tools=tools))
+    h.tick(5)
+    create(**request("q1", tools=tools))  # reads: the layer is now known and printed
+    h.tick(5)
+    reordered = [{k: t[k] for k in reversed(list(t))} for t in tools]
+    m = create(**request("q2", tools=reordered))
+    assert m.usage.cache_read_input_tokens == 0  # the emulator caches the bytes it was sent
+    _, second, third = h.tracker.calls()
+    assert third.prefix_id == second.prefix_id
+    assert (third.unexpected_miss, third.miss_cause) == (True, "serialization_changed")
+    assert h.alerts == [third]
+
+
+def test_implicit_caching_below_the_minimum_is_below_minimum(cache_emulator: CacheEmulator) -> None:
+    """OpenAI caches nothing under 1,024 prompt tokens: repeating a short prompt is
+    ``below_minimum`` every time, not ``cold`` forever, and raises nothing."""
+    tracker = CacheTracker(clock=cache_emulator.clock)
+    client = openai.OpenAI(base_url=cache_emulator.openai_base_url, api_key="sk-short", max_retries=0)
+    create = tracker.wrap(client.chat.completions.create, flow="short")
+    for _ in range(3):
+        create(
+            model="gpt-4.1",
+            messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        )
+        cache_emulator.advance(5)
+    assert {m.miss_cause for m in tracker.calls()} == {"below_minimum"}
+    assert tracker.regressions() == []

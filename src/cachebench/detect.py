@@ -237,9 +237,10 @@ class CacheView:
 
     @staticmethod
     def cause(
-        key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool, tolerance: int
+        key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool, tolerance: int, min_tokens: int = 0
     ) -> tuple[bool, MissCause | None]:
-        """(unexpected_miss, miss_cause) for a finished call."""
+        """(unexpected_miss, miss_cause) for a finished call; ``min_tokens`` is the model's
+        minimum cacheable prefix (implicit caching stores nothing shorter)."""
         if not usage.known or key.prefix_id is None or not key.breakpoints:
             return False, None
         read = usage.cache_read_tokens
@@ -249,10 +250,13 @@ class CacheView:
             return True, "provider"
         if implicit or not usage.writes_reported:
             if exp.tokens == 0 and read == 0:
+                total = usage.total_input_tokens
+                if implicit and 0 < total < min_tokens:
+                    return False, "below_minimum"
                 states = exp.breakpoint_states
                 if states and states[-1] == EXPIRED:
                     return False, "ttl_expired"
-                return False, "cold" if usage.total_input_tokens else None
+                return False, "cold" if total else None
             return False, None
         if read + usage.cache_write_tokens == 0:
             return False, "below_minimum"

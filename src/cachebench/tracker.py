@@ -236,7 +236,9 @@ class CacheTracker:
         cause = None
         implicit = prompt.implicit if prompt is not None else False
         if exp is not None and usage.known and error is None:
-            unexpected, cause = CacheView.cause(key, usage, exp, implicit, adapter.read_tolerance(model))
+            unexpected, cause = CacheView.cause(
+                key, usage, exp, implicit, adapter.read_tolerance(model), adapter.min_cacheable(model)
+            )
             if ctx.concurrent and cause in ("cold", "ttl_expired"):
                 cause = "concurrent"  # a twin was writing the same prefix when this call went out
         if cost is None:

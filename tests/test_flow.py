@@ -4,8 +4,11 @@ carried into asyncio tasks, threads and thread pools started inside the block.""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,3 +118,114 @@ def test_decorator_and_nesting() -> None:
     assert _flows(tracker) == ["decorated", "inner", "outer"]
     with pytest.raises(ValueError, match="flow name"):
         cachebench.flow(" ")
+
+
+SUPPORT = cachebench.flow("support")
+
+
+def test_one_flow_object_nested_inside_itself() -> None:
+    """Entering the same flow object inside itself (a block or a decorated function) keeps the
+    name, and each exit restores what was current before the matching enter."""
+    tracker, create = _tracked()
+
+    @SUPPORT
+    def handle() -> None:
+        create(**fakes.request())
+
+    with SUPPORT:
+        with SUPPORT:
+            create(**fakes.request())
+            handle()
+        create(**fakes.request())
+    create(**fakes.request())
+    flows = _flows(tracker)
+    assert flows[:3] == ["support"] * 3
+    assert flows[3] == f"{__name__}.{test_one_flow_object_nested_inside_itself.__name__}"
+
+
+async def test_one_flow_object_shared_by_concurrent_asyncio_tasks() -> None:
+    """Fifty tasks entering (and re-entering) one module-level flow object, their blocks
+    interleaved at every await, all record under it, and each task leaves its own block with
+    its previous name restored: the enter/exit bookkeeping is per context, not per object."""
+    handler, _ = fakes.scripted([fakes.usage(write=3000)])
+    tracker = CacheTracker()
+    acreate = tracker.wrap(fakes.async_client(handler).messages.create)
+
+    async def handle(i: int) -> None:
+        with SUPPORT:
+            await asyncio.sleep(0)
+            with SUPPORT:
+                await acreate(**fakes.request(f"q{i}"))
+            await asyncio.sleep(0)
+        await acreate(**fakes.request(f"after {i}"))
+
+    await asyncio.gather(*(handle(i) for i in range(50)))
+    flows = _flows(tracker)
+    assert len(flows) == 100
+    assert flows.count("support") == 50
+    assert {f for f in flows if f != "support"} == {f"{__name__}.handle"}
+
+
+def test_one_flow_object_shared_by_threads() -> None:
+    """Eight threads inside one flow object's block at the same time, leaving it in an order
+    other than the one they entered in, all record under it and raise nothing."""
+    tracker, create = _tracked()
+    inside = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def handle(i: int) -> None:
+        try:
+            with SUPPORT:
+                inside.wait(5)
+                create(**fakes.request(f"q{i}"))
+                inside.wait(5)
+            create(**fakes.request(f"after {i}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=handle, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    flows = _flows(tracker)
+    assert flows.count("support") == 8
+    assert {f for f in flows if f != "support"} == {f"{__name__}.handle"}
+
+
+_PLUMBING_LOOKALIKES = {
+    "openai_bot/__init__.py": "",
+    "openai_bot/handlers.py": "def answer(create, request):\n    return create(**request)\n",
+    "anthropic_tools.py": "def lookup(create, request):\n    return create(**request)\n",
+    "httpx_retry.py": "def retry(create, request):\n    return create(**request)\n",
+    "cachebench_app.py": "def serve(create, request):\n    return create(**request)\n",
+}
+
+
+def test_user_modules_named_like_an_sdk_are_callers_not_plumbing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module is skipped only when it is one of the SDK/cachebench packages or inside one:
+    ``openai_bot.handlers`` or ``anthropic_tools`` are the user's code and name the flow."""
+    for rel, source in _PLUMBING_LOOKALIKES.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["openai_bot.handlers", "anthropic_tools", "httpx_retry", "cachebench_app"]
+    tracker, create = _tracked()
+    try:
+        handlers, tools, retry, app = (importlib.import_module(name) for name in names)
+        handlers.answer(create, fakes.request())
+        tools.lookup(create, fakes.request())
+        retry.retry(create, fakes.request())
+        app.serve(create, fakes.request())
+    finally:
+        for name in [*names, "openai_bot"]:
+            sys.modules.pop(name, None)
+    assert _flows(tracker) == [
+        "openai_bot.handlers.answer",
+        "anthropic_tools.lookup",
+        "httpx_retry.retry",
+        "cachebench_app.serve",
+    ]

@@ -9,6 +9,10 @@ makes ``threading.Thread.start`` carry the current flow name into the thread it 
 ``ThreadPoolExecutor.submit`` (also behind ``loop.run_in_executor``) carry the submitter's
 flow into the task (pool threads outlive the block that started them). Only the flow name is
 carried; no other context variable changes.
+
+One ``flow`` object may be shared (a module-level ``SUPPORT = flow("support")``) and entered
+from many tasks and threads at once, or inside itself: what each ``with`` restores on exit is
+kept in a context variable too, so every context unwinds only its own blocks.
 """
 
 from __future__ import annotations
@@ -24,27 +28,36 @@ from typing import Any, TypeVar
 __all__ = ["current_flow", "default_flow", "flow"]
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("cachebench_flow", default=None)
+# The open ``with flow(...)`` blocks of this context, innermost last: (flow object, the token
+# its enter got). Per context, so tasks and threads sharing one flow object never see (and
+# never reset) each other's tokens.
+_Entered = tuple[tuple["flow", contextvars.Token[str | None]], ...]
+_entered: contextvars.ContextVar[_Entered] = contextvars.ContextVar("cachebench_flow_entered", default=())
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Frames from these packages are plumbing, never the caller a flow is named after.
-_SKIP = (
-    "cachebench.",
-    "anthropic",
-    "openai",
-    "google.genai",
-    "botocore",
-    "boto3",
-    "httpx",
-    "httpx2",
-    "httpcore",
-    "anyio",
-    "asyncio",
-    "concurrent.",
-    "threading",
-    "functools",
-    "contextlib",
-    "typing_extensions",
+# Frames from these packages (the package itself or a module inside it) are plumbing, never
+# the caller a flow is named after; ``openai_bot`` or ``anthropic_tools`` are user code.
+_SKIP = frozenset(
+    {
+        "cachebench",
+        "anthropic",
+        "openai",
+        "google.genai",
+        "botocore",
+        "boto3",
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "anyio",
+        "asyncio",
+        "concurrent",
+        "threading",
+        "functools",
+        "contextlib",
+        "typing_extensions",
+    }
 )
+_SKIP_INSIDE = tuple(sorted(f"{package}." for package in _SKIP))
 
 
 def current_flow() -> str | None:
@@ -59,7 +72,7 @@ def default_flow(depth: int = 2) -> str:
         return "unknown"
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
-        if not (module == "cachebench" or module.startswith(_SKIP)):
+        if not (module in _SKIP or module.startswith(_SKIP_INSIDE)):
             return f"{module}.{frame.f_code.co_name}"
         frame = frame.f_back  # type: ignore[assignment]
     return "unknown"
@@ -68,13 +81,12 @@ def default_flow(depth: int = 2) -> str:
 class flow:
     """Name the flow of every call made inside it (a context manager and a decorator)."""
 
-    __slots__ = ("_name", "_tokens")
+    __slots__ = ("_name",)
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a flow name must be a non-empty string, got {name!r}")
         self._name = name
-        self._tokens: list[contextvars.Token[str | None]] = []
 
     @property
     def name(self) -> str:
@@ -82,11 +94,27 @@ class flow:
 
     def __enter__(self) -> flow:
         _carry_into_threads()
-        self._tokens.append(_current.set(self._name))
+        _entered.set((*_entered.get(), (self, _current.set(self._name))))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _current.reset(self._tokens.pop())
+        entered = _entered.get()
+        for i in range(len(entered) - 1, -1, -1):
+            if entered[i][0] is self:
+                break
+        else:
+            # Entered in another context (a framework that runs setup and teardown in
+            # different tasks): that context is the one holding the name; nothing to undo here.
+            return
+        token = entered[i][1]
+        _entered.set(entered[:i] + entered[i + 1 :])
+        try:
+            _current.reset(token)
+        except (ValueError, RuntimeError):
+            # A token inherited from the parent's copy of the context (a task exiting a block
+            # its creator entered): restore the name by value instead.
+            old = token.old_value
+            _current.set(None if old is contextvars.Token.MISSING else old)
 
     def __call__(self, fn: F) -> F:
         _carry_into_threads()

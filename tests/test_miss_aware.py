@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -53,8 +54,11 @@ def run_threads(emu: CacheEmulator, tracker: CacheTracker, *, stream: bool = Fal
             usage = create(**request(i)).usage
         return usage.cache_read_input_tokens or 0, usage.cache_creation_input_tokens or 0
 
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        return list(pool.map(one, range(PARALLEL)))
+    try:
+        with ThreadPoolExecutor(PARALLEL) as pool:
+            return list(pool.map(one, range(PARALLEL)))
+    finally:
+        client.close()
 
 
 async def run_tasks(emu: CacheEmulator, tracker: CacheTracker) -> list[tuple[int, int]]:
@@ -161,6 +165,7 @@ def test_a_warm_prefix_is_never_held(cache_emulator: CacheEmulator) -> None:
         base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
     )
     tracker.wrap(client.messages.create)(**request(-1))
+    client.close()
     cache_emulator.set_knobs(ttft_ms=100)
     results = run_threads(cache_emulator, tracker)
     assert readers(results) == PARALLEL
@@ -190,6 +195,7 @@ def test_record_never_holds_and_leaves_nothing_in_flight(cache_emulator: CacheEm
         base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
     )
     tracker.wrap(client.messages.create)(**request(1, system="Another prompt. " * 200))
+    client.close()
     assert tracker.calls()[-1].held_ms == 0.0
     assert tracker._gate.in_flight == 0 and tracker._inflight == {}
 
@@ -210,11 +216,16 @@ def test_a_stream_never_read_releases_its_twins_and_is_recorded_when_dropped(
     assert twin.usage.cache_read_input_tokens > 0  # the writer's entry was readable
     assert tracker.calls()[-1].held_ms < 4000  # released by the headers, not by the 5 s delay
     stream.response.close()  # give the socket back (the stream itself is never read or closed)
+    client.close()
     del stream
-    for _ in range(3):  # the SDK's stream sits in reference cycles: collect until it is gone
-        gc.collect()
-        if len(tracker.calls()) == 2:
-            break
+    with warnings.catch_warnings():
+        # A full collection also frees clients other tests left open; their sockets' warnings
+        # are theirs, not this test's.
+        warnings.simplefilter("ignore", ResourceWarning)
+        for _ in range(3):  # the SDK's stream sits in reference cycles: collect until it is gone
+            gc.collect()
+            if len(tracker.calls()) == 2:
+                break
     calls = tracker.calls()
     assert len(calls) == 2 and {m.usage_known for m in calls} == {True, False}
     assert tracker._gate is not None and tracker._gate.in_flight == 0 and tracker._inflight == {}

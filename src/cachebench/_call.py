@@ -82,13 +82,17 @@ class CallContext:
     def _release(self) -> None:
         if self.flying:
             self.tracker._land(self)
-        if self.hold is not None:
-            gate = self.tracker._gate
-            if gate is not None:
-                try:
-                    gate.started(self.write_key, self.hold)
-                except Exception as exc:
-                    self.tracker._guard.failed("policy", exc)
+        self._tell_gate(started=True)
+
+    def _tell_gate(self, *, started: bool) -> None:
+        """Tell the policy's gate this call's response started, or that the call is over."""
+        gate = self.tracker._gate
+        if self.hold is None or gate is None:
+            return
+        try:
+            (gate.started if started else gate.finished)(self.write_key, self.hold)
+        except Exception as exc:
+            self.tracker._guard.failed("policy", exc)
 
     def held(self, hold: Hold) -> None:
         """The policy let this call go: restart its clocks if it waited."""
@@ -121,13 +125,7 @@ class CallContext:
                 self._release()  # a finished response: its entry is readable (and now recorded)
             if self.flying:
                 self.tracker._land(self)
-            if self.hold is not None:
-                gate = self.tracker._gate
-                if gate is not None:
-                    try:
-                        gate.finished(self.write_key, self.hold)
-                    except Exception as exc:
-                        self.tracker._guard.failed("policy", exc)
+            self._tell_gate(started=False)
 
 
 def call_row(

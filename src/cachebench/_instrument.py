@@ -14,14 +14,13 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .providers._base import SENTINELS  # Stainless leaves "not given" placeholders in bodies
+
 if TYPE_CHECKING:
     from ._call import CallContext
     from .tracker import CacheTracker
 
 __all__ = ["InstrumentHooks", "body_of", "observer_for", "unpatch", "wrapper_for"]
-
-# Stainless leaves its ``omit``/``NOT_GIVEN`` sentinels in the body until it is sent.
-SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
 
 
 class InstrumentHooks:

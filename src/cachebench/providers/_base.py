@@ -10,9 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from ..fingerprint import to_plain
 from ..types import Prompt, Usage
 
-__all__ = ["Accumulator", "Adapter", "as_int", "fields", "get", "get_path", "has_field", "text_form"]
+__all__ = [
+    "SENTINELS",
+    "Accumulator",
+    "Adapter",
+    "as_int",
+    "fields",
+    "get",
+    "get_path",
+    "has_field",
+    "items",
+    "text_form",
+]
 
 _MISSING = object()
 # isinstance(x, Mapping) goes through ABCMeta.__instancecheck__ (a Python-level call) every time;
@@ -85,6 +97,23 @@ def text_form(part: Any) -> Any:
         if type(text) is str:
             return text
     return part
+
+
+# Stainless SDKs' placeholders for "not given", left in request bodies until they are sent.
+SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
+
+
+def items(value: Any) -> list[Any]:
+    """A request field that may be one item or a list of them (blocks, parts, tools), as a list;
+    SDK objects are dumped to plain JSON, null and "not given" are empty."""
+    if value is None or type(value).__name__ in SENTINELS:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    plain = to_plain(value)
+    return plain if isinstance(plain, list) else [plain]
 
 
 def has_field(obj: Any, name: str) -> bool:

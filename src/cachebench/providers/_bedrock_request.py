@@ -19,7 +19,7 @@ from typing import Any
 from ..fingerprint import to_plain
 from ..types import Block, Prompt, Section
 from . import anthropic
-from ._base import get
+from ._base import get, items
 
 NAME = "bedrock"
 DEFAULT_TTL = "5m"
@@ -42,14 +42,6 @@ def request_model(request: Mapping[str, Any]) -> str | None:
 def is_stream_request(request: Mapping[str, Any]) -> bool:
     """Always False: streaming is told by the method, not the arguments (see ``bedrock``'s docstring)."""
     return False
-
-
-def _items(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
 
 
 def _cache_point(block: Any) -> Any:
@@ -75,17 +67,17 @@ def converse_prompt(
             last = blocks[-1]
             blocks[-1] = Block(last.section, last.index, last.payload, _ttl(marker))
 
-    sections: tuple[tuple[Section, list[Any]], ...] = (("tools", _items(tools)), ("system", _items(system)))
-    for section, items in sections:
+    sections: tuple[tuple[Section, list[Any]], ...] = (("tools", items(tools)), ("system", items(system)))
+    for section, listed in sections:
         index = 0
-        for item in items:
+        for item in listed:
             marker = _cache_point(item)
             if marker is not None:
                 mark(marker)
                 continue
             blocks.append(Block(section, index, to_plain(item)))
             index += 1
-    msgs = _items(messages)
+    msgs = items(messages)
     # The newest user turn: the trailing run of user messages (tool results are user turns).
     last_assistant = max((i for i, m in enumerate(msgs) if get(m, "role") == "assistant"), default=-1)
     turn_start: int | None = None
@@ -94,7 +86,7 @@ def converse_prompt(
         role = get(msg, "role", "user")
         if m_i == last_assistant + 1 and turn_start is None and role != "assistant":
             turn_start = len(blocks)
-        for part in _items(get(msg, "content")):
+        for part in items(get(msg, "content")):
             marker = _cache_point(part)
             if marker is not None:
                 mark(marker)

@@ -18,7 +18,7 @@ from typing import Any
 from .._cachefacts import RETENTION_24H_SINCE, explicit_caching, model_version
 from ..fingerprint import to_plain
 from ..types import Block, Prompt, Section
-from ._base import get, text_form
+from ._base import SENTINELS, get, items, text_form
 
 NAME = "openai"
 MARKER = "prompt_cache_breakpoint"
@@ -44,26 +44,14 @@ SETTINGS_FIELDS = {
     "prompt_cache_key": ("prompt_cache_key",),
     "service_tier": ("service_tier",),
 }
-_SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
 
 
 def _field(request: Any, name: str) -> Any:
     """A request field, None when absent, null or a Stainless ``omit``/``NOT_GIVEN`` sentinel."""
     value = get(request, name)
-    if value is None or type(value).__name__ in _SENTINELS:
+    if value is None or type(value).__name__ in SENTINELS:
         return None
     return value
-
-
-def _items(value: Any) -> list[Any]:
-    if value is None or type(value).__name__ in _SENTINELS:
-        return []
-    if isinstance(value, (str, dict)):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    plain = to_plain(value)
-    return plain if isinstance(plain, list) else [plain]
 
 
 def _plain_dict(value: Any) -> Any:
@@ -149,7 +137,7 @@ def _item_blocks(item: Any) -> tuple[str, list[tuple[Any, Any]]]:
     if isinstance(content, str):
         out.append(([role, content], None))
     elif content is not None:
-        for part in _items(content):
+        for part in items(content):
             payload, marker = _strip(part)
             out.append(([role, text_form(payload)], marker))
     if not out:
@@ -160,7 +148,7 @@ def _item_blocks(item: Any) -> tuple[str, list[tuple[Any, Any]]]:
 def _conversation(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
-    return _items(value)
+    return items(value)
 
 
 def build_prompt(
@@ -193,9 +181,9 @@ def build_prompt(
     if settings:
         # Rendered into (or routing) the start of the prompt: a change invalidates everything.
         add("system", ["settings", settings])
-    for tool in _items(tools):
+    for tool in items(tools):
         add("tools", _plain_dict(tool))
-    for part in _items(system):
+    for part in items(system):
         payload, marker = _strip(part)
         add("system", ["system", text_form(payload)], marker)
     if context:
@@ -278,7 +266,7 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
         template = _field(request, "prompt")
         if template is not None:
             system.append({"prompt": to_plain(template)})
-        system.extend(_items(_field(request, "instructions")))
+        system.extend(items(_field(request, "instructions")))
         return build_prompt(
             tools=_field(request, "tools"),
             system=system,
@@ -286,7 +274,7 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
             context=_context(request),
             **common,
         )
-    tools = _items(_field(request, "tools")) + _items(_field(request, "functions"))
+    tools = items(_field(request, "tools")) + items(_field(request, "functions"))
     return build_prompt(tools=tools, system=None, conversation=_field(request, "messages"), **common)
 
 
@@ -295,7 +283,7 @@ def prompt_from_parts(*, messages: Any, system: Any, tools: Any, model: str | No
     messages) and ``messages`` Chat messages or Responses input; a system prompt gives the same
     blocks as the equivalent ``{"role": "system"}`` message at the start of ``messages``."""
     conversation = _conversation(messages)
-    sys_items = _items(system)
+    sys_items = items(system)
     if sys_items and all(isinstance(_plain_dict(s), dict) and "role" in _plain_dict(s) for s in sys_items):
         conversation = sys_items + conversation
     elif system is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
-from ._base import as_int, fields, get, has_field, text_form
+from ._base import as_int, fields, get, has_field, items, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -66,17 +66,6 @@ def _strip(block: Any) -> tuple[Any, str | None]:
     return {k: v for k, v in block.items() if k != MARKER}, _ttl(marker)
 
 
-def _items(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (str, dict)):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    plain = to_plain(value)
-    return plain if isinstance(plain, list) else [plain]
-
-
 _new_block = tuple.__new__  # Block(...) without NamedTuple.__new__'s Python-level frame: hot path
 
 
@@ -92,19 +81,19 @@ def build_prompt(
 ) -> Prompt:
     blocks: list[Block] = []
     append = blocks.append
-    for i, tool in enumerate(_items(tools)):
+    for i, tool in enumerate(items(tools)):
         if type(tool) is dict and MARKER not in tool:
             append(_new_block(Block, ("tools", i, tool, None)))
         else:
             payload, ttl = _strip(tool)
             append(_new_block(Block, ("tools", i, payload, ttl)))
-    for i, part in enumerate(_items(system)):
+    for i, part in enumerate(items(system)):
         if type(part) is dict and MARKER not in part:
             append(_new_block(Block, ("system", i, text_form(part), None)))
         else:
             payload, ttl = _strip(part)
             append(_new_block(Block, ("system", i, text_form(payload), ttl)))
-    msgs = _items(messages)
+    msgs = items(messages)
     roles = [msg.get("role", "user") if type(msg) is dict else get(msg, "role", "user") for msg in msgs]
     # The newest user turn: the trailing run of user messages (tool results are user turns).
     last_assistant = -1
@@ -118,7 +107,7 @@ def build_prompt(
         if m_i == last_assistant + 1 and turn_start is None and role != "assistant":
             turn_start = len(blocks)
         content = msg.get("content") if type(msg) is dict else get(msg, "content")
-        for part in [content] if type(content) is str else _items(content):
+        for part in [content] if type(content) is str else items(content):
             if (type(part) is dict and MARKER not in part) or type(part) is str:
                 append(_new_block(Block, ("messages", m_index, [role, text_form(part)], None)))
             else:

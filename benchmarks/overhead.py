@@ -289,7 +289,7 @@ def breakdown(
 
     def regressions() -> None:
         # A steady flow: the call reads its prefix; the detector updates its window and baselines.
-        detector.observe("bench", usage.model, pkey, prompt, exp, usage, None, hit, cost.cost_usd, now)
+        detector.observe("bench", usage.model, pkey, prompt, exp, exp, None, hit, cost.cost_usd, now)
 
     pieces: list[tuple[str, Callable[[], Any]]] = [
         ("flow name (caller frame walk)", lambda: default_flow(3)),

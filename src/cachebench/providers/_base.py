@@ -106,11 +106,15 @@ SENTINELS = frozenset({"Omit", "NotGiven", "Omitted"})
 def items(value: Any) -> list[Any]:
     """A request field that may be one item or a list of them (blocks, parts, tools), as a list;
     SDK objects are dumped to plain JSON, null and "not given" are empty."""
-    if value is None or type(value).__name__ in SENTINELS:
+    kind = type(value)
+    if kind is list:
+        listed: list[Any] = value  # callers only read it
+        return listed
+    if value is None or kind.__name__ in SENTINELS:
         return []
     if isinstance(value, (str, dict)):
         return [value]
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):
         return list(value)
     plain = to_plain(value)
     return plain if isinstance(plain, list) else [plain]

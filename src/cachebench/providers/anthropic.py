@@ -108,8 +108,12 @@ def build_prompt(
             turn_start = len(blocks)
         content = msg.get("content") if type(msg) is dict else get(msg, "content")
         for part in [content] if type(content) is str else items(content):
-            if (type(part) is dict and MARKER not in part) or type(part) is str:
-                append(_new_block(Block, ("messages", m_index, [role, text_form(part)], None)))
+            if type(part) is str:
+                append(_new_block(Block, ("messages", m_index, [role, part], None)))
+            elif type(part) is dict and MARKER not in part:
+                if len(part) == 2:
+                    part = text_form(part)
+                append(_new_block(Block, ("messages", m_index, [role, part], None)))
             else:
                 payload, ttl = _strip(part)
                 append(_new_block(Block, ("messages", m_index, [role, text_form(payload)], ttl)))

@@ -387,3 +387,46 @@ def test_implicit_caching_below_the_minimum_is_below_minimum(cache_emulator: Cac
         cache_emulator.advance(5)
     assert {m.miss_cause for m in tracker.calls()} == {"below_minimum"}
     assert tracker.regressions() == []
+
+
+def test_a_hit_ratio_drop_does_not_flap_near_the_threshold() -> None:
+    """A drop opens below ``miss_alert_threshold`` and closes only 10 points above it: a flow
+    hovering just above the threshold after a drop keeps one open incident, not a new one each
+    time it crosses (replayed with ``record()``)."""
+    opened: list[Regression] = []
+    now = [1_763_000_000.0]
+    tracker = CacheTracker(clock=lambda: now[0], on_regression=opened.append, on_miss_alert=lambda m: None)
+    body = request("q")
+
+    def call(read: int, write: int) -> None:
+        usage = {
+            "input_tokens": 5,
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": write,
+            "output_tokens": 5,
+        }
+        response = {
+            "id": "m",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [],
+            "usage": usage,
+        }
+        tracker.record(response, request=body, provider="anthropic", flow="hover")
+        now[0] += 10
+
+    call(0, 3000)
+    for _ in range(16):
+        call(3000, 0)
+    for _ in range(16):
+        call(1500, 1500)  # the provider starts half-missing: 50 %
+    assert [r.kind for r in opened] == ["hit_ratio_drop"]
+    for _ in range(16):
+        call(1950, 1050)  # 65 %: above the 60 % threshold, below 70 %
+    (incident,) = tracker.regressions()
+    assert incident.open and len(opened) == 1
+    for _ in range(16):
+        call(3000, 0)
+    (incident,) = tracker.regressions()
+    assert incident.closed_at is not None and len(opened) == 1

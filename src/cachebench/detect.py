@@ -49,16 +49,22 @@ class _Entry:
         return _Entry(ms / 1000.0, _TTL_BY_CODE[rest & 15], rest >> 5, bool(rest >> 4 & 1))
 
     def pack(self) -> int:
-        ms = min(max(round(self.last_used * 1000.0), 0), _MS_MASK)
-        code = _TTL_CODE.get(self.ttl_s)
-        if code is None:
-            code = _TTL_CODE[300.0]
-        return ((max(self.tokens, 0) * 2 + bool(self.measured)) * 16 + code) << 46 | ms
+        return _pack(self.tokens, self.measured, self.ttl_s, _ms(self.last_used))
+
+
+def _ms(t: float) -> int:
+    return min(max(round(t * 1000.0), 0), _MS_MASK)
+
+
+def _pack(tokens: int, measured: bool, ttl_s: float, ms: int) -> int:
+    code = _TTL_CODE.get(ttl_s, _DEFAULT_TTL_CODE)
+    return ((max(tokens, 0) * 2 + bool(measured)) * 16 + code) << 46 | ms
 
 
 _MS_MASK = (1 << 46) - 1
 _TTL_BY_CODE = tuple(sorted({*_TTL_SECONDS.values(), 300.0}))
 _TTL_CODE = {t: i for i, t in enumerate(_TTL_BY_CODE)}
+_DEFAULT_TTL_CODE = _TTL_CODE[300.0]
 _TTL_MS_BY_CODE = tuple(t * 1000.0 for t in _TTL_BY_CODE)
 assert len(_TTL_BY_CODE) <= 16
 
@@ -92,34 +98,36 @@ class CacheView:
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
 
-    def _get(self, h: int) -> _Entry | None:
+    def _load(self, h: int) -> int | None:
+        """The packed entry at ``h``, from either generation."""
         v = self._young.get(h)
-        if v is None:
-            v = self._old.get(h)
-            if v is None:
-                return None
-        return _Entry.unpack(v)
+        return self._old.get(h) if v is None else v
+
+    def _store(self, h: int, packed: int) -> None:
+        """Store an entry in the young generation (a read or a write used it)."""
+        young = self._young
+        if h in young:
+            young[h] = packed
+            return
+        self._old.pop(h, None)
+        young[h] = packed
+        if len(young) >= self._half:
+            self._old = young
+            self._young = {}
+
+    def _get(self, h: int) -> _Entry | None:
+        v = self._load(h)
+        return None if v is None else _Entry.unpack(v)
 
     def _touch(self, h: int, e: _Entry) -> None:
-        """Store ``e`` in the young generation (a read or a write used it)."""
-        young = self._young
-        if h not in young:
-            self._old.pop(h, None)
-            young[h] = e.pack()
-            if len(young) >= self._half:
-                self._old = young
-                self._young = {}
-        else:
-            young[h] = e.pack()
+        self._store(h, e.pack())
 
     def _state(self, h: int, now: float) -> tuple[int, int]:
         """(ALIVE | EXPIRED | NEVER, packed fields) of the entry at ``h``: ``fields >> 1`` is
         its size in tokens, ``fields & 1`` whether that size was measured."""
-        v = self._young.get(h)
+        v = self._load(h)
         if v is None:
-            v = self._old.get(h)
-            if v is None:
-                return NEVER, 0
+            return NEVER, 0
         rest = v >> 46
         if now * 1000.0 - (v & _MS_MASK) <= _TTL_MS_BY_CODE[rest & 15]:
             return ALIVE, rest >> 4
@@ -152,31 +160,19 @@ class CacheView:
         return Expectation(best, tuple(matched), states, best_at, bool(best_fields & 1))
 
     def _put(self, h: int, now: float, ttl_s: float, tokens: int, measured: bool) -> None:
-        v = self._young.get(h)
-        if v is None:
-            v = self._old.get(h)
-        now_ms = min(max(round(now * 1000.0), 0), _MS_MASK)
+        v = self._load(h)
+        now_ms = _ms(now)
         if v is not None:
-            # Update the packed entry in place of unpacking it: this runs on every cached call.
+            # Merge with the packed entry without unpacking it: this runs on every cached call.
             rest = v >> 46
             ms = v & _MS_MASK
             old_ttl = _TTL_BY_CODE[rest & 15]
             if now_ms - ms <= old_ttl * 1000.0 and old_ttl > ttl_s:
                 ttl_s = old_ttl  # alive: the longer TTL stays
-            if not (measured or not rest >> 4 & 1):
-                tokens, measured = rest >> 5, True
+            if rest >> 4 & 1 and not measured:
+                tokens, measured = rest >> 5, True  # an estimate never overwrites a measurement
             now_ms = max(ms, now_ms)
-        code = _TTL_CODE.get(ttl_s, _TTL_CODE[300.0])
-        packed = ((max(tokens, 0) * 2 + measured) * 16 + code) << 46 | now_ms
-        young = self._young
-        if h in young:
-            young[h] = packed
-        else:
-            self._old.pop(h, None)
-            young[h] = packed
-            if len(young) >= self._half:
-                self._old = young
-                self._young = {}
+        self._store(h, _pack(tokens, measured, ttl_s, now_ms))
 
     def observe(
         self,

@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cachebench import fingerprint
-from cachebench.fingerprint import block_digests, key, order_digests
+from cachebench.fingerprint import key, layer_print, order_digests
 from cachebench.providers import anthropic as adapter
+from cachebench.types import Prompt
 
 text = st.text(min_size=1, max_size=40)
 json_scalar = st.one_of(st.integers(-1000, 1000), st.booleans(), text)
@@ -28,6 +29,11 @@ system_st = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": tex
 turn_st = st.lists(st.tuples(text, text), min_size=0, max_size=3)
 
 MARK = {"type": "ephemeral"}
+
+
+def block_digests(prompt: Prompt) -> list[int]:
+    """Each block's own digest (independent of the blocks before it), as diffs use them."""
+    return [b.digest for b in layer_print(prompt, 0, len(prompt.blocks))]
 
 
 def build(tools: list[Any], system: list[Any], turns: list[tuple[str, str]], newest: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ model-scoped.
 Canonical bytes of a block: ``orjson.dumps([section, payload])`` with sorted keys and
 compact separators, after the adapter removed the cache marker and SDK objects were
 dumped to plain JSON. JSON values are self-delimiting, so concatenating them is
-unambiguous. Per-block digests that do not depend on earlier blocks (:func:`block_digests`)
+unambiguous. Per-block digests that do not depend on earlier blocks (:func:`layer_print`)
 and order-sensitive ones in the caller's own key order (:func:`order_digests`: providers
 cache the bytes they render, so a re-ordered tool schema misses although ``prefix_id`` is
 unchanged) cost a second pass, so they are computed only where a difference is explained.
@@ -31,7 +31,6 @@ from .types import PrefixDiff, PrefixKey, Prompt
 
 __all__ = [
     "BlockPrint",
-    "block_digests",
     "canonical",
     "diff_layers",
     "fingerprint",
@@ -158,15 +157,6 @@ def key(prompt: Prompt) -> PrefixKey:
         prefix_end,
         turn_start,
     )
-
-
-def block_digests(prompt: Prompt) -> tuple[int, ...]:
-    """Per-block digests of the canonical (key-sorted) bytes, independent of other blocks.
-
-    Not part of :func:`key` (the chain already tells where two prompts first differ); used
-    where a difference is explained.
-    """
-    return tuple(_digest(canonical((b.section, b.payload))) for b in prompt.blocks)
 
 
 def order_digests(prompt: Prompt) -> tuple[int, ...]:

@@ -7,8 +7,9 @@ incidents closing when the flow recovers, and silence on healthy traffic.
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,11 +57,19 @@ def request(
     return body
 
 
+@pytest.fixture
+def clients() -> Iterator[contextlib.ExitStack]:
+    """Every SDK client a test opens, closed when it ends (no socket left for the GC)."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
 class Harness:
     """One tracker on the emulator's clock, with a wrapped client per flow."""
 
-    def __init__(self, emu: CacheEmulator, **tracker_kwargs: Any) -> None:
+    def __init__(self, emu: CacheEmulator, clients: contextlib.ExitStack, **tracker_kwargs: Any) -> None:
         self.emu = emu
+        self.clients = clients
         self.opened: list[Regression] = []
         self.alerts: list[CallMetrics] = []
         self.tracker = CacheTracker(
@@ -71,7 +80,9 @@ class Harness:
         )
 
     def flow(self, name: str, api_key: str = "sk-regressions") -> Callable[..., Any]:
-        client = anthropic.Anthropic(base_url=self.emu.anthropic_base_url, api_key=api_key, max_retries=0)
+        client = self.clients.enter_context(
+            anthropic.Anthropic(base_url=self.emu.anthropic_base_url, api_key=api_key, max_retries=0)
+        )
         return self.tracker.wrap(client.messages.create, flow=name)
 
     def tick(self, seconds: float = 3.0) -> None:
@@ -87,13 +98,14 @@ def stamp(i: int) -> str:
 
 def test_timestamp_in_the_system_prompt_is_one_churn_incident_naming_the_bytes(
     cache_emulator: CacheEmulator,
+    clients: contextlib.ExitStack,
 ) -> None:
     """A deploy that stamps the time into the system prompt raises exactly one prefix-churn
     incident on that flow, once the stamped writes have gone unread for their 5-minute TTL:
     its diff names section ``system``, block 0, and a byte range of the block's canonical bytes
     that contains the timestamp. The stamped calls are ``prefix_changed``; another flow's
     traffic raises nothing; removing the stamp closes the incident."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     support, other = h.flow("support"), h.flow("billing", api_key="sk-billing")
     billing_system = "You are ACME's billing assistant. Quote invoice numbers exactly. " * 80
     for i in range(20):
@@ -135,11 +147,13 @@ def test_timestamp_in_the_system_prompt_is_one_churn_incident_naming_the_bytes(
     assert len(h.opened) == 1 and h.of("billing") == [] and h.alerts == []
 
 
-def test_timestamp_from_the_first_call_churns_too(cache_emulator: CacheEmulator) -> None:
+def test_timestamp_from_the_first_call_churns_too(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """A prompt stamped since the process started has no good version to compare with: the
     first layer still churns (its writes are never read back), and the diff compares two
     consecutive stamped prompts, which differ in the stamp."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     create = h.flow("fresh-start")
     for i in range(30):
         create(**request("q", system=stamp(i) + SYSTEM))
@@ -151,10 +165,12 @@ def test_timestamp_from_the_first_call_churns_too(cache_emulator: CacheEmulator)
     assert churn.diff.byte_start <= offset + len("Current time: 2026-11-22T09:") < churn.diff.byte_end
 
 
-def test_reordered_tool_list_names_the_tools_section(cache_emulator: CacheEmulator) -> None:
+def test_reordered_tool_list_names_the_tools_section(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """Tools rendered in a different order on every call churn the first layer; the diff names
     section ``tools`` and the first position whose tool differs from the order last read."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     create = h.flow("agent")
     for i in range(16):
         create(**request(f"q{i % 2}", tools=TOOLS))
@@ -174,11 +190,12 @@ def test_reordered_tool_list_names_the_tools_section(cache_emulator: CacheEmulat
 
 def test_changed_user_context_names_the_message_block_and_captures_redacted_text(
     cache_emulator: CacheEmulator,
+    clients: contextlib.ExitStack,
 ) -> None:
     """A user context that carries a request id churns the second layer: the diff names the
     ``messages`` block holding it, and with ``capture_text=True`` short before/after excerpts
     around the change, with secrets redacted."""
-    h = Harness(cache_emulator, capture_text=True)
+    h = Harness(cache_emulator, clients, capture_text=True)
     create = h.flow("assistant")
     key = "sk-live-" + "9" * 24
 
@@ -199,11 +216,13 @@ def test_changed_user_context_names_the_message_block_and_captures_redacted_text
     assert key not in diff.before + diff.after and "[REDACTED]" in diff.before
 
 
-def test_new_customers_after_a_single_customer_phase_are_not_churn(cache_emulator: CacheEmulator) -> None:
+def test_new_customers_after_a_single_customer_phase_are_not_churn(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """A flow that served one customer for a while, then 16 new customers at once who each come
     back within minutes: their contexts are read back, so nothing churns and their first calls
     are ``cold``."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     create = h.flow("shop")
     for i in range(30):
         create(**request(f"q{i % 3}", context=f"Customer 1 context. {'Likes tea. ' * 120}"))
@@ -221,11 +240,13 @@ def test_new_customers_after_a_single_customer_phase_are_not_churn(cache_emulato
     assert {m.miss_cause for m in first_calls} == {"cold"}
 
 
-def test_one_off_deploy_under_concurrent_traffic_is_not_churn(cache_emulator: CacheEmulator) -> None:
+def test_one_off_deploy_under_concurrent_traffic_is_not_churn(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """16 calls in parallel right after a one-off change of the system prompt: the first to
     finish writes the new prompt, the others find it written; later calls read it. One change,
     no incident."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     create = h.flow("burst")
     for i in range(20):
         create(**request(f"q{i % 3}"))
@@ -241,11 +262,13 @@ def test_one_off_deploy_under_concurrent_traffic_is_not_churn(cache_emulator: Ca
     assert h.opened == [] and h.alerts == []
 
 
-def test_provider_that_starts_missing_raises_one_hit_ratio_drop(cache_emulator: CacheEmulator) -> None:
+def test_provider_that_starts_missing_raises_one_hit_ratio_drop(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """When the emulator makes one flow's API key miss every time, that flow raises one
     hit-ratio drop (no diff: its prompt did not change) and the calls are unexpected misses;
     the other flow stays quiet. When the misses stop, the incident closes."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     flaky, steady = h.flow("flaky", api_key="sk-flaky"), h.flow("steady", api_key="sk-steady")
     steady_system = "You are ACME's returns desk. Be precise about dates and fees. " * 80
     for i in range(16):
@@ -271,12 +294,14 @@ def test_provider_that_starts_missing_raises_one_hit_ratio_drop(cache_emulator: 
     assert len(h.opened) == 1
 
 
-def test_healthy_multi_tenant_multi_turn_traffic_raises_nothing(cache_emulator: CacheEmulator) -> None:
+def test_healthy_multi_tenant_multi_turn_traffic_raises_nothing(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """2,000 calls of a healthy support agent: 120 customers arriving over time (each new
     customer's first message writes their own context layer), interleaved multi-turn
     conversations, bursts of new customers at once, and two flows. No miss alert, no
     regression; new customers' first calls are ``cold``."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     flows = {"chat": h.flow("chat"), "email": h.flow("email")}
     rng = random.Random(2026)
     active: dict[str, tuple[str, int]] = {}
@@ -321,14 +346,18 @@ def test_healthy_multi_tenant_multi_turn_traffic_raises_nothing(cache_emulator: 
 
 
 @pytest.mark.parametrize("kind", ["model", "capture"])
-def test_regression_callbacks_never_break_the_call(cache_emulator: CacheEmulator, kind: str) -> None:
+def test_regression_callbacks_never_break_the_call(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack, kind: str
+) -> None:
     """A broken ``on_regression`` is logged and counted by the guard, never raised into the call."""
 
     def broken(r: Regression) -> None:
         raise RuntimeError("callback bug")
 
     tracker = CacheTracker(clock=cache_emulator.clock, on_regression=broken, capture_text=kind == "capture")
-    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-cb", max_retries=0)
+    client = clients.enter_context(
+        anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-cb", max_retries=0)
+    )
     create = tracker.wrap(client.messages.create, flow="cb")
     for _ in range(14):
         create(**request("q"))
@@ -339,10 +368,12 @@ def test_regression_callbacks_never_break_the_call(cache_emulator: CacheEmulator
     assert len(tracker.regressions()) == 1
 
 
-def test_switching_model_is_model_changed(cache_emulator: CacheEmulator) -> None:
+def test_switching_model_is_model_changed(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """Caches are per model: the first call after a flow switches model writes everything and
     is ``model_changed``, not an unexpected miss."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     create = h.flow("switch")
     for i in range(3):
         create(**request(f"q{i}"))
@@ -353,11 +384,13 @@ def test_switching_model_is_model_changed(cache_emulator: CacheEmulator) -> None
     assert (last.miss_cause, last.unexpected_miss) == ("model_changed", False)
 
 
-def test_reordered_keys_with_the_same_content_is_serialization_changed(cache_emulator: CacheEmulator) -> None:
+def test_reordered_keys_with_the_same_content_is_serialization_changed(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """A tool schema re-serialised with its keys in another order keeps ``prefix_id`` (same
     content) but the provider caches rendered bytes and misses: the tracker expected a read,
     alerts, and names the cause ``serialization_changed``."""
-    h = Harness(cache_emulator)
+    h = Harness(cache_emulator, clients)
     create = h.flow("schema")
     tools = [dict(t) for t in TOOLS]
     create(**request("q0", tools=tools))
@@ -373,11 +406,15 @@ def test_reordered_keys_with_the_same_content_is_serialization_changed(cache_emu
     assert h.alerts == [third]
 
 
-def test_implicit_caching_below_the_minimum_is_below_minimum(cache_emulator: CacheEmulator) -> None:
+def test_implicit_caching_below_the_minimum_is_below_minimum(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
     """OpenAI caches nothing under 1,024 prompt tokens: repeating a short prompt is
     ``below_minimum`` every time, not ``cold`` forever, and raises nothing."""
     tracker = CacheTracker(clock=cache_emulator.clock)
-    client = openai.OpenAI(base_url=cache_emulator.openai_base_url, api_key="sk-short", max_retries=0)
+    client = clients.enter_context(
+        openai.OpenAI(base_url=cache_emulator.openai_base_url, api_key="sk-short", max_retries=0)
+    )
     create = tracker.wrap(client.chat.completions.create, flow="short")
     for _ in range(3):
         create(

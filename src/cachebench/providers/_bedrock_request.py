@@ -141,33 +141,26 @@ def _is_anthropic_body(body: Mapping[str, Any], model: str | None) -> bool:
 
 def parse_request(request: Mapping[str, Any]) -> Prompt:
     model = request_model(request)
-    if "body" not in request:
-        return converse_prompt(
-            model=model,
-            tools=get(request.get("toolConfig"), "tools"),
-            system=request.get("system"),
-            messages=request.get("messages"),
-            settings=_converse_settings(request),
-        )
-    body = _request_body(request.get("body"))
-    if not isinstance(body, Mapping):
-        return Prompt(NAME, model, (), 0)
-    if _is_anthropic_body(body, model):
-        settings = {k: to_plain(body[k]) for k in anthropic.SETTINGS_FIELDS if body.get(k) is not None}
-        return anthropic.build_prompt(
-            provider=NAME,
-            model=model,
-            tools=body.get("tools"),
-            system=body.get("system"),
-            messages=body.get("messages"),
-            settings=settings or None,
-        )
+    source: Any = request  # Converse: the request itself; InvokeModel: its JSON body
+    if "body" in request:
+        source = _request_body(request.get("body"))
+        if not isinstance(source, Mapping):
+            return Prompt(NAME, model, (), 0)
+        if _is_anthropic_body(source, model):
+            return anthropic.build_prompt(
+                provider=NAME,
+                model=model,
+                tools=source.get("tools"),
+                system=source.get("system"),
+                messages=source.get("messages"),
+                settings=anthropic.request_settings(source),
+            )
     return converse_prompt(
         model=model,
-        tools=get(body.get("toolConfig"), "tools"),
-        system=body.get("system"),
-        messages=body.get("messages"),
-        settings=_converse_settings(body),
+        tools=get(source.get("toolConfig"), "tools"),
+        system=source.get("system"),
+        messages=source.get("messages"),
+        settings=_converse_settings(source),
     )
 
 

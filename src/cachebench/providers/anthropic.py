@@ -126,7 +126,8 @@ def build_prompt(
     return Prompt(provider, model, tuple(blocks), turn_start, implicit=False, settings=settings)
 
 
-def _settings(request: Mapping[str, Any]) -> Any:
+def request_settings(request: Mapping[str, Any]) -> Any:
+    """The request's ``SETTINGS_FIELDS`` as plain JSON, or None when it has none."""
     found = {k: to_plain(request[k]) for k in SETTINGS_FIELDS if request.get(k) is not None}
     return found or None
 
@@ -144,7 +145,7 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
         system=request.get("system"),
         messages=request.get("messages"),
         automatic=request.get(MARKER),
-        settings=_settings(request),
+        settings=request_settings(request),
     )
 
 

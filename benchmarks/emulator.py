@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -30,8 +29,8 @@ from typing import Any
 
 import httpx2
 import orjson
+from _common import machine_line, verdict
 
-import cachebench
 from cachebench.tokens import estimate_text
 
 HERE = Path(__file__).resolve().parent
@@ -49,10 +48,6 @@ WORDS = (
     "cache", "prefix", "token", "system", "prompt", "model", "request", "response", "stream", "usage",
     "read", "write", "breakpoint", "agent", "tool", "schema", "policy", "customer", "order", "invoice",
 )  # fmt: skip
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
 
 
 def text_of(tokens: int, rnd: random.Random) -> str:
@@ -317,12 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     started = time.perf_counter()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    print(
-        f"cachebench {cachebench.__version__} | httpx2 {httpx2.__version__} | "
-        f"Python {platform.python_version()} | {platform.machine()} | {os.cpu_count()} CPUs | "
-        f"load average {load} (timings are only comparable on an otherwise idle machine)"
-    )
+    print(machine_line("httpx2", httpx2.__version__))
     sections = set(args.only.split(","))
     server = Server()
     try:

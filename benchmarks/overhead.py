@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -38,9 +37,9 @@ os.environ["CACHEBENCH_STRICT"] = "1"  # read at tracker construction: internal 
 
 import anthropic
 import orjson
+from _common import machine_line, verdict
 from anthropic.types import Message
 
-import cachebench
 from cachebench import CacheTracker
 from cachebench._flow import default_flow
 from cachebench.detect import CacheView
@@ -89,10 +88,6 @@ def quantile(samples: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
 def time_each(fn: Callable[[], Any], iterations: int, warmup: int) -> list[int]:
     """Per-iteration wall times in ns, gc disabled during the timed loop."""
     for _ in range(warmup):
@@ -109,6 +104,29 @@ def time_each(fn: Callable[[], Any], iterations: int, warmup: int) -> list[int]:
     finally:
         gc.enable()
     return samples
+
+
+def time_pairs(
+    first: Callable[[], Any], second: Callable[[Any], Any], iterations: int
+) -> tuple[list[int], list[int]]:
+    """Wall times in ns of ``x = first()`` and ``second(x)``, back to back, gc disabled."""
+    a = [0] * iterations
+    b = [0] * iterations
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(iterations):
+            t0 = clock()
+            x = first()
+            t1 = clock()
+            second(x)
+            t2 = clock()
+            a[i] = t1 - t0
+            b[i] = t2 - t1
+    finally:
+        gc.enable()
+    return a, b
 
 
 def message(usage: dict[str, Any]) -> Message:
@@ -189,22 +207,8 @@ def bench_overhead(iterations: int) -> None:
         raw_call()
         wrapped_call()
     # Paired samples: the bare call and the wrapped call back to back, so drift cancels.
-    raw = [0] * iterations
-    diff = [0] * iterations
-    clock = time.perf_counter_ns
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(iterations):
-            t0 = clock()
-            create(**request)
-            t1 = clock()
-            wrapped(**request)
-            t2 = clock()
-            raw[i] = t1 - t0
-            diff[i] = (t2 - t1) - (t1 - t0)
-    finally:
-        gc.enable()
+    raw, wrapped_ns = time_pairs(raw_call, lambda _: wrapped_call(), iterations)
+    diff = [w - r for r, w in zip(raw, wrapped_ns, strict=True)]
 
     last = tracker.calls()[-1]
     assert tracker.internal_errors == 0, tracker.internal_errors
@@ -230,22 +234,9 @@ def bench_overhead(iterations: int) -> None:
 def in_situ(tracker: CacheTracker, request: dict[str, Any], response: Message, iterations: int) -> None:
     """The two halves of a wrapped call, timed back to back as the wrapper runs them."""
     begin, observe = tracker._begin, tracker._observe
-    before = [0] * iterations
-    after = [0] * iterations
-    clock = time.perf_counter_ns
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(iterations):
-            t0 = clock()
-            ctx = begin(ADAPTER, request, None)
-            t1 = clock()
-            observe(response, ctx)
-            t2 = clock()
-            before[i] = t1 - t0
-            after[i] = t2 - t1
-    finally:
-        gc.enable()
+    before, after = time_pairs(
+        lambda: begin(ADAPTER, request, None), lambda ctx: observe(response, ctx), iterations
+    )
     print(
         f"in situ (medians): before the SDK call (_begin) {statistics.median(before) / 1000:6.2f} us, "
         f"after it (_observe) {statistics.median(after) / 1000:6.2f} us"
@@ -342,7 +333,9 @@ def request_2mb() -> dict[str, Any]:
 SEED_SCRIPT = textwrap.dedent(
     """
     import gc, json, statistics, sys, time
-    import cachebench
+    from _common import machine_line, verdict
+
+import cachebench
     with open(sys.argv[1], "rb") as f:
         parts = json.load(f)
     n = int(sys.argv[2])
@@ -633,12 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     scale = 10 if args.quick else 1
     started = time.perf_counter()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    print(
-        f"cachebench {cachebench.__version__} | anthropic {anthropic.__version__} | "
-        f"Python {platform.python_version()} | {platform.machine()} | {os.cpu_count()} CPUs | "
-        f"load average {load} (timings are only comparable on an otherwise idle machine)"
-    )
+    print(machine_line("anthropic", anthropic.__version__))
     sections = set(args.only.split(","))
     if "overhead" in sections:
         bench_overhead(20_000 // scale)

@@ -105,9 +105,11 @@ class FlowState:
         self.costs: list[float | None] = [None] * WINDOW
         self.times = [0.0] * WINDOW
         self.new_count = [0] * MAX_LAYERS  # window calls new at each layer
-        self.base_read = [-1.0] * MAX_LAYERS  # baseline rates (-1: no call has left the window)
-        self.base_same = [-1.0] * MAX_LAYERS
-        self.base_n = [0] * MAX_LAYERS
+        # The first layer's baseline: how often the calls that left the window read it, and
+        # with the same value as the call before (-1: none has left yet).
+        self.base_read = -1.0
+        self.base_same = -1.0
+        self.base_n = 0
         self.pos = 0
         self.n = 0
         self.cum_num = self.cum_den = 0
@@ -140,29 +142,31 @@ class FlowState:
                 unread += not read_back
         return total >= MIN_SETTLED and unread >= CHURN_OPEN * total
 
-    def shared(self, k: int) -> bool:
-        """Layer ``k`` is normally read, with one value (no baseline yet: not known to be)."""
-        return self.base_read[k] >= SHARED and self.base_same[k] >= SHARED
+    def first_layer_shared(self) -> bool:
+        """The first layer (tools, system) is normally read, with one value (no baseline yet:
+        not known to be)."""
+        return self.base_read >= SHARED and self.base_same >= SHARED
 
     def push(self, masks: int, hit: tuple[int, int], cost: float | None, now: float) -> None:
         """Add one call to the window; the call leaving it joins the baseline."""
         f = self
         slot = f.pos
         old = f.masks[slot]
-        if f.n == WINDOW:  # the call leaving the window joins the baseline
+        if f.n == WINDOW:  # the call leaving the window
+            if old & 1:  # it had a first layer: it joins that layer's baseline
+                # A running mean for the first calls, then a moving average.
+                f.base_n += 1
+                w = max(1.0 / f.base_n, BASELINE_WEIGHT)
+                r = float(old >> 8 & 1)
+                sm = float(old >> 24 & 1)
+                if f.base_read < 0:
+                    f.base_read, f.base_same = r, sm
+                else:
+                    f.base_read += w * (r - f.base_read)
+                    f.base_same += w * (sm - f.base_same)
             for k in range(MAX_LAYERS):
                 if not old >> k & 1:
                     break
-                # A running mean for the first calls, then a moving average.
-                f.base_n[k] += 1
-                w = max(1.0 / f.base_n[k], BASELINE_WEIGHT)
-                r = float(old >> (8 + k) & 1)
-                sm = float(old >> (24 + k) & 1)
-                if f.base_read[k] < 0:
-                    f.base_read[k], f.base_same[k] = r, sm
-                else:
-                    f.base_read[k] += w * (r - f.base_read[k])
-                    f.base_same[k] += w * (sm - f.base_same[k])
                 f.new_count[k] -= old >> (16 + k) & 1
         for k in range(MAX_LAYERS):
             if not masks >> k & 1:

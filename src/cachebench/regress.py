@@ -6,8 +6,9 @@ finished first may already have written the same layer). A prompt's *layers* are
 breakpoints in cache order (tools+system, a user's context, the conversation...). Per flow it
 keeps (:mod:`cachebench._flowstate`):
 
-* per layer, over a window of the last ``WINDOW`` calls and as a baseline of the calls that
-  left it: how often the layer was read, new (never seen) or the same as the previous call's;
+* over a window of the last ``WINDOW`` calls, which layers each call read, found new (never
+  seen) or kept from the call before; for the first layer also a baseline of the calls that
+  left the window (read, and with the same value, in most: the flow's shared prompt);
 * every write of a never-seen layer value, until a later call reads it back or
   ``SETTLE_S`` (or its shorter TTL) passes: then it is *settled*, read back or not.
 
@@ -194,7 +195,10 @@ class FlowDetector:
                 and not same >> first_new & 1
                 # The first layer (tools, system) is one prompt for the whole flow; later layers
                 # (a customer's context) differ by design, so only churn makes their writes changes.
-                and ((first_new == 0 and f.shared(0)) or (f.churn is not None and f.churn.layer == first_new))
+                and (
+                    (first_new == 0 and f.first_layer_shared())
+                    or (f.churn is not None and f.churn.layer == first_new)
+                )
             ):
                 cause = "prefix_changed"
         if cause == "provider" and prompt is not None:

@@ -333,9 +333,7 @@ def request_2mb() -> dict[str, Any]:
 SEED_SCRIPT = textwrap.dedent(
     """
     import gc, json, statistics, sys, time
-    from _common import machine_line, verdict
-
-import cachebench
+    import cachebench
     with open(sys.argv[1], "rb") as f:
         parts = json.load(f)
     n = int(sys.argv[2])

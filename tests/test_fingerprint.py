@@ -204,3 +204,37 @@ def test_string_content_and_a_single_text_part_are_the_same_prompt(provider: str
     a, b, c = (key(parse(request(m + newest))) for m in (plain, parts, cited))
     assert a.chain == b.chain and a.prefix_id == b.prefix_id is not None
     assert c.chain != a.chain
+
+
+@given(tools_st, system_st, turn_st, text, st.data())
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+def test_hashing_a_run_of_blocks_at_once_equals_hashing_block_by_block(
+    tools: Any, system: Any, turns: Any, newest: str, data: st.DataObject
+) -> None:
+    """The key hashes whole runs between breakpoints; the per-block chain, computed only when
+    asked for, must agree at every position the key already knew."""
+    req = build(tools, system, turns, newest)
+    blocks = [*req["tools"], *req["system"], *(m["content"][0] for m in req["messages"])]
+    for b in blocks:
+        b.pop("cache_control", None)
+    marked = data.draw(st.lists(st.integers(0, len(blocks) - 1), max_size=4, unique=True))
+    for i in marked:
+        blocks[i]["cache_control"] = {"type": "ephemeral", "ttl": data.draw(st.sampled_from(["5m", "1h"]))}
+    if data.draw(st.booleans()):
+        req["tool_choice"] = {"type": "auto"}  # settings: hashed before the first message block
+    if data.draw(st.booleans()):
+        req["cache_control"] = {"type": "ephemeral"}  # automatic caching marks the last block
+    fast = key(adapter.parse_request(req))
+    assert not fast.materialized
+    slow = key(adapter.parse_request(req))
+    chain, cum = slow.chain, slow.cum  # the per-block walk
+    assert len(chain) == len(cum) == fast.n_blocks == len(blocks)
+    assert fast.bp_hashes == tuple(chain[p] for p in fast.breakpoints)
+    assert fast.bp_bytes == tuple(cum[p] for p in fast.breakpoints)
+    assert fast.total_bytes == cum[-1] == sum(slow.sizes)
+    for p in range(len(blocks)):
+        assert fast.hash_at(p) == chain[p]
+    if fast.prefix_end >= 0:
+        assert fast.prefix_hash == chain[fast.prefix_end]
+        assert fast.prefix_id == format(chain[fast.prefix_end], "016x")
+    assert fast == slow

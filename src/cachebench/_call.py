@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EMPTY_KEY", "CallContext", "apply_ttl_hint", "call_row"]
 
-EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), -1, 0)
+EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), 0, 0, -1, 0, full=((), ()))
 
 
 class CallContext:

@@ -20,7 +20,6 @@ into one int.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import accumulate
 
 from ._cachefacts import _TTL_SECONDS, LOOKBACK, ttl_seconds
 from .types import MissCause, PrefixKey, Usage
@@ -134,13 +133,15 @@ class CacheView:
         return EXPIRED, rest >> 4
 
     def expect(self, key: PrefixKey, implicit: bool, now: float) -> Expectation:
-        chain = key.chain
         best = 0
         best_at = -1
         best_fields = 1
         matched: list[int] = []
         state = self._state
+        bps = key.breakpoints
+        states = [state(h, now) for h in key.bp_hashes]
         if implicit:
+            chain = key.chain
             for q in range(len(chain) - 1, -1, -1):
                 alive, f = state(chain[q], now)
                 if alive == ALIVE:
@@ -148,16 +149,23 @@ class CacheView:
                     matched.append(q)
                     break
         else:
-            for p in key.breakpoints:
-                for q in range(p, max(-1, p - LOOKBACK - 1), -1):
-                    alive, f = state(chain[q], now)
-                    if alive == ALIVE:
-                        if f >> 1 > best:
-                            best, best_at, best_fields = f >> 1, q, f
-                        matched.append(q)
-                        break
-        states = tuple([state(chain[p], now)[0] for p in key.breakpoints])
-        return Expectation(best, tuple(matched), states, best_at, bool(best_fields & 1))
+            hash_at = key.hash_at
+            for k, p in enumerate(bps):
+                alive, f = states[k]
+                q = p
+                if alive != ALIVE:
+                    # Anthropic's lookback: the block boundaries before the breakpoint.
+                    for q in range(p - 1, max(-1, p - LOOKBACK - 1), -1):
+                        alive, f = state(hash_at(q), now)
+                        if alive == ALIVE:
+                            break
+                if alive == ALIVE:
+                    if f >> 1 > best:
+                        best, best_at, best_fields = f >> 1, q, f
+                    matched.append(q)
+        return Expectation(
+            best, tuple(matched), tuple([s[0] for s in states]), best_at, bool(best_fields & 1)
+        )
 
     def _put(self, h: int, now: float, ttl_s: float, tokens: int, measured: bool) -> None:
         v = self._load(h)
@@ -187,30 +195,33 @@ class CacheView:
         """Record what the provider's cache holds after this call."""
         if not usage.known or not key.breakpoints:
             return
-        chain = key.chain
-        cum = list(accumulate(key.sizes))  # canonical bytes through each block
         read = usage.cache_read_tokens
+        hash_at = key.hash_at
         for q in exp.matched:  # reads refresh the entry they read
-            e = self._get(chain[q])
+            h = hash_at(q)
+            e = self._get(h)
             if e is not None and read:
                 e.last_used = max(e.last_used, now)
                 if q == exp.best_at and not e.measured:
                     # The provider read the longest entry it found: that measures its size.
                     e.tokens = read
                     e.measured = True
-                self._touch(chain[q], e)
+                self._touch(h, e)
         if implicit:
             total = usage.total_input_tokens
             if total < max(min_tokens, 1):
                 return
             ttl_s = ttl_seconds(key.ttls[-1] if key.ttls else default_ttl)
+            chain = key.chain
+            cum = key.cum
             last = len(chain) - 1
             for q in range(last + 1):
                 measured = q == last
                 tokens = total if measured else total * cum[q] // max(cum[last], 1)
                 self._put(chain[q], now, ttl_s, tokens, measured)
             return
-        last_bp = key.breakpoints[-1]
+        bp_bytes = key.bp_bytes
+        last_bytes = max(bp_bytes[-1], 1)
         estimated = False
         if usage.writes_reported:
             through_last = usage.cache_read_tokens + usage.cache_write_tokens
@@ -222,14 +233,15 @@ class CacheView:
             # the prompt's byte share through the last breakpoint.
             through_last = usage.cache_read_tokens
             if through_last <= 0:
-                through_last = usage.total_input_tokens * cum[last_bp] // max(cum[-1], 1)
+                through_last = usage.total_input_tokens * bp_bytes[-1] // max(key.total_bytes, 1)
                 estimated = True
                 if through_last < max(min_tokens, 1):
                     return
-        for p, ttl in zip(key.breakpoints, key.ttls, strict=True):
-            measured = p == last_bp and not estimated
-            tokens = through_last if measured else through_last * cum[p] // max(cum[last_bp], 1)
-            self._put(chain[p], now, ttl_seconds(ttl), tokens, measured)
+        last_k = len(bp_bytes) - 1
+        for k, (h, ttl) in enumerate(zip(key.bp_hashes, key.ttls, strict=True)):
+            measured = k == last_k and not estimated
+            tokens = through_last if measured else through_last * bp_bytes[k] // last_bytes
+            self._put(h, now, ttl_seconds(ttl), tokens, measured)
 
     @staticmethod
     def cause(

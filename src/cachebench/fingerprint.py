@@ -45,6 +45,7 @@ __all__ = [
 _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _ORDERED = orjson.OPT_NON_STR_KEYS
 _xxh64 = xxhash.xxh3_64
+_Hasher = xxhash.xxh3_64
 _digest = xxhash.xxh3_64_intdigest
 
 
@@ -107,55 +108,134 @@ def _seed(provider: str, model: str | None) -> int:
     return seed
 
 
-def key(prompt: Prompt) -> PrefixKey:
-    """Fingerprint a prompt: chained hashes, breakpoint ids and ``prefix_id``.
+def _settings_bytes(settings: Any) -> bytes:
+    return canonical(["settings", settings]) + b","
 
-    ``chain[i] = xxh3_64(canonical bytes of block i, seed=chain[i-1])``, starting from a seed
-    bound to provider and model: one hash call per block, and equal chains at ``i`` mean equal
-    bytes through block ``i``.
-    """
-    c = _seed(prompt.provider, prompt.model)
-    empty = c
+
+def _walk(
+    pairs: list[tuple[str, Any]], seed: int, settings: Any, settings_at: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The per-block chain and cumulative byte counts: one serialisation per block."""
+    h = _Hasher(seed=seed)
+    update = h.update
+    digest = h.intdigest
     dumps = orjson.dumps
     chain: list[int] = []
-    sizes: list[int] = []
-    breakpoints: list[int] = []
-    ttls: list[str] = []
-    settings = prompt.settings
-    i = 0
-    for section, _, payload, ttl in prompt.blocks:
-        if settings is not None and section == "messages":
-            c = _digest(canonical(["settings", settings]), c)
-            settings = None
-        data = dumps((section, payload), default=_default, option=_SORTED)
-        c = _digest(data, c)
-        chain.append(c)
-        sizes.append(len(data))
-        if ttl is not None:
-            breakpoints.append(i)
-            ttls.append(ttl)
-        i += 1
-    turn_start = min(prompt.turn_start, i)
-    # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
-    ids = {b: hex_id(chain[b]) for b in breakpoints}
-    if breakpoints:
-        before_turn = [b for b in breakpoints if b < turn_start]
+    cum: list[int] = []
+    total = 0
+    for i, pair in enumerate(pairs):
+        if i == settings_at:
+            update(_settings_bytes(settings))
+        data = dumps(pair, default=_default, option=_SORTED)
+        update(data)
+        update(b",")
+        chain.append(digest())
+        total += len(data) + 1
+        cum.append(total)
+    return tuple(chain), tuple(cum)
+
+
+def key(prompt: Prompt) -> PrefixKey:
+    """Fingerprint a prompt: hashes through each breakpoint, breakpoint ids and ``prefix_id``.
+
+    The canonical byte stream of a prompt is, block after block, ``[section, payload]`` as
+    compact JSON with sorted keys followed by a comma (request settings are inserted before
+    the first message block); ``chain[i]`` is the xxh3-64 of the stream through block ``i``,
+    seeded by provider and model. A streaming hash does not depend on how its input is
+    split, so the stream is serialised one run of blocks at a time (one ``orjson.dumps`` of
+    a list is the run's blocks joined by commas) and hashed at the breakpoints only; the
+    per-block chain is computed when something asks for a position in between.
+    """
+    provider, model, pairs, marks, turn_start, implicit, settings = prompt
+    n = len(pairs)
+    seed = _seed(provider, model)
+    if len(marks) == 1:
+        bps = [marks[0][0]]
+        ttls: tuple[str, ...] = (marks[0][1],)
+    else:
+        bps = [p for p, _ in marks]
+        ttls = tuple([t for _, t in marks])
+    if turn_start > n:
+        turn_start = n
+    settings_at = -1
+    if settings is not None:
+        for i, pair in enumerate(pairs):
+            if pair[0] == "messages":
+                settings_at = i
+                break
+    if bps:
+        before_turn = [b for b in bps if b < turn_start]
         prefix_end = before_turn[-1] if before_turn else turn_start - 1
-        prefix_hash: int | None = chain[prefix_end] if prefix_end >= 0 else empty
-        prefix_id: str | None = ids.get(prefix_end) or hex_id(prefix_hash)  # type: ignore[arg-type]
+    else:
+        prefix_end = -1
+    if implicit or n == 0:
+        full = _walk(pairs, seed, settings, settings_at)
+        chain, cum = full
+        bp_hashes = tuple([chain[b] for b in bps])
+        bp_bytes = tuple([cum[b] for b in bps])
+        end_hash = chain[prefix_end] if prefix_end >= 0 else None
+        total = cum[-1] if cum else 0
+        points = None
+        fill = None
+    else:
+        full = None
+        cuts = bps if bps[-1:] == [n - 1] else [*bps, n - 1]
+        if prefix_end >= 0 and prefix_end not in bps:
+            cuts = sorted({*cuts, prefix_end})
+        h = _Hasher(seed=seed)
+        update = h.update
+        dumps = orjson.dumps
+        points = {}
+        sizes_at: dict[int, int] = {}
+        start = total = 0
+        for cut in cuts:
+            if start <= settings_at <= cut:
+                if settings_at > start:
+                    seg = dumps(pairs[start:settings_at], default=_default, option=_SORTED)
+                    update(memoryview(seg)[1:-1])
+                    update(b",")
+                    total += len(seg) - 1
+                update(_settings_bytes(settings))
+                start = settings_at
+            seg = dumps(pairs[start : cut + 1], default=_default, option=_SORTED)
+            update(memoryview(seg)[1:-1])
+            update(b",")
+            total += len(seg) - 1
+            points[cut] = h.intdigest()
+            sizes_at[cut] = total
+            start = cut + 1
+        bp_hashes = tuple([points[b] for b in bps])
+        bp_bytes = tuple([sizes_at[b] for b in bps])
+        end_hash = points[prefix_end] if prefix_end >= 0 else None
+
+        def fill() -> tuple[tuple[int, ...], tuple[int, ...]]:
+            return _walk(pairs, seed, settings, settings_at)
+
+    # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
+    ids = tuple([hex_id(h) for h in bp_hashes])
+    if bps:
+        if end_hash is None:
+            end_hash = _digest(b"", seed)  # the empty stream: every breakpoint is in the newest turn
+        prefix_hash: int | None = end_hash
+        prefix_id: str | None = ids[bps.index(prefix_end)] if prefix_end in bps else hex_id(end_hash)
     else:
         prefix_end = -1
         prefix_hash = prefix_id = None
     return PrefixKey(
         prefix_id,
         prefix_hash,
-        tuple(ids.values()),
-        tuple(breakpoints),
-        tuple(ttls),
-        tuple(sizes),
-        tuple(chain),
+        ids,
+        tuple(bps),
+        ttls,
+        bp_hashes,
+        bp_bytes,
+        total,
+        n,
         prefix_end,
         turn_start,
+        points,
+        fill,
+        full,
     )
 
 
@@ -166,10 +246,7 @@ def order_digests(prompt: Prompt) -> tuple[int, ...]:
     sorted digest (and ``prefix_id``) is unchanged. This costs a second serialisation, so it
     is computed only where a miss is explained, not on every call.
     """
-    return tuple(
-        _digest(orjson.dumps((b.section, b.payload), default=_default, option=_ORDERED))
-        for b in prompt.blocks
-    )
+    return tuple(_digest(orjson.dumps(pair, default=_default, option=_ORDERED)) for pair in prompt.pairs)
 
 
 # -- diff localisation ---------------------------------------------------------------------
@@ -234,8 +311,9 @@ def _chunks(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def layer_print(prompt: Prompt, start: int, stop: int, *, keep_text: bool = False) -> tuple[BlockPrint, ...]:
     """Prints of blocks ``start..stop-1`` (one cached layer) for :func:`diff_layers`."""
     out: list[BlockPrint] = []
-    for position in range(max(start, 0), min(stop, len(prompt.blocks))):
-        b = prompt.blocks[position]
+    blocks = prompt.blocks
+    for position in range(max(start, 0), min(stop, len(blocks))):
+        b = blocks[position]
         data = canonical((b.section, b.payload))
         ordered = orjson.dumps((b.section, b.payload), default=_default, option=_ORDERED)
         head, tail = _chunks(data)

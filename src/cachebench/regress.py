@@ -120,7 +120,7 @@ class FlowDetector:
             return
         bps = key.breakpoints
         start = bps[layer - 1] + 1 if layer else 0
-        if sum(key.sizes[start : bps[layer] + 1]) > MAX_PRINT_BYTES:
+        if key.bp_bytes[layer] - (key.bp_bytes[layer - 1] if layer else 0) > MAX_PRINT_BYTES:
             return
         made = prints[value] = layer_print(prompt, start, bps[layer] + 1, keep_text=self.capture_text)
         self._print_bytes += _print_size(made)
@@ -149,7 +149,8 @@ class FlowDetector:
         f = self._flow(flow, now)
         bps = key.breakpoints
         states = done.breakpoint_states
-        chain = key.chain
+        chain = key.bp_hashes
+        hash_at = key.hash_at
         pending = f.pending
         while pending:  # writes past their TTL without a read: settled as never read back
             oldest = next(iter(pending))
@@ -159,14 +160,14 @@ class FlowDetector:
             del pending[oldest]
             f.settle(layer, False)
         for q in done.matched:  # reads, incl. the lookback's, read back what they hit
-            if pending and chain[q] in pending:
-                f.settle(pending.pop(chain[q])[0], True)
+            if pending and hash_at(q) in pending:
+                f.settle(pending.pop(hash_at(q))[0], True)
         n_layers = min(len(bps), MAX_LAYERS)
         first_new = -1  # the first layer this call wrote that the tracker had never seen
         first_cold = -1
         read = new = same = 0
         for k in range(n_layers):
-            v = chain[bps[k]]
+            v = chain[k]
             if f.values[k] == v:
                 same |= 1 << k
             if states[k] == ALIVE:
@@ -205,7 +206,7 @@ class FlowDetector:
             cause = self._serialization(key, prompt, exp) or cause
         churn_like = False
         if first_new >= 0:
-            v = chain[bps[first_new]]
+            v = chain[first_new]
             if v not in pending:
                 pending[v] = (first_new, now + min(ttl_seconds(key.ttls[first_new]), SETTLE_S))
                 if len(pending) > MAX_PENDING:
@@ -216,7 +217,7 @@ class FlowDetector:
                 churn_like = True
         f.read_layers |= read
         for k in range(n_layers):
-            f.values[k] = chain[bps[k]]
+            f.values[k] = chain[k]
         f.model = model
         present = (1 << n_layers) - 1
         # Expected writes (new users, a one-off prompt change) are not hit-ratio misses.
@@ -224,7 +225,7 @@ class FlowDetector:
         f.push(present | read << 8 | new << 16 | same << 24 | explained << EXPLAINED, hit, cost, now)
         self._incidents(flow, f, key, prompt, first_new, hit, cost if cause in _HEALTHY else None, cost, now)
         if churn_like:
-            f.last_new[first_new] = chain[bps[first_new]]
+            f.last_new[first_new] = chain[first_new]
         return cause
 
     def _serialization(self, key: PrefixKey, prompt: Prompt, exp: Expectation) -> MissCause | None:
@@ -232,10 +233,10 @@ class FlowDetector:
         if exp.best_at < 0:
             return None
         now_order = order_digests(prompt)
-        for p in key.breakpoints[:MAX_LAYERS]:
+        for p, h in zip(key.breakpoints[:MAX_LAYERS], key.bp_hashes, strict=False):
             if p > exp.best_at:
                 break
-            seen = self._prints.get(key.chain[p])
+            seen = self._prints.get(h)
             if seen and any(
                 b.order_digest != now_order[b.position] for b in seen if b.position < len(now_order)
             ):
@@ -336,13 +337,13 @@ class FlowDetector:
     def _diff(self, f: FlowState, key: PrefixKey, prompt: Prompt | None, layer: int) -> PrefixDiff | None:
         """The diff between the last value of ``layer`` a call read (or, when none was ever
         read, the previous new one) and this call's."""
-        now_value = key.chain[key.breakpoints[layer]]
+        now_value = key.bp_hashes[layer]
         base = f.good[layer] or (f.last_new[layer] if f.last_new[layer] != now_value else 0)
         old = self._prints.get(base) if base else None
         if old is None or prompt is None:
             return None
-        self._print(key.chain[key.breakpoints[layer]], prompt, key, layer)
-        new = self._prints.get(key.chain[key.breakpoints[layer]])
+        self._print(now_value, prompt, key, layer)
+        new = self._prints.get(now_value)
         return diff_layers(old, new) if new is not None else None
 
     @staticmethod

@@ -155,7 +155,7 @@ class CacheTracker:
                 with self._lock:
                     exp = ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
                 if live and exp.breakpoint_states[-1] != ALIVE:
-                    ctx.write_key = key.chain[key.breakpoints[-1]]
+                    ctx.write_key = key.bp_hashes[-1]
         except Exception as exc:
             self._guard.failed("begin", exc)
             return None

@@ -8,6 +8,7 @@ is everything from the start of the prompt through a breakpoint.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal, NamedTuple
@@ -79,12 +80,13 @@ class Block(NamedTuple):
     ttl: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Prompt:
+class Prompt(NamedTuple):
     """A request as the provider's cache sees it.
 
-    ``turn_start`` is the position of the first block of the newest user turn (equal to
-    ``len(blocks)`` when there is none); that turn never enters the ``prefix_id``.
+    ``pairs`` are the blocks in cache order as ``(section, payload)``: what is hashed, with
+    the cache markers already removed. ``marks`` are the breakpoints as ``(position, ttl)``
+    in order. ``turn_start`` is the position of the first block of the newest user turn
+    (``len(pairs)`` when there is none); that turn never enters the ``prefix_id``.
     ``settings`` are request fields that invalidate the messages part of a cache entry
     without being a block (Anthropic ``tool_choice`` and ``thinking``); they are hashed
     just before the first message block.
@@ -92,41 +94,164 @@ class Prompt:
 
     provider: str
     model: str | None
-    blocks: tuple[Block, ...]
+    pairs: list[tuple[str, Any]]
+    marks: list[tuple[int, str]]
     turn_start: int
     implicit: bool = False
     settings: Any = None
 
+    @classmethod
+    def of_blocks(
+        cls,
+        provider: str,
+        model: str | None,
+        blocks: Sequence[Block],
+        turn_start: int,
+        implicit: bool = False,
+        settings: Any = None,
+    ) -> Prompt:
+        pairs = [(b.section, b.payload) for b in blocks]
+        marks = [(i, b.ttl) for i, b in enumerate(blocks) if b.ttl is not None]
+        return cls(provider, model, pairs, marks, turn_start, implicit, settings)
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The blocks with their index within their section and their breakpoint's TTL."""
+        ttl = dict(self.marks)
+        seen: dict[str, int] = {}
+        out = []
+        for i, (section, payload) in enumerate(self.pairs):
+            n = seen.get(section, 0)
+            seen[section] = n + 1
+            out.append(Block(section, n, payload, ttl.get(i)))  # type: ignore[arg-type]
+        return tuple(out)
+
     @property
     def breakpoints(self) -> tuple[int, ...]:
-        return tuple(i for i, b in enumerate(self.blocks) if b.ttl is not None)
+        return tuple([p for p, _ in self.marks])
 
 
-@dataclass(frozen=True, slots=True)
 class PrefixKey:
-    """What fingerprinting learned about one prompt; no prompt text.
+    """What fingerprinting learned about one prompt; no prompt text. Treat it as immutable.
 
-    ``chain[i]`` is the chained hash of blocks ``0..i`` (bound to provider and model), the
-    value a provider-side cache entry ending after block ``i`` would be keyed by.
-    ``prefix_hash`` is the int whose 16-hex form is ``prefix_id`` (the same object as the chain
-    entry it came from, so tables keyed by it share one int). ``sizes`` are the blocks'
-    canonical byte counts. Per-block digests come from
-    :mod:`cachebench.fingerprint` where a difference is explained.
+    ``chain[i]`` is the hash of the prompt's canonical bytes through block ``i`` (bound to
+    provider and model), the value a provider-side cache entry ending after block ``i``
+    would be keyed by; ``cum[i]`` is how many canonical bytes that is. ``prefix_hash`` is the
+    int whose 16-hex form is ``prefix_id``.
+
+    Fingerprinting hashes the prompt a breakpoint at a time, so only the values at the
+    breakpoints (``bp_hashes``, ``bp_bytes``), at ``prefix_end`` and at the last block are
+    known at first; the per-block ``chain``, ``cum`` and ``sizes`` are computed the first
+    time they are asked for (:meth:`hash_at` asks only when the position is not known).
     """
 
-    prefix_id: str | None
-    prefix_hash: int | None
-    breakpoint_ids: tuple[str, ...]
-    breakpoints: tuple[int, ...]
-    ttls: tuple[str, ...]
-    sizes: tuple[int, ...]
-    chain: tuple[int, ...]
-    prefix_end: int
-    turn_start: int
+    __slots__ = (
+        "_fill",
+        "_full",
+        "_points",
+        "bp_bytes",
+        "bp_hashes",
+        "breakpoint_ids",
+        "breakpoints",
+        "n_blocks",
+        "prefix_end",
+        "prefix_hash",
+        "prefix_id",
+        "total_bytes",
+        "ttls",
+        "turn_start",
+    )
+
+    def __init__(
+        self,
+        prefix_id: str | None,
+        prefix_hash: int | None,
+        breakpoint_ids: tuple[str, ...],
+        breakpoints: tuple[int, ...],
+        ttls: tuple[str, ...],
+        bp_hashes: tuple[int, ...],
+        bp_bytes: tuple[int, ...],
+        total_bytes: int,
+        n_blocks: int,
+        prefix_end: int,
+        turn_start: int,
+        points: dict[int, int] | None = None,
+        fill: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
+        full: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+    ) -> None:
+        self.prefix_id = prefix_id
+        self.prefix_hash = prefix_hash
+        self.breakpoint_ids = breakpoint_ids
+        self.breakpoints = breakpoints
+        self.ttls = ttls
+        self.bp_hashes = bp_hashes
+        self.bp_bytes = bp_bytes
+        self.total_bytes = total_bytes
+        self.n_blocks = n_blocks
+        self.prefix_end = prefix_end
+        self.turn_start = turn_start
+        self._points = points  # block position -> chain value, where known without ``_full``
+        self._fill = fill  # computes (chain, cum); dropped once used
+        self._full = full
+
+    def _materialize(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        full = self._full
+        if full is None:
+            fill = self._fill
+            full = fill() if fill is not None else ((), ())
+            self._full = full
+            self._fill = None
+        return full
 
     @property
-    def total_bytes(self) -> int:
-        return sum(self.sizes)
+    def chain(self) -> tuple[int, ...]:
+        return self._materialize()[0]
+
+    @property
+    def cum(self) -> tuple[int, ...]:
+        """Canonical bytes through each block."""
+        return self._materialize()[1]
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Canonical bytes of each block."""
+        cum = self.cum
+        return tuple(c - p for c, p in zip(cum, (0, *cum[:-1]), strict=True))
+
+    def hash_at(self, i: int) -> int:
+        """``chain[i]``, without computing the whole chain when ``i`` is a known position."""
+        full = self._full
+        if full is None:
+            points = self._points
+            if points is not None:
+                h = points.get(i)
+                if h is not None:
+                    return h
+            full = self._materialize()
+        return full[0][i]
+
+    @property
+    def materialized(self) -> bool:
+        return self._full is not None
+
+    def _id(self) -> tuple[Any, ...]:
+        return (self.prefix_id, self.breakpoint_ids, self.breakpoints, self.ttls, self.chain, self.cum,
+                self.prefix_end, self.turn_start)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PrefixKey):
+            return NotImplemented
+        return self._id() == other._id()
+
+    def __hash__(self) -> int:
+        return hash((self.prefix_hash, self.breakpoint_ids, self.n_blocks, self.total_bytes))
+
+    def __repr__(self) -> str:
+        return (
+            f"PrefixKey(prefix_id={self.prefix_id!r}, breakpoint_ids={self.breakpoint_ids!r}, "
+            f"breakpoints={self.breakpoints!r}, ttls={self.ttls!r}, n_blocks={self.n_blocks}, "
+            f"total_bytes={self.total_bytes}, prefix_end={self.prefix_end}, turn_start={self.turn_start})"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,7 @@ def digest(payload: Any) -> bytes:
 
 def block_kind(payload: Any) -> str:
     """``"tool_use"``, ``"tool_result"`` or the block's own type (``"text"`` by default)."""
-    if isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], str):
+    if isinstance(payload, (list, tuple)) and len(payload) == 2 and isinstance(payload[0], str):
         if payload[0] == "tool":  # an OpenAI chat tool message: ["tool", {...}]
             return "tool_result"
         payload = payload[1]
@@ -158,9 +158,9 @@ _ROUTING_ONLY = frozenset({"prompt_cache_key", "service_tier"})
 
 
 def _tokens(payload: Any, section: str) -> int:
-    """A block's tokens. Message blocks are ``[role, part]``, and so are OpenAI's system and
-    ``["settings", {...}]`` blocks (in the ``system`` section), whose routing fields count 0."""
-    if section in ("messages", "system") and isinstance(payload, list) and len(payload) == 2:
+    """A block's tokens. Message blocks are ``(role, part)`` pairs, and so are OpenAI's system
+    and ``["settings", {...}]`` blocks (in the ``system`` section), whose routing fields count 0."""
+    if section in ("messages", "system") and isinstance(payload, (list, tuple)) and len(payload) == 2:
         role, part = payload
         if role == "settings" and isinstance(part, Mapping):
             rendered = {k: v for k, v in part.items() if k not in _ROUTING_ONLY}

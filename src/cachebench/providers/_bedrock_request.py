@@ -95,7 +95,7 @@ def converse_prompt(
             index += 1
     if turn_start is None:
         turn_start = len(blocks)
-    return Prompt(NAME, model, tuple(blocks), turn_start, implicit=False, settings=settings)
+    return Prompt.of_blocks(NAME, model, blocks, turn_start, implicit=False, settings=settings)
 
 
 def _converse_settings(request: Mapping[str, Any]) -> Any:
@@ -145,7 +145,7 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
     if "body" in request:
         source = _request_body(request.get("body"))
         if not isinstance(source, Mapping):
-            return Prompt(NAME, model, (), 0)
+            return Prompt(NAME, model, [], [], 0)
         if _is_anthropic_body(source, model):
             return anthropic.build_prompt(
                 provider=NAME,

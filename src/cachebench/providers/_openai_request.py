@@ -224,7 +224,7 @@ def build_prompt(
         if blocks[at].ttl is None:
             b = blocks[at]
             blocks[at] = Block(b.section, b.index, b.payload, ttl)
-    return Prompt(NAME, model, tuple(blocks), turn_start, implicit=not marked and implicit_mode)
+    return Prompt.of_blocks(NAME, model, blocks, turn_start, implicit=not marked and implicit_mode)
 
 
 def _default_retention(model: str | None) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
-from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
-from ._base import as_int, fields, get, has_field, items, text_form
+from ..types import UNKNOWN_USAGE, Prompt, Usage
+from ._base import TEXT_TYPES, as_int, fields, get, has_field, items
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -66,7 +66,13 @@ def _strip(block: Any) -> tuple[Any, str | None]:
     return {k: v for k, v in block.items() if k != MARKER}, _ttl(marker)
 
 
-_new_block = tuple.__new__  # Block(...) without NamedTuple.__new__'s Python-level frame: hot path
+def _text(part: dict[str, Any]) -> Any:
+    """A plain text part as its string (see ``_base.text_form``); any other part unchanged."""
+    if len(part) == 2 and part.get("type") in TEXT_TYPES:
+        text = part.get("text")
+        if type(text) is str:
+            return text
+    return part
 
 
 def build_prompt(
@@ -79,51 +85,68 @@ def build_prompt(
     automatic: Any = None,
     settings: Any = None,
 ) -> Prompt:
-    blocks: list[Block] = []
-    append = blocks.append
-    for i, tool in enumerate(items(tools)):
-        if type(tool) is dict and MARKER not in tool:
-            append(_new_block(Block, ("tools", i, tool, None)))
-        else:
-            payload, ttl = _strip(tool)
-            append(_new_block(Block, ("tools", i, payload, ttl)))
-    for i, part in enumerate(items(system)):
-        if type(part) is dict and MARKER not in part:
-            append(_new_block(Block, ("system", i, text_form(part), None)))
-        else:
-            payload, ttl = _strip(part)
-            append(_new_block(Block, ("system", i, text_form(payload), ttl)))
-    msgs = items(messages)
-    roles = [msg.get("role", "user") if type(msg) is dict else get(msg, "role", "user") for msg in msgs]
-    # The newest user turn: the trailing run of user messages (tool results are user turns).
-    last_assistant = -1
-    for m_i, role in enumerate(roles):
-        if role == "assistant":
-            last_assistant = m_i
-    turn_start = None
-    m_index = 0
-    for m_i, msg in enumerate(msgs):
-        role = roles[m_i]
-        if m_i == last_assistant + 1 and turn_start is None and role != "assistant":
-            turn_start = len(blocks)
-        content = msg.get("content") if type(msg) is dict else get(msg, "content")
-        for part in [content] if type(content) is str else items(content):
-            if type(part) is str:
-                append(_new_block(Block, ("messages", m_index, [role, part], None)))
-            elif type(part) is dict and MARKER not in part:
-                if len(part) == 2:
-                    part = text_form(part)
-                append(_new_block(Block, ("messages", m_index, [role, part], None)))
+    # Hot path: one pass, a tuple per block, nothing else built per block.
+    pairs: list[tuple[str, Any]] = []
+    append = pairs.append
+    marks: list[tuple[int, str]] = []
+    if tools is not None:
+        for tool in tools if type(tools) is list else items(tools):
+            if type(tool) is dict and MARKER not in tool:
+                append(("tools", tool))
+            else:
+                payload, ttl = _strip(tool)
+                if ttl is not None:
+                    marks.append((len(pairs), ttl))
+                append(("tools", payload))
+    if system is not None:
+        for part in system if type(system) is list else items(system):
+            if type(part) is dict and MARKER not in part:
+                append(("system", _text(part)))
             else:
                 payload, ttl = _strip(part)
-                append(_new_block(Block, ("messages", m_index, [role, text_form(payload)], ttl)))
-            m_index += 1
-    if turn_start is None:
-        turn_start = len(blocks)
-    if automatic is not None and blocks:
-        last = blocks[-1]
-        blocks[-1] = Block(last.section, last.index, last.payload, _ttl(automatic))
-    return Prompt(provider, model, tuple(blocks), turn_start, implicit=False, settings=settings)
+                if ttl is not None:
+                    marks.append((len(pairs), ttl))
+                append(("system", _text(payload) if type(payload) is dict else payload))
+    msgs = messages if type(messages) is list else items(messages)
+    # The newest user turn: the trailing run of user messages (tool results are user turns).
+    first_turn = 0
+    for m_i in range(len(msgs) - 1, -1, -1):
+        msg = msgs[m_i]
+        role = msg.get("role", "user") if type(msg) is dict else get(msg, "role", "user")
+        if role == "assistant":
+            first_turn = m_i + 1
+            break
+    turn_start = -1
+    for m_i, msg in enumerate(msgs):
+        if type(msg) is dict:
+            role = msg.get("role", "user")
+            content = msg.get("content")
+        else:
+            role = get(msg, "role", "user")
+            content = get(msg, "content")
+        if m_i == first_turn and role != "assistant":
+            turn_start = len(pairs)
+        if type(content) is str:
+            append(("messages", (role, content)))
+            continue
+        for part in content if type(content) is list else items(content):
+            if type(part) is dict and MARKER not in part:
+                append(("messages", (role, _text(part))))
+            elif type(part) is str:
+                append(("messages", (role, part)))
+            else:
+                payload, ttl = _strip(part)
+                if ttl is not None:
+                    marks.append((len(pairs), ttl))
+                append(("messages", (role, _text(payload) if type(payload) is dict else payload)))
+    if turn_start < 0:
+        turn_start = len(pairs)
+    if automatic is not None and pairs:
+        last = len(pairs) - 1
+        if marks and marks[-1][0] == last:
+            marks.pop()
+        marks.append((last, _ttl(automatic) or DEFAULT_TTL))
+    return Prompt(provider, model, pairs, marks, turn_start, False, settings)
 
 
 def request_settings(request: Mapping[str, Any]) -> Any:

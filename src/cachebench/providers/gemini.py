@@ -241,7 +241,7 @@ def build_prompt(
         at = turn_start - 1 if turn_start > 0 else len(blocks) - 1
         b = blocks[at]
         blocks[at] = Block(b.section, b.index, b.payload, DEFAULT_TTL)
-    return Prompt(NAME, model, tuple(blocks), turn_start, implicit=True)
+    return Prompt.of_blocks(NAME, model, blocks, turn_start, implicit=True)
 
 
 def parse_request(request: Mapping[str, Any]) -> Prompt:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .types import PrefixKey
@@ -176,5 +175,5 @@ def apply_ttl_hint(usage: Usage, key: PrefixKey) -> Usage:
     if usage.ttl_split_reported or not usage.cache_write_tokens or not key.ttls:
         return usage
     if all(t == "1h" for t in key.ttls) and usage.cache_write_1h_tokens == 0:
-        return replace(usage, cache_write_1h_tokens=usage.cache_write_tokens)
+        return usage._replace(cache_write_1h_tokens=usage.cache_write_tokens)
     return usage

@@ -1,7 +1,7 @@
 """Cost of a call: actual, without cache, and saved. The only module that imports genai-prices.
 
 Rates come from genai-prices (USD per million tokens), looked up once per (provider,
-model) and kept; the per-call work is a handful of ``Decimal`` multiplications. Prices are
+model) and kept; the per-call work is a handful of exact integer multiplications. Prices are
 resolved for the call's own timestamp (genai-prices keeps dated price changes) and tiers are
 chosen on the *inclusive* input count (long-context tiers count cached tokens too).
 
@@ -88,20 +88,48 @@ def _tiered(rate: Rate, total_input: int) -> Decimal | None:
     return price
 
 
+# Per-call rates: (input, output, cache_read, cache_write, cache_write_1h, denominator), each
+# rate an exact int (USD per MTok times 10**k, k the most decimals any rate of the set has;
+# None when the price list lacks it) and the denominator 10**k * 10**6. A call's cost is a
+# sum of int products divided once by the denominator: Python's int / int is correctly
+# rounded, so it is the float nearest the exact price, as exact decimal arithmetic gives.
+IntRates = tuple[int | None, int | None, int | None, int | None, int | None, int]
+
+
+def _int_rates(rates: Mapping[str, Decimal | None]) -> IntRates:
+    values = [rates.get(name) for name in PRICE_KEYS]
+    places = max((max(0, -int(v.as_tuple().exponent)) for v in values if v is not None), default=0)
+    scale = 10**places
+    out = [None if v is None else int(v * scale) for v in values]
+    return (out[0], out[1], out[2], out[3], out[4], scale * 1_000_000)
+
+
 class _Model:
     """What one (provider, model) resolves to; built once, then read per call."""
 
-    __slots__ = ("fixed", "info", "overrides")
+    __slots__ = ("below", "fixed", "flat", "info", "overrides")
 
     def __init__(self, info: Any, overrides: dict[str, Decimal]) -> None:
         self.info = info
         self.overrides = overrides
-        # When the model has one unconditional price set, resolve the attributes once.
+        # When the model has one unconditional price set, resolve the attributes once, and
+        # the int rates of calls below every tier boundary (``below`` input tokens).
         self.fixed: dict[str, Rate] | None = None
+        self.flat: IntRates | None = None
+        self.below = -1
         if info is not None and not isinstance(info.prices, list):
             self.fixed = self._rates(info.prices)
         elif info is None:
             self.fixed = self._rates(None)
+        if self.fixed is not None:
+            starts = [
+                t.start
+                for r in self.fixed.values()
+                if r is not None and not isinstance(r, Decimal)
+                for t in r.tiers
+            ]
+            self.below = min(starts, default=1 << 62)
+            self.flat = _int_rates({k: _tiered(r, 0) for k, r in self.fixed.items()})
 
     def _rates(self, model_price: Any) -> dict[str, Rate]:
         rates: dict[str, Rate] = {}
@@ -119,6 +147,13 @@ class _Model:
             return self.fixed
         when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
         return self._rates(self.info.get_prices(when))
+
+    def int_rates(self, timestamp: float, total_input: int) -> IntRates:
+        """The call's rates: its date's price set, the tier its inclusive input falls in."""
+        if total_input <= self.below and self.flat is not None:
+            return self.flat
+        rates = self.rates_at(timestamp)
+        return _int_rates({k: _tiered(r, total_input) for k, r in rates.items()})
 
 
 class PriceTable:
@@ -177,27 +212,32 @@ class PriceTable:
         if entry is None:
             self._warn_once(provider, model, "not in the price data")
             return UNPRICED
-        rates = entry.rates_at(timestamp)
-        total_in = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens
-        r_in = _tiered(rates["input"], total_in)
-        r_out = _tiered(rates["output"], total_in)
+        inp = usage.input_tokens
+        read = usage.cache_read_tokens
+        write = usage.cache_write_tokens
+        total_in = inp + read + write
+        r_in, r_out, r_read, r_w5, r_w1, den = entry.int_rates(timestamp, total_in)
         if r_in is None or r_out is None:
             self._warn_once(provider, model, "missing input or output prices")
             return UNPRICED
         write_1h = usage.cache_write_1h_tokens
-        write_5m = usage.cache_write_tokens - write_1h
-        r_read = _tiered(rates["cache_read"], total_in) if usage.cache_read_tokens else Decimal(0)
-        r_w5 = _tiered(rates["cache_write"], total_in) if write_5m else Decimal(0)
-        r_w1 = _tiered(rates["cache_write_1h"], total_in) if write_1h else Decimal(0)
-        if r_read is None or r_w5 is None or r_w1 is None:
-            self._warn_once(provider, model, "missing cache prices for the tokens it used")
-            return UNPRICED
-        actual = (
-            usage.input_tokens * r_in
-            + usage.cache_read_tokens * r_read
-            + write_5m * r_w5
-            + write_1h * r_w1
-            + usage.output_tokens * r_out
-        ) / _MTOK
-        without = (total_in * r_in + usage.output_tokens * r_out) / _MTOK
-        return Cost(float(actual), float(without), float(without - actual), False)
+        write_5m = write - write_1h
+        actual = inp * r_in + usage.output_tokens * r_out
+        if read:
+            if r_read is None:
+                return self._no_cache_rate(provider, model)
+            actual += read * r_read
+        if write_5m:
+            if r_w5 is None:
+                return self._no_cache_rate(provider, model)
+            actual += write_5m * r_w5
+        if write_1h:
+            if r_w1 is None:
+                return self._no_cache_rate(provider, model)
+            actual += write_1h * r_w1
+        without = total_in * r_in + usage.output_tokens * r_out
+        return Cost(actual / den, without / den, (without - actual) / den, False)
+
+    def _no_cache_rate(self, provider: str, model: str) -> Cost:
+        self._warn_once(provider, model, "missing cache prices for the tokens it used")
+        return UNPRICED

@@ -254,9 +254,8 @@ class PrefixKey:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts normalised across providers.
+class Usage(NamedTuple):
+    """Token counts normalised across providers (an immutable named tuple).
 
     ``input_tokens`` is uncached input only (billed at the base rate). ``cache_write_tokens``
     counts every write; ``cache_write_1h_tokens`` is the part of it written with a 1 h TTL.
@@ -285,9 +284,9 @@ class Usage:
 UNKNOWN_USAGE = Usage(known=False, writes_reported=False)
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """Money for one call, in USD. ``None`` everywhere when the model is not priced.
+class Cost(NamedTuple):
+    """Money for one call, in USD (an immutable named tuple). ``None`` everywhere when the
+    model is not priced.
 
     ``unpriced`` is True when the model is unknown or its price list lacks a rate the call
     needs (cache tokens are never charged at $0 by omission).

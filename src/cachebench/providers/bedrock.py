@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +107,7 @@ def _with_model(usage: Usage, model: str | None) -> Usage:
     region prefix (``global.`` and regional profiles are priced differently)."""
     if model is None or not usage.known or usage.model == model:
         return usage
-    return dataclasses.replace(usage, model=model)
+    return usage._replace(model=model)
 
 
 def _read_body(container: Any, body: Any) -> Any:

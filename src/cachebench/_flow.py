@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import CodeType
 from typing import Any, TypeVar
 
 __all__ = ["current_flow", "default_flow", "flow"]
@@ -64,16 +65,31 @@ def current_flow() -> str | None:
     return _current.get()
 
 
+# code object -> "module.function", or None for a frame of a skipped package. Bounded: code
+# objects come from the program's own functions; a program that makes functions without end
+# (exec in a loop) stops being remembered, not named.
+_NAMES: dict[CodeType, str | None] = {}
+_UNSEEN = object()
+
+
 def default_flow(depth: int = 2) -> str:
     """``module.function`` of the first frame outside cachebench and the SDKs."""
     try:
         frame = sys._getframe(depth)
     except ValueError:
         return "unknown"
+    names = _NAMES
     while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if not (module in _SKIP or module.startswith(_SKIP_INSIDE)):
-            return f"{module}.{frame.f_code.co_name}"
+        code = frame.f_code
+        name = names.get(code, _UNSEEN)
+        if name is _UNSEEN:
+            module = frame.f_globals.get("__name__", "")
+            skip = module in _SKIP or module.startswith(_SKIP_INSIDE)
+            name = None if skip else f"{module}.{code.co_name}"
+            if len(names) < 4096:
+                names[code] = name
+        if name is not None:
+            return name  # type: ignore[return-value]
         frame = frame.f_back  # type: ignore[assignment]
     return "unknown"
 

@@ -196,18 +196,8 @@ class CacheView:
         if not usage.known or not key.breakpoints:
             return
         read = usage.cache_read_tokens
-        hash_at = key.hash_at
-        for q in exp.matched:  # reads refresh the entry they read
-            h = hash_at(q)
-            e = self._get(h)
-            if e is not None and read:
-                e.last_used = max(e.last_used, now)
-                if q == exp.best_at and not e.measured:
-                    # The provider read the longest entry it found: that measures its size.
-                    e.tokens = read
-                    e.measured = True
-                self._touch(h, e)
         if implicit:
+            self._refresh(key, exp, read, now, -1)
             total = usage.total_input_tokens
             if total < max(min_tokens, 1):
                 return
@@ -237,11 +227,32 @@ class CacheView:
                 estimated = True
                 if through_last < max(min_tokens, 1):
                     return
+        # (An early return above read nothing, so there was nothing to refresh.) The last
+        # breakpoint's entry is written below with the measured size, which refreshes it too.
+        self._refresh(key, exp, read, now, key.breakpoints[-1])
         last_k = len(bp_bytes) - 1
         for k, (h, ttl) in enumerate(zip(key.bp_hashes, key.ttls, strict=True)):
             measured = k == last_k and not estimated
             tokens = through_last if measured else through_last * bp_bytes[k] // last_bytes
             self._put(h, now, ttl_seconds(ttl), tokens, measured)
+
+    def _refresh(self, key: PrefixKey, exp: Expectation, read: int, now: float, skip: int) -> None:
+        """Reads refresh the entries they read (but ``skip``, which the caller writes anyway);
+        the longest one read is measured by the read."""
+        if not read:
+            return
+        for q in exp.matched:
+            if q == skip:
+                continue
+            h = key.hash_at(q)
+            e = self._get(h)
+            if e is not None:
+                e.last_used = max(e.last_used, now)
+                if q == exp.best_at and not e.measured:
+                    # The provider read the longest entry it found: that measures its size.
+                    e.tokens = read
+                    e.measured = True
+                self._touch(h, e)
 
     @staticmethod
     def cause(

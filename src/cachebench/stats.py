@@ -2,7 +2,7 @@
 
 Every aggregate is a sum; ratios are computed when asked (ratios of sums, never means of
 per-call ratios). Memory is bounded: prefixes beyond ``max_prefixes`` are dropped least
-recently seen first, flows and models likewise, and the call history keeps ``max_calls``.
+recently seen first, flows likewise, and the call history keeps ``max_calls``.
 
 A call arrives as a *row*: the values of :class:`~cachebench.types.CallMetrics`' fields in
 field order (``CallMetrics(*row)`` rebuilds it). The history keeps rows packed (token counts
@@ -340,7 +340,6 @@ class Stats:
         self.total = Agg()
         self.prefixes = _Bounded(max_prefixes)
         self.flows = _Bounded(max_prefixes)
-        self.models = _Bounded(max_prefixes)
         self.max_prefixes = max_prefixes
         self.history = History(max_calls)
         self._names: dict[str, str] = {}  # one shared str per model/flow name in the history
@@ -366,8 +365,6 @@ class Stats:
         self.total.add(row)
         flow = self.flows.touch(flow_name)
         flow.add(row)
-        if model:
-            self.models.touch(model).add(row)
         if prefix_hash is not None:
             agg = self.prefixes.touch(prefix_hash)
             agg.add(row)

@@ -83,11 +83,16 @@ def anthropic_min_tokens(model: str | None) -> int:
     """Claude's minimum cacheable prefix for ``model``; 0 when the model is not in the table."""
     if not model:
         return 0
-    name = model.lower().replace(".", "-")
-    for pattern, tokens in _ANTHROPIC_PATTERNS:
-        if pattern.search(name):
-            return tokens
-    return 0
+    found = _ANTHROPIC_MEMO.get(model)
+    if found is None:
+        name = model.lower().replace(".", "-")
+        found = next((tokens for pattern, tokens in _ANTHROPIC_PATTERNS if pattern.search(name)), 0)
+        if len(_ANTHROPIC_MEMO) < 4096:  # bounded: model names come from requests and responses
+            _ANTHROPIC_MEMO[model] = found
+    return found
+
+
+_ANTHROPIC_MEMO: dict[str, int] = {}
 
 
 # Amazon Nova on Bedrock: 1,000 tokens per cache checkpoint (varies).

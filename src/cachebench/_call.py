@@ -78,6 +78,14 @@ class CallContext:
         if self.stream:
             self._release()
 
+    def finished_response(self, result: Any) -> None:
+        """Record a finished (non-stream) response: what ``observe_result`` does for one."""
+        try:
+            self.response_started()
+            self.finish(self.adapter.usage(result), None)
+        except Exception as exc:
+            self.tracker._guard.failed("observe", exc)
+
     def _release(self) -> None:
         if self.flying:
             self.tracker._land(self)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .providers._base import SENTINELS  # Stainless leaves "not given" placeholders in bodies
+from .providers._stream import plain_result
 
 if TYPE_CHECKING:
     from ._call import CallContext
@@ -87,17 +88,27 @@ def wrapper_for(
 
         return awrapped
 
+    begin = tracker._begin
+    finished: set[type] = set()  # result types that are finished responses (no stream, no raw)
+
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        ctx = tracker._begin(adapter, kwargs, flow)
+        ctx = begin(adapter, kwargs, flow)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
                 tracker._fail(ctx, exc)
             raise
+        if ctx is None:
+            return result
+        if type(result) in finished:
+            ctx.finished_response(result)  # the common case: a finished response of a known type
+            return result
         if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
             return _await_then_observe(tracker, result, ctx)
+        if len(finished) < 64 and plain_result(result, adapter):
+            finished.add(type(result))
         return tracker._observe(result, ctx)
 
     return wrapped

@@ -235,9 +235,10 @@ class CacheTracker:
         unexpected = False
         cause = None
         implicit = prompt.implicit if prompt is not None else False
+        min_tokens = adapter.min_cacheable(model)
         if exp is not None and usage.known and error is None:
             unexpected, cause = CacheView.cause(
-                key, usage, exp, implicit, adapter.read_tolerance(model), adapter.min_cacheable(model)
+                key, usage, exp, implicit, adapter.read_tolerance(model), min_tokens
             )
             if ctx.concurrent and cause in ("cold", "ttl_expired"):
                 cause = "concurrent"  # a twin was writing the same prefix when this call went out
@@ -277,7 +278,7 @@ class CacheTracker:
                     implicit,
                     ctx.timestamp,
                     adapter.DEFAULT_TTL,
-                    adapter.min_cacheable(model),
+                    min_tokens,
                 )
             opened = self._opened[:]
             self._opened.clear()

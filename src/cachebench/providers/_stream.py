@@ -245,7 +245,7 @@ def _observe_raw_response(raw: Any, call: CallContext) -> Any:
 _PLAIN: dict[tuple[Any, type], bool] = {}
 
 
-def _plain(result: Any, adapter: Any) -> bool:
+def plain_result(result: Any, adapter: Any) -> bool:
     k = (adapter, type(result))
     plain = _PLAIN.get(k)
     if plain is None:
@@ -266,7 +266,7 @@ def observe_result(result: Any, call: CallContext) -> Any:
     """Record a finished call, or hook a stream so it records when it ends. Returns ``result``."""
     if call.finished or call.observing:
         return result
-    if _plain(result, call.adapter):
+    if plain_result(result, call.adapter):
         call.response_started()
         call.finish(call.adapter.usage(result), None)
         return result

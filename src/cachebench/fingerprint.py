@@ -148,13 +148,7 @@ def key(prompt: Prompt) -> PrefixKey:
     """
     provider, model, pairs, marks, turn_start, implicit, settings = prompt
     n = len(pairs)
-    seed = _seed(provider, model)
-    if len(marks) == 1:
-        bps = [marks[0][0]]
-        ttls: tuple[str, ...] = (marks[0][1],)
-    else:
-        bps = [p for p, _ in marks]
-        ttls = tuple([t for _, t in marks])
+    seed = _SEEDS.get((provider, model)) or _seed(provider, model)
     if turn_start > n:
         turn_start = n
     settings_at = -1
@@ -163,12 +157,20 @@ def key(prompt: Prompt) -> PrefixKey:
             if pair[0] == "messages":
                 settings_at = i
                 break
-    if bps:
-        before_turn = [b for b in bps if b < turn_start]
-        prefix_end = before_turn[-1] if before_turn else turn_start - 1
+    if len(marks) == 1:
+        bps: tuple[int, ...] = (marks[0][0],)
+        ttls: tuple[str, ...] = (marks[0][1],)
     else:
-        prefix_end = -1
-    if implicit or n == 0:
+        bps = tuple([p for p, _ in marks])
+        ttls = tuple([t for _, t in marks])
+    prefix_end = -1
+    if bps:
+        prefix_end = turn_start - 1
+        for b in reversed(bps):
+            if b < turn_start:
+                prefix_end = b
+                break
+    if implicit:
         full = _walk(pairs, seed, settings, settings_at)
         chain, cum = full
         bp_hashes = tuple([chain[b] for b in bps])
@@ -178,54 +180,56 @@ def key(prompt: Prompt) -> PrefixKey:
         points = None
         fill = None
     else:
+        # Only the stream through the last breakpoint is serialised: what follows (the newest
+        # turn, an uncached conversation) is hashed only if a position there is asked for.
         full = None
-        cuts = bps if bps[-1:] == [n - 1] else [*bps, n - 1]
-        if prefix_end >= 0 and prefix_end not in bps:
-            cuts = sorted({*cuts, prefix_end})
+        total = -1
+        cuts = bps if prefix_end < 0 or prefix_end in bps else sorted({*bps, prefix_end})
         h = _Hasher(seed=seed)
         update = h.update
         dumps = orjson.dumps
         points = {}
         sizes_at: dict[int, int] = {}
-        start = total = 0
+        start = size = 0
         for cut in cuts:
             if start <= settings_at <= cut:
                 if settings_at > start:
                     seg = dumps(pairs[start:settings_at], default=_default, option=_SORTED)
                     update(memoryview(seg)[1:-1])
                     update(b",")
-                    total += len(seg) - 1
+                    size += len(seg) - 1
                 update(_settings_bytes(settings))
                 start = settings_at
             seg = dumps(pairs[start : cut + 1], default=_default, option=_SORTED)
             update(memoryview(seg)[1:-1])
             update(b",")
-            total += len(seg) - 1
+            size += len(seg) - 1
             points[cut] = h.intdigest()
-            sizes_at[cut] = total
+            sizes_at[cut] = size
             start = cut + 1
-        bp_hashes = tuple([points[b] for b in bps])
-        bp_bytes = tuple([sizes_at[b] for b in bps])
+        if len(bps) == 1:
+            bp_hashes = (points[bps[0]],)
+            bp_bytes = (sizes_at[bps[0]],)
+        else:
+            bp_hashes = tuple([points[b] for b in bps])
+            bp_bytes = tuple([sizes_at[b] for b in bps])
         end_hash = points[prefix_end] if prefix_end >= 0 else None
 
         def fill() -> tuple[tuple[int, ...], tuple[int, ...]]:
             return _walk(pairs, seed, settings, settings_at)
 
+    if not bps:
+        return PrefixKey(None, None, (), (), (), (), (), total, n, -1, turn_start, points, fill, full)
     # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
-    ids = tuple([hex_id(h) for h in bp_hashes])
-    if bps:
-        if end_hash is None:
-            end_hash = _digest(b"", seed)  # the empty stream: every breakpoint is in the newest turn
-        prefix_hash: int | None = end_hash
-        prefix_id: str | None = ids[bps.index(prefix_end)] if prefix_end in bps else hex_id(end_hash)
-    else:
-        prefix_end = -1
-        prefix_hash = prefix_id = None
+    ids = (format(bp_hashes[0], "016x"),) if len(bp_hashes) == 1 else tuple([hex_id(h) for h in bp_hashes])
+    if end_hash is None:
+        end_hash = _digest(b"", seed)  # the empty stream: every breakpoint is in the newest turn
+    prefix_id = ids[bps.index(prefix_end)] if prefix_end in bps else hex_id(end_hash)
     return PrefixKey(
         prefix_id,
-        prefix_hash,
+        end_hash,
         ids,
-        tuple(bps),
+        bps,
         ttls,
         bp_hashes,
         bp_bytes,

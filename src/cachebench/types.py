@@ -140,15 +140,16 @@ class PrefixKey:
     int whose 16-hex form is ``prefix_id``.
 
     Fingerprinting hashes the prompt a breakpoint at a time, so only the values at the
-    breakpoints (``bp_hashes``, ``bp_bytes``), at ``prefix_end`` and at the last block are
-    known at first; the per-block ``chain``, ``cum`` and ``sizes`` are computed the first
-    time they are asked for (:meth:`hash_at` asks only when the position is not known).
+    breakpoints (``bp_hashes``, ``bp_bytes``) and at ``prefix_end`` are known at first; the
+    per-block ``chain``, ``cum``, ``sizes`` and ``total_bytes`` are computed the first time
+    they are asked for (:meth:`hash_at` asks only when the position is not known).
     """
 
     __slots__ = (
         "_fill",
         "_full",
         "_points",
+        "_total",
         "bp_bytes",
         "bp_hashes",
         "breakpoint_ids",
@@ -157,7 +158,6 @@ class PrefixKey:
         "prefix_end",
         "prefix_hash",
         "prefix_id",
-        "total_bytes",
         "ttls",
         "turn_start",
     )
@@ -186,7 +186,7 @@ class PrefixKey:
         self.ttls = ttls
         self.bp_hashes = bp_hashes
         self.bp_bytes = bp_bytes
-        self.total_bytes = total_bytes
+        self._total = total_bytes  # -1: not serialised yet (past the last breakpoint)
         self.n_blocks = n_blocks
         self.prefix_end = prefix_end
         self.turn_start = turn_start
@@ -231,6 +231,14 @@ class PrefixKey:
         return full[0][i]
 
     @property
+    def total_bytes(self) -> int:
+        """Canonical bytes of the whole prompt."""
+        if self._total < 0:
+            cum = self.cum
+            self._total = cum[-1] if cum else 0
+        return self._total
+
+    @property
     def materialized(self) -> bool:
         return self._full is not None
 
@@ -244,7 +252,7 @@ class PrefixKey:
         return self._id() == other._id()
 
     def __hash__(self) -> int:
-        return hash((self.prefix_hash, self.breakpoint_ids, self.n_blocks, self.total_bytes))
+        return hash((self.prefix_hash, self.breakpoint_ids, self.n_blocks))
 
     def __repr__(self) -> str:
         return (

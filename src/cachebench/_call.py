@@ -128,11 +128,12 @@ class CallContext:
         except Exception as exc:
             self.tracker._guard.failed("record", exc)
         finally:
-            if self.started and error is None:
-                self._release()  # a finished response: its entry is readable (and now recorded)
-            if self.flying:
-                self.tracker._land(self)
-            self._tell_gate(started=False)
+            if self.hold is not None or self.flying:  # (without a policy or a cold write: nothing)
+                if self.started and error is None:
+                    self._release()  # a finished response: its entry is readable (and now recorded)
+                if self.flying:
+                    self.tracker._land(self)
+                self._tell_gate(started=False)
 
 
 def call_row(

@@ -225,7 +225,8 @@ class CacheTracker:
             or (prompt.model if prompt is not None else None)
             or adapter.request_model(ctx.request)
         )
-        usage = apply_ttl_hint(usage, key)
+        if usage.cache_write_tokens and not usage.ttl_split_reported and key.ttls:
+            usage = apply_ttl_hint(usage, key)
         try:
             cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)
         except Exception as exc:
@@ -280,8 +281,12 @@ class CacheTracker:
                     adapter.DEFAULT_TTL,
                     min_tokens,
                 )
-            opened = self._opened[:]
-            self._opened.clear()
+            opened: list[Regression] | tuple[()] = self._opened
+            if opened:  # hand the list over: later calls open into a new one
+                self._opened = []
+                self._detector.on_open = self._opened.append
+            else:
+                opened = ()
         for regression in opened:
             if self.on_regression is None:
                 default_regression(regression)

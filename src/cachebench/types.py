@@ -110,7 +110,7 @@ class Prompt(NamedTuple):
         implicit: bool = False,
         settings: Any = None,
     ) -> Prompt:
-        pairs = [(b.section, b.payload) for b in blocks]
+        pairs: list[tuple[str, Any]] = [(b.section, b.payload) for b in blocks]
         marks = [(i, b.ttl) for i, b in enumerate(blocks) if b.ttl is not None]
         return cls(provider, model, pairs, marks, turn_start, implicit, settings)
 

@@ -197,21 +197,23 @@ def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any 
     """
     f = fields(usage)
     raw_write = f.get(_WRITE)
-    write = as_int(raw_write)
+    write = raw_write if type(raw_write) is int and raw_write > 0 else as_int(raw_write)
     split = f.get(_SPLIT)
-    write_1h = write_5m = 0
+    write_1h = 0
     if split is not None:
         sf = fields(split)
         write_1h = as_int(sf.get(_W1H))
-        write_5m = as_int(sf.get(_W5M))
         if not write:
-            write = write_5m + write_1h
+            write = as_int(sf.get(_W5M)) + write_1h
+    inp = f.get(_IN)
+    read = f.get(_READ)
+    out = f.get(_OUT)
     return Usage(
-        as_int(f.get(_IN)),
-        as_int(f.get(_READ)),
+        inp if type(inp) is int and inp > 0 else as_int(inp),
+        read if type(read) is int and read > 0 else as_int(read),
         write,
         min(write_1h, write),
-        as_int(f.get(_OUT)),
+        out if type(out) is int and out > 0 else as_int(out),
         True,
         # Anthropic-compatible servers that do not track writes (llama.cpp's) send no write
         # count at all; a reported 0 and an absent field are different answers.

@@ -115,24 +115,30 @@ def _settings_bytes(settings: Any) -> bytes:
 def _walk(
     pairs: list[tuple[str, Any]], seed: int, settings: Any, settings_at: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The per-block chain and cumulative byte counts: one serialisation per block."""
+    """The per-block chain and cumulative byte counts: each block a run of its own."""
     h = _Hasher(seed=seed)
-    update = h.update
     digest = h.intdigest
-    dumps = orjson.dumps
     chain: list[int] = []
     cum: list[int] = []
     total = 0
     for i, pair in enumerate(pairs):
         if i == settings_at:
-            update(_settings_bytes(settings))
-        data = dumps(pair, default=_default, option=_SORTED)
-        update(data)
-        update(b",")
+            h.update(_settings_bytes(settings))
+        total += _feed(h, [pair])
         chain.append(digest())
-        total += len(data) + 1
         cum.append(total)
     return tuple(chain), tuple(cum)
+
+
+def _feed(h: Any, run: list[tuple[str, Any]]) -> int:
+    """Hash a run of blocks into ``h`` with one serialisation; return the stream bytes added.
+
+    ``orjson.dumps`` of a list is ``[`` + the blocks joined by commas + ``]``: without the
+    brackets and with a trailing comma, it is exactly the blocks' part of the stream."""
+    data = orjson.dumps(run, default=_default, option=_SORTED)
+    h.update(memoryview(data)[1:-1])
+    h.update(b",")
+    return len(data) - 1
 
 
 def key(prompt: Prompt) -> PrefixKey:
@@ -186,24 +192,16 @@ def key(prompt: Prompt) -> PrefixKey:
         total = -1
         cuts = bps if prefix_end < 0 or prefix_end in bps else sorted({*bps, prefix_end})
         h = _Hasher(seed=seed)
-        update = h.update
-        dumps = orjson.dumps
         points = {}
         sizes_at: dict[int, int] = {}
         start = size = 0
         for cut in cuts:
             if start <= settings_at <= cut:
                 if settings_at > start:
-                    seg = dumps(pairs[start:settings_at], default=_default, option=_SORTED)
-                    update(memoryview(seg)[1:-1])
-                    update(b",")
-                    size += len(seg) - 1
-                update(_settings_bytes(settings))
+                    size += _feed(h, pairs[start:settings_at])
+                h.update(_settings_bytes(settings))
                 start = settings_at
-            seg = dumps(pairs[start : cut + 1], default=_default, option=_SORTED)
-            update(memoryview(seg)[1:-1])
-            update(b",")
-            size += len(seg) - 1
+            size += _feed(h, pairs[start : cut + 1])
             points[cut] = h.intdigest()
             sizes_at[cut] = size
             start = cut + 1

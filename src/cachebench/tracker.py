@@ -225,8 +225,7 @@ class CacheTracker:
             or (prompt.model if prompt is not None else None)
             or adapter.request_model(ctx.request)
         )
-        if usage.cache_write_tokens and not usage.ttl_split_reported and key.ttls:
-            usage = apply_ttl_hint(usage, key)
+        usage = apply_ttl_hint(usage, key)
         try:
             cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)
         except Exception as exc:

@@ -15,7 +15,6 @@ from ..types import Prompt, Usage
 
 __all__ = [
     "SENTINELS",
-    "TEXT_TYPES",
     "Accumulator",
     "Adapter",
     "as_int",
@@ -84,7 +83,7 @@ class _Attrs(Mapping[str, Any]):
         return 0
 
 
-TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
+_TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
 
 
 def text_form(part: Any) -> Any:
@@ -93,7 +92,7 @@ def text_form(part: Any) -> Any:
     The providers render ``"content": "hi"`` and ``[{"type": "text", "text": "hi"}]`` as the
     same prompt, so both must hash alike; any other part is returned unchanged.
     """
-    if type(part) is dict and len(part) == 2 and part.get("type") in TEXT_TYPES:
+    if type(part) is dict and len(part) == 2 and part.get("type") in _TEXT_TYPES:
         text = part.get("text")
         if type(text) is str:
             return text
@@ -139,6 +138,8 @@ def as_int(value: Any) -> int:
 
     Providers send nulls and, in logs, strings; a count is never negative.
     """
+    if type(value) is int:  # the common case first: one type check (bool is not int here)
+        return value if value > 0 else 0
     if value is None or isinstance(value, bool):
         return 0
     if isinstance(value, int):

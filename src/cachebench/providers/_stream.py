@@ -267,8 +267,7 @@ def observe_result(result: Any, call: CallContext) -> Any:
     if call.finished or call.observing:
         return result
     if plain_result(result, call.adapter):
-        call.response_started()
-        call.finish(call.adapter.usage(result), None)
+        call.finished_response(result)
         return result
     adapter_observe = getattr(call.adapter, "observe_result", None)
     if adapter_observe is not None:
@@ -291,8 +290,7 @@ def observe_result(result: Any, call: CallContext) -> Any:
         call.observing = call.stream = True
         rec = Recorder(call, call.adapter.new_accumulator(call.request))
         return ended_when_collected(observe_async_iterator(result, rec), rec)
-    call.response_started()
-    call.finish(call.adapter.usage(result), None)
+    call.finished_response(result)
     return result
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Prompt, Usage
-from ._base import TEXT_TYPES, as_int, fields, get, has_field, items
+from ._base import as_int, fields, get, has_field, items, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -66,15 +66,6 @@ def _strip(block: Any) -> tuple[Any, str | None]:
     return {k: v for k, v in block.items() if k != MARKER}, _ttl(marker)
 
 
-def _text(part: dict[str, Any]) -> Any:
-    """A plain text part as its string (see ``_base.text_form``); any other part unchanged."""
-    if len(part) == 2 and part.get("type") in TEXT_TYPES:
-        text = part.get("text")
-        if type(text) is str:
-            return text
-    return part
-
-
 def build_prompt(
     *,
     provider: str,
@@ -101,12 +92,12 @@ def build_prompt(
     if system is not None:
         for part in system if type(system) is list else items(system):
             if type(part) is dict and MARKER not in part:
-                append(("system", _text(part)))
+                append(("system", text_form(part)))
             else:
                 payload, ttl = _strip(part)
                 if ttl is not None:
                     marks.append((len(pairs), ttl))
-                append(("system", _text(payload) if type(payload) is dict else payload))
+                append(("system", text_form(payload)))
     msgs = messages if type(messages) is list else items(messages)
     # The newest user turn: the trailing run of user messages (tool results are user turns).
     first_turn = 0
@@ -131,14 +122,14 @@ def build_prompt(
             continue
         for part in content if type(content) is list else items(content):
             if type(part) is dict and MARKER not in part:
-                append(("messages", (role, _text(part))))
+                append(("messages", (role, text_form(part))))
             elif type(part) is str:
                 append(("messages", (role, part)))
             else:
                 payload, ttl = _strip(part)
                 if ttl is not None:
                     marks.append((len(pairs), ttl))
-                append(("messages", (role, _text(payload) if type(payload) is dict else payload)))
+                append(("messages", (role, text_form(payload))))
     if turn_start < 0:
         turn_start = len(pairs)
     if automatic is not None and pairs:
@@ -197,7 +188,7 @@ def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any 
     """
     f = fields(usage)
     raw_write = f.get(_WRITE)
-    write = raw_write if type(raw_write) is int and raw_write > 0 else as_int(raw_write)
+    write = as_int(raw_write)
     split = f.get(_SPLIT)
     write_1h = 0
     if split is not None:
@@ -205,15 +196,12 @@ def usage_from_fields(usage: Any, *, model: str | None = None, diagnostics: Any 
         write_1h = as_int(sf.get(_W1H))
         if not write:
             write = as_int(sf.get(_W5M)) + write_1h
-    inp = f.get(_IN)
-    read = f.get(_READ)
-    out = f.get(_OUT)
     return Usage(
-        inp if type(inp) is int and inp > 0 else as_int(inp),
-        read if type(read) is int and read > 0 else as_int(read),
+        as_int(f.get(_IN)),
+        as_int(f.get(_READ)),
         write,
         min(write_1h, write),
-        out if type(out) is int and out > 0 else as_int(out),
+        as_int(f.get(_OUT)),
         True,
         # Anthropic-compatible servers that do not track writes (llama.cpp's) send no write
         # count at all; a reported 0 and an absent field are different answers.

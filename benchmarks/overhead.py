@@ -233,7 +233,7 @@ def bench_overhead(iterations: int) -> None:
 
 def in_situ(tracker: CacheTracker, request: dict[str, Any], response: Message, iterations: int) -> None:
     """The two halves of a wrapped call, timed back to back as the wrapper runs them."""
-    begin, observe = tracker._begin, tracker._observe
+    begin, observe = tracker._core._begin, tracker._core._observe
     before, after = time_pairs(
         lambda: begin(ADAPTER, request, None), lambda ctx: observe(response, ctx), iterations
     )
@@ -252,9 +252,9 @@ def breakdown(
     pkey = prefix_key(prompt)
     usage = adapter.usage(response)
     now = time.time()
-    view = tracker._view
+    view = tracker._core._view
     exp = view.expect(pkey, False, now)
-    cost = tracker._prices.cost("anthropic", usage.model, usage, now)
+    cost = tracker._core._prices.cost("anthropic", usage.model, usage, now)
     assert cost.cost_usd is not None
     stats = Stats(10_000, 100_000)
 
@@ -283,11 +283,11 @@ def breakdown(
         detector.observe("bench", usage.model, pkey, prompt, exp, exp, None, hit, cost.cost_usd, now)
 
     pieces: list[tuple[str, Callable[[], Any]]] = [
-        ("flow name (caller frame walk)", lambda: default_flow(3)),
+        ("flow name (caller frame walk)", lambda: default_flow()),
         ("parse_request", lambda: adapter.parse_request(request)),
         ("fingerprint key", lambda: prefix_key(prompt)),
         ("usage from response", lambda: adapter.usage(response)),
-        ("pricing", lambda: tracker._prices.cost("anthropic", usage.model, usage, now)),
+        ("pricing", lambda: tracker._core._prices.cost("anthropic", usage.model, usage, now)),
         ("expect / cause / observe", detect),
         ("call row construction", build_row),
         ("stats.add (record)", lambda: stats.add(row, pkey.prefix_hash)),
@@ -526,10 +526,10 @@ def bench_flows(calls_per_flow: int) -> None:
             tracemalloc.stop()
         assert tracker.internal_errors == 0
         results.append(mb)
-        flows_held = len(tracker._detector._flows)
+        flows_held = len(tracker._core._detector._flows)
         print(
             f"{n_flows:,} flows x {calls_per_flow} calls: {mb:6.1f} MB retained (whole tracker), "
-            f"{flows_held:,} flows in the detector, {len(tracker._detector._prints):,} layer prints   "
+            f"{flows_held:,} flows in the detector, {len(tracker._core._detector._prints):,} layer prints   "
             f"target < {TARGET_MEMORY_MB:.0f} MB: {verdict(mb < TARGET_MEMORY_MB)}"
         )
         del tracker
@@ -551,8 +551,8 @@ def memory_stream(n_stream: int) -> None:
             "calls_fed": (k + 1) * step,
             "mb": retained_mb(base),
             "calls": len(tracker.calls()),
-            "prefixes": len(tracker._stats.prefixes),
-            "view": len(tracker._view),
+            "prefixes": len(tracker._core._stats.prefixes),
+            "view": len(tracker._core._view),
             "errors": tracker.internal_errors,
         }
         print(json.dumps(row), flush=True)
@@ -585,8 +585,8 @@ def bench_memory(n_all: int, n_stream: int) -> None:
         f"{verdict(mb < TARGET_MEMORY_MB)}"
     )
     print(
-        f"  held: {len(tracker.calls()):,} calls, {len(tracker._stats.prefixes):,} prefixes, "
-        f"{len(tracker._view):,} cache-view entries"
+        f"  held: {len(tracker.calls()):,} calls, {len(tracker._core._stats.prefixes):,} prefixes, "
+        f"{len(tracker._core._view):,} cache-view entries"
     )
     del tracker
     out, err = child.communicate(timeout=600)

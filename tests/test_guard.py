@@ -16,6 +16,16 @@ from . import fakes
 USAGE = fakes.usage(input=10, read=0, write=2000, output=30)
 
 
+class _Exploding:
+    """A price table whose every lookup fails (an internal pricing bug)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def cost(self, *args: Any) -> Any:
+        raise RuntimeError(self.message)
+
+
 @pytest.fixture
 def lenient(monkeypatch: pytest.MonkeyPatch) -> None:
     """Trackers built under this fixture run with the production guard (log, never raise)."""
@@ -55,10 +65,7 @@ def test_pricing_failure_never_reaches_the_caller(
     handler, _ = fakes.scripted([USAGE])
     tracker = CacheTracker()
 
-    def boom(*args: Any) -> Any:
-        raise RuntimeError("price table exploded")
-
-    monkeypatch.setattr(tracker._prices, "cost", boom)
+    monkeypatch.setattr(tracker._core, "_prices", _Exploding("price table exploded"))
     with caplog.at_level(logging.WARNING, logger="cachebench"):
         result = tracker.wrap(fakes.client(handler).messages.create)(**fakes.request())
     assert isinstance(result, anthropic.types.Message)
@@ -130,10 +137,7 @@ def test_strict_guard_reraises_in_this_suite(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CACHEBENCH_STRICT", "1")
     tracker = CacheTracker()
 
-    def boom(*args: Any) -> Any:
-        raise RuntimeError("bug")
-
-    monkeypatch.setattr(tracker._prices, "cost", boom)
+    monkeypatch.setattr(tracker._core, "_prices", _Exploding("bug"))
     handler, _ = fakes.scripted([USAGE])
     with pytest.raises(RuntimeError, match="bug"):
         tracker.wrap(fakes.client(handler).messages.create)(**fakes.request())

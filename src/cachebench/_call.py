@@ -2,7 +2,7 @@
 finished exactly once after it, and :func:`call_row`, the finished call as the row the
 stats keep (the :class:`~cachebench.types.CallMetrics` fields, in order).
 
-The tracker is reached only at run time, through ``CallContext.tracker``.
+The tracker's core is reached only at run time, through ``CallContext.tracker``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from .types import PrefixKey
 
 if TYPE_CHECKING:
+    from ._core import Core
     from .detect import Expectation
     from .policy import Hold
-    from .tracker import CacheTracker
     from .types import Cost, MissCause, Prompt, Usage
 
 __all__ = ["EMPTY_KEY", "CallContext", "apply_ttl_hint", "call_row"]
@@ -48,7 +48,7 @@ class CallContext:
     )
 
     def __init__(
-        self, tracker: CacheTracker, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
+        self, tracker: Core, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
     ) -> None:
         self.tracker = tracker
         self.adapter = adapter

@@ -72,12 +72,12 @@ _NAMES: dict[CodeType, str | None] = {}
 _UNSEEN = object()
 
 
-def default_flow(depth: int = 2) -> str:
-    """``module.function`` of the first frame outside cachebench and the SDKs."""
-    try:
-        frame = sys._getframe(depth)
-    except ValueError:
-        return "unknown"
+def default_flow() -> str:
+    """``module.function`` of the first frame outside cachebench and the SDKs.
+
+    The walk starts at the innermost frame and skips cachebench's own: a compiled build
+    (mypyc) has no Python frames for its functions, so no fixed depth would fit both builds."""
+    frame = sys._getframe(0)
     names = _NAMES
     while frame is not None:
         code = frame.f_code

@@ -19,6 +19,7 @@ from .providers._stream import plain_result
 
 if TYPE_CHECKING:
     from ._call import CallContext
+    from ._core import Core
     from .tracker import CacheTracker
 
 __all__ = ["InstrumentHooks", "body_of", "observer_for", "unpatch", "wrapper_for"]
@@ -40,7 +41,7 @@ class InstrumentHooks:
         self.flow = flow
 
     def stainless(self, original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
-        return observer_for(self.tracker, self.adapter, original, wanted, self.flow)
+        return observer_for(self.tracker._core, self.adapter, original, wanted, self.flow)
 
     def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
         return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
@@ -59,7 +60,8 @@ class InstrumentHooks:
 
 def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
     """Undo an adapter's patches, newest first."""
-    for obj, attr, original in reversed(patches):
+    for i in range(len(patches) - 1, -1, -1):
+        obj, attr, original = patches[i]
         own = getattr(type(obj), attr, None)
         if getattr(original, "__self__", None) is obj and getattr(original, "__func__", None) is own:
             # The original was the class's own method: dropping our instance attribute restores it.
@@ -68,9 +70,7 @@ def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
             setattr(obj, attr, original)
 
 
-def wrapper_for(
-    tracker: CacheTracker, adapter: Any, fn: Callable[..., Any], flow: str | None
-) -> Callable[..., Any]:
+def wrapper_for(tracker: Core, adapter: Any, fn: Callable[..., Any], flow: str | None) -> Callable[..., Any]:
     """``fn`` observed: same signature, same result (sync, async, streams)."""
     if inspect.iscoroutinefunction(fn):
 
@@ -114,7 +114,7 @@ def wrapper_for(
     return wrapped
 
 
-async def _await_then_observe(tracker: CacheTracker, awaitable: Any, ctx: CallContext | None) -> Any:
+async def _await_then_observe(tracker: Core, awaitable: Any, ctx: CallContext | None) -> Any:
     await tracker._ahold(ctx)
     try:
         result = await awaitable
@@ -134,7 +134,7 @@ def body_of(options: Any) -> Mapping[str, Any] | None:
 
 
 def observer_for(
-    tracker: CacheTracker,
+    tracker: Core,
     adapter: Any,
     original: Callable[..., Any],
     wanted: Callable[[Any], bool],

@@ -166,24 +166,35 @@ class Agg:
 _R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
 
 
-class _Bounded(OrderedDict[Any, Agg]):
+class _Bounded:
     """An LRU of aggregates: touching a key moves it to the end; the oldest is dropped."""
 
+    __slots__ = ("_d", "evicted", "limit")
+
     def __init__(self, limit: int) -> None:
-        super().__init__()
+        self._d: OrderedDict[Any, Agg] = OrderedDict()
         self.limit = limit
         self.evicted = 0
 
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def items(self) -> Iterator[tuple[Any, Agg]]:
+        return iter(self._d.items())
+
+    def values(self) -> Iterator[Agg]:
+        return iter(self._d.values())
+
     def touch(self, key: Any) -> Agg:
-        agg = self.get(key)
+        d = self._d
+        agg = d.get(key)
         if agg is None:
-            agg = Agg()
-            self[key] = agg
-            if len(self) > self.limit:
-                self.popitem(last=False)
+            agg = d[key] = Agg()
+            if len(d) > self.limit:
+                d.popitem(last=False)
                 self.evicted += 1
         else:
-            self.move_to_end(key)
+            d.move_to_end(key)
         return agg
 
 
@@ -201,7 +212,9 @@ _N_REFS, _N_INTS, _N_FLOATS = 4, 6, 6
 _pack_ints = struct.Struct(f"{_N_INTS}I").pack
 _MAX_TOKENS = 2**32 - 1
 _NAN = math.nan
-_ONLY_PREFIX = ("<prefix_id>",)  # breakpoint_ids == (prefix_id,), the common case: not stored twice
+# Kept for breakpoint_ids == (prefix_id,), the common case, so the ids are not stored twice. An
+# object, not a tuple: compiled (mypyc) code boxes tuple constants anew, so `is` needs an object.
+_ONLY_PREFIX: Any = object()
 
 
 def _clamp(n: int) -> int:

@@ -1,51 +1,31 @@
-"""``CacheTracker``: wrap, instrument, record. The only orchestrator.
+"""``CacheTracker``: wrap, instrument, record, and read what was recorded.
 
-One call, start to end::
-
-    begin:  adapter.parse_request -> Prompt -> fingerprint.key -> PrefixKey, expectation
-    call:   the SDK call itself (never touched)
-    end:    adapter.usage / stream accumulator -> Usage -> pricing -> CallMetrics
-            -> stats, cache view, alerts
-
-Everything but the SDK call runs under the tracker's :class:`~cachebench._guard.Guard`:
-the caller gets the SDK's response or the SDK's own exception, unchanged.
+The tracker checks its configuration and holds a :class:`~cachebench._core.Core`, which runs
+the call path (begin, the SDK call, observe) under the guard: the caller gets the SDK's
+response or the SDK's own exception, unchanged. The tracker stays a plain Python class in
+every build (it may be subclassed); the core is compiled in the compiled build.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ._alerts import default_alert, default_regression
-from ._call import CallContext, apply_ttl_hint, call_row
+from ._alerts import default_alert
+from ._call import CallContext
+from ._core import Core
 from ._flow import current_flow, default_flow
-from ._guard import Guard, strict_from_env
+from ._guard import strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
-from .detect import ALIVE, CacheView
-from .fingerprint import key as prefix_key
-from .policy import CachePolicy, Hold
-from .pricing import PriceTable
+from .policy import CachePolicy
 from .providers import adapter_for, detect_client, detect_response
-from .providers._stream import observe_result
-from .regress import FlowDetector
-from .stats import Stats
-from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Provider, Regression, Usage
+from .types import CallMetrics, Provider, Regression
 
 __all__ = ["CacheTracker", "CallContext"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 class CacheTracker:
@@ -94,16 +74,16 @@ class CacheTracker:
         self.clock = clock
         self.max_prefixes = max_prefixes
         self.max_calls = max_calls
-        self._guard = Guard(strict=strict_from_env())
-        self._prices = PriceTable(prices)
-        self._lock = threading.Lock()
-        self._stats = Stats(max_prefixes, max_calls)
-        self._view = CacheView(max_entries=max_prefixes * 8)
-        self._gate = policy.gate() if policy is not None else None
-        self._inflight: dict[int, int] = {}  # cold prefix -> calls writing it, response not started
-        self._opened: list[Regression] = []  # opened under the lock, announced after it
-        self._detector = FlowDetector(
-            self.miss_alert_threshold, self.capture_text, max_prefixes, self._opened.append
+        self._core = Core(
+            self,
+            threshold=self.miss_alert_threshold,
+            capture_text=self.capture_text,
+            gate=policy.gate() if policy is not None else None,
+            max_prefixes=max_prefixes,
+            max_calls=max_calls,
+            prices=prices,
+            clock=clock,
+            strict=strict_from_env(),
         )
         self._patches: dict[int, list[tuple[Any, str, Any]]] = {}
 
@@ -128,175 +108,7 @@ class CacheTracker:
     @property
     def internal_errors(self) -> int:
         """How many internal failures the guard caught (and logged) so far."""
-        return self._guard.errors
-
-    # -- the call path --------------------------------------------------------------------
-
-    def _begin(
-        self,
-        adapter: Any,
-        request: Mapping[str, Any],
-        flow: str | None,
-        *,
-        hold: bool = True,
-        live: bool = True,
-    ) -> CallContext | None:
-        """Everything before the SDK call. With a policy and ``hold``, a thread may wait here;
-        async callers pass ``hold=False`` and await :meth:`_ahold` instead. ``live=False``
-        (``record()`` of a call that already happened) never holds and is never in flight."""
-        try:
-            name = flow or current_flow() or default_flow(3)
-            ctx = CallContext(self, adapter, request, name, self.clock())
-            prompt = adapter.parse_request(request)
-            key = prefix_key(prompt)
-            ctx.prompt = prompt
-            ctx.key = key
-            if key.breakpoints:
-                with self._lock:
-                    exp = ctx.exp = self._view.expect(key, prompt.implicit, ctx.timestamp)
-                if live and exp.breakpoint_states[-1] != ALIVE:
-                    ctx.write_key = key.bp_hashes[-1]
-        except Exception as exc:
-            self._guard.failed("begin", exc)
-            return None
-        if ctx.write_key is None:
-            return ctx
-        if self._gate is None:
-            self._fly(ctx)
-        elif hold and not _in_event_loop():
-            try:
-                self._held(ctx, self._gate.enter(ctx.write_key))
-            except Exception as exc:
-                self._guard.failed("policy", exc)
-            self._fly(ctx)
-        return ctx
-
-    def _held(self, ctx: CallContext, hold: Hold) -> None:
-        """The policy let ``ctx`` go. If it waited, look at the cache again: the twin it waited
-        for has been recorded, so the call now expects to read what the twin wrote."""
-        ctx.held(hold)
-        if hold.held_ms and ctx.prompt is not None:
-            with self._lock:
-                ctx.exp = self._view.expect(ctx.key, ctx.prompt.implicit, ctx.timestamp)
-
-    def _fly(self, ctx: CallContext) -> None:
-        """Count ``ctx`` among the in-flight writers of its cold prefix until its response
-        starts: a call that goes out while a twin is already writing is ``concurrent``."""
-        k = ctx.write_key
-        if k is None or ctx.flying or (ctx.exp is not None and ctx.exp.breakpoint_states[-1] == ALIVE):
-            return  # nothing cold to write (after a hold, the twin's entry is known)
-        with self._lock:
-            n = self._inflight.get(k, 0)
-            ctx.concurrent = n > 0
-            self._inflight[k] = n + 1
-            ctx.flying = True
-
-    def _land(self, ctx: CallContext) -> None:
-        k = ctx.write_key
-        with self._lock:
-            if not ctx.flying or k is None:
-                return
-            ctx.flying = False
-            n = self._inflight.get(k, 1) - 1
-            if n > 0:
-                self._inflight[k] = n
-            else:
-                self._inflight.pop(k, None)
-
-    async def _ahold(self, ctx: CallContext | None) -> None:
-        """The policy's hold for an async call (never blocks the event loop)."""
-        if ctx is None or ctx.write_key is None or self._gate is None or ctx.hold is not None:
-            return
-        try:
-            self._held(ctx, await self._gate.aenter(ctx.write_key))
-        except Exception as exc:
-            self._guard.failed("policy", exc)
-        self._fly(ctx)
-
-    def _complete(
-        self, ctx: CallContext, usage: Usage, error: BaseException | None, elapsed: float | None
-    ) -> tuple[Any, ...]:
-        """Price, explain and store one finished call; return its row (CallMetrics field order)."""
-        adapter = ctx.adapter
-        prompt = ctx.prompt
-        key = ctx.key
-        model = (
-            usage.model
-            or (prompt.model if prompt is not None else None)
-            or adapter.request_model(ctx.request)
-        )
-        usage = apply_ttl_hint(usage, key)
-        try:
-            cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)
-        except Exception as exc:
-            self._guard.failed("pricing", exc)
-            cost = None
-        exp = ctx.exp
-        unexpected = False
-        cause = None
-        implicit = prompt.implicit if prompt is not None else False
-        min_tokens = adapter.min_cacheable(model)
-        if exp is not None and usage.known and error is None:
-            unexpected, cause = CacheView.cause(
-                key, usage, exp, implicit, adapter.read_tolerance(model), min_tokens
-            )
-            if ctx.concurrent and cause in ("cold", "ttl_expired"):
-                cause = "concurrent"  # a twin was writing the same prefix when this call went out
-        if cost is None:
-            cost = UNPRICED
-        with self._lock:
-            if exp is not None and usage.known and error is None:
-                read = usage.cache_read_tokens
-                den = read + usage.cache_write_tokens if usage.writes_reported else exp.tokens
-                try:
-                    # What the cache holds now: a twin that finished first may have written it.
-                    states = exp.breakpoint_states
-                    done = exp
-                    if states.count(ALIVE) != len(states):
-                        done = self._view.expect(key, implicit, ctx.timestamp)
-                    cause = self._detector.observe(
-                        ctx.flow,
-                        model,
-                        key,
-                        prompt,
-                        exp,
-                        done,
-                        cause,
-                        (min(read, den), den),
-                        cost.cost_usd,
-                        ctx.timestamp,
-                    )
-                except Exception as exc:
-                    self._guard.failed("detect", exc)
-            row = call_row(ctx, model, usage, cost, elapsed, unexpected, cause, error)
-            self._stats.add(row, key.prefix_hash)
-            if exp is not None and error is None:
-                self._view.observe(
-                    key,
-                    usage,
-                    exp,
-                    implicit,
-                    ctx.timestamp,
-                    adapter.DEFAULT_TTL,
-                    min_tokens,
-                )
-            opened: list[Regression] | tuple[()] = self._opened
-            if opened:  # hand the list over: later calls open into a new one
-                self._opened = []
-                self._detector.on_open = self._opened.append
-            else:
-                opened = ()
-        for regression in opened:
-            if self.on_regression is None:
-                default_regression(regression)
-            else:
-                self._guard.user_callback("on_regression", self.on_regression, regression)
-        if unexpected:
-            self._guard.user_callback("on_miss_alert", self.on_miss_alert, CallMetrics(*row))
-        return row
-
-    def _fail(self, ctx: CallContext, exc: BaseException) -> None:
-        ctx.finish(UNKNOWN_USAGE, exc)
+        return self._core._guard.errors
 
     # -- public: wrap / instrument / record -----------------------------------------------
 
@@ -311,16 +123,7 @@ class CacheTracker:
         if flow is not None and (not isinstance(flow, str) or not flow.strip()):
             raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
         adapter = self._adapter(provider, target=fn)
-        return wrapper_for(self, adapter, fn, flow)  # type: ignore[return-value]
-
-    def _observe(self, result: Any, ctx: CallContext | None) -> Any:
-        if ctx is None:
-            return result
-        try:
-            return observe_result(result, ctx)
-        except Exception as exc:
-            self._guard.failed("observe", exc)
-            return result
+        return wrapper_for(self._core, adapter, fn, flow)  # type: ignore[return-value]
 
     def instrument(self, client: Any, *, flow: str | None = None) -> Any:
         """Patch a whole SDK client in place so every cacheable call is observed.
@@ -366,25 +169,26 @@ class CacheTracker:
         ):
             raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
         adapter = self._adapter(provider, response=response)
+        core = self._core
         try:
             body: Mapping[str, Any] = request or {}
-            ctx = self._begin(adapter, body, flow or current_flow() or default_flow(2), live=False)
+            ctx = core._begin(adapter, body, flow or current_flow() or default_flow(), live=False)
             if ctx is None:
                 return None
             if timestamp is not None:
                 ctx.timestamp = float(timestamp)
                 if ctx.exp is not None:
-                    with self._lock:
-                        ctx.exp = self._view.expect(
+                    with core._lock:
+                        ctx.exp = core._view.expect(
                             ctx.key, ctx.prompt.implicit if ctx.prompt else False, ctx.timestamp
                         )
             ctx.stream = False
             usage = adapter.recorded_usage(response, body)
             ctx.finished = True
-            row = self._complete(ctx, usage, None, float(elapsed_ms) if elapsed_ms is not None else None)
+            row = core._complete(ctx, usage, None, float(elapsed_ms) if elapsed_ms is not None else None)
             return CallMetrics(*row)
         except Exception as exc:
-            self._guard.failed("record", exc)
+            core._guard.failed("record", exc)
             return None
 
     # -- public: reading ------------------------------------------------------------------
@@ -395,32 +199,32 @@ class CacheTracker:
             isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or window_s <= 0
         ):
             raise ValueError(f"window_s must be a positive number of seconds or None, got {window_s!r}")
-        with self._lock:
+        with self._core._lock:
             if window_s is None:
-                return self._stats.total.as_dict()
-            return self._stats.window(self.clock() - window_s).as_dict()
+                return self._core._stats.total.as_dict()
+            return self._core._stats.window(self.clock() - window_s).as_dict()
 
     def by_prefix(self) -> dict[str, dict[str, Any]]:
-        with self._lock:
-            return self._stats.by_prefix()
+        with self._core._lock:
+            return self._core._stats.by_prefix()
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
         """The aggregate keys per flow, plus ``distinct_prefixes`` and ``regression`` (the
         flow's open :class:`Regression`, or None)."""
-        with self._lock:
-            flows = self._stats.by_flow()
+        with self._core._lock:
+            flows = self._core._stats.by_flow()
             for name, d in flows.items():
-                d["regression"] = self._detector.open_for(name)
+                d["regression"] = self._core._detector.open_for(name)
             return flows
 
     def calls(self) -> list[CallMetrics]:
-        with self._lock:
-            return self._stats.calls()
+        with self._core._lock:
+            return self._core._stats.calls()
 
     def regressions(self) -> list[Regression]:
         """Every incident so far (open ones have ``closed_at=None``), oldest first."""
-        with self._lock:
-            return self._detector.regressions()
+        with self._core._lock:
+            return self._core._detector.regressions()
 
     def close(self) -> None:
         """Flush and release the store. Safe to call twice."""

@@ -190,7 +190,11 @@ def test_record_never_holds_and_leaves_nothing_in_flight(cache_emulator: CacheEm
         },
     }
     tracker.record(cold, request=request(0, system="Another prompt. " * 200), provider="anthropic")
-    assert tracker._core._gate is not None and tracker._core._gate.in_flight == 0 and tracker._core._inflight == {}
+    assert (
+        tracker._core._gate is not None
+        and tracker._core._gate.in_flight == 0
+        and tracker._core._inflight == {}
+    )
     client = anthropic.Anthropic(
         base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
     )
@@ -228,4 +232,8 @@ def test_a_stream_never_read_releases_its_twins_and_is_recorded_when_dropped(
                 break
     calls = tracker.calls()
     assert len(calls) == 2 and {m.usage_known for m in calls} == {True, False}
-    assert tracker._core._gate is not None and tracker._core._gate.in_flight == 0 and tracker._core._inflight == {}
+    assert (
+        tracker._core._gate is not None
+        and tracker._core._gate.in_flight == 0
+        and tracker._core._inflight == {}
+    )

@@ -415,6 +415,23 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
     assert tracker.aggregate()["calls"] == 7
 
 
+def test_history_clamps_absurd_counts_and_aggregates_keep_them() -> None:
+    """A garbage count beyond uint32 is kept in the history as 2**32 - 1 (while the ring fills
+    and after it wraps), never losing the row or the rows beside it; the aggregates add the
+    exact value."""
+    tracker = CacheTracker(max_calls=3, clock=Clock())
+    huge = 5_000_000_000
+    for i in range(5):
+        u = fakes.usage(input=huge if i in (1, 4) else 10, read=2000, write=0, output=5)
+        assert tracker.record(fakes.message(u), request=fakes.request(), provider="anthropic")
+        if i == 2:  # the ring is full, not wrapped yet
+            assert [m.input_tokens for m in tracker.calls()] == [10, 2**32 - 1, 10]
+    kept = [m.input_tokens for m in tracker.calls()]
+    assert kept == [10, 10, 2**32 - 1]
+    assert tracker.aggregate()["input_tokens"] == 2 * huge + 3 * 10
+    assert [m.cache_read_tokens for m in tracker.calls()] == [2000] * 3
+
+
 def test_anthropic_compatible_server_that_reports_reads_only() -> None:
     """A server that sends ``cache_read_input_tokens`` but no write count at all (llama.cpp's
     Anthropic endpoint) is measured like implicit caching: the cold call is ``cold`` with no hit

@@ -13,7 +13,6 @@ the memory of the objects themselves; :class:`CallMetrics` objects are built whe
 from __future__ import annotations
 
 import math
-import struct
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -139,6 +138,36 @@ class Agg:
             self.cost += cost
             self.cost_without += row[_COST_WITHOUT] or 0.0
 
+    def bump(
+        self,
+        ts: float,
+        inp: int,
+        read: int,
+        write: int,
+        write_1h: int,
+        out: int,
+        den: int,
+        hit: int,
+        cost: float,
+        without: float,
+    ) -> None:
+        """:meth:`add` for the common call (no error, no hold, usage known, priced), with the
+        row's values read once for every aggregate the call belongs to."""
+        self.calls += 1
+        if self.first_seen == 0.0 or ts < self.first_seen:
+            self.first_seen = ts
+        if ts > self.last_seen:
+            self.last_seen = ts
+        self.input += inp
+        self.read += read
+        self.write += write
+        self.write_1h += write_1h
+        self.output += out
+        self.hit_den += den
+        self.hit_num += hit
+        self.cost += cost
+        self.cost_without += without
+
     def as_dict(self) -> dict[str, Any]:
         errors, unknown, unpriced, holds, _ = self.rare or (0, 0, 0, 0, 0.0)
         total_in = self.input + self.read + self.write
@@ -209,7 +238,6 @@ _PROVIDER_CODE = {p: i for i, p in enumerate(_PROVIDERS)}
 _CAUSES: tuple[str | None, ...] = (None, *get_args(MissCause))
 _CAUSE_CODE = {c: i for i, c in enumerate(_CAUSES)}
 _N_REFS, _N_INTS, _N_FLOATS = 4, 6, 6
-_pack_ints = struct.Struct(f"{_N_INTS}I").pack
 _MAX_TOKENS = 2**32 - 1
 _NAN = math.nan
 # Kept for breakpoint_ids == (prefix_id,), the common case, so the ids are not stored twice. An
@@ -243,12 +271,7 @@ class History:
         bps = row[_BREAKPOINTS]
         if len(bps) == 1 and bps[0] is row[_PREFIX]:
             bps = _ONLY_PREFIX
-        refs = (model, flow, pid, bps)
         counts = (row[_INPUT], row[_READ], row[_WRITE], row[_WRITE_1H], row[_OUTPUT], row[_EXPECTED])
-        try:
-            ints = _pack_ints(*counts)
-        except Exception:  # a garbage count beyond uint32 (no call has 4 billion tokens)
-            ints = _pack_ints(*map(_clamp, counts))
         elapsed = row[_ELAPSED]
         cost = row[_COST]
         without = row[_COST_WITHOUT]
@@ -271,15 +294,32 @@ class History:
             | (row[_STREAM] and 1 << 11)
         )
         slot = self.count % self.size
+        ints = self._ints
         if self.count < self.size:
-            self._refs.extend(refs)
-            self._ints.frombytes(ints)
+            self._refs.extend((model, flow, pid, bps))
+            try:
+                ints.extend(counts)
+            except OverflowError:  # a garbage count beyond uint32 (no call has 4 billion tokens)
+                del ints[slot * _N_INTS :]
+                ints.extend([_clamp(c) for c in counts])
             self._floats.extend(floats)
             self._bits.append(bits)
         else:
-            self._refs[slot * _N_REFS : (slot + 1) * _N_REFS] = refs
-            self._ints[slot * _N_INTS : (slot + 1) * _N_INTS] = array("I", ints)
-            self._floats[slot * _N_FLOATS : (slot + 1) * _N_FLOATS] = array("d", floats)
+            # Full: overwrite the oldest slot in place (no new arrays per call).
+            r = slot * _N_REFS
+            refs = self._refs
+            refs[r] = model
+            refs[r + 1] = flow
+            refs[r + 2] = pid
+            refs[r + 3] = bps
+            i = slot * _N_INTS
+            for k in range(_N_INTS):
+                c = counts[k]
+                ints[i + k] = c if c <= _MAX_TOKENS else _MAX_TOKENS
+            f = slot * _N_FLOATS
+            fl = self._floats
+            for k in range(_N_FLOATS):
+                fl[f + k] = floats[k]
             self._bits[slot] = bits
             self._rare.pop(slot, None)
         diag = row[_DIAG]
@@ -375,14 +415,33 @@ class Stats:
         """
         flow_name = self._name(row[_FLOW])
         model = self._name(row[_MODEL])
-        self.total.add(row)
         flow = self.flows.touch(flow_name)
-        flow.add(row)
-        if prefix_hash is not None:
-            agg = self.prefixes.touch(prefix_hash)
-            agg.add(row)
-            agg.flow = flow_name
-            agg.model = model
+        prefix = self.prefixes.touch(prefix_hash) if prefix_hash is not None else None
+        cost = row[_COST]
+        if row[_KNOWN] and cost is not None and row[_ERROR] is None and not row[_HELD] and not row[_UNPRICED]:
+            # The common call: its values read once, then added to each aggregate.
+            ts = float(row[_TIMESTAMP])
+            inp = int(row[_INPUT])
+            read = int(row[_READ])
+            write = int(row[_WRITE])
+            write_1h = int(row[_WRITE_1H])
+            out = int(row[_OUTPUT])
+            den = read + write if row[_WRITES_REPORTED] else int(row[_EXPECTED])
+            hit = read if read < den else den
+            c = float(cost)
+            without = float(row[_COST_WITHOUT] or 0.0)
+            self.total.bump(ts, inp, read, write, write_1h, out, den, hit, c, without)
+            flow.bump(ts, inp, read, write, write_1h, out, den, hit, c, without)
+            if prefix is not None:
+                prefix.bump(ts, inp, read, write, write_1h, out, den, hit, c, without)
+        else:
+            self.total.add(row)
+            flow.add(row)
+            if prefix is not None:
+                prefix.add(row)
+        if prefix is not None:
+            prefix.flow = flow_name
+            prefix.model = model
         self.history.append(row, flow_name, model, prefix_hash)
 
     def window(self, since: float) -> Agg:

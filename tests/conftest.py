@@ -13,21 +13,17 @@ import pytest
 os.environ.setdefault("CACHEBENCH_STRICT", "1")
 
 
-def _build() -> str:
-    import cachebench._core
-
-    origin = cachebench._core.__file__ or ""
-    return "compiled (mypyc)" if origin.endswith((".so", ".pyd")) else "plain Python"
-
-
 def pytest_report_header() -> str:
     import cachebench
+    from cachebench._core import build
 
-    return f"cachebench build: {_build()}, from {os.path.dirname(cachebench.__file__ or '')}"
+    return f"cachebench build: {build()}, from {os.path.dirname(cachebench.__file__ or '')}"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if os.environ.get("CACHEBENCH_EXPECT_COMPILED") == "1" and _build() != "compiled (mypyc)":
+    from cachebench._core import build
+
+    if os.environ.get("CACHEBENCH_EXPECT_COMPILED") == "1" and build() != "compiled (mypyc)":
         raise pytest.UsageError(
             "CACHEBENCH_EXPECT_COMPILED=1 but cachebench imports as plain Python; run `make compiled`"
         )

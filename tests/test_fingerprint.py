@@ -163,6 +163,21 @@ def test_public_fingerprint_function() -> None:
     )
 
 
+def test_a_dict_with_non_string_keys_is_fingerprinted_like_its_json() -> None:
+    """A tool schema built with int keys (JSON would turn them into strings) still gets a
+    prefix id, the one of the same schema with string keys; key order still never matters."""
+    system = [{"type": "text", "text": "Stable", "cache_control": MARK}]
+
+    def req(enum: dict[Any, str]) -> dict[str, Any]:
+        tool = {"name": "pick", "input_schema": {"type": "object", "x-labels": enum}}
+        return build([tool], system, [], "q")
+
+    as_ints = prefix_id(req({2: "two", 1: "one"}))
+    assert as_ints is not None
+    assert as_ints == prefix_id(req({1: "one", 2: "two"})) == prefix_id(req({"1": "one", "2": "two"}))
+    assert as_ints != prefix_id(req({"1": "one", "2": "TWO"}))
+
+
 def test_reordered_schema_keeps_id_but_changes_order_digest() -> None:
     """A re-serialised tool schema keeps ``prefix_id`` but its order-sensitive digest differs."""
     tool = {"name": "t", "input_schema": {"type": "object", "properties": {"a": {}, "b": {}}}}

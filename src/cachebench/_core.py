@@ -37,13 +37,19 @@ from .regress import FlowDetector
 from .stats import Stats
 from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, Regression, Usage
 
-__all__ = ["Core", "Pricer"]
+__all__ = ["Core", "Pricer", "build"]
 
 
 class Pricer(Protocol):
     """What the call path asks of a price table (:class:`~cachebench.pricing.PriceTable`)."""
 
     def cost(self, provider: str, model: str | None, usage: Usage, timestamp: float) -> Cost: ...
+
+
+def build() -> str:
+    """Which build is running: ``compiled (mypyc)`` (this module is an extension) or
+    ``plain Python``. Tests and benchmarks report it."""
+    return "plain Python" if __file__.endswith(".py") else "compiled (mypyc)"
 
 
 def _in_event_loop() -> bool:

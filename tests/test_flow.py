@@ -102,6 +102,27 @@ async def test_asyncio_tasks_and_executor_calls_inherit_the_flow() -> None:
     assert _flows(tracker) == ["async-flow", "async-flow"]
 
 
+async def _triage(create: Any) -> None:
+    await create(**fakes.request())
+
+
+async def test_sdk_calls_gathered_as_tasks_are_named_after_the_function_that_made_them() -> None:
+    """An async Stainless method called in ``asyncio.gather`` runs in a task the event loop
+    starts, where no frame of the caller is left. The SDK's method is a plain function that
+    returns a coroutine, so the wrapper names the flow when the call is made: after the
+    function that made it, not after whoever started the event loop."""
+    handler, _ = fakes.scripted([fakes.usage(write=3000)])
+    tracker = CacheTracker()
+    create = tracker.wrap(fakes.async_client(handler).messages.create)
+
+    async def fan_out() -> None:
+        await asyncio.gather(create(**fakes.request()), create(**fakes.request()))
+
+    await fan_out()
+    await asyncio.gather(asyncio.create_task(_triage(create)))
+    assert _flows(tracker) == [f"{__name__}.fan_out", f"{__name__}.fan_out", f"{__name__}._triage"]
+
+
 def test_decorator_and_nesting() -> None:
     """``@flow`` names the calls of a function; nested blocks restore the outer name on exit."""
     tracker, create = _tracked()

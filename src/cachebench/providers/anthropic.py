@@ -14,7 +14,7 @@ from typing import Any
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Prompt, Usage
-from ._base import as_int, fields, get, has_field, items, text_form
+from ._base import TEXT_TYPES, as_int, fields, get, has_field, items, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -76,6 +76,14 @@ def build_prompt(
     automatic: Any = None,
     settings: Any = None,
 ) -> Prompt:
+    """The :class:`Prompt` of an Anthropic-shaped request's parts (also Bedrock's
+    ``InvokeModel`` with an Anthropic body)."""
+    return _build(provider, model, tools, system, messages, automatic, settings)
+
+
+def _build(
+    provider: str, model: str | None, tools: Any, system: Any, messages: Any, automatic: Any, settings: Any
+) -> Prompt:
     # Hot path: one pass, a tuple per block, nothing else built per block.
     pairs: list[tuple[str, Any]] = []
     append = pairs.append
@@ -122,7 +130,11 @@ def build_prompt(
             continue
         for part in content if type(content) is list else items(content):
             if type(part) is dict and MARKER not in part:
-                append(("messages", (role, text_form(part))))
+                # text_form, inlined: a plain text part is its string.
+                if len(part) == 2 and part.get("type") in TEXT_TYPES and type(part.get("text")) is str:
+                    append(("messages", (role, part["text"])))
+                else:
+                    append(("messages", (role, part)))
             elif type(part) is str:
                 append(("messages", (role, part)))
             else:
@@ -142,8 +154,10 @@ def build_prompt(
 
 def request_settings(request: Mapping[str, Any]) -> Any:
     """The request's ``SETTINGS_FIELDS`` as plain JSON, or None when it has none."""
-    found = {k: to_plain(request[k]) for k in SETTINGS_FIELDS if request.get(k) is not None}
-    return found or None
+    for k in SETTINGS_FIELDS:
+        if request.get(k) is not None:
+            return {k: to_plain(request[k]) for k in SETTINGS_FIELDS if request.get(k) is not None}
+    return None
 
 
 def request_model(request: Mapping[str, Any]) -> str | None:
@@ -152,14 +166,15 @@ def request_model(request: Mapping[str, Any]) -> str | None:
 
 
 def parse_request(request: Mapping[str, Any]) -> Prompt:
-    return build_prompt(
-        provider=NAME,
-        model=request_model(request),
-        tools=request.get("tools"),
-        system=request.get("system"),
-        messages=request.get("messages"),
-        automatic=request.get(MARKER),
-        settings=request_settings(request),
+    model = request.get("model")
+    return _build(
+        NAME,
+        model if isinstance(model, str) else None,
+        request.get("tools"),
+        request.get("system"),
+        request.get("messages"),
+        request.get(MARKER),
+        request_settings(request),
     )
 
 

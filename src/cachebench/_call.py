@@ -2,7 +2,8 @@
 finished exactly once after it, and :func:`call_row`, the finished call as the row the
 stats keep (the :class:`~cachebench.types.CallMetrics` fields, in order).
 
-The tracker's core is reached only at run time, through ``CallContext.tracker``.
+The tracker's :class:`~cachebench._core.Core` is reached only at run time, through
+``CallContext.core``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class CallContext:
     __slots__ = (
         "adapter",
         "concurrent",
+        "core",
         "exp",
         "finished",
         "flow",
@@ -43,14 +45,13 @@ class CallContext:
         "stream",
         "t0",
         "timestamp",
-        "tracker",
         "write_key",
     )
 
     def __init__(
-        self, tracker: Core, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
+        self, core: Core, adapter: Any, request: Mapping[str, Any], flow: str, timestamp: float
     ) -> None:
-        self.tracker = tracker
+        self.core = core
         self.adapter = adapter
         self.request = request
         self.flow = flow
@@ -84,38 +85,38 @@ class CallContext:
             self.response_started()
             self.finish(self.adapter.usage(result), None)
         except Exception as exc:
-            self.tracker._guard.failed("observe", exc)
+            self.core._guard.failed("observe", exc)
 
     def _release(self) -> None:
         if self.flying:
-            self.tracker._land(self)
+            self.core._land(self)
         self._tell_gate(started=True)
 
     def _tell_gate(self, *, started: bool) -> None:
         """Tell the policy's gate this call's response started, or that the call is over."""
-        gate = self.tracker._gate
+        gate = self.core._gate
         if self.hold is None or gate is None:
             return
         try:
             (gate.started if started else gate.finished)(self.write_key, self.hold)
         except Exception as exc:
-            self.tracker._guard.failed("policy", exc)
+            self.core._guard.failed("policy", exc)
 
     def held(self, hold: Hold) -> None:
         """The policy let this call go: restart its clocks if it waited."""
         self.hold = hold
         if hold.held_ms:
-            self.timestamp = self.tracker.clock()
+            self.timestamp = self.core.clock()
             self.t0 = time.perf_counter()
 
     def tracker_failed(self, stage: str, exc: BaseException) -> None:
-        self.tracker._guard.failed(stage, exc)
+        self.core._guard.failed(stage, exc)
 
     def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except Exception as exc:
-            self.tracker._guard.failed("observe", exc)
+            self.core._guard.failed("observe", exc)
             return None
 
     def finish(self, usage: Usage, error: BaseException | None) -> None:
@@ -124,15 +125,15 @@ class CallContext:
         self.finished = True
         elapsed = (time.perf_counter() - self.t0) * 1000.0
         try:
-            self.tracker._complete(self, usage, error, elapsed)
+            self.core._complete(self, usage, error, elapsed)
         except Exception as exc:
-            self.tracker._guard.failed("record", exc)
+            self.core._guard.failed("record", exc)
         finally:
             if self.hold is not None or self.flying:  # (without a policy or a cold write: nothing)
                 if self.started and error is None:
                     self._release()  # a finished response: its entry is readable (and now recorded)
                 if self.flying:
-                    self.tracker._land(self)
+                    self.core._land(self)
                 self._tell_gate(started=False)
 
 

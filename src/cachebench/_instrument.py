@@ -70,25 +70,25 @@ def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
             setattr(obj, attr, original)
 
 
-def wrapper_for(tracker: Core, adapter: Any, fn: Callable[..., Any], flow: str | None) -> Callable[..., Any]:
+def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | None) -> Callable[..., Any]:
     """``fn`` observed: same signature, same result (sync, async, streams)."""
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def awrapped(*args: Any, **kwargs: Any) -> Any:
-            ctx = tracker._begin(adapter, kwargs, flow, hold=False)
-            await tracker._ahold(ctx)
+            ctx = core._begin(adapter, kwargs, flow, hold=False)
+            await core._ahold(ctx)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if ctx is not None:
-                    tracker._fail(ctx, exc)
+                    core._fail(ctx, exc)
                 raise
-            return tracker._observe(result, ctx)
+            return core._observe(result, ctx)
 
         return awrapped
 
-    begin = tracker._begin
+    begin = core._begin
     finished: set[type] = set()  # result types that are finished responses (no stream, no raw)
 
     @functools.wraps(fn)
@@ -98,7 +98,7 @@ def wrapper_for(tracker: Core, adapter: Any, fn: Callable[..., Any], flow: str |
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
-                tracker._fail(ctx, exc)
+                core._fail(ctx, exc)
             raise
         if ctx is None:
             return result
@@ -106,23 +106,23 @@ def wrapper_for(tracker: Core, adapter: Any, fn: Callable[..., Any], flow: str |
             ctx.finished_response(result)  # the common case: a finished response of a known type
             return result
         if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
-            return _await_then_observe(tracker, result, ctx)
+            return _await_then_observe(core, result, ctx)
         if len(finished) < 64 and plain_result(result, adapter):
             finished.add(type(result))
-        return tracker._observe(result, ctx)
+        return core._observe(result, ctx)
 
     return wrapped
 
 
-async def _await_then_observe(tracker: Core, awaitable: Any, ctx: CallContext | None) -> Any:
-    await tracker._ahold(ctx)
+async def _await_then_observe(core: Core, awaitable: Any, ctx: CallContext | None) -> Any:
+    await core._ahold(ctx)
     try:
         result = await awaitable
     except BaseException as exc:
         if ctx is not None:
-            tracker._fail(ctx, exc)
+            core._fail(ctx, exc)
         raise
-    return tracker._observe(result, ctx)
+    return core._observe(result, ctx)
 
 
 def body_of(options: Any) -> Mapping[str, Any] | None:
@@ -134,7 +134,7 @@ def body_of(options: Any) -> Mapping[str, Any] | None:
 
 
 def observer_for(
-    tracker: Core,
+    core: Core,
     adapter: Any,
     original: Callable[..., Any],
     wanted: Callable[[Any], bool],
@@ -149,18 +149,18 @@ def observer_for(
             try:
                 body = body_of(options) if wanted(options) else None
             except Exception as exc:
-                tracker._guard.failed("instrument", exc)
+                core._guard.failed("instrument", exc)
             if body is None:
                 return await original(cast_to, options, *args, **kwargs)
-            ctx = tracker._begin(adapter, body, flow, hold=False)
-            await tracker._ahold(ctx)
+            ctx = core._begin(adapter, body, flow, hold=False)
+            await core._ahold(ctx)
             try:
                 result = await original(cast_to, options, *args, **kwargs)
             except BaseException as exc:
                 if ctx is not None:
-                    tracker._fail(ctx, exc)
+                    core._fail(ctx, exc)
                 raise
-            return tracker._observe(result, ctx)
+            return core._observe(result, ctx)
 
         arequest.__cachebench__ = True  # type: ignore[attr-defined]
         return arequest
@@ -171,17 +171,17 @@ def observer_for(
         try:
             body = body_of(options) if wanted(options) else None
         except Exception as exc:
-            tracker._guard.failed("instrument", exc)
+            core._guard.failed("instrument", exc)
         if body is None:
             return original(cast_to, options, *args, **kwargs)
-        ctx = tracker._begin(adapter, body, flow)
+        ctx = core._begin(adapter, body, flow)
         try:
             result = original(cast_to, options, *args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
-                tracker._fail(ctx, exc)
+                core._fail(ctx, exc)
             raise
-        return tracker._observe(result, ctx)
+        return core._observe(result, ctx)
 
     request.__cachebench__ = True  # type: ignore[attr-defined]
     return request

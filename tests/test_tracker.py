@@ -415,6 +415,24 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
     assert tracker.aggregate()["calls"] == 7
 
 
+def test_clock_and_alert_callbacks_can_be_replaced_after_construction() -> None:
+    """``tracker.clock`` and ``tracker.on_miss_alert`` reassigned on a live tracker take effect
+    from the next call; a clock that is not callable is refused."""
+    tracker = CacheTracker(provider="anthropic", clock=Clock(100.0))
+    create = tracker.wrap(lambda **kw: fakes.message(fakes.usage(input=10, write=2000)))
+    create(**fakes.request())
+    later = Clock(200.0)
+    tracker.clock = later
+    assert tracker.clock is later
+    alerts: list[CallMetrics] = []
+    tracker.on_miss_alert = alerts.append
+    create(**fakes.request())  # writes the live prefix again: an unexpected miss
+    assert [m.timestamp for m in tracker.calls()] == [100.0, 200.0]
+    assert [m.timestamp for m in alerts] == [200.0]
+    with pytest.raises(TypeError, match="clock"):
+        tracker.clock = 5  # type: ignore[assignment]
+
+
 def test_history_clamps_absurd_counts_and_aggregates_keep_them() -> None:
     """A garbage count beyond uint32 is kept in the history as 2**32 - 1 (while the ring fills
     and after it wraps), never losing the row or the rows beside it; the aggregates add the

@@ -71,7 +71,6 @@ class CacheTracker:
         self.on_regression = on_regression
         self.policy = policy
         self.capture_text = bool(capture_text)
-        self.clock = clock
         self.max_prefixes = max_prefixes
         self.max_calls = max_calls
         self._core = Core(
@@ -104,6 +103,17 @@ class CacheTracker:
                 f"(one of {', '.join(p.value for p in Provider)})"
             )
         return adapter_for(found)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock calls are timestamped with (seconds since the epoch); may be replaced."""
+        return self._core.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning seconds since the epoch")
+        self._core.clock = clock
 
     @property
     def internal_errors(self) -> int:

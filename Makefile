@@ -1,4 +1,5 @@
-# cachebench: `make test` and `make demo` work on a fresh machine with only Python 3.10+.
+# cachebench: `make demo` works on a fresh machine with Python 3.10+; `make test` also needs a C
+# compiler and the Python headers (it builds and tests the compiled build too) and PyPI.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,8 @@ STAMP := $(VENV)/.installed
 # PYTHONPATH, it stands in for the editable install; everything else comes from .venv.
 BUILD := .build
 COMPILED := $(BUILD)/compiled
-SOURCES := $(shell find src -name '*.py') pyproject.toml
+# Directories too: adding, removing or renaming a module changes its directory.
+SOURCES := $(shell find src -name '*.py' -o -type d -not -name __pycache__) pyproject.toml
 WITH_COMPILED := PYTHONPATH=$(CURDIR)/$(COMPILED) CACHEBENCH_EXPECT_COMPILED=1
 
 .PHONY: test demo lint typecheck unit unit-compiled compiled bench bench-overhead bench-emulator install clean
@@ -33,9 +35,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	CACHEBENCH_EXPECT_COMPILED=0 $(BIN)/pytest -q
 
-$(COMPILED)/.built: $(SOURCES) | $(STAMP)
+$(COMPILED)/.built: $(SOURCES) $(STAMP)
 	rm -rf $(BUILD)/tree $(BUILD)/dist $(COMPILED)
 	mkdir -p $(BUILD)/tree
 	cp -r src pyproject.toml README.md $(BUILD)/tree/
@@ -56,7 +58,7 @@ demo: $(STAMP)
 
 bench: bench-overhead bench-emulator
 
-# The figures for both builds: the compiled one is what the published wheels are.
+# The figures for both builds (the compiled one is what a wheel built for release would be).
 bench-overhead: compiled
 	$(WITH_COMPILED) $(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/overhead.py --no-seed --only overhead
@@ -66,3 +68,4 @@ bench-emulator: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(BUILD) .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete

@@ -285,7 +285,7 @@ def breakdown(
         detector.observe("bench", usage.model, pkey, prompt, exp, exp, None, hit, cost.cost_usd, now)
 
     pieces: list[tuple[str, Callable[[], Any]]] = [
-        ("flow name (caller frame walk)", lambda: default_flow()),
+        ("flow name (frame lookup)", lambda: default_flow()),
         ("parse_request", lambda: adapter.parse_request(request)),
         ("fingerprint key", lambda: prefix_key(prompt)),
         ("usage from response", lambda: adapter.usage(response)),

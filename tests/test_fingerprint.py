@@ -157,6 +157,8 @@ def test_public_fingerprint_function() -> None:
     req = {"model": "claude-sonnet-5", "system": system, "messages": messages}
     assert fid == prefix_id(req)
     assert fingerprint(messages=messages, system="no markers", model="claude-sonnet-5") is None
+    with pytest.raises(TypeError, match="model"):
+        fingerprint(messages=messages, system=system, model=5)  # type: ignore[arg-type]
     assert (
         fingerprint(messages=[{"role": "user", "content": "other"}], system=system, model="claude-sonnet-5")
         == fid

@@ -415,6 +415,38 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
     assert tracker.aggregate()["calls"] == 7
 
 
+@pytest.mark.parametrize("garbage", [-5, 2**40, 1.5, "many", None])
+def test_history_keeps_every_row_whole_whatever_a_count_holds(garbage: Any) -> None:
+    """The packed history stores a row's parts together: a count it cannot store as is
+    (negative, beyond uint32, not an int) is clamped, and neither that row nor the rows around
+    it get another row's model, flow or times, while the ring fills or after it wraps."""
+    from cachebench.stats import FIELD, History
+
+    def row(i: int, count: Any) -> tuple[Any, ...]:
+        m = fakes.usage(input=10, read=2000, output=5)
+        tracker = CacheTracker(clock=Clock(float(i)))
+        got = tracker.record(fakes.message(m), request=fakes.request(), provider="anthropic")
+        assert got is not None
+        values = list(CallMetrics.__dataclass_fields__)
+        out = [getattr(got, name) for name in values]
+        out[FIELD["model"]] = f"m{i}"
+        out[FIELD["flow"]] = f"f{i}"
+        out[FIELD["input_tokens"]] = count
+        return tuple(out)
+
+    history = History(3)
+    rows = [row(i, garbage if i in (1, 4) else 10) for i in range(6)]
+    for i, r in enumerate(rows):
+        history.append(r, f"f{i}", f"m{i}", i)
+        kept = list(history.rows())
+        assert [(x[FIELD["model"]], x[FIELD["flow"]], x[FIELD["timestamp"]]) for x in kept] == [
+            (f"m{j}", f"f{j}", float(j)) for j in range(max(0, i - 2), i + 1)
+        ]
+    stored = [x[FIELD["input_tokens"]] for x in history.rows()]
+    expected = {-5: 0, 2**40: 2**32 - 1, 1.5: 1, "many": 0, None: 0}[garbage]
+    assert stored == [10, expected, 10]
+
+
 def test_clock_and_alert_callbacks_can_be_replaced_after_construction() -> None:
     """``tracker.clock`` and ``tracker.on_miss_alert`` reassigned on a live tracker take effect
     from the next call; a clock that is not callable is refused."""
@@ -431,6 +463,23 @@ def test_clock_and_alert_callbacks_can_be_replaced_after_construction() -> None:
     assert [m.timestamp for m in alerts] == [200.0]
     with pytest.raises(TypeError, match="clock"):
         tracker.clock = 5  # type: ignore[assignment]
+
+
+def test_a_tracker_nobody_holds_is_freed_at_once() -> None:
+    """The tracker and its core form no reference cycle: dropping the last reference frees
+    the tracker (and the calls it holds) without waiting for the cycle collector."""
+    import gc
+    import weakref
+
+    tracker = CacheTracker(provider="anthropic")
+    tracker.record(fakes.message(fakes.usage(input=10, write=2000)), request=fakes.request())
+    gone = weakref.ref(tracker)
+    gc.disable()
+    try:
+        del tracker
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_history_clamps_absurd_counts_and_aggregates_keep_them() -> None:

@@ -7,7 +7,7 @@ cache read, wrote, cost and saved, grouped by the cacheable prefix each call tri
 from __future__ import annotations
 
 from ._flow import flow
-from .fingerprint import fingerprint
+from ._public import fingerprint
 from .policy import CachePolicy
 from .tracker import CacheTracker
 from .types import CallMetrics, Cost, PrefixDiff, PrefixKey, Provider, Regression, Usage

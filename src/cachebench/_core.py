@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ._alerts import default_regression
+from ._alerts import default_alert, default_regression
 from ._call import CallContext, apply_ttl_hint, call_row
 from ._flow import current_flow, default_flow
 from ._guard import Guard
@@ -63,8 +64,8 @@ def _in_event_loop() -> bool:
 class Core:
     """The call path and the state it updates. Not public: reached as ``CacheTracker._core``.
 
-    ``owner`` is the tracker; its ``on_miss_alert`` and ``on_regression`` are read when one
-    fires, so reassigning them on the tracker takes effect at once.
+    ``owner`` is the tracker, held weakly; its ``on_miss_alert`` and ``on_regression`` are
+    read when one fires, so reassigning them on the tracker takes effect at once.
     """
 
     def __init__(
@@ -80,7 +81,9 @@ class Core:
         clock: Callable[[], float],
         strict: bool,
     ) -> None:
-        self._owner = owner
+        # Weak: the tracker holds its core, and a cycle would keep both (and every recorded
+        # call) alive until the cycle collector runs.
+        self._owner: Callable[[], Any] = weakref.ref(owner)
         self.clock = clock
         self._guard = Guard(strict=strict)
         self._prices: Pricer = PriceTable(prices)
@@ -246,13 +249,17 @@ class Core:
                 self._detector.on_open = self._opened.append
             else:
                 opened = ()
-        for regression in opened:
-            if self._owner.on_regression is None:
-                default_regression(regression)
-            else:
-                self._guard.user_callback("on_regression", self._owner.on_regression, regression)
-        if unexpected:
-            self._guard.user_callback("on_miss_alert", self._owner.on_miss_alert, CallMetrics(*row))
+        if opened or unexpected:
+            owner = self._owner()  # None once the tracker is gone (a wrapper outlived it)
+            for regression in opened:
+                on_regression = owner.on_regression if owner is not None else None
+                if on_regression is None:
+                    default_regression(regression)
+                else:
+                    self._guard.user_callback("on_regression", on_regression, regression)
+            if unexpected:
+                on_miss = owner.on_miss_alert if owner is not None else default_alert
+                self._guard.user_callback("on_miss_alert", on_miss, CallMetrics(*row))
         return row
 
     def _fail(self, ctx: CallContext, exc: BaseException) -> None:

@@ -33,7 +33,6 @@ __all__ = [
     "BlockPrint",
     "canonical",
     "diff_layers",
-    "fingerprint",
     "hex_id",
     "key",
     "layer_print",
@@ -456,25 +455,3 @@ def diff_layers(old: Sequence[BlockPrint], new: Sequence[BlockPrint]) -> PrefixD
             _excerpt(b.text, start, end),
         )
     return None
-
-
-def fingerprint(
-    messages: Any = None,
-    system: Any = None,
-    tools: Any = None,
-    *,
-    provider: str = "anthropic",
-    model: str | None = None,
-) -> str | None:
-    """The ``prefix_id`` a request with these parts would get, or ``None`` if uncacheable.
-
-    ``messages``, ``system`` and ``tools`` take the provider's own request shapes (dicts or
-    SDK objects). Key order, SDK-object-vs-dict and where the cache markers sit do not
-    change the result; the newest user turn never enters it; any other change does.
-    """
-    from .providers import adapter_for
-
-    adapter = adapter_for(provider)
-    return key(
-        adapter.prompt_from_parts(messages=messages, system=system, tools=tools, model=model)
-    ).prefix_id

@@ -245,8 +245,20 @@ _NAN = math.nan
 _ONLY_PREFIX: Any = object()
 
 
-def _clamp(n: int) -> int:
-    return n if n <= _MAX_TOKENS else _MAX_TOKENS
+def _clamp(n: Any) -> int:
+    """A count as a uint32: negatives and non-numbers are 0, beyond 2**32 - 1 is 2**32 - 1."""
+    try:
+        n = int(n)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return 0 if n < 0 else n if n <= _MAX_TOKENS else _MAX_TOKENS
+
+
+def _as_float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError):
+        return _NAN
 
 
 class History:
@@ -293,33 +305,30 @@ class History:
             | (row[_UNPRICED] and 1 << 10)
             | (row[_STREAM] and 1 << 11)
         )
+        # Converted before anything is stored, so a value that cannot be stored never leaves
+        # the parts of a row out of step with each other.
+        try:
+            packed_ints = array("I", counts)
+        except (OverflowError, TypeError, ValueError):  # garbage: clamped (no call has 4e9 tokens)
+            packed_ints = array("I", [_clamp(c) for c in counts])
+        try:
+            packed_floats = array("d", floats)
+        except (OverflowError, TypeError, ValueError):
+            packed_floats = array("d", [_as_float(x) for x in floats])
         slot = self.count % self.size
-        ints = self._ints
         if self.count < self.size:
             self._refs.extend((model, flow, pid, bps))
-            try:
-                ints.extend(counts)
-            except OverflowError:  # a garbage count beyond uint32 (no call has 4 billion tokens)
-                del ints[slot * _N_INTS :]
-                ints.extend([_clamp(c) for c in counts])
-            self._floats.extend(floats)
+            self._ints.extend(packed_ints)
+            self._floats.extend(packed_floats)
             self._bits.append(bits)
         else:
-            # Full: overwrite the oldest slot in place (no new arrays per call).
+            # Full: overwrite the oldest slot in place.
             r = slot * _N_REFS
-            refs = self._refs
-            refs[r] = model
-            refs[r + 1] = flow
-            refs[r + 2] = pid
-            refs[r + 3] = bps
+            self._refs[r : r + _N_REFS] = [model, flow, pid, bps]
             i = slot * _N_INTS
-            for k in range(_N_INTS):
-                c = counts[k]
-                ints[i + k] = c if c <= _MAX_TOKENS else _MAX_TOKENS
+            self._ints[i : i + _N_INTS] = packed_ints
             f = slot * _N_FLOATS
-            fl = self._floats
-            for k in range(_N_FLOATS):
-                fl[f + k] = floats[k]
+            self._floats[f : f + _N_FLOATS] = packed_floats
             self._bits[slot] = bits
             self._rare.pop(slot, None)
         diag = row[_DIAG]

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any, get_args
 
+from .providers._base import as_int
 from .types import CallMetrics, MissCause
 
-__all__ = ["AGGREGATE_KEYS", "FIELD", "Agg", "History", "Stats"]
+__all__ = ["AGGREGATE_KEYS", "FIELD", "Agg", "History", "Stats", "Sums"]
 
 AGGREGATE_KEYS = (
     "calls",
@@ -104,12 +105,12 @@ class Agg:
         return self.rare
 
     def add(self, row: tuple[Any, ...]) -> None:
-        self.calls += 1
-        ts = row[_TIMESTAMP]
-        if self.first_seen == 0.0 or ts < self.first_seen:
-            self.first_seen = ts
-        if ts > self.last_seen:
-            self.last_seen = ts
+        """Add one call (a row)."""
+        self.count(row, _sums(row))
+
+    def count(self, row: tuple[Any, ...], sums: Sums) -> None:
+        """Add one call whose sums were already read with :func:`_sums`: the rare counters
+        (errors, holds, unknown usage, unpriced) from the row, then the sums."""
         if row[_ERROR] is not None:
             self._rare()[_R_ERRORS] += 1
         held = row[_HELD]
@@ -119,24 +120,10 @@ class Agg:
             rare[_R_HELD_MS] += held
         if not row[_KNOWN]:
             self._rare()[_R_UNKNOWN] += 1
-            return
-        read = row[_READ]
-        write = row[_WRITE]
-        self.input += row[_INPUT]
-        self.read += read
-        self.write += write
-        self.write_1h += row[_WRITE_1H]
-        self.output += row[_OUTPUT]
-        # CallMetrics.cacheable_tokens / hit_tokens, inlined: this runs four times per call.
-        den = read + write if row[_WRITES_REPORTED] else row[_EXPECTED]
-        self.hit_den += den
-        self.hit_num += read if read < den else den
-        cost = row[_COST]
-        if row[_UNPRICED] or cost is None:
+        elif row[_UNPRICED] or row[_COST] is None:
             self._rare()[_R_UNPRICED] += 1
-        else:
-            self.cost += cost
-            self.cost_without += row[_COST_WITHOUT] or 0.0
+        ts, inp, read, write, write_1h, out, den, hit, cost, without = sums
+        self.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
 
     def bump(
         self,
@@ -151,8 +138,8 @@ class Agg:
         cost: float,
         without: float,
     ) -> None:
-        """:meth:`add` for the common call (no error, no hold, usage known, priced), with the
-        row's values read once for every aggregate the call belongs to."""
+        """Add one call's sums (:func:`_sums`); alone, for a call with nothing rare to count
+        (no error, no hold, usage known, priced)."""
         self.calls += 1
         if self.first_seen == 0.0 or ts < self.first_seen:
             self.first_seen = ts
@@ -193,6 +180,36 @@ class Agg:
 
 
 _R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
+
+# What one call adds to an aggregate's sums: timestamp, input, read, write, 1h write, output,
+# hit denominator and numerator, cost, cost without cache.
+Sums = tuple[float, int, int, int, int, int, int, int, float, float]
+
+
+def _sums(row: tuple[Any, ...]) -> Sums:
+    """A row's :data:`Sums`, read once for every aggregate the call belongs to. Unknown usage
+    adds no tokens; an unpriced call adds no cost."""
+    ts = float(row[_TIMESTAMP])
+    if not row[_KNOWN]:
+        return (ts, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    read = int(row[_READ])
+    write = int(row[_WRITE])
+    # CallMetrics.cacheable_tokens / hit_tokens, inlined: this runs on every call.
+    den = read + write if row[_WRITES_REPORTED] else int(row[_EXPECTED])
+    cost = row[_COST]
+    priced = not row[_UNPRICED] and cost is not None
+    return (
+        ts,
+        int(row[_INPUT]),
+        read,
+        write,
+        int(row[_WRITE_1H]),
+        int(row[_OUTPUT]),
+        den,
+        read if read < den else den,
+        float(cost) if priced else 0.0,
+        float(row[_COST_WITHOUT] or 0.0) if priced else 0.0,
+    )
 
 
 class _Bounded:
@@ -246,12 +263,9 @@ _ONLY_PREFIX: Any = object()
 
 
 def _clamp(n: Any) -> int:
-    """A count as a uint32: negatives and non-numbers are 0, beyond 2**32 - 1 is 2**32 - 1."""
-    try:
-        n = int(n)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-    return 0 if n < 0 else n if n <= _MAX_TOKENS else _MAX_TOKENS
+    """A count as a uint32: :func:`as_int`, and beyond 2**32 - 1 is 2**32 - 1."""
+    n = as_int(n)
+    return n if n <= _MAX_TOKENS else _MAX_TOKENS
 
 
 def _as_float(x: Any) -> float:
@@ -426,28 +440,25 @@ class Stats:
         model = self._name(row[_MODEL])
         flow = self.flows.touch(flow_name)
         prefix = self.prefixes.touch(prefix_hash) if prefix_hash is not None else None
-        cost = row[_COST]
-        if row[_KNOWN] and cost is not None and row[_ERROR] is None and not row[_HELD] and not row[_UNPRICED]:
-            # The common call: its values read once, then added to each aggregate.
-            ts = float(row[_TIMESTAMP])
-            inp = int(row[_INPUT])
-            read = int(row[_READ])
-            write = int(row[_WRITE])
-            write_1h = int(row[_WRITE_1H])
-            out = int(row[_OUTPUT])
-            den = read + write if row[_WRITES_REPORTED] else int(row[_EXPECTED])
-            hit = read if read < den else den
-            c = float(cost)
-            without = float(row[_COST_WITHOUT] or 0.0)
-            self.total.bump(ts, inp, read, write, write_1h, out, den, hit, c, without)
-            flow.bump(ts, inp, read, write, write_1h, out, den, hit, c, without)
+        sums = _sums(row)
+        if (
+            row[_KNOWN]
+            and row[_COST] is not None
+            and row[_ERROR] is None
+            and not row[_HELD]
+            and not row[_UNPRICED]
+        ):
+            # The common call: nothing rare to count, only its sums to add.
+            ts, inp, read, write, write_1h, out, den, hit, cost, without = sums
+            self.total.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
+            flow.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
             if prefix is not None:
-                prefix.bump(ts, inp, read, write, write_1h, out, den, hit, c, without)
+                prefix.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
         else:
-            self.total.add(row)
-            flow.add(row)
+            self.total.count(row, sums)
+            flow.count(row, sums)
             if prefix is not None:
-                prefix.add(row)
+                prefix.count(row, sums)
         if prefix is not None:
             prefix.flow = flow_name
             prefix.model = model

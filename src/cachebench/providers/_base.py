@@ -15,7 +15,6 @@ from ..types import Prompt, Usage
 
 __all__ = [
     "SENTINELS",
-    "TEXT_TYPES",
     "Accumulator",
     "Adapter",
     "as_int",
@@ -84,7 +83,7 @@ class _Attrs(Mapping[str, Any]):
         return 0
 
 
-TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
+_TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
 
 
 def text_form(part: Any) -> Any:
@@ -93,7 +92,7 @@ def text_form(part: Any) -> Any:
     The providers render ``"content": "hi"`` and ``[{"type": "text", "text": "hi"}]`` as the
     same prompt, so both must hash alike; any other part is returned unchanged.
     """
-    if type(part) is dict and len(part) == 2 and part.get("type") in TEXT_TYPES:
+    if type(part) is dict and len(part) == 2 and part.get("type") in _TEXT_TYPES:
         text = part.get("text")
         if type(text) is str:
             return text

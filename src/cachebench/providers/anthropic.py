@@ -14,7 +14,7 @@ from typing import Any
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Prompt, Usage
-from ._base import TEXT_TYPES, as_int, fields, get, has_field, items, text_form
+from ._base import as_int, fields, get, has_field, items, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -130,11 +130,7 @@ def _build(
             continue
         for part in content if type(content) is list else items(content):
             if type(part) is dict and MARKER not in part:
-                # text_form, inlined: a plain text part is its string.
-                if len(part) == 2 and part.get("type") in TEXT_TYPES and type(part.get("text")) is str:
-                    append(("messages", (role, part["text"])))
-                else:
-                    append(("messages", (role, part)))
+                append(("messages", (role, text_form(part))))
             elif type(part) is str:
                 append(("messages", (role, part)))
             else:

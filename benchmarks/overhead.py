@@ -92,18 +92,11 @@ def time_each(fn: Callable[[], Any], iterations: int, warmup: int) -> list[int]:
     """Per-iteration wall times in ns, gc disabled during the timed loop."""
     for _ in range(warmup):
         fn()
-    samples = [0] * iterations
-    clock = time.perf_counter_ns
-    gc.collect()
-    gc.disable()
-    try:
-        for i in range(iterations):
-            t0 = clock()
-            fn()
-            samples[i] = clock() - t0
-    finally:
-        gc.enable()
-    return samples
+    return time_pairs(fn, _ignore, iterations)[0]
+
+
+def _ignore(_: Any) -> None:
+    return None
 
 
 def time_pairs(

@@ -6,7 +6,6 @@ import os
 import platform
 
 import cachebench
-from cachebench._core import build
 
 
 def verdict(ok: bool) -> str:
@@ -14,10 +13,10 @@ def verdict(ok: bool) -> str:
 
 
 def machine_line(library: str, version: str) -> str:
-    """cachebench's version and build, the other library measured, the machine and its load."""
+    """cachebench's version, the other library measured, the machine and its load."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
-        f"cachebench {cachebench.__version__} ({build()}) | {library} {version} | "
+        f"cachebench {cachebench.__version__} | {library} {version} | "
         f"Python {platform.python_version()} | {platform.machine()} | {os.cpu_count()} CPUs | "
         f"load average {load} (timings are only comparable on an otherwise idle machine)"
     )

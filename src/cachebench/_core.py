@@ -11,10 +11,8 @@ One call, start to end::
 Everything but the SDK call runs under the :class:`~cachebench._guard.Guard`: the caller
 gets the SDK's response or the SDK's own exception, unchanged.
 
-This module is compiled with mypyc in the compiled build (see ``pyproject.toml``), so
-:class:`Core` is a native class: its attributes are declared here, and it is never
-subclassed. The public, subclassable :class:`~cachebench.tracker.CacheTracker` validates the
-configuration and holds one ``Core``.
+The public :class:`~cachebench.tracker.CacheTracker` validates the configuration and holds
+one ``Core``.
 """
 
 from __future__ import annotations
@@ -38,19 +36,13 @@ from .regress import FlowDetector
 from .stats import Stats
 from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, Regression, Usage
 
-__all__ = ["Core", "Pricer", "build"]
+__all__ = ["Core", "Pricer"]
 
 
 class Pricer(Protocol):
     """What the call path asks of a price table (:class:`~cachebench.pricing.PriceTable`)."""
 
     def cost(self, provider: str, model: str | None, usage: Usage, timestamp: float) -> Cost: ...
-
-
-def build() -> str:
-    """Which build is running: ``compiled (mypyc)`` (this module is an extension) or
-    ``plain Python``. Tests and benchmarks report it."""
-    return "plain Python" if __file__.endswith(".py") else "compiled (mypyc)"
 
 
 def _in_event_loop() -> bool:

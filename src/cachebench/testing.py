@@ -1,22 +1,33 @@
-"""Pytest plugin: test your LLM app's prompt caching against the local emulator.
+"""Testing helpers: :class:`ManualClock`, and a pytest plugin that runs the local emulator.
+
+``ManualClock`` needs no extra: ``from cachebench.testing import ManualClock`` works with the
+core package alone, with or without pytest. Give one clock to a ``CacheTracker(clock=...)``
+(and to an ``Emulator(clock=...)``) and move it with ``advance(seconds)``.
 
 Installing cachebench registers this module as a pytest plugin (a ``pytest11`` entry point,
 whatever the extras), which provides one fixture, ``cache_emulator``. The fixture needs the
-``emulator`` extra (``pip install 'cachebench[emulator]'``: starlette, uvicorn); without it
-the plugin costs nothing until a test asks for the fixture::
+``emulator`` extra (starlette, uvicorn); without it the plugin costs nothing until a test
+asks for the fixture::
 
     import anthropic
+
     from cachebench import CacheTracker
+
+    SYSTEM = [{"type": "text", "text": "Answer as the shop's support agent. " * 150,
+               "cache_control": {"type": "ephemeral"}}]
+
+    def ask(create, question):
+        return create(model="claude-sonnet-5", max_tokens=64, system=SYSTEM,
+                      messages=[{"role": "user", "content": question}])
 
     def test_second_call_reads_the_system_prompt(cache_emulator):
         client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-test")
         tracker = CacheTracker(clock=cache_emulator.clock)
         create = tracker.wrap(client.messages.create)
-        create(**request)                       # writes the cache
-        second = create(**request)              # reads it
-        assert second.usage.cache_read_input_tokens > 0
+        ask(create, "Hi")                                   # writes the cache
+        assert ask(create, "Hello").usage.cache_read_input_tokens > 0
         cache_emulator.advance(301)             # past 5 idle minutes on the emulator's clock
-        assert create(**request).usage.cache_read_input_tokens == 0
+        assert ask(create, "Hey").usage.cache_read_input_tokens == 0
 
 The fixture yields a :class:`CacheEmulator`:
 
@@ -26,8 +37,8 @@ The fixture yields a :class:`CacheEmulator`:
   (``boto3.client("bedrock-runtime", endpoint_url=..., region_name="us-east-1", ...)`` with
   any credentials) and ``gemini_base_url`` (``genai.Client(api_key=...,
   http_options={"base_url": ...})``);
-- ``clock``: the emulator's manual clock; give it to a ``CacheTracker(clock=...)`` so the
-  tracker and the emulator agree on time, and move it with ``advance(seconds)`` (an entry
+- ``clock``: the emulator's :class:`ManualClock`; give it to a ``CacheTracker(clock=...)`` so
+  the tracker and the emulator agree on time, and move it with ``advance(seconds)`` (an entry
   is alive while ``now <= expires``: a 5m entry is still read after ``advance(300)`` and
   gone after ``advance(301)``);
 - ``set_knobs(**fields)``: latency, time to first token, injected errors and isolated
@@ -43,16 +54,17 @@ entries. Nothing heavy is imported until the fixture is first used.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import pytest
+from ._clock import ManualClock
 
 if TYPE_CHECKING:
     from .cachemodel import Knobs
-    from .emulator import Emulator, EmulatorServer, ManualClock
+    from .emulator import Emulator, EmulatorServer
 
-__all__ = ["CacheEmulator", "cache_emulator"]
+__all__ = ["CacheEmulator", "ManualClock"]
 
 
 class CacheEmulator:
@@ -87,8 +99,6 @@ class CacheEmulator:
 
     @property
     def clock(self) -> ManualClock:
-        from .emulator import ManualClock
-
         clock = self.emulator.clock
         if not isinstance(clock, ManualClock):  # pragma: no cover - the fixture always builds one
             raise TypeError("this emulator does not run on a manual clock")
@@ -108,17 +118,22 @@ class CacheEmulator:
         self.emulator.reset()
 
 
-@pytest.fixture(scope="session")
-def _cache_emulator_server() -> Iterator[EmulatorServer]:
-    from .emulator import Emulator, EmulatorServer, ManualClock
+# The fixtures exist only where pytest does: ManualClock and CacheEmulator import without it.
+if importlib.util.find_spec("pytest") is not None:
+    import pytest
 
-    with EmulatorServer(Emulator(clock=ManualClock())) as server:
-        yield server
+    __all__ += ["cache_emulator"]
 
+    @pytest.fixture(scope="session")
+    def _cache_emulator_server() -> Iterator[EmulatorServer]:
+        from .emulator import Emulator, EmulatorServer
 
-@pytest.fixture
-def cache_emulator(_cache_emulator_server: EmulatorServer) -> Iterator[CacheEmulator]:
-    """A local provider emulator with an empty cache (see :mod:`cachebench.testing`)."""
-    _cache_emulator_server.emulator.reset()
-    yield CacheEmulator(_cache_emulator_server)
-    _cache_emulator_server.emulator.reset()
+        with EmulatorServer(Emulator(clock=ManualClock())) as server:
+            yield server
+
+    @pytest.fixture
+    def cache_emulator(_cache_emulator_server: EmulatorServer) -> Iterator[CacheEmulator]:
+        """A local provider emulator with an empty cache (see :mod:`cachebench.testing`)."""
+        _cache_emulator_server.emulator.reset()
+        yield CacheEmulator(_cache_emulator_server)
+        _cache_emulator_server.emulator.reset()

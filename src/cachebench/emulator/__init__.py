@@ -19,7 +19,8 @@ starts one per test session and empties its cache before each test.
 
 from __future__ import annotations
 
+from .._clock import ManualClock
 from ._server import EmulatorServer, serve
-from .app import Emulator, ManualClock, create_app
+from .app import Emulator, create_app
 
 __all__ = ["Emulator", "EmulatorServer", "ManualClock", "create_app", "serve"]

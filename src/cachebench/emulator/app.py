@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
-import math
 import random
 import threading
 import time
@@ -27,32 +26,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from .._clock import ManualClock
 from ..cachemodel import CacheModel, Knobs
 from ._errors import WireError, WireRoute, error_response, json_response
 from ._wire import read_json
 
 FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
 Sleep = Callable[[float], Awaitable[Any]]
-
-
-class ManualClock:
-    """A clock that moves only when told: pass it as ``Emulator(clock=...)`` and to a
-    ``CacheTracker`` so both see the same time, then :meth:`advance` past a TTL."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = float(start)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> float:
-        """Move forward by ``seconds`` (finite, >= 0: ``ValueError`` otherwise); the new time."""
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-        with self._lock:
-            self._now += float(seconds)
-            return self._now
 
 
 class Emulator:

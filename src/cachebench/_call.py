@@ -8,6 +8,7 @@ The tracker's :class:`~cachebench._core.Core` is reached only at run time, throu
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,17 @@ if TYPE_CHECKING:
     from .policy import Hold
     from .types import Cost, MissCause, Prompt, Usage
 
-__all__ = ["EMPTY_KEY", "CallContext", "apply_ttl_hint", "call_row"]
+__all__ = ["EMPTY_KEY", "CallContext", "apply_ttl_hint", "call_row", "observing"]
+
+# The call a shell of this context is observing while the SDK runs. One SDK call can pass
+# through several shells of one tracker (``wrap(client.messages.create)`` on an
+# ``instrument``-ed client, a wrap of a wrap, a ``with_streaming_response`` manager entered
+# later): the outermost records it, the inner ones only pass it through and, when they were
+# given a ``flow=`` of their own, name it (the innermost explicit flow wins). One SDK call
+# is one record.
+observing: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "cachebench_observing", default=None
+)
 
 EMPTY_KEY = PrefixKey(None, None, (), (), (), (), (), 0, 0, -1, 0, full=((), ()))
 
@@ -135,6 +146,8 @@ class CallContext:
                 if self.flying:
                     self.core._land(self)
                 self._tell_gate(started=False)
+        if not self.core._later.empty():
+            self.core.drain()  # what a finalizer handed over meanwhile (this thread holds no lock now)
 
 
 def call_row(

@@ -18,6 +18,7 @@ one ``Core``.
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -36,7 +37,11 @@ from .regress import FlowDetector
 from .stats import Stats
 from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, Regression, Usage
 
-__all__ = ["Core", "Pricer"]
+__all__ = ["MAX_TOKENS", "Core", "Pricer"]
+
+# No call reads, writes or produces this many tokens: a count above it is corrupt input
+# (a logged body mangled, an overflowed counter), refused rather than added to the totals.
+MAX_TOKENS = 10**12
 
 
 class Pricer(Protocol):
@@ -86,6 +91,28 @@ class Core:
         self._inflight: dict[int, int] = {}  # cold prefix -> calls writing it, response not started
         self._opened: list[Regression] = []  # opened under the lock, announced after it
         self._detector = FlowDetector(threshold, capture_text, max_prefixes, self._opened.append)
+        # Work handed over by garbage-collector finalizers (an abandoned stream): they may run
+        # while this very thread holds ``_lock``, so they only put here (SimpleQueue.put is
+        # reentrant and takes no lock a finalizer could interrupt) and ``drain`` does the work.
+        self._later: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]]] = queue.SimpleQueue()
+
+    def later(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` at the next safe point: safe to call from a finalizer."""
+        self._later.put((fn, args))
+
+    def drain(self) -> None:
+        """Run what finalizers handed over. Called where this thread holds none of
+        cachebench's locks: the start of a call, and every reader."""
+        pending = self._later
+        while not pending.empty():
+            try:
+                fn, args = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn(*args)
+            except Exception as exc:
+                self._guard.failed("finalize", exc)
 
     def _begin(
         self,
@@ -99,6 +126,8 @@ class Core:
         """Everything before the SDK call. With a policy and ``hold``, a thread may wait here;
         async callers pass ``hold=False`` and await :meth:`_ahold` instead. ``live=False``
         (``record()`` of a call that already happened) never holds and is never in flight."""
+        if not self._later.empty():
+            self.drain()
         try:
             name = flow or current_flow() or default_flow()
             ctx = CallContext(self, adapter, request, name, self.clock())
@@ -180,6 +209,15 @@ class Core:
             or (prompt.model if prompt is not None else None)
             or adapter.request_model(ctx.request)
         )
+        counts = (usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens, usage.output_tokens)
+        if usage.known and max(counts) > MAX_TOKENS:
+            self._guard.refuse(
+                "usage",
+                f"refused a usage of more than {MAX_TOKENS:,} tokens in flow {ctx.flow!r} "
+                f"(input, cache read, cache write, output: {counts}); the call is recorded "
+                "with its usage unknown",
+            )
+            usage = UNKNOWN_USAGE._replace(model=usage.model, diagnostics=usage.diagnostics)
         usage = apply_ttl_hint(usage, key)
         try:
             cost = self._prices.cost(adapter.NAME, model, usage, ctx.timestamp)

@@ -11,6 +11,7 @@ user's process unless they ask for it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -30,13 +31,21 @@ def strict_from_env() -> bool:
 class Guard:
     """Counts and logs internal errors; re-raises them only when ``strict``."""
 
-    __slots__ = ("_lock", "by_stage", "errors", "strict")
+    __slots__ = ("_lock", "by_stage", "errors", "refused", "strict")
 
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
         self.errors = 0
         self.by_stage: dict[str, int] = {}
+        self.refused: dict[str, int] = {}  # bad input turned away (not an internal error)
         self._lock = threading.Lock()
+
+    def refuse(self, what: str, message: str) -> None:
+        """Count and log input cachebench turned away (say, an absurd token count). Never
+        raised: the input is the provider's or the caller's, not a bug of cachebench's."""
+        with self._lock:
+            self.refused[what] = self.refused.get(what, 0) + 1
+        logger.warning("cachebench: %s", message)
 
     def failed(self, stage: str, exc: BaseException) -> None:
         """Record an internal failure in ``stage``; re-raise it when strict."""
@@ -52,7 +61,15 @@ class Guard:
     def user_callback(self, name: str, fn: Callable[[Any], object], arg: Any) -> None:
         """Run a user's callback. Its exceptions are the user's: logged, counted, never raised."""
         try:
-            fn(arg)
+            result = fn(arg)
+            if inspect.iscoroutine(result):
+                # Constructing the tracker refuses ``async def`` callbacks; a plain function
+                # that returns a coroutine slips through: close it, and say so.
+                result.close()
+                raise TypeError(
+                    f"the {name} callback returned a coroutine, which cachebench cannot await; "
+                    "pass a plain function (schedule async work from it yourself)"
+                )
         except Exception as exc:
             with self._lock:
                 self.errors += 1

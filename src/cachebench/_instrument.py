@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._call import observing as _observing
 from .providers._base import SENTINELS  # Stainless leaves "not given" placeholders in bodies
 from .providers._stream import plain_result
 
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
     from .tracker import CacheTracker
 
 __all__ = ["InstrumentHooks", "body_of", "observer_for", "unpatch", "wrapper_for"]
+
+
+def _nested(core: Core, flow: str | None) -> bool:
+    """True when this shell runs inside another shell of the same tracker's call."""
+    outer = _observing.get()
+    if outer is None or outer.core is not core:
+        return False
+    if flow is not None:
+        outer.flow = flow
+    return True
 
 
 class InstrumentHooks:
@@ -76,14 +87,19 @@ def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | No
 
         @functools.wraps(fn)
         async def awrapped(*args: Any, **kwargs: Any) -> Any:
+            if _nested(core, flow):
+                return await fn(*args, **kwargs)
             ctx = core._begin(adapter, kwargs, flow, hold=False)
             await core._ahold(ctx)
+            token = _observing.set(ctx)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if ctx is not None:
                     core._fail(ctx, exc)
                 raise
+            finally:
+                _observing.reset(token)
             return core._observe(result, ctx)
 
         return awrapped
@@ -93,22 +109,31 @@ def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | No
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if _nested(core, flow):
+            return fn(*args, **kwargs)
         ctx = begin(adapter, kwargs, flow)
+        token = _observing.set(ctx)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
                 core._fail(ctx, exc)
             raise
+        finally:
+            _observing.reset(token)
         if ctx is None:
             return result
-        if type(result) in finished:
-            ctx.finished_response(result)  # the common case: a finished response of a known type
+        try:  # looking at the caller's result is cachebench's business: under the guard
+            if type(result) in finished:
+                ctx.finished_response(result)  # the common case: a finished response of a known type
+                return result
+            if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
+                return _await_then_observe(core, result, ctx)
+            if len(finished) < 64 and plain_result(result, adapter):
+                finished.add(type(result))
+        except Exception as exc:
+            core._guard.failed("observe", exc)
             return result
-        if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
-            return _await_then_observe(core, result, ctx)
-        if len(finished) < 64 and plain_result(result, adapter):
-            finished.add(type(result))
         return core._observe(result, ctx)
 
     return wrapped
@@ -116,12 +141,15 @@ def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | No
 
 async def _await_then_observe(core: Core, awaitable: Any, ctx: CallContext | None) -> Any:
     await core._ahold(ctx)
+    token = _observing.set(ctx)
     try:
         result = await awaitable
     except BaseException as exc:
         if ctx is not None:
             core._fail(ctx, exc)
         raise
+    finally:
+        _observing.reset(token)
     return core._observe(result, ctx)
 
 
@@ -147,19 +175,22 @@ def observer_for(
         async def arequest(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
             body = None
             try:
-                body = body_of(options) if wanted(options) else None
+                body = body_of(options) if wanted(options) and not _nested(core, flow) else None
             except Exception as exc:
                 core._guard.failed("instrument", exc)
             if body is None:
                 return await original(cast_to, options, *args, **kwargs)
             ctx = core._begin(adapter, body, flow, hold=False)
             await core._ahold(ctx)
+            token = _observing.set(ctx)
             try:
                 result = await original(cast_to, options, *args, **kwargs)
             except BaseException as exc:
                 if ctx is not None:
                     core._fail(ctx, exc)
                 raise
+            finally:
+                _observing.reset(token)
             return core._observe(result, ctx)
 
         arequest.__cachebench__ = True  # type: ignore[attr-defined]
@@ -169,18 +200,21 @@ def observer_for(
     def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         body = None
         try:
-            body = body_of(options) if wanted(options) else None
+            body = body_of(options) if wanted(options) and not _nested(core, flow) else None
         except Exception as exc:
             core._guard.failed("instrument", exc)
         if body is None:
             return original(cast_to, options, *args, **kwargs)
         ctx = core._begin(adapter, body, flow)
+        token = _observing.set(ctx)
         try:
             result = original(cast_to, options, *args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
                 core._fail(ctx, exc)
             raise
+        finally:
+            _observing.reset(token)
         return core._observe(result, ctx)
 
     request.__cachebench__ = True  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ every build (it may be subclassed); the core is compiled in the compiled build.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,22 @@ from .types import CallMetrics, Provider, Regression
 __all__ = ["CacheTracker", "CallContext"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_callback(name: str, callback: object) -> None:
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"{name} must be callable or None, got {type(callback).__name__}")
+    if inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
+        getattr(callback, "__call__", None)  # noqa: B004 (an object whose __call__ is async)
+    ):
+        raise TypeError(
+            f"{name} must be a plain function: an async def callback would never be awaited "
+            "(cachebench calls it from the thread that recorded the call, which may run no event "
+            "loop). Pass a plain function and schedule the coroutine from it, for example "
+            "lambda m: loop.call_soon_threadsafe(queue.put_nowait, m)"
+        )
 
 
 class CacheTracker:
@@ -53,8 +70,7 @@ class CacheTracker:
         ):
             raise ValueError(f"miss_alert_threshold must be a number in [0, 1], got {miss_alert_threshold!r}")
         for name, cb in (("on_miss_alert", on_miss_alert), ("on_regression", on_regression)):
-            if cb is not None and not callable(cb):
-                raise TypeError(f"{name} must be callable or None, got {type(cb).__name__}")
+            _check_callback(name, cb)
         if policy is not None and not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy (e.g. CachePolicy.miss_aware()), got {policy!r}")
         for name, n in (("max_prefixes", max_prefixes), ("max_calls", max_calls)):
@@ -67,8 +83,8 @@ class CacheTracker:
                 f"store: only the in-memory store (store=None) is available in this version; got {store!r}"
             )
         self.miss_alert_threshold = float(miss_alert_threshold)
-        self.on_miss_alert = on_miss_alert if on_miss_alert is not None else default_alert
-        self.on_regression = on_regression
+        self._on_miss_alert = on_miss_alert if on_miss_alert is not None else default_alert
+        self._on_regression = on_regression
         self.policy = policy
         self.capture_text = bool(capture_text)
         self.max_prefixes = max_prefixes
@@ -103,6 +119,32 @@ class CacheTracker:
                 f"(one of {', '.join(p.value for p in Provider)})"
             )
         return adapter_for(found)
+
+    @property
+    def on_miss_alert(self) -> Callable[[CallMetrics], object]:
+        """Called with the :class:`CallMetrics` of each unexpected miss; may be replaced."""
+        return self._on_miss_alert
+
+    @on_miss_alert.setter
+    def on_miss_alert(self, callback: Callable[[CallMetrics], object] | None) -> None:
+        _check_callback("on_miss_alert", callback)
+        self._on_miss_alert = callback if callback is not None else default_alert
+
+    @property
+    def on_regression(self) -> Callable[[Regression], object] | None:
+        """Called once per incident with its :class:`Regression` (None: log it); may be replaced."""
+        return self._on_regression
+
+    @on_regression.setter
+    def on_regression(self, callback: Callable[[Regression], object] | None) -> None:
+        _check_callback("on_regression", callback)
+        self._on_regression = callback
+
+    @property
+    def refused_usage(self) -> int:
+        """How many calls' usage was refused as corrupt (a count above 10**12 tokens): such a
+        call is recorded with its usage unknown, and logged."""
+        return self._core._guard.refused.get("usage", 0)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -209,36 +251,47 @@ class CacheTracker:
             isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or window_s <= 0
         ):
             raise ValueError(f"window_s must be a positive number of seconds or None, got {window_s!r}")
+        self._core.drain()
         with self._core._lock:
             if window_s is None:
                 return self._core._stats.total.as_dict()
             return self._core._stats.window(self.clock() - window_s).as_dict()
 
     def by_prefix(self) -> dict[str, dict[str, Any]]:
+        self._core.drain()
         with self._core._lock:
             return self._core._stats.by_prefix()
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
         """The aggregate keys per flow, plus ``distinct_prefixes`` and ``regression`` (the
-        flow's open :class:`Regression`, or None)."""
+        flow's open :class:`Regression` as its ``as_dict()``, or None): plain JSON values."""
+        self._core.drain()
         with self._core._lock:
             flows = self._core._stats.by_flow()
             for name, d in flows.items():
-                d["regression"] = self._core._detector.open_for(name)
+                r = self._core._detector.open_for(name)
+                d["regression"] = r.as_dict() if r is not None else None
             return flows
 
     def calls(self) -> list[CallMetrics]:
+        self._core.drain()
         with self._core._lock:
             return self._core._stats.calls()
 
     def regressions(self) -> list[Regression]:
         """Every incident so far (open ones have ``closed_at=None``), oldest first."""
+        self._core.drain()
         with self._core._lock:
             return self._core._detector.regressions()
 
+    def flush(self) -> None:
+        """Finish recording what is still pending (a stream the collector finalised). The
+        readers do this themselves; call it before reading the tracker's state another way."""
+        self._core.drain()
+
     def close(self) -> None:
         """Flush and release the store. Safe to call twice."""
-        return None
+        self._core.drain()
 
     def __enter__(self) -> CacheTracker:
         return self

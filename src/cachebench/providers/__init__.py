@@ -5,6 +5,7 @@ Modules are imported lazily; only they import a provider SDK, and only when aske
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Any
@@ -32,9 +33,26 @@ def adapter_for(provider: Provider | str) -> Any:
     return mod
 
 
+def _owner(target: Any) -> Any:
+    """The object a method belongs to: a bound method's ``__self__``, looking through
+    ``functools.wraps`` wrappers (``client.messages.with_raw_response.create`` wraps the bound
+    ``create``) and ``functools.partial``."""
+    for _ in range(16):  # wrapper chains are short; never follow a cycle for ever
+        owner = getattr(target, "__self__", None)
+        if owner is not None:
+            return owner
+        inner = getattr(target, "__wrapped__", None)
+        if inner is None:
+            inner = getattr(target, "func", None) if isinstance(target, functools.partial) else None
+        if inner is None:
+            return target
+        target = inner
+    return target
+
+
 def detect_client(client: Any) -> Provider | None:
-    """Which provider an SDK client (or a bound method of one) belongs to, if any."""
-    target = getattr(client, "__self__", client)
+    """Which provider an SDK client (or a method of one, however wrapped) belongs to, if any."""
+    target = _owner(client)
     for p in Provider:
         if adapter_for(p).owns_client(target):
             return p

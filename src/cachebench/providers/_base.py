@@ -22,6 +22,7 @@ __all__ = [
     "get",
     "get_path",
     "has_field",
+    "is_record",
     "items",
     "text_form",
 ]
@@ -118,6 +119,22 @@ def items(value: Any) -> list[Any]:
         return list(value)
     plain = to_plain(value)
     return plain if isinstance(plain, list) else [plain]
+
+
+def is_record(value: Any) -> bool:
+    """True when ``value`` can carry named fields: a JSON object, an SDK model, a dataclass or
+    an object with attributes. A string, a number, a list or a bare ``object()`` where a usage
+    object belongs carries no counts: its usage is unknown, never zeros."""
+    if value is None:
+        return False
+    cls = type(value)
+    is_mapping = _IS_MAPPING.get(cls)
+    if is_mapping is None:
+        is_mapping = _IS_MAPPING[cls] = isinstance(value, Mapping)
+    if is_mapping or hasattr(cls, "__pydantic_fields__") or hasattr(cls, "__dataclass_fields__"):
+        return True
+    own = getattr(value, "__dict__", None)
+    return isinstance(own, dict) and bool(own)
 
 
 def has_field(obj: Any, name: str) -> bool:

@@ -73,15 +73,17 @@ def hook_event_stream(stream: Any, rec: Recorder) -> Any:
 
     def until_end() -> Iterator[Any]:
         error: BaseException | None = None
+        collected = False
         try:
             yield from raw_events
         except GeneratorExit:
+            collected = True  # dropped after a ``break``: see Recorder.end
             raise
         except BaseException as exc:
             error = exc
             raise
         finally:
-            rec.end(error)
+            rec.end(error, collected=collected)
 
     def close_stream() -> None:
         try:

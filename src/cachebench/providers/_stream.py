@@ -25,6 +25,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._call import observing
 from ..types import UNKNOWN_USAGE, Usage
 from ._base import Accumulator
 
@@ -59,8 +60,16 @@ class Recorder:
         except Exception as exc:
             self._call.tracker_failed("stream event", exc)
 
-    def end(self, error: BaseException | None = None) -> None:
+    def end(self, error: BaseException | None = None, *, collected: bool = False) -> None:
+        """Finalise the call once. ``collected``: called by the garbage collector (a finalizer,
+        or a generator closed because it was dropped), which may run at any allocation,
+        including inside cachebench's own locked sections on this very thread: then the
+        recording is only queued (:meth:`~cachebench._core.Core.later`), without a lock, and
+        done at the next safe point (the next call's start, or any reader)."""
         if self._done:
+            return
+        if collected:
+            self._call.core.later(self.end, error)
             return
         self._done = True
         try:
@@ -75,11 +84,15 @@ class Recorder:
         self._call.finish(usage, error)
 
 
+def _end_collected(rec: Recorder) -> None:
+    rec.end(collected=True)
+
+
 def ended_when_collected(obj: Any, rec: Recorder) -> Any:
     """Finalise ``rec`` when ``obj`` is garbage-collected, even if it was never iterated (a
     generator that never started never runs its ``finally``). Returns ``obj``."""
     try:
-        weakref.finalize(obj, rec.end).atexit = False
+        weakref.finalize(obj, _end_collected, rec).atexit = False
     except TypeError:  # not weak-referenceable: it is finalised by iteration or close only
         pass
     return obj
@@ -87,31 +100,35 @@ def ended_when_collected(obj: Any, rec: Recorder) -> Any:
 
 def observe_iterator(it: Iterator[Any], rec: Recorder) -> Iterator[Any]:
     error: BaseException | None = None
+    collected = False
     try:
         for event in it:
             rec.item(event)
             yield event
     except GeneratorExit:
+        collected = True  # closed early: dropped after a ``break`` (or an explicit close())
         raise
     except BaseException as exc:
         error = exc
         raise
     finally:
-        # Closed early (break + GC, close()): close the SDK's own generator as its GC would.
+        # Closed early: close the SDK's own generator as its GC would.
         close = getattr(it, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
-        rec.end(error)
+        rec.end(error, collected=collected)
 
 
 async def observe_async_iterator(it: AsyncIterator[Any], rec: Recorder) -> AsyncIterator[Any]:
     error: BaseException | None = None
+    collected = False
     try:
         async for event in it:
             rec.item(event)
             yield event
     except GeneratorExit:
+        collected = True
         raise
     except BaseException as exc:
         error = exc
@@ -121,7 +138,7 @@ async def observe_async_iterator(it: AsyncIterator[Any], rec: Recorder) -> Async
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
-        rec.end(error)
+        rec.end(error, collected=collected)
 
 
 def _is_stainless_stream(obj: Any) -> bool:
@@ -209,6 +226,66 @@ class StreamManagerProxy:
         return getattr(self._manager, name)
 
 
+class ResponseManagerProxy:
+    """Stands in for ``with_streaming_response``'s ``ResponseContextManager``: the request is
+    sent only when it is entered, so the call is observed there; what ``with`` yields is the
+    SDK's own response, whose ``parse()`` is observed. Left without ``parse()`` (the raw
+    bytes read by hand), the call is recorded at exit with its usage unknown."""
+
+    def __init__(self, manager: Any, call: CallContext) -> None:
+        self._manager = manager
+        self._call = call
+
+    def _entered(self, response: Any) -> Any:
+        return self._call.guarded(_observe_raw_response, response, self._call) or response
+
+    def _exited(self, exc: tuple[Any, ...]) -> None:
+        call = self._call
+        if not call.finished and not call.observing:
+            error = exc[1] if len(exc) > 1 and isinstance(exc[1], Exception) else None
+            call.finish(UNKNOWN_USAGE, error)
+
+    def __enter__(self) -> Any:
+        token = observing.set(self._call)
+        try:
+            response = self._manager.__enter__()
+        except BaseException as exc:
+            self._call.finish(UNKNOWN_USAGE, exc)
+            raise
+        finally:
+            observing.reset(token)
+        return self._entered(response)
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self._manager.__exit__(*exc)
+        finally:
+            self._exited(exc)
+
+    async def __aenter__(self) -> Any:
+        token = observing.set(self._call)
+        try:
+            response = await self._manager.__aenter__()
+        except BaseException as exc:
+            self._call.finish(UNKNOWN_USAGE, exc)
+            raise
+        finally:
+            observing.reset(token)
+        return self._entered(response)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self._manager.__aexit__(*exc)
+        finally:
+            self._exited(exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._manager, name)
+
+
+_RESPONSE_MANAGERS = ("ResponseContextManager", "AsyncResponseContextManager")
+
+
 def _observe_raw_response(raw: Any, call: CallContext) -> Any:
     """``with_raw_response`` / ``with_streaming_response``: observe what ``parse()`` returns."""
     http = getattr(raw, "http_response", None)
@@ -254,6 +331,7 @@ def plain_result(result: Any, adapter: Any) -> bool:
             or _is_stainless_stream(result)
             or (hasattr(result, "http_response") and callable(getattr(result, "parse", None)))
             or type(result).__name__.endswith("StreamManager")
+            or type(result).__name__ in _RESPONSE_MANAGERS
             or inspect.isgenerator(result)
             or inspect.isasyncgen(result)
         )
@@ -279,6 +357,8 @@ def observe_result(result: Any, call: CallContext) -> Any:
         return hook_stainless_stream(result, Recorder(call, call.adapter.new_accumulator(call.request)))
     if hasattr(result, "http_response") and callable(getattr(result, "parse", None)):
         return _observe_raw_response(result, call)
+    if type(result).__name__ in _RESPONSE_MANAGERS:
+        return ResponseManagerProxy(result, call)
     if type(result).__name__.endswith("StreamManager"):
         call.observing = call.stream = True
         return StreamManagerProxy(result, Recorder(call, call.adapter.new_accumulator(call.request)))

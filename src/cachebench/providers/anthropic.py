@@ -14,7 +14,7 @@ from typing import Any
 from .._cachefacts import anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Prompt, Usage
-from ._base import as_int, fields, get, has_field, items, text_form
+from ._base import as_int, fields, get, has_field, is_record, items, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
@@ -227,7 +227,7 @@ def usage(response: Any) -> Usage:
     """A ``Message`` (or its JSON) -> :class:`Usage`; no usage at all -> unknown."""
     f = fields(response)
     u = f.get("usage")
-    if u is None or isinstance(u, (str, int, float, bool, list)):
+    if not is_record(u):
         return UNKNOWN_USAGE
     model = f.get("model")
     diag = f.get("diagnostics")
@@ -260,6 +260,8 @@ class StreamAccumulator:
         # {"input_tokens": 12, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 2048,
         #  "cache_creation": {"ephemeral_5m_input_tokens": 2048, "ephemeral_1h_input_tokens": 0},
         #  "output_tokens": 1}
+        if not is_record(u):
+            return  # not a usage object ("usage": "x"): it tells nothing
         self._seen = True
         for name in (
             "input_tokens",

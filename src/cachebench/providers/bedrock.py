@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .._cachefacts import anthropic_min_tokens, nova_min_tokens
 from ..types import UNKNOWN_USAGE, Usage
 from . import anthropic
-from ._base import as_int, get, has_field
+from ._base import as_int, get, has_field, is_record
 from ._bedrock_request import DEFAULT_TTL as DEFAULT_TTL
 from ._bedrock_request import MARKER as MARKER
 from ._bedrock_request import NAME as NAME
@@ -125,7 +125,7 @@ def usage(response: Any) -> Usage:
     if body is not None and not is_event_stream(body) and not isinstance(body, list):
         response = _read_body(response, body) if is_body(body) else decode_json(body)
     u = get(response, "usage")
-    if not isinstance(u, Mapping) and (u is None or isinstance(u, (str, int, float, bool, list))):
+    if not is_record(u):
         return UNKNOWN_USAGE
     model = get(response, "model")
     return _usage_of(u, model_id(model))
@@ -189,10 +189,10 @@ class StreamAccumulator:
             self._anthropic.add(payload)
         else:
             meta = get(payload, "metadata")
-            if has_field(meta, "usage"):
+            if is_record(get(meta, "usage")):
                 self._converse = get(meta, "usage")
         metrics = get(payload, INVOCATION_METRICS)
-        if metrics is not None:
+        if is_record(metrics):
             self._metrics = metrics
 
     def usage(self) -> Usage:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .._cachefacts import gemini_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
-from ._base import as_int, get, has_field
+from ._base import as_int, get, has_field, is_record
 
 if TYPE_CHECKING:
     from .._call import CallContext
@@ -286,9 +286,7 @@ def usage_from_metadata(meta: Any, *, model: str | None = None) -> Usage:
 
 def _metadata(response: Any) -> Any:
     meta = _first(response, USAGE_METADATA)
-    if meta is None or isinstance(meta, (str, int, float, bool, list)):
-        return None
-    return meta
+    return meta if is_record(meta) else None
 
 
 def usage(response: Any) -> Usage:

@@ -26,7 +26,7 @@ from .._cachefacts import model_version as model_version
 from .._guard import logger
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Usage
-from ._base import as_int, get, get_path, has_field
+from ._base import as_int, get, get_path, has_field, is_record
 from ._openai_request import DEFAULT_TTL as DEFAULT_TTL
 from ._openai_request import EXPLICIT_DEFAULT_TTL as EXPLICIT_DEFAULT_TTL
 from ._openai_request import EXPLICIT_TTLS as EXPLICIT_TTLS
@@ -123,9 +123,7 @@ def usage_from_fields(
 
 def _usage_obj(response: Any) -> Any:
     u = get(response, "usage")
-    if u is None or isinstance(u, (str, int, float, bool, list)):
-        return None
-    return u
+    return u if is_record(u) else None
 
 
 def usage(response: Any) -> Usage:

@@ -32,9 +32,9 @@ class Window:
         return sum(getattr(m, field) or 0 for m in self.calls)
 
     @property
-    def hit_ratio(self) -> float:
+    def hit_ratio(self) -> float | None:
         den = self.total("cacheable_tokens")
-        return self.total("hit_tokens") / den if den else math.nan
+        return self.total("hit_tokens") / den if den else None
 
     @property
     def cost(self) -> float:
@@ -60,8 +60,8 @@ class Window:
         return ", ".join(f"{cause} x{n}" for cause, n in counts.most_common()) or "none"
 
 
-def pct(x: float) -> str:
-    return "-" if math.isnan(x) else f"{x:.0%}"
+def pct(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.0%}"
 
 
 def usd(x: float) -> str:
@@ -111,10 +111,12 @@ def report(
     deploy_at: float,
     layers: Mapping[str, Sequence[str]],
     wall_s: float,
+    detected: Mapping[tuple[str, str, float], float] | None = None,
 ) -> int:
     """Print the report; ``layers`` names each flow's breakpoints in cache order, ``wall_s`` is
-    how long the run took. Returns 0, or 1 (with a message) when the figures do not add up to
-    the tracker's totals."""
+    how long the run took, ``detected`` when each incident, by (flow, kind, started_at), was
+    reported to ``on_regression``. Returns 0, or 1 (with a message) when the figures do not add
+    up to the tracker's totals."""
     halves = split(tracker, deploy_at)
     if not halves or not consistent(tracker, halves):
         console.print("[red]The before/after split does not add up to tracker.by_flow().[/]")
@@ -190,12 +192,15 @@ def report(
             ids.add_row(flow if i == 0 else "", name, str(b), str(a), after.causes() if i == 0 else "")
         ids.add_row("", "prefix", str(before.distinct(None)), str(after.distinct(None)), "", end_section=True)
     console.print(ids)
-    regressions(console, tracker)
+    regressions(console, tracker, detected or {})
     return 0
 
 
-def regressions(console: Console, tracker: CacheTracker) -> None:
-    """The incidents the tracker raised (``tracker.regressions()``), each with its diff."""
+def regressions(
+    console: Console, tracker: CacheTracker, detected: Mapping[tuple[str, str, float], float]
+) -> None:
+    """The incidents the tracker raised (``tracker.regressions()``), each with its diff, when
+    it started (its first affected call) and when it was detected."""
     found = tracker.regressions()
     if not found:
         console.print("The tracker raised no regression.")
@@ -210,8 +215,14 @@ def regressions(console: Console, tracker: CacheTracker) -> None:
             f", {signed(r.extra_cost_per_hour_usd)} an hour" if r.extra_cost_per_hour_usd is not None else ""
         )
         state = "still open" if r.open else f"closed at {clock_time(r.closed_at or 0.0)}"
+        found_at = (
+            r.detected_at if r.detected_at is not None else detected.get((r.flow, r.kind, r.started_at))
+        )
+        when = f"started {clock_time(r.started_at)}"
+        if found_at is not None:
+            when += f", detected {clock_time(found_at)}"
         console.print(
-            f"[bold]Regression:[/] {r.kind.replace('_', ' ')} in {r.flow} from {clock_time(r.started_at)}: "
+            f"[bold]Regression:[/] {r.kind.replace('_', ' ')} in {r.flow}, {when}: "
             f"{where}; hit ratio {pct(r.hit_ratio_before)} -> {pct(r.hit_ratio_after)} over "
             f"{r.calls_affected} calls{cost}; {state}.",
             soft_wrap=True,

@@ -47,7 +47,7 @@ from support_prompts import (
     system_prompt,
 )
 
-from cachebench import CacheTracker
+from cachebench import CacheTracker, Regression
 from cachebench.emulator import Emulator, EmulatorServer, ManualClock
 
 CHAT_MODEL = "claude-sonnet-5"  # minimum cacheable prefix: 1,024 tokens
@@ -157,12 +157,19 @@ def main(console: Console | None = None) -> int:
     started = time.perf_counter()
     clock = ManualClock(START)
     emulator = Emulator(clock=clock)
+    detected: dict[tuple[str, str, float], float] = {}  # (flow, kind, started_at) -> detection time
+
+    def on_regression(r: Regression) -> None:
+        """Called once per incident, the moment the tracker is sure of it."""
+        detected[r.flow, r.kind, r.started_at] = clock()
+        console.print(
+            f"[yellow]on_regression:[/] {r.kind.replace('_', ' ')} in {r.flow}, "
+            f"started {clock_time(r.started_at)}, detected {clock_time(clock())}"
+        )
+
     tracker = CacheTracker(
         clock=clock,  # the emulator's clock: both agree on every timestamp
-        # Called once per incident, the moment the tracker is sure of it.
-        on_regression=lambda r: console.print(
-            f"[yellow]on_regression:[/] {r.kind.replace('_', ' ')} in {r.flow} at {clock_time(clock())}"
-        ),
+        on_regression=on_regression,
     )
     with EmulatorServer(emulator) as server:
         claude = anthropic.Anthropic(base_url=server.url, api_key="sk-demo", max_retries=0)
@@ -176,7 +183,7 @@ def main(console: Console | None = None) -> int:
         wave(agent, emulator, clock, customers(CUSTOMERS_PER_WAVE, CUSTOMERS_PER_WAVE))
         claude.close()
         gpt.close()
-    return report(console, tracker, deploy_at, LAYERS, time.perf_counter() - started)
+    return report(console, tracker, deploy_at, LAYERS, time.perf_counter() - started, detected)
 
 
 if __name__ == "__main__":

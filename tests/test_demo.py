@@ -78,7 +78,8 @@ def check_report(output: str) -> None:
     lines = [line for line in ANSI.sub("", output).splitlines() if line.startswith("Regression:")]
     assert len(lines) == 2, output
     for flow in FLOWS:
-        (line,) = [x for x in lines if f"prefix churn in {flow} from" in x]
+        (line,) = [x for x in lines if f"prefix churn in {flow}, started " in x]
+        assert ", detected " in line  # both times, labelled
         assert "system block 0 changed at bytes 0-" in line and "still open" in line
 
 

@@ -137,7 +137,7 @@ def test_timestamp_in_the_system_prompt_is_one_churn_incident_naming_the_bytes(
     causes = [c.miss_cause for c in h.tracker.calls() if c.flow == "support"][-30:]
     assert causes[0] == "prefix_changed" and set(causes[opened_at + 1 :]) == {"prefix_changed"}
     assert not {"provider", "concurrent"} & set(causes)
-    assert h.tracker.by_flow()["support"]["regression"] == h.tracker.regressions()[0]
+    assert h.tracker.by_flow()["support"]["regression"] == h.tracker.regressions()[0].as_dict()
     assert h.tracker.by_flow()["billing"]["regression"] is None
     for i in range(20):  # the fix ships: the plain system prompt again
         support(**request(f"question {i % 3}"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import pytest
@@ -124,16 +123,16 @@ def test_aggregate_by_prefix_and_by_flow_keys() -> None:
     tracker.record(body(write=3000), request=fakes.request(), provider="anthropic", flow="a")
     assert set(tracker.aggregate()) == AGG_KEYS
     (prefix,) = tracker.by_prefix().values()
-    assert set(prefix) == AGG_KEYS | {"flow", "model", "first_seen", "last_seen"}
-    assert prefix["flow"] == "a" and prefix["model"] == fakes.MODEL
+    assert set(prefix) == AGG_KEYS | {"flow", "flows", "model", "first_seen", "last_seen"}
+    assert prefix["flow"] == "a" and prefix["flows"] == ["a"] and prefix["model"] == fakes.MODEL
     assert set(tracker.by_flow()["a"]) == AGG_KEYS | {"distinct_prefixes", "regression"}
 
 
 def test_empty_tracker_aggregates() -> None:
-    """No calls: counts are 0 and ratios are nan (nothing was cacheable), never an error."""
+    """No calls: counts are 0 and ratios are None (nothing was cacheable), never NaN or an error."""
     agg = CacheTracker().aggregate()
     assert agg["calls"] == 0
-    assert math.isnan(agg["hit_ratio"]) and math.isnan(agg["token_hit_ratio"])
+    assert agg["hit_ratio"] is None and agg["token_hit_ratio"] is None
     assert agg["cost_usd"] == 0.0
 
 
@@ -263,7 +262,7 @@ def test_below_minimum_prefix() -> None:
     tracker = CacheTracker(clock=Clock())
     m = tracker.record(body(input=300), request=fakes.request(), provider="anthropic")
     assert m is not None
-    assert (m.miss_cause, m.unexpected_miss, math.isnan(m.hit_ratio)) == ("below_minimum", False, True)
+    assert (m.miss_cause, m.unexpected_miss, m.hit_ratio) == ("below_minimum", False, None)
 
 
 def test_multi_turn_reads_previous_turns_entry() -> None:
@@ -295,7 +294,7 @@ def test_multi_turn_reads_previous_turns_entry() -> None:
 
 def test_unknown_model_costs_none_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
     """A model missing from the price data: tokens recorded, costs None, one warning per model."""
-    tracker = CacheTracker(clock=Clock())
+    tracker = CacheTracker(clock=Clock(), on_miss_alert=lambda m: None)  # alert lines name the model too
     req = fakes.request() | {"model": "claude-imaginary-9"}
     with caplog.at_level(logging.WARNING, logger="cachebench"):
         for _ in range(3):
@@ -516,12 +515,13 @@ def test_anthropic_compatible_server_that_reports_reads_only() -> None:
     cold = tracker.record(reads_only(0), request=fakes.request(), provider="anthropic")
     assert cold is not None
     assert (cold.writes_reported, cold.miss_cause, cold.unexpected_miss) == (False, "cold", False)
-    assert math.isnan(cold.hit_ratio)
+    assert cold.hit_ratio is None
     clock.now += 10
     hit = tracker.record(reads_only(2900), request=fakes.request(), provider="anthropic")
     assert hit is not None
     assert hit.expected_read_tokens > 0 and not hit.unexpected_miss
-    assert 0.95 < hit.hit_ratio <= 1.0  # against the byte-share estimate; the read then measures it
+    # Against the byte-share estimate; the read then measures it.
+    assert hit.hit_ratio is not None and 0.95 < hit.hit_ratio <= 1.0
     clock.now += 10
     lost = tracker.record(reads_only(0), request=fakes.request(), provider="anthropic")
     assert lost is not None

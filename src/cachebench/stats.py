@@ -1,8 +1,11 @@
 """Bounded aggregates per prefix, flow and model, and the retained call history.
 
 Every aggregate is a sum; ratios are computed when asked (ratios of sums, never means of
-per-call ratios). Memory is bounded: prefixes beyond ``max_prefixes`` are dropped least
-recently seen first, flows likewise, and the call history keeps ``max_calls``.
+per-call ratios) and are ``None``, never NaN, when their denominator is 0. Memory is bounded:
+prefixes beyond ``max_prefixes`` are dropped least recently seen first, flows likewise, and the
+call history keeps ``max_calls``. A prefix remembers the first :data:`MAX_FLOWS_PER_PREFIX`
+flows that used it; a flow counts the distinct prefixes it used with :class:`DistinctCount`
+(exact up to :data:`DISTINCT_EXACT`, an estimate beyond).
 
 A call arrives as a *row*: the values of :class:`~cachebench.types.CallMetrics`' fields in
 field order (``CallMetrics(*row)`` rebuilds it). The history keeps rows packed (token counts
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import fields
@@ -22,7 +26,22 @@ from typing import Any, get_args
 from .providers._base import as_int
 from .types import CallMetrics, MissCause
 
-__all__ = ["AGGREGATE_KEYS", "FIELD", "Agg", "History", "Stats", "Sums"]
+__all__ = [
+    "AGGREGATE_KEYS",
+    "DISTINCT_EXACT",
+    "FIELD",
+    "MAX_FLOWS_PER_PREFIX",
+    "Agg",
+    "DistinctCount",
+    "History",
+    "Stats",
+    "Sums",
+]
+
+#: A prefix's ``flows`` lists at most this many flows (the first ones, in first-use order).
+MAX_FLOWS_PER_PREFIX = 32
+#: A flow's ``distinct_prefixes`` is exact up to this many prefixes, then an estimate.
+DISTINCT_EXACT = 64
 
 AGGREGATE_KEYS = (
     "calls",
@@ -64,6 +83,50 @@ _WRITES_REPORTED = FIELD["writes_reported"]
 _UNPRICED = FIELD["unpriced"]
 
 
+class DistinctCount:
+    """How many distinct prefixes (their 64-bit hashes) a flow used, in at most
+    :data:`DISTINCT_EXACT` hashes (8 bytes each).
+
+    It keeps the smallest ``K`` hashes seen (k minimum values): while no more than ``K``
+    distinct hashes were added, the count is exact; beyond, it is ``(K - 1) / u`` where ``u``
+    is the ``K``-th smallest hash as a fraction of 2**64, an estimate with a relative standard
+    error of about ``1 / sqrt(K - 2)`` (13 % at ``K = 64``). Prefix ids are xxh3-64 hashes,
+    uniform enough for it.
+    """
+
+    __slots__ = ("_last", "_mins", "_over")
+
+    def __init__(self) -> None:
+        self._mins = array("Q")  # the smallest hashes seen, ascending, at most K
+        self._over = False  # a distinct hash was left out: the count is an estimate
+        self._last = -1  # the hash added last (consecutive calls often share one)
+
+    def add(self, h: int) -> None:
+        if h == self._last:
+            return
+        self._last = h
+        mins = self._mins
+        if self._over and h > mins[-1]:
+            return
+        i = bisect_left(mins, h)
+        if i < len(mins) and mins[i] == h:
+            return
+        if len(mins) < DISTINCT_EXACT:
+            mins.insert(i, h)
+            return
+        self._over = True
+        if i < DISTINCT_EXACT:
+            mins.insert(i, h)
+            mins.pop()
+
+    def count(self) -> int:
+        mins = self._mins
+        if not self._over:
+            return len(mins)
+        estimate = round((DISTINCT_EXACT - 1) * 2**64 / (mins[-1] + 1))
+        return max(estimate, DISTINCT_EXACT + 1)  # more than K were seen, whatever the hashes say
+
+
 class Agg:
     """Running sums for one group of calls.
 
@@ -77,12 +140,14 @@ class Agg:
         "cost_without",
         "first_seen",
         "flow",
+        "flows",
         "hit_den",
         "hit_num",
         "input",
         "last_seen",
         "model",
         "output",
+        "prefix_count",
         "rare",
         "read",
         "write",
@@ -95,7 +160,11 @@ class Agg:
         self.hit_num = self.hit_den = 0
         self.cost = self.cost_without = 0.0
         self.first_seen = self.last_seen = 0.0
-        self.flow: str | None = None
+        self.flow: str | None = None  # a prefix's: the flow of its last call
+        # A prefix's flows in first-use order, made when a second flow uses it (until then,
+        # ``flow`` is the only one); at most MAX_FLOWS_PER_PREFIX.
+        self.flows: list[str] | None = None
+        self.prefix_count: DistinctCount | None = None  # a flow's: the prefixes it used
         self.model: str | None = None
         self.rare: list[float] | None = None  # [errors, unknown, unpriced, holds, held_ms]
 
@@ -163,8 +232,8 @@ class Agg:
         return {
             "calls": self.calls,
             "errors": int(errors),
-            "hit_ratio": self.hit_num / self.hit_den if self.hit_den else math.nan,
-            "token_hit_ratio": self.read / total_in if total_in else math.nan,
+            "hit_ratio": self.hit_num / self.hit_den if self.hit_den else None,
+            "token_hit_ratio": self.read / total_in if total_in else None,
             "input_tokens": self.input,
             "cache_read_tokens": self.read,
             "cache_write_tokens": self.write,
@@ -177,6 +246,30 @@ class Agg:
             "unknown_usage_calls": int(unknown),
             "holds": int(holds),
         }
+
+    def note_flow(self, flow: str) -> None:
+        """A prefix's: ``flow`` used it (called when it is not the flow of its last call)."""
+        last = self.flow
+        if last is not None:
+            flows = self.flows
+            if flows is None:
+                flows = self.flows = [last]
+            if flow not in flows and len(flows) < MAX_FLOWS_PER_PREFIX:
+                flows.append(flow)
+        self.flow = flow
+
+    def flow_names(self) -> list[str]:
+        """A prefix's flows, in first-use order (a copy)."""
+        if self.flows is not None:
+            return list(self.flows)
+        return [self.flow] if self.flow is not None else []
+
+    def note_prefix(self, prefix_hash: int) -> None:
+        """A flow's: it used the prefix ``prefix_hash``."""
+        counter = self.prefix_count
+        if counter is None:
+            counter = self.prefix_count = DistinctCount()
+        counter.add(prefix_hash)
 
 
 _R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
@@ -459,9 +552,11 @@ class Stats:
             flow.count(row, sums)
             if prefix is not None:
                 prefix.count(row, sums)
-        if prefix is not None:
-            prefix.flow = flow_name
+        if prefix is not None and prefix_hash is not None:
+            if prefix.flow != flow_name and flow_name is not None:
+                prefix.note_flow(flow_name)
             prefix.model = model
+            flow.note_prefix(prefix_hash)
         self.history.append(row, flow_name, model, prefix_hash)
 
     def window(self, since: float) -> Agg:
@@ -474,22 +569,30 @@ class Stats:
         return [CallMetrics(*row) for row in self.history.rows()]
 
     def by_prefix(self) -> dict[str, dict[str, Any]]:
+        """The aggregate keys per retained prefix, plus ``flow`` (of its last call), ``flows``
+        (every flow that used it, in first-use order: the first :data:`MAX_FLOWS_PER_PREFIX`),
+        ``model``, ``first_seen`` and ``last_seen``."""
         out: dict[str, dict[str, Any]] = {}
         for pid, agg in self.prefixes.items():
             d = agg.as_dict()
-            d.update(flow=agg.flow, model=agg.model, first_seen=agg.first_seen, last_seen=agg.last_seen)
+            d.update(
+                flow=agg.flow,
+                flows=agg.flow_names(),
+                model=agg.model,
+                first_seen=agg.first_seen,
+                last_seen=agg.last_seen,
+            )
             out[format(pid, "016x")] = d
         return out
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
-        # Distinct prefixes are counted from the prefix table (the retained ones), which
-        # already bounds them; a flow's count is of the prefixes it used last.
-        distinct: dict[str | None, int] = {}
-        for agg in self.prefixes.values():
-            distinct[agg.flow] = distinct.get(agg.flow, 0) + 1
+        """The aggregate keys per retained flow, plus ``distinct_prefixes``: how many distinct
+        prefixes its calls used since the flow entered the table, exact up to
+        :data:`DISTINCT_EXACT` and estimated beyond (:class:`DistinctCount`)."""
         out: dict[str, dict[str, Any]] = {}
         for name, agg in self.flows.items():
             d = agg.as_dict()
-            d["distinct_prefixes"] = distinct.get(name, 0)
+            counter = agg.prefix_count
+            d["distinct_prefixes"] = counter.count() if counter is not None else 0
             out[name] = d
         return out

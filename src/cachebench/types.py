@@ -8,8 +8,9 @@ is everything from the start of the prompt through a breakpoint.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Literal, NamedTuple
 
@@ -375,14 +376,61 @@ class CallMetrics:
         return min(self.cache_read_tokens, self.cacheable_tokens)
 
     @property
-    def hit_ratio(self) -> float:
+    def hit_ratio(self) -> float | None:
+        """``hit_tokens / cacheable_tokens``; ``None`` when nothing was cacheable or the usage
+        is unknown (never NaN)."""
         den = self.cacheable_tokens
-        return self.hit_tokens / den if den else math.nan
+        return self.hit_tokens / den if den else None
 
     @property
-    def token_hit_ratio(self) -> float:
+    def token_hit_ratio(self) -> float | None:
+        """Cache reads over all input tokens; ``None`` when there were none or the usage is
+        unknown (never NaN)."""
         total = self.total_input_tokens
-        return self.cache_read_tokens / total if self.usage_known and total else math.nan
+        return self.cache_read_tokens / total if self.usage_known and total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name, plus ``hit_ratio`` and ``token_hit_ratio``: plain JSON values
+        (lists, no NaN or infinity: those are ``None``), so ``json.dumps(m.as_dict(),
+        allow_nan=False)`` works."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        out["hit_ratio"] = self.hit_ratio
+        out["token_hit_ratio"] = self.token_hit_ratio
+        return out
+
+    def __str__(self) -> str:
+        """One line: which call, when, its prefix, the tokens, the hit ratio, the money, and
+        the miss if there was one."""
+        parts = [
+            f"{self.provider} {self.model or '(model unknown)'} call in flow {self.flow!r} "
+            f"at {_utc(self.timestamp)}, "
+            + (f"prefix {self.prefix_id}" if self.prefix_id is not None else "no cache breakpoint")
+        ]
+        if self.error is not None:
+            parts.append(f"failed: {self.error}")
+        if self.usage_known:
+            expected = f" (expected {self.expected_read_tokens:,})" if self.expected_read_tokens else ""
+            parts.append(
+                f"read {self.cache_read_tokens:,}{expected}, wrote {self.cache_write_tokens:,}, "
+                f"uncached {self.input_tokens:,} input tokens, {self.output_tokens:,} output"
+            )
+            parts.append(f"hit ratio {_pct(self.hit_ratio)}")
+        else:
+            parts.append("usage not reported")
+        if self.cost_usd is None:
+            parts.append("unpriced" if self.unpriced or self.usage_known else "cost unknown")
+        else:
+            saved = f", saved {_usd(self.cost_saved_usd)}" if self.cost_saved_usd is not None else ""
+            parts.append(f"cost {_usd(self.cost_usd)}{saved}")
+        if self.elapsed_ms is not None and math.isfinite(self.elapsed_ms):
+            parts.append(f"{self.elapsed_ms:,.0f} ms")
+        if self.held_ms:
+            parts.append(f"held {self.held_ms:,.0f} ms")
+        if self.unexpected_miss:
+            parts.append(f"unexpected miss ({self.miss_cause or 'cause unknown'})")
+        elif self.miss_cause is not None:
+            parts.append(f"miss: {self.miss_cause}")
+        return _one_line("; ".join(parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,22 +450,120 @@ class PrefixDiff:
     before: str | None = None
     after: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name (plain JSON values)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def __str__(self) -> str:
+        return f"{self.section} block {self.block_index} changed (bytes {self.byte_start}-{self.byte_end}, {self.kind})"
+
 
 @dataclass(frozen=True, slots=True)
 class Regression:
-    """One incident on one flow: a hit-ratio drop or prefix churn."""
+    """One incident on one flow: a hit-ratio drop or prefix churn.
+
+    ``started_at`` is when the first affected call was made, ``detected_at`` when the tracker
+    opened the incident (``None`` where it was not recorded), ``closed_at`` when the flow
+    recovered (``None`` while open). Hit ratios the incident has no calls for are ``None``,
+    never NaN.
+    """
 
     flow: str
     kind: Literal["hit_ratio_drop", "prefix_churn"]
     started_at: float
-    hit_ratio_before: float
-    hit_ratio_after: float
+    hit_ratio_before: float | None
+    hit_ratio_after: float | None
     calls_affected: int
     extra_cost_per_hour_usd: float | None
     diff: PrefixDiff | None = None
     closed_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    detected_at: float | None = None
+
+    def __post_init__(self) -> None:
+        # A ratio over no calls arrives as NaN (0/0): it is shown as None.
+        for name in ("hit_ratio_before", "hit_ratio_after", "extra_cost_per_hour_usd"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                object.__setattr__(self, name, None)
 
     @property
     def open(self) -> bool:
         return self.closed_at is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name (``diff`` as its own dict), plus ``open``: plain JSON values,
+        so ``json.dumps(r.as_dict(), allow_nan=False)`` works."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "diff"}
+        out["diff"] = self.diff.as_dict() if self.diff is not None else None
+        out["open"] = self.open
+        return out
+
+    def __str__(self) -> str:
+        """One line: what, where, when it started and when it was detected, the damage, and
+        whether it is open."""
+        if self.diff is not None:
+            where = f": {self.diff}"
+        elif self.kind == "hit_ratio_drop":
+            where = ": the prompt did not change"
+        else:
+            where = ": changed block not located"
+        detected = _utc(self.detected_at) if self.detected_at is not None else "(time not recorded)"
+        extra = self.extra_cost_per_hour_usd
+        cost = f"{_usd(extra, sign=True)} an hour" if extra is not None else "extra cost unpriced"
+        if self.open:
+            state = "open"
+        else:
+            state = f"closed {_utc(self.closed_at or 0.0)}"
+            if self.details.get("evicted"):
+                state += " (flow no longer tracked)"
+        return _one_line(
+            f"{self.kind.replace('_', ' ')} in flow {self.flow!r}{where}; "
+            f"started {_utc(self.started_at)}, detected {detected}; "
+            f"hit ratio {_pct(self.hit_ratio_before)} -> {_pct(self.hit_ratio_after)} "
+            f"over {self.calls_affected:,} calls, {cost}; {state}"
+        )
+
+
+# -- plain output ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON: tuples as lists, NaN and infinities as ``None``, anything
+    else that JSON cannot hold as its ``str``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _utc(ts: float) -> str:
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return f"{ts!r} (not a time)"
+
+
+def _pct(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.0%}"
+
+
+def _usd(x: float, *, sign: bool = False) -> str:
+    """Dollars: to the cent from $1, else to a millionth (one call costs fractions of a cent)."""
+    if not math.isfinite(x):
+        return "n/a"
+    size = abs(x)
+    digits = 2 if size >= 1 else 6
+    if round(size, digits) == 0:
+        return "$0.00"  # no sign on what rounds to nothing
+    text = f"${size:,.{digits}f}"
+    return f"-{text}" if x < 0 else f"+{text}" if sign else text
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())

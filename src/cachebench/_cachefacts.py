@@ -17,17 +17,24 @@ __all__ = [
     "OPENAI_DEFAULT_MIN",
     "OPENAI_READ_STEP",
     "RETENTION_24H_SINCE",
+    "TTL_CLOCK_MARGIN_S",
     "anthropic_min_tokens",
     "explicit_caching",
     "gemini_min_tokens",
     "model_version",
     "nova_min_tokens",
+    "openai_implicit_end",
     "openai_min_tokens",
     "ttl_seconds",
 ]
 
 # Anthropic: each breakpoint looks back at most this many block positions for an earlier entry.
 LOOKBACK = 20
+
+# The client's clock and the provider's differ, and an entry's lifetime runs from the start of
+# the provider's handling of a request: a miss this close to an entry's expiry (plus the
+# call's own duration) is a TTL expiry, never evidence against the provider.
+TTL_CLOCK_MARGIN_S = 2.0
 
 # Entry lifetimes by TTL name, in seconds. Anthropic/Bedrock "5m"/"1h"; OpenAI GPT-5.6+
 # "30m"/"12h"; OpenAI retention "24h" and "in_memory" (5-10 min idle: we take 10).
@@ -144,6 +151,21 @@ def explicit_caching(model: str | None) -> bool:
     """True for models that take ``prompt_cache_breakpoint`` and report writes (GPT-5.6+)."""
     version = model_version(model)
     return version is not None and version >= EXPLICIT_SINCE
+
+
+def openai_implicit_end(model: str | None, turn_start: int, n_blocks: int) -> int:
+    """How many leading blocks OpenAI's implicit breakpoint covers.
+
+    From GPT-5.6 on, the implicit (managed) breakpoint ends with the latest user or tool
+    message: an identical repeat reads the whole prompt, and a changed last message misses
+    (no fallback to a shorter unmarked prefix). Before GPT-5.6 the tracker's one implicit
+    breakpoint is the end of the conversation before the newest turn (the whole prompt when
+    nothing precedes it); the provider caches the whole prompt and matches its longest
+    prefix. The tracker's adapter and the emulator both place it here.
+    """
+    if explicit_caching(model):
+        return n_blocks
+    return turn_start if turn_start > 0 else n_blocks
 
 
 def openai_min_tokens(model: str | None) -> int:

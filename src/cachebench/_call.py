@@ -159,11 +159,11 @@ def call_row(
     unexpected: bool,
     cause: MissCause | None,
     error: BaseException | None,
+    expected_read: int,
 ) -> tuple[Any, ...]:
     """The fields of CallMetrics, in order: the row is what stats keep; CallMetrics objects
     are built only when someone reads them (record()'s return, alerts, calls())."""
     key = ctx.key
-    exp = ctx.exp
     return (
         ctx.adapter.NAME,
         model,
@@ -180,7 +180,7 @@ def call_row(
         cost.cost_usd,
         cost.cost_without_cache_usd,
         cost.cost_saved_usd,
-        exp.tokens if exp is not None else 0,
+        expected_read,
         unexpected,
         cause,
         usage.known,

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ._alerts import default_alert, default_regression
+from ._cachefacts import TTL_CLOCK_MARGIN_S
 from ._call import CallContext, apply_ttl_hint, call_row
 from ._flow import current_flow, default_flow
 from ._guard import Guard
@@ -35,7 +36,7 @@ from .pricing import PriceTable
 from .providers._stream import observe_result
 from .regress import FlowDetector
 from .stats import Stats
-from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, Regression, Usage
+from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, MissCause, Regression, Usage
 
 __all__ = ["MAX_TOKENS", "Core", "Pricer"]
 
@@ -229,12 +230,13 @@ class Core:
         cause = None
         implicit = prompt.implicit if prompt is not None else False
         min_tokens = adapter.min_cacheable(model)
+        tolerance = adapter.read_tolerance(model)  # a shortfall this small is no miss
         if exp is not None and usage.known and error is None:
-            unexpected, cause = CacheView.cause(
-                key, usage, exp, implicit, adapter.read_tolerance(model), min_tokens
-            )
+            unexpected, cause = CacheView.cause(key, usage, exp, implicit, tolerance, min_tokens)
             if ctx.concurrent and cause in ("cold", "ttl_expired"):
                 cause = "concurrent"  # a twin was writing the same prefix when this call went out
+            if cause == "provider":
+                unexpected, cause = self._expired_by_then(ctx, usage, elapsed, tolerance)
         if cost is None:
             cost = UNPRICED
         with self._lock:
@@ -261,7 +263,10 @@ class Core:
                     )
                 except Exception as exc:
                     self._guard.failed("detect", exc)
-            row = call_row(ctx, model, usage, cost, elapsed, unexpected, cause, error)
+            # What the provider would serve of the expected entry: its reads come in steps.
+            step = adapter.read_step(model)
+            expected = 0 if exp is None else exp.tokens - exp.tokens % step if step else exp.tokens
+            row = call_row(ctx, model, usage, cost, elapsed, unexpected, cause, error, expected)
             self._stats.add(row, key.prefix_hash)
             if exp is not None and error is None:
                 self._view.observe(
@@ -291,6 +296,21 @@ class Core:
                 on_miss = owner.on_miss_alert if owner is not None else default_alert
                 self._guard.user_callback("on_miss_alert", on_miss, CallMetrics(*row))
         return row
+
+    def _expired_by_then(
+        self, ctx: CallContext, usage: Usage, elapsed_ms: float | None, tolerance: int
+    ) -> tuple[bool, MissCause]:
+        """A ``provider`` miss is looked at again as of the end of the margin the clocks and
+        the call's duration allow: if what the call was expected to read had expired by
+        then, the miss is ``ttl_expired`` (expected), not the provider's."""
+        if ctx.prompt is None:
+            return True, "provider"
+        late = ctx.timestamp + TTL_CLOCK_MARGIN_S + (elapsed_ms or 0.0) / 1000.0
+        with self._lock:
+            exp = self._view.expect(ctx.key, ctx.prompt.implicit, late)
+        if usage.cache_read_tokens + tolerance >= exp.tokens:
+            return False, "ttl_expired"
+        return True, "provider"
 
     def _fail(self, ctx: CallContext, exc: BaseException) -> None:
         ctx.finish(UNKNOWN_USAGE, exc)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._cachefacts import RETENTION_24H_SINCE, explicit_caching, model_version
+from .._cachefacts import RETENTION_24H_SINCE, explicit_caching, model_version, openai_implicit_end
 from ..fingerprint import to_plain
 from ..types import Block, Prompt, Section
 from ._base import SENTINELS, get, items, text_form
@@ -218,13 +218,14 @@ def build_prompt(
                 b = blocks[i]
                 blocks[i] = Block(b.section, b.index, b.payload, _marker_ttl(marker, ttl))
     if implicit_mode and blocks:
-        # The implicit breakpoint: the end of the conversation before the newest turn (the
-        # whole prompt when there is nothing before it).
-        at = turn_start - 1 if turn_start > 0 else len(blocks) - 1
+        at = openai_implicit_end(model, turn_start, len(blocks)) - 1
         if blocks[at].ttl is None:
             b = blocks[at]
             blocks[at] = Block(b.section, b.index, b.payload, ttl)
-    return Prompt.of_blocks(NAME, model, blocks, turn_start, implicit=not marked and implicit_mode)
+    # Before GPT-5.6 the provider matches the longest cached prefix (implicit); from 5.6 on,
+    # entries match at breakpoints only, the implicit one included.
+    implicit = implicit_mode and not marked and not explicit_model
+    return Prompt.of_blocks(NAME, model, blocks, turn_start, implicit=implicit)
 
 
 def _default_retention(model: str | None) -> str:

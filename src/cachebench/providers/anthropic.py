@@ -321,6 +321,11 @@ def read_tolerance(model: str | None) -> int:
     return 0
 
 
+def read_step(model: str | None) -> int:
+    """Reads are whole entries, counted exactly (0: no rounding)."""
+    return 0
+
+
 def new_accumulator(request: Mapping[str, Any]) -> StreamAccumulator:
     return StreamAccumulator()
 

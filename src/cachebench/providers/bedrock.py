@@ -311,3 +311,8 @@ def min_cacheable(model: str | None) -> int:
 def read_tolerance(model: str | None) -> int:
     """Cache points are explicit and reads exact, as on the Anthropic API."""
     return 0
+
+
+def read_step(model: str | None) -> int:
+    """Reads are whole entries, counted exactly (0: no rounding)."""
+    return 0

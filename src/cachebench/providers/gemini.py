@@ -391,3 +391,8 @@ def read_tolerance(model: str | None) -> int:
     """Implicit caching is best effort and reads in provider-chosen chunks; a shortfall smaller
     than the model's minimum cacheable prefix is not called a miss."""
     return min_cacheable(model)
+
+
+def read_step(model: str | None) -> int:
+    """Implicit reads are counted exactly (0: no rounding)."""
+    return 0

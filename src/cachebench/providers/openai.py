@@ -77,6 +77,11 @@ def read_tolerance(model: str | None) -> int:
     return 0 if explicit_caching(model) else READ_STEP_IMPLICIT
 
 
+def read_step(model: str | None) -> int:
+    """Before GPT-5.6 a read is the cached prefix rounded down to 128-token steps."""
+    return 0 if explicit_caching(model) else READ_STEP_IMPLICIT
+
+
 # -- usage ---------------------------------------------------------------------------------
 
 

@@ -11,8 +11,9 @@ The agent has two flows, both prompts built from one template:
 - ``support-chat`` (Claude, Messages API): four cached layers, in the provider's cache order:
   the tool set, the shared system prompt, the customer's own context, the conversation so far
   (each turn reads the previous turn's entry and writes only the new one);
-- ``ticket-triage`` (GPT-5.6, Chat Completions): a breakpoint after the tools and the system
-  prompt, and the implicit one after the customer's context; writes are reported.
+- ``ticket-triage`` (GPT-5.6, Chat Completions, explicit cache mode): a breakpoint after the
+  tools and the system prompt, and one after the customer's context (GPT-5.6's implicit
+  breakpoint would end with the newest user message, new every ticket); writes are reported.
 
 Customers come in two waves. Each wave opens with a burst of parallel first messages (the
 emulator takes 250 ms to the first token, so every call of the burst writes the cold prefix)
@@ -92,10 +93,12 @@ class SupportAgent:
         self.triage_client.chat.completions.create(
             model=TRIAGE_MODEL,
             max_completion_tokens=60,
+            prompt_cache_options={"mode": "explicit"},
             tools=OPENAI_TOOLS,
             messages=[
-                # The marked system part is one cached layer; the implicit breakpoint before the
-                # newest user turn makes the customer's context another.
+                # Two cached layers: the system part, and the customer's context. In explicit
+                # mode there is no implicit breakpoint, which would write through the newest
+                # user message, new every ticket.
                 {
                     "role": "system",
                     "content": [
@@ -104,7 +107,7 @@ class SupportAgent:
                             "text": self.system(TRIAGE_ROLE),
                             "prompt_cache_breakpoint": OPENAI_MARK,
                         },
-                        {"type": "text", "text": customer.context},
+                        {"type": "text", "text": customer.context, "prompt_cache_breakpoint": OPENAI_MARK},
                     ],
                 },
                 {"role": "user", "content": question},

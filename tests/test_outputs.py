@@ -285,9 +285,11 @@ def test_regression_str_is_one_line_with_two_labelled_times_and_its_state(
     (opened,) = tracker.regressions()
     text = str(opened)
     started = utc(opened.started_at)
+    assert opened.detected_at is not None and opened.detected_at >= opened.started_at
+    detected = utc(opened.detected_at)
     assert re.fullmatch(
         rf"prefix churn in flow 'fresh-start': system block 0 changed \(bytes 0-\d+, content\); "
-        rf"started {started}, detected .+; hit ratio n/a -> 0% over \d+ calls, ([+-]?\$[\d.,]+ an hour|extra cost unpriced); open",
+        rf"started {started}, detected {detected}; hit ratio n/a -> 0% over \d+ calls, ([+-]?\$[\d.,]+ an hour|extra cost unpriced); open",
         text,
     ), text
     for i in range(20):  # the stamp goes away: the flow recovers

@@ -45,6 +45,7 @@ class Incident:
     priced: int = 0
     last_at: float = 0.0
     closed_at: float | None = None
+    detected_at: float | None = None  # the time of the call that opened it
 
     def regression(self) -> Regression:
         span = self.last_at - self.started_at
@@ -62,6 +63,7 @@ class Incident:
             diff=self.diff,
             closed_at=self.closed_at,
             details=dict(self.details),
+            detected_at=self.detected_at,
         )
 
 

@@ -3,7 +3,7 @@
 A :class:`CacheModel` holds what a provider's cache would hold and answers, for one request
 (a :class:`CacheRequest`: the prompt as :class:`Segment` blocks in cache order), how many
 tokens it reads, writes and pays as plain input (a :class:`CacheResult`). No I/O, no asyncio,
-one lock, the clock injected: the emulator and the planner's simulator share it.
+one lock, the clock injected: the emulator is built on it.
 
 Protocol: :meth:`CacheModel.begin` when the request arrives (validates, computes the counts,
 refreshes what it read, records its new entries as *pending*); :meth:`CacheModel.started`

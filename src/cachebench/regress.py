@@ -326,7 +326,20 @@ class FlowDetector:
         diff = self._diff(f, key, prompt, layer) if layer >= 0 else None
         details: dict[str, Any] = {"layer": layer} if layer >= 0 else {}
         incident = Incident(
-            name, kind, started, before, layer, diff, details, len(bad), num, den, extra, priced, last_at=now
+            name,
+            kind,
+            started,
+            before,
+            layer,
+            diff,
+            details,
+            len(bad),
+            num,
+            den,
+            extra,
+            priced,
+            last_at=now,
+            detected_at=now,
         )
         self.incidents.append(incident)
         if len(self.incidents) > MAX_INCIDENTS:

@@ -16,8 +16,8 @@ Method (the same input always gives the same count, on every machine and Python 
 
 Expected error against the real tokenizers (cl100k/o200k, Claude's, Gemini's): within about
 15% for English prose, 25% for source code and JSON, 40% for CJK text; image costs are exact
-for Anthropic with a declared size and rough elsewhere. It is an estimate for an emulator and a
-planner, never a bill: tests pin its exact outputs, not its closeness to any vendor.
+for Anthropic with a declared size and rough elsewhere. It is an estimate for the emulator, never
+a bill: tests pin its exact outputs, not its closeness to any vendor.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def _check_callback(name: str, callback: object) -> None:
 
 
 class CacheTracker:
-    """Observes a provider's prompt cache from inside the application. See DESIGN "Public API"."""
+    """Observes a provider's prompt cache from inside the application (README.md, "Quickstart",
+    shows the whole public API in use)."""
 
     def __init__(
         self,

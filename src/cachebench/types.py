@@ -1,6 +1,6 @@
 """Frozen value types shared by every module.
 
-Nothing here does I/O or imports a provider SDK. The words match DESIGN: a *prompt* is a
+Nothing here does I/O or imports a provider SDK. The words are the README's: a *prompt* is a
 sequence of *blocks* in cache order; a *breakpoint* is a block marked cacheable; a *prefix*
 is everything from the start of the prompt through a breakpoint.
 """

@@ -1,22 +1,33 @@
 """Requests the providers would refuse, on every route the emulator serves: a 4xx in the
-provider's own error shape (raised by its SDK as its own error type), never a 5xx; and the
-control routes' checks on what they are given.
+provider's own error shape (raised by its SDK as its own error type), never a 5xx; bodies
+over the size limit, refused in the provider's words; and the control routes' checks on what
+they are given.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
+import socket
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
+import boto3
 import httpx2
 import openai
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cachebench.cachemodel import Knobs
-from cachebench.emulator import EmulatorServer
+from cachebench.emulator import Emulator, EmulatorServer, ManualClock
 from cachebench.testing import CacheEmulator
 
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-5-v1:0"
@@ -172,3 +183,183 @@ def test_control_routes_accept_valid_values(cache_emulator: CacheEmulator) -> No
     before = cache_emulator.clock()
     moved = httpx2.post(f"{url}/_emulator/advance", content=json.dumps({"seconds": 1.5}))
     assert moved.status_code == 200 and moved.json()["clock"] == before + 1.5
+
+
+# -- SDK clients ----------------------------------------------------------------------------
+
+SDK_KEY = "sk-robustness"
+
+
+def anthropic_call(url: str, model: str, text: str = "Hello.") -> Any:
+    with anthropic.Anthropic(base_url=url, api_key=SDK_KEY, max_retries=0) as client:
+        return client.messages.create(model=model, max_tokens=5, messages=[{"role": "user", "content": text}])
+
+
+def openai_call(url: str, model: str, text: str = "Hello.") -> Any:
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=SDK_KEY, max_retries=0) as client:
+        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
+
+
+def bedrock_call(url: str, model: str, text: str = "Hello.") -> Any:
+    client = boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="AKIDROBUSTNESS",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+    )
+    return client.converse(modelId=model, messages=[{"role": "user", "content": [{"text": text}]}])
+
+
+def gemini_call(url: str, model: str, text: str = "Hello.") -> Any:
+    with genai.Client(api_key=SDK_KEY, http_options=genai_types.HttpOptions(base_url=url)) as client:
+        return client.models.generate_content(model=model, contents=text)
+
+
+# -- request size ---------------------------------------------------------------------------
+
+LIMIT = 64 * 1024
+# A valid request per family, its text to be padded, and what each answers past the limit.
+_SIZED: dict[str, tuple[str, dict[str, Any]]] = {
+    "anthropic": (
+        "/v1/messages",
+        {"model": "claude-sonnet-5", "max_tokens": 5, "messages": [{"role": "user", "content": "{pad}"}]},
+    ),
+    "openai": (
+        "/v1/chat/completions",
+        {"model": "gpt-5.6", "messages": [{"role": "user", "content": "{pad}"}]},
+    ),
+    "bedrock": (
+        f"/model/{BEDROCK_MODEL}/converse",
+        {"messages": [{"role": "user", "content": [{"text": "{pad}"}]}]},
+    ),
+    "gemini": (
+        f"/v1beta/models/{GEMINI_MODEL}:generateContent",
+        {"contents": [{"role": "user", "parts": [{"text": "{pad}"}]}]},
+    ),
+}
+_TOO_LARGE_STATUS = {"anthropic": 413, "openai": 413, "bedrock": 413, "gemini": 400}
+
+
+def sized_body(family: str, size: int) -> bytes:
+    """``family``'s valid request, its text padded so the JSON is exactly ``size`` bytes."""
+    template = json.dumps(_SIZED[family][1]).encode()
+    pad = size - (len(template) - len(b"{pad}"))
+    assert pad >= 0
+    return template.replace(b"{pad}", b"x" * pad)
+
+
+def assert_too_large(family: str, response: httpx2.Response, limit: int) -> None:
+    """``response`` is ``family``'s answer to a body over ``limit`` bytes."""
+    assert response.status_code == _TOO_LARGE_STATUS[family], response.text
+    assert_error_shape(family, response)
+    err = response.json()
+    if family == "anthropic":
+        assert err["error"]["type"] == "request_too_large"
+    elif family == "bedrock":
+        assert response.headers["x-amzn-errortype"].startswith("ValidationException:")
+    elif family == "gemini":
+        assert err["error"] == {
+            "code": 400,
+            "message": f"Request payload size exceeds the limit: {limit} bytes.",
+            "status": "INVALID_ARGUMENT",
+        }
+    assert str(limit) in json.dumps(err)
+
+
+@pytest.fixture(scope="module")
+def small_limit() -> Iterator[EmulatorServer]:
+    """An emulator that serves bodies of up to :data:`LIMIT` bytes."""
+    with EmulatorServer(Emulator(clock=ManualClock(), max_body_bytes=LIMIT)) as server:
+        yield server
+
+
+def test_the_default_limit_is_anthropics_32_mb(cache_emulator: CacheEmulator) -> None:
+    """Without ``max_body_bytes`` the limit is 32 MiB (Anthropic's documented Messages
+    limit), reported by the health route; a limit below 1 byte is refused."""
+    assert Emulator().max_body_bytes == 32 * 1024 * 1024
+    health = httpx2.get(f"{cache_emulator.url}/_emulator/health").json()
+    assert health["max_body_bytes"] == 32 * 1024 * 1024
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_body_bytes"):
+            Emulator(max_body_bytes=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("family", sorted(_SIZED))
+def test_a_body_of_the_limit_is_served_and_one_byte_more_is_refused(
+    small_limit: EmulatorServer, family: str, chunked: bool
+) -> None:
+    """A body of exactly the limit is answered 200; one byte more gets the provider's own "too
+    large" error (Gemini's is a 400 INVALID_ARGUMENT), whether its size is declared
+    (``Content-Length``) or only known by reading it (chunked)."""
+    route = _SIZED[family][0]
+
+    def post(body: bytes) -> httpx2.Response:
+        content: Any = iter([body[:1000], body[1000:]]) if chunked else body
+        return httpx2.post(f"{small_limit.url}{route}", content=content, headers={"x-api-key": SDK_KEY})
+
+    assert post(sized_body(family, LIMIT)).status_code == 200
+    assert_too_large(family, post(sized_body(family, LIMIT + 1)), LIMIT)
+
+
+@pytest.mark.parametrize("family", sorted(_SIZED))
+def test_a_declared_100_mb_body_is_refused_before_it_is_sent(
+    cache_emulator: CacheEmulator, family: str
+) -> None:
+    """A request declaring 100 MB is refused from its headers alone: the answer comes while
+    not one byte of the body has been sent."""
+    host, port = cache_emulator.url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("POST", _SIZED[family][0])
+        conn.putheader("content-type", "application/json")
+        conn.putheader("x-api-key", SDK_KEY)
+        conn.putheader("content-length", str(100 * 1024 * 1024))
+        conn.endheaders()
+        raw = conn.getresponse()
+        response = httpx2.Response(raw.status, headers=raw.getheaders(), content=raw.read())
+    finally:
+        conn.close()
+    assert_too_large(family, response, 32 * 1024 * 1024)
+
+
+def test_a_chunked_100_mb_body_is_refused_once_past_the_limit(small_limit: EmulatorServer) -> None:
+    """A chunked body (no declared size) is read only up to the limit: the 413 comes while the
+    client is still sending, long before its 100 MB are through."""
+    chunk = b"x" * (64 * 1024)
+    frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", small_limit.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nhost: emulator\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + b'5\r\n{"a":\r\n'
+        )
+        while sent < 100 * 1024 * 1024 and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(frame)
+            sent += len(chunk)
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413 "), head[:100]
+    assert b"request_too_large" in head
+    assert sent < 50 * 1024 * 1024
+
+
+def test_oversized_requests_raise_each_sdks_own_error(small_limit: EmulatorServer) -> None:
+    """Past the limit, each SDK raises its own error: anthropic ``ContentTooLargeError``,
+    openai ``APIStatusError`` (413), botocore ``ValidationException`` (413) and google-genai
+    ``ClientError`` (400 INVALID_ARGUMENT)."""
+    text = "x" * (LIMIT + 1)
+    with pytest.raises(anthropic.ContentTooLargeError) as too_large:
+        anthropic_call(small_limit.url, "claude-sonnet-5", text)
+    assert too_large.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
+    with pytest.raises(openai.APIStatusError) as openai_error:
+        openai_call(small_limit.url, "gpt-5.6", text)
+    assert openai_error.value.status_code == 413
+    with pytest.raises(ClientError) as bedrock_error:
+        bedrock_call(small_limit.url, BEDROCK_MODEL, text)
+    assert bedrock_error.value.response["Error"]["Code"] == "ValidationException"
+    assert bedrock_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    with pytest.raises(genai_errors.ClientError) as gemini_error:
+        gemini_call(small_limit.url, GEMINI_MODEL, text)
+    assert (gemini_error.value.code, gemini_error.value.status) == (400, "INVALID_ARGUMENT")

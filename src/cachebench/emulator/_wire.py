@@ -4,7 +4,7 @@ streamed responses, and the begin/started/abort protocol of one call.
 A handler is written as::
 
     async def messages(request: Request) -> Response:
-        body = await read_json(request, FAMILY)              # WireError(400) when malformed
+        body = await read_json(request, FAMILY, emu.max_body_bytes)  # WireError: 400, 413
         call = Call(emu, cache_request("anthropic", model, scope_of(request), prompt))
         await call.open()                                    # injected error, ttft, started()
         ...                                                  # the response, then call.finish()
@@ -55,11 +55,51 @@ _BODY_ERRORS: dict[str, tuple[str, str, str]] = {
 }
 
 
-async def read_json(request: Request, family: str = "anthropic") -> dict[str, Any]:
-    """The body as a JSON object; a :class:`WireError` 400 in ``family``'s words when it is
-    empty, malformed or not an object (Bedrock speaks as Anthropic)."""
+# The emulator's default request size limit: Anthropic's documented limit for the Messages and
+# Token Counting APIs (32 MB, "413 request_too_large"). Bedrock documents 20 MB for a Claude
+# InvokeModel payload; OpenAI and Gemini document none this low. One limit serves every route:
+# ``Emulator(max_body_bytes=...)``, ``cachebench emulate --max-body-mb``.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# What each provider answers for a body over the limit: (status, message). Gemini says it with
+# a 400 INVALID_ARGUMENT, as Google's front end does; the others with a 413 in their shape.
+_TOO_LARGE: dict[str, tuple[int, str]] = {
+    "anthropic": (413, "Request exceeds the maximum allowed number of bytes ({limit})."),
+    "openai": (413, "Request body too large: the maximum is {limit} bytes."),
+    "bedrock": (413, "Request body too large: the maximum is {limit} bytes."),
+    "gemini": (400, "Request payload size exceeds the limit: {limit} bytes."),
+}
+
+
+def too_large(family: str, limit: int) -> WireError:
+    """``family``'s error for a request body over ``limit`` bytes."""
+    status, message = _TOO_LARGE.get(family, _TOO_LARGE["anthropic"])
+    return WireError(status, message.format(limit=limit))
+
+
+async def read_body(request: Request, family: str, limit: int) -> bytes:
+    """The body, or ``family``'s :func:`too_large` error as soon as it is known to exceed
+    ``limit`` bytes: from ``Content-Length`` before reading anything, else (a chunked body)
+    when the bytes read so far pass it. Nothing past the limit is kept; the server drops
+    the rest of the body unread."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(family, limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(family, limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_json(request: Request, family: str, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; :func:`too_large` when it is over ``limit`` bytes, a 400
+    :class:`WireError` in ``family``'s words when it is empty, malformed or not an object
+    (Bedrock's words are Anthropic's)."""
     empty, malformed, not_object = _BODY_ERRORS.get(family, _BODY_ERRORS["anthropic"])
-    raw = await request.body()
+    raw = await read_body(request, family, limit)
     if not raw.strip():
         raise WireError(400, empty)
     try:

@@ -217,7 +217,7 @@ def _sse(event: Mapping[str, Any]) -> bytes:
 
 def routes(emu: Emulator) -> list[BaseRoute]:
     async def messages(request: Request) -> Response:
-        body = await read_json(request, FAMILY)
+        body = await read_json(request, FAMILY, emu.max_body_bytes)
         validate(body)
         model: str = body["model"]
         stream = bool(body.get("stream"))
@@ -240,7 +240,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         )
 
     async def count_tokens(request: Request) -> Response:
-        body = await read_json(request, FAMILY)
+        body = await read_json(request, FAMILY, emu.max_body_bytes)
         validate(body, need_max_tokens=False)
         prompt, _ = prompt_of(body)
         req = cache_request(FAMILY, body["model"], scope_of(request), prompt)

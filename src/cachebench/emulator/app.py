@@ -2,7 +2,8 @@
 
 Control routes, beside the provider routes each wire module adds:
 
-- ``GET  /_emulator/health``  -> ``{"status": "ok", "clock": ..., "manual_clock": ..., "families": [...]}``
+- ``GET  /_emulator/health``  -> ``{"status": "ok", "clock": ..., "manual_clock": ..., "families": [...],
+  "max_body_bytes": ...}``
 - ``POST /_emulator/knobs``   ``{"latency_ms": 50, "scope": "sk-test"?}`` -> the knobs now in force
   (fields not given keep their value; without ``scope`` the defaults change)
 - ``POST /_emulator/reset``   forget every cache entry and restore the initial knobs
@@ -29,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from .._clock import ManualClock
 from ..cachemodel import CacheModel, Knobs
 from ._errors import WireError, WireRoute, error_response, json_response
-from ._wire import read_json
+from ._wire import DEFAULT_MAX_BODY_BYTES, read_json
 
 FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
 Sleep = Callable[[float], Awaitable[Any]]
@@ -41,6 +42,10 @@ class Emulator:
     ``model`` defaults to ``CacheModel(clock=clock, knobs=knobs)``. ``sleep`` is what knob
     delays wait with (``asyncio.sleep``); the clock only stamps cache entries, so a manual
     clock does not slow anything down.
+
+    ``max_body_bytes`` is the largest request body served (default 32 MiB, Anthropic's
+    documented Messages limit); a larger one gets the provider's "too large" error before it is
+    read. ``ValueError`` unless it is an integer >= 1.
     """
 
     def __init__(
@@ -50,7 +55,11 @@ class Emulator:
         knobs: Knobs | None = None,
         model: CacheModel | None = None,
         sleep: Sleep = asyncio.sleep,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
+        if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) or max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be an integer >= 1, got {max_body_bytes!r}")
+        self.max_body_bytes = max_body_bytes
         self.clock = clock
         self._own_model = model is None
         self.cache = model if model is not None else CacheModel(clock=clock, knobs=knobs)
@@ -159,12 +168,13 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
                 "clock": emu.clock(),
                 "manual_clock": emu.manual_clock,
                 "families": sorted(_served_families(request.app)),
+                "max_body_bytes": emu.max_body_bytes,
             }
         )
 
     async def knobs(request: Request) -> Response:
         try:
-            body = await read_json(request)
+            body = await read_json(request, "anthropic", emu.max_body_bytes)
             scope = body.pop("scope", None)
             names = {f.name for f in dataclasses.fields(Knobs)}
             unknown = sorted(set(body) - names)
@@ -183,7 +193,7 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
 
     async def advance(request: Request) -> Response:
         try:
-            seconds = (await read_json(request)).get("seconds", 0)
+            seconds = (await read_json(request, "anthropic", emu.max_body_bytes)).get("seconds", 0)
             if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
                 raise WireError(400, f"seconds must be a number, got {seconds!r}")
             if not emu.manual_clock:
@@ -202,8 +212,11 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
 
 
 def _control_error(e: WireError | ValueError) -> Response:
-    """A control route's 400: ``{"error": message}``."""
-    return json_response({"error": e.message if isinstance(e, WireError) else str(e)}, status=400)
+    """A control route's error: ``{"error": message}`` with the WireError's status (400 for a
+    ValueError)."""
+    if isinstance(e, WireError):
+        return json_response({"error": e.message}, status=e.status)
+    return json_response({"error": str(e)}, status=400)
 
 
 def _served_families(app: Starlette) -> set[str]:

@@ -125,7 +125,7 @@ def _stop(answer: Reply) -> str:
 
 
 async def _converse_call(emu: Emulator, request: Request) -> tuple[Call, Reply]:
-    body = await read_json(request, FAMILY)
+    body = await read_json(request, FAMILY, emu.max_body_bytes)
     model = _model(request)
     validate_converse(body, model)
     prompt = provider.parse_request({**body, "modelId": model})
@@ -171,7 +171,7 @@ def _invocation_metrics(call: Call, answer: Reply) -> dict[str, Any]:
 
 
 async def _invoke_call(emu: Emulator, request: Request) -> tuple[Call, Reply, str]:
-    body = await read_json(request, FAMILY)
+    body = await read_json(request, FAMILY, emu.max_body_bytes)
     if "anthropic_version" not in body:
         raise WireError(
             400,

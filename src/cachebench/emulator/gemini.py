@@ -177,7 +177,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     async def generate(request: Request) -> Response:
         model, method = split_path(request.path_params["rest"])
         model = provider.model_name(model) or model
-        body = await read_json(request, FAMILY)
+        body = await read_json(request, FAMILY, emu.max_body_bytes)
         limit = validate(body)
         call = Call(emu, cache_request_for(body, model, scope_of(request)))
         await call.open()

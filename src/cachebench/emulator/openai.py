@@ -195,7 +195,7 @@ def _stream(events: list[bytes], call: Call, tail: list[bytes]) -> StreamingResp
 
 def routes(emu: Emulator) -> list[BaseRoute]:
     async def chat_completions(request: Request) -> Response:
-        body = await read_json(request, FAMILY)
+        body = await read_json(request, FAMILY, emu.max_body_bytes)
         model = validate_chat(body)
         limit = _max_tokens(body, "max_completion_tokens", "max_tokens")
         stream = bool(body.get("stream"))
@@ -214,7 +214,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         return _stream(chunks[:split], call, [*chunks[split:], b"data: [DONE]\n\n"])
 
     async def responses(request: Request) -> Response:
-        body = await read_json(request, FAMILY)
+        body = await read_json(request, FAMILY, emu.max_body_bytes)
         model = validate_responses(body)
         limit = _max_tokens(body, "max_output_tokens")
         call = Call(emu, cache_request_for(body, model, scope_of(request)))

@@ -1,7 +1,7 @@
 """Requests the providers would refuse, on every route the emulator serves: a 4xx in the
 provider's own error shape (raised by its SDK as its own error type), never a 5xx; bodies
-over the size limit, refused in the provider's words; and the control routes' checks on what
-they are given.
+over the size limit and models the provider does not serve, each refused in the provider's
+words; and the control routes' checks on what they are given.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from cachebench.cachemodel import Knobs
 from cachebench.emulator import Emulator, EmulatorServer, ManualClock
+from cachebench.emulator._models import known_model
 from cachebench.testing import CacheEmulator
 
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-5-v1:0"
@@ -363,3 +364,100 @@ def test_oversized_requests_raise_each_sdks_own_error(small_limit: EmulatorServe
     with pytest.raises(genai_errors.ClientError) as gemini_error:
         gemini_call(small_limit.url, GEMINI_MODEL, text)
     assert (gemini_error.value.code, gemini_error.value.status) == (400, "INVALID_ARGUMENT")
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def test_unknown_models_raise_each_sdks_not_found_error(cache_emulator: CacheEmulator) -> None:
+    """A model the provider does not serve gets its own answer, raised by its SDK: Anthropic
+    404 ``not_found_error`` (also from count_tokens), OpenAI 404 ``model_not_found``, Bedrock
+    400 ``ValidationException`` (Converse and InvokeModel), Gemini 404 ``NOT_FOUND``."""
+    url = cache_emulator.url
+    with pytest.raises(anthropic.NotFoundError) as info:
+        anthropic_call(url, "claude-imaginary-9")
+    assert info.value.body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "model: claude-imaginary-9"},
+    }
+    with (
+        anthropic.Anthropic(base_url=url, api_key=SDK_KEY, max_retries=0) as client,
+        pytest.raises(anthropic.NotFoundError),
+    ):
+        client.messages.count_tokens(
+            model="claude-imaginary-9", messages=[{"role": "user", "content": "Hi."}]
+        )
+
+    with pytest.raises(openai.NotFoundError) as openai_info:
+        openai_call(url, "gpt-imaginary")
+    assert openai_info.value.code == "model_not_found"
+    assert openai_info.value.body["message"] == (  # type: ignore[index]
+        "The model `gpt-imaginary` does not exist or you do not have access to it."
+    )
+
+    with pytest.raises(ClientError) as bedrock_info:
+        bedrock_call(url, "us.anthropic.claude-imaginary-9-v1:0")
+    error = bedrock_info.value.response
+    assert (error["Error"]["Code"], error["ResponseMetadata"]["HTTPStatusCode"]) == (
+        "ValidationException",
+        400,
+    )
+    assert error["Error"]["Message"] == "The provided model identifier is invalid."
+    invoke = httpx2.post(
+        f"{url}/model/anthropic.claude-imaginary-9-v1:0/invoke",
+        json={
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "Hi."}],
+        },
+    )
+    assert invoke.status_code == 400 and invoke.headers["x-amzn-errortype"].startswith("ValidationException:")
+
+    with pytest.raises(genai_errors.ClientError) as gemini_info:
+        gemini_call(url, "gemini-9-ultra")
+    assert (gemini_info.value.code, gemini_info.value.status) == (404, "NOT_FOUND")
+    assert "models/gemini-9-ultra is not found" in str(gemini_info.value.message)
+
+
+def test_any_model_serves_every_name() -> None:
+    """``Emulator(any_model=True)`` answers the same made-up names with 200s, and says so on
+    its health route."""
+    with EmulatorServer(Emulator(any_model=True)) as server:
+        url = server.url
+        assert httpx2.get(f"{url}/_emulator/health").json()["any_model"] is True
+        assert anthropic_call(url, "claude-imaginary-9").model == "claude-imaginary-9"
+        assert openai_call(url, "gpt-imaginary").model == "gpt-imaginary"
+        assert bedrock_call(url, "us.anthropic.claude-imaginary-9-v1:0")["stopReason"] == "end_turn"
+        assert gemini_call(url, "gemini-9-ultra").text
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "known"),
+    [
+        ("anthropic", "claude-sonnet-5", True),
+        ("anthropic", "claude-3-5-haiku-20241022", True),
+        ("anthropic", "claude-imaginary-9", False),
+        ("anthropic", "gpt-4o", False),  # another provider's model
+        ("openai", "gpt-5.6", True),
+        ("openai", "o4-mini-2025-04-16", True),  # genai-prices only: no cache fact names it
+        ("openai", "gpt-4o-mini", True),
+        ("openai", "gpt-5.6-marked", False),
+        ("openai", "claude-sonnet-5", False),
+        ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", True),
+        ("bedrock", "us.amazon.nova-pro-v1:0", True),
+        ("bedrock", "us.anthropic.claude-opus-4-8-v1:0", True),  # the Claude minimum table
+        ("bedrock", "us.anthropic.claude-imaginary-9-v1:0", False),
+        ("bedrock", "gpt-4o", False),
+        ("gemini", "gemini-2.5-flash", True),
+        ("gemini", "gemini-3-pro", True),  # the Gemini generation table only
+        ("gemini", "gemma-3", True),
+        ("gemini", "gemini-9-ultra", False),
+        ("gemini", "claude-sonnet-5", False),  # genai-prices' Google list has Vertex's Claude
+    ],
+)
+def test_known_models_come_from_the_price_data_and_the_cache_facts(
+    family: str, model: str, known: bool
+) -> None:
+    """A model is known to a family when genai-prices prices it for that provider or the cache
+    facts have an entry for it; Claude names are not Gemini models."""
+    assert known_model(family, model) is known

@@ -307,8 +307,9 @@ def reply_chunks(text: str, size: int = 3) -> list[str]:
 class Call:
     """One request's path through the cache model.
 
-    ``Call(...)`` runs ``cache.begin()`` (a :class:`CacheRuleError` becomes a 400), so the
-    request's reads and pending writes are fixed when it arrives. :meth:`open` applies the
+    ``Call(...)`` refuses a model the provider does not serve (its own not-found error, unless
+    the emulator serves ``any_model``), then runs ``cache.begin()`` (a :class:`CacheRuleError`
+    becomes a 400), so the request's reads and pending writes are fixed when it arrives. :meth:`open` applies the
     knobs before the first response byte: an injected error aborts the pending writes and
     raises; otherwise it waits ``ttft_ms`` and calls ``started()``, making the writes
     readable. :meth:`finish` waits ``latency_ms`` before the end of the response. A call
@@ -324,6 +325,7 @@ class Call:
         self.request = request
         self.family = request.family
         self.knobs: Knobs = self.cache.knobs_for(request.scope)
+        emu.check_model(self.family, request.model)
         try:
             self.result: CacheResult = self.cache.begin(request)
         except CacheRuleError as e:

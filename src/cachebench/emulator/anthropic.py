@@ -242,6 +242,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     async def count_tokens(request: Request) -> Response:
         body = await read_json(request, FAMILY, emu.max_body_bytes)
         validate(body, need_max_tokens=False)
+        emu.check_model(FAMILY, body["model"])
         prompt, _ = prompt_of(body)
         req = cache_request(FAMILY, body["model"], scope_of(request), prompt)
         return json_response({"input_tokens": sum(s.tokens for s in req.segments) + req.overhead_tokens})

@@ -3,7 +3,7 @@
 Control routes, beside the provider routes each wire module adds:
 
 - ``GET  /_emulator/health``  -> ``{"status": "ok", "clock": ..., "manual_clock": ..., "families": [...],
-  "max_body_bytes": ...}``
+  "max_body_bytes": ..., "any_model": ...}``
 - ``POST /_emulator/knobs``   ``{"latency_ms": 50, "scope": "sk-test"?}`` -> the knobs now in force
   (fields not given keep their value; without ``scope`` the defaults change)
 - ``POST /_emulator/reset``   forget every cache entry and restore the initial knobs
@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 from .._clock import ManualClock
 from ..cachemodel import CacheModel, Knobs
 from ._errors import WireError, WireRoute, error_response, json_response
+from ._models import require_known_model
 from ._wire import DEFAULT_MAX_BODY_BYTES, read_json
 
 FAMILIES = ("anthropic", "bedrock", "openai", "gemini")
@@ -46,6 +47,9 @@ class Emulator:
     ``max_body_bytes`` is the largest request body served (default 32 MiB, Anthropic's
     documented Messages limit); a larger one gets the provider's "too large" error before it is
     read. ``ValueError`` unless it is an integer >= 1.
+
+    Only models the provider serves are answered (:mod:`._models`); any other name gets the
+    provider's own not-found error, unless ``any_model`` is true.
     """
 
     def __init__(
@@ -56,10 +60,12 @@ class Emulator:
         model: CacheModel | None = None,
         sleep: Sleep = asyncio.sleep,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        any_model: bool = False,
     ) -> None:
         if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) or max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be an integer >= 1, got {max_body_bytes!r}")
         self.max_body_bytes = max_body_bytes
+        self.any_model = any_model
         self.clock = clock
         self._own_model = model is None
         self.cache = model if model is not None else CacheModel(clock=clock, knobs=knobs)
@@ -82,6 +88,12 @@ class Emulator:
         with self._lock:
             self._rngs.pop(new.seed, None)  # a seed given again restarts its sequence
         return new
+
+    def check_model(self, family: str, model: str) -> None:
+        """Raise ``family``'s own not-found error for a model it does not serve (never with
+        ``any_model``)."""
+        if not self.any_model:
+            require_known_model(family, model)
 
     def knobs_for(self, scope: str | None) -> Knobs:
         return self.cache.knobs if scope is None else self.cache.knobs_for(scope)
@@ -169,6 +181,7 @@ def _control_routes(emu: Emulator) -> list[BaseRoute]:
                 "manual_clock": emu.manual_clock,
                 "families": sorted(_served_families(request.app)),
                 "max_body_bytes": emu.max_body_bytes,
+                "any_model": emu.any_model,
             }
         )
 

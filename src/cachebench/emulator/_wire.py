@@ -15,6 +15,7 @@ and registered as a :class:`WireRoute` (:mod:`._errors`), which renders any
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,14 +118,24 @@ def stream_response(
     head: Iterable[bytes], call: Call, tail: Iterable[bytes], *, media_type: str, headers: Mapping[str, str]
 ) -> StreamingResponse:
     """A streamed response: ``head`` at once, then :meth:`Call.finish` (the latency knob holds
-    back the end), then ``tail``."""
+    back the end), then ``tail``.
+
+    The event loop gets a turn after every chunk. Without one, a stream whose chunks are all
+    ready is written in one go: a client that disconnected is only noticed once the loop runs,
+    and meanwhile asyncio's transport counts every write to the dead socket and, past its
+    fifth, logs ``socket.send() raised exception.`` once per chunk. With it, the loop sees the
+    disconnect within a write or two; uvicorn then drops what is still sent and Starlette
+    stops the stream.
+    """
 
     async def body() -> AsyncIterator[bytes]:
         for chunk in head:
             yield chunk
+            await asyncio.sleep(0)
         await call.finish()
         for chunk in tail:
             yield chunk
+            await asyncio.sleep(0)
 
     return StreamingResponse(body(), media_type=media_type, headers=dict(headers))
 

@@ -6,8 +6,10 @@ words; and the control routes' checks on what they are given.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
+import random
 import select
 import socket
 from collections.abc import Iterator
@@ -26,9 +28,10 @@ from google.genai import types as genai_types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachebench.cachemodel import Knobs
+from cachebench.cachemodel import CacheRequest, Knobs
 from cachebench.emulator import Emulator, EmulatorServer, ManualClock
 from cachebench.emulator._models import known_model
+from cachebench.emulator._wire import Call
 from cachebench.testing import CacheEmulator
 
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-5-v1:0"
@@ -461,3 +464,26 @@ def test_known_models_come_from_the_price_data_and_the_cache_facts(
     """A model is known to a family when genai-prices prices it for that provider or the cache
     facts have an entry for it; Claude names are not Gemini models."""
     assert known_model(family, model) is known
+
+
+# -- isolated misses ------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CacheModel._draw_miss (cachemodel.py) still keeps one random.Random per API key; "
+    "drop this mark once it keeps at most 1,024 (an LRU) or derives them from seed and key",
+)
+def test_miss_generators_do_not_grow_with_the_number_of_api_keys() -> None:
+    """With ``miss_rate`` on, 4,096 callers with distinct API keys leave at most 1,024 miss
+    generators behind (a bound, not one ~3 KB generator per key ever seen)."""
+    emu = Emulator(knobs=Knobs(miss_rate=0.5, seed=7))
+
+    def generators() -> int:
+        gc.collect()
+        return sum(isinstance(o, random.Random) for o in gc.get_objects())
+
+    before = generators()
+    for i in range(4096):
+        Call(emu, CacheRequest("anthropic", "claude-sonnet-5", f"sk-caller-{i}", segments=())).abort()
+    assert generators() - before <= 1024

@@ -1,9 +1,13 @@
 """The ``cachebench`` command line (``main(argv)`` returns exit codes, ``cachebench emulate``
-serves the emulator), the emulator's control routes and the ``cache_emulator`` fixture."""
+serves the emulator, ``--version``, help within 80 columns, ``python -m cachebench``), the
+emulator's control routes and the ``cache_emulator`` fixture."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +16,10 @@ import urllib.request
 from typing import Any
 
 import pytest
+import typer
+from starlette.routing import Route
 
+import cachebench
 from cachebench import cli, emulator
 from cachebench.cachemodel import Knobs
 from cachebench.emulator import Emulator, EmulatorServer
@@ -156,3 +163,88 @@ def test_emulate_serves_until_terminated() -> None:
             proc.terminate()
             proc.wait(timeout=10)
         assert proc.returncode == 0
+
+
+def test_version_is_printed_by_main_and_by_python_m_cachebench(capsys: pytest.CaptureFixture[str]) -> None:
+    """``cachebench --version`` prints ``cachebench <version>`` and exits 0, in process and as
+    ``python -m cachebench`` in a real subprocess."""
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"cachebench {cachebench.__version__}\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "cachebench", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"cachebench {cachebench.__version__}\n", "")
+
+
+def _commands() -> list[list[str]]:
+    """The root and every command, as the argv prefix that names it."""
+    group = typer.main.get_command(cli.build())
+    assert isinstance(group, typer.core.TyperGroup)
+    return [[], *([name] for name in sorted(group.commands))]
+
+
+def _assert_fits_80_columns(text: str) -> None:
+    usage, *rest = text.splitlines()
+    assert usage.startswith("Usage: cachebench") and len(usage) <= 80
+    for line in rest:
+        assert len(line) <= 80, line
+        assert not line.endswith(("...", "\N{HORIZONTAL ELLIPSIS}")), line  # a line cut short
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_help_of_every_command_fits_80_columns_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], columns: str
+) -> None:
+    """``--help`` of the root and of every command, through ``main(argv)``, is at most 80
+    columns wide with nothing cut short, on an 80-column terminal and on a wider one."""
+    monkeypatch.setenv("COLUMNS", columns)
+    commands = _commands()
+    assert ["emulate"] in commands
+    for argv in commands:
+        assert cli.main([*argv, "--help"]) == 0
+        _assert_fits_80_columns(capsys.readouterr().out)
+
+
+def test_help_of_every_command_fits_80_columns_in_a_subprocess() -> None:
+    """The installed ``cachebench`` script and ``python -m cachebench`` print every command's
+    help within 80 columns (COLUMNS=80), exiting 0."""
+    script = shutil.which("cachebench", path=os.path.dirname(sys.executable))
+    assert script is not None
+    env = {**os.environ, "COLUMNS": "80"}
+    for launcher in ([script], [sys.executable, "-m", "cachebench"]):
+        for argv in _commands():
+            done = subprocess.run(
+                [*launcher, *argv, "--help"], capture_output=True, text=True, timeout=60, env=env
+            )
+            assert done.returncode == 0, done.stderr
+            _assert_fits_80_columns(done.stdout)
+
+
+def test_emulate_help_lists_every_control_route(capsys: pytest.CaptureFixture[str]) -> None:
+    """``emulate --help`` lists each control route of the emulator's app, method and path,
+    one line each, and no route the app does not have."""
+    routes = {
+        (method, route.path)
+        for route in emulator.create_app().routes
+        if isinstance(route, Route) and route.path.startswith("/_emulator/")
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+    assert len(routes) >= 4
+    assert cli.main(["emulate", "--help"]) == 0
+    listed = re.findall(r"^\s+(GET|POST)\s+(/_emulator/\S+)\s+\S", capsys.readouterr().out, re.MULTILINE)
+    assert sorted(listed) == sorted(routes)
+
+
+def test_emulate_passes_the_body_limit_and_any_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--max-body-mb`` (MiB, default 32) and ``--any-model`` (default off) reach the
+    emulator; a limit below 1 MiB is a usage error."""
+    seen: list[emulator.Emulator] = []
+    monkeypatch.setattr(emulator, "serve", lambda emu, **kwargs: seen.append(emu))
+    assert cli.main(["emulate"]) == 0
+    assert cli.main(["emulate", "--max-body-mb", "2", "--any-model"]) == 0
+    assert [(e.max_body_bytes, e.any_model) for e in seen] == [
+        (32 * 1024 * 1024, False),
+        (2 * 1024 * 1024, True),
+    ]
+    assert cli.main(["emulate", "--max-body-mb", "0"]) == 2

@@ -1,9 +1,12 @@
-"""The ``cachebench`` command.
+"""The ``cachebench`` command (also ``python -m cachebench``).
 
 ``cachebench emulate --port 8790`` serves the local provider emulator (see
 :mod:`cachebench.emulator`) until interrupted; the knob flags (``--latency-ms``,
 ``--ttft-ms``, ``--error-rate``, ``--error-status``, ``--miss-rate``, ``--seed``) set its
-default knobs, and ``--manual-clock`` makes time move only through ``POST /_emulator/advance``.
+default knobs, ``--manual-clock`` makes time move only through ``POST /_emulator/advance``,
+``--max-body-mb`` sets the request size limit and ``--any-model`` serves any model name.
+``cachebench --version`` prints the version. Help is plain text wrapped to the terminal
+(80 columns at most), so it reads the same in a pipe, a log and a narrow terminal.
 
 Needs the ``cli`` extra (typer, and the emulator's starlette and uvicorn):
 ``pip install 'cachebench[cli]'``. Imports stay inside the functions so that
@@ -15,6 +18,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,6 +50,26 @@ def _exit_cleanly_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# The emulator's control routes (``emulator/app.py``), one line each, for ``emulate --help``;
+# tests/test_cli.py checks the list against the app's routes.
+CONTROL_ROUTES = """\b
+Control endpoints, beside the provider routes:
+  GET  /_emulator/health   status, clock, families, limits
+  POST /_emulator/knobs    {"latency_ms": 50, "scope": "sk-1"}: set knobs
+  POST /_emulator/reset    forget every cache entry, restore the knobs
+  POST /_emulator/advance  {"seconds": 300}: move a --manual-clock"""
+
+
+def _print_version(value: bool) -> None:
+    import typer
+
+    if value:
+        from . import __version__
+
+        typer.echo(f"cachebench {__version__}")
+        raise typer.Exit()
+
+
 def build() -> "typer.Typer":
     """The typer application (its commands import what they serve when they run)."""
     import typer
@@ -56,13 +80,21 @@ def build() -> "typer.Typer":
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # click's plain help: wrapped to the width, never cropped
     )
 
     @app.callback()
-    def _root() -> None:
+    def _root(
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+            ),
+        ] = False,
+    ) -> None:
         """Prompt-cache observability for LLM apps."""
 
-    @app.command()
+    @app.command(epilog=CONTROL_ROUTES)
     def emulate(
         host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
         port: Annotated[
@@ -83,11 +115,22 @@ def build() -> "typer.Typer":
         ] = 0.0,
         seed: Annotated[int | None, typer.Option(help="Seed for injected errors and misses.")] = None,
         manual_clock: Annotated[
-            bool, typer.Option(help="Time moves only through POST /_emulator/advance.")
+            bool,
+            typer.Option("--manual-clock", help="Time moves only through POST /_emulator/advance."),
+        ] = False,
+        max_body_mb: Annotated[
+            int, typer.Option(help="Request size limit in MiB (past it: the provider's error).", min=1)
+        ] = 32,
+        any_model: Annotated[
+            bool, typer.Option("--any-model", help="Serve any model name (default: known models only).")
         ] = False,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     ) -> None:
-        """Serve the local provider emulator (Anthropic, OpenAI, Bedrock, Gemini) until Ctrl-C."""
+        """Serve the local provider emulator until Ctrl-C.
+
+        It answers the Anthropic, OpenAI, Bedrock and Gemini HTTP APIs with their caching
+        rules; point each SDK's base URL at the address it prints.
+        """
         if error_status not in (429, 500, 529):
             raise typer.BadParameter("must be 429, 500 or 529", param_hint="--error-status")
         from .cachemodel import Knobs
@@ -106,7 +149,12 @@ def build() -> "typer.Typer":
             miss_rate=miss_rate,
             seed=seed,
         )
-        emulator = Emulator(knobs=knobs, clock=ManualClock()) if manual_clock else Emulator(knobs=knobs)
+        emulator = Emulator(
+            knobs=knobs,
+            clock=ManualClock() if manual_clock else time.time,
+            max_body_bytes=max_body_mb * 1024 * 1024,
+            any_model=any_model,
+        )
         with _exit_cleanly_on_sigterm():
             serve(emulator, host=host, port=port, log_level=log_level, announce=_announce)
 

@@ -18,7 +18,6 @@ unchanged) cost a second pass, so they are computed only where a difference is e
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -27,6 +26,7 @@ from typing import Any
 import orjson
 import xxhash
 
+from .redact import excerpt, redact
 from .types import PrefixDiff, PrefixKey, Prompt
 
 __all__ = [
@@ -272,31 +272,6 @@ _CHUNK = 64
 _MAX_CHUNKS = 256
 _CONTEXT = 80  # characters of context on each side of a difference in an excerpt
 _EXCERPT_MAX = 300  # characters in one excerpt: a re-ordered tool makes the range the whole block
-_REDACTED = "[REDACTED]"
-# Excerpts are cut from canonical bytes, so JSON inside prompt text arrives with escaped
-# quotes: ``{\"api_key\": \"...\"}``. Quotes may therefore carry backslashes.
-_QUOTE = r"""\\*["']"""
-_NAME_CHARS = r"A-Za-z0-9_.\-"
-_SECRETS = re.compile(
-    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[\s\S]*?-----END[A-Z0-9 ]*PRIVATE KEY-----|[\s\S]*)"
-    r"|sk-[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic API keys
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key ids
-    # AWS secret access keys: 40 base64 characters, mixed case and digits (hex digests are not)
-    r"|(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]{0,39}[a-z])(?=[A-Za-z0-9/+]{0,39}[A-Z])"
-    r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
-    r"|AIza[0-9A-Za-z_\-]{35}"  # Google API keys
-    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub tokens
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
-    r"|(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"  # JWTs
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{16,}=*"
-    # name = value, the name containing secret/token/password/api_key/access_key: the name is
-    # kept, the value replaced. A quoted value runs to its closing quote (spaces included).
-    # (The lookahead finds the word, the possessive run takes the name: linear in the input.)
-    rf"|(?P<name>(?<![{_NAME_CHARS}])(?=[{_NAME_CHARS}]*?"
-    r"(?i:secret|token|passw(?:or)?d|passphrase|api[_\-]?key|access[_\-]?key|private[_\-]?key|credential))"
-    rf"[{_NAME_CHARS}]++(?:{_QUOTE})?\s*[:=]\s*)"
-    rf"(?:(?P<quote>{_QUOTE})(?:[^\"'\\\n]|\\\\)+|[^\s\"'\\,;}}\]]{{6,}})"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,68 +323,16 @@ def layer_print(prompt: Prompt, start: int, stop: int, *, keep_text: bool = Fals
     return tuple(out)
 
 
-def redact(text: str) -> str:
-    """``text`` with API keys, tokens, private keys and ``secret=...`` values replaced by
-    ``[REDACTED]`` (the name of a ``name=value`` pair is kept)."""
-    return _redact(text)[0]
-
-
-def _redact(text: str) -> tuple[str, list[tuple[int, int, int, int]]]:
-    """The redacted text, and each replacement as (start, end) in ``text`` and in the result."""
-    out: list[str] = []
-    spans: list[tuple[int, int, int, int]] = []
-    at = size = 0
-    for m in _SECRETS.finditer(text):
-        kept = m.group("name") or ""
-        if m.group("quote"):
-            kept += m.group("quote")
-        piece = text[at : m.start()]
-        out.append(piece)
-        size += len(piece)
-        replacement = kept + _REDACTED
-        out.append(replacement)
-        spans.append((m.start(), m.end(), size, size + len(replacement)))
-        size += len(replacement)
-        at = m.end()
-    out.append(text[at:])
-    return "".join(out), spans
-
-
-def _moved(position: int, spans: list[tuple[int, int, int, int]], *, end: bool) -> int:
-    """Where ``position`` of the original text lands in the redacted one (a position inside a
-    replaced secret widens to the whole replacement)."""
-    shift = 0
-    for start, stop, new_start, new_stop in spans:
-        if position <= start:
-            break
-        if position < stop:
-            return new_stop if end else new_start
-        shift = new_stop - stop
-    return position + shift
-
-
 def _excerpt(data: bytes | None, start: int, end: int) -> str | None:
-    """Bytes ``start..end`` of a block's canonical bytes with context, redacted.
-
-    The whole block is redacted before the excerpt is cut, so a secret the cut would split
-    cannot show its tail without the prefix that identifies it. At most ``_CONTEXT``
-    characters each side and ``_EXCERPT_MAX`` in all; a replacement the cut would split is
-    left out rather than shown in part.
-    """
+    """Bytes ``start..end`` of a block's canonical bytes with context, redacted (see
+    :func:`cachebench.redact.excerpt`): at most ``_CONTEXT`` characters each side and
+    ``_EXCERPT_MAX`` in all."""
     if data is None:
         return None
-    text, spans = _redact(data.decode("utf-8", "replace"))
     # A byte offset inside a multi-byte character counts up to the character before it.
-    first = _moved(len(data[:start].decode("utf-8", "ignore")), spans, end=False)
-    last = _moved(len(data[:end].decode("utf-8", "ignore")), spans, end=True)
-    lo = max(0, first - _CONTEXT)
-    hi = min(len(text), last + _CONTEXT, lo + _EXCERPT_MAX)
-    for _, _, new_start, new_stop in spans:
-        if new_start < lo < new_stop:
-            lo = new_stop
-        if new_start < hi < new_stop:
-            hi = new_start
-    return text[lo : max(lo, hi)]
+    first = len(data[:start].decode("utf-8", "ignore"))
+    last = len(data[:end].decode("utf-8", "ignore"))
+    return excerpt(data.decode("utf-8", "replace"), first, last, context=_CONTEXT, limit=_EXCERPT_MAX)
 
 
 def diff_layers(old: Sequence[BlockPrint], new: Sequence[BlockPrint]) -> PrefixDiff | None:

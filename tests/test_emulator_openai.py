@@ -320,7 +320,8 @@ GREETING = "How can I help?"
 
 def marked(system: str, context: str, question: str, **extra: Any) -> dict[str, Any]:
     """A GPT-5.6 request: a 12h breakpoint after the system prompt, the user's context as a
-    second part (the implicit breakpoint, 30m, falls before the newest user turn)."""
+    second part, then a greeting and the question (the implicit breakpoint, 30m, ends with the
+    question)."""
     parts = [
         {"type": "text", "text": system, "prompt_cache_breakpoint": {"mode": "explicit", "ttl": "12h"}},
         {"type": "text", "text": context},
@@ -338,19 +339,18 @@ def marked(system: str, context: str, question: str, **extra: Any) -> dict[str, 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_gpt_5_6_reports_writes_and_reads_exact_prefixes(clients: ClientFactory, mode: str) -> None:
-    """GPT-5.6: the first call writes through the implicit breakpoint and reports it; the next
-    reads that prefix exactly (no 128-token rounding); another user's context reads the 12h
-    system breakpoint and writes only the rest."""
+    """GPT-5.6: the first call writes through the implicit breakpoint (the question) and
+    reports it; the repeat reads all of it exactly (no 128-token rounding); another user's
+    context reads the 12h system breakpoint and writes only the rest."""
     system, client = sized(1500), clients()
     ann, bob = "Customer ann, plan Pro.", "Customer bob, plan Free, two open tickets."
-    prefix = tokens(system, ann, GREETING)
-    n = prefix + tokens(QUESTION)
-    assert await client.chat(mode, marked(system, ann, QUESTION)) == (n, 0, prefix)
-    assert await client.chat(mode, marked(system, ann, QUESTION)) == (n, prefix, 0)
+    n = tokens(system, ann, GREETING, QUESTION)
+    assert await client.chat(mode, marked(system, ann, QUESTION)) == (n, 0, n)
+    assert await client.chat(mode, marked(system, ann, QUESTION)) == (n, n, 0)
     assert await client.chat(mode, marked(system, bob, QUESTION)) == (
         tokens(system, bob, GREETING, QUESTION),
         tokens(system),
-        tokens(bob, GREETING),
+        tokens(bob, GREETING, QUESTION),
     )
 
 
@@ -364,7 +364,10 @@ async def test_gpt_5_6_responses_split_writes_by_ttl(clients: ClientFactory) -> 
     details = response.usage.input_tokens_details if response.usage else None
     assert details is not None and details.cache_write_tokens_details is not None
     split = details.cache_write_tokens_details
-    assert (split.ttl_12h_tokens, split.ttl_30m_tokens) == (tokens(sized(1500)), tokens(context, GREETING))
+    assert (split.ttl_12h_tokens, split.ttl_30m_tokens) == (
+        tokens(sized(1500)),
+        tokens(context, GREETING, QUESTION),
+    )
     assert split.ttl_12h_tokens + split.ttl_30m_tokens == details.cache_write_tokens
     assert response.prompt_cache_options is not None and response.prompt_cache_options.ttl == "30m"
     agrees(client.tracker.calls()[-1], response.usage)

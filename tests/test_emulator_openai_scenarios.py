@@ -177,10 +177,9 @@ def growth(variant: str, turn: int) -> tuple[int, int, int | None]:
     before = n - q[-1] - a[-2] if turn > 1 else 0  # the previous turn's whole prompt
     if variant == "implicit":
         return n, stepped(before), None
-    if variant == "gpt-5.6-marked":  # the previous turn wrote through its question
-        return (n, 0, n) if turn == 1 else (n, before, a[-2] + q[-1])
-    # the implicit breakpoint sits before the newest question
-    return (n, 0, n - q[-1]) if turn == 1 else (n, before - q[-2], q[-2] + a[-2])
+    # GPT-5.6, marked or not: the implicit breakpoint ends with the newest question, so the
+    # previous turn wrote through its question, and this one reads all of it.
+    return (n, 0, n) if turn == 1 else (n, before, a[-2] + q[-1])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -190,9 +189,8 @@ async def test_multi_turn_growth_reads_the_previous_turn(
     clients: ClientFactory, api: str, variant: str, mode: str
 ) -> None:
     """Each turn reads what the previous turn cached: gpt-4.1 its whole prompt (128-token
-    steps); GPT-5.6 through its implicit breakpoint before the newest question (and writes the
-    previous question and answer), or, with a breakpoint on the newest question, its whole
-    prompt exactly."""
+    steps); GPT-5.6, whose implicit breakpoint ends with the newest question (with or without
+    a marker there), its whole prompt exactly."""
     client = clients()
     got = [await send(client, api, mode, conversation(api, variant, t)) for t in range(1, GROWTH_TURNS + 1)]
     assert got == [growth(variant, t) for t in range(1, GROWTH_TURNS + 1)]
@@ -209,18 +207,19 @@ async def test_eight_parallel_cold_calls_all_write(
     cache_emulator: CacheEmulator, clients: ClientFactory, api: str, model: str, mode: str
 ) -> None:
     """With a time-to-first-token knob, 8 parallel cold calls of one prompt all read nothing
-    and (GPT-5.6) each reports writing the system prompt: an entry is readable only once its
-    response has started. The next call reads it."""
+    and (GPT-5.6) each reports writing the prompt through the question (where its implicit
+    breakpoint ends): an entry is readable only once its response has started. The next call
+    reads it."""
     client = clients()
     body = body_of(
         api, model, [{"role": "system", "content": sized(2000)}, {"role": "user", "content": QUESTION}]
     )
-    n, system = tokens(sized(2000), QUESTION), tokens(sized(2000))
+    n = tokens(sized(2000), QUESTION)
     cache_emulator.set_knobs(ttft_ms=800)
     results = await asyncio.gather(*(send(client, api, mode, body) for _ in range(8)))
     if model == NEW:
-        assert results == [(n, 0, system)] * 8
-        assert await send(client, api, mode, body) == (n, system, 0)
+        assert results == [(n, 0, n)] * 8
+        assert await send(client, api, mode, body) == (n, n, 0)
     else:
         assert results == [(n, 0, None)] * 8
         assert await send(client, api, mode, body) == (n, stepped(n), None)
@@ -262,22 +261,22 @@ ENTRIES = [f"{api}.{how}{tail}" for api in APIS for how in ("create", "stream") 
 @pytest.mark.parametrize("entry", ENTRIES)
 async def test_every_stream_entry_point_is_tracked(clients: ClientFactory, entry: str) -> None:
     """``create(stream=True)``, ``chat.completions.stream()`` and ``responses.stream()``, sync
-    and async, all pass through the tracker: a GPT-5.6 prompt writes its prefix then reads it,
-    and each recorded stream call equals the SDK's final usage (Chat asks for usage with
+    and async, all pass through the tracker: a GPT-5.6 prompt writes itself (through the
+    implicit breakpoint, which ends with the question) then reads it, and each recorded stream
+    call equals the SDK's final usage (Chat asks for usage with
     ``stream_options.include_usage``, which the ``.stream()`` helper does not add)."""
     api = entry.split(".")[0]
     client = clients()
     context = "Customer ann, plan Pro. " * 20
     system = [text_part(api, sized(1500), True), text_part(api, context, False)]
     body = body_of(api, NEW, [{"role": "system", "content": system}, {"role": "user", "content": QUESTION}])
-    prefix = tokens(sized(1500), context)
-    n = prefix + tokens(QUESTION)
+    n = tokens(sized(1500), context, QUESTION)
     got = []
     for _ in range(2):
         usage = await streamed(client, entry, body)
         base.agrees(client.tracker.calls()[-1], usage)
         got.append(base.counts(usage))
-    assert got == [(n, 0, prefix), (n, prefix, 0)]
+    assert got == [(n, 0, n), (n, n, 0)]
     assert [m.stream for m in client.tracker.calls()] == [True, True]
 
 

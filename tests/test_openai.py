@@ -1157,7 +1157,8 @@ def test_gpt56_explicit_breakpoints_are_stripped_and_carry_their_ttl() -> None:
 
 
 def test_gpt56_implicit_mode_adds_the_implicit_breakpoint() -> None:
-    """With mode implicit (the default) the implicit breakpoint is kept next to explicit ones."""
+    """With mode implicit (the default) the implicit breakpoint is kept next to explicit ones;
+    from GPT-5.6 on it ends with the newest user message."""
     marked = {"type": "text", "text": SYSTEM, "prompt_cache_breakpoint": {"mode": "explicit"}}
     req = {
         "model": "gpt-5.6",
@@ -1170,17 +1171,19 @@ def test_gpt56_implicit_mode_adds_the_implicit_breakpoint() -> None:
     }
     p = adapter.parse_request(req)
     assert not p.implicit
-    assert p.breakpoints == (0, 2)
-    assert [b.ttl for b in p.blocks] == ["30m", None, "30m", None]
+    assert p.breakpoints == (0, 3)
+    assert [b.ttl for b in p.blocks] == ["30m", None, None, "30m"]
 
 
 def test_gpt56_without_markers_falls_back_to_the_implicit_rule() -> None:
-    """No markers: mode implicit -> implicit breakpoint (TTL 30m); mode explicit -> uncacheable."""
+    """No markers: mode implicit -> the implicit breakpoint (TTL 30m) through the newest user
+    message, matched at breakpoints like an explicit one (no longest-prefix fallback); mode
+    explicit -> uncacheable."""
     p = adapter.parse_request(chat_request(model="gpt-5.6"))
-    assert p.implicit and p.breakpoints == (1,)
-    assert p.blocks[1].ttl == "30m"
+    assert not p.implicit and p.breakpoints == (2,)
+    assert p.blocks[2].ttl == "30m"
     p = adapter.parse_request(chat_request(model="gpt-6.1-sol", prompt_cache_options={"ttl": "12h"}))
-    assert p.implicit and p.blocks[1].ttl == "12h"
+    assert not p.implicit and p.blocks[2].ttl == "12h"
     p = adapter.parse_request(chat_request(model="gpt-5.6", prompt_cache_options={"mode": "explicit"}))
     assert p.breakpoints == ()
     assert prefix_key(p).prefix_id is None
@@ -1291,8 +1294,8 @@ def test_model_generations(model: str | None, version: tuple[int, int] | None, e
 
 
 def test_repeat_calls_are_judged_against_the_128_token_rounding() -> None:
-    """A cold call is not a miss; a rounded-down hit is fine; reading nothing when the prefix is
-    live is an unexpected miss."""
+    """A cold call is not a miss; a hit rounded down to 128-token steps is what is expected;
+    reading nothing when the prefix is live is an unexpected miss."""
     alerts: list[CallMetrics] = []
     server = Server(chat=[chat_usage(2006, 0, 300), chat_usage(2006, 1920, 300), chat_usage(2006, 0, 300)])
     t = tracker(on_miss_alert=alerts.append)
@@ -1301,7 +1304,7 @@ def test_repeat_calls_are_judged_against_the_128_token_rounding() -> None:
         create(**chat_request())
     cold, warm, missed = t.calls()
     assert (cold.unexpected_miss, cold.miss_cause, cold.expected_read_tokens) == (False, "cold", 0)
-    assert warm.expected_read_tokens == 2006 and not warm.unexpected_miss
+    assert warm.expected_read_tokens == 1920 and not warm.unexpected_miss
     assert missed.unexpected_miss and missed.miss_cause == "provider"
     assert alerts == [missed]
 

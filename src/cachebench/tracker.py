@@ -22,6 +22,7 @@ from ._guard import strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
 from .policy import CachePolicy
 from .providers import adapter_for, detect_client, detect_response
+from .redact import require_redactor
 from .types import CallMetrics, Provider, Regression
 
 __all__ = ["CacheTracker", "CallContext"]
@@ -79,6 +80,8 @@ class CacheTracker:
                 raise ValueError(f"{name} must be a positive int, got {n!r}")
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds since the epoch")
+        if capture_text:
+            require_redactor()  # excerpts are redacted by the secret detector: a clear error now
         if store is not None:
             raise ValueError(
                 f"store: only the in-memory store (store=None) is available in this version; got {store!r}"

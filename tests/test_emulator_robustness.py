@@ -28,7 +28,7 @@ from google.genai import types as genai_types
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachebench.cachemodel import CacheRequest, Knobs
+from cachebench.cachemodel import MAX_MISS_GENERATORS, CacheRequest, Knobs
 from cachebench.emulator import Emulator, EmulatorServer, ManualClock
 from cachebench.emulator._models import known_model
 from cachebench.emulator._wire import Call
@@ -469,11 +469,6 @@ def test_known_models_come_from_the_price_data_and_the_cache_facts(
 # -- isolated misses ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CacheModel._draw_miss (cachemodel.py) still keeps one random.Random per API key; "
-    "drop this mark once it keeps at most 1,024 (an LRU) or derives them from seed and key",
-)
 def test_miss_generators_do_not_grow_with_the_number_of_api_keys() -> None:
     """With ``miss_rate`` on, 4,096 callers with distinct API keys leave at most 1,024 miss
     generators behind (a bound, not one ~3 KB generator per key ever seen)."""
@@ -486,4 +481,14 @@ def test_miss_generators_do_not_grow_with_the_number_of_api_keys() -> None:
     before = generators()
     for i in range(4096):
         Call(emu, CacheRequest("anthropic", "claude-sonnet-5", f"sk-caller-{i}", segments=())).abort()
-    assert generators() - before <= 1024
+    assert generators() - before <= MAX_MISS_GENERATORS == 1024
+
+
+def test_a_key_that_keeps_drawing_keeps_its_sequence() -> None:
+    """The generators kept are the most recently used: a key drawing between 2,000 other keys
+    keeps one sequence, the same one a fresh emulator with the same seed gives it."""
+    emu = Emulator(knobs=Knobs(miss_rate=0.5, seed=7))
+    fresh = Emulator(knobs=Knobs(miss_rate=0.5, seed=7))
+    for i in range(2000):
+        Call(emu, CacheRequest("anthropic", "claude-sonnet-5", f"sk-caller-{i}", segments=())).abort()
+        assert emu.cache._draw_miss("sk-steady") == fresh.cache._draw_miss("sk-steady")

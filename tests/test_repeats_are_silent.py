@@ -23,7 +23,9 @@ from google.genai import types
 from cachebench import CacheTracker, CallMetrics
 from cachebench.testing import CacheEmulator, ManualClock
 
-POLICY = "".join(f"Policy line {i}: answer from the support handbook, politely and exactly. " for i in range(400))
+POLICY = "".join(
+    f"Policy line {i}: answer from the support handbook, politely and exactly. " for i in range(400)
+)
 QUESTION = "Where is order 4411?"
 EPHEMERAL = {"type": "ephemeral"}
 
@@ -55,7 +57,9 @@ def _anthropic(emu: CacheEmulator, tracker: CacheTracker, model: str, mode: str)
                 s.get_final_message()
 
         return streamed
-    return lambda: client.messages.create(model=model, max_tokens=32, system=system, messages=messages, **extra)
+    return lambda: client.messages.create(
+        model=model, max_tokens=32, system=system, messages=messages, **extra
+    )
 
 
 def _openai(emu: CacheEmulator, tracker: CacheTracker, model: str, mode: str) -> Callable[[], Any]:
@@ -111,7 +115,9 @@ def _bedrock(emu: CacheEmulator, tracker: CacheTracker, model: str, mode: str) -
 
 
 def _gemini(emu: CacheEmulator, tracker: CacheTracker, model: str, mode: str) -> Callable[[], Any]:
-    client = genai.Client(api_key="gemini-repeats", http_options=types.HttpOptions(base_url=emu.gemini_base_url))
+    client = genai.Client(
+        api_key="gemini-repeats", http_options=types.HttpOptions(base_url=emu.gemini_base_url)
+    )
     OPEN.append(client)
     tracker.instrument(client)
     config = types.GenerateContentConfig(system_instruction=POLICY)
@@ -174,7 +180,11 @@ def test_a_miss_within_the_clock_margin_of_expiry_is_ttl_expired(cache_emulator:
     client_clock.advance(299.5)
     send()
     first, late = tracker.calls()
-    assert (first.cache_write_tokens > 0, late.cache_read_tokens, late.cache_write_tokens > 0) == (True, 0, True)
+    assert (first.cache_write_tokens > 0, late.cache_read_tokens, late.cache_write_tokens > 0) == (
+        True,
+        0,
+        True,
+    )
     assert late.miss_cause == "ttl_expired"
     assert late.unexpected_miss is False
     assert alerts == []

@@ -74,3 +74,29 @@ def test_manual_clock_moves_only_forward_and_only_when_told() -> None:
         with pytest.raises(ValueError, match="finite number >= 0"):
             clock.advance(bad)
     assert clock() == 1_700_000_002.5
+
+
+def test_the_fixture_refuses_made_up_models_unless_a_test_allows_them(cache_emulator: object) -> None:
+    """A made-up model name gets Anthropic's own not-found error, as it would in production;
+    ``cache_emulator.any_model = True`` serves it for one test, and the next test starts
+    refusing again (the fixture resets it)."""
+    import anthropic
+
+    from cachebench.testing import CacheEmulator
+
+    assert isinstance(cache_emulator, CacheEmulator)
+    assert cache_emulator.any_model is False
+    with anthropic.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-test", max_retries=0
+    ) as client:
+        request = {
+            "model": "claude-made-up-9",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.create(**request)
+        cache_emulator.any_model = True
+        assert client.messages.create(**request).model == "claude-made-up-9"
+        cache_emulator.reset()
+        assert cache_emulator.any_model is False

@@ -63,7 +63,18 @@ from ._cacherules import (
     lookback_positions,
 )
 
-__all__ = ["CacheModel", "CacheRequest", "CacheResult", "CacheRuleError", "Knobs", "Segment"]
+__all__ = [
+    "MAX_MISS_GENERATORS",
+    "CacheModel",
+    "CacheRequest",
+    "CacheResult",
+    "CacheRuleError",
+    "Knobs",
+    "Segment",
+]
+
+# ``miss_rate`` draws: generators kept for this many API keys at most (about 3 KB each).
+MAX_MISS_GENERATORS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +167,9 @@ class CacheModel:
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._pending: OrderedDict[int, list[tuple[bytes, _Entry]]] = OrderedDict()
         self._scope_knobs: dict[str, Knobs] = {}
-        self._rngs: dict[str, random.Random] = {}
+        # One miss generator per API key (scope), seeded "{seed}/{scope}", the most recently
+        # used MAX_MISS_GENERATORS kept: an evicted key's sequence starts again from its seed.
+        self._rngs: OrderedDict[str, random.Random] = OrderedDict()
         self._ticket = 0
 
     # -- knobs ---------------------------------------------------------------------------------
@@ -278,9 +291,14 @@ class CacheModel:
         rate = self.knobs_for(scope).miss_rate
         if rate <= 0.0:
             return False
-        rng = self._rngs.get(scope)
+        rngs = self._rngs
+        rng = rngs.get(scope)
         if rng is None:
-            rng = self._rngs[scope] = random.Random(f"{self.knobs_for(scope).seed}/{scope}")
+            rng = rngs[scope] = random.Random(f"{self.knobs_for(scope).seed}/{scope}")
+            if len(rngs) > MAX_MISS_GENERATORS:
+                rngs.popitem(last=False)  # the least recently drawing key restarts its sequence
+        else:
+            rngs.move_to_end(scope)
         return rng.random() < rate
 
     def _live(self, key: bytes, now: float) -> _Entry | None:

@@ -21,12 +21,28 @@ from typing import Any
 from ._guard import logger
 from .types import UNPRICED, Cost, Usage
 
-__all__ = ["PRICE_KEYS", "PriceTable", "validate_overrides"]
+__all__ = ["PRICE_KEYS", "PriceTable", "has_price", "validate_overrides"]
 
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 
 # cachebench provider -> genai-prices provider id.
 _GENAI_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "bedrock": "aws", "gemini": "google"}
+
+
+def has_price(provider: str, model: str) -> bool:
+    """Whether the price data knows ``model`` for ``provider`` (no memo: callers bound their
+    own lookups)."""
+    from genai_prices import data_snapshot
+
+    try:
+        data_snapshot.get_snapshot().find_provider_model(
+            model, None, _GENAI_PROVIDER.get(provider, provider), None
+        )
+    except LookupError:
+        return False
+    return True
+
+
 # genai-prices ModelPrice attribute for each of our rate names.
 _GENAI_ATTR = {
     "input": "input_mtok",

@@ -113,9 +113,21 @@ class CacheEmulator:
         ``miss_rate``, ``seed``), for every caller or for one API key (``scope``)."""
         return self.emulator.set_knobs(knobs, scope=scope, **fields)
 
+    @property
+    def any_model(self) -> bool:
+        """Whether model names the providers do not serve are answered too (default False:
+        they get the provider's own not-found error, as in production). Set it to True for a
+        test that uses a made-up model name; each test starts with it False."""
+        return self.emulator.any_model
+
+    @any_model.setter
+    def any_model(self, value: bool) -> None:
+        self.emulator.any_model = bool(value)
+
     def reset(self) -> None:
-        """Forget every cache entry and restore the default knobs."""
+        """Forget every cache entry, restore the default knobs and refuse unknown models again."""
         self.emulator.reset()
+        self.emulator.any_model = False
 
 
 # The fixtures exist only where pytest does: ManualClock and CacheEmulator import without it.
@@ -134,6 +146,7 @@ if importlib.util.find_spec("pytest") is not None:
     @pytest.fixture
     def cache_emulator(_cache_emulator_server: EmulatorServer) -> Iterator[CacheEmulator]:
         """A local provider emulator with an empty cache (see :mod:`cachebench.testing`)."""
-        _cache_emulator_server.emulator.reset()
-        yield CacheEmulator(_cache_emulator_server)
-        _cache_emulator_server.emulator.reset()
+        emulator = CacheEmulator(_cache_emulator_server)
+        emulator.reset()
+        yield emulator
+        emulator.reset()

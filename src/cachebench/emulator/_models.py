@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 
 from .._cachefacts import anthropic_min_tokens, gemini_min_tokens, nova_min_tokens
-from ..pricing import PriceTable
+from ..pricing import has_price
 from ._errors import WireError
 
 __all__ = ["known_model", "require_known_model"]
@@ -68,8 +68,7 @@ def known_model(family: str, model: str) -> bool:
         return True
     if model.startswith(_NOT_SERVED.get(family, ())):
         return False
-    # A table of its own for each lookup: PriceTable memoises every name it is asked about.
-    return PriceTable()._lookup(family, model) is not None
+    return has_price(family, model)
 
 
 def require_known_model(family: str, model: str) -> None:

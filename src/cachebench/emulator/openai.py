@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
+from .._cachefacts import openai_implicit_end
 from ..cachemodel import CacheRequest
 from ..providers import openai as provider
 from ._errors import WireError, WireRoute, json_response
@@ -149,8 +150,8 @@ def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheR
     Before GPT-5.6 the whole prompt is cached implicitly (``implicit_end`` None) under the
     request's ``prompt_cache_retention``. From GPT-5.6 the prompt's breakpoints are the
     explicit markers plus, unless ``prompt_cache_options.mode`` is ``explicit``, the implicit
-    one :func:`cachebench.providers.openai.build_prompt` places (before the newest turn) with
-    ``prompt_cache_options.ttl``.
+    one (through the latest user or tool message: ``openai_implicit_end``, the fact the
+    tracker's adapter uses too) with ``prompt_cache_options.ttl``.
     """
     prompt = provider.parse_request(body)
     fields: dict[str, Any] = {"routing_key": body.get("prompt_cache_key")}
@@ -159,7 +160,9 @@ def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheR
         implicit = options.get("mode", "implicit") == "implicit"
         fields["explicit"] = True
         fields["retention"] = options.get("ttl", provider.EXPLICIT_DEFAULT_TTL)
-        fields["implicit_end"] = (prompt.turn_start or len(prompt.blocks)) if implicit else 0
+        fields["implicit_end"] = (
+            openai_implicit_end(model, prompt.turn_start, len(prompt.blocks)) if implicit else 0
+        )
     else:
         fields["markers"] = False
         fields["retention"] = body.get("prompt_cache_retention")

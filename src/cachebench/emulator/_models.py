@@ -2,7 +2,7 @@
 
 A model is known to a family when genai-prices lists it for that provider (the price data
 :mod:`cachebench.pricing` reads, with the same provider mapping: Bedrock is ``aws``) or when
-the cache facts have a per-model entry for it (:mod:`cachebench._cachefacts`: the Claude and
+the cache facts have a per-model entry for it (:mod:`cachebench.facts`: the Claude and
 Nova minimums, the Gemini generations). Both are the package's own lists of real models, so
 whatever the tracker prices or knows the cache rules of, the emulator serves.
 ``Emulator(any_model=True)`` (``cachebench emulate --any-model``) serves any name.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from .._cachefacts import anthropic_min_tokens, gemini_min_tokens, nova_min_tokens
+from ..facts import anthropic_min_tokens, bedrock_min_tokens, gemini_min_tokens
 from ..pricing import has_price
 from ._errors import WireError
 
@@ -23,9 +23,9 @@ __all__ = ["known_model", "require_known_model"]
 def _bedrock_facts(model: str | None) -> int:
     # Bedrock ids name their vendor ("us.anthropic.claude-sonnet-5-v1:0"): a bare Claude name
     # is not one.
-    if model and "anthropic." in model:
-        return anthropic_min_tokens(model)
-    return nova_min_tokens(model)
+    if model and "claude" in model and "anthropic." not in model:
+        return 0
+    return bedrock_min_tokens(model)
 
 
 # The cache-fact tables with one entry per model (0: not in the table). OpenAI's facts are

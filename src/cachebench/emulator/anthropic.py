@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from .._cacherules import BREAKPOINT_TTLS
 from ..cachemodel import CacheResult
+from ..facts import BREAKPOINT_TTLS
 from ..providers import anthropic as provider
 from ..types import Prompt
 from ._errors import WireError, WireRoute, json_response

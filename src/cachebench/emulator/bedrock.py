@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from .._cachefacts import nova_min_tokens
 from ..cachemodel import CacheResult
+from ..facts import nova_min_tokens
 from ..providers import bedrock as provider
 from . import _eventstream as es
 from . import anthropic as anthropic_wire

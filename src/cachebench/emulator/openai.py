@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from .._cachefacts import openai_implicit_end
 from ..cachemodel import CacheRequest
+from ..facts import openai_implicit_end
 from ..providers import openai as provider
 from ._errors import WireError, WireRoute, json_response
 from ._openai_bodies import chat_body, chat_chunks, response_body, response_events

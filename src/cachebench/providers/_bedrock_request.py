@@ -16,23 +16,19 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..facts import BEDROCK_DEFAULT_TTL, BEDROCK_TTLS, bedrock_model_id
 from ..fingerprint import to_plain
 from ..types import Block, Prompt, Section
 from . import anthropic
 from ._base import get, items
 
 NAME = "bedrock"
-DEFAULT_TTL = "5m"
+DEFAULT_TTL = BEDROCK_DEFAULT_TTL
 MARKER = "cachePoint"
 
 
-def model_id(value: Any) -> str | None:
-    """``modelId`` without an ARN prefix: ``arn:aws:bedrock:...:inference-profile/us.x`` -> ``us.x``."""
-    if not isinstance(value, str) or not value:
-        return None
-    if value.startswith("arn:"):
-        return value.rsplit("/", 1)[-1] or None
-    return value
+# ``modelId`` without an ARN prefix: ``arn:aws:bedrock:...:inference-profile/us.x`` -> ``us.x``.
+model_id = bedrock_model_id
 
 
 def request_model(request: Mapping[str, Any]) -> str | None:
@@ -53,7 +49,7 @@ def _cache_point(block: Any) -> Any:
 
 def _ttl(marker: Any) -> str:
     ttl = get(marker, "ttl")
-    return ttl if ttl in ("5m", "1h") else DEFAULT_TTL
+    return ttl if ttl in BEDROCK_TTLS else DEFAULT_TTL
 
 
 def converse_prompt(

@@ -15,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._cachefacts import RETENTION_24H_SINCE, explicit_caching, model_version, openai_implicit_end
+from ..facts import (
+    OPENAI_DEFAULT_RETENTION,
+    OPENAI_EXPLICIT_DEFAULT_TTL,
+    OPENAI_EXPLICIT_TTLS,
+    OPENAI_RETENTIONS,
+    explicit_caching,
+    openai_default_retention,
+    openai_implicit_end,
+)
 from ..fingerprint import to_plain
 from ..types import Block, Prompt, Section
 from ._base import SENTINELS, get, items, text_form
@@ -23,11 +31,11 @@ from ._base import SENTINELS, get, items, text_form
 NAME = "openai"
 MARKER = "prompt_cache_breakpoint"
 # Implicit retention before GPT-5.6 when the request names none (detect.ttl_seconds: 600 s).
-DEFAULT_TTL = "in_memory"
+DEFAULT_TTL = OPENAI_DEFAULT_RETENTION
 # GPT-5.6+: ``prompt_cache_options.ttl`` default, and the TTLs a breakpoint may carry.
-EXPLICIT_DEFAULT_TTL = "30m"
-EXPLICIT_TTLS = ("30m", "12h")
-RETENTIONS = ("in_memory", "24h")
+EXPLICIT_DEFAULT_TTL = OPENAI_EXPLICIT_DEFAULT_TTL
+EXPLICIT_TTLS = OPENAI_EXPLICIT_TTLS
+RETENTIONS = OPENAI_RETENTIONS
 
 # Request fields that invalidate a cache entry without being content (the reasons
 # ``prompt_cache_diagnostics`` names: text format, reasoning effort, verbosity,
@@ -209,7 +217,7 @@ def build_prompt(
         ttl = request_ttl if request_ttl in EXPLICIT_TTLS else EXPLICIT_DEFAULT_TTL
         implicit_mode = get(cache_options, "mode", "implicit") != "explicit"
     else:
-        ttl = retention if retention in RETENTIONS else _default_retention(model)
+        ttl = retention if retention in RETENTIONS else openai_default_retention(model)
         implicit_mode = True
     marked = explicit_model and any(m is not None for m in markers)
     if marked:
@@ -226,11 +234,6 @@ def build_prompt(
     # entries match at breakpoints only, the implicit one included.
     implicit = implicit_mode and not marked and not explicit_model
     return Prompt.of_blocks(NAME, model, blocks, turn_start, implicit=implicit)
-
-
-def _default_retention(model: str | None) -> str:
-    version = model_version(model)
-    return "24h" if version is not None and version >= RETENTION_24H_SINCE else DEFAULT_TTL
 
 
 def _context(request: Mapping[str, Any]) -> Any:

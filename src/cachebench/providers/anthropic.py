@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._cachefacts import anthropic_min_tokens
+from ..facts import ANTHROPIC_DEFAULT_TTL, ANTHROPIC_TTLS, anthropic_min_tokens
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Prompt, Usage
 from ._base import as_int, fields, get, has_field, is_record, items, text_form
 
 NAME = "anthropic"
 MARKER = "cache_control"
-DEFAULT_TTL = "5m"
+DEFAULT_TTL = ANTHROPIC_DEFAULT_TTL
 
 # Usage fields, as data. Source: anthropic-sdk-python src/anthropic/types/usage.py
 # (class Usage) and types/cache_creation.py (class CacheCreation). ``input_tokens`` excludes
@@ -47,7 +47,7 @@ def _ttl(marker: Any) -> str | None:
     if marker is None:
         return None
     ttl = get(marker, "ttl")
-    return ttl if ttl in ("5m", "1h") else DEFAULT_TTL
+    return ttl if ttl in ANTHROPIC_TTLS else DEFAULT_TTL
 
 
 def _strip(block: Any) -> tuple[Any, str | None]:
@@ -312,7 +312,7 @@ def recorded_usage(response: Any, request: Mapping[str, Any]) -> Usage:
 
 
 def min_cacheable(model: str | None) -> int:
-    """The model's minimum cacheable prefix (``_cachefacts``); below it markers are ignored."""
+    """The model's minimum cacheable prefix (``facts``); below it markers are ignored."""
     return anthropic_min_tokens(model)
 
 

@@ -18,7 +18,7 @@ import binascii
 from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from .._cachefacts import anthropic_min_tokens, nova_min_tokens
+from ..facts import bedrock_min_tokens
 from ..types import UNKNOWN_USAGE, Usage
 from . import anthropic
 from ._base import as_int, get, has_field, is_record
@@ -61,8 +61,6 @@ _ANTHROPIC_USAGE_KEYS = (
     "cache_creation_input_tokens",
     "output_tokens",
 )
-# Minimum tokens per cache checkpoint for non-Claude models (varies; PROVIDER_FACTS "Bedrock").
-# Claude models use the Anthropic table.
 
 
 # -- usage ----------------------------------------------------------------------------------
@@ -302,10 +300,8 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
 
 
 def min_cacheable(model: str | None) -> int:
-    """Nova's per-checkpoint minimum, Claude's per model (``_cachefacts``)."""
-    if not model:
-        return 0
-    return nova_min_tokens(model) or (anthropic_min_tokens(model) if "claude" in model else 0)
+    """Nova's per-checkpoint minimum, Claude's per model (``facts``)."""
+    return bedrock_min_tokens(model)
 
 
 def read_tolerance(model: str | None) -> int:

@@ -22,7 +22,7 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._cachefacts import gemini_min_tokens
+from ..facts import GEMINI_IMPLICIT_TTL, gemini_min_tokens, gemini_model_name
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
 from ._base import as_int, get, has_field, is_record
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .._call import CallContext
 
 NAME = "gemini"
-DEFAULT_TTL = "5m"
+DEFAULT_TTL = GEMINI_IMPLICIT_TTL
 METHODS = ("generate_content", "generate_content_stream")
 
 # Usage fields, as data: (google-genai snake_case, REST camelCase). Source: google-genai
@@ -61,15 +61,8 @@ _FIXED_SCHEMA = frozenset(
 # -- requests -------------------------------------------------------------------------------
 
 
-def model_name(value: Any) -> str | None:
-    """A model name without its resource path: ``models/gemini-2.5-flash`` -> ``gemini-2.5-flash``."""
-    if not isinstance(value, str) or not value:
-        return None
-    if "models/" in value:
-        value = value.rsplit("models/", 1)[-1]
-    elif value.startswith("google/"):
-        value = value[len("google/") :]
-    return value or None
+# A model name without its resource path: ``models/gemini-2.5-flash`` -> ``gemini-2.5-flash``.
+model_name = gemini_model_name
 
 
 def request_model(request: Mapping[str, Any]) -> str | None:
@@ -383,8 +376,8 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
 
 
 def min_cacheable(model: str | None) -> int:
-    """The model's minimum implicit-cache prefix (``_cachefacts``)."""
-    return gemini_min_tokens(model_name(model))
+    """The model's minimum implicit-cache prefix (``facts``)."""
+    return gemini_min_tokens(model)
 
 
 def read_tolerance(model: str | None) -> int:

@@ -20,10 +20,10 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._cachefacts import OPENAI_DEFAULT_MIN, OPENAI_READ_STEP, openai_min_tokens
-from .._cachefacts import explicit_caching as explicit_caching
-from .._cachefacts import model_version as model_version
 from .._guard import logger
+from ..facts import OPENAI_DEFAULT_MIN, OPENAI_READ_STEP, openai_min_tokens, openai_read_step
+from ..facts import explicit_caching as explicit_caching
+from ..facts import model_version as model_version
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Usage
 from ._base import as_int, get, get_path, has_field, is_record
@@ -65,7 +65,7 @@ _OBJECTS = ("chat.completion", "chat.completion.chunk", "text_completion", "resp
 
 _CACHED_PATHS = ("/chat/completions", "/responses")
 
-# Model generations and minimums are data in ``_cachefacts`` (shared with the cache model);
+# Model generations and minimums are data in ``facts`` (shared with the cache model);
 # these names stay importable from here.
 READ_STEP_IMPLICIT = OPENAI_READ_STEP
 DEFAULT_MIN_CACHEABLE = OPENAI_DEFAULT_MIN
@@ -74,12 +74,12 @@ min_cacheable = openai_min_tokens
 
 def read_tolerance(model: str | None) -> int:
     """Before GPT-5.6 hits are rounded down to 128-token steps; from 5.6 on they are exact."""
-    return 0 if explicit_caching(model) else READ_STEP_IMPLICIT
+    return openai_read_step(model)
 
 
 def read_step(model: str | None) -> int:
     """Before GPT-5.6 a read is the cached prefix rounded down to 128-token steps."""
-    return 0 if explicit_caching(model) else READ_STEP_IMPLICIT
+    return openai_read_step(model)
 
 
 # -- usage ---------------------------------------------------------------------------------

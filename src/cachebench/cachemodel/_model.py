@@ -16,7 +16,7 @@ while ``now <= expires``; reads push ``expires`` to ``now + ttl`` (capped by a h
 for OpenAI in-memory retention). Memory is bounded by an LRU over ``max_entries`` entries.
 
 Rules per family (from the providers' caching guides; the numbers are in
-:mod:`cachebench._cachefacts` and :mod:`cachebench._cacherules`):
+:mod:`cachebench.facts`, the logic that applies them in :mod:`._rules`):
 
 * ``anthropic``, ``bedrock`` (Claude): breakpoints are segments with a ttl, plus the last
   segment for top-level automatic caching (Anthropic API only). More than 4, an unknown ttl
@@ -50,17 +50,15 @@ from dataclasses import dataclass, field
 import orjson
 import xxhash
 
-from ._cachefacts import LOOKBACK, OPENAI_READ_STEP, ttl_seconds
-from ._cacherules import (
-    DEFAULT_MIN_TOKENS,
+from ..facts import LOOKBACK, OPENAI_MAX_WRITES, OPENAI_READ_STEP, ttl_seconds
+from ._rules import (
     FOREVER,
-    MIN_TOKENS_BY_MODEL,
-    OPENAI_MAX_WRITES,
     CacheRuleError,
     breakpoints,
     check_knobs,
     implicit_ttl,
     lookback_positions,
+    min_tokens,
 )
 
 __all__ = [
@@ -117,7 +115,7 @@ class CacheResult:
 class Knobs:
     """Fault and latency knobs, all off by default. The emulator applies latency and errors;
     the model applies misses, from an RNG seeded by ``seed`` and the scope. Out-of-range
-    values raise ``ValueError`` when built (``_cacherules.check_knobs``)."""
+    values raise ``ValueError`` when built (``_rules.check_knobs``)."""
 
     latency_ms: float = 0.0
     ttft_ms: float = 0.0
@@ -188,14 +186,11 @@ class CacheModel:
 
     def min_tokens(self, family: str, model: str) -> int:
         """Minimum cacheable prefix: the ``min_tokens`` override by model name, then by family
-        name, then the adapters' per-model table, then the family default."""
+        name, then the facts' per-model tables, then the family's assumption for unknown models."""
         override = self._min_override.get(model, self._min_override.get(family))
         if override is not None:
             return override
-        lookup = MIN_TOKENS_BY_MODEL.get(family)
-        if lookup is None:
-            raise CacheRuleError("unknown_family", f"unknown family {family!r}")
-        return lookup(model) or DEFAULT_MIN_TOKENS[family]
+        return min_tokens(family, model)
 
     # -- protocol ------------------------------------------------------------------------------
 
@@ -409,7 +404,7 @@ class CacheModel:
                 if entry is not None:
                     self._refresh(chain[k], entry, now)
             read = cum[hit]
-            if request.family == "openai":
+            if request.family == "openai":  # implicit OpenAI: the rules before GPT-5.6
                 read = minimum + (read - minimum) // OPENAI_READ_STEP * OPENAI_READ_STEP
         new = [
             (chain[k], _Entry(cum[k], ttl_s, now + ttl_s, now + deadline_s))

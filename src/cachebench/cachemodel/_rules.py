@@ -1,8 +1,7 @@
-"""Provider cache rules as data, and the request validation that follows from them.
+"""The cache rules that validate a request and place its breakpoints, and the knob checks.
 
-The providers' caching guides (Anthropic prompt caching, OpenAI prompt caching, Bedrock prompt
-caching, Gemini context caching; late 2026). Per-model minimum prefixes, TTL lengths and the
-lookback come from :mod:`cachebench._cachefacts`, the same tables the tracker's adapters read.
+The numbers (TTLs, limits, lookback, retention) are :mod:`cachebench.facts`; this module is
+the logic the cache model applies with them.
 """
 
 from __future__ import annotations
@@ -12,55 +11,14 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._cachefacts import (
-    RETENTION_24H_SINCE,
-    anthropic_min_tokens,
-    gemini_min_tokens,
-    model_version,
-    nova_min_tokens,
-    openai_min_tokens,
-    ttl_seconds,
-)
+from .. import facts
 
 if TYPE_CHECKING:
-    from .cachemodel import CacheRequest, Knobs, Segment
+    from ._model import CacheRequest, Knobs, Segment
 
-
-# Minimum cacheable prefix per model: the adapters' tables; below them, the family default.
-def _bedrock_min_tokens(model: str | None) -> int:
-    return nova_min_tokens(model) or anthropic_min_tokens(model)
-
-
-def _gemini_min_tokens(model: str | None) -> int:
-    name = model.rsplit("models/", 1)[-1] if model else model
-    return gemini_min_tokens(name)
-
-
-MIN_TOKENS_BY_MODEL: Mapping[str, Callable[[str | None], int]] = {
-    "anthropic": anthropic_min_tokens,
-    "bedrock": _bedrock_min_tokens,
-    "openai": openai_min_tokens,
-    "gemini": _gemini_min_tokens,
-}
-# For models the tables do not know (Anthropic's 5.5 models are unknown; Gemini: 2.5's minimum).
-DEFAULT_MIN_TOKENS = {"anthropic": 1024, "bedrock": 1024, "openai": 1024, "gemini": 2048}
-# Breakpoint TTLs each family accepts, longest first ("longer TTL entries must come before
-# shorter ones"); OpenAI's are GPT-5.6's prompt_cache_options ttl values.
-BREAKPOINT_TTLS = {"anthropic": ("1h", "5m"), "bedrock": ("1h", "5m"), "openai": ("12h", "30m")}
-# Anthropic/Bedrock: a 5th breakpoint is a 400. OpenAI GPT-5.6+: up to 80 breakpoints matched.
-MAX_BREAKPOINTS = {"anthropic": 4, "bedrock": 4, "openai": 80}
+FOREVER = float("inf")
 # The statuses the error knob injects (each wire maps them onto its provider's own).
 INJECTED_STATUSES = (429, 500, 529)
-OPENAI_MAX_WRITES = 4  # GPT-5.6+: at most 4 entries written per request
-OPENAI_EXPLICIT_DEFAULT_TTL = "30m"
-# OpenAI prompt_cache_retention: (idle TTL, longest lifetime) in seconds; in_memory is
-# "5-10 min idle, at most 1 h".
-OPENAI_RETENTION = {"in_memory": (ttl_seconds("in_memory"), 3600.0), "24h": (ttl_seconds("24h"), 86400.0)}
-# Gemini implicit entries: Google documents no TTL; we assume 5 min idle, like Anthropic's.
-GEMINI_IMPLICIT_TTL_S = 300.0
-_TOOL_KINDS = frozenset({"tool_use", "tool_result"})
-FOREVER = float("inf")
-
 
 # What each family's requests call a breakpoint (the marker, and its blocks in a count), for
 # error messages: Bedrock InvokeModel takes Anthropic bodies, so its wire words them as
@@ -122,10 +80,27 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+_MIN_TOKENS: Mapping[str, Callable[[str | None], int]] = {
+    "anthropic": facts.anthropic_min_tokens,
+    "bedrock": facts.bedrock_min_tokens,
+    "openai": facts.openai_min_tokens,
+    "gemini": facts.gemini_min_tokens,
+}
+
+
+def min_tokens(family: str, model: str) -> int:
+    """The model's minimum cacheable prefix from the facts, or the family's assumption for a
+    model they do not know."""
+    lookup = _MIN_TOKENS.get(family)
+    if lookup is None:
+        raise CacheRuleError("unknown_family", f"unknown family {family!r}")
+    return lookup(model) or facts.UNKNOWN_MODEL_MIN_TOKENS[family]
+
+
 def breakpoints(request: CacheRequest) -> list[tuple[int, str]]:
     """(segment index, ttl) of every breakpoint, validated; raises :class:`CacheRuleError`."""
     family = request.family
-    allowed = BREAKPOINT_TTLS.get(family)
+    allowed = facts.BREAKPOINT_TTLS.get(family)
     if allowed is None:
         raise CacheRuleError("unknown_family", f"unknown family {family!r}")
     segments = request.segments
@@ -142,14 +117,13 @@ def breakpoints(request: CacheRequest) -> list[tuple[int, str]]:
             raise CacheRuleError("invalid_ttl", f"ttl must be one of {allowed}, got {request.automatic!r}")
         if segments and (not points or points[-1][0] != len(segments) - 1):
             points.append((len(segments) - 1, request.automatic))
-    if len(points) > MAX_BREAKPOINTS[family]:
-        raise CacheRuleError(
-            "too_many_breakpoints", family=family, limit=MAX_BREAKPOINTS[family], found=len(points)
-        )
+    limit = facts.MAX_BREAKPOINTS[family]
+    if len(points) > limit:
+        raise CacheRuleError("too_many_breakpoints", family=family, limit=limit, found=len(points))
     if family == "openai":
         end = len(segments) if request.implicit_end is None else min(request.implicit_end, len(segments))
         # the implicit breakpoint's ttl (prompt_cache_options.ttl) rides in ``retention``
-        ttl = request.retention if request.retention in allowed else OPENAI_EXPLICIT_DEFAULT_TTL
+        ttl = request.retention if request.retention in allowed else facts.OPENAI_EXPLICIT_DEFAULT_TTL
         if end > 0 and all(i != end - 1 for i, _ in points):
             points.append((end - 1, ttl))
             points.sort()
@@ -165,27 +139,25 @@ def lookback_positions(segments: tuple[Segment, ...]) -> list[int]:
     """Lookback position of each segment: a run of tool_use/tool_result blocks is one."""
     out: list[int] = []
     pos = -1
-    prev_tool = False
+    prev_run = False
     for seg in segments:
-        tool = seg.kind in _TOOL_KINDS
-        if not (tool and prev_tool):
+        run = seg.kind in facts.LOOKBACK_RUN_KINDS
+        if not (run and prev_run):
             pos += 1
         out.append(pos)
-        prev_tool = tool
+        prev_run = run
     return out
 
 
 def implicit_ttl(request: CacheRequest) -> tuple[float, float]:
-    """(idle TTL, longest lifetime) of an implicit entry."""
+    """(idle TTL, longest lifetime) of an implicit entry, in seconds."""
     if request.family == "gemini":
-        return GEMINI_IMPLICIT_TTL_S, FOREVER
+        return facts.ttl_seconds(facts.GEMINI_IMPLICIT_TTL), FOREVER
     retention = request.retention
     if retention is None:
-        version = model_version(request.model)
-        since = RETENTION_24H_SINCE
-        retention = "24h" if version is not None and version >= since else "in_memory"
-    if retention not in OPENAI_RETENTION:
+        retention = facts.openai_default_retention(request.model)
+    if retention not in facts.OPENAI_RETENTIONS:
         raise CacheRuleError(
             "invalid_retention", f"prompt_cache_retention must be in_memory or 24h, got {retention!r}"
         )
-    return OPENAI_RETENTION[retention]
+    return facts.ttl_seconds(retention), facts.OPENAI_RETENTION_LIFETIME_S[retention]

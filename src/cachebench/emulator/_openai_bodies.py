@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..cachemodel import CacheResult
-from ..providers import openai as provider
+from ..facts import OPENAI_EXPLICIT_DEFAULT_TTL
 from ._wire import Call, Reply, reply_chunks
 
 _STOP = {"end_turn": "stop", "max_tokens": "length"}
@@ -170,7 +170,7 @@ def response_body(
         options = body.get("prompt_cache_options") or {}
         out["prompt_cache_options"] = {
             "mode": options.get("mode", "implicit"),
-            "ttl": options.get("ttl", provider.EXPLICIT_DEFAULT_TTL),
+            "ttl": options.get("ttl", OPENAI_EXPLICIT_DEFAULT_TTL),
         }
     return out
 

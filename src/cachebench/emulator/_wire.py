@@ -1,11 +1,11 @@
-"""What every wire module shares: prompt segments, scope, JSON bodies, knobs, reply text,
+"""What every wire module shares: cache requests, scope, JSON bodies, knobs, reply text,
 streamed responses, and the begin/started/abort protocol of one call.
 
 A handler is written as::
 
     async def messages(request: Request) -> Response:
         body = await read_json(request, FAMILY, emu.max_body_bytes)  # WireError: 400, 413
-        call = Call(emu, cache_request("anthropic", model, scope_of(request), prompt))
+        call = Call(emu, cache_request("anthropic", model, scope_of(request), render.anthropic(body)))
         await call.open()                                    # injected error, ttft, started()
         ...                                                  # the response, then call.finish()
 
@@ -25,10 +25,10 @@ import xxhash
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from ..cachemodel import CacheRequest, CacheResult, CacheRuleError, Knobs, Segment
-from ..tokens import estimate_block, estimate_text
-from ..types import Prompt
+from ..cachemodel import CacheRequest, CacheResult, CacheRuleError, Knobs
+from ..tokens import estimate_text
 from ._errors import WireError, injected_error
+from ._render import Rendered
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -163,104 +163,15 @@ def scope_of(request: Request) -> str:
     return "anonymous"
 
 
-# -- segments -------------------------------------------------------------------------------
-
-# Block types that form one lookback position when consecutive (PROVIDER_FACTS "Lookback").
-_TOOL_USE = {"tool_use", "toolUse", "function_call", "functionCall", "server_tool_use"}
-_TOOL_RESULT = {"tool_result", "toolResult", "function_call_output", "functionResponse", "tool"}
+# -- cache requests -------------------------------------------------------------------------
 
 
-def digest(payload: Any) -> bytes:
-    """xxh3_64 of the payload's JSON, keys in their given order (providers cache the bytes
-    they render, so a reordered object is another prefix)."""
-    try:
-        data = orjson.dumps(payload)
-    except TypeError:
-        data = repr(payload).encode()
-    return xxhash.xxh3_64_digest(data)
-
-
-def block_kind(payload: Any) -> str:
-    """``"tool_use"``, ``"tool_result"`` or the block's own type (``"text"`` by default)."""
-    if isinstance(payload, (list, tuple)) and len(payload) == 2 and isinstance(payload[0], str):
-        if payload[0] == "tool":  # an OpenAI chat tool message: ["tool", {...}]
-            return "tool_result"
-        payload = payload[1]
-    if isinstance(payload, Mapping):
-        kind = payload.get("type")
-        if isinstance(kind, str):
-            return _normal_kind(kind)
-        for key in payload:
-            if key in _TOOL_USE or key in _TOOL_RESULT:
-                return _normal_kind(key)
-    return "text"
-
-
-def _normal_kind(kind: str) -> str:
-    if kind in _TOOL_USE:
-        return "tool_use"
-    if kind in _TOOL_RESULT:
-        return "tool_result"
-    return kind
-
-
-# OpenAI request fields that only route a request: part of the cache key, not of the prompt.
-_ROUTING_ONLY = frozenset({"prompt_cache_key", "service_tier"})
-
-
-def _tokens(payload: Any, section: str) -> int:
-    """A block's tokens. Message blocks are ``(role, part)`` pairs, and so are OpenAI's system
-    and ``["settings", {...}]`` blocks (in the ``system`` section), whose routing fields count 0."""
-    if section in ("messages", "system") and isinstance(payload, (list, tuple)) and len(payload) == 2:
-        role, part = payload
-        if role == "settings" and isinstance(part, Mapping):
-            rendered = {k: v for k, v in part.items() if k not in _ROUTING_ONLY}
-            return estimate_block(rendered) if rendered else 0
-        if isinstance(role, str):
-            return estimate_block(part)
-    return estimate_block(payload)
-
-
-def segments(prompt: Prompt, *, markers: bool = True) -> tuple[Segment, ...]:
-    """The prompt's blocks as cache :class:`Segment` s, in cache order.
-
-    ``markers=False`` drops every ttl (implicit caching: the model decides). The prompt's
-    ``settings`` (Anthropic ``tool_choice``/``thinking``) are hashed into the first message
-    block, so a change invalidates the messages part and nothing before it.
-    """
-    out: list[Segment] = []
-    settings_pending = prompt.settings is not None
-    for block in prompt.blocks:
-        d = digest(block.payload)
-        if settings_pending and block.section == "messages":
-            d = digest([prompt.settings, d.hex()])
-            settings_pending = False
-        out.append(
-            Segment(
-                digest=d,
-                tokens=_tokens(block.payload, block.section),
-                ttl=block.ttl if markers else None,
-                kind=block_kind(block.payload),
-            )
-        )
-    return tuple(out)
-
-
-def cache_request(
-    family: str,
-    model: str,
-    scope: str,
-    prompt: Prompt,
-    *,
-    markers: bool = True,
-    **fields: Any,
-) -> CacheRequest:
-    """A :class:`CacheRequest` for ``prompt``; ``fields`` are the other CacheRequest fields
-    (``automatic``, ``implicit_end``, ``routing_key``, ``retention``, ``explicit``,
-    ``overhead_tokens``)."""
-    return CacheRequest(
-        family=family, model=model, scope=scope, segments=segments(prompt, markers=markers), **fields
-    )
+def cache_request(family: str, model: str, scope: str, rendered: Rendered, **fields: Any) -> CacheRequest:
+    """A :class:`CacheRequest` for a rendered body (:mod:`._render`); ``fields`` are the other
+    CacheRequest fields (``implicit_end``, ``routing_key``, ``retention``, ``explicit``,
+    ``overhead_tokens``). The body's top-level automatic marker, if any, comes with it."""
+    fields.setdefault("automatic", rendered.automatic)
+    return CacheRequest(family=family, model=model, scope=scope, segments=rendered.segments, **fields)
 
 
 # -- replies --------------------------------------------------------------------------------

@@ -17,9 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from ..cachemodel import CacheResult
-from ..facts import BREAKPOINT_TTLS
-from ..providers import anthropic as provider
-from ..types import Prompt
+from ..facts import ANTHROPIC_TTLS
+from . import _render as render
 from ._errors import WireError, WireRoute, json_response
 from ._wire import (
     Call,
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 FAMILY = "anthropic"
 ROLES = ("user", "assistant")
-TTLS = frozenset(BREAKPOINT_TTLS[FAMILY])
+TTLS = frozenset(ANTHROPIC_TTLS)
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -105,36 +104,6 @@ def validate(body: Mapping[str, Any], *, need_model: bool = True, need_max_token
         if isinstance(part, Mapping):
             _check_marker(part.get("cache_control"), f"system.{i}")
     _check_marker(body.get("cache_control"), "")
-
-
-def _text_blocks(content: Any) -> Any:
-    return [{"type": "text", "text": content}] if isinstance(content, str) else content
-
-
-def normalized(body: Mapping[str, Any]) -> dict[str, Any]:
-    """``body`` with string ``system`` and message contents as one text block each: the API
-    renders both forms alike, so they share cache entries."""
-    out = dict(body)
-    if isinstance(out.get("system"), str):
-        out["system"] = _text_blocks(out["system"])
-    messages = out.get("messages")
-    if isinstance(messages, list):
-        out["messages"] = [
-            {**m, "content": _text_blocks(m.get("content"))} if isinstance(m, Mapping) else m
-            for m in messages
-        ]
-    return out
-
-
-def prompt_of(body: Mapping[str, Any]) -> tuple[Prompt, str | None]:
-    """The prompt (string contents as text blocks) without the automatic marker, and the
-    automatic marker's ttl (the cache model places it on the last block and counts its slot)."""
-    automatic = body.get("cache_control")
-    prompt = provider.parse_request({**normalized(body), "cache_control": None})
-    if not isinstance(automatic, Mapping):
-        return prompt, None
-    ttl = automatic.get("ttl")
-    return prompt, ttl if isinstance(ttl, str) else provider.DEFAULT_TTL
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -224,8 +193,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         max_tokens: int = body["max_tokens"]
         if stream and max_tokens == 0:
             raise WireError(400, "max_tokens: 0 is not supported with streaming")
-        prompt, automatic = prompt_of(body)
-        call = Call(emu, cache_request(FAMILY, model, scope_of(request), prompt, automatic=automatic))
+        call = Call(emu, cache_request(FAMILY, model, scope_of(request), render.anthropic(body)))
         await call.open()
         answer = reply(seed_of(call), max_tokens)
         if not stream:
@@ -243,8 +211,7 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         body = await read_json(request, FAMILY, emu.max_body_bytes)
         validate(body, need_max_tokens=False)
         emu.check_model(FAMILY, body["model"])
-        prompt, _ = prompt_of(body)
-        req = cache_request(FAMILY, body["model"], scope_of(request), prompt)
+        req = cache_request(FAMILY, body["model"], scope_of(request), render.anthropic(body), automatic=None)
         return json_response({"input_tokens": sum(s.tokens for s in req.segments) + req.overhead_tokens})
 
     return [

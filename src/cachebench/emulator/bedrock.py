@@ -18,9 +18,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from ..cachemodel import CacheResult
-from ..facts import nova_min_tokens
-from ..providers import bedrock as provider
+from ..facts import BEDROCK_TTLS, bedrock_model_id, nova_min_tokens
 from . import _eventstream as es
+from . import _render as render
 from . import anthropic as anthropic_wire
 from ._errors import WireError, WireRoute, json_response
 from ._wire import (
@@ -43,7 +43,7 @@ _REQUEST_ID = {"x-amzn-RequestId": "00000000-0000-4000-8000-emulator0000"}
 
 
 def _model(request: Request) -> str:
-    model = provider.model_id(request.path_params.get("model_id"))
+    model = bedrock_model_id(request.path_params.get("model_id"))
     if model is None:
         raise WireError(400, "The provided model identifier is invalid.")
     return model
@@ -58,7 +58,7 @@ def _check_cache_points(items: Any, where: str) -> None:
             point = item["cachePoint"]
             if not isinstance(point, Mapping) or point.get("type") != "default":
                 raise WireError(400, f"{where}.{i}.cachePoint.type: must be 'default'")
-            if point.get("ttl") is not None and point["ttl"] not in anthropic_wire.TTLS:
+            if point.get("ttl") is not None and point["ttl"] not in BEDROCK_TTLS:
                 raise WireError(400, f"{where}.{i}.cachePoint.ttl: must be '5m' or '1h'")
 
 
@@ -128,8 +128,7 @@ async def _converse_call(emu: Emulator, request: Request) -> tuple[Call, Reply]:
     body = await read_json(request, FAMILY, emu.max_body_bytes)
     model = _model(request)
     validate_converse(body, model)
-    prompt = provider.parse_request({**body, "modelId": model})
-    call = Call(emu, cache_request(FAMILY, model, scope_of(request), prompt))
+    call = Call(emu, cache_request(FAMILY, model, scope_of(request), render.converse(body)))
     await call.open()
     max_tokens = (body.get("inferenceConfig") or {}).get("maxTokens")
     return call, reply(seed_of(call), max_tokens)
@@ -179,9 +178,7 @@ async def _invoke_call(emu: Emulator, request: Request) -> tuple[Call, Reply, st
         )
     anthropic_wire.validate(body, need_model=False)
     model = _model(request)
-    prompt = provider.parse_request({"modelId": model, "body": anthropic_wire.normalized(body)})
-    automatic = anthropic_wire.prompt_of(body)[1]
-    cache_req = cache_request(FAMILY, model, scope_of(request), prompt, automatic=automatic)
+    cache_req = cache_request(FAMILY, model, scope_of(request), render.anthropic(body))
     call = Call(emu, cache_req, markers=anthropic_wire.FAMILY)  # the body's markers are cache_control
     await call.open()
     return call, reply(seed_of(call), body["max_tokens"]), model

@@ -8,8 +8,8 @@ when above 0; writes are never reported. In a stream every chunk carries the run
 has the ``finishReason``, without which google-genai would try to resume the stream.
 
 Caching is implicit (the whole prompt, minimum 2048 tokens on 2.5 and 4096 on 3.x: the
-adapter's ``MIN_CACHEABLE`` table, through :mod:`cachebench.cachemodel`). Errors are Google's
-``{"error": {"code", "message", "status"}}``.
+``GEMINI_MIN_TOKENS`` table of :mod:`cachebench.facts`, through :mod:`cachebench.cachemodel`).
+Errors are Google's ``{"error": {"code", "message", "status"}}``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from ..cachemodel import CacheRequest, CacheResult
-from ..providers import gemini as provider
+from ..facts import gemini_model_name
 from ..tokens import estimate_text
 from ._errors import WireError, WireRoute, json_response
+from ._render_gemini import gemini as render
 from ._wire import (
     Call,
     Reply,
@@ -92,10 +93,9 @@ def validate(body: Mapping[str, Any]) -> int | None:
 
 
 def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheRequest:
-    """The whole prompt (tools, system instruction, contents) is eligible for implicit caching;
-    the adapter's implicit breakpoint marker is dropped (the cache model places its own)."""
-    prompt = provider.parse_request({**body, "model": model})
-    return cache_request(FAMILY, model, scope, prompt, markers=False)
+    """The whole prompt (tools, system instruction, contents) is eligible for implicit caching:
+    no breakpoint is marked (the cache model keeps an entry at every block boundary)."""
+    return cache_request(FAMILY, model, scope, render(body))
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _streamed(chunks: list[bytes], call: Call, *, sse: bool) -> StreamingRespons
 def routes(emu: Emulator) -> list[BaseRoute]:
     async def generate(request: Request) -> Response:
         model, method = split_path(request.path_params["rest"])
-        model = provider.model_name(model) or model
+        model = gemini_model_name(model) or model
         body = await read_json(request, FAMILY, emu.max_body_bytes)
         limit = validate(body)
         call = Call(emu, cache_request_for(body, model, scope_of(request)))

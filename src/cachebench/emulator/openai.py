@@ -3,9 +3,9 @@
 model; the bodies are built in :mod:`._openai_bodies`.
 
 Which models cache explicitly (GPT-5.6 and later: breakpoints, exact reads, reported writes)
-is :func:`cachebench.providers.openai.explicit_caching`, from its ``EXPLICIT_SINCE`` table: the
-same rule the tracker applies. Older models cache the whole prompt implicitly, report no
-writes and read in 128-token steps from 1024 tokens.
+is :func:`cachebench.facts.explicit_caching`: the same fact the tracker applies. Older models
+cache the whole prompt implicitly, report no writes and read in 128-token steps from 1024
+tokens. Bodies are rendered into cache segments by :mod:`._render_openai`.
 
 Chat streams end with ``data: [DONE]``; usage comes in a last chunk with ``choices: []`` only
 when ``stream_options.include_usage`` is true. Responses streams send ``response.created`` ...
@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
+from .. import facts
 from ..cachemodel import CacheRequest
-from ..facts import openai_implicit_end
-from ..providers import openai as provider
+from . import _render_openai as render
 from ._errors import WireError, WireRoute, json_response
 from ._openai_bodies import chat_body, chat_chunks, response_body, response_events
 from ._wire import Call, cache_request, read_json, reply, scope_of, seed_of, stream_response
@@ -70,13 +70,13 @@ def _check_markers(items: Any, param: str) -> None:
     for i, item in enumerate(items):
         parts = item.get("content", item.get("output")) if isinstance(item, Mapping) else None
         for j, part in enumerate(parts if isinstance(parts, list) else []):
-            marker = part.get(provider.MARKER) if isinstance(part, Mapping) else None
+            marker = part.get(render.MARKER) if isinstance(part, Mapping) else None
             if marker is None:
                 continue
-            where = f"{param}[{i}].content[{j}].{provider.MARKER}"
+            where = f"{param}[{i}].content[{j}].{render.MARKER}"
             if not isinstance(marker, Mapping) or marker.get("mode") != "explicit":
                 raise _invalid(f"{where}.mode", f"Invalid value for '{where}.mode': expected 'explicit'.")
-            _one_of(marker.get("ttl"), provider.EXPLICIT_TTLS, f"{where}.ttl")
+            _one_of(marker.get("ttl"), facts.OPENAI_EXPLICIT_TTLS, f"{where}.ttl")
 
 
 def _check_common(body: Mapping[str, Any]) -> str:
@@ -86,13 +86,13 @@ def _check_common(body: Mapping[str, Any]) -> str:
         raise _missing("model")
     if not isinstance(model, str) or not model:
         raise _wrong_type("model", "a non-empty string")
-    _one_of(body.get("prompt_cache_retention"), provider.RETENTIONS, "prompt_cache_retention")
+    _one_of(body.get("prompt_cache_retention"), facts.OPENAI_RETENTIONS, "prompt_cache_retention")
     options = body.get("prompt_cache_options")
     if options is not None:
         if not isinstance(options, Mapping):
             raise _wrong_type("prompt_cache_options", "an object")
         _one_of(options.get("mode"), CACHE_MODES, "prompt_cache_options.mode")
-        _one_of(options.get("ttl"), provider.EXPLICIT_TTLS, "prompt_cache_options.ttl")
+        _one_of(options.get("ttl"), facts.OPENAI_EXPLICIT_TTLS, "prompt_cache_options.ttl")
     key = body.get("prompt_cache_key")
     if key is not None and not isinstance(key, str):
         raise _wrong_type("prompt_cache_key", "a string")
@@ -147,26 +147,24 @@ def validate_responses(body: Mapping[str, Any]) -> str:
 def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheRequest:
     """The cache model's view of a Chat or Responses body.
 
-    Before GPT-5.6 the whole prompt is cached implicitly (``implicit_end`` None) under the
-    request's ``prompt_cache_retention``. From GPT-5.6 the prompt's breakpoints are the
-    explicit markers plus, unless ``prompt_cache_options.mode`` is ``explicit``, the implicit
-    one (through the latest user or tool message: ``openai_implicit_end``, the fact the
-    tracker's adapter uses too) with ``prompt_cache_options.ttl``.
+    Before GPT-5.6 the whole prompt is cached implicitly (``implicit_end`` None, markers
+    ignored) under the request's ``prompt_cache_retention``. From GPT-5.6 the prompt's
+    breakpoints are the explicit markers plus, unless ``prompt_cache_options.mode`` is
+    ``explicit``, the implicit one (``facts.openai_implicit_end``, the fact the tracker's
+    adapter places it by too) with ``prompt_cache_options.ttl``.
     """
-    prompt = provider.parse_request(body)
+    rendered = render.responses(body) if render.is_responses(body) else render.chat(body)
     fields: dict[str, Any] = {"routing_key": body.get("prompt_cache_key")}
-    if provider.explicit_caching(model):
+    if facts.explicit_caching(model):
         options = body.get("prompt_cache_options") or {}
         implicit = options.get("mode", "implicit") == "implicit"
         fields["explicit"] = True
-        fields["retention"] = options.get("ttl", provider.EXPLICIT_DEFAULT_TTL)
-        fields["implicit_end"] = (
-            openai_implicit_end(model, prompt.turn_start, len(prompt.blocks)) if implicit else 0
-        )
+        fields["retention"] = options.get("ttl", facts.OPENAI_EXPLICIT_DEFAULT_TTL)
+        n = len(rendered.segments)
+        fields["implicit_end"] = facts.openai_implicit_end(model, rendered.turn_start, n) if implicit else 0
     else:
-        fields["markers"] = False
         fields["retention"] = body.get("prompt_cache_retention")
-    return cache_request(FAMILY, model, scope, prompt, **fields)
+    return cache_request(FAMILY, model, scope, rendered, **fields)
 
 
 def _max_tokens(body: Mapping[str, Any], *names: str) -> int | None:

@@ -7,7 +7,9 @@ import random
 from typing import Any
 
 import anthropic.types as at
+import orjson
 import pytest
+import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -223,13 +225,41 @@ def test_string_content_and_a_single_text_part_are_the_same_prompt(provider: str
     assert c.chain != a.chain
 
 
+def documented_chain(prompt: Prompt) -> tuple[list[int], list[int]]:
+    """``chain`` and ``cum`` written from fingerprint's documented definition, not its code.
+
+    The stream is, block after block, ``[section, payload]`` as compact JSON with sorted keys and
+    a comma after it; request settings go in as ``["settings", settings]`` (and a comma) just
+    before the first message block, hashed but not counted in ``cum``. ``chain[i]`` is xxh3-64
+    of the stream through block ``i``, seeded with the xxh3-64 of ``provider NUL model NUL``."""
+    seed = xxhash.xxh3_64_intdigest(f"{prompt.provider}\x00{prompt.model or ''}\x00".encode())
+    stream = b""
+    counted = 0
+    chain: list[int] = []
+    cum: list[int] = []
+    settings_done = prompt.settings is None
+    for section, payload in prompt.pairs:
+        if not settings_done and section == "messages":
+            stream += orjson.dumps(["settings", prompt.settings], option=orjson.OPT_SORT_KEYS) + b","
+            settings_done = True
+        block = orjson.dumps([section, payload], option=orjson.OPT_SORT_KEYS) + b","
+        stream += block
+        counted += len(block)
+        chain.append(xxhash.xxh3_64_intdigest(stream, seed))
+        cum.append(counted)
+    return chain, cum
+
+
 @given(tools_st, system_st, turn_st, text, st.data())
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-def test_hashing_a_run_of_blocks_at_once_equals_hashing_block_by_block(
+def test_the_key_is_the_documented_hash_chain(
     tools: Any, system: Any, turns: Any, newest: str, data: st.DataObject
 ) -> None:
-    """The key hashes whole runs between breakpoints; the per-block chain, computed only when
-    asked for, must agree at every position the key already knew."""
+    """The key hashes whole runs between breakpoints and the per-block chain only when asked
+    for; both must equal the chain written here from the documented canonical form (an oracle
+    that shares no code with fingerprint): the breakpoint hashes and sizes, ``prefix_id`` (the
+    chain through the last breakpoint before the newest turn, or through the block before that
+    turn when every breakpoint is in it), and every position of the chain."""
     req = build(tools, system, turns, newest)
     blocks = [*req["tools"], *req["system"], *(m["content"][0] for m in req["messages"])]
     for b in blocks:
@@ -241,17 +271,24 @@ def test_hashing_a_run_of_blocks_at_once_equals_hashing_block_by_block(
         req["tool_choice"] = {"type": "auto"}  # settings: hashed before the first message block
     if data.draw(st.booleans()):
         req["cache_control"] = {"type": "ephemeral"}  # automatic caching marks the last block
-    fast = key(adapter.parse_request(req))
-    assert not fast.materialized
-    slow = key(adapter.parse_request(req))
-    chain, cum = slow.chain, slow.cum  # the per-block walk
-    assert len(chain) == len(cum) == fast.n_blocks == len(blocks)
-    assert fast.bp_hashes == tuple(chain[p] for p in fast.breakpoints)
-    assert fast.bp_bytes == tuple(cum[p] for p in fast.breakpoints)
-    assert fast.total_bytes == cum[-1] == sum(slow.sizes)
-    for p in range(len(blocks)):
-        assert fast.hash_at(p) == chain[p]
-    if fast.prefix_end >= 0:
-        assert fast.prefix_hash == chain[fast.prefix_end]
-        assert fast.prefix_id == format(chain[fast.prefix_end], "016x")
-    assert fast == slow
+    prompt = adapter.parse_request(req)
+    chain, cum = documented_chain(prompt)
+    marks = [p for p, _ in prompt.marks]
+    k = key(prompt)
+    assert not k.materialized  # the breakpoint values below come from the run-at-a-time hashing
+    assert k.n_blocks == len(chain) == len(blocks)
+    assert k.breakpoints == tuple(marks)
+    assert k.bp_hashes == tuple(chain[p] for p in marks)
+    assert k.bp_bytes == tuple(cum[p] for p in marks)
+    assert k.breakpoint_ids == tuple(format(chain[p], "016x") for p in marks)
+    if marks:
+        before_turn = [p for p in marks if p < prompt.turn_start]
+        end = before_turn[-1] if before_turn else prompt.turn_start - 1
+        assert k.prefix_end == end
+        assert k.prefix_id == format(chain[end], "016x")
+        assert k.prefix_hash == chain[end]
+    else:
+        assert k.prefix_id is None
+    assert [k.hash_at(p) for p in range(len(chain))] == chain
+    assert list(k.chain) == chain and list(k.cum) == cum
+    assert k.total_bytes == cum[-1] == sum(k.sizes)

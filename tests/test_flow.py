@@ -1,12 +1,16 @@
 """Flows: names given by ``wrap(flow=)``, ``with cachebench.flow()``, a decorator, or the caller,
-carried into asyncio tasks, threads and thread pools started inside the block."""
+inherited by asyncio tasks and by work run in a copy of the context; carried into plain threads
+and thread pools only after ``flow.carry_into_threads()``, and never by patching the standard
+library unasked."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ from typing import Any
 import pytest
 
 import cachebench
-from cachebench import CacheTracker
+from cachebench import CacheTracker, _flow
 
 from . import fakes
 
@@ -31,6 +35,25 @@ def _flows(tracker: CacheTracker) -> list[str]:
 
 def _support_call(create: Any) -> None:
     create(**fakes.request())
+
+
+THREAD_START = threading.Thread.start
+POOL_SUBMIT = ThreadPoolExecutor.submit
+
+
+def _stdlib_untouched() -> bool:
+    return threading.Thread.start is THREAD_START and ThreadPoolExecutor.submit is POOL_SUBMIT
+
+
+@pytest.fixture
+def carrying() -> Iterator[None]:
+    """``flow.carry_into_threads()`` for one test, undone after it."""
+    cachebench.flow.carry_into_threads()
+    try:
+        yield
+    finally:
+        cachebench.flow.stop_carrying_into_threads()
+    assert _stdlib_untouched()
 
 
 def test_default_flow_is_the_callers_module_and_function() -> None:
@@ -54,9 +77,57 @@ def test_wrap_flow_wins_over_the_context() -> None:
     assert _flows(tracker) == ["fixed"]
 
 
-def test_threads_started_inside_a_flow_carry_it_and_others_do_not() -> None:
-    """A thread started inside ``with flow()`` records under that flow, also after the block has
-    ended; a thread started outside any flow gets the default name."""
+async def test_entering_a_flow_patches_nothing() -> None:
+    """A ``with flow()`` block, a decorated function and a decorated coroutine function leave
+    ``threading.Thread.start`` and ``ThreadPoolExecutor.submit`` as the standard library has
+    them: flows never patch the process unasked."""
+
+    @cachebench.flow("decorated")
+    def handle() -> str | None:
+        return _flow.current_flow()
+
+    @cachebench.flow("decorated-async")
+    async def ahandle() -> str | None:
+        return _flow.current_flow()
+
+    with cachebench.flow("block"):
+        assert _flow.current_flow() == "block"
+        assert _stdlib_untouched()
+    assert (handle(), await ahandle()) == ("decorated", "decorated-async")
+    assert _stdlib_untouched()
+
+
+def test_a_thread_run_in_a_copy_of_the_context_sees_the_flow_a_plain_one_does_not() -> None:
+    """Without the opt-in, a thread whose target runs in ``contextvars.copy_context()`` taken
+    inside the block records under the flow, also after the block has ended; a plain thread
+    started in the same block starts from an empty context and gets the default name."""
+    tracker, create = _tracked()
+    gate = threading.Event()
+
+    def call() -> None:
+        gate.wait(5)
+        create(**fakes.request())
+
+    with cachebench.flow("support"):
+        copied = threading.Thread(target=contextvars.copy_context().run, args=(call,))
+        copied.start()
+    copied_flows = _flows(tracker)
+    gate.set()
+    copied.join()
+    with cachebench.flow("support"):
+        plain = threading.Thread(target=create, kwargs=fakes.request())
+        plain.start()
+    plain.join()
+    assert copied_flows == []
+    flows = _flows(tracker)
+    assert flows[0] == "support"
+    assert flows[1] != "support" and not flows[1].startswith("cachebench")
+
+
+def test_threads_started_inside_a_flow_carry_it_and_others_do_not(carrying: None) -> None:
+    """After ``flow.carry_into_threads()``, a plain thread started inside ``with flow()``
+    records under that flow, also after the block has ended; a thread started outside any
+    flow gets the default name."""
     tracker, create = _tracked()
     gate = threading.Event()
     with cachebench.flow("support"):
@@ -72,9 +143,10 @@ def test_threads_started_inside_a_flow_carry_it_and_others_do_not() -> None:
     assert flows[0] != "support" and not flows[0].startswith("cachebench")
 
 
-def test_pool_tasks_carry_the_submitters_flow_not_the_pool_threads() -> None:
-    """``ThreadPoolExecutor`` tasks run under the flow they were submitted in: a pool whose threads
-    were started inside one flow still runs later tasks under the submitter's flow (or none)."""
+def test_pool_tasks_carry_the_submitters_flow_not_the_pool_threads(carrying: None) -> None:
+    """After ``flow.carry_into_threads()``, ``ThreadPoolExecutor`` tasks run under the flow they
+    were submitted in: a pool whose threads were started inside one flow still runs later
+    tasks under the submitter's flow (or none)."""
     tracker, create = _tracked()
     with ThreadPoolExecutor(max_workers=2) as pool:
         with cachebench.flow("burst"):
@@ -87,19 +159,77 @@ def test_pool_tasks_carry_the_submitters_flow_not_the_pool_threads() -> None:
     assert flows[5] not in ("burst", "later")
 
 
-async def test_asyncio_tasks_and_executor_calls_inherit_the_flow() -> None:
-    """Tasks created inside a flow inherit it; so do ``run_in_executor`` and ``to_thread`` calls."""
+def test_without_the_opt_in_pool_tasks_get_the_default_name() -> None:
+    """A task submitted to a plain ``ThreadPoolExecutor`` inside a flow runs in the pool
+    thread's own (empty) context: the flow is not carried until the user opts in."""
+    tracker, create = _tracked()
+    with ThreadPoolExecutor(max_workers=1) as pool, cachebench.flow("burst"):
+        pool.submit(create, **fakes.request()).result()
+    assert _flows(tracker)[0] != "burst"
+
+
+def test_carry_into_threads_is_idempotent_and_undone_by_stop() -> None:
+    """Opting in twice installs one replacement of each function; one
+    ``stop_carrying_into_threads()`` puts the standard library's own functions back, and a
+    second one (or one without an opt-in) changes nothing."""
+    cachebench.flow.stop_carrying_into_threads()
+    assert _stdlib_untouched()
+    try:
+        cachebench.flow.carry_into_threads()
+        start, submit = threading.Thread.start, ThreadPoolExecutor.submit
+        assert start is not THREAD_START and submit is not POOL_SUBMIT
+        assert (start.__wrapped__, submit.__wrapped__) == (THREAD_START, POOL_SUBMIT)  # type: ignore[attr-defined]
+        cachebench.flow.carry_into_threads()
+        assert (threading.Thread.start, ThreadPoolExecutor.submit) == (start, submit)
+    finally:
+        cachebench.flow.stop_carrying_into_threads()
+    assert _stdlib_untouched()
+    cachebench.flow.stop_carrying_into_threads()
+    assert _stdlib_untouched()
+
+
+def test_stop_refuses_to_remove_a_patch_installed_on_top(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If something replaced ``Thread.start`` after the opt-in, undoing the opt-in would remove
+    that replacement too: ``stop_carrying_into_threads()`` raises and changes nothing."""
+    cachebench.flow.carry_into_threads()
+    try:
+        ours = threading.Thread.start
+
+        def theirs(self: threading.Thread) -> None:
+            ours(self)
+
+        with monkeypatch.context() as m:
+            m.setattr(threading.Thread, "start", theirs)
+            with pytest.raises(RuntimeError, match="replaced again"):
+                cachebench.flow.stop_carrying_into_threads()
+            assert threading.Thread.start is theirs
+    finally:
+        cachebench.flow.stop_carrying_into_threads()
+    assert _stdlib_untouched()
+
+
+async def test_asyncio_tasks_and_copied_contexts_inherit_the_flow() -> None:
+    """Without the opt-in, tasks created inside a flow inherit it, and so do
+    ``asyncio.to_thread`` calls and ``run_in_executor(None, copy_context().run, fn)``; a bare
+    ``run_in_executor(None, fn)`` gets the default name."""
     tracker, create = _tracked()
     loop = asyncio.get_running_loop()
 
     async def in_task() -> None:
         await asyncio.to_thread(create, **fakes.request())
 
+    def call() -> None:
+        create(**fakes.request())
+
     with cachebench.flow("async-flow"):
         task = asyncio.create_task(in_task())
-        fut = loop.run_in_executor(None, lambda: create(**fakes.request()))
-    await asyncio.gather(task, fut)
-    assert _flows(tracker) == ["async-flow", "async-flow"]
+        copied = loop.run_in_executor(None, contextvars.copy_context().run, call)
+    await asyncio.gather(task, copied)
+    with cachebench.flow("async-flow"):
+        await loop.run_in_executor(None, call)
+    assert _flows(tracker)[:2] == ["async-flow", "async-flow"]
+    assert _flows(tracker)[2] != "async-flow"
+    assert _stdlib_untouched()
 
 
 async def _triage(create: Any) -> None:

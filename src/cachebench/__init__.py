@@ -2,26 +2,33 @@
 
 Wrap the SDK calls an app already makes and see, per call, what the provider's prompt
 cache read, wrote, cost and saved, grouped by the cacheable prefix each call tried to hit.
+
+``__all__`` holds what users call or receive. ``fingerprint`` is the submodule
+:mod:`cachebench.fingerprint`, which is callable: ``cachebench.fingerprint(...)`` returns a
+prefix id, and ``cachebench.fingerprint.key`` and the rest stay reachable. The value types
+the tracker uses inside (``Usage``, ``Cost``, ``PrefixKey``) are in :mod:`cachebench.types`.
 """
 
-from __future__ import annotations
+import typing as _typing
 
 from ._flow import flow
-from ._public import fingerprint
 from .policy import CachePolicy
 from .tracker import CacheTracker
-from .types import CallMetrics, Cost, PrefixDiff, PrefixKey, Provider, Regression, Usage
+from .types import CallMetrics, PrefixDiff, Provider, Regression
+
+if _typing.TYPE_CHECKING:
+    # Type checkers do not follow the module's callable class: to them the name is the function.
+    from .fingerprint import fingerprint
+else:
+    from . import fingerprint
 
 __all__ = [
     "CachePolicy",
     "CacheTracker",
     "CallMetrics",
-    "Cost",
     "PrefixDiff",
-    "PrefixKey",
     "Provider",
     "Regression",
-    "Usage",
     "fingerprint",
     "flow",
 ]

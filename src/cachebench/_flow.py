@@ -3,12 +3,19 @@
 A flow is named with ``tracker.wrap(fn, flow=...)`` or ``with cachebench.flow("name"):``;
 otherwise it is the caller's ``module.function`` (stable when line numbers move).
 
-The name lives in a context variable, so asyncio tasks created inside the block inherit it.
-Threads do not inherit context variables, so the first time a flow is entered cachebench
-makes ``threading.Thread.start`` carry the current flow name into the thread it starts, and
-``ThreadPoolExecutor.submit`` (also behind ``loop.run_in_executor``) carry the submitter's
-flow into the task (pool threads outlive the block that started them). Only the flow name is
-carried; no other context variable changes.
+The name lives in a context variable, so asyncio tasks created inside the block inherit it,
+and so does anything run in a copy of the context: ``contextvars.copy_context().run(fn)`` as
+a thread's target, ``asyncio.to_thread`` (it copies the context itself), and
+``loop.run_in_executor(None, contextvars.copy_context().run, fn)``. A plain
+``threading.Thread`` or ``ThreadPoolExecutor.submit`` starts from an empty context: its calls
+get the default name.
+
+Entering a flow patches nothing. :meth:`flow.carry_into_threads` is the opt-in for code that
+starts threads it cannot change: it replaces ``threading.Thread.start`` (the current flow name
+goes into the thread it starts) and ``ThreadPoolExecutor.submit`` (the submitter's flow goes
+into the task: pool threads outlive the block that started them), process-wide, until
+:meth:`flow.stop_carrying_into_threads`. Only the flow name is carried; no other context
+variable changes.
 
 One ``flow`` object may be shared (a module-level ``SUPPORT = flow("support")``) and entered
 from many tasks and threads at once, or inside itself: what each ``with`` restores on exit is
@@ -109,7 +116,6 @@ class flow:
         return self._name
 
     def __enter__(self) -> flow:
-        _carry_into_threads()
         _entered.set((*_entered.get(), (self, _current.set(self._name))))
         return self
 
@@ -133,7 +139,6 @@ class flow:
             _current.set(None if old is contextvars.Token.MISSING else old)
 
     def __call__(self, fn: F) -> F:
-        _carry_into_threads()
         name = self._name
         if _is_async(fn):
 
@@ -148,6 +153,26 @@ class flow:
             return arun  # type: ignore[return-value]
 
         return functools.wraps(fn)(_in_flow(name, fn))  # type: ignore[return-value]
+
+    @staticmethod
+    def carry_into_threads() -> None:
+        """Opt in: carry the current flow into every thread and thread-pool task the process
+        starts from now on, by replacing ``threading.Thread.start`` and
+        ``ThreadPoolExecutor.submit`` process-wide. Calling it again changes nothing.
+
+        Without it, run the thread's work in a copy of the context instead:
+        ``threading.Thread(target=contextvars.copy_context().run, args=(fn,))``,
+        ``asyncio.to_thread(fn)`` or
+        ``loop.run_in_executor(None, contextvars.copy_context().run, fn)``."""
+        _carry_into_threads()
+
+    @staticmethod
+    def stop_carrying_into_threads() -> None:
+        """Undo :meth:`carry_into_threads`: put the standard library's functions back.
+        Threads already started keep their flow. Raises ``RuntimeError`` if something replaced
+        those functions again since (restoring would remove that too); without a
+        ``carry_into_threads()`` in effect, it does nothing."""
+        _stop_carrying_into_threads()
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -167,17 +192,17 @@ def _in_flow(name: str | None, fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-_carrying = False
-_carry_lock = threading.Lock()
+# The functions carry_into_threads replaced and its own replacements, while they are installed.
+_Patched = tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]
+_patched: _Patched | None = None
+_patch_lock = threading.Lock()
 
 
 def _carry_into_threads() -> None:
-    """Patch ``Thread.start`` and ``ThreadPoolExecutor.submit`` once (see the module docstring)."""
-    global _carrying
-    if _carrying:
-        return
-    with _carry_lock:
-        if _carrying:
+    """Replace ``Thread.start`` and ``ThreadPoolExecutor.submit`` (see the module docstring)."""
+    global _patched
+    with _patch_lock:
+        if _patched is not None:
             return
         thread_start = threading.Thread.start
         pool_submit: Callable[..., Future[Any]] = ThreadPoolExecutor.submit
@@ -198,4 +223,22 @@ def _carry_into_threads() -> None:
 
         threading.Thread.start = start  # type: ignore[method-assign]
         ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
-        _carrying = True
+        _patched = (thread_start, pool_submit, start, submit)
+
+
+def _stop_carrying_into_threads() -> None:
+    """Put back what :func:`_carry_into_threads` replaced, if nothing replaced it since."""
+    global _patched
+    with _patch_lock:
+        if _patched is None:
+            return
+        thread_start, pool_submit, start, submit = _patched
+        if threading.Thread.start is not start or ThreadPoolExecutor.submit is not submit:
+            # Restoring now would also remove whatever was installed on top of ours.
+            raise RuntimeError(
+                "threading.Thread.start or ThreadPoolExecutor.submit was replaced again after "
+                "flow.carry_into_threads(); undo that replacement first"
+            )
+        threading.Thread.start = thread_start  # type: ignore[method-assign]
+        ThreadPoolExecutor.submit = pool_submit  # type: ignore[method-assign]
+        _patched = None

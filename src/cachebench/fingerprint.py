@@ -13,11 +13,20 @@ unambiguous. Per-block digests that do not depend on earlier blocks (:func:`laye
 and order-sensitive ones in the caller's own key order (:func:`order_digests`: providers
 cache the bytes they render, so a re-ordered tool schema misses although ``prefix_id`` is
 unchanged) cost a second pass, so they are computed only where a difference is explained.
+
+The public :func:`fingerprint` lives here, and the module itself is callable: its class is a
+``types.ModuleType`` subclass whose ``__call__`` calls :func:`fingerprint`. So
+``import cachebench.fingerprint`` gives this module (``cachebench.fingerprint.key`` and the
+rest), while ``cachebench.fingerprint(...)`` and ``from cachebench import fingerprint`` then
+``fingerprint(...)`` give a prefix id; ``from cachebench.fingerprint import fingerprint`` is
+the plain function.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,6 +42,7 @@ __all__ = [
     "BlockPrint",
     "canonical",
     "diff_layers",
+    "fingerprint",
     "hex_id",
     "key",
     "layer_print",
@@ -378,3 +388,53 @@ def diff_layers(old: Sequence[BlockPrint], new: Sequence[BlockPrint]) -> PrefixD
             _excerpt(b.text, start, end),
         )
     return None
+
+
+# -- the public function -------------------------------------------------------------------
+
+
+def fingerprint(
+    messages: Any = None,
+    system: Any = None,
+    tools: Any = None,
+    *,
+    provider: str = "anthropic",
+    model: str | None = None,
+) -> str | None:
+    """The ``prefix_id`` a request with these parts would get, or ``None`` if uncacheable.
+
+    ``messages``, ``system`` and ``tools`` take the provider's own request shapes (dicts or
+    SDK objects). Key order, SDK-object-vs-dict and where the cache markers sit do not
+    change the result; the newest user turn never enters it; any other change does.
+    """
+    # Imported here: every adapter imports this module (``to_plain``).
+    from .providers import adapter_for
+
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a model name (str) or None, got {type(model).__name__}")
+    adapter = adapter_for(provider)
+    return key(
+        adapter.prompt_from_parts(messages=messages, system=system, tools=tools, model=model)
+    ).prefix_id
+
+
+class _CallableModule(types.ModuleType):
+    """This module's class: calling the module calls :func:`fingerprint`.
+
+    The package exports the module under the name users call (``cachebench.fingerprint``), so
+    the submodule stays reachable as ``cachebench.fingerprint`` instead of being shadowed by a
+    function of the same name."""
+
+    def __call__(
+        self,
+        messages: Any = None,
+        system: Any = None,
+        tools: Any = None,
+        *,
+        provider: str = "anthropic",
+        model: str | None = None,
+    ) -> str | None:
+        return fingerprint(messages, system, tools, provider=provider, model=model)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -165,6 +165,27 @@ def test_emulate_serves_until_terminated() -> None:
         assert proc.returncode == 0
 
 
+def test_emulate_on_a_port_in_use_says_so_in_one_line() -> None:
+    """A second ``cachebench emulate`` on a taken port exits 1 with one clear line on stderr
+    (what happened, and ``--port 0``), not a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "cachebench", "emulate", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "--port 0" in line
+
+
 def test_version_is_printed_by_main_and_by_python_m_cachebench(capsys: pytest.CaptureFixture[str]) -> None:
     """``cachebench --version`` prints ``cachebench <version>`` and exits 0, in process and as
     ``python -m cachebench`` in a real subprocess."""

@@ -71,6 +71,12 @@ SECRETS: dict[str, tuple[str, str]] = {
     "openai_project": (f"use sk-proj-{(s := rand(20) + 'T3BlbkFJ' + rand(20))} please", s),
     "openai_long": (f"OPENAI_API_KEY=sk-proj-{(s := rand(156, URLSAFE))}", s),
     "anthropic": (f"Billing key sk-ant-api03-{(s := rand(93, URLSAFE))}AA ref 7.", s),
+    # Keys known by their prefix even when their body is far from random.
+    "anthropic_repetitive": ("Now 09:42. Key: sk-ant-api03-" + (s := "Zx9" * 31) + "AA done", s),
+    "anthropic_admin": ("admin sk-ant-admin01-" + (s := "Q7wE" * 20) + " rotated", s),
+    "openai_project_repetitive": ("Key: sk-proj-" + (s := "Q7wE" * 30) + " end", s),
+    "openai_service_account": (f"svc sk-svcacct-{(s := 'aB3' * 20)} ok", s),
+    "google_api_key_repetitive": ("maps AIza" + (s := "SyAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaAaA") + " quota", s),
     "github_classic": (f"token ghp_{(s := rand(36))} for CI", s),
     "github_fine_grained": (f"github_pat_{(s := rand(22) + '_' + rand(59))}", s),
     "gitlab": (f"clone with glpat-{(s := rand(20, URLSAFE))}", s),

@@ -156,7 +156,15 @@ def build() -> "typer.Typer":
             any_model=any_model,
         )
         with _exit_cleanly_on_sigterm():
-            serve(emulator, host=host, port=port, log_level=log_level, announce=_announce)
+            try:
+                serve(emulator, host=host, port=port, log_level=log_level, announce=_announce)
+            except OSError as e:  # binding: the port is taken, the address is not this machine's
+                typer.echo(
+                    f"cachebench emulate: cannot listen on {host}:{port}: {e.strerror or e}"
+                    " (another emulator running? --port 0 picks a free port)",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
 
     return app
 

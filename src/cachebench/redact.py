@@ -20,7 +20,9 @@ The library scans source files line by line and returns values, not positions, s
 runs the plugins' own compiled expressions, over the text with JSON escapes undone (excerpts are
 cut from canonical bytes), one line at a time. Written here, where the library has no plugin:
 the body of a private key (its plugin matches the ``BEGIN`` line only), ``Authorization:`` and
-``Bearer`` credentials, and a secret named in prose (``the admin password is Tr0ub4dor&3``).
+``Bearer`` credentials, a secret named in prose (``the admin password is Tr0ub4dor&3``), and the
+LLM providers' own key formats, found by their prefix however little random their body looks
+(Anthropic ``sk-ant-...``, OpenAI ``sk-proj-``, ``sk-svcacct-``, ``sk-admin-``, Google ``AIza...``).
 Also here, filters that fit the library's config-file keyword table to prompts, which mix prose
 and code: an unquoted value ends at the first space, and a comparison (``password == stored``),
 a type (``password: str``) or a variable (``api_key=api_key``) is not a value; and its ID filter
@@ -63,6 +65,13 @@ _PEM_END = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
 _CREDENTIAL = re.compile(
     r"(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?i:bearer|basic|token|digest)\s+([A-Za-z0-9._~+/\-]+=*)"
     r"|\b(?i:bearer)\s+([A-Za-z0-9._~+/\-]{16,}=*)"
+)
+# The LLM providers' key formats, which the library has no plugin for: a key is a key by its
+# prefix, even when its body is not random enough for the entropy detectors.
+_PROVIDER_KEY = re.compile(
+    r"\bsk-ant-[a-z]+\d*-[A-Za-z0-9_\-]{16,}"
+    r"|\bsk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_\-]{16,}"
+    r"|\bAIza[0-9A-Za-z_\-]{35}"
 )
 # A secret named in prose, with the keyword plugin's names; see _looks_like_a_password.
 _SAID = r"(?:{names})\s+(?:is|was|will be|has been|set to)\s+[\"'`]?(?P<value>\S+)"
@@ -306,6 +315,9 @@ def _in_line(line: str, detector: _Detector) -> Iterator[tuple[int, int]]:
         for m in high_entropy.regex.finditer(line):
             if _random(high_entropy, line, *m.span(2)):
                 yield m.span(2)
+    if "sk-" in line or "AIza" in line:
+        for m in _PROVIDER_KEY.finditer(line):
+            yield m.span()
     if "bearer" in lowered or "authorization" in lowered:
         for m in _CREDENTIAL.finditer(line):
             yield m.span(1) if m.group(1) is not None else m.span(2)

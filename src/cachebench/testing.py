@@ -138,7 +138,12 @@ if importlib.util.find_spec("pytest") is not None:
 
     @pytest.fixture(scope="session")
     def _cache_emulator_server() -> Iterator[EmulatorServer]:
-        from .emulator import Emulator, EmulatorServer
+        try:
+            from .emulator import Emulator, EmulatorServer
+        except ImportError as e:
+            raise ImportError(
+                f"the cache_emulator fixture needs the emulator extra: pip install 'cachebench[emulator]' ({e})"
+            ) from e
 
         with EmulatorServer(Emulator(clock=ManualClock())) as server:
             yield server

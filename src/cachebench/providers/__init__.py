@@ -1,16 +1,25 @@
 """Provider adapters: one module per SDK, the same functions in each (see ``_base.Adapter``).
 
-Modules are imported lazily; only they import a provider SDK, and only when asked to.
+Modules are imported lazily; only they import a provider SDK, and only when asked to. No
+adapter imports another: what two share sits in a private module (``_messages_body``: the
+Anthropic Messages body, for anthropic and bedrock; ``_stainless``: the Stainless SDKs'
+instrumentation, for anthropic and openai).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..types import Provider
+from ._base import Adapter
+
+if TYPE_CHECKING:
+    from . import anthropic, bedrock, gemini, openai
+
+    # Checked by mypy: every module is an Adapter (what adapter_for's cast relies on).
+    _ADAPTERS: tuple[Adapter, Adapter, Adapter, Adapter] = (anthropic, openai, bedrock, gemini)
 
 __all__ = ["adapter_for", "detect_client", "detect_response"]
 
@@ -20,17 +29,17 @@ _MODULES = {
     Provider.BEDROCK: "bedrock",
     Provider.GEMINI: "gemini",
 }
-_cache: dict[Provider, ModuleType] = {}
+_cache: dict[Provider, Adapter] = {}
 
 
-def adapter_for(provider: Provider | str) -> Any:
+def adapter_for(provider: Provider | str) -> Adapter:
     """The adapter module for ``provider`` (a :class:`Provider` or its string value)."""
     p = Provider.parse(provider)
-    mod = _cache.get(p)
-    if mod is None:
-        mod = importlib.import_module(f"{__name__}.{_MODULES[p]}")
-        _cache[p] = mod
-    return mod
+    adapter = _cache.get(p)
+    if adapter is None:
+        adapter = cast(Adapter, importlib.import_module(f"{__name__}.{_MODULES[p]}"))
+        _cache[p] = adapter
+    return adapter
 
 
 def _owner(target: Any) -> Any:

@@ -1,5 +1,5 @@
-"""What every provider adapter shares: field access over objects *and* plain JSON, and the
-adapter shape.
+"""What every provider adapter shares: field access over objects *and* plain JSON, the
+usage reader that applies a provider's field table, and the adapter shape.
 
 Each module in ``providers/`` exposes the same names (see :class:`Adapter`); provider
 differences live in their request/usage tables, not in the tracker.
@@ -7,23 +7,31 @@ differences live in their request/usage tables, not in the tracker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..fingerprint import to_plain
-from ..types import Prompt, Usage
+from ..types import UNKNOWN_USAGE, Prompt, Usage
 
 __all__ = [
     "SENTINELS",
     "Accumulator",
     "Adapter",
+    "Path",
+    "ResultShape",
+    "Spellings",
+    "TtlSplit",
+    "UsageTable",
     "as_int",
+    "field",
     "fields",
     "get",
     "get_path",
     "has_field",
     "is_record",
     "items",
+    "read_usage",
     "text_form",
 ]
 
@@ -168,6 +176,166 @@ def as_int(value: Any) -> int:
     return n if n > 0 else 0
 
 
+# -- usage tables ----------------------------------------------------------------------------
+
+# Nested field names: ("prompt_tokens_details", "cached_tokens") is usage.prompt_tokens_details
+# .cached_tokens (or the same keys of a JSON object).
+Path = tuple[str, ...]
+# One count's spellings: alternative paths, read at the first that is present and not null
+# (google-genai's snake_case and the REST camelCase; Converse and Nova InvokeModel names).
+Spellings = tuple[Path, ...]
+
+
+def field(*spellings: str | Path) -> Spellings:
+    """A count's :data:`Spellings`: a name is a top-level field, a tuple a nested path."""
+    return tuple((s,) if isinstance(s, str) else s for s in spellings)
+
+
+@dataclass(frozen=True, slots=True)
+class TtlSplit:
+    """Where a usage object splits its cache writes by TTL, and in which form.
+
+    Either an object with one count per TTL, ``counts`` naming each TTL's field (Anthropic
+    ``cache_creation``: ``{"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 2048}``),
+    or a list of rows, ``row_ttl`` and ``row_tokens`` naming a row's fields (Bedrock
+    ``cacheDetails``: ``[{"ttl": "1h", "inputTokens": 1024}, {"ttl": "5m", ...}]``). A split
+    with neither is read for its presence only.
+    """
+
+    path: Path
+    counts: tuple[tuple[str, str], ...] = ()  # (ttl, field name)
+    row_ttl: str | None = None
+    row_tokens: str | None = None
+
+    def tokens(self, split: Any) -> tuple[int, int]:
+        """(all writes, 1 h writes) as the split counts them."""
+        if self.row_tokens is not None:
+            total = one_hour = 0
+            for row in split if isinstance(split, list) else ():
+                n = as_int(get(row, self.row_tokens))
+                total += n
+                if self.row_ttl is not None and get(row, self.row_ttl) == "1h":
+                    one_hour += n
+            return total, one_hour
+        if not self.counts:
+            return 0, 0
+        f = fields(split)
+        total = one_hour = 0
+        for ttl, name in self.counts:
+            n = as_int(f.get(name))
+            total += n
+            if ttl == "1h":
+                one_hour += n
+        return total, one_hour
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTable:
+    """Where a provider's usage object keeps each count (:func:`read_usage` applies it).
+
+    ``input_includes_cache``: the provider's input count includes cache reads and writes
+    (OpenAI ``prompt_tokens``/``input_tokens``, Gemini ``prompt_token_count``): the uncached
+    input is what remains after both. Otherwise it excludes them (Anthropic ``input_tokens``,
+    Bedrock ``inputTokens``) and is the uncached input as it is.
+    ``billed_as_input`` / ``billed_as_output``: further counts billed at the input / output
+    rate, added after that (Gemini's tool-use prompt and thoughts).
+    ``cache_write_tokens``: when it is absent or 0, the writes are the ``ttl_split``'s total.
+    ``writes_reported``: True or False for every response, or None: when the write count or
+    the TTL split is present (a server that does not track writes sends neither).
+    """
+
+    input_tokens: Spellings
+    input_includes_cache: bool
+    cache_read_tokens: Spellings
+    cache_write_tokens: Spellings
+    output_tokens: Spellings
+    billed_as_input: tuple[Spellings, ...] = ()
+    billed_as_output: tuple[Spellings, ...] = ()
+    ttl_split: TtlSplit | None = None
+    writes_reported: bool | None = None
+
+    def names(self) -> tuple[str, ...]:
+        """The top-level field names of the counts (the TTL split aside), in table order."""
+        counts = (
+            self.input_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.output_tokens,
+            *self.billed_as_input,
+            *self.billed_as_output,
+        )
+        return tuple(dict.fromkeys(path[0] for spellings in counts for path in spellings))
+
+
+def _at(f: Mapping[str, Any], path: Path) -> Any:
+    value = f.get(path[0])
+    if value is not None and len(path) > 1:
+        for name in path[1:]:
+            value = fields(value).get(name)
+            if value is None:
+                return None
+    return value
+
+
+def _lookup(f: Mapping[str, Any], spellings: Spellings) -> Any:
+    for path in spellings:
+        value = _at(f, path)
+        if value is not None:
+            return value
+    return None
+
+
+def read_usage(
+    table: UsageTable, usage: Any, *, model: str | None = None, diagnostics: dict[str, Any] | None = None
+) -> Usage:
+    """A provider's usage object (SDK model or JSON) read through its :class:`UsageTable`.
+
+    Missing or null fields are 0; a usage that is not a record (a string, a number, a list)
+    carries no counts: the usage is unknown, never zeros.
+    """
+    if not is_record(usage):
+        return UNKNOWN_USAGE
+    f = fields(usage)
+    raw_write = _lookup(f, table.cache_write_tokens)
+    write = as_int(raw_write)
+    read = as_int(_lookup(f, table.cache_read_tokens))
+    split_spec = table.ttl_split
+    split = None
+    write_1h = 0
+    if split_spec is not None:
+        split = _at(f, split_spec.path)
+        if split is not None:
+            split_total, write_1h = split_spec.tokens(split)
+            if not write:
+                write = split_total
+    input_tokens = as_int(_lookup(f, table.input_tokens))
+    if table.input_includes_cache:
+        input_tokens = max(input_tokens - read - write, 0)
+    for spellings in table.billed_as_input:
+        input_tokens += as_int(_lookup(f, spellings))
+    output_tokens = as_int(_lookup(f, table.output_tokens))
+    for spellings in table.billed_as_output:
+        output_tokens += as_int(_lookup(f, spellings))
+    reported = table.writes_reported
+    if reported is None:
+        reported = raw_write is not None or split is not None
+    return Usage(
+        input_tokens,
+        read,
+        write,
+        min(write_1h, write),
+        output_tokens,
+        True,
+        reported,
+        split is not None,
+        model,
+        diagnostics,
+    )
+
+
+# -- the adapter shape ---------------------------------------------------------------------
+
+
 class Accumulator(Protocol):
     """Folds a stream's events into one final :class:`Usage` (cumulative, never summed)."""
 
@@ -176,33 +344,54 @@ class Accumulator(Protocol):
     def usage(self) -> Usage: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ResultShape:
+    """What a call's result is, as an adapter's optional ``inspect_result(result, request)``
+    found it (for SDKs whose results the shared path cannot tell apart, boto3's dicts):
+
+    * a stream to observe in place: ``events`` (the object), ``hook`` (``hook(events,
+      recorder)`` observes it) and ``accumulator`` (folds its events);
+    * a finished response: its ``usage``, or ``error`` when its body could not be read (the
+      usage is then unknown and the caller's own read raises the same error).
+    """
+
+    usage: Usage = UNKNOWN_USAGE
+    error: Exception | None = None
+    events: Any = None
+    hook: Callable[[Any, Any], Any] | None = None
+    accumulator: Accumulator | None = None
+
+
 class Adapter(Protocol):
-    """The functions every ``providers/<name>.py`` module defines."""
+    """The names every ``providers/<name>.py`` module defines."""
 
     NAME: str
+    DEFAULT_TTL: str
 
     def parse_request(self, request: Mapping[str, Any]) -> Prompt: ...
 
     def prompt_from_parts(self, *, messages: Any, system: Any, tools: Any, model: str | None) -> Prompt: ...
 
-    def usage(self, response: Any) -> Usage: ...
-
-    def new_accumulator(self, request: Mapping[str, Any]) -> Accumulator: ...
-
     def request_model(self, request: Mapping[str, Any]) -> str | None: ...
 
+    def normalize_model(self, model: object) -> str | None: ...
+
     def is_stream_request(self, request: Mapping[str, Any]) -> bool: ...
+
+    def usage(self, response: Any) -> Usage: ...
+
+    def recorded_usage(self, response: Any, request: Mapping[str, Any]) -> Usage: ...
+
+    def new_accumulator(self, request: Mapping[str, Any]) -> Accumulator: ...
 
     def owns_client(self, client: Any) -> bool: ...
 
     def owns_response(self, response: Any) -> bool: ...
+
+    def instrument(self, client: Any, hooks: Any) -> list[tuple[Any, str, Any]]: ...
 
     def min_cacheable(self, model: str | None) -> int: ...
 
     def read_tolerance(self, model: str | None) -> int: ...
 
     def read_step(self, model: str | None) -> int: ...
-
-    def recorded_usage(self, response: Any, request: Mapping[str, Any]) -> Usage: ...
-
-    def instrument(self, client: Any, hooks: Any) -> list[tuple[Any, str, Any]]: ...

@@ -19,7 +19,7 @@ from typing import Any
 from ..facts import BEDROCK_DEFAULT_TTL, BEDROCK_TTLS, bedrock_model_id
 from ..fingerprint import to_plain
 from ..types import Block, Prompt, Section
-from . import anthropic
+from . import _messages_body
 from ._base import get, items
 
 NAME = "bedrock"
@@ -27,12 +27,18 @@ DEFAULT_TTL = BEDROCK_DEFAULT_TTL
 MARKER = "cachePoint"
 
 
-# ``modelId`` without an ARN prefix: ``arn:aws:bedrock:...:inference-profile/us.x`` -> ``us.x``.
-model_id = bedrock_model_id
+def normalize_model(model: object) -> str | None:
+    """A ``modelId`` without its ARN prefix (``facts``): ``arn:aws:bedrock:...:inference-profile/us.x``
+    is ``us.x``; an inference profile's region prefix (``us.``, ``global.``) stays, as it is
+    priced differently."""
+    return bedrock_model_id(model)
+
+
+model_id = normalize_model
 
 
 def request_model(request: Mapping[str, Any]) -> str | None:
-    return model_id(request.get("modelId"))
+    return normalize_model(request.get("modelId"))
 
 
 def is_stream_request(request: Mapping[str, Any]) -> bool:
@@ -143,13 +149,13 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
         if not isinstance(source, Mapping):
             return Prompt(NAME, model, [], [], 0)
         if _is_anthropic_body(source, model):
-            return anthropic.build_prompt(
+            return _messages_body.build_prompt(
                 provider=NAME,
                 model=model,
                 tools=source.get("tools"),
                 system=source.get("system"),
                 messages=source.get("messages"),
-                settings=anthropic.request_settings(source),
+                settings=_messages_body.request_settings(source),
             )
     return converse_prompt(
         model=model,
@@ -162,4 +168,4 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
 
 def prompt_from_parts(*, messages: Any, system: Any, tools: Any, model: str | None) -> Prompt:
     """Converse shapes: ``messages``, ``system`` blocks and ``toolConfig.tools``."""
-    return converse_prompt(model=model_id(model), tools=tools, system=system, messages=messages)
+    return converse_prompt(model=normalize_model(model), tools=tools, system=system, messages=messages)

@@ -1,7 +1,7 @@
 """Observing boto3 results in place: botocore ``EventStream`` hooks and ``StreamingBody``
 re-wraps, so the caller iterates or reads the very content the SDK returned.
 
-:func:`cachebench.providers.bedrock.observe_result` decides which applies to a result.
+:func:`cachebench.providers.bedrock.inspect_result` decides which applies to a result.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from ._stream import Recorder, ended_when_collected
 
-__all__ = ["FailedRead", "hook_event_stream", "is_body", "is_event_stream", "new_body"]
+__all__ = ["FailedRead", "failed_body", "hook_event_stream", "is_body", "is_event_stream", "new_body"]
 
 
 def is_event_stream(obj: Any) -> bool:
@@ -45,6 +45,13 @@ class FailedRead:
 
     def close(self) -> None:
         return None
+
+
+def failed_body(error: Exception) -> Any:
+    """A ``StreamingBody`` whose read raises ``error``, as the body it replaces did."""
+    from botocore.response import StreamingBody
+
+    return StreamingBody(FailedRead(error), None)
 
 
 def hook_event_stream(stream: Any, rec: Recorder) -> Any:

@@ -81,9 +81,14 @@ def _marker_ttl(marker: Any, default: str) -> str:
     return ttl if ttl in EXPLICIT_TTLS else default
 
 
-def request_model(request: Mapping[str, Any]) -> str | None:
-    model = _field(request, "model")
+def normalize_model(model: object) -> str | None:
+    """The model name as the API and the price tables spell it (no normalisation fact applies:
+    an Azure deployment name is the caller's own)."""
     return model if isinstance(model, str) else None
+
+
+def request_model(request: Mapping[str, Any]) -> str | None:
+    return normalize_model(_field(request, "model"))
 
 
 def is_stream_request(request: Mapping[str, Any]) -> bool:

@@ -327,7 +327,7 @@ def plain_result(result: Any, adapter: Any) -> bool:
     plain = _PLAIN.get(k)
     if plain is None:
         plain = not (
-            hasattr(adapter, "observe_result")
+            hasattr(adapter, "inspect_result")
             or _is_stainless_stream(result)
             or (hasattr(result, "http_response") and callable(getattr(result, "parse", None)))
             or type(result).__name__.endswith("StreamManager")
@@ -347,11 +347,17 @@ def observe_result(result: Any, call: CallContext) -> Any:
     if plain_result(result, call.adapter):
         call.finished_response(result)
         return result
-    adapter_observe = getattr(call.adapter, "observe_result", None)
-    if adapter_observe is not None:
-        handled = adapter_observe(result, call)
-        if handled is not NotImplemented:
-            return handled
+    inspect_result = getattr(call.adapter, "inspect_result", None)
+    if inspect_result is not None:
+        shape = inspect_result(result, call.request)  # a ResultShape, or None: read on below
+        if shape is not None:
+            if shape.hook is not None:
+                call.observing = call.stream = True
+                shape.hook(shape.events, Recorder(call, shape.accumulator))
+            else:
+                call.response_started()
+                call.finish(shape.usage, shape.error)
+            return result
     if _is_stainless_stream(result):
         call.observing = call.stream = True
         return hook_stainless_stream(result, Recorder(call, call.adapter.new_accumulator(call.request)))

@@ -2,13 +2,14 @@
 ``invoke_model_with_response_stream`` with an Anthropic body (Nova bodies, which are
 Converse-shaped, are read too).
 
-This is the adapter: usage, stream accumulation, which results to observe and how, and the
-client. Requests are read in ``_bedrock_request`` (cache points, cache order, the model id);
-the botocore objects are hooked in ``_bedrock_stream``. Both are re-exported here.
+This is the adapter: usage, stream accumulation, what a result is, and the client. Requests
+are read in ``_bedrock_request`` (cache points, cache order, the model id); the botocore
+objects are hooked in ``_bedrock_stream``; Anthropic bodies are read by ``_messages_body``
+(shared with the Anthropic adapter). Their names are re-exported here.
 
 boto3 methods take the same keyword arguments whether they stream or not, so
-:func:`is_stream_request` cannot tell; :func:`observe_result` marks the call as a stream when
-the result holds a botocore ``EventStream``.
+:func:`is_stream_request` cannot tell; :func:`inspect_result` says when the result holds a
+botocore ``EventStream``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..facts import bedrock_min_tokens
 from ..types import UNKNOWN_USAGE, Usage
-from . import anthropic
-from ._base import as_int, get, has_field, is_record
+from . import _messages_body
+from ._base import ResultShape, TtlSplit, UsageTable, field, get, has_field, is_record, read_usage
 from ._bedrock_request import DEFAULT_TTL as DEFAULT_TTL
 from ._bedrock_request import MARKER as MARKER
 from ._bedrock_request import NAME as NAME
@@ -29,75 +30,43 @@ from ._bedrock_request import converse_prompt as converse_prompt
 from ._bedrock_request import decode_json
 from ._bedrock_request import is_stream_request as is_stream_request
 from ._bedrock_request import model_id as model_id
+from ._bedrock_request import normalize_model as normalize_model
 from ._bedrock_request import parse_request as parse_request
 from ._bedrock_request import prompt_from_parts as prompt_from_parts
 from ._bedrock_request import request_model as request_model
-from ._bedrock_stream import FailedRead, is_body, is_event_stream, new_body
+from ._bedrock_stream import failed_body, is_body, is_event_stream, new_body
 from ._bedrock_stream import hook_event_stream as hook_event_stream
-from ._stream import Recorder
-
-if TYPE_CHECKING:
-    from .._call import CallContext
 
 SERVICE_NAME = "bedrock-runtime"
 METHODS = ("converse", "converse_stream", "invoke_model", "invoke_model_with_response_stream")
 
 # Converse usage, as data. Source: botocore data/bedrock-runtime/2023-09-30/service-2.json,
-# shape ``TokenUsage`` (``inputTokens`` excludes cache tokens) and ``CacheDetail``. The
+# shape ``TokenUsage`` (``inputTokens`` EXCLUDES cache tokens) and ``CacheDetail``. The
 # ``*TokenCount`` spellings are Nova InvokeModel bodies and the
 # ``amazon-bedrock-invocationMetrics`` of InvokeModelWithResponseStream's last chunk.
-USAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "input_tokens": ("inputTokens", "inputTokenCount"),
-    "cache_read_tokens": ("cacheReadInputTokens", "cacheReadInputTokenCount"),
-    "cache_write_tokens": ("cacheWriteInputTokens", "cacheWriteInputTokenCount"),
-    "output_tokens": ("outputTokens", "outputTokenCount"),
-}
-CACHE_DETAILS = "cacheDetails"  # [{"ttl": "1h", "inputTokens": 1024}, {"ttl": "5m", ...}]
-INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
-# Anthropic usage keys: a body carrying any of them reports like the Anthropic API.
-_ANTHROPIC_USAGE_KEYS = (
-    "input_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-    "output_tokens",
+CONVERSE_USAGE = UsageTable(
+    input_tokens=field("inputTokens", "inputTokenCount"),
+    input_includes_cache=False,
+    cache_read_tokens=field("cacheReadInputTokens", "cacheReadInputTokenCount"),
+    cache_write_tokens=field("cacheWriteInputTokens", "cacheWriteInputTokenCount"),
+    output_tokens=field("outputTokens", "outputTokenCount"),
+    # [{"ttl": "1h", "inputTokens": 1024}, {"ttl": "5m", "inputTokens": 2048}]
+    ttl_split=TtlSplit(("cacheDetails",), row_ttl="ttl", row_tokens="inputTokens"),
+    writes_reported=True,
 )
+# An Anthropic body (InvokeModel) reports like the Anthropic API: ``_messages_body.USAGE``.
+ANTHROPIC_USAGE = _messages_body.USAGE
+INVOCATION_METRICS = "amazon-bedrock-invocationMetrics"
 
 
 # -- usage ----------------------------------------------------------------------------------
 
 
-def _first(obj: Any, names: tuple[str, ...]) -> Any:
-    for name in names:
-        if has_field(obj, name):
-            return get(obj, name)
-    return None
-
-
-def converse_usage(u: Any, *, model: str | None = None) -> Usage:
-    """Normalise a Converse ``TokenUsage`` (exclusive ``inputTokens``; TTL split in ``cacheDetails``)."""
-    details = get(u, CACHE_DETAILS)
-    rows = details if isinstance(details, list) else []
-    write = as_int(_first(u, USAGE_FIELDS["cache_write_tokens"]))
-    if not write:
-        write = sum(as_int(get(d, "inputTokens")) for d in rows)
-    write_1h = sum(as_int(get(d, "inputTokens")) for d in rows if get(d, "ttl") == "1h")
-    return Usage(
-        input_tokens=as_int(_first(u, USAGE_FIELDS["input_tokens"])),
-        cache_read_tokens=as_int(_first(u, USAGE_FIELDS["cache_read_tokens"])),
-        cache_write_tokens=write,
-        cache_write_1h_tokens=min(write_1h, write),
-        output_tokens=as_int(_first(u, USAGE_FIELDS["output_tokens"])),
-        known=True,
-        writes_reported=True,
-        ttl_split_reported=details is not None,
-        model=model,
-    )
-
-
-def _usage_of(u: Any, model: str | None) -> Usage:
-    if any(has_field(u, k) for k in _ANTHROPIC_USAGE_KEYS):
-        return anthropic.usage_from_fields(u, model=model)
-    return converse_usage(u, model=model)
+def _table(u: Any) -> UsageTable:
+    """The Anthropic table for a usage carrying any of its counts, else Converse's."""
+    if any(has_field(u, k) for k in _messages_body.COUNT_FIELDS):
+        return ANTHROPIC_USAGE
+    return CONVERSE_USAGE
 
 
 def _with_model(usage: Usage, model: str | None) -> Usage:
@@ -125,8 +94,7 @@ def usage(response: Any) -> Usage:
     u = get(response, "usage")
     if not is_record(u):
         return UNKNOWN_USAGE
-    model = get(response, "model")
-    return _usage_of(u, model_id(model))
+    return read_usage(_table(u), u, model=normalize_model(get(response, "model")))
 
 
 def _chunk_payload(event: Any) -> Any:
@@ -161,7 +129,7 @@ class StreamAccumulator:
                       "metrics": {"latencyMs": 812}}}
 
     * InvokeModelWithResponseStream: each chunk is one model event; Anthropic bodies stream
-      Messages events (folded by :class:`anthropic.StreamAccumulator`), Nova bodies stream
+      Messages events (folded by ``_messages_body.StreamAccumulator``), Nova bodies stream
       Converse-shaped ones. The last chunk carries ``amazon-bedrock-invocationMetrics``
       (``inputTokenCount``, ``cacheReadInputTokenCount``, ...), used only when the model's own
       events reported no usage.
@@ -171,7 +139,7 @@ class StreamAccumulator:
 
     def __init__(self, model: str | None = None) -> None:
         self._model = model
-        self._anthropic = anthropic.StreamAccumulator()
+        self._anthropic = _messages_body.StreamAccumulator()
         self._anthropic_seen = False
         self._converse: Any = None
         self._metrics: Any = None
@@ -197,9 +165,9 @@ class StreamAccumulator:
         if self._anthropic_seen:
             return _with_model(self._anthropic.usage(), self._model)
         if self._converse is not None:
-            return converse_usage(self._converse, model=self._model)
+            return read_usage(CONVERSE_USAGE, self._converse, model=self._model)
         if self._metrics is not None:
-            return converse_usage(self._metrics, model=self._model)
+            return read_usage(CONVERSE_USAGE, self._metrics, model=self._model)
         return UNKNOWN_USAGE
 
 
@@ -231,40 +199,34 @@ def recorded_usage(response: Any, request: Mapping[str, Any]) -> Usage:
 # -- live calls -----------------------------------------------------------------------------
 
 
-def observe_result(result: Any, call: CallContext) -> Any:
-    """boto3 result dicts: hook a stream, or read and replace an InvokeModel body.
+def inspect_result(result: Any, request: Mapping[str, Any]) -> ResultShape | None:
+    """What a boto3 result dict is: a stream to hook, or a finished response and its usage.
 
-    Returns ``NotImplemented`` for anything else (the shared path records it).
+    ConverseStream's ``stream`` and InvokeModelWithResponseStream's ``body`` are a botocore
+    ``EventStream``, hooked in place by the caller of this function. An InvokeModel ``body``
+    is read here and replaced by an equivalent one the caller reads in turn; if the read
+    fails, a body whose read raises the same error is put back. None for anything else (the
+    shared path records it).
     """
     if not isinstance(result, MutableMapping):
-        return NotImplemented
-    model = request_model(call.request)
+        return None
+    model = request_model(request)
     for name in ("stream", "body"):
         value = result.get(name)
         if is_event_stream(value):
-            call.stream = True
-            call.observing = True
-            hook_event_stream(value, Recorder(call, StreamAccumulator(model)))
-            return result
+            return ResultShape(events=value, hook=hook_event_stream, accumulator=StreamAccumulator(model))
     body = result.get("body")
     if body is not None and is_body(body):
-        call.response_started()
         try:
             data = body.read()
         except Exception as exc:
-            from botocore.response import StreamingBody
-
-            result["body"] = StreamingBody(FailedRead(exc), None)
-            call.finish(UNKNOWN_USAGE, exc)
-            return result
+            result["body"] = failed_body(exc)
+            return ResultShape(error=exc)
         result["body"] = new_body(data)
-        call.finish(_with_model(usage(decode_json(data)), model), None)
-        return result
+        return ResultShape(_with_model(usage(decode_json(data)), model))
     if "usage" in result:
-        call.response_started()
-        call.finish(_with_model(usage(result), model), None)
-        return result
-    return NotImplemented
+        return ResultShape(_with_model(usage(result), model))
+    return None
 
 
 def owns_client(client: Any) -> bool:

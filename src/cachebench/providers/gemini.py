@@ -12,39 +12,40 @@ they are function calls), and part keys are camelCased as on the wire, so a ``ty
 and its dict spelling fingerprint alike.
 
 ``generate_content`` and ``generate_content_stream`` take the same arguments, so
-:func:`is_stream_request` cannot tell them apart; :func:`observe_result` marks the call as a
-stream when the result is a generator.
+:func:`is_stream_request` cannot tell them apart: the shared path (``_stream``) marks the call
+as a stream when the result is a generator.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..facts import GEMINI_IMPLICIT_TTL, gemini_min_tokens, gemini_model_name
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Block, Prompt, Usage
-from ._base import as_int, get, has_field, is_record
-
-if TYPE_CHECKING:
-    from .._call import CallContext
+from ._base import UsageTable, field, get, has_field, is_record, read_usage
 
 NAME = "gemini"
 DEFAULT_TTL = GEMINI_IMPLICIT_TTL
 METHODS = ("generate_content", "generate_content_stream")
 
-# Usage fields, as data: (google-genai snake_case, REST camelCase). Source: google-genai
+# Usage fields, as data: google-genai's snake_case, then the REST camelCase. Source: google-genai
 # types.py, class GenerateContentResponseUsageMetadata; REST ``usageMetadata``.
-# ``promptTokenCount`` INCLUDES ``cachedContentTokenCount``; tool-use prompt tokens are billed
-# as input and thoughts as output (genai-prices' google extractor maps them the same way).
-USAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "prompt": ("prompt_token_count", "promptTokenCount"),
-    "cache_read": ("cached_content_token_count", "cachedContentTokenCount"),
-    "tool_use_prompt": ("tool_use_prompt_token_count", "toolUsePromptTokenCount"),
-    "candidates": ("candidates_token_count", "candidatesTokenCount"),
-    "thoughts": ("thoughts_token_count", "thoughtsTokenCount"),
-}
+# ``prompt_token_count`` INCLUDES ``cached_content_token_count``; writes are not reported
+# (billed as input); tool-use prompt tokens are billed as input and thoughts as output
+# (genai-prices' google extractor maps them the same way).
+USAGE = UsageTable(
+    input_tokens=field("prompt_token_count", "promptTokenCount"),
+    input_includes_cache=True,
+    cache_read_tokens=field("cached_content_token_count", "cachedContentTokenCount"),
+    cache_write_tokens=(),
+    output_tokens=field("candidates_token_count", "candidatesTokenCount"),
+    billed_as_input=(field("tool_use_prompt_token_count", "toolUsePromptTokenCount"),),
+    billed_as_output=(field("thoughts_token_count", "thoughtsTokenCount"),),
+    writes_reported=False,
+)
 USAGE_METADATA = ("usage_metadata", "usageMetadata")
 MODEL_VERSION = ("model_version", "modelVersion")
 # Request fields, wherever they sit: ``config`` (SDK) or the top level of a REST body.
@@ -61,12 +62,18 @@ _FIXED_SCHEMA = frozenset(
 # -- requests -------------------------------------------------------------------------------
 
 
-# A model name without its resource path: ``models/gemini-2.5-flash`` -> ``gemini-2.5-flash``.
-model_name = gemini_model_name
+def normalize_model(model: object) -> str | None:
+    """A model name without its resource path (``facts``): ``models/gemini-2.5-flash``,
+    ``projects/.../models/gemini-2.5-flash`` and ``google/gemini-2.5-flash`` are all
+    ``gemini-2.5-flash``."""
+    return gemini_model_name(model)
+
+
+model_name = normalize_model
 
 
 def request_model(request: Mapping[str, Any]) -> str | None:
-    return model_name(request.get("model"))
+    return normalize_model(request.get("model"))
 
 
 def is_stream_request(request: Mapping[str, Any]) -> bool:
@@ -253,28 +260,10 @@ def parse_request(request: Mapping[str, Any]) -> Prompt:
 
 def prompt_from_parts(*, messages: Any, system: Any, tools: Any, model: str | None) -> Prompt:
     """``messages`` are ``contents``; ``system`` is a ``system_instruction``."""
-    return build_prompt(model=model_name(model), contents=messages, system=system, tools=tools)
+    return build_prompt(model=normalize_model(model), contents=messages, system=system, tools=tools)
 
 
 # -- usage ----------------------------------------------------------------------------------
-
-
-def usage_from_metadata(meta: Any, *, model: str | None = None) -> Usage:
-    """Normalise ``usage_metadata`` / ``usageMetadata`` (inclusive ``prompt_token_count``)."""
-    prompt = as_int(_first(meta, USAGE_FIELDS["prompt"]))
-    read = as_int(_first(meta, USAGE_FIELDS["cache_read"]))
-    return Usage(
-        input_tokens=max(prompt - read, 0) + as_int(_first(meta, USAGE_FIELDS["tool_use_prompt"])),
-        cache_read_tokens=read,
-        cache_write_tokens=0,
-        cache_write_1h_tokens=0,
-        output_tokens=as_int(_first(meta, USAGE_FIELDS["candidates"]))
-        + as_int(_first(meta, USAGE_FIELDS["thoughts"])),
-        known=True,
-        writes_reported=False,
-        ttl_split_reported=False,
-        model=model,
-    )
 
 
 def _metadata(response: Any) -> Any:
@@ -288,7 +277,7 @@ def usage(response: Any) -> Usage:
     meta = _metadata(response)
     if meta is None:
         return UNKNOWN_USAGE
-    return usage_from_metadata(meta, model=model_name(_first(response, MODEL_VERSION)))
+    return read_usage(USAGE, meta, model=normalize_model(_first(response, MODEL_VERSION)))
 
 
 class StreamAccumulator:
@@ -309,14 +298,14 @@ class StreamAccumulator:
         meta = _metadata(chunk)
         if meta is not None:
             self._meta = meta
-        model = model_name(_first(chunk, MODEL_VERSION))
+        model = normalize_model(_first(chunk, MODEL_VERSION))
         if model is not None:
             self._model = model
 
     def usage(self) -> Usage:
         if self._meta is None:
             return UNKNOWN_USAGE
-        return usage_from_metadata(self._meta, model=self._model)
+        return read_usage(USAGE, self._meta, model=self._model)
 
 
 def new_accumulator(request: Mapping[str, Any]) -> StreamAccumulator:
@@ -333,14 +322,7 @@ def recorded_usage(response: Any, request: Mapping[str, Any]) -> Usage:
     return usage(response)
 
 
-# -- live calls -----------------------------------------------------------------------------
-
-
-def observe_result(result: Any, call: CallContext) -> Any:
-    """Mark generator results as streams; the shared path observes them (``_stream``)."""
-    if inspect.isgenerator(result) or inspect.isasyncgen(result):
-        call.stream = True
-    return NotImplemented
+# -- clients -------------------------------------------------------------------------------
 
 
 def owns_client(client: Any) -> bool:

@@ -26,7 +26,7 @@ from ..facts import explicit_caching as explicit_caching
 from ..facts import model_version as model_version
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Usage
-from ._base import as_int, get, get_path, has_field, is_record
+from ._base import TtlSplit, UsageTable, field, get, get_path, has_field, is_record, read_usage
 from ._openai_request import DEFAULT_TTL as DEFAULT_TTL
 from ._openai_request import EXPLICIT_DEFAULT_TTL as EXPLICIT_DEFAULT_TTL
 from ._openai_request import EXPLICIT_TTLS as EXPLICIT_TTLS
@@ -37,28 +37,34 @@ from ._openai_request import SETTINGS_FIELDS as SETTINGS_FIELDS
 from ._openai_request import build_prompt as build_prompt
 from ._openai_request import is_responses_request as is_responses_request
 from ._openai_request import is_stream_request as is_stream_request
+from ._openai_request import normalize_model as normalize_model
 from ._openai_request import parse_request as parse_request
 from ._openai_request import prompt_from_parts as prompt_from_parts
 from ._openai_request import request_model as request_model
-from .anthropic import stainless_instrument
+from ._stainless import stainless_instrument
 
 # Usage fields, as data. Sources: openai-python src/openai/types/completion_usage.py
 # (CompletionUsage, PromptTokensDetails) and types/responses/response_usage.py (ResponseUsage,
-# InputTokensDetails). The total input counts include cache reads and writes.
-CHAT_USAGE_FIELDS = {
-    "total_input_tokens": ("prompt_tokens",),
-    "cache_read_tokens": ("prompt_tokens_details", "cached_tokens"),
-    "cache_write_tokens": ("prompt_tokens_details", "cache_write_tokens"),
-    "cache_write_ttl_split": ("prompt_tokens_details", "cache_write_tokens_details"),
-    "output_tokens": ("completion_tokens",),
-}
-RESPONSES_USAGE_FIELDS = {
-    "total_input_tokens": ("input_tokens",),
-    "cache_read_tokens": ("input_tokens_details", "cached_tokens"),
-    "cache_write_tokens": ("input_tokens_details", "cache_write_tokens"),
-    "cache_write_ttl_split": ("input_tokens_details", "cache_write_tokens_details"),
-    "output_tokens": ("output_tokens",),
-}
+# InputTokensDetails). The input counts INCLUDE cache reads and writes. The TTL split
+# (``cache_write_tokens_details.{ttl_30m_tokens, ttl_12h_tokens}``) is read for its presence
+# only: OpenAI's TTLs are 30m and 12h, none priced as a 1 h write, and the total is reported.
+# Whether writes are reported depends on the model too (:func:`usage_from_fields`).
+CHAT_USAGE = UsageTable(
+    input_tokens=field("prompt_tokens"),
+    input_includes_cache=True,
+    cache_read_tokens=field(("prompt_tokens_details", "cached_tokens")),
+    cache_write_tokens=field(("prompt_tokens_details", "cache_write_tokens")),
+    output_tokens=field("completion_tokens"),
+    ttl_split=TtlSplit(("prompt_tokens_details", "cache_write_tokens_details")),
+)
+RESPONSES_USAGE = UsageTable(
+    input_tokens=field("input_tokens"),
+    input_includes_cache=True,
+    cache_read_tokens=field(("input_tokens_details", "cached_tokens")),
+    cache_write_tokens=field(("input_tokens_details", "cache_write_tokens")),
+    output_tokens=field("output_tokens"),
+    ttl_split=TtlSplit(("input_tokens_details", "cache_write_tokens_details")),
+)
 # Fields that tell a Chat-shaped usage object from a Responses-shaped one.
 _CHAT_USAGE_MARKS = ("prompt_tokens", "prompt_tokens_details", "completion_tokens")
 _OBJECTS = ("chat.completion", "chat.completion.chunk", "text_completion", "response")
@@ -105,25 +111,16 @@ def usage_from_fields(
     u: Any, *, model: str | None = None, kind: Any = None, diagnostics: dict[str, Any] | None = None
 ) -> Usage:
     """Normalise a Chat ``usage`` or a Responses ``usage`` (object or dict; inclusive input)."""
-    fields = CHAT_USAGE_FIELDS if _is_chat_usage(u, kind) else RESPONSES_USAGE_FIELDS
-    total = as_int(get_path(u, fields["total_input_tokens"]))
-    read = as_int(get_path(u, fields["cache_read_tokens"]))
-    write_field = get_path(u, fields["cache_write_tokens"])
-    write = as_int(write_field)
+    table = CHAT_USAGE if _is_chat_usage(u, kind) else RESPONSES_USAGE
+    read = read_usage(table, u, model=model, diagnostics=diagnostics)
+    if not read.known:
+        return read
     # Models before GPT-5.6 report no writes; a 0 they may send still means "not reported".
-    writes_reported = write_field is not None and (write > 0 or model is None or explicit_caching(model))
-    return Usage(
-        input_tokens=max(total - read - write, 0),
-        cache_read_tokens=read,
-        cache_write_tokens=write,
-        cache_write_1h_tokens=0,  # OpenAI's TTLs are 30m and 12h; none is priced as a 1 h write
-        output_tokens=as_int(get_path(u, fields["output_tokens"])),
-        known=True,
-        writes_reported=writes_reported,
-        ttl_split_reported=get_path(u, fields["cache_write_ttl_split"]) is not None,
-        model=model,
-        diagnostics=diagnostics,
+    (write_path,) = table.cache_write_tokens
+    writes_reported = get_path(u, write_path) is not None and (
+        read.cache_write_tokens > 0 or model is None or explicit_caching(model)
     )
+    return read if read.writes_reported == writes_reported else read._replace(writes_reported=writes_reported)
 
 
 def _usage_obj(response: Any) -> Any:
@@ -136,10 +133,9 @@ def usage(response: Any) -> Usage:
     u = _usage_obj(response)
     if u is None:
         return UNKNOWN_USAGE
-    model = get(response, "model")
     return usage_from_fields(
         u,
-        model=model if isinstance(model, str) else None,
+        model=normalize_model(get(response, "model")),
         kind=get(response, "object"),
         diagnostics=_diagnostics(response),
     )

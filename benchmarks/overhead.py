@@ -42,10 +42,9 @@ from anthropic.types import Message
 
 from cachebench import CacheTracker
 from cachebench._flow import default_flow
-from cachebench.detect import CacheView
+from cachebench.diagnose import FlowDetector, miss_cause
 from cachebench.fingerprint import key as prefix_key
 from cachebench.providers import adapter_for
-from cachebench.regress import FlowDetector
 from cachebench.stats import Stats
 from cachebench.types import CallMetrics
 
@@ -263,9 +262,12 @@ def breakdown(
     row = build_row()
     assert CallMetrics(*row).cache_read_tokens == usage.cache_read_tokens
 
-    def detect() -> None:
+    def expect_cause_observe() -> None:
         e = view.expect(pkey, False, now)
-        CacheView.cause(pkey, usage, e, False, 0)
+        miss_cause(
+            view, pkey, usage, e, implicit=False, tolerance=0, min_tokens=0,
+            concurrent=False, timestamp=now, elapsed_ms=1.0,
+        )  # fmt: skip
         view.observe(pkey, usage, e, False, now, "5m", 1024)
 
     detector = FlowDetector(0.6, False, 10_000, lambda r: None)
@@ -281,7 +283,7 @@ def breakdown(
         ("fingerprint key", lambda: prefix_key(prompt)),
         ("usage from response", lambda: adapter.usage(response)),
         ("pricing", lambda: tracker._core._prices.cost("anthropic", usage.model, usage, now)),
-        ("expect / cause / observe", detect),
+        ("expect / cause / observe", expect_cause_observe),
         ("call row construction", build_row),
         ("stats.add (record)", lambda: stats.add(row, pkey.prefix_hash)),
         ("regression detector", regressions),

@@ -96,9 +96,9 @@ def _tool_run(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 _USES, _RESULTS = _tool_run(12)
 # PROVIDER_FACTS "Lookback": a run of consecutive tool_use or tool_result blocks counts as one
-# position. The emulator counts so; the tracker's CacheView.expect (detect.py) counts every
+# position. The emulator counts so; the tracker's CacheView.expect (expect.py) counts every
 # block, so it expects no read (or a shorter one) where the provider reads the earlier turn.
-_RUNS_DISAGREE = "detect.CacheView.expect counts each tool block as a lookback position"
+_RUNS_DISAGREE = "expect.CacheView.expect counts each tool block as a lookback position"
 _SYSTEM = [{"type": "text", "text": POLICY, "cache_control": EPHEMERAL}]
 _TOOLS = [
     {

@@ -17,7 +17,7 @@ from .types import PrefixKey
 
 if TYPE_CHECKING:
     from ._core import Core
-    from .detect import Expectation
+    from .expect import Expectation
     from .policy import Hold
     from .types import Cost, MissCause, Prompt, Usage
 

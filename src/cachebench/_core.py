@@ -25,18 +25,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ._alerts import default_alert, default_regression
-from ._cachefacts import TTL_CLOCK_MARGIN_S
 from ._call import CallContext, apply_ttl_hint, call_row
 from ._flow import current_flow, default_flow
 from ._guard import Guard
-from .detect import ALIVE, CacheView
+from .diagnose import FlowDetector, miss_cause
+from .expect import ALIVE, CacheView
 from .fingerprint import key as prefix_key
 from .policy import Hold
 from .pricing import PriceTable
 from .providers._stream import observe_result
-from .regress import FlowDetector
 from .stats import Stats
-from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, MissCause, Regression, Usage
+from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, Cost, Regression, Usage
 
 __all__ = ["MAX_TOKENS", "Core", "Pricer"]
 
@@ -231,16 +230,22 @@ class Core:
         implicit = prompt.implicit if prompt is not None else False
         min_tokens = adapter.min_cacheable(model)
         tolerance = adapter.read_tolerance(model)  # a shortfall this small is no miss
-        if exp is not None and usage.known and error is None:
-            unexpected, cause = CacheView.cause(key, usage, exp, implicit, tolerance, min_tokens)
-            if ctx.concurrent and cause in ("cold", "ttl_expired"):
-                cause = "concurrent"  # a twin was writing the same prefix when this call went out
-            if cause == "provider":
-                unexpected, cause = self._expired_by_then(ctx, usage, elapsed, tolerance)
         if cost is None:
             cost = UNPRICED
         with self._lock:
             if exp is not None and usage.known and error is None:
+                unexpected, cause = miss_cause(
+                    self._view,
+                    key,
+                    usage,
+                    exp,
+                    implicit=implicit,
+                    tolerance=tolerance,
+                    min_tokens=min_tokens,
+                    concurrent=ctx.concurrent,
+                    timestamp=ctx.timestamp,
+                    elapsed_ms=elapsed,
+                )
                 read = usage.cache_read_tokens
                 den = read + usage.cache_write_tokens if usage.writes_reported else exp.tokens
                 try:
@@ -296,21 +301,6 @@ class Core:
                 on_miss = owner.on_miss_alert if owner is not None else default_alert
                 self._guard.user_callback("on_miss_alert", on_miss, CallMetrics(*row))
         return row
-
-    def _expired_by_then(
-        self, ctx: CallContext, usage: Usage, elapsed_ms: float | None, tolerance: int
-    ) -> tuple[bool, MissCause]:
-        """A ``provider`` miss is looked at again as of the end of the margin the clocks and
-        the call's duration allow: if what the call was expected to read had expired by
-        then, the miss is ``ttl_expired`` (expected), not the provider's."""
-        if ctx.prompt is None:
-            return True, "provider"
-        late = ctx.timestamp + TTL_CLOCK_MARGIN_S + (elapsed_ms or 0.0) / 1000.0
-        with self._lock:
-            exp = self._view.expect(ctx.key, ctx.prompt.implicit, late)
-        if usage.cache_read_tokens + tolerance >= exp.tokens:
-            return False, "ttl_expired"
-        return True, "provider"
 
     def _fail(self, ctx: CallContext, exc: BaseException) -> None:
         ctx.finish(UNKNOWN_USAGE, exc)

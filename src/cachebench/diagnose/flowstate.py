@@ -1,32 +1,54 @@
-"""Per-flow state of the regression detector (:mod:`cachebench.regress`).
+"""Per-flow state of the regression detector (:mod:`cachebench.diagnose.regressions`).
 
-A flow's window of recent calls (bit masks per layer: present, read, new, same value as the
-previous call), the baseline of the calls that left it, the writes waiting to be read back
-and the settled ones, and its open incidents. No logic beyond keeping these up to date.
+A flow's window of recent calls (one :class:`WindowSlot` each: how many layers the call had,
+which it read, found new, kept the same value of), the baseline of the calls that left it,
+the writes waiting to be read back and the settled ones, and its open incidents. No logic
+beyond keeping these up to date.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from .types import PrefixDiff, Regression
+from ..types import PrefixDiff, Regression
+from .thresholds import (
+    BASELINE_WEIGHT,
+    CHURN_OPEN,
+    MAX_LAYERS,
+    MIN_SETTLED,
+    SETTLED,
+    SHARED,
+    WINDOW,
+)
 
-WINDOW = 16  # calls per flow in the churn and hit-ratio windows
-CHURN_OPEN = 0.75  # share of a layer's settled writes never read back that opens churn
-SETTLED = 16  # writes per flow whose fate (read back, or not within their TTL) is remembered
-MIN_SETTLED = 8  # a layer's churn is judged from at least this many settled writes
-SHARED = 0.75  # baseline read and same-value rates that make a layer shared
-BASELINE_WEIGHT = 0.05  # of each call leaving the window in the baseline (about 20 calls)
-MAX_LAYERS = 8  # breakpoints beyond this are not tracked per layer
-EXPLAINED = 32  # bit of a window slot's mask: the call's writes were expected (cold, a change)
+__all__ = ["FlowState", "Incident", "WindowSlot", "has_layer", "scored_hit"]
 
 
-def scored_hit(mask: int, hit: tuple[int, int]) -> tuple[int, int]:
+def has_layer(layers: int, k: int) -> bool:
+    """Whether layer ``k`` is in the set ``layers`` (bit k: layer k)."""
+    return bool(layers >> k & 1)
+
+
+class WindowSlot(NamedTuple):
+    """One call in a flow's window. ``read``, ``new`` and ``same`` are sets of layers (bit k:
+    layer k, see :func:`has_layer`)."""
+
+    layers: int  # how many of its layers are tracked (its first breakpoints, at most MAX_LAYERS)
+    read: int  # the layers it read
+    new: int  # the layers it wrote that the tracker had never seen
+    same: int  # the layers with the same value as the flow's call before
+    explained: bool  # its writes were expected (cold, a change, a twin): no hit-ratio miss
+
+
+_EMPTY_SLOT = WindowSlot(0, 0, 0, 0, False)
+
+
+def scored_hit(slot: WindowSlot, hit: tuple[int, int]) -> tuple[int, int]:
     """A call's part in the flow's hit ratio: an expected write (a new user's context, a new
     turn, a changed prompt) is no miss, so only what it read counts."""
-    return (hit[0], hit[0]) if mask >> EXPLAINED & 1 else hit
+    return (hit[0], hit[0]) if slot.explained else hit
 
 
 @dataclass(slots=True)
@@ -82,7 +104,6 @@ class FlowState:
         "healthy",
         "hits",
         "last_new",
-        "masks",
         "model",
         "n",
         "new_count",
@@ -91,6 +112,7 @@ class FlowState:
         "read_layers",
         "settled",
         "settled_pos",
+        "slots",
         "times",
         "values",
         "win_den",
@@ -101,8 +123,7 @@ class FlowState:
         self.model: str | None = None
         self.values = [0] * MAX_LAYERS  # last chained hash per layer
         self.good = [0] * MAX_LAYERS  # last value per layer that a call read (0: none yet)
-        # Per window slot: bit masks over layers, (present, read, new, same) packed 8 bits each.
-        self.masks = [0] * WINDOW
+        self.slots = [_EMPTY_SLOT] * WINDOW  # the window's calls
         self.hits = [(0, 0)] * WINDOW  # per window slot: (hit numerator, denominator)
         self.costs: list[float | None] = [None] * WINDOW
         self.times = [0.0] * WINDOW
@@ -125,7 +146,7 @@ class FlowState:
         self.pending: dict[int, tuple[int, float]] = {}
         self.settled: list[tuple[int, bool]] = []
         self.settled_pos = 0
-        self.read_layers = 0  # bit k: some call of this flow read layer k
+        self.read_layers = 0  # the layers some call of this flow read (bit k: layer k)
         self.last_new: list[int] = [0] * MAX_LAYERS  # the last new value per layer (printed in churn)
 
     def settle(self, layer: int, read_back: bool) -> None:
@@ -149,43 +170,39 @@ class FlowState:
         not known to be)."""
         return self.base_read >= SHARED and self.base_same >= SHARED
 
-    def push(self, masks: int, hit: tuple[int, int], cost: float | None, now: float) -> None:
-        """Add one call to the window; the call leaving it joins the baseline."""
+    def push(self, call: WindowSlot, hit: tuple[int, int], cost: float | None, now: float) -> None:
+        """Add one call to the window; the call leaving it joins the baseline. (Layer sets are
+        tested inline here, ``layers >> k & 1``, not with :func:`has_layer`: this runs per call.)"""
         f = self
-        slot = f.pos
-        old = f.masks[slot]
+        i = f.pos
         if f.n == WINDOW:  # the call leaving the window
-            if old & 1:  # it had a first layer: it joins that layer's baseline
+            old = f.slots[i]
+            if old.layers:  # it had a first layer: it joins that layer's baseline
                 # A running mean for the first calls, then a moving average.
                 f.base_n += 1
                 w = max(1.0 / f.base_n, BASELINE_WEIGHT)
-                r = float(old >> 8 & 1)
-                sm = float(old >> 24 & 1)
+                r = float(old.read & 1)  # it read layer 0
+                sm = float(old.same & 1)  # with the value of the call before
                 if f.base_read < 0:
                     f.base_read, f.base_same = r, sm
                 else:
                     f.base_read += w * (r - f.base_read)
                     f.base_same += w * (sm - f.base_same)
-            for k in range(MAX_LAYERS):
-                if not old >> k & 1:
-                    break
-                f.new_count[k] -= old >> (16 + k) & 1
-        for k in range(MAX_LAYERS):
-            if not masks >> k & 1:
-                break
-            f.new_count[k] += masks >> (16 + k) & 1
-        if f.n == WINDOW:
-            gone = scored_hit(old, f.hits[slot])
+            for k in range(old.layers):
+                f.new_count[k] -= old.new >> k & 1
+            gone = scored_hit(old, f.hits[i])
             f.win_num -= gone[0]
             f.win_den -= gone[1]
-        f.masks[slot] = masks
-        f.hits[slot] = hit
-        f.costs[slot] = cost
-        f.times[slot] = now
-        scored = scored_hit(masks, hit)
+        for k in range(call.layers):
+            f.new_count[k] += call.new >> k & 1
+        f.slots[i] = call
+        f.hits[i] = hit
+        f.costs[i] = cost
+        f.times[i] = now
+        scored = scored_hit(call, hit)
         f.cum_num += scored[0]
         f.cum_den += scored[1]
         f.win_num += scored[0]
         f.win_den += scored[1]
-        f.pos = (slot + 1) % WINDOW
+        f.pos = (i + 1) % WINDOW
         f.n = min(f.n + 1, WINDOW)

@@ -1,10 +1,11 @@
 """Regressions per flow: prefix churn and hit-ratio drops, each with the diff that explains it.
 
-The detector sees every finished call after the cache view has explained it, with what the
-view held when the call went out and what it holds as the call finishes (a twin that
+The detector sees every finished call after :func:`~cachebench.diagnose.causes.miss_cause`
+has given it a cause (which :meth:`FlowDetector.observe` refines, the cause's last step), with
+what the cache view held when the call went out and what it holds as the call finishes (a twin that
 finished first may already have written the same layer). A prompt's *layers* are its
 breakpoints in cache order (tools+system, a user's context, the conversation...). Per flow it
-keeps (:mod:`cachebench._flowstate`):
+keeps (:mod:`cachebench.diagnose.flowstate`):
 
 * over a window of the last ``WINDOW`` calls, which layers each call read, found new (never
   seen) or kept from the call before; for the first layer also a baseline of the calls that
@@ -38,23 +39,29 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ._flowstate import EXPLAINED, MAX_LAYERS, FlowState, Incident, scored_hit
-from .detect import ALIVE, NEVER, Expectation, ttl_seconds
-from .fingerprint import BlockPrint, diff_layers, layer_print, order_digests
-from .types import MissCause, PrefixDiff, PrefixKey, Prompt, Regression
+from ..expect import ALIVE, NEVER, Expectation
+from ..facts import ttl_seconds
+from ..fingerprint import BlockPrint, diff_layers, layer_print, order_digests
+from ..types import MissCause, PrefixDiff, PrefixKey, Prompt, Regression
+from .causes import refine_cause
+from .flowstate import FlowState, Incident, WindowSlot, has_layer, scored_hit
+from .thresholds import (
+    CHURN_ACTIVE,
+    CHURN_CLOSE,
+    COST_BASE_WEIGHT,
+    DROP_CLOSE,
+    MAX_INCIDENTS,
+    MAX_LAYERS,
+    MAX_PENDING,
+    MAX_PRINT_BYTES,
+    MAX_PRINTS,
+    MIN_CALLS,
+    PRINTS_BUDGET,
+    SETTLE_S,
+)
 
 __all__ = ["FlowDetector"]
 
-MIN_CALLS = 12  # a window judges nothing before this many calls
-CHURN_ACTIVE = 0.5  # ... while at least this share of the window's calls is new at the layer
-CHURN_CLOSE = 0.25  # share of the window new at the layer at or below which churn closes
-MAX_PENDING = 64  # writes per flow waiting to be read back
-SETTLE_S = 300.0  # a write not read back within this (or its shorter TTL) counts as never read
-DROP_CLOSE = 0.1  # a hit-ratio drop closes this far above the threshold (no flapping)
-MAX_PRINTS = 512  # layer prints kept tracker-wide (least recently used dropped) ...
-PRINTS_BUDGET = 16 << 20  # ... within this many bytes
-MAX_PRINT_BYTES = 1 << 18  # layers larger than this are not printed (their diff is block-level)
-MAX_INCIDENTS = 1000
 _HEALTHY = (None, "cold", "concurrent", "ttl_expired")  # causes of calls that set the flow's normal cost
 
 
@@ -141,7 +148,8 @@ class FlowDetector:
         cost: float | None,
         now: float,
     ) -> MissCause | None:
-        """Update the flow with one finished call; return its miss cause, refined.
+        """Update the flow with one finished call; return its miss cause, refined
+        (:func:`~cachebench.diagnose.causes.refine_cause`).
 
         ``exp`` is what the cache view expected when the call went out, ``done`` what it
         holds as the call finishes (a twin that finished first may have written the same
@@ -186,24 +194,24 @@ class FlowDetector:
                     new |= 1 << k
                     if first_new < 0:
                         first_new = k
-        # Refine the cause with what the flow knows.
-        if first_cold >= 0 and cause in ("cold", "ttl_expired", "provider"):
-            if f.model is not None and model != f.model and first_cold == 0:
-                cause = "model_changed"
-            elif (
-                first_new >= 0
-                and cause == "cold"
-                and not same >> first_new & 1
-                # The first layer (tools, system) is one prompt for the whole flow; later layers
-                # (a customer's context) differ by design, so only churn makes their writes changes.
-                and (
-                    (first_new == 0 and f.first_layer_shared())
-                    or (f.churn is not None and f.churn.layer == first_new)
-                )
-            ):
-                cause = "prefix_changed"
-        if cause == "provider" and prompt is not None:
-            cause = self._serialization(key, prompt, exp) or cause
+        if cause is not None:
+            # The cause's second and last step (diagnose.causes): what the flow knows.
+            cause = refine_cause(
+                cause,
+                model_switched=first_cold == 0 and f.model is not None and model != f.model,
+                layer_changed=(
+                    first_new >= 0
+                    and not has_layer(same, first_new)
+                    # The first layer (tools, system) is one prompt for the whole flow; later
+                    # layers (a customer's context) differ by design, so only churn makes their
+                    # writes changes.
+                    and (
+                        (first_new == 0 and f.first_layer_shared())
+                        or (f.churn is not None and f.churn.layer == first_new)
+                    )
+                ),
+                reordered=lambda: prompt is not None and self._serialization(key, prompt, exp),
+            )
         churn_like = False
         if first_new >= 0:
             v = chain[first_new]
@@ -219,19 +227,18 @@ class FlowDetector:
         for k in range(n_layers):
             f.values[k] = chain[k]
         f.model = model
-        present = (1 << n_layers) - 1
         # Expected writes (new users, a one-off prompt change) are not hit-ratio misses.
         explained = cause in ("cold", "concurrent", "prefix_changed", "model_changed")
-        f.push(present | read << 8 | new << 16 | same << 24 | explained << EXPLAINED, hit, cost, now)
+        f.push(WindowSlot(n_layers, read, new, same, explained), hit, cost, now)
         self._incidents(flow, f, key, prompt, first_new, hit, cost if cause in _HEALTHY else None, cost, now)
         if churn_like:
             f.last_new[first_new] = chain[first_new]
         return cause
 
-    def _serialization(self, key: PrefixKey, prompt: Prompt, exp: Expectation) -> MissCause | None:
+    def _serialization(self, key: PrefixKey, prompt: Prompt, exp: Expectation) -> bool:
         """An unexpected miss on identical content: did the caller's key order change?"""
         if exp.best_at < 0:
-            return None
+            return False
         now_order = order_digests(prompt)
         for p, h in zip(key.breakpoints[:MAX_LAYERS], key.bp_hashes, strict=False):
             if p > exp.best_at:
@@ -240,8 +247,8 @@ class FlowDetector:
             if seen and any(
                 b.order_digest != now_order[b.position] for b in seen if b.position < len(now_order)
             ):
-                return "serialization_changed"
-        return None
+                return True
+        return False
 
     def _incidents(
         self,
@@ -274,7 +281,7 @@ class FlowDetector:
                 full
                 and first_new >= 0
                 and f.new_count[first_new] >= CHURN_ACTIVE * f.n
-                and (first_new == 0 or f.read_layers >> first_new & 1)
+                and (first_new == 0 or has_layer(f.read_layers, first_new))
                 and f.churning(first_new)
             ):
                 f.churn = self._open(name, f, "prefix_churn", key, prompt, first_new, now)
@@ -290,7 +297,8 @@ class FlowDetector:
                 f.drop = self._open(name, f, "hit_ratio_drop", key, prompt, -1, now)
         if f.churn is None and f.drop is None and healthy_cost is not None:
             c = healthy_cost
-            f.cost_base = c if f.cost_base is None else 0.9 * f.cost_base + 0.1 * c
+            w = COST_BASE_WEIGHT
+            f.cost_base = c if f.cost_base is None else (1.0 - w) * f.cost_base + w * c
 
     def _open(
         self,
@@ -303,10 +311,11 @@ class FlowDetector:
         now: float,
     ) -> Incident:
         """Open an incident, counting the window's calls that show it as its first calls."""
+        slots = f.slots
         if layer >= 0:  # churn: the window's calls new at the layer
-            bad = [i for i in range(f.n) if f.masks[i] >> (16 + layer) & 1]
+            bad = [i for i in range(f.n) if has_layer(slots[i].new, layer)]
         else:  # a drop: the window's calls that missed part of what they could read
-            bad = [i for i in range(f.n) if f.hits[i][0] < f.hits[i][1] and not f.masks[i] >> EXPLAINED & 1]
+            bad = [i for i in range(f.n) if f.hits[i][0] < f.hits[i][1] and not slots[i].explained]
         num = sum(f.hits[i][0] for i in bad)
         den = sum(f.hits[i][1] for i in bad)
         extra = 0.0
@@ -318,7 +327,7 @@ class FlowDetector:
                 extra += c - base
                 priced += 1
         started = min((f.times[i] for i in bad), default=now)
-        scored = [scored_hit(f.masks[i], f.hits[i]) for i in range(f.n)]
+        scored = [scored_hit(slots[i], f.hits[i]) for i in range(f.n)]
         w_num = sum(h[0] for h in scored)
         w_den = sum(h[1] for h in scored)
         before_den = f.cum_den - w_den

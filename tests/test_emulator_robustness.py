@@ -344,6 +344,11 @@ def test_a_chunked_100_mb_body_is_refused_once_past_the_limit(small_limit: Emula
             sock.sendall(frame)
             sent += len(chunk)
         head = sock.recv(65536)
+        while head.startswith(b"HTTP/1.1 413 ") and b"request_too_large" not in head:
+            more = sock.recv(65536)  # the body may come in a segment of its own
+            if not more:
+                break
+            head += more
     assert head.startswith(b"HTTP/1.1 413 "), head[:100]
     assert b"request_too_large" in head
     assert sent < 50 * 1024 * 1024

@@ -10,20 +10,20 @@ import httpx2
 import pytest
 
 from cachebench import CacheTracker, CallMetrics
+from cachebench.pricing import PriceTable
 
 from . import fakes
 
 USAGE = fakes.usage(input=10, read=0, write=2000, output=30)
 
 
-class _Exploding:
-    """A price table whose every lookup fails (an internal pricing bug)."""
+def explode_pricing(monkeypatch: pytest.MonkeyPatch, message: str) -> None:
+    """Make every price lookup fail (an internal pricing bug)."""
 
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def cost(*args: Any) -> Any:
+        raise RuntimeError(message)
 
-    def cost(self, *args: Any) -> Any:
-        raise RuntimeError(self.message)
+    monkeypatch.setattr(PriceTable, "cost", cost)
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_pricing_failure_never_reaches_the_caller(
     handler, _ = fakes.scripted([USAGE])
     tracker = CacheTracker()
 
-    monkeypatch.setattr(tracker._core, "_prices", _Exploding("price table exploded"))
+    explode_pricing(monkeypatch, "price table exploded")
     with caplog.at_level(logging.WARNING, logger="cachebench"):
         result = tracker.wrap(fakes.client(handler).messages.create)(**fakes.request())
     assert isinstance(result, anthropic.types.Message)
@@ -91,6 +91,7 @@ def test_broken_alert_callback_is_logged_not_raised(lenient: None, caplog: pytes
     create(**fakes.request())
     with caplog.at_level(logging.ERROR, logger="cachebench"):
         result = create(**fakes.request())
+        tracker.flush()  # callbacks run on the consumer: wait for them
     assert result.usage.cache_creation_input_tokens == 2000
     assert len(fired) == 1 and fired[0].unexpected_miss
     assert "pager offline" in caplog.text
@@ -133,11 +134,29 @@ def test_sdk_errors_keep_their_type_and_instance() -> None:
 
 
 def test_strict_guard_reraises_in_this_suite(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With CACHEBENCH_STRICT=1 (this suite) internal errors surface instead of being logged."""
+    """With CACHEBENCH_STRICT=1 (this suite) internal errors surface instead of being logged:
+    one on the caller's thread raises into the call; one in the analysis, which runs on the
+    consumer, raises from the next read (or flush) of the tracker. Never both, never lost."""
     monkeypatch.setenv("CACHEBENCH_STRICT", "1")
     tracker = CacheTracker()
 
-    monkeypatch.setattr(tracker._core, "_prices", _Exploding("bug"))
-    handler, _ = fakes.scripted([USAGE])
+    explode_pricing(monkeypatch, "bug")
+    handler, _ = fakes.scripted([USAGE, USAGE])
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    result = create(**fakes.request())
+    assert result.usage.cache_creation_input_tokens == 2000
     with pytest.raises(RuntimeError, match="bug"):
-        tracker.wrap(fakes.client(handler).messages.create)(**fakes.request())
+        tracker.calls()
+    tracker.calls()  # raised once: the next read is clean
+    create(**fakes.request())
+    with pytest.raises(RuntimeError, match="bug"):
+        tracker.flush()
+
+    from cachebench.providers import anthropic as adapter
+
+    def parse_bug(request: Any) -> Any:
+        raise KeyError("parse bug")
+
+    monkeypatch.setattr(adapter, "parse_request", parse_bug)
+    with pytest.raises(KeyError, match="parse bug"):
+        create(**fakes.request())

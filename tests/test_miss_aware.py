@@ -34,6 +34,13 @@ def request(i: int, system: str = SYSTEM) -> dict[str, Any]:
     }
 
 
+def nothing_in_flight(tracker: CacheTracker) -> bool:
+    """No call is held by the policy's gate or counted as writing a cold prefix: the gate's
+    flights and the engine's in-flight writers (read on its consumer) are both empty."""
+    engine = tracker._engine
+    return engine.gate is not None and engine.gate.in_flight == 0 and engine.read(lambda: not engine.inflight)
+
+
 def tracker_for(emu: CacheEmulator, policy: CachePolicy | None) -> CacheTracker:
     return CacheTracker(clock=emu.clock, policy=policy)
 
@@ -112,7 +119,7 @@ def test_miss_aware_threads_one_writes_seven_read(cache_emulator: CacheEmulator,
     assert all(m.cache_read_tokens > 0 and m.cache_write_tokens == 0 for m in held)
     assert all(100 <= m.held_ms < 5000 for m in held)
     assert tracker.aggregate()["holds"] == PARALLEL - 1
-    assert tracker._core._gate is not None and tracker._core._gate.in_flight == 0
+    assert nothing_in_flight(tracker)
 
 
 async def test_miss_aware_asyncio_one_writes_seven_read(cache_emulator: CacheEmulator) -> None:
@@ -190,18 +197,14 @@ def test_record_never_holds_and_leaves_nothing_in_flight(cache_emulator: CacheEm
         },
     }
     tracker.record(cold, request=request(0, system="Another prompt. " * 200), provider="anthropic")
-    assert (
-        tracker._core._gate is not None
-        and tracker._core._gate.in_flight == 0
-        and tracker._core._inflight == {}
-    )
+    assert nothing_in_flight(tracker)
     client = anthropic.Anthropic(
         base_url=cache_emulator.anthropic_base_url, api_key="sk-policy", max_retries=0
     )
     tracker.wrap(client.messages.create)(**request(1, system="Another prompt. " * 200))
     client.close()
     assert tracker.calls()[-1].held_ms == 0.0
-    assert tracker._core._gate.in_flight == 0 and tracker._core._inflight == {}
+    assert nothing_in_flight(tracker)
 
 
 def test_a_stream_never_read_releases_its_twins_and_is_recorded_when_dropped(
@@ -232,8 +235,4 @@ def test_a_stream_never_read_releases_its_twins_and_is_recorded_when_dropped(
                 break
     calls = tracker.calls()
     assert len(calls) == 2 and {m.usage_known for m in calls} == {True, False}
-    assert (
-        tracker._core._gate is not None
-        and tracker._core._gate.in_flight == 0
-        and tracker._core._inflight == {}
-    )
+    assert nothing_in_flight(tracker)

@@ -1,7 +1,7 @@
 """The caller's process never hangs on cachebench: a stream the caller abandons is finalised by
-the garbage collector, which may run at any allocation, including while the same thread
-holds the tracker's lock. Those finalizers only hand the recording over; it is done at the
-next safe point (the next call, or a reader)."""
+the garbage collector, which may run at any allocation, on any thread, including the
+consumer's in the middle of its analysis or a caller's inside a lock. Those finalizers only
+queue the stream's ending (no lock, no wait); the consumer records it in turn."""
 
 from __future__ import annotations
 
@@ -74,20 +74,20 @@ def _abandon_one_stream(client: object) -> None:
 
 
 def test_calls_with_an_abandoned_stream_pending_does_not_deadlock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The collector finalises an abandoned stream while ``calls()`` holds the tracker's lock
-    (simulated by collecting inside the locked read): ``calls()`` returns, and the abandoned
-    call is recorded by the next reader."""
+    """The collector finalises an abandoned stream while the consumer is inside ``calls()``'s
+    read of the history (simulated by collecting there): ``calls()`` returns, and the
+    abandoned call is recorded by the next reader."""
     handler, _ = fakes.scripted([fakes.usage(write=2000), fakes.usage(read=2000)])
     client = fakes.client(handler)
     tracker = CacheTracker()
     tracker.instrument(client)
     client.messages.create(**fakes.request("first"))
 
-    stats = tracker._core._stats
+    stats = tracker._engine.stats
     real_calls = stats.calls
 
     def calls_collecting() -> list[object]:
-        gc.collect()  # the collector running inside the locked section, as it may at any allocation
+        gc.collect()  # the collector running inside the read, as it may at any allocation
         return real_calls()  # type: ignore[no-any-return]
 
     gc.disable()
@@ -103,7 +103,7 @@ def test_calls_with_an_abandoned_stream_pending_does_not_deadlock(monkeypatch: p
         gc.enable()
     monkeypatch.setattr(stats, "calls", real_calls)
     assert len(out[0]) == 1  # type: ignore[arg-type]
-    calls = tracker.calls()  # the next reader does the handed-over recording
+    calls = tracker.calls()  # the next reader sees the queued ending recorded
     assert len(calls) == 2
     assert calls[1].flow == "tests.test_never_hang._abandon_one_stream"
     assert calls[1].usage_known
@@ -118,7 +118,7 @@ def test_a_finalizer_inside_a_call_s_own_locked_section_does_not_deadlock(
     client = fakes.client(handler)
     tracker = CacheTracker()
     tracker.instrument(client)
-    view = tracker._core._view
+    view = tracker._engine.view
     real_expect = view.expect
     collect_once = [True]
 
@@ -138,6 +138,10 @@ def test_a_finalizer_inside_a_call_s_own_locked_section_does_not_deadlock(
         assert not worker.is_alive(), "a call deadlocked on the abandoned stream's finalizer"
     finally:
         gc.enable()
+    # The collector ran on the consumer while it worked through the call's start: the stream's
+    # ending was queued then, possibly after a read that was already waiting, so the read
+    # after that one sees it.
+    tracker.flush()
     calls = tracker.calls()
     assert len(calls) == 2
     by_flow = {c.flow.rsplit(".", 1)[-1]: (c.cache_read_tokens, c.cache_write_tokens) for c in calls}

@@ -394,32 +394,29 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
 
 @pytest.mark.parametrize("garbage", [-5, 2**40, 1.5, "many", None])
 def test_history_keeps_every_row_whole_whatever_a_count_holds(garbage: Any) -> None:
-    """The packed history stores a row's parts together: a count it cannot store as is
-    (negative, beyond uint32, not an int) is clamped, and neither that row nor the rows around
-    it get another row's model, flow or times, while the ring fills or after it wraps."""
-    from cachebench.stats import FIELD, History
+    """The packed history stores a call's parts together: a count it cannot store as is
+    (negative, beyond uint32, not an int) is clamped, and neither that call nor the calls around
+    it get another call's model, flow or times, while the ring fills or after it wraps."""
+    import dataclasses
 
-    def row(i: int, count: Any) -> tuple[Any, ...]:
+    from cachebench.stats import History
+
+    def call(i: int, count: Any) -> CallMetrics:
         m = fakes.usage(input=10, read=2000, output=5)
         tracker = CacheTracker(clock=Clock(float(i)))
         got = tracker.record(fakes.message(m), request=fakes.request(), provider="anthropic")
         assert got is not None
-        values = list(CallMetrics.__dataclass_fields__)
-        out = [getattr(got, name) for name in values]
-        out[FIELD["model"]] = f"m{i}"
-        out[FIELD["flow"]] = f"f{i}"
-        out[FIELD["input_tokens"]] = count
-        return tuple(out)
+        return dataclasses.replace(got, model=f"m{i}", flow=f"f{i}", input_tokens=count)
 
     history = History(3)
-    rows = [row(i, garbage if i in (1, 4) else 10) for i in range(6)]
-    for i, r in enumerate(rows):
-        history.append(r, f"f{i}", f"m{i}", i)
-        kept = list(history.rows())
-        assert [(x[FIELD["model"]], x[FIELD["flow"]], x[FIELD["timestamp"]]) for x in kept] == [
+    calls = [call(i, garbage if i in (1, 4) else 10) for i in range(6)]
+    for i, c in enumerate(calls):
+        history.append(c, f"f{i}", f"m{i}", i)
+        kept = list(history.calls())
+        assert [(x.model, x.flow, x.timestamp) for x in kept] == [
             (f"m{j}", f"f{j}", float(j)) for j in range(max(0, i - 2), i + 1)
         ]
-    stored = [x[FIELD["input_tokens"]] for x in history.rows()]
+    stored = [x.input_tokens for x in history.calls()]
     expected = {-5: 0, 2**40: 2**32 - 1, 1.5: 1, "many": 0, None: 0}[garbage]
     assert stored == [10, expected, 10]
 

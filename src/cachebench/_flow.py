@@ -82,8 +82,9 @@ _UNSEEN = object()
 def default_flow() -> str:
     """``module.function`` of the first frame outside cachebench and the SDKs.
 
-    The walk starts at the innermost frame and skips cachebench's own: a compiled build
-    (mypyc) has no Python frames for its functions, so no fixed depth would fit both builds."""
+    The walk starts at the innermost frame and skips cachebench's and the SDKs' own: an
+    instrumented client's helpers (``messages.stream()``, ``with_raw_response``) reach the
+    patched method through frames of their own, so no fixed depth fits every path."""
     frame = sys._getframe(0)
     names = _NAMES
     while frame is not None:

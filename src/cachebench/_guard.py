@@ -16,11 +16,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger("cachebench")
 
 __all__ = ["Guard", "logger"]
+
+T = TypeVar("T")
 
 
 def strict_from_env() -> bool:
@@ -57,6 +59,14 @@ class Guard:
         )
         if self.strict:
             raise exc
+
+    def call(self, stage: str, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(*args)``, or ``None`` if it raised (recorded as a failure in ``stage``)."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.failed(stage, exc)
+            return None
 
     def user_callback(self, name: str, fn: Callable[[Any], object], arg: Any) -> None:
         """Run a user's callback. Its exceptions are the user's: logged, counted, never raised."""

@@ -2,8 +2,8 @@
 Stainless client's ``request`` method, and :class:`InstrumentHooks`, what an adapter's
 ``instrument(client, hooks)`` builds its patches with.
 
-Every shell runs the same steps through the tracker: ``_begin`` (and ``_ahold`` when
-async), the SDK call itself (untouched), then ``_observe`` on its result or ``_fail`` with
+Every shell runs the same steps through the tracker's engine: ``begin`` (and ``ahold`` when
+async), the SDK call itself (untouched), then ``observe`` on its result or ``fail`` with
 its exception, which is re-raised unchanged.
 """
 
@@ -14,22 +14,21 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._call import observing as _observing
+from .engine import observing as _observing
 from .providers._base import SENTINELS  # Stainless leaves "not given" placeholders in bodies
 from .providers._stream import plain_result
 
 if TYPE_CHECKING:
-    from ._call import CallContext
-    from ._core import Core
+    from .engine import CallContext, Engine
     from .tracker import CacheTracker
 
 __all__ = ["InstrumentHooks", "body_of", "observer_for", "unpatch", "wrapper_for"]
 
 
-def _nested(core: Core, flow: str | None) -> bool:
+def _nested(engine: Engine, flow: str | None) -> bool:
     """True when this shell runs inside another shell of the same tracker's call."""
     outer = _observing.get()
-    if outer is None or outer.core is not core:
+    if outer is None or outer.engine is not engine:
         return False
     if flow is not None:
         outer.flow = flow
@@ -52,7 +51,7 @@ class InstrumentHooks:
         self.flow = flow
 
     def stainless(self, original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
-        return observer_for(self.tracker._core, self.adapter, original, wanted, self.flow)
+        return observer_for(self.tracker._engine, self.adapter, original, wanted, self.flow)
 
     def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
         return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
@@ -81,35 +80,35 @@ def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
             setattr(obj, attr, original)
 
 
-def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | None) -> Callable[..., Any]:
+def wrapper_for(engine: Engine, adapter: Any, fn: Callable[..., Any], flow: str | None) -> Callable[..., Any]:
     """``fn`` observed: same signature, same result (sync, async, streams)."""
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def awrapped(*args: Any, **kwargs: Any) -> Any:
-            if _nested(core, flow):
+            if _nested(engine, flow):
                 return await fn(*args, **kwargs)
-            ctx = core._begin(adapter, kwargs, flow, hold=False)
-            await core._ahold(ctx)
+            ctx = engine.begin(adapter, kwargs, flow, hold=False)
+            await engine.ahold(ctx)
             token = _observing.set(ctx)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 if ctx is not None:
-                    core._fail(ctx, exc)
+                    engine.fail(ctx, exc)
                 raise
             finally:
                 _observing.reset(token)
-            return core._observe(result, ctx)
+            return engine.observe(result, ctx)
 
         return awrapped
 
-    begin = core._begin
+    begin = engine.begin
     finished: set[type] = set()  # result types that are finished responses (no stream, no raw)
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if _nested(core, flow):
+        if _nested(engine, flow):
             return fn(*args, **kwargs)
         ctx = begin(adapter, kwargs, flow)
         token = _observing.set(ctx)
@@ -117,7 +116,7 @@ def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | No
             result = fn(*args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
-                core._fail(ctx, exc)
+                engine.fail(ctx, exc)
             raise
         finally:
             _observing.reset(token)
@@ -128,29 +127,29 @@ def wrapper_for(core: Core, adapter: Any, fn: Callable[..., Any], flow: str | No
                 ctx.finished_response(result)  # the common case: a finished response of a known type
                 return result
             if inspect.isawaitable(result) and not hasattr(result, "__aiter__"):
-                return _await_then_observe(core, result, ctx)
+                return _await_then_observe(engine, result, ctx)
             if len(finished) < 64 and plain_result(result, adapter):
                 finished.add(type(result))
         except Exception as exc:
-            core._guard.failed("observe", exc)
+            engine.guard.failed("observe", exc)
             return result
-        return core._observe(result, ctx)
+        return engine.observe(result, ctx)
 
     return wrapped
 
 
-async def _await_then_observe(core: Core, awaitable: Any, ctx: CallContext | None) -> Any:
-    await core._ahold(ctx)
+async def _await_then_observe(engine: Engine, awaitable: Any, ctx: CallContext | None) -> Any:
+    await engine.ahold(ctx)
     token = _observing.set(ctx)
     try:
         result = await awaitable
     except BaseException as exc:
         if ctx is not None:
-            core._fail(ctx, exc)
+            engine.fail(ctx, exc)
         raise
     finally:
         _observing.reset(token)
-    return core._observe(result, ctx)
+    return engine.observe(result, ctx)
 
 
 def body_of(options: Any) -> Mapping[str, Any] | None:
@@ -162,7 +161,7 @@ def body_of(options: Any) -> Mapping[str, Any] | None:
 
 
 def observer_for(
-    core: Core,
+    engine: Engine,
     adapter: Any,
     original: Callable[..., Any],
     wanted: Callable[[Any], bool],
@@ -175,23 +174,23 @@ def observer_for(
         async def arequest(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
             body = None
             try:
-                body = body_of(options) if wanted(options) and not _nested(core, flow) else None
+                body = body_of(options) if wanted(options) and not _nested(engine, flow) else None
             except Exception as exc:
-                core._guard.failed("instrument", exc)
+                engine.guard.failed("instrument", exc)
             if body is None:
                 return await original(cast_to, options, *args, **kwargs)
-            ctx = core._begin(adapter, body, flow, hold=False)
-            await core._ahold(ctx)
+            ctx = engine.begin(adapter, body, flow, hold=False)
+            await engine.ahold(ctx)
             token = _observing.set(ctx)
             try:
                 result = await original(cast_to, options, *args, **kwargs)
             except BaseException as exc:
                 if ctx is not None:
-                    core._fail(ctx, exc)
+                    engine.fail(ctx, exc)
                 raise
             finally:
                 _observing.reset(token)
-            return core._observe(result, ctx)
+            return engine.observe(result, ctx)
 
         arequest.__cachebench__ = True  # type: ignore[attr-defined]
         return arequest
@@ -200,22 +199,22 @@ def observer_for(
     def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         body = None
         try:
-            body = body_of(options) if wanted(options) and not _nested(core, flow) else None
+            body = body_of(options) if wanted(options) and not _nested(engine, flow) else None
         except Exception as exc:
-            core._guard.failed("instrument", exc)
+            engine.guard.failed("instrument", exc)
         if body is None:
             return original(cast_to, options, *args, **kwargs)
-        ctx = core._begin(adapter, body, flow)
+        ctx = engine.begin(adapter, body, flow)
         token = _observing.set(ctx)
         try:
             result = original(cast_to, options, *args, **kwargs)
         except BaseException as exc:
             if ctx is not None:
-                core._fail(ctx, exc)
+                engine.fail(ctx, exc)
             raise
         finally:
             _observing.reset(token)
-        return core._observe(result, ctx)
+        return engine.observe(result, ctx)
 
     request.__cachebench__ = True  # type: ignore[attr-defined]
     return request

@@ -99,7 +99,7 @@ class Expectation:
 
 
 class CacheView:
-    """Expected cache contents. Not locked: the tracker holds its lock around calls."""
+    """Expected cache contents. Not locked: only the tracker's consumer thread writes it."""
 
     def __init__(self, max_entries: int) -> None:
         # Two generations instead of an exact LRU (half the memory of an OrderedDict): entries
@@ -133,6 +133,11 @@ class CacheView:
         if len(young) >= self._half:
             self._old = young
             self._young = {}
+
+    def state(self, h: int, now: float) -> int:
+        """ALIVE, EXPIRED or NEVER for the entry at ``h``: dict lookups only, nothing written,
+        so a caller's thread may ask while the consumer (the only writer) updates the view."""
+        return self._lookup(h, now * 1000.0)[0]
 
     def _lookup(self, h: int, now_ms: float) -> tuple[int, Entry | None]:
         """(ALIVE | EXPIRED | NEVER, the entry) at ``h``."""

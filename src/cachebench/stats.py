@@ -7,8 +7,7 @@ call history keeps ``max_calls``. A prefix remembers the first :data:`MAX_FLOWS_
 flows that used it; a flow counts the distinct prefixes it used with :class:`DistinctCount`
 (exact up to :data:`DISTINCT_EXACT`, an estimate beyond).
 
-A call arrives as a *row*: the values of :class:`~cachebench.types.CallMetrics`' fields in
-field order (``CallMetrics(*row)`` rebuilds it). The history keeps rows packed (token counts
+A call arrives as its :class:`~cachebench.types.CallMetrics`. The history keeps calls packed (token counts
 as uint32, floats and bit flags in arrays, shared strings by reference), about a fifth of
 the memory of the objects themselves; :class:`CallMetrics` objects are built when it is read.
 """
@@ -20,7 +19,6 @@ from array import array
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import fields
 from typing import Any, get_args
 
 from .providers._base import as_int
@@ -29,7 +27,6 @@ from .types import CallMetrics, MissCause
 __all__ = [
     "AGGREGATE_KEYS",
     "DISTINCT_EXACT",
-    "FIELD",
     "MAX_FLOWS_PER_PREFIX",
     "Agg",
     "DistinctCount",
@@ -60,27 +57,6 @@ AGGREGATE_KEYS = (
     "unknown_usage_calls",
     "holds",
 )
-
-#: Position of each CallMetrics field in a row.
-FIELD = {f.name: i for i, f in enumerate(fields(CallMetrics))}
-_FLOW = FIELD["flow"]
-_MODEL = FIELD["model"]
-_PREFIX = FIELD["prefix_id"]
-_BREAKPOINTS = FIELD["breakpoint_ids"]
-_INPUT = FIELD["input_tokens"]
-_READ = FIELD["cache_read_tokens"]
-_WRITE = FIELD["cache_write_tokens"]
-_WRITE_1H = FIELD["cache_write_1h_tokens"]
-_OUTPUT = FIELD["output_tokens"]
-_TIMESTAMP = FIELD["timestamp"]
-_COST = FIELD["cost_usd"]
-_COST_WITHOUT = FIELD["cost_without_cache_usd"]
-_EXPECTED = FIELD["expected_read_tokens"]
-_KNOWN = FIELD["usage_known"]
-_HELD = FIELD["held_ms"]
-_ERROR = FIELD["error"]
-_WRITES_REPORTED = FIELD["writes_reported"]
-_UNPRICED = FIELD["unpriced"]
 
 
 class DistinctCount:
@@ -173,23 +149,23 @@ class Agg:
             self.rare = [0, 0, 0, 0, 0.0]
         return self.rare
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        """Add one call (a row)."""
-        self.count(row, _sums(row))
+    def add(self, m: CallMetrics) -> None:
+        """Add one call."""
+        self.count(m, _sums(m))
 
-    def count(self, row: tuple[Any, ...], sums: Sums) -> None:
+    def count(self, m: CallMetrics, sums: Sums) -> None:
         """Add one call whose sums were already read with :func:`_sums`: the rare counters
-        (errors, holds, unknown usage, unpriced) from the row, then the sums."""
-        if row[_ERROR] is not None:
+        (errors, holds, unknown usage, unpriced) from the call, then the sums."""
+        if m.error is not None:
             self._rare()[_R_ERRORS] += 1
-        held = row[_HELD]
+        held = m.held_ms
         if held:
             rare = self._rare()
             rare[_R_HOLDS] += 1
             rare[_R_HELD_MS] += held
-        if not row[_KNOWN]:
+        if not m.usage_known:
             self._rare()[_R_UNKNOWN] += 1
-        elif row[_UNPRICED] or row[_COST] is None:
+        elif m.unpriced or m.cost_usd is None:
             self._rare()[_R_UNPRICED] += 1
         ts, inp, read, write, write_1h, out, den, hit, cost, without = sums
         self.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
@@ -279,29 +255,29 @@ _R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
 Sums = tuple[float, int, int, int, int, int, int, int, float, float]
 
 
-def _sums(row: tuple[Any, ...]) -> Sums:
-    """A row's :data:`Sums`, read once for every aggregate the call belongs to. Unknown usage
+def _sums(m: CallMetrics) -> Sums:
+    """A call's :data:`Sums`, read once for every aggregate the call belongs to. Unknown usage
     adds no tokens; an unpriced call adds no cost."""
-    ts = float(row[_TIMESTAMP])
-    if not row[_KNOWN]:
+    ts = float(m.timestamp)
+    if not m.usage_known:
         return (ts, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
-    read = int(row[_READ])
-    write = int(row[_WRITE])
+    read = int(m.cache_read_tokens)
+    write = int(m.cache_write_tokens)
     # CallMetrics.cacheable_tokens / hit_tokens, inlined: this runs on every call.
-    den = read + write if row[_WRITES_REPORTED] else int(row[_EXPECTED])
-    cost = row[_COST]
-    priced = not row[_UNPRICED] and cost is not None
+    den = read + write if m.writes_reported else int(m.expected_read_tokens)
+    cost = m.cost_usd
+    priced = not m.unpriced and cost is not None
     return (
         ts,
-        int(row[_INPUT]),
+        int(m.input_tokens),
         read,
         write,
-        int(row[_WRITE_1H]),
-        int(row[_OUTPUT]),
+        int(m.cache_write_1h_tokens),
+        int(m.output_tokens),
         den,
         read if read < den else den,
-        float(cost) if priced else 0.0,
-        float(row[_COST_WITHOUT] or 0.0) if priced else 0.0,
+        cost if priced and cost is not None else 0.0,
+        float(m.cost_without_cache_usd or 0.0) if priced else 0.0,
     )
 
 
@@ -337,21 +313,18 @@ class _Bounded:
         return agg
 
 
-# The history keeps a row in packed parts: four references (shared strings, the prefix int,
+# The history keeps a call in packed parts: four references (shared strings, the prefix int,
 # the breakpoint ids), six token counts as uint32, six floats, and provider, miss cause and the
 # booleans as bits of one uint16. Diagnostics and errors are rare: kept aside by slot.
-_PROVIDER, _CAUSE, _DIAG = FIELD["provider"], FIELD["miss_cause"], FIELD["diagnostics"]
-_ELAPSED, _SAVED = FIELD["elapsed_ms"], FIELD["cost_saved_usd"]
-_UNEXPECTED, _STREAM = FIELD["unexpected_miss"], FIELD["stream"]
 _PROVIDERS = ("anthropic", "openai", "bedrock", "gemini")
 _PROVIDER_CODE = {p: i for i, p in enumerate(_PROVIDERS)}
-_CAUSES: tuple[str | None, ...] = (None, *get_args(MissCause))
+_CAUSES: tuple[MissCause | None, ...] = (None, *get_args(MissCause))
 _CAUSE_CODE = {c: i for i, c in enumerate(_CAUSES)}
 _N_REFS, _N_INTS, _N_FLOATS = 4, 6, 6
 _MAX_TOKENS = 2**32 - 1
 _NAN = math.nan
-# Kept for breakpoint_ids == (prefix_id,), the common case, so the ids are not stored twice. An
-# object, not a tuple: compiled (mypyc) code boxes tuple constants anew, so `is` needs an object.
+# Kept for breakpoint_ids == (prefix_id,), the common case, so the ids are not stored twice: a
+# sentinel object, which ``is`` tells from every tuple.
 _ONLY_PREFIX: Any = object()
 
 
@@ -369,11 +342,11 @@ def _as_float(x: Any) -> float:
 
 
 class History:
-    """The last ``size`` rows in a ring, packed (about 110 bytes a call)."""
+    """The last ``size`` calls in a ring, packed (about 110 bytes a call)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.count = 0  # rows ever appended
+        self.count = 0  # calls ever appended
         self._refs: list[Any] = []
         self._ints = array("I")
         self._floats = array("d")
@@ -384,36 +357,43 @@ class History:
     def __len__(self) -> int:
         return min(self.count, self.size)
 
-    def append(self, row: tuple[Any, ...], flow: str | None, model: str | None, pid: int | None) -> None:
-        """Append a row; ``flow`` and ``model`` are equal shared strings to keep instead, ``pid``
+    def append(self, m: CallMetrics, flow: str | None, model: str | None, pid: int | None) -> None:
+        """Append a call; ``flow`` and ``model`` are equal shared strings to keep instead, ``pid``
         the prefix id as an int."""
-        bps = row[_BREAKPOINTS]
-        if len(bps) == 1 and bps[0] is row[_PREFIX]:
+        bps = m.breakpoint_ids
+        if len(bps) == 1 and bps[0] is m.prefix_id:
             bps = _ONLY_PREFIX
-        counts = (row[_INPUT], row[_READ], row[_WRITE], row[_WRITE_1H], row[_OUTPUT], row[_EXPECTED])
-        elapsed = row[_ELAPSED]
-        cost = row[_COST]
-        without = row[_COST_WITHOUT]
-        saved = row[_SAVED]
+        counts = (
+            m.input_tokens,
+            m.cache_read_tokens,
+            m.cache_write_tokens,
+            m.cache_write_1h_tokens,
+            m.output_tokens,
+            m.expected_read_tokens,
+        )
+        elapsed = m.elapsed_ms
+        cost = m.cost_usd
+        without = m.cost_without_cache_usd
+        saved = m.cost_saved_usd
         floats = (
             _NAN if elapsed is None else elapsed,
-            row[_TIMESTAMP],
+            m.timestamp,
             _NAN if cost is None else cost,
             _NAN if without is None else without,
             _NAN if saved is None else saved,
-            row[_HELD],
+            m.held_ms,
         )
         bits = (
-            _PROVIDER_CODE.get(row[_PROVIDER], 7)
-            | _CAUSE_CODE.get(row[_CAUSE], 0) << 3
-            | (row[_UNEXPECTED] and 1 << 7)
-            | (row[_KNOWN] and 1 << 8)
-            | (row[_WRITES_REPORTED] and 1 << 9)
-            | (row[_UNPRICED] and 1 << 10)
-            | (row[_STREAM] and 1 << 11)
+            _PROVIDER_CODE.get(m.provider, 7)
+            | _CAUSE_CODE.get(m.miss_cause, 0) << 3
+            | (m.unexpected_miss and 1 << 7)
+            | (m.usage_known and 1 << 8)
+            | (m.writes_reported and 1 << 9)
+            | (m.unpriced and 1 << 10)
+            | (m.stream and 1 << 11)
         )
         # Converted before anything is stored, so a value that cannot be stored never leaves
-        # the parts of a row out of step with each other.
+        # the parts of a call out of step with each other.
         try:
             packed_ints = array("I", counts)
         except (OverflowError, TypeError, ValueError):  # garbage: clamped (no call has 4e9 tokens)
@@ -438,13 +418,13 @@ class History:
             self._floats[f : f + _N_FLOATS] = packed_floats
             self._bits[slot] = bits
             self._rare.pop(slot, None)
-        diag = row[_DIAG]
-        error = row[_ERROR]
+        diag = m.diagnostics
+        error = m.error
         if diag is not None or error is not None:
             self._rare[slot] = (diag, error)
         self.count += 1
 
-    def _row(self, slot: int) -> tuple[Any, ...]:
+    def _call(self, slot: int) -> CallMetrics:
         model, flow, pid, bps = self._refs[slot * _N_REFS : (slot + 1) * _N_REFS]
         i = slot * _N_INTS
         inp, read, write, write_1h, out, expected = self._ints[i : i + _N_INTS]
@@ -454,32 +434,32 @@ class History:
         diag, error = self._rare.get(slot, (None, None))
         prefix_id = None if pid is None else format(pid, "016x")
         provider = bits & 7
-        return (
-            _PROVIDERS[provider] if provider < len(_PROVIDERS) else None,
-            model,
-            flow,
-            prefix_id,
-            (prefix_id,) if bps is _ONLY_PREFIX else bps,
-            inp,
-            read,
-            write,
-            write_1h,
-            out,
-            None if math.isnan(elapsed) else elapsed,
-            ts,
-            None if math.isnan(cost) else cost,
-            None if math.isnan(without) else without,
-            None if math.isnan(saved) else saved,
-            expected,
-            bool(bits & 1 << 7),
-            _CAUSES[bits >> 3 & 15],
-            bool(bits & 1 << 8),
-            held,
-            diag,
-            error,
-            bool(bits & 1 << 9),
-            bool(bits & 1 << 10),
-            bool(bits & 1 << 11),
+        return CallMetrics(
+            provider=_PROVIDERS[provider] if provider < len(_PROVIDERS) else "unknown",
+            model=model,
+            flow=flow,
+            prefix_id=prefix_id,
+            breakpoint_ids=(prefix_id,) if bps is _ONLY_PREFIX and prefix_id is not None else bps,
+            input_tokens=inp,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            cache_write_1h_tokens=write_1h,
+            output_tokens=out,
+            elapsed_ms=None if math.isnan(elapsed) else elapsed,
+            timestamp=ts,
+            cost_usd=None if math.isnan(cost) else cost,
+            cost_without_cache_usd=None if math.isnan(without) else without,
+            cost_saved_usd=None if math.isnan(saved) else saved,
+            expected_read_tokens=expected,
+            unexpected_miss=bool(bits & 1 << 7),
+            miss_cause=_CAUSES[bits >> 3 & 15],
+            usage_known=bool(bits & 1 << 8),
+            held_ms=held,
+            diagnostics=diag,
+            error=error,
+            writes_reported=bool(bits & 1 << 9),
+            unpriced=bool(bits & 1 << 10),
+            stream=bool(bits & 1 << 11),
         )
 
     def _slots(self) -> range | list[int]:
@@ -489,21 +469,21 @@ class History:
         start = self.count % self.size
         return [(start + k) % self.size for k in range(n)]
 
-    def rows(self) -> Iterator[tuple[Any, ...]]:
-        """Rows oldest first."""
+    def calls(self) -> Iterator[CallMetrics]:
+        """The calls, oldest first."""
         for slot in self._slots():
-            yield self._row(slot)
+            yield self._call(slot)
 
-    def rows_since(self, since: float) -> Iterator[tuple[Any, ...]]:
+    def calls_since(self, since: float) -> Iterator[CallMetrics]:
         floats = self._floats
         # Replayed logs may arrive out of order, so no early exit on timestamps.
         for slot in self._slots():
             if floats[slot * _N_FLOATS + 1] >= since:
-                yield self._row(slot)
+                yield self._call(slot)
 
 
 class Stats:
-    """All aggregates of one tracker. Not locked: the tracker holds its lock around ``add``."""
+    """All aggregates of one tracker. Not locked: only the tracker's consumer thread touches it."""
 
     def __init__(self, max_prefixes: int, max_calls: int) -> None:
         self.total = Agg()
@@ -523,24 +503,18 @@ class Stats:
             shared = self._names[s] = s
         return shared
 
-    def add(self, row: tuple[Any, ...], prefix_hash: int | None) -> None:
-        """Add one call (a row in :class:`CallMetrics` field order) to every aggregate.
+    def add(self, m: CallMetrics, prefix_hash: int | None) -> None:
+        """Add one call to every aggregate.
 
-        ``prefix_hash`` is the int form of the row's ``prefix_id``: prefixes are keyed by it
+        ``prefix_hash`` is the int form of the call's ``prefix_id``: prefixes are keyed by it
         (an int shared with the cache view, not a string per prefix) and shown as hex.
         """
-        flow_name = self._name(row[_FLOW])
-        model = self._name(row[_MODEL])
+        flow_name = self._name(m.flow)
+        model = self._name(m.model)
         flow = self.flows.touch(flow_name)
         prefix = self.prefixes.touch(prefix_hash) if prefix_hash is not None else None
-        sums = _sums(row)
-        if (
-            row[_KNOWN]
-            and row[_COST] is not None
-            and row[_ERROR] is None
-            and not row[_HELD]
-            and not row[_UNPRICED]
-        ):
+        sums = _sums(m)
+        if m.usage_known and m.cost_usd is not None and m.error is None and not m.held_ms and not m.unpriced:
             # The common call: nothing rare to count, only its sums to add.
             ts, inp, read, write, write_1h, out, den, hit, cost, without = sums
             self.total.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
@@ -548,25 +522,25 @@ class Stats:
             if prefix is not None:
                 prefix.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
         else:
-            self.total.count(row, sums)
-            flow.count(row, sums)
+            self.total.count(m, sums)
+            flow.count(m, sums)
             if prefix is not None:
-                prefix.count(row, sums)
+                prefix.count(m, sums)
         if prefix is not None and prefix_hash is not None:
             if prefix.flow != flow_name and flow_name is not None:
                 prefix.note_flow(flow_name)
             prefix.model = model
             flow.note_prefix(prefix_hash)
-        self.history.append(row, flow_name, model, prefix_hash)
+        self.history.append(m, flow_name, model, prefix_hash)
 
     def window(self, since: float) -> Agg:
         agg = Agg()
-        for row in self.history.rows_since(since):
-            agg.add(row)
+        for m in self.history.calls_since(since):
+            agg.add(m)
         return agg
 
     def calls(self) -> list[CallMetrics]:
-        return [CallMetrics(*row) for row in self.history.rows()]
+        return list(self.history.calls())
 
     def by_prefix(self) -> dict[str, dict[str, Any]]:
         """The aggregate keys per retained prefix, plus ``flow`` (of its last call), ``flows``

@@ -1,9 +1,11 @@
 """``CacheTracker``: wrap, instrument, record, and read what was recorded.
 
-The tracker checks its configuration and holds a :class:`~cachebench._core.Core`, which runs
-the call path (begin, the SDK call, observe) under the guard: the caller gets the SDK's
-response or the SDK's own exception, unchanged. The tracker stays a plain Python class in
-every build (it may be subclassed); the core is compiled in the compiled build.
+The tracker checks its configuration and holds an :class:`~cachebench.engine.Engine`, which
+runs the call path: a short part on the caller's thread (the request's prefix, the policy's
+hold, the SDK call, the response) and the analysis on one consumer thread. The caller gets the
+SDK's response or the SDK's own exception, unchanged. The readers ask the consumer, after
+everything queued before them. Settings are either live (assigning takes effect at once) or
+read-only (assigning raises); none is silently ignored.
 """
 
 from __future__ import annotations
@@ -15,17 +17,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._alerts import default_alert
-from ._call import CallContext
-from ._core import Core
-from ._flow import current_flow, default_flow
 from ._guard import strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
+from .engine import Engine
 from .policy import CachePolicy
 from .providers import adapter_for, detect_client, detect_response
 from .redact import require_redactor
 from .types import CallMetrics, Provider, Regression
 
-__all__ = ["CacheTracker", "CallContext"]
+__all__ = ["CacheTracker"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +64,7 @@ class CacheTracker:
         prices: Mapping[str, Mapping[str, float]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.provider = Provider.parse(provider) if provider is not None else None
+        self._provider = Provider.parse(provider) if provider is not None else None
         if (
             isinstance(miss_alert_threshold, bool)
             or not isinstance(miss_alert_threshold, (int, float))
@@ -86,17 +86,17 @@ class CacheTracker:
             raise ValueError(
                 f"store: only the in-memory store (store=None) is available in this version; got {store!r}"
             )
-        self.miss_alert_threshold = float(miss_alert_threshold)
+        self._miss_alert_threshold = float(miss_alert_threshold)
         self._on_miss_alert = on_miss_alert if on_miss_alert is not None else default_alert
         self._on_regression = on_regression
-        self.policy = policy
-        self.capture_text = bool(capture_text)
-        self.max_prefixes = max_prefixes
-        self.max_calls = max_calls
-        self._core = Core(
+        self._policy = policy
+        self._capture_text = bool(capture_text)
+        self._max_prefixes = max_prefixes
+        self._max_calls = max_calls
+        self._engine = Engine(
             self,
-            threshold=self.miss_alert_threshold,
-            capture_text=self.capture_text,
+            threshold=self._miss_alert_threshold,
+            capture_text=self._capture_text,
             gate=policy.gate() if policy is not None else None,
             max_prefixes=max_prefixes,
             max_calls=max_calls,
@@ -111,8 +111,8 @@ class CacheTracker:
     def _adapter(self, provider: Provider | str | None, target: Any = None, response: Any = None) -> Any:
         if provider is not None:
             return adapter_for(provider)
-        if self.provider is not None:
-            return adapter_for(self.provider)
+        if self._provider is not None:
+            return adapter_for(self._provider)
         found = detect_client(target) if target is not None else None
         if found is None and response is not None:
             found = detect_response(response)
@@ -123,6 +123,42 @@ class CacheTracker:
                 f"(one of {', '.join(p.value for p in Provider)})"
             )
         return adapter_for(found)
+
+    # -- settings: live ones have setters; the others are fixed at construction ------------
+
+    @property
+    def provider(self) -> Provider | None:
+        """The provider of every call (None: detected per client or response); may be replaced."""
+        return self._provider
+
+    @provider.setter
+    def provider(self, provider: Provider | str | None) -> None:
+        self._provider = Provider.parse(provider) if provider is not None else None
+
+    @property
+    def miss_alert_threshold(self) -> float:
+        """The hit ratio below which a flow's incident opens. Fixed at construction."""
+        return self._miss_alert_threshold
+
+    @property
+    def policy(self) -> CachePolicy | None:
+        """The call policy (miss-aware holds). Fixed at construction."""
+        return self._policy
+
+    @property
+    def capture_text(self) -> bool:
+        """Whether incidents keep short redacted excerpts of the changed text. Fixed at construction."""
+        return self._capture_text
+
+    @property
+    def max_prefixes(self) -> int:
+        """How many prefixes (and flows) the aggregates keep. Fixed at construction."""
+        return self._max_prefixes
+
+    @property
+    def max_calls(self) -> int:
+        """How many calls the history keeps. Fixed at construction."""
+        return self._max_calls
 
     @property
     def on_miss_alert(self) -> Callable[[CallMetrics], object]:
@@ -148,23 +184,30 @@ class CacheTracker:
     def refused_usage(self) -> int:
         """How many calls' usage was refused as corrupt (a count above 10**12 tokens): such a
         call is recorded with its usage unknown, and logged."""
-        return self._core._guard.refused.get("usage", 0)
+        return self._engine.guard.refused.get("usage", 0)
 
     @property
     def clock(self) -> Callable[[], float]:
         """The clock calls are timestamped with (seconds since the epoch); may be replaced."""
-        return self._core.clock
+        return self._engine.clock
 
     @clock.setter
     def clock(self, clock: Callable[[], float]) -> None:
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds since the epoch")
-        self._core.clock = clock
+        self._engine.clock = clock
 
     @property
     def internal_errors(self) -> int:
         """How many internal failures the guard caught (and logged) so far."""
-        return self._core._guard.errors
+        return self._engine.guard.errors
+
+    @property
+    def dropped_calls(self) -> int:
+        """How many calls were dropped unrecorded because the consumer stayed
+        :data:`~cachebench.engine.QUEUE_LIMIT` items behind for
+        :data:`~cachebench.engine.ROOM_WAIT_S` (a callback blocking, say); logged."""
+        return self._engine.dropped
 
     # -- public: wrap / instrument / record -----------------------------------------------
 
@@ -179,7 +222,7 @@ class CacheTracker:
         if flow is not None and (not isinstance(flow, str) or not flow.strip()):
             raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
         adapter = self._adapter(provider, target=fn)
-        return wrapper_for(self._core, adapter, fn, flow)  # type: ignore[return-value]
+        return wrapper_for(self._engine, adapter, fn, flow)  # type: ignore[return-value]
 
     def instrument(self, client: Any, *, flow: str | None = None) -> Any:
         """Patch a whole SDK client in place so every cacheable call is observed.
@@ -225,26 +268,18 @@ class CacheTracker:
         ):
             raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
         adapter = self._adapter(provider, response=response)
-        core = self._core
+        engine = self._engine
         try:
-            body: Mapping[str, Any] = request or {}
-            ctx = core._begin(adapter, body, flow or current_flow() or default_flow(), live=False)
-            if ctx is None:
-                return None
-            if timestamp is not None:
-                ctx.timestamp = float(timestamp)
-                if ctx.exp is not None:
-                    with core._lock:
-                        ctx.exp = core._view.expect(
-                            ctx.key, ctx.prompt.implicit if ctx.prompt else False, ctx.timestamp
-                        )
-            ctx.stream = False
-            usage = adapter.recorded_usage(response, body)
-            ctx.finished = True
-            row = core._complete(ctx, usage, None, float(elapsed_ms) if elapsed_ms is not None else None)
-            return CallMetrics(*row)
+            return engine.record(
+                adapter,
+                response,
+                request or {},
+                flow,
+                timestamp=float(timestamp) if timestamp is not None else None,
+                elapsed_ms=float(elapsed_ms) if elapsed_ms is not None else None,
+            )
         except Exception as exc:
-            core._guard.failed("record", exc)
+            engine.guard.failed("record", exc)
             return None
 
     # -- public: reading ------------------------------------------------------------------
@@ -255,47 +290,46 @@ class CacheTracker:
             isinstance(window_s, bool) or not isinstance(window_s, (int, float)) or window_s <= 0
         ):
             raise ValueError(f"window_s must be a positive number of seconds or None, got {window_s!r}")
-        self._core.drain()
-        with self._core._lock:
-            if window_s is None:
-                return self._core._stats.total.as_dict()
-            return self._core._stats.window(self.clock() - window_s).as_dict()
+        engine = self._engine
+        if window_s is None:
+            return engine.read(lambda: engine.stats.total.as_dict())
+        return engine.read(lambda: engine.stats.window(self.clock() - window_s).as_dict())
 
     def by_prefix(self) -> dict[str, dict[str, Any]]:
-        self._core.drain()
-        with self._core._lock:
-            return self._core._stats.by_prefix()
+        """The aggregate keys per prefix id, plus ``flow``, ``flows``, ``model``,
+        ``first_seen`` and ``last_seen``."""
+        return self._engine.read(self._engine.stats.by_prefix)
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
         """The aggregate keys per flow, plus ``distinct_prefixes`` and ``regression`` (the
         flow's open :class:`Regression` as its ``as_dict()``, or None): plain JSON values."""
-        self._core.drain()
-        with self._core._lock:
-            flows = self._core._stats.by_flow()
-            for name, d in flows.items():
-                r = self._core._detector.open_for(name)
-                d["regression"] = r.as_dict() if r is not None else None
-            return flows
+        return self._engine.read(self._by_flow)
+
+    def _by_flow(self) -> dict[str, dict[str, Any]]:
+        engine = self._engine
+        flows = engine.stats.by_flow()
+        for name, d in flows.items():
+            r = engine.detector.open_for(name)
+            d["regression"] = r.as_dict() if r is not None else None
+        return flows
 
     def calls(self) -> list[CallMetrics]:
-        self._core.drain()
-        with self._core._lock:
-            return self._core._stats.calls()
+        """Every retained call, oldest first."""
+        return self._engine.read(self._engine.stats.calls)
 
     def regressions(self) -> list[Regression]:
         """Every incident so far (open ones have ``closed_at=None``), oldest first."""
-        self._core.drain()
-        with self._core._lock:
-            return self._core._detector.regressions()
+        return self._engine.read(self._engine.detector.regressions)
 
     def flush(self) -> None:
-        """Finish recording what is still pending (a stream the collector finalised). The
-        readers do this themselves; call it before reading the tracker's state another way."""
-        self._core.drain()
+        """Wait until every call made so far is recorded and the callbacks it triggered have
+        run. The readers do this themselves; call it before reading the tracker's state
+        another way (an exporter, a test's own counters fed by callbacks)."""
+        self._engine.flush()
 
     def close(self) -> None:
-        """Flush and release the store. Safe to call twice."""
-        self._core.drain()
+        """Flush (and, with a store, release it). Safe to call twice."""
+        self._engine.close()
 
     def __enter__(self) -> CacheTracker:
         return self

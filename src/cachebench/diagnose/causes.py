@@ -50,8 +50,8 @@ def miss_cause(
     ``exp`` is what ``view`` expected when the call went out; ``tolerance`` the shortfall the
     provider's rounding allows; ``min_tokens`` the model's minimum cacheable prefix (implicit
     caching stores nothing shorter); ``concurrent`` whether a twin was writing the same prefix
-    when the call went out. ``view`` is read only for a ``provider`` miss, so the caller holds
-    the view's lock around this call.
+    when the call went out. ``view`` is read only for a ``provider`` miss; like every other
+    part of the analysis, this runs on the tracker's consumer thread, the view's only writer.
     """
     unexpected, cause = _view_cause(key, usage, exp, implicit, tolerance, min_tokens)
     if concurrent and cause in ("cold", "ttl_expired"):

@@ -25,12 +25,12 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .._call import observing
+from .. import engine as _engine
 from ..types import UNKNOWN_USAGE, Usage
 from ._base import Accumulator
 
 if TYPE_CHECKING:
-    from .._call import CallContext
+    from ..engine import CallContext
 
 __all__ = ["Recorder", "ended_when_collected", "observe_result"]
 
@@ -63,13 +63,13 @@ class Recorder:
     def end(self, error: BaseException | None = None, *, collected: bool = False) -> None:
         """Finalise the call once. ``collected``: called by the garbage collector (a finalizer,
         or a generator closed because it was dropped), which may run at any allocation,
-        including inside cachebench's own locked sections on this very thread: then the
-        recording is only queued (:meth:`~cachebench._core.Core.later`), without a lock, and
-        done at the next safe point (the next call's start, or any reader)."""
+        including inside a lock the interrupted code holds: then the ending is only queued
+        (:meth:`~cachebench.engine.Engine.later`, which takes no lock) and done on the
+        consumer thread."""
         if self._done:
             return
         if collected:
-            self._call.core.later(self.end, error)
+            self._call.engine.later(self.end, error)
             return
         self._done = True
         try:
@@ -246,14 +246,14 @@ class ResponseManagerProxy:
             call.finish(UNKNOWN_USAGE, error)
 
     def __enter__(self) -> Any:
-        token = observing.set(self._call)
+        token = _engine.observing.set(self._call)
         try:
             response = self._manager.__enter__()
         except BaseException as exc:
             self._call.finish(UNKNOWN_USAGE, exc)
             raise
         finally:
-            observing.reset(token)
+            _engine.observing.reset(token)
         return self._entered(response)
 
     def __exit__(self, *exc: Any) -> Any:
@@ -263,14 +263,14 @@ class ResponseManagerProxy:
             self._exited(exc)
 
     async def __aenter__(self) -> Any:
-        token = observing.set(self._call)
+        token = _engine.observing.set(self._call)
         try:
             response = await self._manager.__aenter__()
         except BaseException as exc:
             self._call.finish(UNKNOWN_USAGE, exc)
             raise
         finally:
-            observing.reset(token)
+            _engine.observing.reset(token)
         return self._entered(response)
 
     async def __aexit__(self, *exc: Any) -> Any:

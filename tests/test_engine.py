@@ -1,0 +1,298 @@
+"""One consumer does the analysis: the caller's thread only queues, readers wait for what was
+queued before them, callbacks run on the consumer and never hold up the caller, a full queue
+pushes back (and counts what it must drop), interpreter exit and ``close()`` drain, and a forked
+child gets a consumer of its own. Every test drives a real SDK client (over a mock transport)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import httpx2
+import pytest
+
+from cachebench import CacheTracker, CallMetrics, Regression
+from cachebench import engine as engine_module
+from cachebench.testing import ManualClock
+
+from . import fakes
+
+ROOT = str(pathlib.Path(__file__).resolve().parents[1])
+
+
+def misses(n: int) -> tuple[Any, list[dict[str, Any]]]:
+    """A handler whose first answer writes the prefix and every later one writes it again:
+    from the second call on, every call is an unexpected miss (an alert each)."""
+    return fakes.scripted([fakes.usage(write=2000)] * n)
+
+
+def test_a_read_after_a_call_sees_the_call_and_the_alerts_it_raised() -> None:
+    alerts: list[CallMetrics] = []
+    handler, _ = misses(2)
+    tracker = CacheTracker(on_miss_alert=alerts.append, clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    for _ in range(2):
+        create(**fakes.request())
+    assert len(tracker.calls()) == 2
+    assert [m.unexpected_miss for m in alerts] == [True]  # the read waited for the callback too
+
+
+def test_a_slow_callback_holds_up_nothing_of_the_caller() -> None:
+    """The alert callback blocks until the test lets it go; meanwhile the call that raised it
+    has returned and more calls go through."""
+    release = threading.Event()
+    entered = threading.Event()
+    returned = threading.Event()
+
+    def blocking_alert(m: CallMetrics) -> None:
+        entered.set()
+        release.wait(5)
+        returned.set()
+
+    handler, _ = misses(5)
+    tracker = CacheTracker(on_miss_alert=blocking_alert, clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    try:
+        for _ in range(5):  # the 2nd call's alert blocks the consumer; the caller goes on
+            create(**fakes.request())
+        assert entered.wait(10)
+        assert not returned.is_set()  # every call returned while the callback was blocked
+    finally:
+        release.set()
+    assert len(tracker.calls()) == 5
+
+
+def test_a_reader_called_from_a_callback_answers_at_once() -> None:
+    """Callbacks run on the consumer: a reader there answers without waiting on itself, and
+    sees the call whose alert is running."""
+    seen: list[tuple[int, int]] = []
+    tracker: CacheTracker
+
+    def alert(m: CallMetrics) -> None:
+        seen.append((len(tracker.calls()), tracker.aggregate()["calls"]))
+        tracker.flush()  # a no-op there, not a wait on itself
+
+    def on_regression(r: Regression) -> None:
+        tracker.regressions()
+
+    handler, _ = misses(3)
+    tracker = CacheTracker(on_miss_alert=alert, on_regression=on_regression, clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    for _ in range(3):
+        create(**fakes.request())
+    tracker.flush()
+    assert seen == [(2, 2), (3, 3)]
+
+
+def test_a_tracked_call_made_from_a_callback_is_recorded() -> None:
+    """A callback that itself calls a tracked client (paging through an LLM, say) is recorded
+    like any other call, without deadlocking the consumer."""
+    handler, _ = misses(3)
+    client = fakes.client(handler)
+    tracker = CacheTracker(clock=ManualClock())
+    tracker.instrument(client)
+    paged: list[str] = []
+
+    def alert(m: CallMetrics) -> None:
+        if not paged:
+            paged.append(m.flow)
+            client.messages.create(**fakes.request("summarise this miss"))
+
+    tracker.on_miss_alert = alert
+    client.messages.create(**fakes.request())
+    client.messages.create(**fakes.request())
+    calls = tracker.calls()
+    assert len(calls) == 3 and len(paged) == 1
+
+
+def test_a_full_queue_pushes_back_then_drops_and_counts(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the consumer stuck in a callback, callers wait for room (at most ROOM_WAIT_S each),
+    then their calls are dropped, logged and counted; the caller's call is never lost or
+    raised into, and once the callback returns, everything queued is recorded."""
+    monkeypatch.setattr(engine_module, "QUEUE_LIMIT", 4)
+    monkeypatch.setattr(engine_module, "ROOM_WAIT_S", 0.05)
+    release = threading.Event()
+
+    def stuck(m: CallMetrics) -> None:
+        release.wait(30)
+
+    handler, _ = misses(30)
+    tracker = CacheTracker(on_miss_alert=stuck, clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    try:
+        for _ in range(30):
+            assert create(**fakes.request()).usage.cache_creation_input_tokens == 2000
+        assert tracker.dropped_calls > 0
+        assert "dropped" in caplog.text
+    finally:
+        release.set()
+    calls = tracker.calls()
+    assert len(calls) + tracker.dropped_calls == 30
+    assert tracker.aggregate()["calls"] == len(calls)
+
+
+def test_back_pressure_waits_for_room_rather_than_dropping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer that is merely slow (each alert takes a few ms) makes callers wait for room;
+    nothing is dropped."""
+    monkeypatch.setattr(engine_module, "QUEUE_LIMIT", 4)
+    handler, _ = misses(40)
+    tracker = CacheTracker(on_miss_alert=lambda m: time.sleep(0.002), clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    for _ in range(40):
+        create(**fakes.request())
+    assert tracker.dropped_calls == 0
+    assert len(tracker.calls()) == 40
+
+
+def test_close_drains_and_the_tracker_stays_readable() -> None:
+    alerts: list[CallMetrics] = []
+    handler, _ = misses(3)
+    tracker = CacheTracker(on_miss_alert=alerts.append, clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    for _ in range(3):
+        create(**fakes.request())
+    tracker.close()
+    assert len(alerts) == 2
+    tracker.close()
+    assert len(tracker.calls()) == 3
+
+
+def test_a_read_waits_for_the_calls_of_every_thread() -> None:
+    """Calls from 8 threads, then a read from the main thread: it sees every one of them."""
+    handler, _ = fakes.scripted([fakes.usage(read=2000)] * 400)
+    tracker = CacheTracker(clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+
+    def work() -> None:
+        for i in range(50):
+            create(**fakes.request(f"question {i}"))
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert tracker.aggregate()["calls"] == 400
+    assert tracker.aggregate()["cache_read_tokens"] == 400 * 2000
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    from tests import fakes
+    from cachebench import CacheTracker
+
+    out = open({path!r}, "a")
+
+    def alert(m):
+        time.sleep(0.01)  # a slow callback: the queue is still busy when the script ends
+        out.write(json.dumps(m.as_dict()) + "\\n")
+        out.flush()
+
+    handler, _ = fakes.scripted([fakes.usage(write=2000)] * 20)
+    tracker = CacheTracker(on_miss_alert=alert)
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    for _ in range(20):
+        create(**fakes.request())
+    # no flush, no close: interpreter exit drains the queue
+    """
+)
+
+
+def test_interpreter_exit_drains_what_is_queued(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    script = EXIT_SCRIPT.format(root=ROOT, path=str(path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = path.read_text().splitlines()
+    assert len(lines) == 19  # every call after the first is an unexpected miss
+    assert all(json.loads(line)["unexpected_miss"] for line in lines)
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    from tests import fakes
+    from cachebench import CacheTracker
+
+    handler, _ = fakes.scripted([fakes.usage(write=2000)] + [fakes.usage(read=2000)] * 10)
+    tracker = CacheTracker()
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    create(**fakes.request())
+    tracker.flush()  # the parent's consumer is running when it forks
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        create(**fakes.request())  # the child's own consumer records it
+        got = {{"child_calls": len(tracker.calls())}}
+        os.write(w, json.dumps(got).encode())
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    child = json.loads(os.read(r, 1000))
+    create(**fakes.request())
+    print(json.dumps(dict(child, parent_calls=len(tracker.calls()), status=status)))
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_a_forked_child_records_with_a_consumer_of_its_own() -> None:
+    script = FORK_SCRIPT.format(root=ROOT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "child_calls": 2,
+        "parent_calls": 2,
+        "status": 0,
+    }
+
+
+def test_a_tracker_nobody_holds_stops_its_consumer() -> None:
+    """A tracker that goes out of use (and its wrappers with it) takes its consumer thread
+    with it: a thousand short-lived trackers leave no thousand threads behind."""
+    import gc
+
+    before = threading.active_count()
+    handler, _ = fakes.scripted([fakes.usage(read=2000)] * 50)
+    client = fakes.client(handler)
+    for _ in range(50):
+        tracker = CacheTracker()
+        tracker.wrap(client.messages.create)(**fakes.request())
+        assert len(tracker.calls()) == 1
+        del tracker
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before + 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() <= before + 1
+
+
+def test_streams_end_on_the_consumer_when_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An abandoned stream's finalizer only queues its ending; the next read records it."""
+    import gc
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = fakes.sse_bytes(fakes.sse_events(fakes.usage(write=2000)))
+        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    tracker = CacheTracker(clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    stream = create(**fakes.request(), stream=True)
+    for _ in stream:
+        break
+    del stream
+    gc.collect()
+    (m,) = tracker.calls()
+    assert m.stream and m.cache_write_tokens == 2000

@@ -20,6 +20,7 @@ from .providers._stream import plain_result
 
 if TYPE_CHECKING:
     from .engine import CallContext, Engine
+    from .providers._base import Adapter
     from .tracker import CacheTracker
 
 __all__ = ["InstrumentHooks", "body_of", "observer_for", "unpatch", "wrapper_for"]
@@ -45,7 +46,7 @@ class InstrumentHooks:
 
     __slots__ = ("adapter", "flow", "tracker")
 
-    def __init__(self, tracker: CacheTracker, adapter: Any, flow: str | None) -> None:
+    def __init__(self, tracker: CacheTracker, adapter: Adapter, flow: str | None) -> None:
         self.tracker = tracker
         self.adapter = adapter
         self.flow = flow
@@ -80,7 +81,9 @@ def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
             setattr(obj, attr, original)
 
 
-def wrapper_for(engine: Engine, adapter: Any, fn: Callable[..., Any], flow: str | None) -> Callable[..., Any]:
+def wrapper_for(
+    engine: Engine, adapter: Adapter, fn: Callable[..., Any], flow: str | None
+) -> Callable[..., Any]:
     """``fn`` observed: same signature, same result (sync, async, streams)."""
     if inspect.iscoroutinefunction(fn):
 
@@ -162,7 +165,7 @@ def body_of(options: Any) -> Mapping[str, Any] | None:
 
 def observer_for(
     engine: Engine,
-    adapter: Any,
+    adapter: Adapter,
     original: Callable[..., Any],
     wanted: Callable[[Any], bool],
     flow: str | None,

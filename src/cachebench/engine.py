@@ -209,12 +209,10 @@ class CallContext:
     def _tell_gate(self, *, started: bool) -> None:
         """Tell the policy's gate this call's response started, or that the call is over."""
         gate = self.engine.gate
-        if self.hold is None or gate is None:
-            return
-        try:
-            (gate.started if started else gate.finished)(self.gate_key, self.hold)
-        except Exception as exc:
-            self.engine.guard.failed("policy", exc)
+        if self.hold is not None and gate is not None:
+            self.engine.guard.call(
+                "policy", gate.started if started else gate.finished, self.gate_key, self.hold
+            )
 
     def tracker_failed(self, stage: str, exc: BaseException) -> None:
         self.engine.guard.failed(stage, exc)
@@ -453,11 +451,9 @@ class Engine:
 
     def _hold(self, ctx: CallContext) -> None:
         gate = self.gate
-        if gate is not None:
-            try:
-                ctx.held(gate.enter(ctx.gate_key))
-            except Exception as exc:
-                self.guard.failed("policy", exc)
+        hold = self.guard.call("policy", gate.enter, ctx.gate_key) if gate is not None else None
+        if hold is not None:
+            ctx.held(hold)
         self._queue_begin(ctx)
 
     async def ahold(self, ctx: CallContext | None) -> None:
@@ -557,11 +553,7 @@ class Engine:
         try:
             usage = ctx.usage
             if callable(usage):
-                try:
-                    usage = usage()
-                except Exception as exc:
-                    self.guard.failed("usage", exc)
-                    usage = UNKNOWN_USAGE
+                usage = self.guard.call("usage", usage) or UNKNOWN_USAGE
             ctx.metrics = self._complete(ctx, usage)
         except Exception as exc:
             self.guard.failed("record", exc)

@@ -22,6 +22,7 @@ from ._instrument import InstrumentHooks, unpatch, wrapper_for
 from .engine import Engine
 from .policy import CachePolicy
 from .providers import adapter_for, detect_client, detect_response
+from .providers._base import Adapter
 from .redact import require_redactor
 from .types import CallMetrics, Provider, Regression
 
@@ -108,7 +109,7 @@ class CacheTracker:
 
     # -- configuration helpers ------------------------------------------------------------
 
-    def _adapter(self, provider: Provider | str | None, target: Any = None, response: Any = None) -> Any:
+    def _adapter(self, provider: Provider | str | None, target: Any = None, response: Any = None) -> Adapter:
         if provider is not None:
             return adapter_for(provider)
         if self._provider is not None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import engine as _engine
 from ..types import UNKNOWN_USAGE, Usage
-from ._base import Accumulator
+from ._base import Accumulator, Adapter
 
 if TYPE_CHECKING:
     from ..engine import CallContext
@@ -322,7 +322,7 @@ def _observe_raw_response(raw: Any, call: CallContext) -> Any:
 _PLAIN: dict[tuple[Any, type], bool] = {}
 
 
-def plain_result(result: Any, adapter: Any) -> bool:
+def plain_result(result: Any, adapter: Adapter) -> bool:
     k = (adapter, type(result))
     plain = _PLAIN.get(k)
     if plain is None:

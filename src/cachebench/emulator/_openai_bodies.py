@@ -127,6 +127,10 @@ def _message_item(call: Call, text: str, status: str) -> dict[str, Any]:
     }
 
 
+def response_id(call: Call) -> str:
+    return f"resp_emu{call.result.ticket:020d}"
+
+
 # Request fields a ``Response`` echoes, with the value it shows when the request omits them.
 RESPONSE_ECHO: dict[str, Any] = {
     "instructions": None,
@@ -147,12 +151,20 @@ RESPONSE_ECHO: dict[str, Any] = {
 
 
 def response_body(
-    call: Call, answer: Reply, body: Mapping[str, Any], created: float, *, done: bool = True
+    call: Call,
+    answer: Reply,
+    body: Mapping[str, Any],
+    created: float,
+    *,
+    done: bool = True,
+    diagnostics: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``Response`` object: complete, or (``done=False``) as ``response.created`` shows it."""
+    """A ``Response`` object: complete, or (``done=False``) as ``response.created`` shows it.
+    ``diagnostics`` is its ``prompt_cache_diagnostics`` when the request asked for them (the
+    complete response only: streamed, the ``response.completed`` event's)."""
     cut = answer.stop == "max_tokens"
     out: dict[str, Any] = {
-        "id": f"resp_emu{call.result.ticket:020d}",
+        "id": response_id(call),
         "object": "response",
         "created_at": created,
         "status": ("incomplete" if cut else "completed") if done else "in_progress",
@@ -172,13 +184,22 @@ def response_body(
             "mode": options.get("mode", "implicit"),
             "ttl": options.get("ttl", OPENAI_EXPLICIT_DEFAULT_TTL),
         }
+        if options.get("comparison_response_id") is not None:
+            out["prompt_cache_options"]["comparison_response_id"] = options["comparison_response_id"]
+    if done and diagnostics is not None:
+        out["prompt_cache_diagnostics"] = dict(diagnostics)
     return out
 
 
 def response_events(
-    call: Call, answer: Reply, body: Mapping[str, Any], created: float
+    call: Call,
+    answer: Reply,
+    body: Mapping[str, Any],
+    created: float,
+    diagnostics: Mapping[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The Responses stream events, in the API's order, numbered by ``sequence_number``."""
+    """The Responses stream events, in the API's order, numbered by ``sequence_number``;
+    ``diagnostics`` rides on the last one's response."""
     pending = response_body(call, answer, body, created, done=False)
     item_id = f"msg_emu{call.result.ticket:020d}"
     where = {"item_id": item_id, "output_index": 0, "content_index": 0}
@@ -204,7 +225,7 @@ def response_events(
             "item": _message_item(call, answer.text, "completed"),
         },
     ]
-    final = response_body(call, answer, body, created)
+    final = response_body(call, answer, body, created, diagnostics=diagnostics)
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     events.append({"type": kind, "response": final})
     for n, event in enumerate(events):

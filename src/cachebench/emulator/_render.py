@@ -48,11 +48,14 @@ class Rendered:
     """A request as the provider's cache sees it.
 
     ``turn_start`` is the first segment of the newest user (or tool) turn, ``len(segments)``
-    when there is none; ``automatic`` the ttl of Anthropic's top-level ``cache_control``."""
+    when there is none; ``automatic`` the ttl of Anthropic's top-level ``cache_control``;
+    ``wheres`` each segment's section or role (``"tools"``, ``"system"``, ``"user"``, ...), the
+    sections cache diagnostics compare (:mod:`._diagnostics`)."""
 
     segments: tuple[Segment, ...]
     turn_start: int
     automatic: str | None = None
+    wheres: tuple[str, ...] = ()
 
 
 def _bytes(value: Any) -> bytes:
@@ -67,6 +70,7 @@ class Builder:
 
     def __init__(self, *, settings: Any = None, settings_before: frozenset[str] = frozenset()) -> None:
         self._segments: list[Segment] = []
+        self._wheres: list[str] = []
         # Rendered into the first segment whose ``where`` is not in ``settings_before``.
         self._settings = settings
         self._settings_before = settings_before
@@ -91,6 +95,7 @@ class Builder:
                 kind=kind,
             )
         )
+        self._wheres.append(where)
 
     def mark(self, ttl: str) -> None:
         """The last block is a breakpoint with ``ttl`` (a marker before any block marks nothing)."""
@@ -105,7 +110,7 @@ class Builder:
     def done(self, automatic: str | None = None) -> Rendered:
         n = len(self._segments)
         start = n if self.turn_start < 0 else self.turn_start
-        return Rendered(tuple(self._segments), start, automatic)
+        return Rendered(tuple(self._segments), start, automatic, tuple(self._wheres))
 
 
 def listed(value: Any) -> list[Any]:

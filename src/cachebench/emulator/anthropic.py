@@ -4,11 +4,16 @@
 The body builders (:func:`message_body`, :func:`stream_head`, :func:`stream_tail`), :func:`validate`
 and the :data:`ROLES` / :data:`TTLS` tables are also what Bedrock uses (InvokeModel takes
 Anthropic bodies; Converse has the same roles and cache point TTLs).
+
+Cache diagnostics (:mod:`._diagnostics`) are the Claude API's only: a request with a
+``diagnostics`` object gets the response field ``diagnostics`` (on ``message_start.message`` when
+streamed) and is remembered under its message id; Bedrock bodies never get it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +23,7 @@ from starlette.routing import BaseRoute
 
 from ..cachemodel import CacheResult
 from ..facts import ANTHROPIC_TTLS
+from . import _diagnostics as diagnostics
 from . import _render as render
 from ._errors import WireError, WireRoute, json_response
 from ._wire import (
@@ -129,7 +135,13 @@ def message_id(call: Call) -> str:
     return f"msg_emu{call.result.ticket:020d}"
 
 
-def message_body(call: Call, answer: Reply, model: str) -> dict[str, Any]:
+NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+
+
+def message_body(
+    call: Call, answer: Reply, model: str, extra: Mapping[str, Any] = NO_FIELDS
+) -> dict[str, Any]:
+    """A ``Message``; ``extra`` holds the fields the request asked for (:func:`diagnose`)."""
     return {
         "id": message_id(call),
         "type": "message",
@@ -139,13 +151,16 @@ def message_body(call: Call, answer: Reply, model: str) -> dict[str, Any]:
         "stop_reason": answer.stop,
         "stop_sequence": None,
         "usage": usage_body(call.result, answer.output_tokens),
+        **extra,
     }
 
 
-def stream_head(call: Call, answer: Reply, model: str, *, ping: bool = True) -> list[dict[str, Any]]:
+def stream_head(
+    call: Call, answer: Reply, model: str, *, ping: bool = True, extra: Mapping[str, Any] = NO_FIELDS
+) -> list[dict[str, Any]]:
     """The events before the text: message_start (input and cache counts, 1 output token so
-    far), content_block_start, ping."""
-    start = {**message_body(call, answer, model), "content": [], "stop_reason": None}
+    far, and ``extra``: the docs put ``diagnostics`` there), content_block_start, ping."""
+    start = {**message_body(call, answer, model, extra), "content": [], "stop_reason": None}
     start["usage"] = usage_body(call.result, min(1, answer.output_tokens))
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     if answer.text:
@@ -177,6 +192,74 @@ def stream_tail(call: Call, answer: Reply) -> list[dict[str, Any]]:
     ]
 
 
+# -- cache diagnostics ----------------------------------------------------------------------
+# The response's ``diagnostics`` (anthropic-sdk-python types/message.py ``diagnostics:
+# Optional[Diagnostics]``, types/diagnostics.py, types/cache_miss_*.py):
+#   absent: the request has no ``diagnostics`` object
+#   null:   ``previous_message_id`` is null (first turn), or no difference was found
+#   {"cache_miss_reason": {"type": "system_changed", "cache_missed_input_tokens": 41850}}
+#           (the four ``*_changed`` types carry the count)
+#   {"cache_miss_reason": {"type": "previous_message_not_found"}}   (also "unavailable")
+
+NOT_FOUND = "previous_message_not_found"
+
+
+def diagnostics_request(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The request's ``diagnostics`` object, None without one; a 400 for a malformed one
+    (anthropic-sdk-python types/diagnostics_param.py: ``previous_message_id: Optional[str]``)."""
+    value = body.get("diagnostics")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise WireError(400, "diagnostics: Input should be a valid dictionary or object")
+    previous = value.get("previous_message_id")
+    if previous is not None and not isinstance(previous, str):
+        raise WireError(400, "diagnostics.previous_message_id: Input should be a valid string")
+    return value
+
+
+def miss_reason(verdict: diagnostics.Verdict | None) -> dict[str, Any] | None:
+    """``diagnostics`` for a comparison (None: the named message is not known)."""
+    if verdict is None:
+        return {"cache_miss_reason": {"type": NOT_FOUND}}
+    if verdict.reason is None:
+        return None
+    reason: dict[str, Any] = {"type": verdict.reason}
+    if verdict.reason.endswith("_changed"):
+        reason["cache_missed_input_tokens"] = verdict.missed_tokens
+    return {"cache_miss_reason": reason}
+
+
+def diagnose(
+    emu: Emulator,
+    request: Request,
+    call: Call,
+    body: Mapping[str, Any],
+    rendered: render.Rendered,
+    asked: Mapping[str, Any] | None,
+) -> Mapping[str, Any]:
+    """The response fields the request's ``diagnostics`` object (``asked``, from
+    :func:`diagnostics_request`) asks for, none without one; the request is then remembered
+    under its message id. Called once the response is sure to start."""
+    if asked is None:
+        return NO_FIELDS
+    result = call.result
+    current = diagnostics.anthropic(
+        body,
+        rendered,
+        betas=request.headers.get("anthropic-beta"),
+        reusable_tokens=result.cache_read_tokens + result.cache_write_tokens,
+    )
+    scope = call.request.scope
+    previous = asked.get("previous_message_id")
+    value = None
+    if previous is not None:
+        named = emu.diagnostics.lookup(scope, previous)
+        value = miss_reason(None if named is None else diagnostics.compare(named, current))
+    emu.diagnostics.remember(scope, message_id(call), current)
+    return {"diagnostics": value}
+
+
 def _sse(event: Mapping[str, Any]) -> bytes:
     return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
@@ -188,19 +271,22 @@ def routes(emu: Emulator) -> list[BaseRoute]:
     async def messages(request: Request) -> Response:
         body = await read_json(request, FAMILY, emu.max_body_bytes)
         validate(body)
+        asked = diagnostics_request(body)
         model: str = body["model"]
         stream = bool(body.get("stream"))
         max_tokens: int = body["max_tokens"]
         if stream and max_tokens == 0:
             raise WireError(400, "max_tokens: 0 is not supported with streaming")
-        call = Call(emu, cache_request(FAMILY, model, scope_of(request), render.anthropic(body)))
+        rendered = render.anthropic(body)
+        call = Call(emu, cache_request(FAMILY, model, scope_of(request), rendered))
         await call.open()
+        extra = diagnose(emu, request, call, body, rendered, asked)
         answer = reply(seed_of(call), max_tokens)
         if not stream:
             await call.finish()
-            return json_response(message_body(call, answer, model))
+            return json_response(message_body(call, answer, model, extra))
         return stream_response(
-            map(_sse, stream_head(call, answer, model)),
+            map(_sse, stream_head(call, answer, model, extra=extra)),
             call,
             map(_sse, stream_tail(call, answer)),
             media_type="text/event-stream",

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from .._clock import ManualClock
 from ..cachemodel import CacheModel, Knobs
+from ._diagnostics import DiagnosticsStore
 from ._errors import WireError, WireRoute, error_response, json_response
 from ._models import require_known_model
 from ._wire import DEFAULT_MAX_BODY_BYTES, read_json
@@ -38,7 +39,8 @@ Sleep = Callable[[float], Awaitable[Any]]
 
 
 class Emulator:
-    """The state one emulator serves from: the cache model, the clock, the knobs, the sleep.
+    """The state one emulator serves from: the cache model, the clock, the knobs, the sleep,
+    and the fingerprints cache diagnostics compare with (``diagnostics``, :mod:`._diagnostics`).
 
     ``model`` defaults to ``CacheModel(clock=clock, knobs=knobs)``. ``sleep`` is what knob
     delays wait with (``asyncio.sleep``); the clock only stamps cache entries, so a manual
@@ -75,6 +77,7 @@ class Emulator:
         self._initial_knobs = dataclasses.replace(self.cache.knobs)
         self._lock = threading.Lock()
         self._rngs: dict[int | None, random.Random] = {}
+        self.diagnostics = DiagnosticsStore()
 
     # -- knobs --------------------------------------------------------------------------------
 
@@ -125,14 +128,16 @@ class Emulator:
         return self.clock.advance(seconds)
 
     def reset(self) -> None:
-        """Forget every cache entry; restore the knobs the emulator was built with (a model it
-        built is replaced, which also drops per-scope knobs; a model passed in is reset)."""
+        """Forget every cache entry and diagnostics fingerprint; restore the knobs the emulator
+        was built with (a model it built is replaced, which also drops per-scope knobs; a model
+        passed in is reset)."""
         knobs = dataclasses.replace(self._initial_knobs)
         if self._own_model:
             self.cache = CacheModel(clock=self.clock, knobs=knobs)
         else:
             self.cache.reset()
             self.cache.set_knobs(knobs)
+        self.diagnostics.clear()
         with self._lock:
             self._rngs.clear()
 

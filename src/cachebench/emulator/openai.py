@@ -7,6 +7,10 @@ is :func:`cachebench.facts.explicit_caching`: the same fact the tracker applies.
 cache the whole prompt implicitly, report no writes and read in 128-token steps from 1024
 tokens. Bodies are rendered into cache segments by :mod:`._render_openai`.
 
+Responses on GPT-5.6 and later are remembered for cache diagnostics (:mod:`._diagnostics`): a
+request naming one in ``prompt_cache_options.comparison_response_id`` gets
+``prompt_cache_diagnostics`` (streamed, on the ``response.completed`` event's response).
+
 Chat streams end with ``data: [DONE]``; usage comes in a last chunk with ``choices: []`` only
 when ``stream_options.include_usage`` is true. Responses streams send ``response.created`` ...
 ``response.output_text.delta`` ... ``response.completed`` (whose ``response.usage`` holds the
@@ -25,9 +29,11 @@ from starlette.routing import BaseRoute
 
 from .. import facts
 from ..cachemodel import CacheRequest
+from . import _diagnostics as diagnostics
 from . import _render_openai as render
 from ._errors import WireError, WireRoute, json_response
-from ._openai_bodies import chat_body, chat_chunks, response_body, response_events
+from ._openai_bodies import chat_body, chat_chunks, response_body, response_events, response_id
+from ._render import Rendered
 from ._wire import Call, cache_request, read_json, reply, scope_of, seed_of, stream_response
 
 if TYPE_CHECKING:
@@ -93,6 +99,9 @@ def _check_common(body: Mapping[str, Any]) -> str:
             raise _wrong_type("prompt_cache_options", "an object")
         _one_of(options.get("mode"), CACHE_MODES, "prompt_cache_options.mode")
         _one_of(options.get("ttl"), facts.OPENAI_EXPLICIT_TTLS, "prompt_cache_options.ttl")
+        comparison = options.get("comparison_response_id")
+        if comparison is not None and not isinstance(comparison, str):
+            raise _wrong_type("prompt_cache_options.comparison_response_id", "a string")
     key = body.get("prompt_cache_key")
     if key is not None and not isinstance(key, str):
         raise _wrong_type("prompt_cache_key", "a string")
@@ -144,8 +153,15 @@ def validate_responses(body: Mapping[str, Any]) -> str:
     return model
 
 
-def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheRequest:
-    """The cache model's view of a Chat or Responses body.
+def rendered_body(body: Mapping[str, Any]) -> Rendered:
+    """A Chat or Responses body as cache segments."""
+    return render.responses(body) if render.is_responses(body) else render.chat(body)
+
+
+def cache_request_for(
+    body: Mapping[str, Any], model: str, scope: str, rendered: Rendered | None = None
+) -> CacheRequest:
+    """The cache model's view of a Chat or Responses body (``rendered`` when already rendered).
 
     Before GPT-5.6 the whole prompt is cached implicitly (``implicit_end`` None, markers
     ignored) under the request's ``prompt_cache_retention``. From GPT-5.6 the prompt's
@@ -153,7 +169,8 @@ def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheR
     ``explicit``, the implicit one (``facts.openai_implicit_end``, the fact the tracker's
     adapter places it by too) with ``prompt_cache_options.ttl``.
     """
-    rendered = render.responses(body) if render.is_responses(body) else render.chat(body)
+    if rendered is None:
+        rendered = rendered_body(body)
     fields: dict[str, Any] = {"routing_key": body.get("prompt_cache_key")}
     if facts.explicit_caching(model):
         options = body.get("prompt_cache_options") or {}
@@ -180,6 +197,50 @@ def _max_tokens(body: Mapping[str, Any], *names: str) -> int | None:
             )
         return value
     return None
+
+
+# -- cache diagnostics ----------------------------------------------------------------------
+# ``prompt_cache_diagnostics`` (openai-python types/responses/response.py):
+#   {"type": "cache_hit"}
+#   {"type": "cache_miss", "reason": "tools_changed", "cache_missed_tokens": 1280,
+#    "comparison_reusable_tokens": 1280}
+#   {"type": "comparison_response_not_found"}
+#   {"type": "unavailable"}   (here: a model before GPT-5.6, which has no diagnostics)
+
+
+def diagnostics_body(verdict: diagnostics.Verdict | None) -> dict[str, Any]:
+    """``prompt_cache_diagnostics`` for a comparison (None: the named response is not known)."""
+    if verdict is None:
+        return {"type": "comparison_response_not_found"}
+    if verdict.reason is None:
+        return {"type": "cache_hit"}
+    return {
+        "type": "cache_miss",
+        "reason": verdict.reason,
+        "cache_missed_tokens": verdict.missed_tokens,
+        "comparison_reusable_tokens": verdict.reusable_tokens,
+    }
+
+
+def diagnose(emu: Emulator, call: Call, body: Mapping[str, Any], rendered: Rendered) -> dict[str, Any] | None:
+    """The response's ``prompt_cache_diagnostics`` (None when the request names no comparison);
+    a GPT-5.6+ response is remembered under its id. Called once the response is sure to start."""
+    options = body.get("prompt_cache_options")
+    named_id = options.get("comparison_response_id") if isinstance(options, Mapping) else None
+    # Diagnostics come with the models that cache explicitly (the guide: "GPT-5.6 and later").
+    if not facts.explicit_caching(call.request.model):
+        return None if named_id is None else {"type": "unavailable"}
+    result = call.result
+    current = diagnostics.openai(
+        body, rendered, reusable_tokens=result.cache_read_tokens + result.cache_write_tokens
+    )
+    scope = call.request.scope
+    out = None
+    if named_id is not None:
+        named = emu.diagnostics.lookup(scope, named_id)
+        out = diagnostics_body(None if named is None else diagnostics.compare(named, current))
+    emu.diagnostics.remember(scope, response_id(call), current)
+    return out
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -218,14 +279,16 @@ def routes(emu: Emulator) -> list[BaseRoute]:
         body = await read_json(request, FAMILY, emu.max_body_bytes)
         model = validate_responses(body)
         limit = _max_tokens(body, "max_output_tokens")
-        call = Call(emu, cache_request_for(body, model, scope_of(request)))
+        rendered = rendered_body(body)
+        call = Call(emu, cache_request_for(body, model, scope_of(request), rendered))
         await call.open()
+        found = diagnose(emu, call, body, rendered)
         answer = reply(seed_of(call), limit)
         created = float(int(emu.clock()))
         if not body.get("stream"):
             await call.finish()
-            return json_response(response_body(call, answer, body, created))
-        events = [_data(e, named=True) for e in response_events(call, answer, body, created)]
+            return json_response(response_body(call, answer, body, created, diagnostics=found))
+        events = [_data(e, named=True) for e in response_events(call, answer, body, created, found)]
         return _stream(events[:-1], call, events[-1:])
 
     return [

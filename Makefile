@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_DEPS := '.[anthropic,openai,emulator]' 'rich>=13'
 
-.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator install clean
+.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator install clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,22 @@ bench-overhead: $(STAMP)
 
 bench-emulator: $(STAMP)
 	$(BIN)/python benchmarks/emulator.py
+
+# Mutation testing of the call path ([tool.mutmut] in pyproject.toml says which modules and
+# tests), one worker at low priority. mutmut runs the tests from its copy in mutants/, and
+# PYTHONPATH makes the interpreters those tests start import that copy too, not src/ (the
+# folder must exist before Python starts, or the import system caches it as missing).
+# mutants/ keeps results between runs: only changed functions are tested again; delete it
+# for a fresh score.
+mutate: $(STAMP)
+	@mkdir -p mutants/src
+	PYTHONPATH=$(CURDIR)/mutants/src nice -n 19 $(BIN)/mutmut run --max-children 1
+	@$(BIN)/mutmut export-cicd-stats >/dev/null
+	@echo "mutants not killed:"
+	@$(BIN)/mutmut results | sort -t: -k2,2 -k1,1
+	@$(BIN)/python -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+	  print('mutation score: {killed} killed / {total} total; {survived} survived, {timeout} timed out, '\
+	        '{no_tests} reached by no selected test'.format(**s))"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

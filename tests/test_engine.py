@@ -5,6 +5,7 @@ child gets a consumer of its own. Every test drives a real SDK client (over a mo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pathlib
@@ -115,9 +116,11 @@ def test_a_tracked_call_made_from_a_callback_is_recorded() -> None:
 def test_a_full_queue_pushes_back_then_drops_and_counts(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With the consumer stuck in a callback, callers wait for room (at most ROOM_WAIT_S each),
-    then their calls are dropped, logged and counted; the caller's call is never lost or
-    raised into, and once the callback returns, everything queued is recorded."""
+    """With the consumer stuck in a callback, a caller waits for room (at most ROOM_WAIT_S),
+    then calls are dropped: not recorded, logged and counted, and from then on dropped at once
+    (no caller waits again) until the queue has drained to half. A dropped call queues
+    nothing, so the queue holds no request or response of it. The caller's call is never
+    lost or raised into, and once the callback returns, everything queued is recorded."""
     monkeypatch.setattr(engine_module, "QUEUE_LIMIT", 4)
     monkeypatch.setattr(engine_module, "ROOM_WAIT_S", 0.05)
     release = threading.Event()
@@ -125,19 +128,45 @@ def test_a_full_queue_pushes_back_then_drops_and_counts(
     def stuck(m: CallMetrics) -> None:
         release.wait(30)
 
-    handler, _ = misses(30)
+    handler, _ = misses(40)
     tracker = CacheTracker(on_miss_alert=stuck, clock=ManualClock())
     create = tracker.wrap(fakes.client(handler).messages.create)
+    queued = tracker._engine._consumer.queue
     try:
-        for _ in range(30):
+        for _ in range(20):
             assert create(**fakes.request()).usage.cache_creation_input_tokens == 2000
+            assert queued.qsize() <= 4 + 1  # the limit, and the END of a call that found room
         assert tracker.dropped_calls > 0
-        assert "dropped" in caplog.text
+        assert "not recorded" in caplog.text
+        # Shedding: no caller waits for room again, however long ROOM_WAIT_S is now.
+        monkeypatch.setattr(engine_module, "ROOM_WAIT_S", 600.0)
+        more = threading.Thread(target=lambda: [create(**fakes.request()) for _ in range(20)])
+        more.start()
+        more.join(30)
+        assert not more.is_alive(), "a caller waited for room while the queue was being shed"
     finally:
         release.set()
     calls = tracker.calls()
-    assert len(calls) + tracker.dropped_calls == 30
+    assert len(calls) + tracker.dropped_calls == 40
     assert tracker.aggregate()["calls"] == len(calls)
+
+
+async def test_an_event_loop_never_waits_for_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an event loop's thread a full queue drops the call at once: waiting there would
+    stall every other task of the loop."""
+    monkeypatch.setattr(engine_module, "QUEUE_LIMIT", 4)
+    monkeypatch.setattr(engine_module, "ROOM_WAIT_S", 600.0)
+    release = threading.Event()
+    handler, _ = misses(30)
+    tracker = CacheTracker(on_miss_alert=lambda m: release.wait(30), clock=ManualClock())
+    create = tracker.wrap(fakes.async_client(handler).messages.create)
+    try:
+        for _ in range(30):
+            await asyncio.wait_for(create(**fakes.request()), timeout=30)
+        assert tracker.dropped_calls > 0
+    finally:
+        release.set()
+    assert len(tracker.calls()) + tracker.dropped_calls == 30
 
 
 def test_back_pressure_waits_for_room_rather_than_dropping(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -296,3 +325,195 @@ def test_streams_end_on_the_consumer_when_collected(monkeypatch: pytest.MonkeyPa
     gc.collect()
     (m,) = tracker.calls()
     assert m.stream and m.cache_write_tokens == 2000
+
+
+SHUTDOWN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from tests import fakes
+    from cachebench import CacheTracker
+
+    handler, _ = fakes.scripted([fakes.usage(write=2000)] * 3)
+    tracker = CacheTracker()
+    create = tracker.wrap(fakes.client(handler).messages.create)
+
+    class ClosesAtTeardown:
+        def __del__(self):
+            print("closing in __del__:", len(tracker.calls()), flush=True)
+            tracker.close()
+            print("closed", flush=True)
+
+    keeper = ClosesAtTeardown()  # a module global: collected while the interpreter finishes
+    for _ in range(3):
+        create(**fakes.request())
+    """
+)
+
+
+def test_a_read_while_the_interpreter_finishes_returns() -> None:
+    """A reader in a ``__del__`` that runs during interpreter teardown, when the consumer
+    thread is frozen and no thread may start: it answers from its own thread, and the
+    process exits."""
+    script = SHUTDOWN_SCRIPT.format(root=ROOT)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "closing in __del__: 3" in done.stdout and "closed" in done.stdout
+
+
+def test_close_undoes_instrument_and_stops_the_consumer() -> None:
+    """A tracker per request on one shared client (``with CacheTracker() as t:
+    t.instrument(client)``): each one's patch is gone at its end and its thread with it, so
+    the client does not pile up wrappers and the process does not pile up threads; what each
+    recorded stays readable."""
+    handler, _ = fakes.scripted([fakes.usage(read=2000)] * 60)
+    client = fakes.client(handler)
+    original = client.request
+    threads_before = threading.active_count()
+    trackers: list[CacheTracker] = []
+    for i in range(30):
+        with CacheTracker(clock=ManualClock()) as tracker:
+            tracker.instrument(client)
+            client.messages.create(**fakes.request(f"question {i}"))
+        trackers.append(tracker)
+        assert client.request == original
+    assert threading.active_count() <= threads_before + 1
+    assert all(len(t.calls()) == 1 for t in trackers)
+    client.messages.create(**fakes.request("after"))  # recorded by nobody
+    assert all(len(t.calls()) == 1 for t in trackers)
+
+
+def test_uninstrument_under_another_patch_turns_its_own_off() -> None:
+    """Two trackers instrument one client; the first is undone while the second's patch sits
+    on top of it: the second keeps recording, the first records nothing more."""
+    handler, _ = fakes.scripted([fakes.usage(read=2000)] * 10)
+    client = fakes.client(handler)
+    first, second = CacheTracker(clock=ManualClock()), CacheTracker(clock=ManualClock())
+    first.instrument(client)
+    second.instrument(client)
+    client.messages.create(**fakes.request("both"))
+    first.uninstrument(client)
+    client.messages.create(**fakes.request("second only"))
+    assert len(first.calls()) == 1 and len(second.calls()) == 2
+    second.uninstrument(client)
+    client.messages.create(**fakes.request("neither"))
+    assert len(first.calls()) == 1 and len(second.calls()) == 2
+
+
+def test_a_strict_error_of_a_call_made_from_a_callback_is_raised_by_the_next_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tracked call made from a callback runs its analysis right there, on the consumer: a
+    strict guard's error in it is not the callback's error; the next read raises it."""
+    from cachebench.pricing import PriceTable
+
+    handler, _ = misses(3)
+    client = fakes.client(handler)
+    tracker = CacheTracker(clock=ManualClock())
+    tracker.instrument(client)
+    nested: list[bool] = []
+
+    def alert(m: CallMetrics) -> None:
+        if not nested:
+            nested.append(True)
+            monkeypatch.setattr(PriceTable, "cost", _exploding)
+            client.messages.create(**fakes.request("from the callback"))
+
+    tracker.on_miss_alert = alert
+    client.messages.create(**fakes.request())
+    client.messages.create(**fakes.request())
+    with pytest.raises(RuntimeError, match="pricing bug"):
+        tracker.flush()
+    assert tracker._engine.guard.by_stage.get("on_miss_alert", 0) == 0
+
+
+def _exploding(*args: Any) -> Any:
+    raise RuntimeError("pricing bug")
+
+
+def test_a_callback_raising_system_exit_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CACHEBENCH_STRICT", raising=False)
+
+    def leave(m: CallMetrics) -> None:
+        raise SystemExit(3)
+
+    handler, _ = misses(2)
+    tracker = CacheTracker(on_miss_alert=leave, clock=ManualClock())
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    create(**fakes.request())
+    create(**fakes.request())
+    assert len(tracker.calls()) == 2  # no SystemExit here
+    assert "SystemExit" in caplog.text
+    assert tracker.internal_errors == 1
+
+
+def test_a_streaming_response_manager_never_entered_leaves_nothing_in_flight() -> None:
+    """``with_streaming_response.create`` under a policy, the manager dropped unentered: no
+    request was sent, and once the manager is collected no hold or in-flight write is left,
+    so the next call of that prefix neither waits nor counts as ``concurrent``."""
+    import gc
+
+    from cachebench import CachePolicy
+
+    handler, _ = fakes.scripted([fakes.usage(write=2000), fakes.usage(write=2000)])
+    client = fakes.client(handler)
+    tracker = CacheTracker(clock=ManualClock(), policy=CachePolicy.miss_aware(delay_ms=5000))
+    manager = tracker.wrap(client.messages.with_streaming_response.create)(**fakes.request())
+    del manager
+    gc.collect()
+    tracker.flush()
+    engine = tracker._engine
+    assert engine.gate is not None and engine.gate.in_flight == 0
+    assert engine.read(lambda: not engine.inflight)
+    tracker.wrap(client.messages.create)(**fakes.request())
+    last = tracker.calls()[-1]
+    assert last.held_ms == 0.0 and last.miss_cause == "cold"
+
+
+def test_a_policy_holds_no_one_behind_a_call_that_only_reads_while_the_consumer_lags() -> None:
+    """The consumer is stuck in a callback, so its cache view does not know yet that a prefix
+    was just written. With ``miss_aware``, the next calls of that prefix read what was written:
+    none of them becomes the prefix's writer, so none holds another."""
+    from cachebench import CachePolicy
+
+    release_callback = threading.Event()
+    b_in_flight = threading.Event()
+    release_b = threading.Event()
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if b"stall" in request.content:
+            return httpx2.Response(200, json=fakes.message(fakes.usage(write=2000)))
+        if b"call b" in request.content:
+            b_in_flight.set()
+            release_b.wait(10)
+        usage = fakes.usage(write=2000) if b"call a" in request.content else fakes.usage(read=2000)
+        return httpx2.Response(200, json=fakes.message(usage))
+
+    def stuck(m: CallMetrics) -> None:
+        release_callback.wait(30)
+
+    tracker = CacheTracker(
+        clock=ManualClock(), on_miss_alert=stuck, policy=CachePolicy.miss_aware(delay_ms=5000)
+    )
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    stall = {
+        **fakes.request("stall"),
+        "system": [{"type": "text", "text": "other " * 400, "cache_control": {"type": "ephemeral"}}],
+    }
+    create(**stall)
+    create(**stall)  # wrote its live prefix again: an alert, and the consumer is stuck in it
+    try:
+        create(**fakes.request("call a"))  # writes the prefix; the consumer does not see it yet
+        b = threading.Thread(target=lambda: create(**fakes.request("call b")))
+        b.start()
+        assert b_in_flight.wait(10)
+        threading.Timer(0.3, release_b.set).start()
+        create(**fakes.request("call c"))  # with b taken for a writer, this would wait for it
+        b.join(10)
+    finally:
+        release_b.set()
+        release_callback.set()
+    held = {c.flow: c.held_ms for c in tracker.calls()}
+    assert all(ms == 0.0 for ms in held.values()), held

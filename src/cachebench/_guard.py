@@ -69,7 +69,9 @@ class Guard:
             return None
 
     def user_callback(self, name: str, fn: Callable[[Any], object], arg: Any) -> None:
-        """Run a user's callback. Its exceptions are the user's: logged, counted, never raised."""
+        """Run a user's callback. Its exceptions are the user's: logged, counted, never raised
+        (``SystemExit`` and ``KeyboardInterrupt`` too: a callback runs on the tracker's consumer
+        thread, where neither could stop anything but the consumer)."""
         try:
             result = fn(arg)
             if inspect.iscoroutine(result):
@@ -80,8 +82,12 @@ class Guard:
                     f"the {name} callback returned a coroutine, which cachebench cannot await; "
                     "pass a plain function (schedule async work from it yourself)"
                 )
-        except Exception as exc:
+        except BaseException as exc:
             with self._lock:
                 self.errors += 1
                 self.by_stage[name] = self.by_stage.get(name, 0) + 1
             logger.error("cachebench: the %s callback raised %r; ignored", name, exc, exc_info=exc)
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread of the parent may have held it)."""
+        self._lock = threading.Lock()

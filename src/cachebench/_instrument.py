@@ -41,21 +41,24 @@ class InstrumentHooks:
 
     ``stainless(original, wanted)`` wraps a Stainless client's ``request`` method, observing
     the calls for which ``wanted(options)`` is true. ``wrap(method)`` observes one SDK method
-    exactly as :meth:`CacheTracker.wrap` does.
+    exactly as :meth:`CacheTracker.wrap` does. Every patch made through one ``InstrumentHooks``
+    observes only while ``on``: undoing them turns it off, so a patch that cannot be taken out
+    (another patch was put on top of it since) passes calls straight through.
     """
 
-    __slots__ = ("adapter", "flow", "tracker")
+    __slots__ = ("adapter", "flow", "on", "tracker")
 
     def __init__(self, tracker: CacheTracker, adapter: Adapter, flow: str | None) -> None:
         self.tracker = tracker
         self.adapter = adapter
         self.flow = flow
+        self.on = True
 
     def stainless(self, original: Callable[..., Any], wanted: Callable[[Any], bool]) -> Callable[..., Any]:
-        return observer_for(self.tracker._engine, self.adapter, original, wanted, self.flow)
+        return observer_for(self.tracker._engine, self.adapter, original, wanted, self.flow, switch=self)
 
     def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
-        return self.tracker.wrap(method, self.flow, provider=self.adapter.NAME)
+        return wrapper_for(self.tracker._engine, self.adapter, method, self.flow, switch=self)
 
     def patch_methods(self, obj: Any, names: Iterable[str]) -> list[tuple[Any, str, Any]]:
         """Wrap each named method ``obj`` has, as an instance attribute; return the patches."""
@@ -69,10 +72,15 @@ class InstrumentHooks:
         return patches
 
 
-def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
-    """Undo an adapter's patches, newest first."""
+def unpatch(hooks: InstrumentHooks, patches: list[tuple[Any, str, Any]]) -> None:
+    """Undo an adapter's patches, newest first. A patch that another was put on top of since
+    stays where it is, turned off with ``hooks``: taking it out would take the other one too."""
+    hooks.on = False
     for i in range(len(patches) - 1, -1, -1):
         obj, attr, original = patches[i]
+        current = getattr(obj, "__dict__", {}).get(attr)
+        if getattr(current, "__cachebench_hooks__", None) is not hooks:
+            continue
         own = getattr(type(obj), attr, None)
         if getattr(original, "__self__", None) is obj and getattr(original, "__func__", None) is own:
             # The original was the class's own method: dropping our instance attribute restores it.
@@ -81,15 +89,29 @@ def unpatch(patches: list[tuple[Any, str, Any]]) -> None:
             setattr(obj, attr, original)
 
 
+class _Always:
+    """The switch of a shell not made by ``instrument``: always on."""
+
+    on = True
+
+
+_ALWAYS = _Always()
+
+
 def wrapper_for(
-    engine: Engine, adapter: Adapter, fn: Callable[..., Any], flow: str | None
+    engine: Engine,
+    adapter: Adapter,
+    fn: Callable[..., Any],
+    flow: str | None,
+    *,
+    switch: InstrumentHooks | _Always = _ALWAYS,
 ) -> Callable[..., Any]:
     """``fn`` observed: same signature, same result (sync, async, streams)."""
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def awrapped(*args: Any, **kwargs: Any) -> Any:
-            if _nested(engine, flow):
+            if not switch.on or _nested(engine, flow):
                 return await fn(*args, **kwargs)
             ctx = engine.begin(adapter, kwargs, flow, hold=False)
             await engine.ahold(ctx)
@@ -104,6 +126,7 @@ def wrapper_for(
                 _observing.reset(token)
             return engine.observe(result, ctx)
 
+        awrapped.__cachebench_hooks__ = switch  # type: ignore[attr-defined]
         return awrapped
 
     begin = engine.begin
@@ -111,7 +134,7 @@ def wrapper_for(
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if _nested(engine, flow):
+        if not switch.on or _nested(engine, flow):
             return fn(*args, **kwargs)
         ctx = begin(adapter, kwargs, flow)
         token = _observing.set(ctx)
@@ -138,6 +161,7 @@ def wrapper_for(
             return result
         return engine.observe(result, ctx)
 
+    wrapped.__cachebench_hooks__ = switch  # type: ignore[attr-defined]
     return wrapped
 
 
@@ -169,6 +193,8 @@ def observer_for(
     original: Callable[..., Any],
     wanted: Callable[[Any], bool],
     flow: str | None,
+    *,
+    switch: InstrumentHooks | _Always = _ALWAYS,
 ) -> Callable[..., Any]:
     """A stand-in for an SDK client's transport method (Stainless ``client.request``)."""
     if inspect.iscoroutinefunction(original):
@@ -177,7 +203,9 @@ def observer_for(
         async def arequest(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
             body = None
             try:
-                body = body_of(options) if wanted(options) and not _nested(engine, flow) else None
+                body = (
+                    body_of(options) if switch.on and wanted(options) and not _nested(engine, flow) else None
+                )
             except Exception as exc:
                 engine.guard.failed("instrument", exc)
             if body is None:
@@ -196,13 +224,14 @@ def observer_for(
             return engine.observe(result, ctx)
 
         arequest.__cachebench__ = True  # type: ignore[attr-defined]
+        arequest.__cachebench_hooks__ = switch  # type: ignore[attr-defined]
         return arequest
 
     @functools.wraps(original)
     def request(cast_to: Any, options: Any, *args: Any, **kwargs: Any) -> Any:
         body = None
         try:
-            body = body_of(options) if wanted(options) and not _nested(engine, flow) else None
+            body = body_of(options) if switch.on and wanted(options) and not _nested(engine, flow) else None
         except Exception as exc:
             engine.guard.failed("instrument", exc)
         if body is None:
@@ -220,4 +249,5 @@ def observer_for(
         return engine.observe(result, ctx)
 
     request.__cachebench__ = True  # type: ignore[attr-defined]
+    request.__cachebench_hooks__ = switch  # type: ignore[attr-defined]
     return request

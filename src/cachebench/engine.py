@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import functools
 import os
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -57,7 +59,15 @@ from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, MissCause, PrefixKey, P
 if TYPE_CHECKING:
     from .providers._base import Adapter
 
-__all__ = ["MAX_TOKENS", "QUEUE_LIMIT", "ROOM_WAIT_S", "CallContext", "Engine", "observing"]
+__all__ = [
+    "MAX_TOKENS",
+    "QUEUE_LIMIT",
+    "RECENT_WRITE_S",
+    "ROOM_WAIT_S",
+    "CallContext",
+    "Engine",
+    "observing",
+]
 
 T = TypeVar("T")
 
@@ -70,6 +80,10 @@ QUEUE_LIMIT = 20_000
 ROOM_WAIT_S = 2.0
 #: How long interpreter exit waits for each tracker's consumer to finish what is queued.
 EXIT_WAIT_S = 5.0
+#: With a policy, a prefix a call wrote this recently (tracker clock) makes no twin a writer.
+RECENT_WRITE_S = 60.0
+#: Prefixes remembered as recently written, oldest dropped first.
+MAX_RECENT_WRITES = 4096
 
 # The call a shell of this engine is observing while the SDK runs. One SDK call can pass
 # through several shells of one tracker (``wrap(client.messages.create)`` on an
@@ -208,6 +222,8 @@ class CallContext:
 
     def _tell_gate(self, *, started: bool) -> None:
         """Tell the policy's gate this call's response started, or that the call is over."""
+        if started and self.gate_key is not None:
+            self.engine.wrote(self.gate_key, self.timestamp)
         gate = self.engine.gate
         if self.hold is not None and gate is not None:
             self.engine.guard.call(
@@ -225,14 +241,15 @@ class _Consumer:
     """The consumer thread and its queue. Holds no reference to the :class:`Engine`, so an
     engine nobody uses any more is collected, and its finalizer stops the thread."""
 
-    __slots__ = ("error", "ident", "queue", "thread")
+    __slots__ = ("error", "ident", "queue", "strict", "thread")
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool) -> None:
         self.queue: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
         self.thread: threading.Thread | None = None
         self.ident: int | None = None
+        self.strict = strict
         self.error: BaseException | None = None  # a strict guard's error, raised at the next read
 
     def run(self) -> None:
@@ -242,15 +259,31 @@ class _Consumer:
             item = get()
             if item is None:
                 return
-            fn, args = item
-            try:
-                fn(*args)
-            except BaseException as exc:  # a strict guard's re-raise, or a bug in a handler
+            self.handle(*item)
+            del item
+
+    def handle(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        """Run one item. What escapes it is a strict guard's re-raise (kept for the next read)
+        or a bug (logged): never the caller's, never the end of the consumer."""
+        try:
+            fn(*args)
+        except BaseException as exc:
+            if self.strict:
                 if self.error is None:
                     self.error = exc
-                if not isinstance(exc, Exception):
-                    logger.error("cachebench: the consumer stopped a handler: %r", exc)
-            del item, fn, args
+            else:
+                logger.error("cachebench: internal error on the consumer: %r", exc, exc_info=exc)
+
+    def drain_here(self) -> None:
+        """Run what is queued on this thread: the consumer cannot (the interpreter is
+        finishing and no thread may start)."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self.handle(*item)
 
     def stop(self) -> None:
         self.queue.put(None)  # reentrant: safe from a finalizer
@@ -293,15 +326,22 @@ class Engine:
         self.clock = clock
         self.guard = Guard(strict=strict)
         self.gate = gate
-        self.dropped = 0  # calls dropped because the queue stayed full (logged)
+        self.dropped = 0  # calls not recorded because the queue stayed full (logged)
+        self._dropped_lock = threading.Lock()
+        self._shedding = False  # the queue stayed full: drop at once until it drains to half
+        self.closed = False
         # The analysis state: touched only on the consumer thread.
         self.prices = PriceTable(prices)
         self.stats = Stats(max_prefixes, max_calls)
         self.view = CacheView(max_entries=max_prefixes * 8)
         self.inflight: dict[int, int] = {}  # cold prefix -> calls writing it, response not started
+        # Written by callers' threads: prefixes a call just wrote (its response started), by the
+        # tracker's clock. With a policy, a call for one of them is no writer even while the
+        # consumer, lagging behind, has not put the write in the cache view yet.
+        self.recent_writes: dict[int, float] = {}
         self._opened: list[Regression] = []
         self.detector = FlowDetector(threshold, capture_text, max_prefixes, self._opened.append)
-        self._consumer = _Consumer()
+        self._consumer = _Consumer(strict)
         self._start_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _Consumer.stop, self._consumer)
         self._finalizer.atexit = False
@@ -315,7 +355,7 @@ class Engine:
         runs at once, so a read queued meanwhile sees it."""
         consumer = self._consumer
         if consumer.ident == threading.get_ident():
-            fn(*args)
+            consumer.handle(fn, args)  # a strict error is kept for the next read, not raised here
             return
         consumer.queue.put((fn, args))
         if consumer.thread is None:
@@ -327,28 +367,49 @@ class Engine:
         self._consumer.queue.put((fn, args))
 
     def submit_end(self, ctx: CallContext) -> None:
-        """Queue a call's END, waiting for room (at most :data:`ROOM_WAIT_S`) when the
-        consumer lags :data:`QUEUE_LIMIT` items behind; a call that finds none is dropped,
-        logged and counted (:attr:`dropped`)."""
-        consumer = self._consumer
-        if consumer.queue.qsize() >= QUEUE_LIMIT and consumer.ident != threading.get_ident():
-            deadline = time.monotonic() + ROOM_WAIT_S
-            while consumer.queue.qsize() >= QUEUE_LIMIT:
-                if time.monotonic() >= deadline:
-                    self.dropped += 1
-                    if self.dropped == 1 or self.dropped % 1000 == 0:
-                        logger.warning(
-                            "cachebench: the consumer is %d items behind; dropped %d call(s) "
-                            "(is an on_miss_alert or on_regression callback blocking?)",
-                            consumer.queue.qsize(),
-                            self.dropped,
-                        )
-                    self.submit(self._on_dropped, ctx)
-                    return
-                time.sleep(0.001)
+        """Queue a call's END. Never waits: the room for it was found at its BEGIN."""
         self.submit(self._on_end, ctx)
 
+    def _room(self) -> bool:
+        """Whether a new call may be recorded. When the consumer lags :data:`QUEUE_LIMIT`
+        items behind, a caller's thread waits for room, at most :data:`ROOM_WAIT_S`; if none
+        comes, calls are dropped (not recorded, logged and counted) at once, without waiting,
+        until the queue has drained to half. An event loop's thread and the consumer itself
+        never wait."""
+        consumer = self._consumer
+        size = consumer.queue.qsize()
+        if self._shedding:
+            if size > QUEUE_LIMIT // 2:
+                return self._drop(size)
+            self._shedding = False
+        if size < QUEUE_LIMIT:
+            return True
+        if consumer.ident == threading.get_ident() or _in_event_loop():
+            return self._drop(size)
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while consumer.queue.qsize() >= QUEUE_LIMIT:
+            if time.monotonic() >= deadline:
+                self._shedding = True
+                return self._drop(consumer.queue.qsize())
+            time.sleep(0.001)
+        return True
+
+    def _drop(self, size: int) -> bool:
+        with self._dropped_lock:
+            self.dropped += 1
+            n = self.dropped
+        if n == 1 or n % 1000 == 0:
+            logger.warning(
+                "cachebench: the consumer is %d items behind; %d call(s) not recorded so far "
+                "(is an on_miss_alert or on_regression callback blocking?)",
+                size,
+                n,
+            )
+        return False
+
     def _start(self, consumer: _Consumer) -> None:
+        if sys.is_finalizing():
+            return  # no thread may start now; a read runs what is queued on its own thread
         with self._start_lock:
             if consumer.thread is not None:
                 return
@@ -363,25 +424,39 @@ class Engine:
         consumer = self._consumer
         if threading.get_ident() == consumer.ident:
             return fn(*args)
+        if self.closed or sys.is_finalizing():
+            # No consumer runs (closed, or the interpreter is finishing: its thread is frozen
+            # and none may start): what is queued runs here, then the read.
+            consumer.drain_here()
+            self._raise_consumer_error(consumer)
+            return fn(*args)
         answer = _Answer()
         self.submit(self._answer, answer, fn, args)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not answer.done.wait(1.0):
             thread = consumer.thread
+            if sys.is_finalizing():
+                consumer.drain_here()  # the consumer is frozen: answer from this thread
+                self._raise_consumer_error(consumer)
+                return fn(*args)
             if thread is not None and not thread.is_alive() and consumer is self._consumer:
-                consumer.thread = None  # stopped under us (interpreter exit): start another
+                consumer.thread = None  # stopped under us: start another
                 self._start(consumer)
             if consumer is not self._consumer:  # forked: the parent's queue is gone
                 self.submit(self._answer, answer, fn, args)
                 consumer = self._consumer
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("cachebench: the consumer did not answer in time")
-        error, consumer.error = consumer.error, None
-        if error is not None:
-            raise error
+        self._raise_consumer_error(consumer)
         if answer.error is not None:
             raise answer.error
         return answer.value  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _raise_consumer_error(consumer: _Consumer) -> None:
+        error, consumer.error = consumer.error, None
+        if error is not None:
+            raise error
 
     @staticmethod
     def _answer(answer: _Answer, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -397,12 +472,29 @@ class Engine:
         self.read(_nothing, timeout=timeout)
 
     def close(self) -> None:
+        """Flush, then stop the consumer: later calls through this engine's wrappers are not
+        recorded, and reads answer on the reader's thread."""
+        if self.closed:
+            return
         self.flush()
+        self.closed = True
+        consumer = self._consumer
+        consumer.stop()
+        thread = consumer.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(EXIT_WAIT_S)
+        consumer.drain_here()  # what a finalizer queued meanwhile
 
     def _after_fork(self) -> None:
-        """In a forked child: a fresh queue and no thread (the parent's did not come along)."""
-        self._consumer = _Consumer()
+        """In a forked child: a fresh queue and no thread (the parent's did not come along),
+        and no call in flight (the parent's calls are not the child's)."""
+        self._consumer = _Consumer(self.guard.strict)
         self._start_lock = threading.Lock()
+        self._dropped_lock = threading.Lock()
+        self.guard.after_fork()
+        if self.gate is not None:
+            self.gate.after_fork()
+        self.inflight.clear()
         self._finalizer.detach()
         self._finalizer = weakref.finalize(self, _Consumer.stop, self._consumer)
         self._finalizer.atexit = False
@@ -422,6 +514,8 @@ class Engine:
         """Everything before the SDK call. With a policy and ``hold``, a thread may wait here;
         async callers pass ``hold=False`` and await :meth:`ahold` instead. ``live=False``
         (``record()`` of a call that already happened) never holds and is never in flight."""
+        if self.closed or not self._room():
+            return None
         try:
             name = flow or current_flow() or default_flow()
             ctx = CallContext(
@@ -438,6 +532,7 @@ class Engine:
                 and live
                 and key.breakpoints
                 and self.view.state(key.bp_hashes[-1], ctx.timestamp) != ALIVE
+                and not self._written_lately(key.bp_hashes[-1], ctx.timestamp)
             ):
                 ctx.gate_key = key.bp_hashes[-1]
         except Exception as exc:
@@ -445,9 +540,21 @@ class Engine:
             return None
         if ctx.gate_key is None:
             self._queue_begin(ctx)
-        elif hold and not _in_event_loop():
-            self._hold(ctx)
+        elif hold and not _in_event_loop() and self._consumer.ident != threading.get_ident():
+            self._hold(ctx)  # (a tracked call from a callback never holds the consumer)
         return ctx
+
+    def _written_lately(self, h: int, now: float) -> bool:
+        written = self.recent_writes.get(h)
+        return written is not None and 0.0 <= now - written < RECENT_WRITE_S
+
+    def wrote(self, h: int, when: float) -> None:
+        """A call whose prefix ``h`` was cold got its response started: ``h`` is written."""
+        recent = self.recent_writes
+        recent[h] = when
+        if len(recent) > MAX_RECENT_WRITES:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del recent[next(iter(recent))]  # the oldest (another thread may race us: fine)
 
     def _hold(self, ctx: CallContext) -> None:
         gate = self.gate

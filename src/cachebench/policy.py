@@ -233,6 +233,11 @@ class Gate:
             flight.started = True
         self._release(flight)
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock and no flights (the parent's calls are not ours)."""
+        self._lock = threading.Lock()
+        self._flights = {}
+
     def finished(self, key: int | None, hold: Hold) -> None:
         """The call ended, successfully or not: the writer unregisters and releases waiters.
 

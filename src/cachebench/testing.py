@@ -28,6 +28,7 @@ asks for the fixture::
         assert ask(create, "Hello").usage.cache_read_input_tokens > 0
         cache_emulator.advance(301)             # past 5 idle minutes on the emulator's clock
         assert ask(create, "Hey").usage.cache_read_input_tokens == 0
+        client.close()
 
 The fixture yields a :class:`CacheEmulator`:
 

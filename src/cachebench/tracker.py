@@ -105,7 +105,7 @@ class CacheTracker:
             clock=clock,
             strict=strict_from_env(),
         )
-        self._patches: dict[int, list[tuple[Any, str, Any]]] = {}
+        self._patches: dict[int, tuple[InstrumentHooks, list[tuple[Any, str, Any]]]] = {}
 
     # -- configuration helpers ------------------------------------------------------------
 
@@ -235,12 +235,14 @@ class CacheTracker:
             return client
         adapter = self._adapter(None, target=client)
         hooks = InstrumentHooks(self, adapter, flow)
-        self._patches[id(client)] = adapter.instrument(client, hooks)
+        self._patches[id(client)] = (hooks, adapter.instrument(client, hooks))
         return client
 
     def uninstrument(self, client: Any) -> Any:
         """Undo :meth:`instrument`. A client that was never instrumented is left as it is."""
-        unpatch(self._patches.pop(id(client), []))
+        patched = self._patches.pop(id(client), None)
+        if patched is not None:
+            unpatch(*patched)
         return client
 
     def record(
@@ -329,7 +331,12 @@ class CacheTracker:
         self._engine.flush()
 
     def close(self) -> None:
-        """Flush (and, with a store, release it). Safe to call twice."""
+        """Flush, undo every :meth:`instrument`, and stop the consumer thread. Calls made
+        after through this tracker's wrappers are not recorded; what was recorded stays
+        readable. Safe to call twice; ``with CacheTracker() as tracker:`` calls it at the end."""
+        for hooks, patches in list(self._patches.values()):
+            unpatch(hooks, patches)
+        self._patches.clear()
         self._engine.close()
 
     def __enter__(self) -> CacheTracker:

@@ -235,6 +235,9 @@ class ResponseManagerProxy:
     def __init__(self, manager: Any, call: CallContext) -> None:
         self._manager = manager
         self._call = call
+        # A manager dropped without being entered sent nothing: end its call when it is
+        # collected, so no policy hold or in-flight write is left behind.
+        weakref.finalize(self, _end_unentered, call).atexit = False
 
     def _entered(self, response: Any) -> Any:
         return self._call.guarded(_observe_raw_response, response, self._call) or response
@@ -281,6 +284,15 @@ class ResponseManagerProxy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._manager, name)
+
+
+def _end_unentered(call: CallContext) -> None:
+    call.engine.later(_finish_if_open, call)  # a finalizer: only queue
+
+
+def _finish_if_open(call: CallContext) -> None:
+    if not call.finished and not call.observing:
+        call.finish(UNKNOWN_USAGE, None)
 
 
 _RESPONSE_MANAGERS = ("ResponseContextManager", "AsyncResponseContextManager")

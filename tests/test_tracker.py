@@ -532,3 +532,28 @@ def test_estimated_entry_sizes_tolerate_error_until_a_read_measures_them() -> No
     short = tracker.record(body(read=2000, write=1200), request=req("c"), provider="anthropic")
     assert short is not None
     assert short.expected_read_tokens == 2500 and short.unexpected_miss
+
+
+def test_settings_are_live_or_read_only_never_silently_ignored() -> None:
+    """What may change on a live tracker changes (provider, clock, callbacks); what is fixed at
+    construction refuses an assignment instead of ignoring it."""
+    from cachebench import CachePolicy
+
+    tracker = CacheTracker(provider="anthropic", policy=CachePolicy.miss_aware())
+    for name, value in (
+        ("miss_alert_threshold", 0.9),
+        ("policy", None),
+        ("capture_text", True),
+        ("max_prefixes", 5),
+        ("max_calls", 5),
+    ):
+        before = getattr(tracker, name)
+        with pytest.raises(AttributeError):
+            setattr(tracker, name, value)
+        assert getattr(tracker, name) == before
+    tracker.provider = "openai"
+    assert tracker.provider is Provider.OPENAI
+    with pytest.raises(ValueError):
+        tracker.provider = "nobody"
+    tracker.provider = None
+    assert tracker.provider is None

@@ -29,8 +29,10 @@ __all__ = [
     "ChangeKind",
     "ValueType",
     "change_kind",
+    "changed_value",
     "normalized_digest",
     "reordered",
+    "volatile_print",
     "volatile_value",
 ]
 
@@ -123,6 +125,44 @@ def _covered(pattern: re.Pattern[str], window: str, s: int, e: int) -> bool:
             return True  # the change ends in the punctuation after the value
         at = nxt
     return True
+
+
+# Every volatile value in one pass, longest alternatives first, for :func:`volatile_print`.
+_ANY_VOLATILE = re.compile("|".join(f"(?P<{kind}>{pattern.pattern})" for kind, pattern in _PATTERNS))
+
+
+def volatile_print(text: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """A text with its volatile values masked, as a digest, and the values themselves as
+    ``(type, digest)`` in order. Two texts with the same masked digest differ, if at all, only
+    in those values; the first pair that differs names the value type that changed. Kept in
+    place of the text (digests only), so an earlier prompt's values can be compared with a
+    later one's without keeping either."""
+    values: list[tuple[str, int]] = []
+    masked: list[str] = []
+    at = 0
+    for m in _ANY_VOLATILE.finditer(text):
+        if m.end() == m.start():
+            continue
+        kind = m.lastgroup or "number"
+        masked.append(text[at : m.start()])
+        masked.append(f"\x00{kind}\x00")
+        values.append((kind, xxhash.xxh3_64_intdigest(m.group(0).encode())))
+        at = m.end()
+    masked.append(text[at:])
+    return xxhash.xxh3_64_intdigest("".join(masked).encode()), tuple(values)
+
+
+def changed_value(
+    before: tuple[int, tuple[tuple[str, int], ...]], after: tuple[int, tuple[tuple[str, int], ...]]
+) -> ValueType | None:
+    """The type of the first volatile value that changed between two :func:`volatile_print`
+    results, when nothing else changed; None when other text changed too (or nothing did)."""
+    if before[0] != after[0] or len(before[1]) != len(after[1]):
+        return None
+    for (kind, old), (_, new) in zip(before[1], after[1], strict=True):
+        if old != new:
+            return kind  # type: ignore[return-value]
+    return None
 
 
 def _closing(text: str, at: int) -> int:

@@ -451,23 +451,8 @@ SEED_CALLS_SCRIPT = textwrap.dedent(
 
 def run_seed_calls(request: dict[str, Any], usage: dict[str, Any], iterations: int) -> dict[str, Any] | None:
     """Time cachebench 0.1.0's ``wrap()`` around the same call in its own venv; None if impossible."""
-    py = seed_python()
-    if py is None:
-        print("seed: NOT MEASURED (no seed venv; is the package registry reachable?); continuing")
-        return None
     response = message(usage).model_dump(mode="json")
-    with tempfile.TemporaryDirectory() as tmp:
-        data_file = Path(tmp) / "call.json"
-        data_file.write_bytes(orjson.dumps({"request": request, "response": response}))
-        run = subprocess.run(
-            [str(py), "-I", "-c", SEED_CALLS_SCRIPT, str(data_file), str(iterations)],
-            capture_output=True, text=True, timeout=600, cwd=tmp,
-        )  # fmt: skip
-    if run.returncode != 0:
-        print(f"seed: NOT MEASURED, the run failed ({run.stderr.strip()[-300:]}); continuing")
-        return None
-    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
-    return result
+    return run_in_seed(SEED_CALLS_SCRIPT, {"request": request, "response": response}, iterations)
 
 
 # -- 2. fingerprint throughput -------------------------------------------------------------
@@ -553,17 +538,23 @@ def seed_python() -> Path | None:
 
 def run_seed(parts: dict[str, Any], iterations: int) -> dict[str, Any] | None:
     """Time cachebench 0.1.0's ``fingerprint()`` on ``parts`` in its own venv; None if impossible."""
+    return run_in_seed(SEED_SCRIPT, parts, iterations)
+
+
+def run_in_seed(script: str, data: Any, iterations: int) -> dict[str, Any] | None:
+    """Run ``script`` in the seed's venv with ``data`` (as a JSON file) and ``iterations``; the
+    JSON object it prints last, or None when the seed cannot run (said why)."""
     py = seed_python()
     if py is None:
         print("seed: NOT MEASURED (no seed venv; is the package registry reachable?); continuing")
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        prompt_file = Path(tmp) / "prompt.json"
-        prompt_file.write_bytes(orjson.dumps(parts))
+        data_file = Path(tmp) / "data.json"
+        data_file.write_bytes(orjson.dumps(data))
         # -I: isolated mode, so the seed subprocess can never import this checkout's cachebench.
         run = subprocess.run(
-            [str(py), "-I", "-c", SEED_SCRIPT, str(prompt_file), str(iterations)],
-            capture_output=True, text=True, timeout=300, cwd=tmp,
+            [str(py), "-I", "-c", script, str(data_file), str(iterations)],
+            capture_output=True, text=True, timeout=600, cwd=tmp,
         )  # fmt: skip
     if run.returncode != 0:
         print(f"seed: NOT MEASURED, the run failed ({run.stderr.strip()[-300:]}); continuing")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import httpx2
 import pytest
 
@@ -203,3 +204,42 @@ async def test_a_sync_call_inside_a_running_event_loop_is_never_held() -> None:
     second, first = tracker.calls()
     assert (second.held_ms, first.held_ms) == (0.0, 0.0)
     assert (first.miss_cause, second.miss_cause) == ("cold", "concurrent")
+
+
+async def test_an_async_twin_of_an_expired_prefix_is_held_without_blocking_the_loop() -> None:
+    """An async call rewriting an expired prefix while a twin task writes it awaits its hold
+    (the event loop runs on: the writer's response arrives meanwhile) and is recorded with its
+    ``held_ms`` and counted in ``holds``."""
+    first_in_flight = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        if b"first twin" in request.content:
+            first_in_flight.set()
+            await release.wait()
+        return httpx2.Response(200, json=fakes.message(fakes.usage(write=3000)))
+
+    client = anthropic.AsyncAnthropic(
+        api_key="test-key",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+    clock = ManualClock()
+    tracker = CacheTracker(
+        clock=clock, on_miss_alert=lambda m: None, policy=CachePolicy.miss_aware(delay_ms=50)
+    )
+    create = tracker.wrap(client.messages.create, flow="f")
+    await create(**fakes.request("warm-up"))
+    tracker.flush()
+    clock.advance(3600)  # the entry expired: the prefix is cold again
+    first = asyncio.ensure_future(create(**fakes.request("first twin")))
+    await first_in_flight.wait()
+    await create(**fakes.request("second twin"))
+    release.set()
+    await first
+    warm, second, writer = tracker.calls()
+    assert [m.miss_cause for m in (warm, writer, second)] == ["cold", "ttl_expired", "concurrent"]
+    assert (warm.held_ms, writer.held_ms) == (0.0, 0.0)
+    assert 45.0 <= second.held_ms < 5000.0
+    assert tracker.aggregate()["holds"] == 1
+    await client.close()

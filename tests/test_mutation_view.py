@@ -17,6 +17,7 @@ import anthropic
 import pytest
 
 from cachebench import CacheTracker, CallMetrics
+from cachebench.facts import LOOKBACK
 from cachebench.testing import ManualClock
 
 from . import fakes
@@ -232,3 +233,32 @@ def test_every_aggregate_is_the_sum_of_its_calls() -> None:
         assert {k: v for k, v in row.items() if k in expected_sums(mine)} == expected_sums(mine), pid
         times = [m.timestamp for m in mine]
         assert (row["first_seen"], row["last_seen"]) == (min(times), max(times))
+
+
+def conversation(turns: int) -> dict[str, Any]:
+    """A conversation of ``turns`` one-block messages, the breakpoint on the last one."""
+    messages: list[dict[str, Any]] = [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": [{"type": "text", "text": f"turn {i} " * 50}],
+        }
+        for i in range(turns)
+    ]
+    messages[-1]["content"][-1]["cache_control"] = MARK
+    return fakes.request() | {"system": fakes.SYSTEM_TEXT, "messages": messages}
+
+
+@pytest.mark.parametrize(("ahead", "expected"), [(1, 3000), (LOOKBACK, 3000), (LOOKBACK + 1, 0)])
+def test_a_breakpoint_looks_back_20_blocks_for_an_earlier_entry(ahead: int, expected: int) -> None:
+    """Anthropic's lookback: a breakpoint finds an entry written up to 20 blocks before it (what
+    lets turn N+1 read turn N's entry), and not one 21 blocks before."""
+    clock = ManualClock()
+    tracker = quiet_tracker(clock)
+    tracker.record(fakes.message(fakes.usage(write=3000)), request=conversation(5), provider="anthropic")
+    clock.advance(10)
+    m = tracker.record(
+        fakes.message(fakes.usage(read=expected, write=500)),
+        request=conversation(5 + ahead),
+        provider="anthropic",
+    )
+    assert m is not None and m.expected_read_tokens == expected

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import anthropic
 import httpx2
+
+from cachebench import CacheTracker
 
 MODEL = "claude-sonnet-5"
 
@@ -146,3 +149,44 @@ def request(user: str = "Where is my order?", *, ttl: str | None = None, **extra
         "messages": [{"role": "user", "content": user}],
         **extra,
     }
+
+
+def writer_in_flight(body: dict[str, Any]) -> tuple[Handler, threading.Event, threading.Event]:
+    """A handler answering ``body``, that keeps the request marked ``first twin`` in flight
+    until released; returns it, the event set once that request is in flight, and the release."""
+    in_flight = threading.Event()
+    release = threading.Event()
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if b"first twin" in request.content:
+            in_flight.set()
+            assert release.wait(10), "the second twin never went out"
+        return httpx2.Response(200, json=body)
+
+    return handler, in_flight, release
+
+
+def chat_completion(prompt_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    """A Chat Completions body of a model that reports cache reads but not writes (gpt-4.1)."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1763000000,
+        "model": "gpt-4.1",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Ok."}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": 5,
+            "total_tokens": prompt_tokens + 5,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        },
+    }
+
+
+def quiet_tracker(clock: Callable[[], float], **kwargs: Any) -> CacheTracker:
+    """A tracker on ``clock`` whose miss alerts and regressions go nowhere unless given (the
+    tests read the metrics)."""
+    kwargs.setdefault("on_regression", lambda r: None)
+    return CacheTracker(clock=clock, on_miss_alert=lambda m: None, **kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import httpx2
 import pytest
 
 from cachebench import CacheTracker, CallMetrics, Regression
@@ -19,27 +18,15 @@ from cachebench.testing import ManualClock
 from . import fakes
 
 
-def quiet_tracker(clock: ManualClock, **kwargs: Any) -> CacheTracker:
-    """A tracker on ``clock`` whose miss alerts go nowhere (the tests read the metrics)."""
-    return CacheTracker(clock=clock, on_miss_alert=lambda m: None, **kwargs)
-
-
 def test_a_call_going_out_while_its_twin_rewrites_an_expired_prefix_is_concurrent() -> None:
     """Two calls rewrite a prefix whose entry expired; the second goes out while the first is
     still waiting for its response. The first is ``ttl_expired``; the second wrote only because
     its twin's write had not landed yet, so it is ``concurrent`` (an expected write, like a
     twin of a cold prefix), not a second ``ttl_expired``."""
-    first_in_flight = threading.Event()
-    release_first = threading.Event()
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        if b"first twin" in request.content:
-            first_in_flight.set()
-            assert release_first.wait(10), "the second twin never went out"
-        return httpx2.Response(200, json=fakes.message(fakes.usage(write=3000)))
+    handler, first_in_flight, release_first = fakes.writer_in_flight(fakes.message(fakes.usage(write=3000)))
 
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     create = tracker.wrap(fakes.client(handler).messages.create)
     create(**fakes.request("warm-up"))
     clock.advance(3600)  # far past the 5 minute TTL and the clocks' margin
@@ -71,25 +58,6 @@ def test_a_call_going_out_while_its_twin_rewrites_an_expired_prefix_is_concurren
     )
 
 
-def chat_completion(prompt_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    """A Chat Completions body of a model that reports cache reads but not writes."""
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1763000000,
-        "model": "gpt-4.1",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "Shipped."}, "finish_reason": "stop"}
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": 5,
-            "total_tokens": prompt_tokens + 5,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens},
-        },
-    }
-
-
 def test_reading_more_than_expected_never_lifts_an_aggregate_hit_ratio_above_one() -> None:
     """Where the provider reports no writes, a call's hit ratio is measured against what it was
     expected to read. A call that reads more (the provider had cached more than this tracker
@@ -102,11 +70,14 @@ def test_reading_more_than_expected_never_lifts_an_aggregate_hit_ratio_above_one
         return {"model": "gpt-4.1", "messages": messages}
 
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
-    cold = tracker.record(chat_completion(1500, 0), request=request("q1"), provider="openai", flow="f")
+    tracker = fakes.quiet_tracker(clock)
+    cold = tracker.record(fakes.chat_completion(1500, 0), request=request("q1"), provider="openai", flow="f")
     clock.advance(10)
     more = tracker.record(
-        chat_completion(3000, 2944), request=request("q1", "q2 " * 300, "q3"), provider="openai", flow="f"
+        fakes.chat_completion(3000, 2944),
+        request=request("q1", "q2 " * 300, "q3"),
+        provider="openai",
+        flow="f",
     )
     assert cold is not None and more is not None
     assert not more.writes_reported
@@ -126,7 +97,7 @@ def test_a_long_ttl_entry_read_by_a_shorter_ttl_call_keeps_its_long_ttl() -> Non
     later it is still expected, so reading it is no miss and writing it again is the
     provider's unexpected miss, not ``ttl_expired``."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
 
     def call(user: str, ttl: str | None, **usage: int) -> CallMetrics:
         m = tracker.record(
@@ -201,7 +172,7 @@ def test_a_window_hit_ratio_exactly_at_the_threshold_is_no_drop() -> None:
     the fifth miss (11/16) opens the drop."""
     clock = ManualClock()
     opened: list[Regression] = []
-    tracker = quiet_tracker(clock, miss_alert_threshold=0.75, on_regression=opened.append)
+    tracker = fakes.quiet_tracker(clock, miss_alert_threshold=0.75, on_regression=opened.append)
 
     def call(read: int, write: int) -> CallMetrics:
         clock.advance(10)

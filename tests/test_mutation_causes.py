@@ -12,7 +12,6 @@ import logging
 import threading
 from typing import Any
 
-import httpx2
 import pytest
 
 from cachebench import CacheTracker, CallMetrics, Regression
@@ -22,11 +21,6 @@ from . import fakes
 
 OTHER_MODEL = "claude-opus-4-8"
 MARK = {"type": "ephemeral"}
-
-
-def quiet_tracker(clock: ManualClock, **kwargs: Any) -> CacheTracker:
-    """A tracker on ``clock`` whose alerts and regressions go nowhere (the tests read metrics)."""
-    return CacheTracker(clock=clock, on_miss_alert=lambda m: None, on_regression=lambda r: None, **kwargs)
 
 
 class Flow:
@@ -57,7 +51,7 @@ def test_a_change_of_the_flows_shared_system_prompt_is_prefix_changed() -> None:
     """Once a flow's system prompt is its shared first layer (read by the calls that left the
     window), a call writing a changed system prompt is ``prefix_changed``, an expected write."""
     clock = ManualClock()
-    call = Flow(quiet_tracker(clock), clock)
+    call = Flow(fakes.quiet_tracker(clock), clock)
     assert call(fakes.request("q"), write=3000).miss_cause == "cold"
     for i in range(20):
         call(fakes.request(f"q{i}"), read=3000)
@@ -73,7 +67,7 @@ def test_a_call_after_the_flow_switched_model_is_model_changed_whatever_the_view
     call used another model is ``model_changed``, whether the view had its prefix as never seen
     (``cold``) or expired (``ttl_expired``)."""
     clock = ManualClock()
-    call = Flow(quiet_tracker(clock), clock)
+    call = Flow(fakes.quiet_tracker(clock), clock)
     a = fakes.request("q")
     b = a | {"model": OTHER_MODEL}
     assert call(a, write=3000).miss_cause == "cold"
@@ -87,7 +81,7 @@ def test_tools_reserialised_in_another_key_order_are_serialization_changed() -> 
     caches the bytes it was sent: the expected read is missed, an unexpected miss named
     ``serialization_changed``."""
     clock = ManualClock()
-    call = Flow(quiet_tracker(clock), clock)
+    call = Flow(fakes.quiet_tracker(clock), clock)
     tools = [
         {
             "name": f"lookup_{name}",
@@ -112,16 +106,9 @@ def test_a_cold_prefix_written_while_its_twin_writes_it_is_concurrent() -> None:
     """Two calls write a never-seen prefix; the second goes out while the first waits for its
     response. The first is ``cold``; the second wrote only because its twin's write had not
     landed, so it is ``concurrent``."""
-    first_in_flight = threading.Event()
-    release_first = threading.Event()
+    handler, first_in_flight, release_first = fakes.writer_in_flight(fakes.message(fakes.usage(write=3000)))
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        if b"first twin" in request.content:
-            first_in_flight.set()
-            assert release_first.wait(10), "the second twin never went out"
-        return httpx2.Response(200, json=fakes.message(fakes.usage(write=3000)))
-
-    tracker = quiet_tracker(ManualClock())
+    tracker = fakes.quiet_tracker(ManualClock())
     create = tracker.wrap(fakes.client(handler).messages.create)
     thread = threading.Thread(target=lambda: create(**fakes.request("first twin")))
     thread.start()
@@ -141,7 +128,7 @@ def test_an_entry_is_expected_up_to_and_including_the_end_of_its_ttl() -> None:
     300.2 s after."""
     for after, expected in ((300.0, 3000), (300.2, 0)):
         clock = ManualClock()
-        call = Flow(quiet_tracker(clock), clock, step=0.0)
+        call = Flow(fakes.quiet_tracker(clock), clock, step=0.0)
         call(fakes.request("q0"), write=3000)
         clock.advance(after)
         assert call(fakes.request("q1"), read=expected).expected_read_tokens == expected, after
@@ -162,7 +149,7 @@ def test_a_shortfall_is_ttl_expired_when_the_entry_expired_by_the_end_of_the_clo
     ]
     for after, elapsed_ms, cause in cases:
         clock = ManualClock()
-        call = Flow(quiet_tracker(clock), clock, step=0.0)
+        call = Flow(fakes.quiet_tracker(clock), clock, step=0.0)
         call(fakes.request("q0"), write=3000)
         clock.advance(after)
         m = call(fakes.request("q1"), write=3000, elapsed_ms=elapsed_ms)

@@ -12,7 +12,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import anthropic
 import httpx2
@@ -136,28 +135,12 @@ async def test_an_async_hold_lasts_delay_ms_by_the_gates_clock() -> None:
             await asyncio.wait({task}, timeout=5)
 
 
-def writer_in_flight(
-    body: dict[str, Any],
-) -> tuple[Callable[[httpx2.Request], httpx2.Response], threading.Event, threading.Event]:
-    """A handler that keeps the request marked ``first twin`` in flight until released."""
-    in_flight = threading.Event()
-    release = threading.Event()
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        if b"first twin" in request.content:
-            in_flight.set()
-            assert release.wait(10), "never released"
-        return httpx2.Response(200, json=body)
-
-    return handler, in_flight, release
-
-
 def test_twins_of_an_expired_prefix_are_held_and_counted() -> None:
     """With ``miss_aware``, a call rewriting an expired prefix while a twin writes it waits
     (here until the delay passes, the twin still in flight): it is recorded with its
     ``held_ms``, priced as usual, and counted in ``holds``; the writers were never held."""
     clock = ManualClock()
-    handler, in_flight, release = writer_in_flight(fakes.message(fakes.usage(write=3000)))
+    handler, in_flight, release = fakes.writer_in_flight(fakes.message(fakes.usage(write=3000)))
     tracker = CacheTracker(
         clock=clock, on_miss_alert=lambda m: None, policy=CachePolicy.miss_aware(delay_ms=50)
     )
@@ -188,7 +171,7 @@ def test_twins_of_an_expired_prefix_are_held_and_counted() -> None:
 async def test_a_sync_call_inside_a_running_event_loop_is_never_held() -> None:
     """A blocking call made from inside a running event loop is not held (a hold would block
     the loop), even while a twin writes its prefix; it is recorded as usual."""
-    handler, in_flight, release = writer_in_flight(fakes.message(fakes.usage(write=3000)))
+    handler, in_flight, release = fakes.writer_in_flight(fakes.message(fakes.usage(write=3000)))
     tracker = CacheTracker(
         clock=ManualClock(), on_miss_alert=lambda m: None, policy=CachePolicy.miss_aware(delay_ms=2000)
     )

@@ -22,30 +22,6 @@ from . import fakes
 UNPRICED_MODEL = "claude-nonexistent-1"  # not in the price data: its calls are unpriced
 
 
-def quiet_tracker(clock: ManualClock, **kwargs: Any) -> CacheTracker:
-    """A tracker on ``clock`` whose miss alerts go nowhere (the tests read the metrics)."""
-    return CacheTracker(clock=clock, on_miss_alert=lambda m: None, **kwargs)
-
-
-def chat_completion(prompt_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    """A Chat Completions body: the model reports cache reads but not writes."""
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1763000000,
-        "model": "gpt-4.1",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "Ok."}, "finish_reason": "stop"}
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": 5,
-            "total_tokens": prompt_tokens + 5,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens},
-        },
-    }
-
-
 def unknown_usage() -> dict[str, Any]:
     body = fakes.message(fakes.usage())
     body["usage"] = "x"
@@ -72,7 +48,7 @@ def test_the_history_gives_back_every_call_as_it_was_recorded() -> None:
     reports no writes, one with unknown usage and one without a prefix; the provider's
     diagnostics are kept. A recorded call is never a stream."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     openai_request = {
         "model": "gpt-4.1",
         "messages": [{"role": "system", "content": "Answer from the catalogue. " * 300}],
@@ -82,7 +58,7 @@ def test_the_history_gives_back_every_call_as_it_was_recorded() -> None:
     for body, request in [
         (diagnosed, fakes.request()),
         (fakes.message(fakes.usage(read=3000), model=UNPRICED_MODEL), fakes.request()),
-        (chat_completion(2000, 0), openai_request),
+        (fakes.chat_completion(2000, 0), openai_request),
         (unknown_usage(), fakes.request("q2")),
         (fakes.message(fakes.usage()), uncached_request()),
     ]:
@@ -103,7 +79,7 @@ def test_the_history_gives_back_every_call_as_it_was_recorded() -> None:
 
 def test_a_flow_without_a_cached_prefix_used_no_distinct_prefix() -> None:
     """``distinct_prefixes`` of a flow whose calls marked nothing is 0."""
-    tracker = quiet_tracker(ManualClock())
+    tracker = fakes.quiet_tracker(ManualClock())
     record(tracker, fakes.message(fakes.usage()), uncached_request(), flow="plain")
     assert tracker.by_flow()["plain"]["distinct_prefixes"] == 0
 
@@ -112,7 +88,7 @@ def test_a_prefix_row_carries_the_times_of_its_first_and_last_call() -> None:
     """``by_prefix()``'s ``first_seen`` and ``last_seen`` are the timestamps of the prefix's
     first and last call."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     start = clock()
     for i in range(3):
         record(tracker, fakes.message(fakes.usage(write=3000)), fakes.request(f"q{i}"), flow="f")
@@ -125,7 +101,7 @@ def test_a_window_includes_a_call_exactly_its_length_ago() -> None:
     """``aggregate(window_s=w)`` covers the calls of the last ``w`` seconds, a call exactly
     ``w`` seconds old included."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     record(tracker, fakes.message(fakes.usage(write=3000)), fakes.request())
     clock.advance(60)
     assert tracker.aggregate(window_s=60)["calls"] == 1
@@ -136,7 +112,7 @@ def test_beyond_64_prefixes_a_flow_estimates_its_distinct_prefixes_from_the_64th
     """A flow's ``distinct_prefixes`` is exact up to 64 prefixes; beyond, it is the k-minimum-
     values estimate ``(64 - 1) / u`` with ``u`` the 64th smallest prefix id (as a fraction of
     2**64), and never less than 65."""
-    tracker = quiet_tracker(ManualClock())
+    tracker = fakes.quiet_tracker(ManualClock())
     ids: list[int] = []
     for i in range(90):
         request = fakes.request() | {
@@ -167,7 +143,7 @@ def test_aggregates_count_errors_unknown_usage_and_unpriced_calls_and_price_only
     call was priced (a flow of one unpriced call, or of one unknown and one unpriced). A flow
     with nothing rare counts zero of each."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     create = tracker.wrap(failing_client().messages.create, flow="failing")
     for _ in range(2):
         with pytest.raises(anthropic.InternalServerError):

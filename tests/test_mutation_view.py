@@ -16,20 +16,15 @@ from typing import Any
 import anthropic
 import pytest
 
-from cachebench import CacheTracker, CallMetrics
+from cachebench import CallMetrics
 from cachebench.facts import LOOKBACK
 from cachebench.testing import ManualClock
 
 from . import fakes
-from .test_mutation_stats import UNPRICED_MODEL, chat_completion, failing_client, unknown_usage
+from .test_mutation_stats import UNPRICED_MODEL, failing_client, unknown_usage
 
 MARK = {"type": "ephemeral"}
 CATALOGUE = "Answer from the catalogue. " * 300
-
-
-def quiet_tracker(clock: ManualClock, **kwargs: Any) -> CacheTracker:
-    """A tracker on ``clock`` whose alerts and regressions go nowhere (the tests read metrics)."""
-    return CacheTracker(clock=clock, on_miss_alert=lambda m: None, on_regression=lambda r: None, **kwargs)
 
 
 def chat_request(*users: str, system: str = CATALOGUE) -> dict[str, Any]:
@@ -57,22 +52,22 @@ def test_implicit_caching_expects_the_longest_prefix_it_measured() -> None:
     128-token steps; reading less is the provider's miss; an hour later it is ``ttl_expired``.
     The flow's hit ratio is the reads over what was expected."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     short = chat_request("Hi", system="Be brief.")
     table: list[tuple[dict[str, Any], dict[str, Any], float, tuple[int, str | None, bool]]] = [
-        (chat_completion(20, 0), short, 10, (0, "below_minimum", False)),
-        (chat_completion(20, 0), short, 10, (0, "below_minimum", False)),
+        (fakes.chat_completion(20, 0), short, 10, (0, "below_minimum", False)),
+        (fakes.chat_completion(20, 0), short, 10, (0, "below_minimum", False)),
         (
-            chat_completion(1500, 1024),
+            fakes.chat_completion(1500, 1024),
             chat_request("q0", system="Warm elsewhere. " * 300),
             10,
             (0, None, False),
         ),
-        (chat_completion(2000, 0), chat_request("q1"), 10, (0, "cold", False)),
-        (chat_completion(2100, 1920), chat_request("q1", "q2"), 10, (1920, None, False)),
-        (chat_completion(2200, 1024), chat_request("q1", "q2", "q3"), 10, (2048, "provider", True)),
-        (chat_completion(2200, 0), chat_request("q1", "q2", "q3"), 3600, (0, "ttl_expired", False)),
-        (chat_completion(2300, 0), chat_request("q1", "q2", "q3", "q4"), 10, (2176, "provider", True)),
+        (fakes.chat_completion(2000, 0), chat_request("q1"), 10, (0, "cold", False)),
+        (fakes.chat_completion(2100, 1920), chat_request("q1", "q2"), 10, (1920, None, False)),
+        (fakes.chat_completion(2200, 1024), chat_request("q1", "q2", "q3"), 10, (2048, "provider", True)),
+        (fakes.chat_completion(2200, 0), chat_request("q1", "q2", "q3"), 3600, (0, "ttl_expired", False)),
+        (fakes.chat_completion(2300, 0), chat_request("q1", "q2", "q3", "q4"), 10, (2176, "provider", True)),
     ]
     for body, request, after, (expected, cause, unexpected) in table:
         clock.advance(after)
@@ -87,7 +82,7 @@ def test_a_read_short_of_a_measured_entry_is_a_miss_even_above_half_of_it(rewrit
     """A written entry's size is measured: a later call reading two thirds of it is the
     provider's unexpected miss, whether it wrote the rest again or not."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     tracker.record(fakes.message(fakes.usage(write=3000)), request=fakes.request("a"), provider="anthropic")
     clock.advance(10)
     m = tracker.record(
@@ -105,7 +100,7 @@ def test_each_breakpoint_is_expected_at_its_share_of_the_measured_size() -> None
     and writing its new second layer of the same size is ``cold``; the unchanged request is
     then expected to read all 3,000."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
 
     def call(request: dict[str, Any], **usage: int) -> CallMetrics:
         clock.advance(10)
@@ -130,7 +125,7 @@ def test_the_view_keeps_8_entries_per_retained_prefix_at_most(others: int, expec
     ``max_prefixes=1``, an entry written before 3 others is still expected, one written before
     8 others has been forgotten."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock, max_prefixes=1)
+    tracker = fakes.quiet_tracker(clock, max_prefixes=1)
 
     def call(text: str, **usage: int) -> CallMetrics:
         clock.advance(1)
@@ -150,7 +145,7 @@ def test_a_call_in_a_wrapped_history_slot_never_inherits_the_error_it_replaced()
     """The history keeps ``max_calls``; the call that takes the slot of a failed call carries
     no error of its own."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock, max_calls=2)
+    tracker = fakes.quiet_tracker(clock, max_calls=2)
     with pytest.raises(anthropic.InternalServerError):
         tracker.wrap(failing_client().messages.create)(**fakes.request())
     for user in ("q1", "q2"):
@@ -196,7 +191,7 @@ def test_every_aggregate_is_the_sum_of_its_calls() -> None:
     replayed."""
     clock = ManualClock()
     t0 = clock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     create = tracker.wrap(failing_client().messages.create, flow="a")
     with pytest.raises(anthropic.InternalServerError):
         create(**fakes.request())
@@ -210,9 +205,9 @@ def test_every_aggregate_is_the_sum_of_its_calls() -> None:
     for body, request, at in anthropic_calls:
         tracker.record(body, request=request, provider="anthropic", flow="a", timestamp=t0 + at)
     for body, request in [
-        (chat_completion(2000, 0), chat_request("q1")),
-        (chat_completion(2100, 1920), chat_request("q1", "q2")),
-        (chat_completion(2200, 1024), chat_request("q1", "q2", "q3")),
+        (fakes.chat_completion(2000, 0), chat_request("q1")),
+        (fakes.chat_completion(2100, 1920), chat_request("q1", "q2")),
+        (fakes.chat_completion(2200, 1024), chat_request("q1", "q2", "q3")),
     ]:
         clock.advance(60)
         tracker.record(body, request=request, provider="openai", flow="o")
@@ -253,7 +248,7 @@ def test_a_breakpoint_looks_back_20_blocks_for_an_earlier_entry(ahead: int, expe
     """Anthropic's lookback: a breakpoint finds an entry written up to 20 blocks before it (what
     lets turn N+1 read turn N's entry), and not one 21 blocks before."""
     clock = ManualClock()
-    tracker = quiet_tracker(clock)
+    tracker = fakes.quiet_tracker(clock)
     tracker.record(fakes.message(fakes.usage(write=3000)), request=conversation(5), provider="anthropic")
     clock.advance(10)
     m = tracker.record(

@@ -213,21 +213,10 @@ def bench_overhead(iterations: int, with_seed: bool) -> None:
     # batches of BATCH calls, with the consumer catching up between batches (untimed): a real
     # SDK call waits on the network, and the consumer works meanwhile; a loop that never waits
     # would time the consumer's turns on the interpreter lock, not the caller's work.
-    raw: list[int] = []
-    wrapped_ns: list[int] = []
-    first: list[int] = []  # the first call of each batch: right after the caller's thread waited
-    gc.collect()
-    gc.disable()
-    try:
-        while len(raw) < iterations:
-            a, b = time_pairs(raw_call, lambda _: wrapped_call(), BATCH, collect=False)
-            first.append(b[0] - a[0])
-            raw += a[1:]
-            wrapped_ns += b[1:]
-            tracker.flush()
-    finally:
-        gc.enable()
-    diff = [w - r for r, w in zip(raw, wrapped_ns, strict=True)]
+    batches = time_in_batches(raw_call, lambda _: wrapped_call(), iterations, tracker)
+    first = [b[0] - a[0] for a, b in batches]  # right after the caller's thread waited
+    raw = [t for a, _ in batches for t in a[1:]]
+    diff = [w - r for a, b in batches for r, w in zip(a[1:], b[1:], strict=True)]
     control = after_a_wait(lambda: prefix_key(ADAPTER.parse_request(request)), len(first))
 
     last = tracker.calls()[-1]
@@ -240,7 +229,7 @@ def bench_overhead(iterations: int, with_seed: bool) -> None:
     print(
         f"request: {size / 1024:.1f} KB ({len(request['tools'])} tools, {len(request['system'])} system "
         f"blocks, the last with cache_control, {len(request['messages'])} messages); "
-        f"{iterations:,} paired calls in batches of {BATCH}"
+        f"{len(diff):,} paired calls in batches of {BATCH}"
     )
     print(f"bare fn call (baseline):       median {statistics.median(raw) / 1000:7.2f} us")
     print(
@@ -271,6 +260,23 @@ def bench_overhead(iterations: int, with_seed: bool) -> None:
     breakdown(tracker, request, response, med, iterations)
 
 
+def time_in_batches(
+    first: Callable[[], Any], second: Callable[[Any], Any], iterations: int, tracker: CacheTracker
+) -> list[tuple[list[int], list[int]]]:
+    """:func:`time_pairs` in batches of ``BATCH`` until ``iterations`` pairs are timed, the
+    tracker's consumer catching up between batches (``flush()``, untimed); gc off throughout."""
+    batches: list[tuple[list[int], list[int]]] = []
+    gc.collect()
+    gc.disable()
+    try:
+        while len(batches) * BATCH < iterations:
+            batches.append(time_pairs(first, second, BATCH, collect=False))
+            tracker.flush()
+    finally:
+        gc.enable()
+    return batches
+
+
 def after_a_wait(fn: Callable[[], Any], n: int) -> list[int]:
     """Times of ``fn()`` right after the thread slept a millisecond, as the first call of a batch
     runs right after a flush: a thread that waited resumes on cold caches whatever it runs."""
@@ -289,23 +295,14 @@ def in_situ(tracker: CacheTracker, request: dict[str, Any], response: Message, i
     """The caller's two halves, timed back to back as the wrapper runs them: ``begin`` (flow
     name, parse, fingerprint, queue the start) and ``observe`` (queue the end)."""
     engine = tracker._engine
-    before: list[int] = []
-    after: list[int] = []
-    gc.collect()
-    gc.disable()
-    try:
-        while len(before) < iterations:
-            a, b = time_pairs(
-                lambda: engine.begin(ADAPTER, request, None),
-                lambda ctx: engine.observe(response, ctx),
-                BATCH,
-                collect=False,
-            )
-            before += a
-            after += b
-            tracker.flush()
-    finally:
-        gc.enable()
+    batches = time_in_batches(
+        lambda: engine.begin(ADAPTER, request, None),
+        lambda ctx: engine.observe(response, ctx),
+        iterations,
+        tracker,
+    )
+    before = [t for a, _ in batches for t in a[1:]]  # as above: without each batch's first call
+    after = [t for _, b in batches for t in b[1:]]
     print(
         f"in situ (medians): before the SDK call (begin) {statistics.median(before) / 1000:6.2f} us, "
         f"after it (observe) {statistics.median(after) / 1000:6.2f} us"

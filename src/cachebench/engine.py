@@ -214,7 +214,7 @@ class CallContext:
         self.usage = usage
         self.error = error
         engine = self.engine
-        engine.submit_end(self)
+        engine.submit(engine._on_end, self)  # never waits: the room for it was found at BEGIN
         if self.hold is not None:
             if self.started and error is None and not self.stream:
                 self._tell_gate(started=True)  # a finished response: its entry is readable
@@ -365,10 +365,6 @@ class Engine:
         """Queue ``fn(*args)`` from a finalizer: no lock, no wait, no thread start (the next
         call or read starts the consumer if it is not running yet)."""
         self._consumer.queue.put((fn, args))
-
-    def submit_end(self, ctx: CallContext) -> None:
-        """Queue a call's END. Never waits: the room for it was found at its BEGIN."""
-        self.submit(self._on_end, ctx)
 
     def _room(self) -> bool:
         """Whether a new call may be recorded. When the consumer lags :data:`QUEUE_LIMIT`
@@ -649,9 +645,6 @@ class Engine:
             self.inflight[k] = n
         else:
             self.inflight.pop(k, None)
-
-    def _on_dropped(self, ctx: CallContext) -> None:
-        self._land(ctx)
 
     def _on_end(self, ctx: CallContext) -> None:
         if not ctx.begun:

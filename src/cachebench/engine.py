@@ -510,7 +510,10 @@ class Engine:
         """Everything before the SDK call. With a policy and ``hold``, a thread may wait here;
         async callers pass ``hold=False`` and await :meth:`ahold` instead. ``live=False``
         (``record()`` of a call that already happened) never holds and is never in flight."""
-        if self.closed or not self._room():
+        if self.closed:
+            return None
+        # (_room() is called only when the queue is long or calls are being shed)
+        if (self._shedding or self._consumer.queue.qsize() >= QUEUE_LIMIT) and not self._room():
             return None
         try:
             name = flow or current_flow() or default_flow()
@@ -535,7 +538,8 @@ class Engine:
             self.guard.failed("begin", exc)
             return None
         if ctx.gate_key is None:
-            self._queue_begin(ctx)
+            ctx.queued = True
+            self.submit(self._on_begin, ctx)
         elif hold and not _in_event_loop() and self._consumer.ident != threading.get_ident():
             self._hold(ctx)  # (a tracked call from a callback never holds the consumer)
         return ctx

@@ -25,6 +25,7 @@ the plain function.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import types
 from collections.abc import Mapping, Sequence
@@ -186,6 +187,31 @@ def key(prompt: Prompt) -> PrefixKey:
             if pair[0] == "messages":
                 settings_at = i
                 break
+    if len(marks) == 1 and not implicit and marks[0][0] < turn_start and not 0 <= settings_at <= marks[0][0]:
+        # The common case, kept short: one breakpoint before the newest turn, no settings in
+        # its prefix. One serialisation, one hash; the same values as the general path below.
+        bp, ttl = marks[0]
+        data = _sorted_bytes(pairs[: bp + 1])
+        h = _Hasher(memoryview(data)[1:-1], seed)
+        h.update(b",")
+        value = h.intdigest()
+        prefix_id = format(value, "016x")
+        return PrefixKey(
+            prefix_id,
+            value,
+            (prefix_id,),
+            (bp,),
+            (ttl,),
+            (value,),
+            (len(data) - 1,),
+            -1,
+            n,
+            bp,
+            turn_start,
+            {bp: value},
+            functools.partial(_walk, pairs, seed, settings, settings_at),
+            None,
+        )
     if len(marks) == 1:
         bps: tuple[int, ...] = (marks[0][0],)
         ttls: tuple[str, ...] = (marks[0][1],)

@@ -16,6 +16,7 @@ from ..types import UNKNOWN_USAGE, Prompt, Usage
 
 __all__ = [
     "SENTINELS",
+    "TEXT_TYPES",
     "Accumulator",
     "Adapter",
     "Path",
@@ -92,7 +93,7 @@ class _Attrs(Mapping[str, Any]):
         return 0
 
 
-_TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
+TEXT_TYPES = frozenset({"text", "input_text", "output_text"})
 
 
 def text_form(part: Any) -> Any:
@@ -101,7 +102,7 @@ def text_form(part: Any) -> Any:
     The providers render ``"content": "hi"`` and ``[{"type": "text", "text": "hi"}]`` as the
     same prompt, so both must hash alike; any other part is returned unchanged.
     """
-    if type(part) is dict and len(part) == 2 and part.get("type") in _TEXT_TYPES:
+    if type(part) is dict and len(part) == 2 and part.get("type") in TEXT_TYPES:
         text = part.get("text")
         if type(text) is str:
             return text

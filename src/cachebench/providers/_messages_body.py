@@ -19,6 +19,7 @@ from ..facts import ANTHROPIC_DEFAULT_TTL, ANTHROPIC_TTLS
 from ..fingerprint import to_plain
 from ..types import UNKNOWN_USAGE, Prompt, Usage
 from ._base import (
+    TEXT_TYPES,
     TtlSplit,
     UsageTable,
     as_int,
@@ -39,6 +40,7 @@ __all__ = [
     "SETTINGS_FIELDS",
     "USAGE",
     "StreamAccumulator",
+    "build",
     "build_prompt",
     "diagnostics",
     "request_settings",
@@ -74,7 +76,7 @@ COUNT_FIELDS = USAGE.names()
 def _ttl(marker: Any) -> str | None:
     if marker is None:
         return None
-    ttl = get(marker, "ttl")
+    ttl = marker.get("ttl") if type(marker) is dict else get(marker, "ttl")
     return ttl if ttl in ANTHROPIC_TTLS else DEFAULT_TTL
 
 
@@ -91,7 +93,9 @@ def _strip(block: Any) -> tuple[Any, str | None]:
         if MARKER in block:
             return {k: v for k, v in block.items() if k != MARKER}, None
         return block, None
-    return {k: v for k, v in block.items() if k != MARKER}, _ttl(marker)
+    stripped = block.copy()
+    del stripped[MARKER]
+    return stripped, _ttl(marker)
 
 
 def build_prompt(
@@ -106,16 +110,20 @@ def build_prompt(
 ) -> Prompt:
     """The :class:`Prompt` of an Anthropic-shaped request's parts (also Bedrock's
     ``InvokeModel`` with an Anthropic body)."""
-    return _build(provider, model, tools, system, messages, automatic, settings)
+    return build(provider, model, tools, system, messages, automatic, settings)
 
 
-def _build(
+def build(
     provider: str, model: str | None, tools: Any, system: Any, messages: Any, automatic: Any, settings: Any
 ) -> Prompt:
-    # Hot path: one pass, a tuple per block, nothing else built per block.
+    """:func:`build_prompt` with positional arguments: the caller's hot path.
+
+    One pass, a tuple per block, nothing else built per block. A plain text part
+    (:func:`text_form`) is recognised inline, where most parts are."""
     pairs: list[tuple[str, Any]] = []
     append = pairs.append
     marks: list[tuple[int, str]] = []
+    text_types = TEXT_TYPES
     if tools is not None:
         for tool in tools if type(tools) is list else items(tools):
             if type(tool) is dict and MARKER not in tool:
@@ -128,37 +136,45 @@ def _build(
     if system is not None:
         for part in system if type(system) is list else items(system):
             if type(part) is dict and MARKER not in part:
-                append(("system", text_form(part)))
+                if (
+                    len(part) == 2
+                    and part.get("type") in text_types
+                    and type(text := part.get("text")) is str
+                ):
+                    append(("system", text))
+                else:
+                    append(("system", part))
             else:
                 payload, ttl = _strip(part)
                 if ttl is not None:
                     marks.append((len(pairs), ttl))
                 append(("system", text_form(payload)))
-    msgs = messages if type(messages) is list else items(messages)
     # The newest user turn: the trailing run of user messages (tool results are user turns).
-    first_turn = 0
-    for m_i in range(len(msgs) - 1, -1, -1):
-        msg = msgs[m_i]
-        role = msg.get("role", "user") if type(msg) is dict else get(msg, "role", "user")
-        if role == "assistant":
-            first_turn = m_i + 1
-            break
     turn_start = -1
-    for m_i, msg in enumerate(msgs):
+    for msg in messages if type(messages) is list else items(messages):
         if type(msg) is dict:
             role = msg.get("role", "user")
             content = msg.get("content")
         else:
             role = get(msg, "role", "user")
             content = get(msg, "content")
-        if m_i == first_turn and role != "assistant":
+        if role == "assistant":
+            turn_start = -1
+        elif turn_start < 0:
             turn_start = len(pairs)
         if type(content) is str:
             append(("messages", (role, content)))
             continue
         for part in content if type(content) is list else items(content):
             if type(part) is dict and MARKER not in part:
-                append(("messages", (role, text_form(part))))
+                if (
+                    len(part) == 2
+                    and part.get("type") in text_types
+                    and type(text := part.get("text")) is str
+                ):
+                    append(("messages", (role, text)))
+                else:
+                    append(("messages", (role, part)))
             elif type(part) is str:
                 append(("messages", (role, part)))
             else:

@@ -19,8 +19,8 @@ from ._messages_body import MARKER as MARKER
 from ._messages_body import SETTINGS_FIELDS as SETTINGS_FIELDS
 from ._messages_body import USAGE as USAGE
 from ._messages_body import StreamAccumulator as StreamAccumulator
+from ._messages_body import build, diagnostics
 from ._messages_body import build_prompt as build_prompt
-from ._messages_body import diagnostics
 from ._messages_body import request_settings as request_settings
 from ._stainless import stainless_instrument
 
@@ -38,14 +38,15 @@ def request_model(request: Mapping[str, Any]) -> str | None:
 
 
 def parse_request(request: Mapping[str, Any]) -> Prompt:
-    return build_prompt(
-        provider=NAME,
-        model=request_model(request),
-        tools=request.get("tools"),
-        system=request.get("system"),
-        messages=request.get("messages"),
-        automatic=request.get(MARKER),
-        settings=request_settings(request),
+    get_field = request.get
+    return build(
+        NAME,
+        normalize_model(get_field("model")),
+        get_field("tools"),
+        get_field("system"),
+        get_field("messages"),
+        get_field(MARKER),
+        request_settings(request),
     )
 
 

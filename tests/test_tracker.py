@@ -140,8 +140,9 @@ def test_window_aggregates_use_call_timestamps() -> None:
 
 
 def test_prefix_table_is_bounded_lru() -> None:
-    """Beyond ``max_prefixes`` the least recently seen prefix is dropped; history keeps ``max_calls``."""
-    tracker = CacheTracker(max_prefixes=3, max_calls=5, clock=Clock())
+    """Beyond ``max_prefixes`` the least recently seen prefix is dropped; history keeps the last
+    ``max_calls`` calls (five calls here, so the bound is exceeded) while the aggregates count all."""
+    tracker = CacheTracker(max_prefixes=3, max_calls=4, clock=Clock())
     ids = []
     for i in range(4):
         m = tracker.record(
@@ -160,7 +161,8 @@ def test_prefix_table_is_bounded_lru() -> None:
                 provider="anthropic",
             )
     assert set(tracker.by_prefix()) == {ids[0], ids[2], ids[3]}
-    assert len(tracker.calls()) == 5
+    # The first call is gone from the history; the second stays although its prefix was dropped.
+    assert [m.prefix_id for m in tracker.calls()] == [ids[1], ids[0], ids[2], ids[3]]
     assert tracker.aggregate()["calls"] == 5
 
 
@@ -325,6 +327,15 @@ def test_prices_follow_the_calls_own_timestamp() -> None:
     )
     assert m is not None
     assert m.timestamp == 1_750_000_000.0 and m.elapsed_ms == 812.0
+    # claude-sonnet-4-6 as published: a long-context tier (input x2, output x1.5 above 200k
+    # input tokens) until 2026-03-13, one flat rate from then on. The replayed call from 2025
+    # pays the tier; the same call made now (2033 on the tracker's clock) does not.
+    long_call = fakes.message(fakes.usage(input=250_000, output=1000), model="claude-sonnet-4-6")
+    req = fakes.request() | {"model": "claude-sonnet-4-6"}
+    then = tracker.record(long_call, request=req, provider="anthropic", timestamp=1_750_000_000.0)
+    now = tracker.record(long_call, request=req, provider="anthropic")
+    assert then is not None and then.cost_usd == pytest.approx((250_000 * 6 + 1000 * 22.5) / 1e6)
+    assert now is not None and now.cost_usd == pytest.approx((250_000 * 3 + 1000 * 15) / 1e6)
     with pytest.raises(ValueError, match="timestamp"):
         tracker.record(body(), request=fakes.request(), provider="anthropic", timestamp=float("nan"))
     with pytest.raises(TypeError, match="request"):
@@ -376,7 +387,7 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
                 {"type": "text", "text": "policy " * 40, "cache_control": {"type": "ephemeral"}},
             ]
         }
-        if i == 2:
+        if i == 5:  # among the calls the ring still holds at the end
             request["model"] = "a-model-nobody-prices"
         u = fakes.usage(input=10, read=0 if i % 2 else 2000, write=2000 if i % 2 else 0, output=5)
         resp = fakes.message(u, model=request["model"])
@@ -385,7 +396,7 @@ def test_history_ring_returns_exactly_what_record_returned() -> None:
         )
         assert m is not None
         returned.append(m)
-    assert returned[2].cost_usd is None
+    assert returned[5].cost_usd is None and returned[5].cost_saved_usd is None
     assert returned[3].elapsed_ms is None
     assert len(returned[0].breakpoint_ids) == 2
     assert tracker.calls() == returned[-4:]
@@ -539,18 +550,20 @@ def test_settings_are_live_or_read_only_never_silently_ignored() -> None:
     construction refuses an assignment instead of ignoring it."""
     from cachebench import CachePolicy
 
-    tracker = CacheTracker(provider="anthropic", policy=CachePolicy.miss_aware())
-    for name, value in (
-        ("miss_alert_threshold", 0.9),
-        ("policy", None),
-        ("capture_text", True),
-        ("max_prefixes", 5),
-        ("max_calls", 5),
+    policy = CachePolicy.miss_aware()
+    tracker = CacheTracker(
+        provider="anthropic", policy=policy, miss_alert_threshold=0.4, max_prefixes=7, max_calls=9
+    )
+    for name, value, constructed in (
+        ("miss_alert_threshold", 0.9, 0.4),
+        ("policy", None, policy),
+        ("capture_text", True, False),
+        ("max_prefixes", 5, 7),
+        ("max_calls", 5, 9),
     ):
-        before = getattr(tracker, name)
         with pytest.raises(AttributeError):
             setattr(tracker, name, value)
-        assert getattr(tracker, name) == before
+        assert getattr(tracker, name) == constructed, name
     tracker.provider = "openai"
     assert tracker.provider is Provider.OPENAI
     with pytest.raises(ValueError):

@@ -17,7 +17,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from cachebench import CacheTracker, CallMetrics
+from cachebench import CacheTracker, CallMetrics, explain
+from cachebench.advice import incident_advice
 
 DAY_S = 86_400.0
 
@@ -56,7 +57,12 @@ class Window:
         return len({m.breakpoint_ids[position] for m in self.calls if len(m.breakpoint_ids) > position})
 
     def causes(self) -> str:
-        counts = Counter(m.miss_cause for m in self.calls if m.miss_cause)
+        """The miss causes with the kind of change behind them: ``prefix_changed (timestamp) x34``."""
+        counts = Counter(
+            f"{m.miss_cause} ({m.diff.value_type or m.diff.kind})" if m.diff is not None else m.miss_cause
+            for m in self.calls
+            if m.miss_cause
+        )
         return ", ".join(f"{cause} x{n}" for cause, n in counts.most_common()) or "none"
 
 
@@ -176,6 +182,16 @@ def report(
         f"[bold]Damage: {signed(extra_per_call * 1000)} per 1,000 calls, {signed(extra_per_call * per_day)} per day[/] "
         f"at the simulated traffic rate ({per_day:,.0f} calls a day)."
     )
+    flows = tracker.by_flow()
+    for flow, _, _ in halves:
+        row = flows[flow]
+        console.print(
+            f"{flow}: avoidable misses cost {usd(row['avoidable_cost_usd'] or 0.0)}; "
+            f"hit ratio {pct(row['hit_ratio'])}, {pct(row['hit_ratio_if_fixed'])} had they been read."
+        )
+    missed = [m for m in calls if m.timestamp >= deploy_at and m.diff is not None]
+    if missed:
+        console.print(f"A call after the deploy, explained: {explain(missed[-1])}", soft_wrap=True)
 
     console.print()
     ids = Table(
@@ -205,12 +221,8 @@ def regressions(
     if not found:
         console.print("The tracker raised no regression.")
     for r in found:
-        d = r.diff
-        where = (
-            f"{d.section} block {d.block_index} changed at bytes {d.byte_start}-{d.byte_end} of its canonical form"
-            if d is not None
-            else "the prompt did not change"
-        )
+        where = str(r.diff) if r.diff is not None else "the prompt did not change"
+        why, fix = incident_advice(r)
         cost = (
             f", {signed(r.extra_cost_per_hour_usd)} an hour" if r.extra_cost_per_hour_usd is not None else ""
         )
@@ -224,6 +236,6 @@ def regressions(
         console.print(
             f"[bold]Regression:[/] {r.kind.replace('_', ' ')} in {r.flow}, {when}: "
             f"{where}; hit ratio {pct(r.hit_ratio_before)} -> {pct(r.hit_ratio_after)} over "
-            f"{r.calls_affected} calls{cost}; {state}.",
+            f"{r.calls_affected} calls{cost}; {state}. Why: {why}. Fix: {fix}.",
             soft_wrap=True,
         )

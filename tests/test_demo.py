@@ -80,7 +80,18 @@ def check_report(output: str) -> None:
     for flow in FLOWS:
         (line,) = [x for x in lines if f"prefix churn in {flow}, started " in x]
         assert ", detected " in line  # both times, labelled
-        assert "system block 0 changed at bytes 0-" in line and "still open" in line
+        assert "system block 0, bytes " in line and ": a timestamp changed;" in line
+        assert "still open. Why: a timestamp in the cached prefix" in line
+        assert "Fix: move the timestamp after the last cache breakpoint" in line
+    explained = [
+        line for line in ANSI.sub("", output).splitlines() if line.startswith("A call after the deploy")
+    ]
+    assert len(explained) == 1 and "(prefix_changed (system block 0, bytes " in explained[0], output
+    for flow in FLOWS:
+        (line,) = [
+            x for x in ANSI.sub("", output).splitlines() if x.startswith(f"{flow}: avoidable misses cost $")
+        ]
+        assert money(line.split("cost ")[1].split(";")[0]) > 0
 
 
 @pytest.fixture(scope="module")

@@ -165,6 +165,8 @@ def expected_sums(calls: list[CallMetrics]) -> dict[str, Any]:
     total_in = sum(m.input_tokens + m.cache_read_tokens + m.cache_write_tokens for m in known)
     cost = sum(m.cost_usd or 0.0 for m in priced)
     without = sum(m.cost_without_cache_usd or 0.0 for m in priced)
+    fixed = [m.hit_tokens + m.avoidable_tokens for m in known]
+    fixed_den = sum(max(f, m.cacheable_tokens) for f, m in zip(fixed, known, strict=True))
     return {
         "calls": len(calls),
         "errors": sum(m.error is not None for m in calls),
@@ -178,6 +180,10 @@ def expected_sums(calls: list[CallMetrics]) -> dict[str, Any]:
         "cost_usd": pytest.approx(cost) if priced else None,
         "cost_without_cache_usd": pytest.approx(without) if priced else None,
         "cost_saved_usd": pytest.approx(without - cost) if priced else None,
+        "avoidable_cost_usd": pytest.approx(sum(m.avoidable_cost_usd or 0.0 for m in priced))
+        if priced
+        else None,
+        "hit_ratio_if_fixed": sum(fixed) / fixed_den if fixed_den else None,
         "unpriced_calls": sum(m.usage_known and (m.unpriced or m.cost_usd is None) for m in calls),
         "unknown_usage_calls": len(calls) - len(known),
         "holds": 0,

@@ -259,10 +259,15 @@ def test_call_metrics_str_is_one_labelled_line() -> None:
     assert ELAPSED.sub("; <ms>", str(partial)) == (
         f"anthropic claude-sonnet-5 call in flow 'support' at 2026-11-18 11:08:10 UTC, prefix {partial.prefix_id}; "
         "read 2,400 (expected 3,000), wrote 600, uncached 10 input tokens, 20 output; hit ratio 80%; "
-        "cost $0.003300, saved $0.006030; <ms>; unexpected miss (provider)"
+        "cost $0.003300, saved $0.006030; <ms>; unexpected miss. Missed the cache (provider): the same "
+        "prefix was cached within its TTL, yet the provider did not serve it (routing, eviction or an "
+        "outage). It cost $0.002070 more than a cache read. Fix: nothing on your side if it is rare; "
+        "if it persists, report it to the provider."
     )
     assert ELAPSED.sub("; <ms>", str(cold)).endswith(
-        "hit ratio 0%; cost $0.011580, saved -$0.002250; <ms>; miss: cold"
+        "hit ratio 0%; cost $0.011580, saved -$0.002250; <ms>; Missed the cache (cold): the flow had never "
+        "sent this prefix (its first call, a new customer's context or a new turn). Fix: nothing: a first "
+        "write is expected."
     )
     assert str(failed).startswith(
         "anthropic claude-sonnet-5 call in flow 'support' at 2026-11-18 11:08:10 UTC"
@@ -288,21 +293,24 @@ def test_regression_str_is_one_line_with_two_labelled_times_and_its_state(
     assert opened.detected_at is not None and opened.detected_at >= opened.started_at
     detected = utc(opened.detected_at)
     assert re.fullmatch(
-        rf"prefix churn in flow 'fresh-start': system block 0 changed \(bytes 0-\d+, content\); "
-        rf"started {started}, detected {detected}; hit ratio n/a -> 0% over \d+ calls, ([+-]?\$[\d.,]+ an hour|extra cost unpriced); open",
+        rf"prefix churn in flow 'fresh-start': system block 0, bytes \d+-\d+: a timestamp changed; "
+        rf"started {started}, detected {detected}; hit ratio n/a -> 0% over \d+ calls, "
+        rf"([+-]?\$[\d.,]+ an hour|extra cost unpriced); open\. Why: a timestamp in the cached prefix "
+        rf"changes on every call, so every call writes a new entry\. Fix: move the timestamp after the "
+        rf"last cache breakpoint \(into the newest user turn\), or round it\.",
         text,
     ), text
     for i in range(20):  # the stamp goes away: the flow recovers
         create(i, stamped=False)
     (closed,) = tracker.regressions()
     assert closed.closed_at is not None
-    assert str(closed).endswith(f"; closed {utc(closed.closed_at)}")
+    assert f"; closed {utc(closed.closed_at)}. Why: " in str(closed)
     assert f"started {started}, detected " in str(closed)
 
 
 def test_regression_str_pins_both_times_and_the_damage() -> None:
     """The whole line for a value with every part known."""
-    diff = PrefixDiff("system", 0, 0, 12, 40, kind="volatile")
+    diff = PrefixDiff("system", 0, 0, 12, 40, kind="volatile", value_type="uuid")
     r = Regression(
         "support",
         "prefix_churn",
@@ -316,15 +324,20 @@ def test_regression_str_pins_both_times_and_the_damage() -> None:
         detected_at=T0 + 300,
     )
     assert str(r) == (
-        "prefix churn in flow 'support': system block 0 changed (bytes 12-40, volatile); "
+        "prefix churn in flow 'support': system block 0, bytes 12-40: a uuid changed; "
         "started 2026-11-18 11:06:40 UTC, detected 2026-11-18 11:11:40 UTC; "
-        "hit ratio 97% -> 5% over 27 calls, +$1.58 an hour; open"
+        "hit ratio 97% -> 5% over 27 calls, +$1.58 an hour; open. "
+        "Why: a UUID in the cached prefix is new on every call, so every call writes a new entry. "
+        "Fix: move the UUID out of the cached prefix (after the last cache breakpoint)."
     )
     drop = Regression("billing", "hit_ratio_drop", T0, 0.9, None, 4, None, closed_at=T0 + 3600)
     assert str(drop) == (
         "hit ratio drop in flow 'billing': the prompt did not change; "
         "started 2026-11-18 11:06:40 UTC, detected (time not recorded); "
-        "hit ratio 90% -> n/a over 4 calls, extra cost unpriced; closed 2026-11-18 12:06:40 UTC"
+        "hit ratio 90% -> n/a over 4 calls, extra cost unpriced; closed 2026-11-18 12:06:40 UTC. "
+        "Why: the prompt did not change, yet the flow's hit ratio fell below its threshold (the provider "
+        "stopped serving the cache, or calls come too far apart for the TTL). "
+        "Fix: check the provider's status and the calls' spacing against the TTL."
     )
     assert strict_json(r.as_dict())["diff"] == {
         "section": "system",
@@ -335,6 +348,7 @@ def test_regression_str_pins_both_times_and_the_damage() -> None:
         "kind": "volatile",
         "before": None,
         "after": None,
+        "value_type": "uuid",
     }
 
 
@@ -368,10 +382,13 @@ def test_default_regression_log_line_has_labelled_times_and_no_nan(
         (churn,) = tracker.regressions()
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith(
-        "cachebench: regression: prefix churn in flow 'fresh-start': system block 0 changed"
+        "cachebench: regression: prefix churn in flow 'fresh-start': system block 0, bytes "
     )
     assert f"; started {utc(churn.started_at)}, detected " in line
-    assert "; hit ratio n/a -> 0% over " in line and line.endswith("; open")
+    assert "; hit ratio n/a -> 0% over " in line and "; open. Why: a timestamp " in line
+    assert line.endswith(
+        "Fix: move the timestamp after the last cache breakpoint (into the newest user turn), or round it."
+    )
     assert "nan" not in line and "\n" not in line
 
 

@@ -20,6 +20,7 @@ PUBLIC = [
     "PrefixDiff",
     "Provider",
     "Regression",
+    "explain",
     "fingerprint",
     "flow",
 ]

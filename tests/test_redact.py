@@ -26,7 +26,8 @@ import pytest
 
 import cachebench.redact as redact_module
 from cachebench import CacheTracker, Regression
-from cachebench.fingerprint import canonical, diff_layers, layer_print
+from cachebench.diagnose.prints import Printer, compare
+from cachebench.fingerprint import canonical
 from cachebench.providers.anthropic import parse_request
 from cachebench.redact import excerpt, redact, require_redactor
 from cachebench.testing import CacheEmulator
@@ -276,9 +277,10 @@ def _diff(old: dict[str, Any], new: dict[str, Any], section: str | None = None) 
     def stop(prompt: Any) -> int:
         return sum(1 for block in prompt.blocks if section is None or block.section == section)
 
-    diff = diff_layers(layer_print(a, 0, stop(a), keep_text=True), layer_print(b, 0, stop(b), keep_text=True))
-    assert diff is not None
-    return diff
+    printer = Printer(keep_text=True)
+    change = compare(printer.layer(a, 0, stop(a)), printer.layer(b, 0, stop(b)))
+    assert change is not None
+    return change.diff
 
 
 def _system_diff(text: str) -> PrefixDiff:
@@ -361,13 +363,13 @@ def _tool(name: str) -> dict[str, Any]:
 
 
 def test_excerpts_are_capped_when_the_range_is_the_whole_block() -> None:
-    """Swapped tools change every byte of the block (and an added tool is new from its first
-    byte): the excerpt is cut to about 300 characters, starting at the change."""
+    """Swapped tools are re-ordered blocks, and an added tool is new from its first byte: the
+    excerpts are cut to about 300 characters, starting at the change."""
     swapped = _diff(
         _request(NOTES, [_tool("orders"), _tool("refunds")]),
         _request(NOTES, [_tool("refunds"), _tool("orders")]),
     )
-    assert swapped.section == "tools" and swapped.kind == "content"
+    assert swapped.section == "tools" and swapped.kind == "reordered"
     assert swapped.byte_start == 0 and swapped.byte_end > 2000
     assert swapped.before is not None and swapped.before.startswith('["tools",{"description":"Look up orders')
     assert swapped.after is not None and swapped.after.startswith('["tools",{"description":"Look up refunds')
@@ -375,7 +377,7 @@ def test_excerpts_are_capped_when_the_range_is_the_whole_block() -> None:
     added = _diff(
         _request(NOTES, [_tool("orders")]), _request(NOTES, [_tool("orders"), _tool("refunds")]), "tools"
     )
-    assert added.kind == "added" and added.after is not None and len(added.after) <= 300
+    assert added.kind == "content" and added.after is not None and len(added.after) <= 300
 
 
 def test_small_changes_keep_about_80_characters_of_context_each_side() -> None:
@@ -474,8 +476,8 @@ def test_a_tracker_with_capture_text_shows_the_change_and_hides_the_issues_secre
     (churn,) = opened
     diff = churn.diff
     assert diff is not None and (diff.section, diff.block_index) == ("messages", 0)
-    assert diff.before is not None and "stable" in diff.before
-    assert diff.after is not None and "req-" in diff.after
+    assert diff.before is not None and "Request req-" in diff.before  # the previous call's id
+    assert diff.after is not None and "Request req-" in diff.after
     for _, secret in five:
         assert _leaks(secret, diff.before + diff.after) == [], secret
     assert diff.before.count("[REDACTED]") == len(five)

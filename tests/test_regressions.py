@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -70,14 +71,25 @@ class Harness:
     def __init__(self, emu: CacheEmulator, clients: contextlib.ExitStack, **tracker_kwargs: Any) -> None:
         self.emu = emu
         self.clients = clients
-        self.opened: list[Regression] = []
-        self.alerts: list[CallMetrics] = []
+        self._opened: list[Regression] = []
+        self._alerts: list[CallMetrics] = []
         self.tracker = CacheTracker(
             clock=emu.clock,
-            on_regression=self.opened.append,
-            on_miss_alert=self.alerts.append,
+            on_regression=self._opened.append,
+            on_miss_alert=self._alerts.append,
             **tracker_kwargs,
         )
+
+    # The callbacks run on the tracker's consumer: read them after what was queued before.
+    @property
+    def opened(self) -> list[Regression]:
+        self.tracker.flush()
+        return self._opened
+
+    @property
+    def alerts(self) -> list[CallMetrics]:
+        self.tracker.flush()
+        return self._alerts
 
     def flow(self, name: str, api_key: str = "sk-regressions") -> Callable[..., Any]:
         client = self.clients.enter_context(
@@ -101,10 +113,10 @@ def test_timestamp_in_the_system_prompt_is_one_churn_incident_naming_the_bytes(
     clients: contextlib.ExitStack,
 ) -> None:
     """A deploy that stamps the time into the system prompt raises exactly one prefix-churn
-    incident on that flow, once the stamped writes have gone unread for their 5-minute TTL:
-    its diff names section ``system``, block 0, and a byte range of the block's canonical bytes
-    that contains the timestamp. The stamped calls are ``prefix_changed``; another flow's
-    traffic raises nothing; removing the stamp closes the incident."""
+    incident on that flow within a few calls (no waiting for TTLs): its diff names section
+    ``system``, block 0, a volatile ``timestamp`` and the byte range of the stamp in the block's
+    canonical bytes. The stamped calls are ``prefix_changed``; another flow's traffic raises
+    nothing; removing the stamp closes the incident."""
     h = Harness(cache_emulator, clients)
     support, other = h.flow("support"), h.flow("billing", api_key="sk-billing")
     billing_system = "You are ACME's billing assistant. Quote invoice numbers exactly. " * 80
@@ -124,15 +136,15 @@ def test_timestamp_in_the_system_prompt_is_one_churn_incident_naming_the_bytes(
             opened_at = i
         h.tick(20)
     assert [(r.flow, r.kind) for r in h.opened] == [("support", "prefix_churn")]
-    assert 15 <= opened_at <= 25  # after the first stamped writes settle unread (300 s / 20 s)
+    assert 0 < opened_at < 8  # within 8 calls of the first changed call
     churn = h.opened[0]
     assert churn.open and churn.hit_ratio_before > 0.9 and churn.hit_ratio_after < 0.1
     diff = churn.diff
-    assert diff is not None and (diff.section, diff.block_index, diff.kind) == ("system", 0, "content")
-    block = canonical(("system", {"text": stamped, "type": "text"}))
-    offset = block.index(b"Current time:")
-    assert diff.byte_start <= offset and offset + len(stamp(0)) <= diff.byte_end
-    assert diff.byte_end - diff.byte_start < 200  # the stamp, not the whole prompt
+    assert diff is not None and (diff.section, diff.block_index, diff.kind) == ("system", 0, "volatile")
+    assert diff.value_type == "timestamp"
+    block = canonical(("system", stamped))  # a plain text part is hashed as its text
+    offset = block.index(b"2026-11-22T")
+    assert (diff.byte_start, diff.byte_end) == (offset, offset + len("2026-11-22T09:00:00Z"))
     assert diff.before is None and diff.after is None  # no text kept without capture_text
     causes = [c.miss_cause for c in h.tracker.calls() if c.flow == "support"][-30:]
     assert causes[0] == "prefix_changed" and set(causes[opened_at + 1 :]) == {"prefix_changed"}
@@ -161,8 +173,11 @@ def test_timestamp_from_the_first_call_churns_too(
     (churn,) = h.opened
     assert churn.kind == "prefix_churn" and churn.diff is not None
     assert (churn.diff.section, churn.diff.block_index) == ("system", 0)
-    offset = canonical(("system", {"text": stamp(0) + SYSTEM, "type": "text"})).index(b"Current time:")
-    assert churn.diff.byte_start <= offset + len("Current time: 2026-11-22T09:") < churn.diff.byte_end
+    offset = canonical(("system", stamp(0) + SYSTEM)).index(b"2026-11-22T")
+    assert (churn.diff.kind, churn.diff.value_type) == ("volatile", "timestamp")
+    assert (churn.diff.byte_start, churn.diff.byte_end) == (offset, offset + len("2026-11-22T09:00:00Z"))
+    assert churn.calls_affected >= 3 and churn.detected_at is not None
+    assert churn.detected_at - churn.started_at <= 8 * 20  # within 8 calls (one every 20 s)
 
 
 def test_reordered_tool_list_names_the_tools_section(
@@ -193,8 +208,9 @@ def test_changed_user_context_names_the_message_block_and_captures_redacted_text
     clients: contextlib.ExitStack,
 ) -> None:
     """A user context that carries a request id churns the second layer: the diff names the
-    ``messages`` block holding it, and with ``capture_text=True`` short before/after excerpts
-    around the change, with secrets redacted."""
+    ``messages`` block holding it and the id (a ``hex_id``), and with ``capture_text=True``
+    short before/after excerpts around the change (the previous id and the new one), with
+    secrets redacted."""
     h = Harness(cache_emulator, clients, capture_text=True)
     create = h.flow("assistant")
     key = "sk-live-" + "9" * 24
@@ -211,8 +227,11 @@ def test_changed_user_context_names_the_message_block_and_captures_redacted_text
     (churn,) = h.opened
     diff = churn.diff
     assert diff is not None and (diff.section, diff.block_index) == ("messages", 0)
-    assert diff.before is not None and "stable" in diff.before
-    assert diff.after is not None and "req-" in diff.after
+    assert (diff.kind, diff.value_type) == ("volatile", "hex_id")
+    assert diff.before is not None and diff.after is not None
+    before_id = re.search(r"Request (req-\d{4})\.", diff.before)
+    after_id = re.search(r"Request (req-\d{4})\.", diff.after)
+    assert before_id and after_id and before_id.group(1) != after_id.group(1)
     assert key not in diff.before + diff.after and "[REDACTED]" in diff.before
 
 

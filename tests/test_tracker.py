@@ -24,6 +24,8 @@ AGG_KEYS = {
     "cost_usd",
     "cost_without_cache_usd",
     "cost_saved_usd",
+    "avoidable_cost_usd",
+    "hit_ratio_if_fixed",
     "unpriced_calls",
     "unknown_usage_calls",
     "holds",
@@ -103,7 +105,7 @@ def test_aggregate_by_prefix_and_by_flow_keys() -> None:
     (prefix,) = tracker.by_prefix().values()
     assert set(prefix) == AGG_KEYS | {"flow", "flows", "model", "first_seen", "last_seen"}
     assert prefix["flow"] == "a" and prefix["flows"] == ["a"] and prefix["model"] == fakes.MODEL
-    assert set(tracker.by_flow()["a"]) == AGG_KEYS | {"distinct_prefixes", "regression"}
+    assert set(tracker.by_flow()["a"]) == AGG_KEYS | {"distinct_prefixes", "regression", "unread_writes"}
 
 
 def test_empty_tracker_aggregates() -> None:

@@ -12,6 +12,7 @@ the tracker uses inside (``Usage``, ``Cost``, ``PrefixKey``) are in :mod:`cacheb
 import typing as _typing
 
 from ._flow import flow
+from .advice import explain
 from .policy import CachePolicy
 from .tracker import CacheTracker
 from .types import CallMetrics, PrefixDiff, Provider, Regression
@@ -29,6 +30,7 @@ __all__ = [
     "PrefixDiff",
     "Provider",
     "Regression",
+    "explain",
     "fingerprint",
     "flow",
 ]

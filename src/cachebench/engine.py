@@ -54,7 +54,18 @@ from .policy import Gate, Hold
 from .pricing import PriceTable
 from .providers._stream import observe_result
 from .stats import Stats
-from .types import UNKNOWN_USAGE, UNPRICED, CallMetrics, MissCause, PrefixKey, Prompt, Regression, Usage
+from .types import (
+    UNKNOWN_USAGE,
+    UNPRICED,
+    CallMetrics,
+    Cost,
+    MissCause,
+    PrefixDiff,
+    PrefixKey,
+    Prompt,
+    Regression,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from .providers._base import Adapter
@@ -689,6 +700,9 @@ class Engine:
         exp = ctx.exp
         unexpected = False
         cause: MissCause | None = None
+        diff: PrefixDiff | None = None
+        avoidable_tokens = 0
+        avoidable_cost: float | None = 0.0 if cost.cost_usd is not None else None
         implicit = prompt.implicit if prompt is not None else False
         min_tokens = adapter.min_cacheable(model)
         tolerance = adapter.read_tolerance(model)  # a shortfall this small is no miss
@@ -713,7 +727,12 @@ class Engine:
                 done = exp
                 if states.count(ALIVE) != len(states):
                     done = self.view.expect(key, implicit, ctx.timestamp)
-                cause = self.detector.observe(
+                premium = None
+                if cause == "cold" and usage.cache_write_tokens:
+                    premium = self._priced_difference(
+                        adapter.NAME, model, usage, cost, _as_input(usage), ctx.timestamp
+                    )
+                found = self.detector.observe(
                     ctx.flow,
                     model,
                     key,
@@ -724,7 +743,20 @@ class Engine:
                     (min(read, den), den),
                     cost.cost_usd,
                     ctx.timestamp,
+                    premium,
                 )
+                cause, diff = found.cause, found.diff
+                if found.avoidable:
+                    avoidable_tokens = _avoidable_tokens(key, usage, min(read, den), den)
+                    if avoidable_tokens:
+                        avoidable_cost = self._priced_difference(
+                            adapter.NAME,
+                            model,
+                            usage,
+                            cost,
+                            _read_instead(usage, avoidable_tokens),
+                            ctx.timestamp,
+                        )
             except Exception as exc:
                 self.guard.failed("detect", exc)
         # What the provider would serve of the expected entry: its reads come in steps.
@@ -756,6 +788,9 @@ class Engine:
             writes_reported=usage.writes_reported,
             unpriced=cost.unpriced,
             stream=ctx.stream,
+            diff=diff,
+            avoidable_cost_usd=avoidable_cost,
+            avoidable_tokens=avoidable_tokens,
         )
         self.stats.add(metrics, key.prefix_hash)
         if exp is not None and error is None:
@@ -770,6 +805,17 @@ class Engine:
             self.guard.user_callback("on_miss_alert", on_miss, metrics)
         return metrics
 
+    def _priced_difference(
+        self, provider: str, model: str | None, usage: Usage, cost: Cost, other: Usage, timestamp: float
+    ) -> float | None:
+        """What the call paid beyond what ``other`` usage would have cost (None if unpriced)."""
+        if cost.cost_usd is None:
+            return None
+        alternative = self.prices.cost(provider, model, other, timestamp)
+        if alternative.cost_usd is None:
+            return None
+        return max(0.0, cost.cost_usd - alternative.cost_usd)
+
     def _announce(self, opened: list[Regression]) -> None:
         owner = self._owner()
         for regression in opened:
@@ -778,6 +824,47 @@ class Engine:
                 default_regression(regression)
             else:
                 self.guard.user_callback("on_regression", on_regression, regression)
+
+
+def _as_input(usage: Usage) -> Usage:
+    """The usage had the call's cache writes been plain input (what a write pays beyond it)."""
+    return usage._replace(
+        input_tokens=usage.input_tokens + usage.cache_write_tokens,
+        cache_write_tokens=0,
+        cache_write_1h_tokens=0,
+    )
+
+
+def _read_instead(usage: Usage, tokens: int) -> Usage:
+    """The usage had ``tokens`` more been read from the cache: taken from the writes first,
+    then from the plain input."""
+    from_writes = min(tokens, usage.cache_write_tokens)
+    from_input = min(tokens - from_writes, usage.input_tokens)
+    write_1h = usage.cache_write_1h_tokens
+    return usage._replace(
+        input_tokens=usage.input_tokens - from_input,
+        cache_read_tokens=usage.cache_read_tokens + from_writes + from_input,
+        cache_write_tokens=usage.cache_write_tokens - from_writes,
+        cache_write_1h_tokens=min(write_1h, usage.cache_write_tokens - from_writes),
+    )
+
+
+def _avoidable_tokens(key: PrefixKey, usage: Usage, hit: int, den: int) -> int:
+    """What an avoidable miss did not read: the cached prefix before the newest turn (which
+    the flow's earlier calls had cached; the newest turn is written anyway), less what was
+    read. Token counts per position are byte shares of what the call reported."""
+    bps = key.breakpoints
+    if not bps or key.prefix_end not in bps:
+        return 0
+    through = key.bp_bytes[bps.index(key.prefix_end)]
+    if usage.writes_reported:
+        cacheable, last, read = den, key.bp_bytes[-1], hit  # read + written: through the last breakpoint
+    else:
+        cacheable, last, read = usage.total_input_tokens, key.total_bytes, usage.cache_read_tokens
+    if last <= 0:
+        return 0
+    reachable = min(cacheable, round(cacheable * through / last))
+    return max(0, reachable - read)
 
 
 def _nothing() -> None:

@@ -9,10 +9,9 @@ model-scoped.
 Canonical bytes of a block: ``orjson.dumps([section, payload])`` with sorted keys and
 compact separators, after the adapter removed the cache marker and SDK objects were
 dumped to plain JSON. JSON values are self-delimiting, so concatenating them is
-unambiguous. Per-block digests that do not depend on earlier blocks (:func:`layer_print`)
-and order-sensitive ones in the caller's own key order (:func:`order_digests`: providers
-cache the bytes they render, so a re-ordered tool schema misses although ``prefix_id`` is
-unchanged) cost a second pass, so they are computed only where a difference is explained.
+unambiguous. What the diagnosis keeps of a block (digests that do not depend on earlier
+blocks, in sorted and in the caller's own key order, :func:`ordered`) is computed only where a
+difference is explained, in :mod:`cachebench.diagnose.prints`.
 
 The public :func:`fingerprint` lives here, and the module itself is callable: its class is a
 ``types.ModuleType`` subclass whose ``__call__`` calls :func:`fingerprint`. So
@@ -29,25 +28,21 @@ import functools
 import sys
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import orjson
 import xxhash
 
-from .redact import excerpt, redact
-from .types import PrefixDiff, PrefixKey, Prompt
+from .redact import redact
+from .types import PrefixKey, Prompt
 
 __all__ = [
-    "BlockPrint",
     "canonical",
-    "diff_layers",
     "fingerprint",
     "hex_id",
     "key",
-    "layer_print",
-    "order_digests",
+    "ordered",
     "redact",
     "to_plain",
 ]
@@ -290,130 +285,10 @@ def key(prompt: Prompt) -> PrefixKey:
     )
 
 
-def order_digests(prompt: Prompt) -> tuple[int, ...]:
-    """Per-block digests of the bytes in the caller's own key order.
-
-    Providers cache the bytes they render, so a re-ordered tool schema misses although its
-    sorted digest (and ``prefix_id``) is unchanged. This costs a second serialisation, so it
-    is computed only where a miss is explained, not on every call.
-    """
-    return tuple(_digest(orjson.dumps(pair, default=_default, option=_ORDERED)) for pair in prompt.pairs)
-
-
-# -- diff localisation ---------------------------------------------------------------------
-# A layer print keeps, per block, digests of fixed-size chunks of its canonical bytes counted
-# from the start and from the end (at most _MAX_CHUNKS each way): two prints then locate the
-# first and last byte where a block changed without either prompt's text being kept.
-_CHUNK = 64
-_MAX_CHUNKS = 256
-_CONTEXT = 80  # characters of context on each side of a difference in an excerpt
-_EXCERPT_MAX = 300  # characters in one excerpt: a re-ordered tool makes the range the whole block
-
-
-@dataclass(frozen=True, slots=True)
-class BlockPrint:
-    """What a diff needs of one block: no text unless ``text`` was asked for."""
-
-    section: str
-    index: int
-    position: int
-    size: int
-    digest: int
-    order_digest: int
-    head: tuple[int, ...]
-    tail: tuple[int, ...]
-    text: bytes | None = None
-
-
-def _chunks(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    n = len(data)
-    head = tuple(_digest(data[i : i + _CHUNK]) for i in range(0, min(n, _CHUNK * _MAX_CHUNKS), _CHUNK))
-    tail = tuple(
-        _digest(data[max(0, n - i - _CHUNK) : n - i]) for i in range(0, min(n, _CHUNK * _MAX_CHUNKS), _CHUNK)
-    )
-    return head, tail
-
-
-def layer_print(prompt: Prompt, start: int, stop: int, *, keep_text: bool = False) -> tuple[BlockPrint, ...]:
-    """Prints of blocks ``start..stop-1`` (one cached layer) for :func:`diff_layers`."""
-    out: list[BlockPrint] = []
-    blocks = prompt.blocks
-    for position in range(max(start, 0), min(stop, len(blocks))):
-        b = blocks[position]
-        data = canonical((b.section, b.payload))
-        ordered = orjson.dumps((b.section, b.payload), default=_default, option=_ORDERED)
-        head, tail = _chunks(data)
-        out.append(
-            BlockPrint(
-                b.section,
-                b.index,
-                position,
-                len(data),
-                _digest(data),
-                _digest(ordered),
-                head,
-                tail,
-                data if keep_text else None,
-            )
-        )
-    return tuple(out)
-
-
-def _excerpt(data: bytes | None, start: int, end: int) -> str | None:
-    """Bytes ``start..end`` of a block's canonical bytes with context, redacted (see
-    :func:`cachebench.redact.excerpt`): at most ``_CONTEXT`` characters each side and
-    ``_EXCERPT_MAX`` in all."""
-    if data is None:
-        return None
-    # A byte offset inside a multi-byte character counts up to the character before it.
-    first = len(data[:start].decode("utf-8", "ignore"))
-    last = len(data[:end].decode("utf-8", "ignore"))
-    return excerpt(data.decode("utf-8", "replace"), first, last, context=_CONTEXT, limit=_EXCERPT_MAX)
-
-
-def diff_layers(old: Sequence[BlockPrint], new: Sequence[BlockPrint]) -> PrefixDiff | None:
-    """Where ``new`` first differs from ``old``: the block, and the byte range in ``new``'s
-    canonical bytes that covers every changed byte of that block (chunk-aligned). ``kind`` is
-    ``content``, ``serialization`` (same content, other key order), ``added`` or ``removed``;
-    None when the layers are identical."""
-    for i in range(max(len(old), len(new))):
-        if i >= len(new):
-            o = old[i]
-            return PrefixDiff(
-                o.section, o.index, o.position, 0, 0, "removed", _excerpt(o.text, 0, o.size), None
-            )
-        b = new[i]
-        if i >= len(old):
-            return PrefixDiff(
-                b.section, b.index, b.position, 0, b.size, "added", None, _excerpt(b.text, 0, b.size)
-            )
-        o = old[i]
-        if o.digest == b.digest and o.section == b.section:
-            if o.order_digest != b.order_digest:
-                return PrefixDiff(b.section, b.index, b.position, 0, b.size, "serialization")
-            continue
-        j = 0
-        while j < min(len(o.head), len(b.head)) and o.head[j] == b.head[j]:
-            j += 1
-        k = 0
-        while k < min(len(o.tail), len(b.tail)) and o.tail[k] == b.tail[k]:
-            k += 1
-        start = min(j * _CHUNK, b.size)
-        end = max(b.size - k * _CHUNK, start)
-        old_end = max(o.size - k * _CHUNK, start)
-        if end == start and b.size > start:
-            end = min(b.size, start + _CHUNK)  # an edit smaller than a chunk near both ends
-        return PrefixDiff(
-            b.section,
-            b.index,
-            b.position,
-            start,
-            end,
-            "content",
-            _excerpt(o.text, start, old_end),
-            _excerpt(b.text, start, end),
-        )
-    return None
+def ordered(value: Any) -> bytes:
+    """Compact JSON in the caller's own key order (SDK objects dumped): the bytes a provider
+    that renders the request as given would cache."""
+    return orjson.dumps(value, default=_default, option=_ORDERED)
 
 
 # -- the public function -------------------------------------------------------------------

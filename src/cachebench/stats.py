@@ -53,6 +53,8 @@ AGGREGATE_KEYS = (
     "cost_usd",
     "cost_without_cache_usd",
     "cost_saved_usd",
+    "avoidable_cost_usd",
+    "hit_ratio_if_fixed",
     "unpriced_calls",
     "unknown_usage_calls",
     "holds",
@@ -111,10 +113,13 @@ class Agg:
     """
 
     __slots__ = (
+        "avoidable_cost",
         "calls",
         "cost",
         "cost_without",
         "first_seen",
+        "fixed_den",
+        "fixed_num",
         "flow",
         "flows",
         "hit_den",
@@ -135,6 +140,9 @@ class Agg:
         self.input = self.read = self.write = self.write_1h = self.output = 0
         self.hit_num = self.hit_den = 0
         self.cost = self.cost_without = 0.0
+        # The hit ratio had the avoidable misses read, as sums; what those misses cost.
+        self.fixed_num = self.fixed_den = 0
+        self.avoidable_cost = 0.0
         self.first_seen = self.last_seen = 0.0
         self.flow: str | None = None  # a prefix's: the flow of its last call
         # A prefix's flows in first-use order, made when a second flow uses it (until then,
@@ -167,8 +175,7 @@ class Agg:
             self._rare()[_R_UNKNOWN] += 1
         elif m.unpriced or m.cost_usd is None:
             self._rare()[_R_UNPRICED] += 1
-        ts, inp, read, write, write_1h, out, den, hit, cost, without = sums
-        self.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
+        self.bump(*sums)
 
     def bump(
         self,
@@ -182,6 +189,9 @@ class Agg:
         hit: int,
         cost: float,
         without: float,
+        fixed_num: int,
+        fixed_den: int,
+        avoidable: float,
     ) -> None:
         """Add one call's sums (:func:`_sums`); alone, for a call with nothing rare to count
         (no error, no hold, usage known, priced)."""
@@ -199,6 +209,9 @@ class Agg:
         self.hit_num += hit
         self.cost += cost
         self.cost_without += without
+        self.fixed_num += fixed_num
+        self.fixed_den += fixed_den
+        self.avoidable_cost += avoidable
 
     def as_dict(self) -> dict[str, Any]:
         errors, unknown, unpriced, holds, _ = self.rare or (0, 0, 0, 0, 0.0)
@@ -218,6 +231,8 @@ class Agg:
             "cost_usd": None if no_price else self.cost,
             "cost_without_cache_usd": None if no_price else self.cost_without,
             "cost_saved_usd": None if no_price else self.cost_without - self.cost,
+            "avoidable_cost_usd": None if no_price else self.avoidable_cost,
+            "hit_ratio_if_fixed": self.fixed_num / self.fixed_den if self.fixed_den else None,
             "unpriced_calls": int(unpriced),
             "unknown_usage_calls": int(unknown),
             "holds": int(holds),
@@ -251,8 +266,9 @@ class Agg:
 _R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
 
 # What one call adds to an aggregate's sums: timestamp, input, read, write, 1h write, output,
-# hit denominator and numerator, cost, cost without cache.
-Sums = tuple[float, int, int, int, int, int, int, int, float, float]
+# hit denominator and numerator, cost, cost without cache, the hit numerator and denominator
+# had its avoidable miss read, and what that miss cost.
+Sums = tuple[float, int, int, int, int, int, int, int, float, float, int, int, float]
 
 
 def _sums(m: CallMetrics) -> Sums:
@@ -260,13 +276,16 @@ def _sums(m: CallMetrics) -> Sums:
     adds no tokens; an unpriced call adds no cost."""
     ts = float(m.timestamp)
     if not m.usage_known:
-        return (ts, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+        return (ts, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)
     read = int(m.cache_read_tokens)
     write = int(m.cache_write_tokens)
     # CallMetrics.cacheable_tokens / hit_tokens, inlined: this runs on every call.
     den = read + write if m.writes_reported else int(m.expected_read_tokens)
     cost = m.cost_usd
     priced = not m.unpriced and cost is not None
+    hit = read if read < den else den
+    fixed = hit + int(m.avoidable_tokens)
+    avoidable = m.avoidable_cost_usd
     return (
         ts,
         int(m.input_tokens),
@@ -275,9 +294,12 @@ def _sums(m: CallMetrics) -> Sums:
         int(m.cache_write_1h_tokens),
         int(m.output_tokens),
         den,
-        read if read < den else den,
+        hit,
         cost if priced and cost is not None else 0.0,
         float(m.cost_without_cache_usd or 0.0) if priced else 0.0,
+        fixed,
+        fixed if fixed > den else den,
+        float(avoidable) if priced and avoidable is not None else 0.0,
     )
 
 
@@ -314,13 +336,13 @@ class _Bounded:
 
 
 # The history keeps a call in packed parts: four references (shared strings, the prefix int,
-# the breakpoint ids), six token counts as uint32, six floats, and provider, miss cause and the
-# booleans as bits of one uint16. Diagnostics and errors are rare: kept aside by slot.
+# the breakpoint ids), seven token counts as uint32, seven floats, and provider, miss cause and
+# the booleans as bits of one uint16. Diagnostics, errors and diffs are rare: kept aside by slot.
 _PROVIDERS = ("anthropic", "openai", "bedrock", "gemini")
 _PROVIDER_CODE = {p: i for i, p in enumerate(_PROVIDERS)}
 _CAUSES: tuple[MissCause | None, ...] = (None, *get_args(MissCause))
 _CAUSE_CODE = {c: i for i, c in enumerate(_CAUSES)}
-_N_REFS, _N_INTS, _N_FLOATS = 4, 6, 6
+_N_REFS, _N_INTS, _N_FLOATS = 4, 7, 7
 _MAX_TOKENS = 2**32 - 1
 _NAN = math.nan
 # Kept for breakpoint_ids == (prefix_id,), the common case, so the ids are not stored twice: a
@@ -351,7 +373,7 @@ class History:
         self._ints = array("I")
         self._floats = array("d")
         self._bits = array("H")
-        self._rare: dict[int, tuple[Any, Any]] = {}  # slot -> (diagnostics, error)
+        self._rare: dict[int, tuple[Any, Any, Any]] = {}  # slot -> (diagnostics, error, diff)
         assert self._ints.itemsize == 4 and self._bits.itemsize == 2
 
     def __len__(self) -> int:
@@ -370,11 +392,13 @@ class History:
             m.cache_write_1h_tokens,
             m.output_tokens,
             m.expected_read_tokens,
+            m.avoidable_tokens,
         )
         elapsed = m.elapsed_ms
         cost = m.cost_usd
         without = m.cost_without_cache_usd
         saved = m.cost_saved_usd
+        avoidable = m.avoidable_cost_usd
         floats = (
             _NAN if elapsed is None else elapsed,
             m.timestamp,
@@ -382,6 +406,7 @@ class History:
             _NAN if without is None else without,
             _NAN if saved is None else saved,
             m.held_ms,
+            _NAN if avoidable is None else avoidable,
         )
         bits = (
             _PROVIDER_CODE.get(m.provider, 7)
@@ -420,18 +445,19 @@ class History:
             self._rare.pop(slot, None)
         diag = m.diagnostics
         error = m.error
-        if diag is not None or error is not None:
-            self._rare[slot] = (diag, error)
+        diff = m.diff
+        if diag is not None or error is not None or diff is not None:
+            self._rare[slot] = (diag, error, diff)
         self.count += 1
 
     def _call(self, slot: int) -> CallMetrics:
         model, flow, pid, bps = self._refs[slot * _N_REFS : (slot + 1) * _N_REFS]
         i = slot * _N_INTS
-        inp, read, write, write_1h, out, expected = self._ints[i : i + _N_INTS]
+        inp, read, write, write_1h, out, expected, avoidable_tokens = self._ints[i : i + _N_INTS]
         f = slot * _N_FLOATS
-        elapsed, ts, cost, without, saved, held = self._floats[f : f + _N_FLOATS]
+        elapsed, ts, cost, without, saved, held, avoidable = self._floats[f : f + _N_FLOATS]
         bits = self._bits[slot]
-        diag, error = self._rare.get(slot, (None, None))
+        diag, error, diff = self._rare.get(slot, (None, None, None))
         prefix_id = None if pid is None else format(pid, "016x")
         provider = bits & 7
         return CallMetrics(
@@ -460,6 +486,9 @@ class History:
             writes_reported=bool(bits & 1 << 9),
             unpriced=bool(bits & 1 << 10),
             stream=bool(bits & 1 << 11),
+            diff=diff,
+            avoidable_cost_usd=None if math.isnan(avoidable) else avoidable,
+            avoidable_tokens=avoidable_tokens,
         )
 
     def _slots(self) -> range | list[int]:
@@ -516,11 +545,10 @@ class Stats:
         sums = _sums(m)
         if m.usage_known and m.cost_usd is not None and m.error is None and not m.held_ms and not m.unpriced:
             # The common call: nothing rare to count, only its sums to add.
-            ts, inp, read, write, write_1h, out, den, hit, cost, without = sums
-            self.total.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
-            flow.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
+            self.total.bump(*sums)
+            flow.bump(*sums)
             if prefix is not None:
-                prefix.bump(ts, inp, read, write, write_1h, out, den, hit, cost, without)
+                prefix.bump(*sums)
         else:
             self.total.count(m, sums)
             flow.count(m, sums)

@@ -304,8 +304,10 @@ class CacheTracker:
         return self._engine.read(self._engine.stats.by_prefix)
 
     def by_flow(self) -> dict[str, dict[str, Any]]:
-        """The aggregate keys per flow, plus ``distinct_prefixes`` and ``regression`` (the
-        flow's open :class:`Regression` as its ``as_dict()``, or None): plain JSON values."""
+        """The aggregate keys per flow, plus ``distinct_prefixes``, ``regression`` (the
+        flow's open :class:`Regression` as its ``as_dict()``, or None) and ``unread_writes``
+        (per layer whose writes mostly expired unread, by breakpoint number as a string: how
+        many, what they paid beyond plain input, and the advice): plain JSON values."""
         return self._engine.read(self._by_flow)
 
     def _by_flow(self) -> dict[str, dict[str, Any]]:
@@ -314,6 +316,7 @@ class CacheTracker:
         for name, d in flows.items():
             r = engine.detector.open_for(name)
             d["regression"] = r.as_dict() if r is not None else None
+            d["unread_writes"] = {str(k): v for k, v in engine.detector.unread_writes(name).items()}
         return flows
 
     def calls(self) -> list[CallMetrics]:

@@ -17,6 +17,7 @@ from typing import Any, Literal, NamedTuple
 __all__ = [
     "Block",
     "CallMetrics",
+    "ChangeKind",
     "Cost",
     "MissCause",
     "PrefixDiff",
@@ -26,6 +27,7 @@ __all__ = [
     "Regression",
     "Section",
     "Usage",
+    "ValueType",
 ]
 
 Section = Literal["tools", "system", "messages"]
@@ -39,6 +41,8 @@ MissCause = Literal[
     "model_changed",
     "provider",
 ]
+ChangeKind = Literal["content", "volatile", "reordered", "serialization"]
+ValueType = Literal["timestamp", "date", "uuid", "hex_id", "number"]
 
 
 class Provider(str, Enum):
@@ -318,7 +322,12 @@ class CallMetrics:
     read given the cache entries the tracker saw written or read within their TTL;
     ``unexpected_miss`` is True when it read less. ``miss_cause`` names why the part of the
     prefix through the last breakpoint that was not read was not read (``None`` when all was
-    read or nothing was cacheable).
+    read or nothing was cacheable). ``diff`` says where the prompt differs from the flow's
+    nearest earlier one (for ``prefix_changed`` and ``serialization_changed``).
+    ``avoidable_tokens`` are what the call did not read only because of an avoidable miss (a
+    volatile value, a re-ordering, a re-serialisation, churn, a concurrent twin, the
+    provider), and ``avoidable_cost_usd`` what that cost beyond reading them (0.0 when
+    nothing was avoidable, ``None`` when the call is unpriced).
     """
 
     provider: str
@@ -346,6 +355,9 @@ class CallMetrics:
     writes_reported: bool = True
     unpriced: bool = False
     stream: bool = False
+    diff: PrefixDiff | None = None
+    avoidable_cost_usd: float | None = 0.0
+    avoidable_tokens: int = 0
 
     @property
     def cache_creation_tokens(self) -> int:
@@ -393,7 +405,8 @@ class CallMetrics:
         """Every field by name, plus ``hit_ratio`` and ``token_hit_ratio``: plain JSON values
         (lists, no NaN or infinity: those are ``None``), so ``json.dumps(m.as_dict(),
         allow_nan=False)`` works."""
-        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "diff"}
+        out["diff"] = self.diff.as_dict() if self.diff is not None else None
         out["hit_ratio"] = self.hit_ratio
         out["token_hit_ratio"] = self.token_hit_ratio
         return out
@@ -426,10 +439,12 @@ class CallMetrics:
             parts.append(f"{self.elapsed_ms:,.0f} ms")
         if self.held_ms:
             parts.append(f"held {self.held_ms:,.0f} ms")
-        if self.unexpected_miss:
-            parts.append(f"unexpected miss ({self.miss_cause or 'cause unknown'})")
-        elif self.miss_cause is not None:
-            parts.append(f"miss: {self.miss_cause}")
+        if self.miss_cause is not None:
+            from .advice import explain  # (imports this module)
+
+            parts.append(("unexpected miss. " if self.unexpected_miss else "") + explain(self))
+        elif self.unexpected_miss:
+            parts.append("unexpected miss (cause unknown)")
         return _one_line("; ".join(parts))
 
 
@@ -437,8 +452,12 @@ class CallMetrics:
 class PrefixDiff:
     """Where two prefixes first differ, located from block digests (no prompt text).
 
-    ``byte_start``/``byte_end`` are offsets inside the block's canonical bytes.
-    ``before``/``after`` are short excerpts, present only with ``capture_text=True``.
+    ``byte_start``/``byte_end`` are offsets inside the block's canonical bytes (the value's
+    own bytes for a volatile value). ``kind``: ``volatile`` (only a value such as a timestamp
+    or an id changed; ``value_type`` names it), ``reordered`` (the same blocks in another
+    order), ``serialization`` (the same content rendered differently: key order, JSON inside
+    the text, whitespace) or ``content``. ``before``/``after`` are short redacted excerpts,
+    present only with ``capture_text=True``.
     """
 
     section: str
@@ -446,16 +465,22 @@ class PrefixDiff:
     position: int
     byte_start: int
     byte_end: int
-    kind: str = "content"
+    kind: ChangeKind = "content"
     before: str | None = None
     after: str | None = None
+    value_type: ValueType | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Every field by name (plain JSON values)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     def __str__(self) -> str:
-        return f"{self.section} block {self.block_index} changed (bytes {self.byte_start}-{self.byte_end}, {self.kind})"
+        what = {
+            "volatile": f"a {(self.value_type or 'volatile value').replace('_', ' ')} changed",
+            "reordered": "blocks re-ordered",
+            "serialization": "re-serialised (same content)",
+        }.get(self.kind, "content changed")
+        return f"{self.section} block {self.block_index}, bytes {self.byte_start}-{self.byte_end}: {what}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +527,9 @@ class Regression:
     def __str__(self) -> str:
         """One line: what, where, when it started and when it was detected, the damage, and
         whether it is open."""
+        from .advice import incident_advice  # (imports this module)
+
+        why, fix = incident_advice(self)
         if self.diff is not None:
             where = f": {self.diff}"
         elif self.kind == "hit_ratio_drop":
@@ -521,7 +549,7 @@ class Regression:
             f"{self.kind.replace('_', ' ')} in flow {self.flow!r}{where}; "
             f"started {_utc(self.started_at)}, detected {detected}; "
             f"hit ratio {_pct(self.hit_ratio_before)} -> {_pct(self.hit_ratio_after)} "
-            f"over {self.calls_affected:,} calls, {cost}; {state}"
+            f"over {self.calls_affected:,} calls, {cost}; {state}. Why: {why}. Fix: {fix}."
         )
 
 

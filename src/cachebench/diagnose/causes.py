@@ -9,9 +9,10 @@ A cause is decided in two steps, and only here:
    (``TTL_CLOCK_MARGIN_S``) and its duration (``ttl_expired``, not ``provider``).
 2. :func:`refine_cause`, the second and last step, with what the call's flow knows: it is
    called from :meth:`cachebench.diagnose.regressions.FlowDetector.observe`, which gathers
-   the flow's facts (its previous model, whether the first layer it wrote anew is a change of
-   a shared or churning layer, whether the caller's key order changed) and returns the
-   refined cause (``model_changed``, ``prefix_changed``, ``serialization_changed``).
+   the flow's facts (its previous model; how the first layer the call wrote anew differs from
+   the flow's nearest earlier prompt there, :mod:`cachebench.diagnose.prints`) and returns
+   the refined cause (``model_changed``, ``prefix_changed``, ``serialization_changed``).
+   :func:`avoidable` then says whether the miss was waste.
 
 Causes, and what makes them (the design's *Expected hit*): ``cold`` (never seen), ``ttl_expired``
 (seen, but longer ago than its TTL), ``below_minimum`` (marked, but shorter than the model's
@@ -22,14 +23,13 @@ still missed: the only one that is an unexpected miss).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..expect import EXPIRED, NEVER, CacheView, Expectation
 from ..facts import TTL_CLOCK_MARGIN_S
 from ..types import MissCause, PrefixKey, Usage
+from .prints import Change
 from .thresholds import ESTIMATE_SHORTFALL
 
-__all__ = ["miss_cause", "refine_cause"]
+__all__ = ["AVOIDABLE_CAUSES", "avoidable", "miss_cause", "refine_cause"]
 
 
 def miss_cause(
@@ -104,22 +104,50 @@ def refine_cause(
     cause: MissCause | None,
     *,
     model_switched: bool,
-    layer_changed: bool,
-    reordered: Callable[[], bool],
+    change: Change | None,
+    shared_layer: bool,
 ) -> MissCause | None:
     """The cause refined with what the call's flow knows (step 2, the last).
 
     ``model_switched``: the call's first layer was not served, and the flow's previous call
-    used another model (caches are per model). ``layer_changed``: the first layer the call
-    wrote anew differs from the flow's previous call there, and that layer is the flow's
-    shared first layer or one that churns. ``reordered``: asked only of a ``provider`` miss,
-    whether the caller's key order changed under identical content.
+    used another model (caches are per model). ``change``: how the first layer the call did
+    not read differs from the flow's nearest earlier prompt there (None when the flow never
+    had that layer, or for a ``provider`` miss how the caller's rendering of identical content
+    changed). ``shared_layer``: that layer is one the whole flow shares (its first: tools and
+    system prompt) and not one that takes several values each read back.
+
+    A timestamp, date, uuid or id, a re-ordering or a re-serialisation is a change wherever it
+    is. Other content, and a plain number, change a shared layer (a deploy, a counter); in a
+    later layer they are another customer's or session's value: ``cold``.
     """
-    if cause in ("cold", "ttl_expired", "provider"):
-        if model_switched:
-            cause = "model_changed"
-        elif layer_changed and cause == "cold":
-            cause = "prefix_changed"
-    if cause == "provider" and reordered():
-        cause = "serialization_changed"
+    if cause in ("cold", "ttl_expired", "provider") and model_switched:
+        return "model_changed"
+    if change is None or change.structural:
+        return cause  # a new turn, a trimmed history, a layer the flow never had
+    diff = change.diff
+    if cause == "cold":
+        if diff.kind == "serialization":
+            return "serialization_changed"
+        if diff.kind == "reordered" or (diff.kind == "volatile" and diff.value_type != "number"):
+            return "prefix_changed"
+        if shared_layer and (diff.kind == "volatile" or change.localized):
+            return "prefix_changed"
+    if cause == "provider" and diff.kind == "serialization":
+        return "serialization_changed"
     return cause
+
+
+#: Causes that cost money only because of how the prompt is built or sent.
+AVOIDABLE_CAUSES = ("concurrent", "provider", "serialization_changed")
+
+
+def avoidable(cause: MissCause | None, change: Change | None, churning: bool) -> bool:
+    """Whether a miss was waste (priced as ``avoidable_cost_usd``) or legitimate: a
+    ``prefix_changed`` is waste when the change keeps recurring (a volatile value, a
+    re-ordering, a re-serialisation) or its layer churns; a one-off edit (a deploy), a new
+    customer, a new turn, an expiry, a short prefix and a model switch are not."""
+    if cause in AVOIDABLE_CAUSES:
+        return True
+    if cause == "prefix_changed":
+        return churning or (change is not None and change.avoidable_kind)
+    return False

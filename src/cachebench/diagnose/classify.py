@@ -20,10 +20,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import xxhash
+
+from ..types import ChangeKind, ValueType
 
 __all__ = [
     "ChangeKind",
@@ -32,12 +34,11 @@ __all__ = [
     "changed_value",
     "normalized_digest",
     "reordered",
+    "volatile_in",
     "volatile_print",
     "volatile_value",
 ]
 
-ValueType = Literal["timestamp", "date", "uuid", "hex_id", "number"]
-ChangeKind = Literal["content", "volatile", "reordered", "serialization"]
 
 _MONTHS = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
 _DAYS = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?"
@@ -73,6 +74,7 @@ _PATTERNS: tuple[tuple[ValueType, re.Pattern[str]], ...] = (
         re.compile(
             r"\b[0-9A-HJKMNP-TV-Z]{26}\b"  # ULID
             r"|\b[A-Za-z]{2,8}_[A-Za-z0-9]*\d[A-Za-z0-9]{5,}\b"  # req_8f3a2b1c, msg_01XyZ...
+            r"|\b[A-Za-z]{2,8}-(?=[A-Za-z0-9]*\d)[A-Za-z0-9]{4,}\b"  # req-0001, TICKET-4711
             r"|\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b"  # hex, letters and digits
         ),
     ),
@@ -101,6 +103,29 @@ def volatile_value(text: str, start: int, end: int) -> ValueType | None:
         covered = _covered(pattern, window, s, e)
         if covered:
             return value_type
+    return None
+
+
+def volatile_in(text: str, start: int, end: int) -> tuple[ValueType, int, int] | None:
+    """The volatile value a change somewhere in ``text[start:end]`` most likely is, with its span.
+
+    For a range known to differ from an earlier text only in digits and hex letters (a chunk
+    of a layer print: wider than the value): every value of the kinds above that overlaps the
+    range is a candidate, the first kind in :data:`_PATTERNS` order wins (a uuid before a
+    timestamp before a date before a hex id before a number), and the span returned covers the
+    candidates of that kind. None when no value overlaps the range."""
+    end = max(end, start + 1)
+    lo = max(0, start - _WINDOW)
+    hi = min(len(text), end + _WINDOW)
+    window = text[lo:hi]
+    for value_type, pattern in _PATTERNS:
+        spans = [
+            (m.start() + lo, m.end() + lo)
+            for m in pattern.finditer(window)
+            if m.end() > m.start() and m.start() + lo < end and m.end() + lo > start
+        ]
+        if spans:
+            return value_type, spans[0][0], spans[-1][1]
     return None
 
 

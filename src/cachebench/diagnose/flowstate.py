@@ -1,9 +1,9 @@
 """Per-flow state of the regression detector (:mod:`cachebench.diagnose.regressions`).
 
 A flow's window of recent calls (one :class:`WindowSlot` each: how many layers the call had,
-which it read, found new, kept the same value of), the baseline of the calls that left it,
-the writes waiting to be read back and the settled ones, and its open incidents. No logic
-beyond keeping these up to date.
+which it read, found new), per layer (:class:`LayerState`) its recent values and what became
+of its recent calls and writes, and its open incidents. No logic beyond keeping these up to
+date.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any, NamedTuple
 
 from ..types import PrefixDiff, Regression
 from .thresholds import (
-    BASELINE_WEIGHT,
-    CHURN_OPEN,
+    CHURN_CHANGES,
+    CHURN_QUIET,
+    CHURN_SPAN,
     MAX_LAYERS,
-    MIN_SETTLED,
-    SETTLED,
-    SHARED,
+    RECENT_VALUES,
+    UNREAD_SHARE,
     WINDOW,
 )
 
-__all__ = ["FlowState", "Incident", "WindowSlot", "has_layer", "scored_hit"]
+__all__ = ["FlowState", "Incident", "LayerState", "WindowSlot", "has_layer", "scored_hit"]
 
 
 def has_layer(layers: int, k: int) -> bool:
@@ -38,11 +38,10 @@ class WindowSlot(NamedTuple):
     layers: int  # how many of its layers are tracked (its first breakpoints, at most MAX_LAYERS)
     read: int  # the layers it read
     new: int  # the layers it wrote that the tracker had never seen
-    same: int  # the layers with the same value as the flow's call before
     explained: bool  # its writes were expected (cold, a change, a twin): no hit-ratio miss
 
 
-_EMPTY_SLOT = WindowSlot(0, 0, 0, 0, False)
+_EMPTY_SLOT = WindowSlot(0, 0, 0, False)
 
 
 def scored_hit(slot: WindowSlot, hit: tuple[int, int]) -> tuple[int, int]:
@@ -89,11 +88,84 @@ class Incident:
         )
 
 
+class LayerState:
+    """One layer of one flow: its recent values (to find a call's nearest earlier prompt),
+    what its recent calls did there (churn), and what became of its writes (unread writes)."""
+
+    __slots__ = ("changes", "outcomes", "read_back", "recent", "unread", "unread_cost", "writes")
+
+    def __init__(self) -> None:
+        self.recent: list[int] = []  # distinct values, newest last (at most RECENT_VALUES)
+        self.read_back: set[int] = set()  # those of them some call read
+        # The last CHURN_SPAN calls that changed the layer (True) or read it (False).
+        self.outcomes: list[bool] = []
+        # The changes among them: (time, hit numerator, denominator, cost).
+        self.changes: list[tuple[float, int, int, float | None]] = []
+        self.writes = 0  # writes of new values settled (read back, or not within their TTL)
+        self.unread = 0  # ... of which never read back
+        self.unread_cost = 0.0  # what those writes paid beyond plain input (USD, where priced)
+
+    def seen(self, value: int) -> None:
+        """A call had ``value`` here (newest last)."""
+        recent = self.recent
+        if recent and recent[-1] == value:
+            return
+        if value in recent:
+            recent.remove(value)
+        recent.append(value)
+        if len(recent) > RECENT_VALUES:
+            self.read_back.discard(recent.pop(0))
+
+    def read(self, value: int) -> None:
+        self.seen(value)
+        self.read_back.add(value)
+        self._outcome(False)
+
+    def changed(self, now: float, hit: tuple[int, int], cost: float | None) -> None:
+        self._outcome(True)
+        self.changes.append((now, hit[0], hit[1], cost))
+        del self.changes[:-CHURN_SPAN]
+
+    def _outcome(self, changed: bool) -> None:
+        self.outcomes.append(changed)
+        del self.outcomes[:-CHURN_SPAN]
+
+    def many_values(self) -> bool:
+        """The layer takes several values that are each read back (a customer's context): by
+        design, not by mistake."""
+        return len(self.read_back) >= 2
+
+    def churning(self) -> bool:
+        """Most of the layer's recent calls changed it."""
+        return sum(self.outcomes) >= CHURN_CHANGES
+
+    def quiet(self) -> bool:
+        """Its last calls read it without a change."""
+        tail = self.outcomes[-CHURN_QUIET:]
+        return len(tail) == CHURN_QUIET and not any(tail)
+
+    def settle(self, read_back: bool, premium: float | None) -> None:
+        self.writes += 1
+        if not read_back:
+            self.unread += 1
+            self.unread_cost += premium or 0.0
+
+    def unread_writes(self) -> dict[str, Any] | None:
+        """The layer's writes that were never read back, when most were: too sparse a traffic
+        for its TTL."""
+        if not self.writes or self.unread < UNREAD_SHARE * self.writes:
+            return None
+        return {
+            "writes": self.writes,
+            "unread": self.unread,
+            "unread_cost_usd": self.unread_cost,
+            "advice": "most writes here expire unread (traffic too sparse for the TTL): "
+            "drop this breakpoint, or use the 1 h TTL if calls come back within the hour",
+        }
+
+
 class FlowState:
     __slots__ = (
-        "base_n",
-        "base_read",
-        "base_same",
         "churn",
         "cost_base",
         "costs",
@@ -103,15 +175,11 @@ class FlowState:
         "good",
         "healthy",
         "hits",
-        "last_new",
+        "layers",
         "model",
         "n",
-        "new_count",
         "pending",
         "pos",
-        "read_layers",
-        "settled",
-        "settled_pos",
         "slots",
         "times",
         "values",
@@ -123,16 +191,11 @@ class FlowState:
         self.model: str | None = None
         self.values = [0] * MAX_LAYERS  # last chained hash per layer
         self.good = [0] * MAX_LAYERS  # last value per layer that a call read (0: none yet)
+        self.layers = [LayerState() for _ in range(MAX_LAYERS)]
         self.slots = [_EMPTY_SLOT] * WINDOW  # the window's calls
         self.hits = [(0, 0)] * WINDOW  # per window slot: (hit numerator, denominator)
         self.costs: list[float | None] = [None] * WINDOW
         self.times = [0.0] * WINDOW
-        self.new_count = [0] * MAX_LAYERS  # window calls new at each layer
-        # The first layer's baseline: how often the calls that left the window read it, and
-        # with the same value as the call before (-1: none has left yet).
-        self.base_read = -1.0
-        self.base_same = -1.0
-        self.base_n = 0
         self.pos = 0
         self.n = 0
         self.cum_num = self.cum_den = 0
@@ -142,59 +205,22 @@ class FlowState:
         self.churn: Incident | None = None
         self.drop: Incident | None = None
         # Writes of a never-seen layer value, until read back or past their TTL:
-        # value -> (layer, deadline). Then settled: (layer, read back?) for the last SETTLED.
-        self.pending: dict[int, tuple[int, float]] = {}
-        self.settled: list[tuple[int, bool]] = []
-        self.settled_pos = 0
-        self.read_layers = 0  # the layers some call of this flow read (bit k: layer k)
-        self.last_new: list[int] = [0] * MAX_LAYERS  # the last new value per layer (printed in churn)
+        # value -> (layer, deadline, what the write paid beyond plain input).
+        self.pending: dict[int, tuple[int, float, float | None]] = {}
 
-    def settle(self, layer: int, read_back: bool) -> None:
-        if len(self.settled) < SETTLED:
-            self.settled.append((layer, read_back))
-        else:
-            self.settled[self.settled_pos] = (layer, read_back)
-            self.settled_pos = (self.settled_pos + 1) % SETTLED
-
-    def churning(self, k: int) -> bool:
-        """Most settled writes of layer ``k`` were never read back within their TTL."""
-        total = unread = 0
-        for layer, read_back in self.settled:
-            if layer == k:
-                total += 1
-                unread += not read_back
-        return total >= MIN_SETTLED and unread >= CHURN_OPEN * total
-
-    def first_layer_shared(self) -> bool:
-        """The first layer (tools, system) is normally read, with one value (no baseline yet:
-        not known to be)."""
-        return self.base_read >= SHARED and self.base_same >= SHARED
+    def settle(self, value: int, read_back: bool) -> None:
+        """The write of ``value`` was read back, or its TTL passed without."""
+        layer, _, premium = self.pending.pop(value)
+        self.layers[layer].settle(read_back, premium)
 
     def push(self, call: WindowSlot, hit: tuple[int, int], cost: float | None, now: float) -> None:
-        """Add one call to the window; the call leaving it joins the baseline. (Layer sets are
-        tested inline here, ``layers >> k & 1``, not with :func:`has_layer`: this runs per call.)"""
+        """Add one call to the window (the oldest leaves it)."""
         f = self
         i = f.pos
         if f.n == WINDOW:  # the call leaving the window
-            old = f.slots[i]
-            if old.layers:  # it had a first layer: it joins that layer's baseline
-                # A running mean for the first calls, then a moving average.
-                f.base_n += 1
-                w = max(1.0 / f.base_n, BASELINE_WEIGHT)
-                r = float(old.read & 1)  # it read layer 0
-                sm = float(old.same & 1)  # with the value of the call before
-                if f.base_read < 0:
-                    f.base_read, f.base_same = r, sm
-                else:
-                    f.base_read += w * (r - f.base_read)
-                    f.base_same += w * (sm - f.base_same)
-            for k in range(old.layers):
-                f.new_count[k] -= old.new >> k & 1
-            gone = scored_hit(old, f.hits[i])
+            gone = scored_hit(f.slots[i], f.hits[i])
             f.win_num -= gone[0]
             f.win_den -= gone[1]
-        for k in range(call.layers):
-            f.new_count[k] += call.new >> k & 1
         f.slots[i] = call
         f.hits[i] = hit
         f.costs[i] = cost

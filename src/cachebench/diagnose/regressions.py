@@ -1,35 +1,29 @@
-"""Regressions per flow: prefix churn and hit-ratio drops, each with the diff that explains it.
+"""Each call's diagnosis in its flow, and the flow's incidents: prefix churn and hit-ratio drops.
 
 The detector sees every finished call after :func:`~cachebench.diagnose.causes.miss_cause`
-has given it a cause (which :meth:`FlowDetector.observe` refines, the cause's last step), with
-what the cache view held when the call went out and what it holds as the call finishes (a twin that
-finished first may already have written the same layer). A prompt's *layers* are its
-breakpoints in cache order (tools+system, a user's context, the conversation...). Per flow it
-keeps (:mod:`cachebench.diagnose.flowstate`):
+has given it a cause, with what the cache view held when the call went out and what it holds
+as the call finishes (a twin that finished first may already have written the same layer). A
+prompt's *layers* are its breakpoints in cache order (tools+system, a customer's context, the
+conversation...). Per flow and layer it keeps (:mod:`cachebench.diagnose.flowstate`) the
+recent values' prints (:mod:`cachebench.diagnose.prints`: digests, no text), so a call whose
+layer is new is compared at once with the flow's nearest earlier prompt there: the cause's
+last step (:func:`~cachebench.diagnose.causes.refine_cause`), the call's diff (place, kind,
+value type) and whether the miss was avoidable.
 
-* over a window of the last ``WINDOW`` calls, which layers each call read, found new (never
-  seen) or kept from the call before; for the first layer also a baseline of the calls that
-  left the window (read, and with the same value, in most: the flow's shared prompt);
-* every write of a never-seen layer value, until a later call reads it back or
-  ``SETTLE_S`` (or its shorter TTL) passes: then it is *settled*, read back or not.
-
-*Prefix churn* opens at a layer when most of the window's calls are new there and most of
-its settled writes were never read back: a timestamp, a request id, a re-ordered tool list.
-The first layer (tools, system prompt) may churn from the flow's first call; a later one
-only once the flow has read it. New customers' contexts are read back by their next turns,
-and a deploy that changes the prompt once is one ``prefix_changed`` write that later calls
-read, so neither churns. Churn closes when at most a quarter of the window is new there.
+*Prefix churn* opens at a layer when ``CHURN_CHANGES`` of its last ``CHURN_SPAN`` calls
+changed it (``prefix_changed`` or ``serialization_changed`` there): a timestamp, a request id,
+a re-ordered tool list, keys in a random order; at any traffic rate, since nothing waits for a
+TTL. A deploy changes a layer once and later calls read it; new customers, new turns and
+expiries are not changes. Churn closes after ``CHURN_QUIET`` calls in a row read the layer.
 
 A *hit-ratio drop* opens when the window's hit ratio (expected writes excluded: new users'
 layers, new turns, prompt changes, concurrent twins) falls below the tracker's
 ``miss_alert_threshold`` after having been at or above it, and closes ``DROP_CLOSE`` above
 it (no flapping). Churn, which already explains the misses, suppresses it.
 
-Each churn incident carries a :class:`~cachebench.types.PrefixDiff` between the last value of
-the layer a call read (or, if none ever was, the previous new one) and the new one, located
-from per-block chunk digests taken when a value is first read or while a layer churns (no
-prompt text unless ``capture_text=True``, which keeps the layer's bytes for short, redacted
-excerpts). A drop has no diff when the prompt did not change.
+Writes of a new value are followed until a later call reads them back or their TTL (at most
+``SETTLE_S``) passes; a layer whose writes mostly expire unread (traffic too sparse for its
+TTL) is reported as *unread writes* (:meth:`FlowDetector.unread_writes`), not as churn.
 """
 
 from __future__ import annotations
@@ -37,17 +31,15 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..expect import ALIVE, NEVER, Expectation
 from ..facts import ttl_seconds
-from ..fingerprint import BlockPrint, diff_layers, layer_print, order_digests
 from ..types import MissCause, PrefixDiff, PrefixKey, Prompt, Regression
-from .causes import refine_cause
-from .flowstate import FlowState, Incident, WindowSlot, has_layer, scored_hit
+from .causes import avoidable, refine_cause
+from .flowstate import FlowState, Incident, WindowSlot, scored_hit
+from .prints import Change, LayerPrint, Printer, block_bytes, compare, print_size, similarity
 from .thresholds import (
-    CHURN_ACTIVE,
-    CHURN_CLOSE,
     COST_BASE_WEIGHT,
     DROP_CLOSE,
     MAX_INCIDENTS,
@@ -60,18 +52,23 @@ from .thresholds import (
     SETTLE_S,
 )
 
-__all__ = ["FlowDetector"]
+__all__ = ["Diagnosis", "FlowDetector"]
 
 _HEALTHY = (None, "cold", "concurrent", "ttl_expired")  # causes of calls that set the flow's normal cost
 
 
-def _print_size(prints: tuple[BlockPrint, ...]) -> int:
-    """Rough bytes a layer print holds: its chunk digests and any kept text."""
-    return sum(100 + 36 * (len(b.head) + len(b.tail)) + (len(b.text) if b.text else 0) for b in prints)
+class Diagnosis(NamedTuple):
+    """A call's diagnosis in its flow: the refined cause, where its prompt differs from the
+    flow's nearest earlier one (for ``prefix_changed`` and ``serialization_changed``), and
+    whether the miss was avoidable."""
+
+    cause: MissCause | None
+    diff: PrefixDiff | None
+    avoidable: bool
 
 
 class FlowDetector:
-    """Regressions of every flow of one tracker. Not locked: the tracker holds its lock."""
+    """Diagnoses and incidents of every flow of one tracker (run on its consumer: no lock)."""
 
     def __init__(
         self,
@@ -85,7 +82,8 @@ class FlowDetector:
         self.max_flows = max_flows
         self.on_open = on_open
         self._flows: OrderedDict[str, FlowState] = OrderedDict()
-        self._prints: OrderedDict[int, tuple[BlockPrint, ...]] = OrderedDict()
+        self._printer = Printer(capture_text)
+        self._prints: OrderedDict[int, LayerPrint] = OrderedDict()
         self._print_bytes = 0
         self.incidents: list[Incident] = []
 
@@ -100,6 +98,14 @@ class FlowDetector:
             return None
         incident = f.churn or f.drop
         return incident.regression() if incident is not None else None
+
+    def unread_writes(self, flow: str) -> dict[int, dict[str, Any]]:
+        """Per layer of ``flow``: its writes that mostly expired unread (see the module)."""
+        f = self._flows.get(flow)
+        if f is None:
+            return {}
+        found = {k: layer.unread_writes() for k, layer in enumerate(f.layers)}
+        return {k: v for k, v in found.items() if v is not None}
 
     # -- one call -------------------------------------------------------------------------------
 
@@ -117,23 +123,26 @@ class FlowDetector:
             self._flows.move_to_end(name)
         return f
 
-    def _print(self, value: int, prompt: Prompt | None, key: PrefixKey, layer: int) -> None:
-        """Print a layer the first time its value is seen (a write, or a warm start)."""
+    def _print(self, value: int, prompt: Prompt | None, key: PrefixKey, layer: int) -> LayerPrint | None:
+        """The print of ``layer`` (whose chained hash is ``value``), made the first time the
+        value is seen; None when it is too large or the prompt is not at hand."""
         prints = self._prints
-        if value in prints:
+        made = prints.get(value)
+        if made is not None:
             prints.move_to_end(value)
-            return
+            return made
         if prompt is None:
-            return
+            return None
         bps = key.breakpoints
         start = bps[layer - 1] + 1 if layer else 0
         if key.bp_bytes[layer] - (key.bp_bytes[layer - 1] if layer else 0) > MAX_PRINT_BYTES:
-            return
-        made = prints[value] = layer_print(prompt, start, bps[layer] + 1, keep_text=self.capture_text)
-        self._print_bytes += _print_size(made)
+            return None
+        made = prints[value] = self._printer.layer(prompt, start, bps[layer] + 1)
+        self._print_bytes += print_size(made)
         while len(prints) > MAX_PRINTS or (self._print_bytes > PRINTS_BUDGET and len(prints) > 1):
             _, dropped = prints.popitem(last=False)
-            self._print_bytes -= _print_size(dropped)
+            self._print_bytes -= print_size(dropped)
+        return made
 
     def observe(
         self,
@@ -147,13 +156,15 @@ class FlowDetector:
         hit: tuple[int, int],
         cost: float | None,
         now: float,
-    ) -> MissCause | None:
-        """Update the flow with one finished call; return its miss cause, refined
-        (:func:`~cachebench.diagnose.causes.refine_cause`).
+        premium: float | None = None,
+    ) -> Diagnosis:
+        """Update the flow with one finished call; return its diagnosis (the cause refined by
+        :func:`~cachebench.diagnose.causes.refine_cause`).
 
         ``exp`` is what the cache view expected when the call went out, ``done`` what it
         holds as the call finishes (a twin that finished first may have written the same
-        layer: then it is not new)."""
+        layer: then it is not new). ``premium`` is what the call's writes paid beyond plain
+        input (for the unread-writes report)."""
         f = self._flow(flow, now)
         bps = key.breakpoints
         states = done.breakpoint_states
@@ -162,30 +173,27 @@ class FlowDetector:
         pending = f.pending
         while pending:  # writes past their TTL without a read: settled as never read back
             oldest = next(iter(pending))
-            layer, deadline = pending[oldest]
-            if deadline >= now:
+            if pending[oldest][1] >= now:
                 break
-            del pending[oldest]
-            f.settle(layer, False)
+            f.settle(oldest, False)
         for q in done.matched:  # reads, incl. the lookback's, read back what they hit
             if pending and hash_at(q) in pending:
-                f.settle(pending.pop(hash_at(q))[0], True)
+                f.settle(hash_at(q), True)
         n_layers = min(len(bps), MAX_LAYERS)
         first_new = -1  # the first layer this call wrote that the tracker had never seen
         first_cold = -1
-        read = new = same = 0
+        read = new = 0
         for k in range(n_layers):
             v = chain[k]
-            if f.values[k] == v:
-                same |= 1 << k
             if states[k] == ALIVE:
                 read |= 1 << k
                 if pending and v in pending:
-                    f.settle(pending.pop(v)[0], True)
+                    f.settle(v, True)
+                f.layers[k].read(v)
                 if f.good[k] != v:
                     f.good[k] = v
                     self._print(v, prompt, key, k)
-                elif self._prints.get(v) is not None:
+                elif v in self._prints:
                     self._prints.move_to_end(v)
             else:
                 if first_cold < 0:
@@ -194,74 +202,91 @@ class FlowDetector:
                     new |= 1 << k
                     if first_new < 0:
                         first_new = k
+        change: Change | None = None
+        at = -1  # the layer the change is in
+        if cause == "cold" and 0 <= first_new == first_cold:
+            change = self._nearest_change(f, key, prompt, first_new)
+            at = first_new
+        elif cause == "provider" and prompt is not None:
+            at, change = self._rendering_change(key, prompt, exp)
+        if first_new >= 0 and prompt is not None:
+            for k in range(first_new, n_layers):  # the new values: printed for later calls
+                if states[k] == NEVER:
+                    self._print(chain[k], prompt, key, k)
+                    f.layers[k].seen(chain[k])
         if cause is not None:
-            # The cause's second and last step (diagnose.causes): what the flow knows.
             cause = refine_cause(
                 cause,
                 model_switched=first_cold == 0 and f.model is not None and model != f.model,
-                layer_changed=(
-                    first_new >= 0
-                    and not has_layer(same, first_new)
-                    # The first layer (tools, system) is one prompt for the whole flow; later
-                    # layers (a customer's context) differ by design, so only churn makes their
-                    # writes changes.
-                    and (
-                        (first_new == 0 and f.first_layer_shared())
-                        or (f.churn is not None and f.churn.layer == first_new)
-                    )
-                ),
-                reordered=lambda: prompt is not None and self._serialization(key, prompt, exp),
+                change=change,
+                shared_layer=at == 0 and not f.layers[0].many_values(),
             )
-        churn_like = False
-        if first_new >= 0:
+        changed = cause in ("prefix_changed", "serialization_changed") and change is not None and at >= 0
+        if changed:
+            f.layers[at].changed(now, hit, cost)
+        elif first_new >= 0 and cause == "cold":
+            # A new value the flow never had (a customer's context): is it ever read back?
             v = chain[first_new]
             if v not in pending:
-                pending[v] = (first_new, now + min(ttl_seconds(key.ttls[first_new]), SETTLE_S))
+                pending[v] = (first_new, now + min(ttl_seconds(key.ttls[first_new]), SETTLE_S), premium)
                 if len(pending) > MAX_PENDING:
                     del pending[next(iter(pending))]
-            if f.n >= MIN_CALLS and f.new_count[first_new] >= CHURN_ACTIVE * f.n:
-                # Looks like churn: print this value so an incident can show what changes.
-                self._print(v, prompt, key, first_new)
-                churn_like = True
-        f.read_layers |= read
         for k in range(n_layers):
             f.values[k] = chain[k]
         f.model = model
+        churning = changed and (f.layers[at].churning() or (f.churn is not None and f.churn.layer == at))
         # Expected writes (new users, a one-off prompt change) are not hit-ratio misses.
         explained = cause in ("cold", "concurrent", "prefix_changed", "model_changed")
-        f.push(WindowSlot(n_layers, read, new, same, explained), hit, cost, now)
-        self._incidents(flow, f, key, prompt, first_new, hit, cost if cause in _HEALTHY else None, cost, now)
-        if churn_like:
-            f.last_new[first_new] = chain[first_new]
-        return cause
+        f.push(WindowSlot(n_layers, read, new, explained), hit, cost, now)
+        self._incidents(
+            flow, f, at if changed else -1, change, hit, cost if cause in _HEALTHY else None, cost, now
+        )
+        diff = change.diff if changed and change is not None else None
+        return Diagnosis(cause, diff, avoidable(cause, change if changed else None, churning))
 
-    def _serialization(self, key: PrefixKey, prompt: Prompt, exp: Expectation) -> bool:
-        """An unexpected miss on identical content: did the caller's key order change?"""
-        if exp.best_at < 0:
-            return False
-        now_order = order_digests(prompt)
-        for p, h in zip(key.breakpoints[:MAX_LAYERS], key.bp_hashes, strict=False):
+    def _nearest_change(self, f: FlowState, key: PrefixKey, prompt: Prompt | None, k: int) -> Change | None:
+        """How layer ``k`` differs from the flow's nearest earlier value of it (the most
+        alike of its recent ones), or None when there is none to compare with."""
+        now_value = key.bp_hashes[k]
+        new = self._print(now_value, prompt, key, k)
+        if new is None:
+            return None
+        earlier = [p for p in (self._prints.get(u) for u in f.layers[k].recent if u != now_value) if p]
+        if not earlier:
+            return None
+        nearest = max(reversed(earlier), key=lambda p: similarity(p, new))
+        return compare(nearest, new, block_bytes(prompt))
+
+    def _rendering_change(
+        self, key: PrefixKey, prompt: Prompt, exp: Expectation
+    ) -> tuple[int, Change | None]:
+        """For an unexpected miss on identical content: the first layer the call should have
+        read whose rendering (the caller's key order) differs from the one that wrote it."""
+        for k, (p, h) in enumerate(zip(key.breakpoints[:MAX_LAYERS], key.bp_hashes, strict=False)):
             if p > exp.best_at:
                 break
             seen = self._prints.get(h)
-            if seen and any(
-                b.order_digest != now_order[b.position] for b in seen if b.position < len(now_order)
-            ):
-                return True
-        return False
+            if seen is None:
+                continue
+            bps = key.breakpoints
+            now = self._printer.layer(prompt, bps[k - 1] + 1 if k else 0, p + 1)
+            change = compare(seen, now, block_bytes(prompt))
+            if change is not None and change.diff.kind == "serialization":
+                return k, change
+        return -1, None
 
     def _incidents(
         self,
         name: str,
         f: FlowState,
-        key: PrefixKey,
-        prompt: Prompt | None,
-        first_new: int,
+        changed_at: int,
+        change: Change | None,
         hit: tuple[int, int],
         healthy_cost: float | None,
         cost: float | None,
         now: float,
     ) -> None:
+        """Account the call to the flow's open incidents; open or close them."""
         ratio = f.win_num / f.win_den if f.win_den else math.nan
         for incident in (f.churn, f.drop):
             if incident is not None:
@@ -272,67 +297,96 @@ class FlowDetector:
                 if cost is not None and f.cost_base is not None:
                     incident.extra_cost += cost - f.cost_base
                     incident.priced += 1
-        full = f.n >= MIN_CALLS
-        # Prefix churn: a layer keeps being new and what it writes is never read back. The
-        # first layer (tools, system) may churn from the flow's first call; a later one only
-        # once the flow has read it (new customers' contexts are read back, or never were).
+        # Prefix churn: most of a layer's recent calls changed it.
         if f.churn is None:
-            if (
-                full
-                and first_new >= 0
-                and f.new_count[first_new] >= CHURN_ACTIVE * f.n
-                and (first_new == 0 or has_layer(f.read_layers, first_new))
-                and f.churning(first_new)
-            ):
-                f.churn = self._open(name, f, "prefix_churn", key, prompt, first_new, now)
-        elif f.new_count[f.churn.layer] <= CHURN_CLOSE * f.n:
+            if changed_at >= 0 and change is not None and f.layers[changed_at].churning():
+                f.churn = self._open_churn(
+                    name, f, changed_at, self._incident_diff(f, changed_at, change), now
+                )
+        elif f.layers[f.churn.layer].quiet():
             f.churn = self._close(f.churn, now)
         # Hit-ratio drop.
-        if not math.isnan(ratio) and full:
+        if not math.isnan(ratio) and f.n >= MIN_CALLS:
             if ratio >= self.threshold:
                 f.healthy = True
                 if f.drop is not None and ratio >= min(1.0, self.threshold + DROP_CLOSE):
                     f.drop = self._close(f.drop, now)
             elif f.healthy and f.drop is None and f.churn is None:
-                f.drop = self._open(name, f, "hit_ratio_drop", key, prompt, -1, now)
+                f.drop = self._open_drop(name, f, now)
         if f.churn is None and f.drop is None and healthy_cost is not None:
             c = healthy_cost
             w = COST_BASE_WEIGHT
             f.cost_base = c if f.cost_base is None else (1.0 - w) * f.cost_base + w * c
+
+    def _incident_diff(self, f: FlowState, layer: int, change: Change) -> PrefixDiff:
+        """The diff churn opens with: the change against the last value of the layer a call
+        read, when that is the same kind of change (a re-ordering is told against the last
+        order read); else the change against the call's nearest earlier prompt (a volatile
+        value against the previous one, which holds the same value in another form)."""
+        good = self._prints.get(f.good[layer]) if f.good[layer] else None
+        new = self._prints.get(f.values[layer])
+        if good is not None and new is not None:
+            against_good = compare(good, new)
+            if against_good is not None and against_good.diff.kind == change.diff.kind:
+                return against_good.diff
+        return change.diff
+
+    def _open_churn(self, name: str, f: FlowState, layer: int, diff: PrefixDiff, now: float) -> Incident:
+        """Open churn at ``layer``, its recent changes counting as its first calls."""
+        changes = f.layers[layer].changes
+        costs = [c for *_, c in changes]
+        return self._open(
+            name,
+            f,
+            "prefix_churn",
+            layer,
+            diff,
+            started=min((t for t, *_ in changes), default=now),
+            hits=[(num, den) for _, num, den, _ in changes],
+            costs=costs,
+            now=now,
+        )
+
+    def _open_drop(self, name: str, f: FlowState, now: float) -> Incident:
+        """Open a hit-ratio drop, the window's calls that missed what they could read counting
+        as its first calls."""
+        bad = [i for i in range(f.n) if f.hits[i][0] < f.hits[i][1] and not f.slots[i].explained]
+        return self._open(
+            name,
+            f,
+            "hit_ratio_drop",
+            -1,
+            None,
+            started=min((f.times[i] for i in bad), default=now),
+            hits=[f.hits[i] for i in bad],
+            costs=[f.costs[i] for i in bad],
+            now=now,
+        )
 
     def _open(
         self,
         name: str,
         f: FlowState,
         kind: str,
-        key: PrefixKey,
-        prompt: Prompt | None,
         layer: int,
+        diff: PrefixDiff | None,
+        *,
+        started: float,
+        hits: list[tuple[int, int]],
+        costs: list[float | None],
         now: float,
     ) -> Incident:
-        """Open an incident, counting the window's calls that show it as its first calls."""
-        slots = f.slots
-        if layer >= 0:  # churn: the window's calls new at the layer
-            bad = [i for i in range(f.n) if has_layer(slots[i].new, layer)]
-        else:  # a drop: the window's calls that missed part of what they could read
-            bad = [i for i in range(f.n) if f.hits[i][0] < f.hits[i][1] and not slots[i].explained]
-        num = sum(f.hits[i][0] for i in bad)
-        den = sum(f.hits[i][1] for i in bad)
         extra = 0.0
         priced = 0
         base = f.cost_base
-        for i in bad:
-            c = f.costs[i]
+        for c in costs:
             if c is not None and base is not None:
                 extra += c - base
                 priced += 1
-        started = min((f.times[i] for i in bad), default=now)
-        scored = [scored_hit(slots[i], f.hits[i]) for i in range(f.n)]
-        w_num = sum(h[0] for h in scored)
-        w_den = sum(h[1] for h in scored)
-        before_den = f.cum_den - w_den
-        before = (f.cum_num - w_num) / before_den if before_den > 0 else math.nan
-        diff = self._diff(f, key, prompt, layer) if layer >= 0 else None
+        # The flow's hit ratio before: everything but the window.
+        scored = [scored_hit(f.slots[i], f.hits[i]) for i in range(f.n)]
+        before_den = f.cum_den - sum(h[1] for h in scored)
+        before = (f.cum_num - sum(h[0] for h in scored)) / before_den if before_den > 0 else math.nan
         details: dict[str, Any] = {"layer": layer} if layer >= 0 else {}
         incident = Incident(
             name,
@@ -342,9 +396,9 @@ class FlowDetector:
             layer,
             diff,
             details,
-            len(bad),
-            num,
-            den,
+            len(hits),
+            sum(h[0] for h in hits),
+            sum(h[1] for h in hits),
             extra,
             priced,
             last_at=now,
@@ -355,18 +409,6 @@ class FlowDetector:
             del self.incidents[0]
         self.on_open(incident.regression())
         return incident
-
-    def _diff(self, f: FlowState, key: PrefixKey, prompt: Prompt | None, layer: int) -> PrefixDiff | None:
-        """The diff between the last value of ``layer`` a call read (or, when none was ever
-        read, the previous new one) and this call's."""
-        now_value = key.bp_hashes[layer]
-        base = f.good[layer] or (f.last_new[layer] if f.last_new[layer] != now_value else 0)
-        old = self._prints.get(base) if base else None
-        if old is None or prompt is None:
-            return None
-        self._print(now_value, prompt, key, layer)
-        new = self._prints.get(now_value)
-        return diff_layers(old, new) if new is not None else None
 
     @staticmethod
     def _close(incident: Incident, now: float) -> None:

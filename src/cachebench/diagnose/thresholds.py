@@ -7,54 +7,58 @@ tests in ``tests/test_regressions.py`` and ``tests/test_mutants.py`` pin them.
 from __future__ import annotations
 
 __all__ = [
-    "BASELINE_WEIGHT",
-    "CHURN_ACTIVE",
-    "CHURN_CLOSE",
-    "CHURN_OPEN",
+    "CHURN_CHANGES",
+    "CHURN_QUIET",
+    "CHURN_SPAN",
     "COST_BASE_WEIGHT",
     "DROP_CLOSE",
     "ESTIMATE_SHORTFALL",
+    "FEATURES_BUDGET",
+    "LOCALIZED_SHARE",
     "MAX_INCIDENTS",
     "MAX_LAYERS",
     "MAX_PENDING",
     "MAX_PRINTS",
     "MAX_PRINT_BYTES",
     "MIN_CALLS",
-    "MIN_SETTLED",
+    "NORMALIZE_MAX_BYTES",
     "PRINTS_BUDGET",
-    "SETTLED",
+    "RECENT_VALUES",
     "SETTLE_S",
-    "SHARED",
+    "UNREAD_SHARE",
     "WINDOW",
 ]
 
 # -- a call's miss cause -----------------------------------------------------------------------
 ESTIMATE_SHORTFALL = 0.5  # an estimated (byte-share) entry size is missed only below this share of it
 
-# -- a flow's window and baseline --------------------------------------------------------------
-WINDOW = 16  # calls per flow in the churn and hit-ratio windows
+# -- a flow's window ----------------------------------------------------------------------------
+WINDOW = 16  # calls per flow in the hit-ratio window
 MIN_CALLS = 12  # a window judges nothing before this many calls
 MAX_LAYERS = 8  # breakpoints beyond this are not tracked per layer
-SHARED = 0.75  # baseline read and same-value rates that make a layer shared
-BASELINE_WEIGHT = 0.05  # of each call leaving the window in the baseline (about 20 calls)
 COST_BASE_WEIGHT = 0.1  # of each healthy call in the flow's normal cost per call (moving average)
 
 # -- writes waiting to be read back ------------------------------------------------------------
 MAX_PENDING = 64  # writes per flow waiting to be read back
 SETTLE_S = 300.0  # a write not read back within this (or its shorter TTL) counts as never read
-SETTLED = 16  # writes per flow whose fate (read back, or not within their TTL) is remembered
-MIN_SETTLED = 8  # a layer's churn is judged from at least this many settled writes
+
+# -- a call's diagnosis -------------------------------------------------------------------------
+RECENT_VALUES = 8  # distinct values per flow and layer kept to find a call's nearest earlier prompt
+LOCALIZED_SHARE = 0.25  # a content change within this share of its block (or two chunks) is an edit
+NORMALIZE_MAX_BYTES = 1 << 16  # blocks carrying JSON in their text up to this size are parsed to compare
+FEATURES_BUDGET = 6 << 20  # bytes of block features kept tracker-wide (least recently used dropped)
 
 # -- prefix churn ------------------------------------------------------------------------------
-CHURN_OPEN = 0.75  # share of a layer's settled writes never read back that opens churn
-CHURN_ACTIVE = 0.5  # ... while at least this share of the window's calls is new at the layer
-CHURN_CLOSE = 0.25  # share of the window new at the layer at or below which churn closes
+CHURN_SPAN = 8  # the last calls at a layer that churn is judged on
+CHURN_CHANGES = 3  # ... changes of the layer among them that open churn
+CHURN_QUIET = 4  # calls in a row that read the layer, or found it unchanged, close churn
+UNREAD_SHARE = 0.5  # share of a layer's settled writes never read back reported as unread writes
 
 # -- hit-ratio drop ----------------------------------------------------------------------------
 DROP_CLOSE = 0.1  # a hit-ratio drop closes this far above the threshold (no flapping)
 
 # -- what the detector keeps -------------------------------------------------------------------
-MAX_PRINTS = 512  # layer prints kept tracker-wide (least recently used dropped) ...
-PRINTS_BUDGET = 16 << 20  # ... within this many bytes
+MAX_PRINTS = 4096  # layer prints kept tracker-wide (least recently used dropped) ...
+PRINTS_BUDGET = 4 << 20  # ... within this many bytes (their blocks' features: FEATURES_BUDGET)
 MAX_PRINT_BYTES = 1 << 18  # layers larger than this are not printed (their diff is block-level)
 MAX_INCIDENTS = 1000  # incidents kept tracker-wide (oldest dropped)

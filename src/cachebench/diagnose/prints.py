@@ -1,0 +1,321 @@
+"""Layer prints: what the diagnosis keeps of a cached layer instead of its text, and where and
+how two prints differ.
+
+A *layer* is the run of blocks between two breakpoints. Its print holds, per block, digests
+only (the block's bytes too with ``capture_text=True``):
+
+* ``digest``: of its canonical bytes (sorted keys, as ``prefix_id`` hashes them), and
+  ``order_digest``: of its bytes in the caller's own key order (providers cache the bytes
+  they render, so a re-ordered schema misses although ``digest`` is unchanged);
+* ``head``/``tail``: digests of fixed-size chunks of the canonical bytes counted from the
+  start and from the end, which locate the first and last changed byte of a block;
+* ``masked``: the canonical bytes without digits and hex letters: equal for two renderings
+  that differ only in numbers, dates, times, uuids and hex ids (the changed range then names
+  the value, :func:`cachebench.diagnose.classify.volatile_in`);
+* ``content``: the block as content (:func:`cachebench.diagnose.classify.normalized_digest`
+  for a block that carries JSON inside its text, the bytes without whitespace otherwise):
+  equal for renderings that differ only in key order or whitespace.
+
+A block's features are computed once per distinct block (:class:`Printer` keeps them by
+digest within a byte budget), so a layer that changes in one block costs that block's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import xxhash
+
+from ..fingerprint import canonical, ordered
+from ..redact import excerpt
+from ..types import ChangeKind, PrefixDiff, Prompt, ValueType
+from .classify import normalized_digest, volatile_in
+from .thresholds import FEATURES_BUDGET, LOCALIZED_SHARE, NORMALIZE_MAX_BYTES
+
+__all__ = ["BlockPrint", "Change", "Features", "LayerPrint", "Printer", "compare", "print_size", "similarity"]
+
+CHUNK = 64
+MAX_CHUNKS = 256
+_CONTEXT = 80  # characters of context on each side of a difference in an excerpt
+_EXCERPT_MAX = 300  # characters in one excerpt: a re-ordered tool makes the range the whole block
+_digest = xxhash.xxh3_64_intdigest
+_VOLATILE_BYTES = b"0123456789abcdefABCDEF"
+_JSON_IN_TEXT = (b'{\\"', b'[\\"', b"[{", b"[[")
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What a print keeps of one block (see the module's docstring); no text unless ``text``."""
+
+    size: int
+    digest: int
+    order_digest: int
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    masked: int
+    content: int
+    text: bytes | None = None
+
+
+class BlockPrint(NamedTuple):
+    section: str
+    index: int  # type: ignore[assignment]  # within its section (shadows tuple.index, unused)
+    position: int  # in the prompt
+    features: Features
+
+
+LayerPrint = tuple[BlockPrint, ...]
+
+
+def _chunks(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    n = len(data)
+    reach = min(n, CHUNK * MAX_CHUNKS)
+    head = tuple([_digest(data[i : i + CHUNK]) for i in range(0, reach, CHUNK)])
+    tail = tuple([_digest(data[max(0, n - i - CHUNK) : n - i]) for i in range(0, reach, CHUNK)])
+    return head, tail
+
+
+def _content(payload: Any, data: bytes) -> int:
+    """The block as content: equal for renderings that differ in key order or whitespace."""
+    bare = data.translate(None, b" \t").replace(b"\\n", b"").replace(b"\\r", b"").replace(b"\\t", b"")
+    if len(data) <= NORMALIZE_MAX_BYTES and any(mark in bare for mark in _JSON_IN_TEXT):
+        return normalized_digest(payload)  # JSON inside a string: parsed, keys sorted
+    return _digest(bare)
+
+
+def features(section: str, payload: Any, keep_text: bool) -> Features:
+    """The features of one block (its ``(section, payload)`` pair)."""
+    data = canonical((section, payload))
+    return _features(data, _digest(data), _digest(ordered((section, payload))), payload, keep_text)
+
+
+def _features(data: bytes, digest: int, order_digest: int, payload: Any, keep_text: bool) -> Features:
+    head, tail = _chunks(data)
+    return Features(
+        len(data),
+        digest,
+        order_digest,
+        head,
+        tail,
+        _digest(data.translate(None, _VOLATILE_BYTES)),
+        _content(payload, data),
+        data if keep_text else None,
+    )
+
+
+def feature_size(f: Features) -> int:
+    """Rough bytes a block's features hold."""
+    return 160 + 36 * (len(f.head) + len(f.tail)) + (len(f.text) if f.text else 0)
+
+
+def print_size(layer: LayerPrint) -> int:
+    """Rough bytes a layer print holds beyond its blocks' features (kept by the printer)."""
+    return 80 + 72 * len(layer)
+
+
+class Printer:
+    """Makes layer prints, computing each distinct block's features once (least recently used
+    dropped beyond ``budget`` bytes)."""
+
+    def __init__(self, keep_text: bool, budget: int = FEATURES_BUDGET) -> None:
+        self.keep_text = keep_text
+        self.budget = budget
+        self._features: OrderedDict[tuple[int, int], Features] = OrderedDict()
+        self._bytes = 0
+
+    def layer(self, prompt: Prompt, start: int, stop: int) -> LayerPrint:
+        """The print of blocks ``start..stop-1`` of ``prompt``."""
+        pairs = prompt.pairs
+        start = max(start, 0)
+        stop = min(stop, len(pairs))
+        seen = Counter(section for section, _ in pairs[:start])
+        out: list[BlockPrint] = []
+        for position in range(start, stop):
+            section, payload = pairs[position]
+            index = seen[section]
+            seen[section] = index + 1
+            out.append(BlockPrint(section, index, position, self._block(section, payload)))
+        return tuple(out)
+
+    def _block(self, section: str, payload: Any) -> Features:
+        data = canonical((section, payload))
+        # The same content in another key order is another rendering: features of its own.
+        key = (_digest(data), _digest(ordered((section, payload))))
+        cache = self._features
+        found = cache.get(key)
+        if found is not None:
+            cache.move_to_end(key)
+            return found
+        made = cache[key] = _features(data, key[0], key[1], payload, self.keep_text)
+        self._bytes += feature_size(made)
+        while self._bytes > self.budget and len(cache) > 1:
+            _, dropped = cache.popitem(last=False)
+            self._bytes -= feature_size(dropped)
+        return made
+
+
+def similarity(old: LayerPrint, new: LayerPrint) -> tuple[int, int, int]:
+    """How alike two prints of a layer are, for picking the nearest earlier one: blocks equal
+    in order from the start, blocks in common, then chunks equal at both ends of the first
+    block that differs."""
+    same = 0
+    for o, b in zip(old, new, strict=False):
+        if o.features.digest != b.features.digest:
+            break
+        same += 1
+    common = sum((Counter(b.features.digest for b in old) & Counter(b.features.digest for b in new)).values())
+    chunks = 0
+    if same < len(old) and same < len(new):
+        of, nf = old[same].features, new[same].features
+        chunks = _equal_run(of.head, nf.head) + _equal_run(of.tail, nf.tail)
+    return same, common, chunks
+
+
+def _equal_run(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Change(NamedTuple):
+    """How a layer differs from an earlier print of it.
+
+    ``diff`` locates it (its ``kind``: ``volatile``, ``reordered``, ``serialization`` or
+    ``content``); ``structural`` when the first difference is a block added or removed (a new
+    turn, a trimmed history: no edit of the earlier content); ``localized`` when the changed
+    range is a small part of the block (an edit, not other content)."""
+
+    diff: PrefixDiff
+    structural: bool
+    localized: bool
+
+    @property
+    def avoidable_kind(self) -> bool:
+        """A change that keeps recurring unless the prompt is built differently (a plain
+        number may be a counter or another customer's id: not by itself)."""
+        kind = self.diff.kind
+        return kind in ("reordered", "serialization") or (
+            kind == "volatile" and self.diff.value_type != "number"
+        )
+
+
+def compare(old: LayerPrint, new: LayerPrint, new_bytes: Any = None) -> Change | None:
+    """Where and how ``new`` differs from ``old``; None when they are the same rendering.
+
+    ``new_bytes(position)`` gives the canonical bytes of the current prompt's block at a
+    position (read while the call is observed, kept nowhere): it names a volatile value and
+    narrows the range to it. Without it (or without the text) no value type is named."""
+    old_digests = [b.features.digest for b in old]
+    new_digests = [b.features.digest for b in new]
+    if old_digests != new_digests and Counter(old_digests) == Counter(new_digests):
+        # The same blocks in another order (a re-ordered tool list): the first moved block.
+        i = next(i for i, (a, b) in enumerate(zip(old_digests, new_digests, strict=True)) if a != b)
+        o, b = old[i], new[i]
+        before = _excerpt(o.features.text, 0, o.features.size)
+        after = _excerpt(b.features.text, 0, b.features.size)
+        return Change(_diff(b, 0, b.features.size, "reordered", before=before, after=after), False, True)
+    for i in range(max(len(old), len(new))):
+        if i >= len(new):
+            o = old[i]
+            return Change(
+                _diff(o, 0, 0, "content", before=_excerpt(o.features.text, 0, o.features.size)), True, False
+            )
+        b = new[i]
+        if i >= len(old):
+            return Change(
+                _diff(b, 0, b.features.size, "content", after=_excerpt(b.features.text, 0, b.features.size)),
+                True,
+                False,
+            )
+        o = old[i]
+        of, nf = o.features, b.features
+        if of.digest == nf.digest and o.section == b.section:
+            if of.order_digest != nf.order_digest:  # (the text kept is the sorted form: no excerpt)
+                return Change(_diff(b, 0, nf.size, "serialization"), False, True)
+            continue
+        if o.section != b.section:
+            return Change(_diff(b, 0, nf.size, "content"), True, False)
+        return _block_change(o, b, new_bytes)
+    return None
+
+
+def _block_change(o: BlockPrint, b: BlockPrint, new_bytes: Any) -> Change:
+    of, nf = o.features, b.features
+    j = _equal_run(of.head, nf.head)
+    k = _equal_run(of.tail, nf.tail)
+    start = min(j * CHUNK, nf.size)
+    end = max(nf.size - k * CHUNK, start)
+    old_end = max(of.size - k * CHUNK, start)
+    if end == start and nf.size > start:
+        end = min(nf.size, start + CHUNK)  # an edit smaller than a chunk near both ends
+    before = _excerpt(of.text, start, old_end)
+    if of.content == nf.content:
+        return Change(
+            _diff(b, start, end, "serialization", before=before, after=_excerpt(nf.text, start, end)),
+            False,
+            True,
+        )
+    localized = end - start <= max(CHUNK * 2, LOCALIZED_SHARE * nf.size)
+    if of.masked == nf.masked and new_bytes is not None:
+        data = new_bytes(b.position)
+        if data is not None and len(data) == nf.size:
+            text = data.decode("utf-8", "replace")
+            first = len(data[:start].decode("utf-8", "ignore"))
+            last = len(data[:end].decode("utf-8", "ignore"))
+            value = volatile_in(text, first, last)
+            if value is not None:
+                value_type, lo, hi = value
+                lo_b = len(text[:lo].encode())
+                hi_b = lo_b + len(text[lo:hi].encode())
+                after = _excerpt(nf.text, lo_b, hi_b)
+                return Change(
+                    _diff(b, lo_b, hi_b, "volatile", value_type=value_type, before=before, after=after),
+                    False,
+                    True,
+                )
+    return Change(
+        _diff(b, start, end, "content", before=before, after=_excerpt(nf.text, start, end)), False, localized
+    )
+
+
+def _diff(
+    b: BlockPrint,
+    start: int,
+    end: int,
+    kind: ChangeKind,
+    *,
+    value_type: ValueType | None = None,
+    before: str | None = None,
+    after: str | None = None,
+) -> PrefixDiff:
+    return PrefixDiff(b.section, b.index, b.position, start, end, kind, before, after, value_type)
+
+
+def _excerpt(data: bytes | None, start: int, end: int) -> str | None:
+    """Bytes ``start..end`` of a block's canonical bytes with context, redacted (see
+    :func:`cachebench.redact.excerpt`): at most ``_CONTEXT`` characters each side and
+    ``_EXCERPT_MAX`` in all."""
+    if data is None:
+        return None
+    # A byte offset inside a multi-byte character counts up to the character before it.
+    first = len(data[:start].decode("utf-8", "ignore"))
+    last = len(data[:end].decode("utf-8", "ignore"))
+    return excerpt(data.decode("utf-8", "replace"), first, last, context=_CONTEXT, limit=_EXCERPT_MAX)
+
+
+def block_bytes(prompt: Prompt | None) -> Any:
+    """A function giving the canonical bytes of ``prompt``'s block at a position (or None)."""
+    if prompt is None:
+        return None
+    pairs = prompt.pairs
+
+    def at(position: int) -> bytes | None:
+        return canonical(pairs[position]) if 0 <= position < len(pairs) else None
+
+    return at

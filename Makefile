@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_DEPS := '.[anthropic,openai,emulator]' 'rich>=13'
 
-.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator install clean mutate
+.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis install clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,13 +42,16 @@ test: lint typecheck unit
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/support_agent.py
 
-bench: bench-overhead bench-emulator
+bench: bench-overhead bench-emulator bench-diagnosis
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 bench-emulator: $(STAMP)
 	$(BIN)/python benchmarks/emulator.py
+
+bench-diagnosis: $(STAMP)
+	$(BIN)/python benchmarks/diagnosis.py
 
 # Mutation testing of the call path ([tool.mutmut] in pyproject.toml says which modules and
 # tests), one worker at low priority. mutmut runs the tests from its copy in mutants/, and

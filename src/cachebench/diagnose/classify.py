@@ -106,6 +106,10 @@ def volatile_value(text: str, start: int, end: int) -> ValueType | None:
     return None
 
 
+_DIGITS = re.compile(r"\d+")
+_MAX_RUNS = 64  # digit runs looked around in one changed range
+
+
 def volatile_in(text: str, start: int, end: int) -> tuple[ValueType, int, int] | None:
     """The volatile value a change somewhere in ``text[start:end]`` most likely is, with its span.
 
@@ -113,16 +117,24 @@ def volatile_in(text: str, start: int, end: int) -> tuple[ValueType, int, int] |
     of a layer print: wider than the value): every value of the kinds above that overlaps the
     range is a candidate, the first kind in :data:`_PATTERNS` order wins (a uuid before a
     timestamp before a date before a hex id before a number), and the span returned covers the
-    candidates of that kind. None when no value overlaps the range."""
+    candidates of that kind. None when no value overlaps the range. Every kind holds a digit,
+    so the patterns run only around the range's digit runs (a range may be kilobytes long)."""
     end = max(end, start + 1)
-    lo = max(0, start - _WINDOW)
-    hi = min(len(text), end + _WINDOW)
-    window = text[lo:hi]
+    windows: list[list[int]] = []
+    for n, run in enumerate(_DIGITS.finditer(text, max(0, start - _WINDOW), min(len(text), end + _WINDOW))):
+        if n >= _MAX_RUNS:
+            break
+        lo, hi = max(0, run.start() - _WINDOW), min(len(text), run.end() + _WINDOW)
+        if windows and lo <= windows[-1][1]:
+            windows[-1][1] = hi
+        else:
+            windows.append([lo, hi])
     for value_type, pattern in _PATTERNS:
         spans = [
-            (m.start() + lo, m.end() + lo)
-            for m in pattern.finditer(window)
-            if m.end() > m.start() and m.start() + lo < end and m.end() + lo > start
+            (m.start(), m.end())
+            for lo, hi in windows
+            for m in pattern.finditer(text, lo, hi)
+            if m.end() > m.start() and m.start() < end and m.end() > start
         ]
         if spans:
             return value_type, spans[0][0], spans[-1][1]

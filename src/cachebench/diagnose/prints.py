@@ -7,14 +7,15 @@ only (the block's bytes too with ``capture_text=True``):
 * ``digest``: of its canonical bytes (sorted keys, as ``prefix_id`` hashes them), and
   ``order_digest``: of its bytes in the caller's own key order (providers cache the bytes
   they render, so a re-ordered schema misses although ``digest`` is unchanged);
-* ``head``/``tail``: digests of fixed-size chunks of the canonical bytes counted from the
-  start and from the end, which locate the first and last changed byte of a block;
+* ``head``/``tail``: digests of the chunks of the canonical bytes counted from the start and
+  from the end (64 bytes, doubled for large blocks so that at most ``MAX_CHUNKS`` cover one),
+  which locate the first and last changed chunk of a block;
 * ``masked``: the canonical bytes without digits and hex letters: equal for two renderings
   that differ only in numbers, dates, times, uuids and hex ids (the changed range then names
   the value, :func:`cachebench.diagnose.classify.volatile_in`);
 * ``content``: the block as content (:func:`cachebench.diagnose.classify.normalized_digest`
-  for a block that carries JSON inside its text, the bytes without whitespace otherwise):
-  equal for renderings that differ only in key order or whitespace.
+  for a block that carries JSON inside its text, the bytes without spaces and tabs
+  otherwise): equal for renderings that differ only in key order or indentation.
 
 A block's features are computed once per distinct block (:class:`Printer` keeps them by
 digest within a byte budget), so a layer that changes in one block costs that block's.
@@ -22,6 +23,7 @@ digest within a byte budget), so a layer that changes in one block costs that bl
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,15 +37,26 @@ from ..types import ChangeKind, PrefixDiff, Prompt, ValueType
 from .classify import normalized_digest, volatile_in
 from .thresholds import FEATURES_BUDGET, LOCALIZED_SHARE, NORMALIZE_MAX_BYTES
 
-__all__ = ["BlockPrint", "Change", "Features", "LayerPrint", "Printer", "compare", "print_size", "similarity"]
+__all__ = [
+    "BlockPrint",
+    "Change",
+    "Features",
+    "LayerPrint",
+    "Printer",
+    "compare",
+    "nearest",
+    "print_size",
+    "similarity",
+]
 
 CHUNK = 64
 MAX_CHUNKS = 256
 _CONTEXT = 80  # characters of context on each side of a difference in an excerpt
 _EXCERPT_MAX = 300  # characters in one excerpt: a re-ordered tool makes the range the whole block
+_VALUE_REACH = 256  # bytes either side of a changed range decoded to name the value in it
 _digest = xxhash.xxh3_64_intdigest
 _VOLATILE_BYTES = b"0123456789abcdefABCDEF"
-_JSON_IN_TEXT = (b'{\\"', b'[\\"', b"[{", b"[[")
+_JSON_IN_TEXT = (b'{\\"', b'{ \\"', b"{\\n", b'[\\"', b"[{", b"[[")  # (in the canonical JSON escapes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +66,9 @@ class Features:
     size: int
     digest: int
     order_digest: int
-    head: tuple[int, ...]
-    tail: tuple[int, ...]
+    chunk: int
+    head: bytes  # packed chunk digests (see _chunks)
+    tail: bytes
     masked: int
     content: int
     text: bytes | None = None
@@ -70,20 +84,34 @@ class BlockPrint(NamedTuple):
 LayerPrint = tuple[BlockPrint, ...]
 
 
-def _chunks(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def chunk_size(n: int) -> int:
+    """The chunk size for a block of ``n`` bytes: ``CHUNK``, doubled until ``MAX_CHUNKS`` chunks
+    cover the block (a change is located to a chunk; two renderings of a block of about the same
+    size get the same chunk size)."""
+    size = CHUNK
+    while size * MAX_CHUNKS < n:
+        size *= 2
+    return size
+
+
+def _chunks(data: bytes, size: int) -> tuple[bytes, bytes]:
+    """The chunk digests from the start and from the end, each packed as 8-byte little-endian
+    ints (compared with :func:`_equal_run`)."""
     n = len(data)
-    reach = min(n, CHUNK * MAX_CHUNKS)
-    head = tuple([_digest(data[i : i + CHUNK]) for i in range(0, reach, CHUNK)])
-    tail = tuple([_digest(data[max(0, n - i - CHUNK) : n - i]) for i in range(0, reach, CHUNK)])
-    return head, tail
+    view = memoryview(data)  # (slices without copies)
+    head = array("Q", [_digest(view[i : i + size]) for i in range(0, n, size)])
+    tail = array("Q", [_digest(view[n - i - size if n - i > size else 0 : n - i]) for i in range(0, n, size)])
+    return head.tobytes(), tail.tobytes()
 
 
 def _content(payload: Any, data: bytes) -> int:
-    """The block as content: equal for renderings that differ in key order or whitespace."""
-    bare = data.translate(None, b" \t").replace(b"\\n", b"").replace(b"\\r", b"").replace(b"\\t", b"")
-    if len(data) <= NORMALIZE_MAX_BYTES and any(mark in bare for mark in _JSON_IN_TEXT):
-        return normalized_digest(payload)  # JSON inside a string: parsed, keys sorted
-    return _digest(bare)
+    """The block as content: equal for renderings that differ in key order (of the block's
+    own dicts: the canonical bytes sort them; of JSON inside its text, up to
+    ``NORMALIZE_MAX_BYTES``) or in spaces and tabs. (Line breaks are content, except inside
+    JSON.)"""
+    if len(data) <= NORMALIZE_MAX_BYTES and any(mark in data for mark in _JSON_IN_TEXT):
+        return normalized_digest(payload)  # JSON inside a string: parsed, keys sorted, whitespace collapsed
+    return _digest(data.translate(None, b" \t"))
 
 
 def features(section: str, payload: Any, keep_text: bool) -> Features:
@@ -93,11 +121,13 @@ def features(section: str, payload: Any, keep_text: bool) -> Features:
 
 
 def _features(data: bytes, digest: int, order_digest: int, payload: Any, keep_text: bool) -> Features:
-    head, tail = _chunks(data)
+    chunk = chunk_size(len(data))
+    head, tail = _chunks(data, chunk)
     return Features(
         len(data),
         digest,
         order_digest,
+        chunk,
         head,
         tail,
         _digest(data.translate(None, _VOLATILE_BYTES)),
@@ -108,7 +138,7 @@ def _features(data: bytes, digest: int, order_digest: int, payload: Any, keep_te
 
 def feature_size(f: Features) -> int:
     """Rough bytes a block's features hold."""
-    return 160 + 36 * (len(f.head) + len(f.tail)) + (len(f.text) if f.text else 0)
+    return 200 + len(f.head) + len(f.tail) + (len(f.text) if f.text else 0)
 
 
 def print_size(layer: LayerPrint) -> int:
@@ -157,30 +187,61 @@ class Printer:
         return made
 
 
-def similarity(old: LayerPrint, new: LayerPrint) -> tuple[int, int, int]:
-    """How alike two prints of a layer are, for picking the nearest earlier one: blocks equal
-    in order from the start, blocks in common, then chunks equal at both ends of the first
-    block that differs."""
+def similarity(old: LayerPrint, new: LayerPrint) -> tuple[int, int]:
+    """How alike two prints of a layer are: blocks equal in order from the start, then blocks
+    in common."""
+    return _same(old, new), _common(old, new)
+
+
+def _same(old: LayerPrint, new: LayerPrint) -> int:
     same = 0
     for o, b in zip(old, new, strict=False):
         if o.features.digest != b.features.digest:
             break
         same += 1
-    common = sum((Counter(b.features.digest for b in old) & Counter(b.features.digest for b in new)).values())
-    chunks = 0
-    if same < len(old) and same < len(new):
-        of, nf = old[same].features, new[same].features
-        chunks = _equal_run(of.head, nf.head) + _equal_run(of.tail, nf.tail)
-    return same, common, chunks
+    return same
 
 
-def _equal_run(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+def _common(old: LayerPrint, new: LayerPrint) -> int:
+    return len({b.features.digest for b in old} & {b.features.digest for b in new})
+
+
+def nearest(candidates: Sequence[LayerPrint], new: LayerPrint) -> LayerPrint:
+    """The earlier print most like ``new`` (:func:`similarity`; among equals, the one whose
+    first differing block shares the most chunks at both ends, then the most recent: the
+    candidates come newest first). Each measure is taken only among the ties of the one
+    before."""
+    tied = _best(candidates, lambda c: _same(c, new))
+    if len(tied) > 1:
+        tied = _best(tied, lambda c: _common(c, new))
+    if len(tied) > 1:
+        at = _same(tied[0], new)
+
+        def chunks(c: LayerPrint) -> int:
+            if at >= len(c) or at >= len(new):
+                return 0
+            of, nf = c[at].features, new[at].features
+            return _equal_run(of.head, nf.head) + _equal_run(of.tail, nf.tail) if of.chunk == nf.chunk else 0
+
+        tied = _best(tied, chunks)
+    return tied[0]
+
+
+def _best(items: Sequence[LayerPrint], score: Any) -> list[LayerPrint]:
+    """The items with the highest score, in their order."""
+    scores = [score(c) for c in items]
+    top = max(scores)
+    return [c for c, s in zip(items, scores, strict=True) if s == top]
+
+
+def _equal_run(a: bytes, b: bytes) -> int:
+    """How many leading chunk digests two packed runs (:func:`_chunks`) share: the lowest set
+    bit of their XOR, read as little-endian ints, is in the first digest that differs."""
+    n = min(len(a), len(b))
+    x = int.from_bytes(a[:n], "little") ^ int.from_bytes(b[:n], "little")
+    if not x:
+        return n // 8
+    return ((x & -x).bit_length() - 1) // 64
 
 
 class Change(NamedTuple):
@@ -247,13 +308,17 @@ def compare(old: LayerPrint, new: LayerPrint, new_bytes: Any = None) -> Change |
 
 def _block_change(o: BlockPrint, b: BlockPrint, new_bytes: Any) -> Change:
     of, nf = o.features, b.features
-    j = _equal_run(of.head, nf.head)
-    k = _equal_run(of.tail, nf.tail)
-    start = min(j * CHUNK, nf.size)
-    end = max(nf.size - k * CHUNK, start)
-    old_end = max(of.size - k * CHUNK, start)
+    chunk = nf.chunk
+    if of.chunk == chunk:
+        j = _equal_run(of.head, nf.head)
+        k = _equal_run(of.tail, nf.tail)
+    else:  # sizes either side of a chunk-size step: not aligned, the whole block
+        j = k = 0
+    start = min(j * chunk, nf.size)
+    end = max(nf.size - k * chunk, start)
+    old_end = max(of.size - k * chunk, start)
     if end == start and nf.size > start:
-        end = min(nf.size, start + CHUNK)  # an edit smaller than a chunk near both ends
+        end = min(nf.size, start + chunk)  # an edit smaller than a chunk near both ends
     before = _excerpt(of.text, start, old_end)
     if of.content == nf.content:
         return Change(
@@ -261,18 +326,20 @@ def _block_change(o: BlockPrint, b: BlockPrint, new_bytes: Any) -> Change:
             False,
             True,
         )
-    localized = end - start <= max(CHUNK * 2, LOCALIZED_SHARE * nf.size)
+    localized = end - start <= max(chunk * 2, LOCALIZED_SHARE * nf.size)
     if of.masked == nf.masked and new_bytes is not None:
         data = new_bytes(b.position)
         if data is not None and len(data) == nf.size:
-            text = data.decode("utf-8", "replace")
-            first = len(data[:start].decode("utf-8", "ignore"))
-            last = len(data[:end].decode("utf-8", "ignore"))
-            value = volatile_in(text, first, last)
+            # Only the bytes around the change are decoded (a block may be hundreds of KB).
+            base = max(0, start - _VALUE_REACH)
+            window = data[base : end + _VALUE_REACH].decode("utf-8", "ignore")
+            first = len(data[base:start].decode("utf-8", "ignore"))
+            last = len(data[base:end].decode("utf-8", "ignore"))
+            value = volatile_in(window, first, last)
             if value is not None:
                 value_type, lo, hi = value
-                lo_b = len(text[:lo].encode())
-                hi_b = lo_b + len(text[lo:hi].encode())
+                lo_b = base + len(window[:lo].encode())
+                hi_b = lo_b + len(window[lo:hi].encode())
                 after = _excerpt(nf.text, lo_b, hi_b)
                 return Change(
                     _diff(b, lo_b, hi_b, "volatile", value_type=value_type, before=before, after=after),

@@ -38,7 +38,7 @@ from ..facts import ttl_seconds
 from ..types import MissCause, PrefixDiff, PrefixKey, Prompt, Regression
 from .causes import avoidable, refine_cause
 from .flowstate import FlowState, Incident, WindowSlot, scored_hit
-from .prints import Change, LayerPrint, Printer, block_bytes, compare, print_size, similarity
+from .prints import Change, LayerPrint, Printer, block_bytes, compare, nearest, print_size
 from .thresholds import (
     COST_BASE_WEIGHT,
     DROP_CLOSE,
@@ -251,11 +251,12 @@ class FlowDetector:
         new = self._print(now_value, prompt, key, k)
         if new is None:
             return None
-        earlier = [p for p in (self._prints.get(u) for u in f.layers[k].recent if u != now_value) if p]
+        earlier = [
+            p for p in (self._prints.get(u) for u in reversed(f.layers[k].recent) if u != now_value) if p
+        ]
         if not earlier:
             return None
-        nearest = max(reversed(earlier), key=lambda p: similarity(p, new))
-        return compare(nearest, new, block_bytes(prompt))
+        return compare(nearest(earlier, new), new, block_bytes(prompt))
 
     def _rendering_change(
         self, key: PrefixKey, prompt: Prompt, exp: Expectation

@@ -758,12 +758,6 @@ def test_volatile_value(run: Run, provider: str, place: str, value_type: str) ->
     run.assert_agreement(n - 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="avoidable_tokens counts only the prefix before the newest user turn "
-    "(engine._avoidable_tokens stops at key.prefix_end), so a volatile value in a marked "
-    "context block of the newest user message is prefix_changed and avoidable, yet priced 0.0",
-)
 @pytest.mark.parametrize("provider", LAYERED)
 def test_volatile_value_in_the_newest_turns_context_is_priced(run: Run, provider: str) -> None:
     """A timestamp in the user's marked context block (in the newest user message, before the

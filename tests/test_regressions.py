@@ -178,6 +178,9 @@ def test_timestamp_from_the_first_call_churns_too(
     assert (churn.diff.byte_start, churn.diff.byte_end) == (offset, offset + len("2026-11-22T09:00:00Z"))
     assert churn.calls_affected >= 3 and churn.detected_at is not None
     assert churn.detected_at - churn.started_at <= 8 * 20  # within 8 calls (one every 20 s)
+    # Its cost is what its calls paid beyond reading the prefix (their avoidable costs): with no
+    # healthy call to compare with, not the difference from the flow's first (cold) call.
+    assert churn.extra_cost_per_hour_usd is not None and churn.extra_cost_per_hour_usd > 0
 
 
 def test_reordered_tool_list_names_the_tools_section(
@@ -486,3 +489,87 @@ def test_a_hit_ratio_drop_does_not_flap_near_the_threshold() -> None:
         call(3000, 0)
     (incident,) = tracker.regressions()
     assert incident.closed_at is not None and len(opened) == 1
+
+
+# -- incidents within a few calls, at any rate; sparse traffic is no churn -------------------------
+
+
+@pytest.mark.parametrize("gap_s", [0.05, 1.0, 120.0])
+def test_a_timestamp_inserted_mid_run_opens_churn_within_8_calls_at_any_rate(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack, gap_s: float
+) -> None:
+    """A timestamp with microseconds enters the system prompt of a healthy flow: churn opens
+    within 8 calls of the first stamped call, at 20 calls a second as at one every 2 minutes
+    (nothing waits for a TTL to pass), and every stamped call after the first is
+    ``prefix_changed`` with a volatile ``timestamp`` diff and an avoidable cost."""
+    h = Harness(cache_emulator, clients)
+    create = h.flow("busy")
+    for i in range(10):
+        create(**request(f"q{i % 3}"))
+        h.tick(gap_s)
+    first_opened = -1
+    for n in range(1, 9):
+        stamp = f"Now: 2026-12-07T10:00:{n:02d}.{n * 1117:06d}Z. "
+        create(**request("q", system=stamp + SYSTEM))
+        if h.opened and first_opened < 0:
+            first_opened = n
+        h.tick(gap_s)
+    assert 0 < first_opened <= 8 and len(h.opened) == 1
+    stamped = h.tracker.calls()[-8:]
+    for m in stamped[1:]:
+        assert m.miss_cause == "prefix_changed", m
+        assert m.diff is not None and (m.diff.kind, m.diff.value_type) == ("volatile", "timestamp")
+        assert m.avoidable_tokens > 0 and m.avoidable_cost_usd is not None and m.avoidable_cost_usd > 0
+    flow = h.tracker.by_flow()["busy"]
+    assert flow["avoidable_cost_usd"] > 0 and flow["hit_ratio_if_fixed"] > flow["hit_ratio"]
+
+
+def test_fifty_tenants_read_rarely_are_unread_writes_not_churn(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
+    """Fifty tenants whose contexts come back rarely (one call every 45 s overall, so a tenant
+    returns after about 37 minutes): their writes expire unread. That is no churn and no
+    ``prefix_changed`` (each context is another tenant's, ``cold`` or ``ttl_expired``); the
+    layer is reported under ``unread_writes`` with its cost and the advice."""
+    h = Harness(cache_emulator, clients)
+    create = h.flow("tenants")
+    rnd = random.Random(50)
+    tenants = [
+        f"Tenant {n} ({rnd.choice(['retail', 'travel', 'banking'])}): " + f"notes {n} " * 300
+        for n in range(50)
+    ]
+    for i in range(150):
+        create(**request(f"question {i}", context=tenants[rnd.randrange(50)]))
+        h.tick(45)
+    assert h.opened == [] and h.alerts == []
+    causes = {m.miss_cause for m in h.tracker.calls()}
+    assert "prefix_changed" not in causes and "serialization_changed" not in causes
+    unread = h.tracker.by_flow()["tenants"]["unread_writes"]
+    assert set(unread) == {"1"}  # the context layer (breakpoint 1), not the shared system prompt
+    layer = unread["1"]
+    assert layer["unread"] >= layer["writes"] // 2 > 0
+    assert layer["unread_cost_usd"] > 0 and "1 h TTL" in layer["advice"]
+
+
+def test_a_one_off_whitespace_reserialisation_is_one_change_and_no_incident(
+    cache_emulator: CacheEmulator, clients: contextlib.ExitStack
+) -> None:
+    """A deploy re-indents the system prompt once: that call is ``serialization_changed`` with a
+    ``serialization`` diff (the same content in other whitespace); later calls read the new
+    entry, so no incident opens."""
+    h = Harness(cache_emulator, clients)
+    create = h.flow("deploy")
+    lines = [f"Rule {i}: answer questions about topic {i} politely." for i in range(120)]
+    for i in range(8):
+        create(**request(f"q{i % 2}", system="\n".join(lines)))
+        h.tick(10)
+    for i in range(8):
+        create(**request(f"q{i % 2}", system="\n".join("    " + line for line in lines)))
+        h.tick(10)
+    calls = h.tracker.calls()
+    assert [m.miss_cause for m in calls[8:]] == ["serialization_changed"] + [None] * 7
+    assert calls[8].diff is not None and (calls[8].diff.section, calls[8].diff.kind) == (
+        "system",
+        "serialization",
+    )
+    assert h.opened == []

@@ -732,6 +732,17 @@ class Engine:
                     premium = self._priced_difference(
                         adapter.NAME, model, usage, cost, _as_input(usage), ctx.timestamp
                     )
+
+                def price(layer: int) -> tuple[int, float | None]:
+                    """An avoidable miss's tokens, and what it paid beyond reading them."""
+                    tokens = _avoidable_tokens(key, usage, min(read, den), den, layer)
+                    if not tokens:
+                        return 0, None
+                    instead = _read_instead(usage, tokens)
+                    return tokens, self._priced_difference(
+                        adapter.NAME, model, usage, cost, instead, ctx.timestamp
+                    )
+
                 found = self.detector.observe(
                     ctx.flow,
                     model,
@@ -744,19 +755,12 @@ class Engine:
                     cost.cost_usd,
                     ctx.timestamp,
                     premium,
+                    price,
                 )
                 cause, diff = found.cause, found.diff
-                if found.avoidable:
-                    avoidable_tokens = _avoidable_tokens(key, usage, min(read, den), den)
-                    if avoidable_tokens:
-                        avoidable_cost = self._priced_difference(
-                            adapter.NAME,
-                            model,
-                            usage,
-                            cost,
-                            _read_instead(usage, avoidable_tokens),
-                            ctx.timestamp,
-                        )
+                avoidable_tokens = found.avoidable_tokens
+                if found.avoidable_cost is not None:
+                    avoidable_cost = found.avoidable_cost
             except Exception as exc:
                 self.guard.failed("detect", exc)
         # What the provider would serve of the expected entry: its reads come in steps.
@@ -849,14 +853,21 @@ def _read_instead(usage: Usage, tokens: int) -> Usage:
     )
 
 
-def _avoidable_tokens(key: PrefixKey, usage: Usage, hit: int, den: int) -> int:
-    """What an avoidable miss did not read: the cached prefix before the newest turn (which
-    the flow's earlier calls had cached; the newest turn is written anyway), less what was
-    read. Token counts per position are byte shares of what the call reported."""
+def _avoidable_tokens(key: PrefixKey, usage: Usage, hit: int, den: int, layer: int) -> int:
+    """What an avoidable miss did not read, less what it read: with a change at ``layer``, the
+    prefix through that layer or through the last breakpoint before the newest turn, whichever
+    ends later (the flow's earlier calls had cached them; the newest turn's own layers are
+    written anyway); with no change (a twin's write, the provider's miss), all that was
+    cacheable. Token counts per position are byte shares of what the call reported."""
     bps = key.breakpoints
-    if not bps or key.prefix_end not in bps:
+    if not bps:
         return 0
-    through = key.bp_bytes[bps.index(key.prefix_end)]
+    if 0 <= layer < len(bps):
+        through = key.bp_bytes[layer]
+        if key.prefix_end in bps:
+            through = max(through, key.bp_bytes[bps.index(key.prefix_end)])
+    else:
+        through = key.bp_bytes[-1]
     if usage.writes_reported:
         cacheable, last, read = den, key.bp_bytes[-1], hit  # read + written: through the last breakpoint
     else:

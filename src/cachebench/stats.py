@@ -113,13 +113,10 @@ class Agg:
     """
 
     __slots__ = (
-        "avoidable_cost",
         "calls",
         "cost",
         "cost_without",
         "first_seen",
-        "fixed_den",
-        "fixed_num",
         "flow",
         "flows",
         "hit_den",
@@ -140,9 +137,6 @@ class Agg:
         self.input = self.read = self.write = self.write_1h = self.output = 0
         self.hit_num = self.hit_den = 0
         self.cost = self.cost_without = 0.0
-        # The hit ratio had the avoidable misses read, as sums; what those misses cost.
-        self.fixed_num = self.fixed_den = 0
-        self.avoidable_cost = 0.0
         self.first_seen = self.last_seen = 0.0
         self.flow: str | None = None  # a prefix's: the flow of its last call
         # A prefix's flows in first-use order, made when a second flow uses it (until then,
@@ -150,11 +144,13 @@ class Agg:
         self.flows: list[str] | None = None
         self.prefix_count: DistinctCount | None = None  # a flow's: the prefixes it used
         self.model: str | None = None
-        self.rare: list[float] | None = None  # [errors, unknown, unpriced, holds, held_ms]
+        # [errors, unknown, unpriced, holds, held_ms, and for avoidable misses: the tokens they
+        # did not read, what of those is beyond the hit denominator, and what they cost]
+        self.rare: list[float] | None = None
 
     def _rare(self) -> list[float]:
         if self.rare is None:
-            self.rare = [0, 0, 0, 0, 0.0]
+            self.rare = [0, 0, 0, 0, 0.0, 0, 0, 0.0]
         return self.rare
 
     def add(self, m: CallMetrics) -> None:
@@ -175,6 +171,14 @@ class Agg:
             self._rare()[_R_UNKNOWN] += 1
         elif m.unpriced or m.cost_usd is None:
             self._rare()[_R_UNPRICED] += 1
+        avoidable = m.avoidable_tokens
+        if avoidable and m.usage_known:
+            rare = self._rare()
+            den, hit = sums[6], sums[7]
+            rare[_R_FIX_NUM] += avoidable
+            rare[_R_FIX_DEN] += max(0, hit + avoidable - den)
+            if m.avoidable_cost_usd and not m.unpriced and m.cost_usd is not None:
+                rare[_R_AVOID_COST] += m.avoidable_cost_usd
         self.bump(*sums)
 
     def bump(
@@ -189,9 +193,6 @@ class Agg:
         hit: int,
         cost: float,
         without: float,
-        fixed_num: int,
-        fixed_den: int,
-        avoidable: float,
     ) -> None:
         """Add one call's sums (:func:`_sums`); alone, for a call with nothing rare to count
         (no error, no hold, usage known, priced)."""
@@ -209,12 +210,10 @@ class Agg:
         self.hit_num += hit
         self.cost += cost
         self.cost_without += without
-        self.fixed_num += fixed_num
-        self.fixed_den += fixed_den
-        self.avoidable_cost += avoidable
 
     def as_dict(self) -> dict[str, Any]:
-        errors, unknown, unpriced, holds, _ = self.rare or (0, 0, 0, 0, 0.0)
+        errors, unknown, unpriced, holds, _, fix_num, fix_den, avoidable = self.rare or _NO_RARE
+        fixed_den = self.hit_den + fix_den
         total_in = self.input + self.read + self.write
         # Calls with known usage that were priced (unknown usage is neither priced nor unpriced).
         no_price = self.calls > 0 and self.calls - unknown - unpriced == 0
@@ -231,8 +230,8 @@ class Agg:
             "cost_usd": None if no_price else self.cost,
             "cost_without_cache_usd": None if no_price else self.cost_without,
             "cost_saved_usd": None if no_price else self.cost_without - self.cost,
-            "avoidable_cost_usd": None if no_price else self.avoidable_cost,
-            "hit_ratio_if_fixed": self.fixed_num / self.fixed_den if self.fixed_den else None,
+            "avoidable_cost_usd": None if no_price else float(avoidable),
+            "hit_ratio_if_fixed": (self.hit_num + fix_num) / fixed_den if fixed_den else None,
             "unpriced_calls": int(unpriced),
             "unknown_usage_calls": int(unknown),
             "holds": int(holds),
@@ -263,12 +262,13 @@ class Agg:
         counter.add(prefix_hash)
 
 
-_R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS = range(5)
+_R_ERRORS, _R_UNKNOWN, _R_UNPRICED, _R_HOLDS, _R_HELD_MS, _R_FIX_NUM, _R_FIX_DEN, _R_AVOID_COST = range(8)
+_NO_RARE = (0, 0, 0, 0, 0.0, 0, 0, 0.0)
 
 # What one call adds to an aggregate's sums: timestamp, input, read, write, 1h write, output,
-# hit denominator and numerator, cost, cost without cache, the hit numerator and denominator
-# had its avoidable miss read, and what that miss cost.
-Sums = tuple[float, int, int, int, int, int, int, int, float, float, int, int, float]
+# hit denominator and numerator, cost, cost without cache. (An avoidable miss's figures are
+# rare: counted by Agg.count.)
+Sums = tuple[float, int, int, int, int, int, int, int, float, float]
 
 
 def _sums(m: CallMetrics) -> Sums:
@@ -276,16 +276,13 @@ def _sums(m: CallMetrics) -> Sums:
     adds no tokens; an unpriced call adds no cost."""
     ts = float(m.timestamp)
     if not m.usage_known:
-        return (ts, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0, 0, 0.0)
+        return (ts, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
     read = int(m.cache_read_tokens)
     write = int(m.cache_write_tokens)
     # CallMetrics.cacheable_tokens / hit_tokens, inlined: this runs on every call.
     den = read + write if m.writes_reported else int(m.expected_read_tokens)
     cost = m.cost_usd
     priced = not m.unpriced and cost is not None
-    hit = read if read < den else den
-    fixed = hit + int(m.avoidable_tokens)
-    avoidable = m.avoidable_cost_usd
     return (
         ts,
         int(m.input_tokens),
@@ -294,12 +291,9 @@ def _sums(m: CallMetrics) -> Sums:
         int(m.cache_write_1h_tokens),
         int(m.output_tokens),
         den,
-        hit,
+        read if read < den else den,
         cost if priced and cost is not None else 0.0,
         float(m.cost_without_cache_usd or 0.0) if priced else 0.0,
-        fixed,
-        fixed if fixed > den else den,
-        float(avoidable) if priced and avoidable is not None else 0.0,
     )
 
 
@@ -336,14 +330,16 @@ class _Bounded:
 
 
 # The history keeps a call in packed parts: four references (shared strings, the prefix int,
-# the breakpoint ids), seven token counts as uint32, seven floats, and provider, miss cause and
-# the booleans as bits of one uint16. Diagnostics, errors and diffs are rare: kept aside by slot.
+# the breakpoint ids), six token counts as uint32, six floats, and provider, miss cause and the
+# booleans as bits of one uint16. Diagnostics, errors, diffs and avoidable misses are rare: kept
+# aside by slot.
 _PROVIDERS = ("anthropic", "openai", "bedrock", "gemini")
 _PROVIDER_CODE = {p: i for i, p in enumerate(_PROVIDERS)}
 _CAUSES: tuple[MissCause | None, ...] = (None, *get_args(MissCause))
 _CAUSE_CODE = {c: i for i, c in enumerate(_CAUSES)}
-_N_REFS, _N_INTS, _N_FLOATS = 4, 7, 7
+_N_REFS, _N_INTS, _N_FLOATS = 4, 6, 6
 _MAX_TOKENS = 2**32 - 1
+_COMMON = (None, None, None, None)  # a call's rare part when it has none
 _NAN = math.nan
 # Kept for breakpoint_ids == (prefix_id,), the common case, so the ids are not stored twice: a
 # sentinel object, which ``is`` tells from every tuple.
@@ -373,7 +369,8 @@ class History:
         self._ints = array("I")
         self._floats = array("d")
         self._bits = array("H")
-        self._rare: dict[int, tuple[Any, Any, Any]] = {}  # slot -> (diagnostics, error, diff)
+        # slot -> (diagnostics, error, diff, (avoidable tokens, avoidable cost) or None)
+        self._rare: dict[int, tuple[Any, Any, Any, tuple[int, float | None] | None]] = {}
         assert self._ints.itemsize == 4 and self._bits.itemsize == 2
 
     def __len__(self) -> int:
@@ -392,13 +389,11 @@ class History:
             m.cache_write_1h_tokens,
             m.output_tokens,
             m.expected_read_tokens,
-            m.avoidable_tokens,
         )
         elapsed = m.elapsed_ms
         cost = m.cost_usd
         without = m.cost_without_cache_usd
         saved = m.cost_saved_usd
-        avoidable = m.avoidable_cost_usd
         floats = (
             _NAN if elapsed is None else elapsed,
             m.timestamp,
@@ -406,7 +401,6 @@ class History:
             _NAN if without is None else without,
             _NAN if saved is None else saved,
             m.held_ms,
-            _NAN if avoidable is None else avoidable,
         )
         bits = (
             _PROVIDER_CODE.get(m.provider, 7)
@@ -446,18 +440,23 @@ class History:
         diag = m.diagnostics
         error = m.error
         diff = m.diff
-        if diag is not None or error is not None or diff is not None:
-            self._rare[slot] = (diag, error, diff)
+        avoidable = None
+        if m.avoidable_tokens or m.avoidable_cost_usd:
+            avoidable = (m.avoidable_tokens, m.avoidable_cost_usd)
+        if diag is not None or error is not None or diff is not None or avoidable is not None:
+            self._rare[slot] = (diag, error, diff, avoidable)
         self.count += 1
 
     def _call(self, slot: int) -> CallMetrics:
         model, flow, pid, bps = self._refs[slot * _N_REFS : (slot + 1) * _N_REFS]
         i = slot * _N_INTS
-        inp, read, write, write_1h, out, expected, avoidable_tokens = self._ints[i : i + _N_INTS]
+        inp, read, write, write_1h, out, expected = self._ints[i : i + _N_INTS]
         f = slot * _N_FLOATS
-        elapsed, ts, cost, without, saved, held, avoidable = self._floats[f : f + _N_FLOATS]
+        elapsed, ts, cost, without, saved, held = self._floats[f : f + _N_FLOATS]
         bits = self._bits[slot]
-        diag, error, diff = self._rare.get(slot, (None, None, None))
+        diag, error, diff, avoidable = self._rare.get(slot, _COMMON)
+        if avoidable is None:  # nothing avoidable: 0.0 for a priced call, None for an unpriced one
+            avoidable = (0, None if math.isnan(cost) else 0.0)
         prefix_id = None if pid is None else format(pid, "016x")
         provider = bits & 7
         return CallMetrics(
@@ -487,8 +486,8 @@ class History:
             unpriced=bool(bits & 1 << 10),
             stream=bool(bits & 1 << 11),
             diff=diff,
-            avoidable_cost_usd=None if math.isnan(avoidable) else avoidable,
-            avoidable_tokens=avoidable_tokens,
+            avoidable_tokens=avoidable[0],
+            avoidable_cost_usd=avoidable[1],
         )
 
     def _slots(self) -> range | list[int]:
@@ -543,7 +542,14 @@ class Stats:
         flow = self.flows.touch(flow_name)
         prefix = self.prefixes.touch(prefix_hash) if prefix_hash is not None else None
         sums = _sums(m)
-        if m.usage_known and m.cost_usd is not None and m.error is None and not m.held_ms and not m.unpriced:
+        if (
+            m.usage_known
+            and m.cost_usd is not None
+            and m.error is None
+            and not m.held_ms
+            and not m.unpriced
+            and not m.avoidable_tokens
+        ):
             # The common call: nothing rare to count, only its sums to add.
             self.total.bump(*sums)
             flow.bump(*sums)

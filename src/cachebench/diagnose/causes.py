@@ -117,8 +117,9 @@ def refine_cause(
     system prompt) and not one that takes several values each read back.
 
     A timestamp, date, uuid or id, a re-ordering or a re-serialisation is a change wherever it
-    is. Other content, and a plain number, change a shared layer (a deploy, a counter); in a
-    later layer they are another customer's or session's value: ``cold``.
+    is. A localized edit of other content changes a shared layer (a deploy); in a later layer it
+    is another customer's or session's value: ``cold``. So is a plain number anywhere (a
+    customer's or tenant's number as often as a counter).
     """
     if cause in ("cold", "ttl_expired", "provider") and model_switched:
         return "model_changed"
@@ -130,7 +131,7 @@ def refine_cause(
             return "serialization_changed"
         if diff.kind == "reordered" or (diff.kind == "volatile" and diff.value_type != "number"):
             return "prefix_changed"
-        if shared_layer and (diff.kind == "volatile" or change.localized):
+        if shared_layer and diff.kind == "content" and change.localized:
             return "prefix_changed"
     if cause == "provider" and diff.kind == "serialization":
         return "serialization_changed"

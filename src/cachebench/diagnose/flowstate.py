@@ -67,11 +67,17 @@ class Incident:
     last_at: float = 0.0
     closed_at: float | None = None
     detected_at: float | None = None  # the time of the call that opened it
+    # Churn: what its calls paid beyond reading what they could have read (each call's
+    # avoidable cost), and how many calls were priced so.
+    avoidable_cost: float = 0.0
+    charged: int = 0
 
     def regression(self) -> Regression:
         span = self.last_at - self.started_at
         per_hour = None
-        if self.priced and span > 0:
+        if self.kind == "prefix_churn" and self.charged and span > 0:
+            per_hour = self.avoidable_cost / self.charged * (self.calls / span) * 3600.0
+        elif self.priced and span > 0:
             per_hour = self.extra_cost / self.priced * (self.calls / span) * 3600.0
         return Regression(
             flow=self.flow,
@@ -99,8 +105,8 @@ class LayerState:
         self.read_back: set[int] = set()  # those of them some call read
         # The last CHURN_SPAN calls that changed the layer (True) or read it (False).
         self.outcomes: list[bool] = []
-        # The changes among them: (time, hit numerator, denominator, cost).
-        self.changes: list[tuple[float, int, int, float | None]] = []
+        # The changes among them: (time, hit numerator, denominator, cost, avoidable cost).
+        self.changes: list[tuple[float, int, int, float | None, float | None]] = []
         self.writes = 0  # writes of new values settled (read back, or not within their TTL)
         self.unread = 0  # ... of which never read back
         self.unread_cost = 0.0  # what those writes paid beyond plain input (USD, where priced)
@@ -121,9 +127,9 @@ class LayerState:
         self.read_back.add(value)
         self._outcome(False)
 
-    def changed(self, now: float, hit: tuple[int, int], cost: float | None) -> None:
+    def changed(self, now: float, hit: tuple[int, int], cost: float | None, avoidable: float | None) -> None:
         self._outcome(True)
-        self.changes.append((now, hit[0], hit[1], cost))
+        self.changes.append((now, hit[0], hit[1], cost, avoidable))
         del self.changes[:-CHURN_SPAN]
 
     def _outcome(self, changed: bool) -> None:
@@ -191,7 +197,7 @@ class FlowState:
         self.model: str | None = None
         self.values = [0] * MAX_LAYERS  # last chained hash per layer
         self.good = [0] * MAX_LAYERS  # last value per layer that a call read (0: none yet)
-        self.layers = [LayerState() for _ in range(MAX_LAYERS)]
+        self.layers: list[LayerState | None] = [None] * MAX_LAYERS  # made on first use: layer()
         self.slots = [_EMPTY_SLOT] * WINDOW  # the window's calls
         self.hits = [(0, 0)] * WINDOW  # per window slot: (hit numerator, denominator)
         self.costs: list[float | None] = [None] * WINDOW
@@ -208,10 +214,17 @@ class FlowState:
         # value -> (layer, deadline, what the write paid beyond plain input).
         self.pending: dict[int, tuple[int, float, float | None]] = {}
 
+    def layer(self, k: int) -> LayerState:
+        """Layer ``k``'s state (made on first use: most flows use one or two layers)."""
+        found = self.layers[k]
+        if found is None:
+            found = self.layers[k] = LayerState()
+        return found
+
     def settle(self, value: int, read_back: bool) -> None:
         """The write of ``value`` was read back, or its TTL passed without."""
         layer, _, premium = self.pending.pop(value)
-        self.layers[layer].settle(read_back, premium)
+        self.layer(layer).settle(read_back, premium)
 
     def push(self, call: WindowSlot, hit: tuple[int, int], cost: float | None, now: float) -> None:
         """Add one call to the window (the oldest leaves it)."""

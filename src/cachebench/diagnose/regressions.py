@@ -64,7 +64,8 @@ class Diagnosis(NamedTuple):
 
     cause: MissCause | None
     diff: PrefixDiff | None
-    avoidable: bool
+    avoidable_tokens: int = 0
+    avoidable_cost: float | None = None  # None: nothing avoidable, or unpriced
 
 
 class FlowDetector:
@@ -104,7 +105,7 @@ class FlowDetector:
         f = self._flows.get(flow)
         if f is None:
             return {}
-        found = {k: layer.unread_writes() for k, layer in enumerate(f.layers)}
+        found = {k: layer.unread_writes() for k, layer in enumerate(f.layers) if layer is not None}
         return {k: v for k, v in found.items() if v is not None}
 
     # -- one call -------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ class FlowDetector:
         cost: float | None,
         now: float,
         premium: float | None = None,
+        price: Callable[[int], tuple[int, float | None]] | None = None,
     ) -> Diagnosis:
         """Update the flow with one finished call; return its diagnosis (the cause refined by
         :func:`~cachebench.diagnose.causes.refine_cause`).
@@ -164,7 +166,8 @@ class FlowDetector:
         ``exp`` is what the cache view expected when the call went out, ``done`` what it
         holds as the call finishes (a twin that finished first may have written the same
         layer: then it is not new). ``premium`` is what the call's writes paid beyond plain
-        input (for the unread-writes report)."""
+        input (for the unread-writes report). ``price(layer)`` gives an avoidable miss's tokens
+        and cost, given the layer its change is in (-1: no change)."""
         f = self._flow(flow, now)
         bps = key.breakpoints
         states = done.breakpoint_states
@@ -189,7 +192,7 @@ class FlowDetector:
                 read |= 1 << k
                 if pending and v in pending:
                     f.settle(v, True)
-                f.layers[k].read(v)
+                f.layer(k).read(v)
                 if f.good[k] != v:
                     f.good[k] = v
                     self._print(v, prompt, key, k)
@@ -213,17 +216,26 @@ class FlowDetector:
             for k in range(first_new, n_layers):  # the new values: printed for later calls
                 if states[k] == NEVER:
                     self._print(chain[k], prompt, key, k)
-                    f.layers[k].seen(chain[k])
+                    f.layer(k).seen(chain[k])
         if cause is not None:
             cause = refine_cause(
                 cause,
                 model_switched=first_cold == 0 and f.model is not None and model != f.model,
                 change=change,
-                shared_layer=at == 0 and not f.layers[0].many_values(),
+                shared_layer=at == 0 and not f.layer(0).many_values(),
             )
         changed = cause in ("prefix_changed", "serialization_changed") and change is not None and at >= 0
-        if changed:
-            f.layers[at].changed(now, hit, cost)
+        churning = changed and (f.layer(at).churning() or (f.churn is not None and f.churn.layer == at))
+        tokens, waste = 0, None
+        if price is not None and avoidable(cause, change if changed else None, churning):
+            tokens, waste = price(at if changed else -1)
+        if changed and change is not None and (change.avoidable_kind or cause == "serialization_changed"):
+            # A change that recurs unless the prompt is built differently: what churn counts.
+            # (A one-off edit of other content is a deploy, or a tenant's own prompt.)
+            f.layer(at).changed(now, hit, cost, waste)
+        if f.churn is not None and waste:
+            f.churn.avoidable_cost += waste
+            f.churn.charged += 1
         elif first_new >= 0 and cause == "cold":
             # A new value the flow never had (a customer's context): is it ever read back?
             v = chain[first_new]
@@ -234,7 +246,6 @@ class FlowDetector:
         for k in range(n_layers):
             f.values[k] = chain[k]
         f.model = model
-        churning = changed and (f.layers[at].churning() or (f.churn is not None and f.churn.layer == at))
         # Expected writes (new users, a one-off prompt change) are not hit-ratio misses.
         explained = cause in ("cold", "concurrent", "prefix_changed", "model_changed")
         f.push(WindowSlot(n_layers, read, new, explained), hit, cost, now)
@@ -242,7 +253,7 @@ class FlowDetector:
             flow, f, at if changed else -1, change, hit, cost if cause in _HEALTHY else None, cost, now
         )
         diff = change.diff if changed and change is not None else None
-        return Diagnosis(cause, diff, avoidable(cause, change if changed else None, churning))
+        return Diagnosis(cause, diff, tokens, waste)
 
     def _nearest_change(self, f: FlowState, key: PrefixKey, prompt: Prompt | None, k: int) -> Change | None:
         """How layer ``k`` differs from the flow's nearest earlier value of it (the most
@@ -252,7 +263,7 @@ class FlowDetector:
         if new is None:
             return None
         earlier = [
-            p for p in (self._prints.get(u) for u in reversed(f.layers[k].recent) if u != now_value) if p
+            p for p in (self._prints.get(u) for u in reversed(f.layer(k).recent) if u != now_value) if p
         ]
         if not earlier:
             return None
@@ -300,11 +311,11 @@ class FlowDetector:
                     incident.priced += 1
         # Prefix churn: most of a layer's recent calls changed it.
         if f.churn is None:
-            if changed_at >= 0 and change is not None and f.layers[changed_at].churning():
+            if changed_at >= 0 and change is not None and f.layer(changed_at).churning():
                 f.churn = self._open_churn(
                     name, f, changed_at, self._incident_diff(f, changed_at, change), now
                 )
-        elif f.layers[f.churn.layer].quiet():
+        elif f.layer(f.churn.layer).quiet():
             f.churn = self._close(f.churn, now)
         # Hit-ratio drop.
         if not math.isnan(ratio) and f.n >= MIN_CALLS:
@@ -334,19 +345,24 @@ class FlowDetector:
 
     def _open_churn(self, name: str, f: FlowState, layer: int, diff: PrefixDiff, now: float) -> Incident:
         """Open churn at ``layer``, its recent changes counting as its first calls."""
-        changes = f.layers[layer].changes
-        costs = [c for *_, c in changes]
-        return self._open(
+        changes = f.layer(layer).changes
+        incident = self._open(
             name,
             f,
             "prefix_churn",
             layer,
             diff,
             started=min((t for t, *_ in changes), default=now),
-            hits=[(num, den) for _, num, den, _ in changes],
-            costs=costs,
+            hits=[(num, den) for _, num, den, _, _ in changes],
+            costs=[cost for *_, cost, _ in changes],
             now=now,
+            announce=False,
         )
+        wasted = [w for *_, w in changes if w]  # what its calls paid beyond reading the prefix
+        incident.avoidable_cost = sum(wasted)
+        incident.charged = len(wasted)
+        self.on_open(incident.regression())
+        return incident
 
     def _open_drop(self, name: str, f: FlowState, now: float) -> Incident:
         """Open a hit-ratio drop, the window's calls that missed what they could read counting
@@ -376,6 +392,7 @@ class FlowDetector:
         hits: list[tuple[int, int]],
         costs: list[float | None],
         now: float,
+        announce: bool = True,
     ) -> Incident:
         extra = 0.0
         priced = 0
@@ -408,7 +425,8 @@ class FlowDetector:
         self.incidents.append(incident)
         if len(self.incidents) > MAX_INCIDENTS:
             del self.incidents[0]
-        self.on_open(incident.regression())
+        if announce:
+            self.on_open(incident.regression())
         return incident
 
     @staticmethod

@@ -46,7 +46,7 @@ SETTLE_S = 300.0  # a write not read back within this (or its shorter TTL) count
 RECENT_VALUES = 8  # distinct values per flow and layer kept to find a call's nearest earlier prompt
 LOCALIZED_SHARE = 0.25  # a content change within this share of its block (or two chunks) is an edit
 NORMALIZE_MAX_BYTES = 1 << 16  # blocks carrying JSON in their text up to this size are parsed to compare
-FEATURES_BUDGET = 6 << 20  # bytes of block features kept tracker-wide (least recently used dropped)
+FEATURES_BUDGET = 1 << 20  # bytes of block features kept tracker-wide (least recently used dropped)
 
 # -- prefix churn ------------------------------------------------------------------------------
 CHURN_SPAN = 8  # the last calls at a layer that churn is judged on
@@ -58,7 +58,7 @@ UNREAD_SHARE = 0.5  # share of a layer's settled writes never read back reported
 DROP_CLOSE = 0.1  # a hit-ratio drop closes this far above the threshold (no flapping)
 
 # -- what the detector keeps -------------------------------------------------------------------
-MAX_PRINTS = 4096  # layer prints kept tracker-wide (least recently used dropped) ...
-PRINTS_BUDGET = 4 << 20  # ... within this many bytes (their blocks' features: FEATURES_BUDGET)
+MAX_PRINTS = 2048  # layer prints kept tracker-wide (least recently used dropped) ...
+PRINTS_BUDGET = 1 << 20  # ... within this many bytes (their blocks' features: FEATURES_BUDGET)
 MAX_PRINT_BYTES = 1 << 18  # layers larger than this are not printed (their diff is block-level)
 MAX_INCIDENTS = 1000  # incidents kept tracker-wide (oldest dropped)

@@ -21,8 +21,7 @@ Every comparison must agree.
 
 Gemini caches implicitly, with one breakpoint before the newest user turn: it has no later
 layer (its "later" variant is a second system part, in the same layer) and its newest turn is
-never cached (no context variant). Tests marked ``xfail(strict=True)`` pin answers of the
-tracker that are wrong; their reasons say what and where.
+never cached (no context variant).
 """
 
 from __future__ import annotations
@@ -676,23 +675,6 @@ PLACES = [
     (p, place) for p in ALL for place in ("first", "later", "context") if place == "first" or p in LAYERED
 ]
 
-# Gemini (implicit caching): causes._view_cause gives a cause to an implicit call only when it
-# read nothing and was expected to read nothing; a call expected to read a shared leading part
-# gets None whatever happened after it, so refine_cause never runs (no diff, no churn).
-GEMINI_SHORT_SHARED_PREFIX = (
-    "implicit caching: a call that read nothing is diagnosed only when the view expected 0 "
-    "tokens (causes._view_cause); when it shares with earlier calls a leading run of blocks "
-    "shorter than the model's minimum (here the first tools: a few hundred tokens of 2,048), "
-    "the view expects those tokens, the shortfall is within read_tolerance (the minimum) and "
-    "the cause is None: no prefix_changed, no diff, no incident"
-)
-GEMINI_PARTIAL_READ = (
-    "implicit caching: a call that read the shared leading part the view expected gets no "
-    "cause (causes._view_cause returns None when exp.tokens > 0), so a value changing in "
-    "Gemini's second system part, after a cacheable shared part, is never diagnosed: None, "
-    "no diff, no incident, avoidable 0.0"
-)
-
 
 def placed(driver: Driver, place: str, text: str) -> Req:
     """A request whose ``place`` block is ``text`` (the others stable)."""
@@ -714,10 +696,7 @@ def volatile_texts(driver: Driver, place: str, value_type: str, n: int) -> tuple
 @pytest.mark.parametrize("value_type", ["timestamp", "date", "uuid", "hex_id"])
 @pytest.mark.parametrize(
     ("provider", "place"),
-    [
-        *PLACES,
-        pytest.param("gemini", "later", marks=pytest.mark.xfail(strict=True, reason=GEMINI_PARTIAL_READ)),
-    ],
+    [*PLACES, ("gemini", "later")],
 )
 def test_volatile_value(run: Run, provider: str, place: str, value_type: str) -> None:
     """A value that changes on every call (an ISO timestamp with microseconds, a date, a UUID,
@@ -812,15 +791,7 @@ def first_moved(earlier: list[tuple[Tool, ...]], now: tuple[Tool, ...]) -> int:
     return max(run_length(a) for a in earlier)
 
 
-@pytest.mark.parametrize(
-    "provider",
-    [
-        p
-        if p != "gemini"
-        else pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=GEMINI_SHORT_SHARED_PREFIX))
-        for p in ALL
-    ],
-)
+@pytest.mark.parametrize("provider", ALL)
 def test_reordered_tools(run: Run, provider: str) -> None:
     """The same tools shuffled on every call: from the second call each is ``prefix_changed``
     with a ``reordered`` diff in section ``tools`` naming the first moved tool (the whole
@@ -851,7 +822,6 @@ def test_reordered_tools(run: Run, provider: str) -> None:
     run.assert_agreement(n - 1)
 
 
-@pytest.mark.xfail(strict=True, reason=GEMINI_SHORT_SHARED_PREFIX)
 @pytest.mark.parametrize("provider", ["gemini"])
 def test_gemini_timestamp_behind_stable_tools(run: Run, provider: str) -> None:
     """Gemini, the declared tools (stable, far below the 2,048-token minimum) before a system
@@ -1207,16 +1177,12 @@ def test_healthy_multi_tenant_traffic_with_one_deploy(run: Run, provider: str) -
             # A new tenant's first turn writes its context; each turn writes its marked question.
             legit(m, "cold")
             assert i == 0 or m.cache_read_tokens > 0  # what earlier turns (or tenants) cached
-        elif len(history) == 1:
-            # Gemini, a new tenant: the README's contract makes it cold (its context unread);
-            # the tracker says None once it reads the shared part (see GEMINI_PARTIAL_READ).
-            legit(m, "cold" if i == 0 else m.miss_cause)
-            assert m.miss_cause in ("cold", None)
         else:
-            # Gemini's one implicit breakpoint ends before the newest question: a next turn
-            # reads all that the previous one sent, as expected.
-            legit(m, None)
-            assert m.cache_read_tokens > 0
+            # Gemini's one implicit breakpoint ends before the newest question: a new tenant
+            # reads the shared part and writes its context, a next turn reads what the previous
+            # one sent and writes the answer it got: both new content, ``cold``.
+            legit(m, "cold")
+            assert i == 0 or m.cache_read_tokens > 0
         i += 1
     assert i == 5 * len(names)
     assert deploy_call is not None

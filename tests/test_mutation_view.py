@@ -46,8 +46,8 @@ def two_layers(second: str = "layer 1 ") -> dict[str, Any]:
 
 def test_implicit_caching_expects_the_longest_prefix_it_measured() -> None:
     """OpenAI caches prompt prefixes on its own, and only from 1,024 tokens. A short prompt is
-    ``below_minimum`` every time; one read on first sight (cached by another process) has no
-    cause; a long one is ``cold``, then expected as measured (1,920
+    ``below_minimum`` every time; one read in part on first sight (cached by another process)
+    is ``cold`` for the rest; a long one is ``cold``, then expected as measured (1,920
     tokens read), its longer follow-up expected up to the last measured size in the provider's
     128-token steps; reading less is the provider's miss; an hour later it is ``ttl_expired``.
     The flow's hit ratio is the reads over what was expected."""
@@ -61,7 +61,7 @@ def test_implicit_caching_expects_the_longest_prefix_it_measured() -> None:
             fakes.chat_completion(1500, 1024),
             chat_request("q0", system="Warm elsewhere. " * 300),
             10,
-            (0, None, False),
+            (0, "cold", False),
         ),
         (fakes.chat_completion(2000, 0), chat_request("q1"), 10, (0, "cold", False)),
         (fakes.chat_completion(2100, 1920), chat_request("q1", "q2"), 10, (1920, None, False)),

@@ -23,7 +23,7 @@ still missed: the only one that is an unexpected miss).
 
 from __future__ import annotations
 
-from ..expect import EXPIRED, NEVER, CacheView, Expectation
+from ..expect import ALIVE, EXPIRED, NEVER, CacheView, Expectation
 from ..facts import TTL_CLOCK_MARGIN_S
 from ..types import MissCause, PrefixKey, Usage
 from .prints import Change
@@ -79,14 +79,18 @@ def _view_cause(
     if read + tolerance < exp.tokens and (exp.measured or read < ESTIMATE_SHORTFALL * exp.tokens):
         return True, "provider"
     if implicit or not usage.writes_reported:
+        states = exp.breakpoint_states
         if exp.tokens == 0 and read == 0:
             total = usage.total_input_tokens
             if implicit and 0 < total < min_tokens:
                 return False, "below_minimum"
-            states = exp.breakpoint_states
             if states and states[-1] == EXPIRED:
                 return False, "ttl_expired"
             return False, "cold" if total else None
+        if states and states[-1] != ALIVE:
+            # It read a shared start but not all through its last breakpoint: the rest is new
+            # (a new turn, or a change the flow's step tells) or expired.
+            return False, "ttl_expired" if states[-1] == EXPIRED else "cold"
         return False, None
     if read + usage.cache_write_tokens == 0:
         return False, "below_minimum"

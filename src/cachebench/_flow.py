@@ -79,13 +79,14 @@ _NAMES: dict[CodeType, str | None] = {}
 _UNSEEN = object()
 
 
-def default_flow() -> str:
+def default_flow(depth: int = 0) -> str:
     """``module.function`` of the first frame outside cachebench and the SDKs.
 
-    The walk starts at the innermost frame and skips cachebench's and the SDKs' own: an
-    instrumented client's helpers (``messages.stream()``, ``with_raw_response``) reach the
-    patched method through frames of their own, so no fixed depth fits every path."""
-    frame = sys._getframe(0)
+    The walk starts ``depth`` frames above the caller (frames the caller knows to be
+    cachebench's own) and skips cachebench's and the SDKs' frames: an instrumented client's
+    helpers (``messages.stream()``, ``with_raw_response``) reach the patched method through
+    frames of their own, so no fixed depth fits every path."""
+    frame = sys._getframe(1 + depth)
     names = _NAMES
     while frame is not None:
         code = frame.f_code

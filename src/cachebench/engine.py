@@ -527,7 +527,7 @@ class Engine:
         if (self._shedding or self._consumer.queue.qsize() >= QUEUE_LIMIT) and not self._room():
             return None
         try:
-            name = flow or current_flow() or default_flow()
+            name = flow or current_flow() or default_flow(1)  # (from the frame calling begin)
             ctx = CallContext(
                 self, adapter, request, name, self.clock() if timestamp is None else timestamp, live=live
             )

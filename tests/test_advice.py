@@ -70,7 +70,7 @@ def test_a_call_names_the_change_its_place_cost_and_fix(diff: PrefixDiff, words:
 def test_legitimate_misses_say_there_is_nothing_to_fix_and_cost_nothing_avoidable() -> None:
     cold = explain(call(miss_cause="cold"))
     assert cold.startswith("Missed the cache (cold): the flow had never sent this prefix")
-    assert "cost" not in cold and cold.endswith("Fix: nothing: a first write is expected.")
+    assert "cost" not in cold and cold.endswith("Fix: none needed, a first write is expected.")
     assert "1 h TTL" in explain(call(miss_cause="ttl_expired"))
     assert "miss_aware" in explain(call(miss_cause="concurrent", avoidable_cost_usd=0.002))
 

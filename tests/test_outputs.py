@@ -266,8 +266,8 @@ def test_call_metrics_str_is_one_labelled_line() -> None:
     )
     assert ELAPSED.sub("; <ms>", str(cold)).endswith(
         "hit ratio 0%; cost $0.011580, saved -$0.002250; <ms>; Missed the cache (cold): the flow had never "
-        "sent this prefix (its first call, a new customer's context or a new turn). Fix: nothing: a first "
-        "write is expected."
+        "sent this prefix (its first call, a new customer's context or a new turn). Fix: none needed, a "
+        "first write is expected."
     )
     assert str(failed).startswith(
         "anthropic claude-sonnet-5 call in flow 'support' at 2026-11-18 11:08:10 UTC"

@@ -19,6 +19,7 @@ import openai
 import pytest
 
 from cachebench import CacheTracker, CallMetrics, Regression
+from cachebench.diagnose.flowstate import Incident
 from cachebench.fingerprint import canonical
 from cachebench.testing import CacheEmulator
 
@@ -573,3 +574,16 @@ def test_a_one_off_whitespace_reserialisation_is_one_change_and_no_incident(
         "serialization",
     )
     assert h.opened == []
+
+
+def test_an_incidents_cost_per_hour_counts_a_burst_over_a_minute_at_least() -> None:
+    """Ten churning calls within half a second, each paying $0.01 beyond a read, are not an
+    hour of 72,000 such calls: the rate is taken over at least a minute (10 calls a minute)."""
+    burst = Incident(
+        "f", "prefix_churn", 100.0, 1.0, 0, None, calls=10, avoidable_cost=0.1, charged=10, last_at=100.5
+    )
+    assert burst.regression().extra_cost_per_hour_usd == pytest.approx(0.01 * 10 * 60)
+    steady = Incident(
+        "f", "prefix_churn", 100.0, 1.0, 0, None, calls=10, avoidable_cost=0.1, charged=10, last_at=400.0
+    )
+    assert steady.regression().extra_cost_per_hour_usd == pytest.approx(0.01 * 10 * 12)

@@ -69,7 +69,7 @@ ADVICE: dict[tuple[str, str | None], tuple[str, str]] = {
     ),
     ("cold", None): (
         "the flow had never sent this prefix (its first call, a new customer's context or a new turn)",
-        "nothing: a first write is expected",
+        "none needed, a first write is expected",
     ),
     ("ttl_expired", None): (
         "the cache entry expired before this call (no call read it within its TTL)",

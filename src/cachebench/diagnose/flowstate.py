@@ -18,6 +18,7 @@ from .thresholds import (
     CHURN_QUIET,
     CHURN_SPAN,
     MAX_LAYERS,
+    RATE_MIN_SPAN_S,
     RECENT_VALUES,
     UNREAD_SHARE,
     WINDOW,
@@ -73,7 +74,9 @@ class Incident:
     charged: int = 0
 
     def regression(self) -> Regression:
-        span = self.last_at - self.started_at
+        # The calls' rate over at least RATE_MIN_SPAN_S: a burst of calls in a second is not
+        # an hour's traffic.
+        span = max(self.last_at - self.started_at, RATE_MIN_SPAN_S)
         per_hour = None
         if self.kind == "prefix_churn" and self.charged and span > 0:
             per_hour = self.avoidable_cost / self.charged * (self.calls / span) * 3600.0

@@ -23,6 +23,7 @@ __all__ = [
     "MIN_CALLS",
     "NORMALIZE_MAX_BYTES",
     "PRINTS_BUDGET",
+    "RATE_MIN_SPAN_S",
     "RECENT_VALUES",
     "SETTLE_S",
     "UNREAD_SHARE",
@@ -53,6 +54,9 @@ CHURN_SPAN = 8  # the last calls at a layer that churn is judged on
 CHURN_CHANGES = 3  # ... changes of the layer among them that open churn
 CHURN_QUIET = 4  # calls in a row that read the layer, or found it unchanged, close churn
 UNREAD_SHARE = 0.5  # share of a layer's settled writes never read back reported as unread writes
+
+# -- an incident's cost ------------------------------------------------------------------------
+RATE_MIN_SPAN_S = 60.0  # an incident's calls per hour are counted over at least this long
 
 # -- hit-ratio drop ----------------------------------------------------------------------------
 DROP_CLOSE = 0.1  # a hit-ratio drop closes this far above the threshold (no flapping)

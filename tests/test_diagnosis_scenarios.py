@@ -324,7 +324,17 @@ class ResponsesDriver(ChatDriver):
         return body
 
 
-class BedrockDriver(Driver):
+class PartsDriver(Driver):
+    """Bedrock Converse and Gemini: a text block is hashed as ``{"text": ...}``."""
+
+    def system_payload(self, text: str) -> Any:
+        return {"text": text}
+
+    def context_payload(self, text: str) -> Any:
+        return ["user", {"text": text}]
+
+
+class BedrockDriver(PartsDriver):
     name = "bedrock"
     model = "us.anthropic.claude-sonnet-5-v1:0"
     other_model = "us.anthropic.claude-opus-5-v1:0"
@@ -369,12 +379,6 @@ class BedrockDriver(Driver):
             body["toolConfig"] = {"tools": [self.tool_payload(t) for t in req.tools]}
         return body
 
-    def system_payload(self, text: str) -> Any:
-        return {"text": text}
-
-    def context_payload(self, text: str) -> Any:
-        return ["user", {"text": text}]
-
     def tool_payload(self, tool: Tool) -> Any:
         return {
             "toolSpec": {
@@ -385,7 +389,7 @@ class BedrockDriver(Driver):
         }
 
 
-class GeminiDriver(Driver):
+class GeminiDriver(PartsDriver):
     name = "gemini"
     model = "gemini-2.5-flash"
     other_model = "gemini-2.5-pro"
@@ -426,12 +430,6 @@ class GeminiDriver(Driver):
         user = [types.Part(text=req.context)] if req.context is not None else []
         contents.append(types.Content(role="user", parts=[*user, types.Part(text=req.question)]))
         return {"model": req.model or self.model, "contents": contents, "config": config}
-
-    def system_payload(self, text: str) -> Any:
-        return {"text": text}
-
-    def context_payload(self, text: str) -> Any:
-        return ["user", {"text": text}]
 
     def tool_payload(self, tool: Tool) -> Any:
         return {

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachebench.diagnose.classify import change_kind, normalized_digest, reordered, volatile_value
+from cachebench.diagnose.classify import normalized_digest, reordered, volatile_value
 
 
 def changed_range(before: str, after: str) -> tuple[int, int]:
@@ -136,49 +136,3 @@ def test_reordered_is_the_same_blocks_in_another_order() -> None:
     assert not reordered([1, 2, 3], [1, 2, 3])
     assert not reordered([1, 2, 3], [1, 2, 4])
     assert not reordered([1, 2, 3], [1, 2])
-
-
-def test_change_kind_puts_them_together() -> None:
-    text = "Now 2026-12-07T09:43:01Z. Rules"
-    start, end = changed_range("Now 2026-12-07T09:42:13Z. Rules", text)
-    common = {"text": text, "start": start, "end": end}
-    assert change_kind(
-        before_blocks=[1, 2], after_blocks=[2, 1], before_normalized=[5, 6], after_normalized=[6, 5], **common
-    ) == ("reordered", None)
-    assert change_kind(
-        before_blocks=[1, 2], after_blocks=[1, 3], before_normalized=[5, 6], after_normalized=[5, 6], **common
-    ) == ("serialization", None)
-    assert change_kind(
-        before_blocks=[1, 2], after_blocks=[1, 3], before_normalized=[5, 6], after_normalized=[5, 7], **common
-    ) == ("volatile", "timestamp")
-    assert change_kind(
-        before_blocks=[1, 2],
-        after_blocks=[1, 3],
-        before_normalized=[5, 6],
-        after_normalized=[5, 7],
-        text=None,
-        start=0,
-        end=0,
-    ) == ("content", None)
-
-
-def test_volatile_prints_name_the_value_that_changed_without_keeping_text() -> None:
-    """Two prints (digests only) tell which value changed when nothing else did."""
-    from cachebench.diagnose.classify import changed_value, volatile_print
-
-    def text(now: datetime, session: str, tail: str = "Be kind.") -> str:
-        return (
-            f"You are ACME's agent. Now {now.isoformat()}. Session {session}. Request req_8f3a2b1c9d. {tail}"
-        )
-
-    sid = "3f2a9c1e-4b5d-4e6f-8a7b-9c0d1e2f3a4b"
-    base = volatile_print(text(T0, sid))
-    assert all(isinstance(d, int) for _, d in base[1]) and "ACME" not in repr(base)
-    assert changed_value(base, volatile_print(text(T0 + timedelta(seconds=5), sid))) == "timestamp"
-    assert changed_value(base, volatile_print(text(T0, "11111111-4b5d-4e6f-8a7b-9c0d1e2f3a4b"))) == "uuid"
-    assert (
-        changed_value(base, volatile_print(text(T0, sid).replace("req_8f3a2b1c9d", "req_77aa01bc4e")))
-        == "hex_id"
-    )
-    assert changed_value(base, volatile_print(text(T0 + timedelta(seconds=5), sid, "Be rude."))) is None
-    assert changed_value(base, base) is None

@@ -12,7 +12,8 @@ kept by them.
   different bytes were re-serialised.
 - :func:`reordered` tells a re-ordered run of blocks (the same tools in another order) from
   changed ones.
-- :func:`change_kind` puts them together for one changed layer.
+
+Where a layer print's change is classified with them: :func:`cachebench.diagnose.prints.compare`.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from typing import Any
 import orjson
 import xxhash
 
-from ..types import ChangeKind, ValueType
+from ..types import ValueType
 
 __all__ = [
-    "ChangeKind",
     "ValueType",
-    "change_kind",
-    "changed_value",
     "normalized_digest",
     "reordered",
     "volatile_in",
-    "volatile_print",
     "volatile_value",
 ]
 
@@ -164,44 +161,6 @@ def _covered(pattern: re.Pattern[str], window: str, s: int, e: int) -> bool:
     return True
 
 
-# Every volatile value in one pass, longest alternatives first, for :func:`volatile_print`.
-_ANY_VOLATILE = re.compile("|".join(f"(?P<{kind}>{pattern.pattern})" for kind, pattern in _PATTERNS))
-
-
-def volatile_print(text: str) -> tuple[int, tuple[tuple[str, int], ...]]:
-    """A text with its volatile values masked, as a digest, and the values themselves as
-    ``(type, digest)`` in order. Two texts with the same masked digest differ, if at all, only
-    in those values; the first pair that differs names the value type that changed. Kept in
-    place of the text (digests only), so an earlier prompt's values can be compared with a
-    later one's without keeping either."""
-    values: list[tuple[str, int]] = []
-    masked: list[str] = []
-    at = 0
-    for m in _ANY_VOLATILE.finditer(text):
-        if m.end() == m.start():
-            continue
-        kind = m.lastgroup or "number"
-        masked.append(text[at : m.start()])
-        masked.append(f"\x00{kind}\x00")
-        values.append((kind, xxhash.xxh3_64_intdigest(m.group(0).encode())))
-        at = m.end()
-    masked.append(text[at:])
-    return xxhash.xxh3_64_intdigest("".join(masked).encode()), tuple(values)
-
-
-def changed_value(
-    before: tuple[int, tuple[tuple[str, int], ...]], after: tuple[int, tuple[tuple[str, int], ...]]
-) -> ValueType | None:
-    """The type of the first volatile value that changed between two :func:`volatile_print`
-    results, when nothing else changed; None when other text changed too (or nothing did)."""
-    if before[0] != after[0] or len(before[1]) != len(after[1]):
-        return None
-    for (kind, old), (_, new) in zip(before[1], after[1], strict=True):
-        if old != new:
-            return kind  # type: ignore[return-value]
-    return None
-
-
 def _closing(text: str, at: int) -> int:
     """The index just past the bracket that closes the one at ``text[at]`` (JSON strings
     skipped), or -1."""
@@ -280,35 +239,3 @@ def normalized_digest(payload: Any) -> int:
 def reordered(before: Sequence[int], after: Sequence[int]) -> bool:
     """True when ``after`` holds the same block digests as ``before`` in another order."""
     return len(before) == len(after) and list(before) != list(after) and Counter(before) == Counter(after)
-
-
-def change_kind(
-    *,
-    before_blocks: Sequence[int],
-    after_blocks: Sequence[int],
-    before_normalized: Sequence[int],
-    after_normalized: Sequence[int],
-    text: str | None,
-    start: int,
-    end: int,
-) -> tuple[ChangeKind, ValueType | None]:
-    """The kind of one changed layer, and the volatile value's type where it is one.
-
-    ``*_blocks`` are the layer's per-block content digests before and after (sorted keys, as
-    the prefix id hashes them), ``*_normalized`` their :func:`normalized_digest`; ``text``
-    is the current text of the block that changed (its canonical form) and ``start``/``end``
-    the changed range in it (None when the text is not at hand: no volatile value is named).
-    """
-    if reordered(before_blocks, after_blocks):
-        return "reordered", None
-    if (
-        len(before_normalized) == len(after_normalized)
-        and list(before_normalized) == list(after_normalized)
-        and list(before_blocks) != list(after_blocks)
-    ):
-        return "serialization", None
-    if text is not None:
-        value_type = volatile_value(text, start, end)
-        if value_type is not None:
-            return "volatile", value_type
-    return "content", None

@@ -1,7 +1,7 @@
 """Per-flow state of the regression detector (:mod:`cachebench.diagnose.regressions`).
 
-A flow's window of recent calls (one :class:`WindowSlot` each: how many layers the call had,
-which it read, found new), per layer (:class:`LayerState`) its recent values and what became
+A flow's window of recent calls (their hit ratio parts, costs and times, and whether each
+call's writes were expected), per layer (:class:`LayerState`) its recent values and what became
 of its recent calls and writes, and its open incidents. No logic beyond keeping these up to
 date.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..types import PrefixDiff, Regression
 from .thresholds import (
@@ -24,31 +24,13 @@ from .thresholds import (
     WINDOW,
 )
 
-__all__ = ["FlowState", "Incident", "LayerState", "WindowSlot", "has_layer", "scored_hit"]
+__all__ = ["FlowState", "Incident", "LayerState", "scored_hit"]
 
 
-def has_layer(layers: int, k: int) -> bool:
-    """Whether layer ``k`` is in the set ``layers`` (bit k: layer k)."""
-    return bool(layers >> k & 1)
-
-
-class WindowSlot(NamedTuple):
-    """One call in a flow's window. ``read``, ``new`` and ``same`` are sets of layers (bit k:
-    layer k, see :func:`has_layer`)."""
-
-    layers: int  # how many of its layers are tracked (its first breakpoints, at most MAX_LAYERS)
-    read: int  # the layers it read
-    new: int  # the layers it wrote that the tracker had never seen
-    explained: bool  # its writes were expected (cold, a change, a twin): no hit-ratio miss
-
-
-_EMPTY_SLOT = WindowSlot(0, 0, 0, False)
-
-
-def scored_hit(slot: WindowSlot, hit: tuple[int, int]) -> tuple[int, int]:
+def scored_hit(explained: bool, hit: tuple[int, int]) -> tuple[int, int]:
     """A call's part in the flow's hit ratio: an expected write (a new user's context, a new
     turn, a changed prompt) is no miss, so only what it read counts."""
-    return (hit[0], hit[0]) if slot.explained else hit
+    return (hit[0], hit[0]) if explained else hit
 
 
 @dataclass(slots=True)
@@ -181,6 +163,7 @@ class FlowState:
         "cum_den",
         "cum_num",
         "drop",
+        "explained",
         "good",
         "healthy",
         "hits",
@@ -189,7 +172,6 @@ class FlowState:
         "n",
         "pending",
         "pos",
-        "slots",
         "times",
         "values",
         "win_den",
@@ -201,8 +183,10 @@ class FlowState:
         self.values = [0] * MAX_LAYERS  # last chained hash per layer
         self.good = [0] * MAX_LAYERS  # last value per layer that a call read (0: none yet)
         self.layers: list[LayerState | None] = [None] * MAX_LAYERS  # made on first use: layer()
-        self.slots = [_EMPTY_SLOT] * WINDOW  # the window's calls
-        self.hits = [(0, 0)] * WINDOW  # per window slot: (hit numerator, denominator)
+        # The window's calls: whether their writes were expected (cold, a change, a twin: no
+        # hit-ratio miss), their (hit numerator, denominator), cost and time.
+        self.explained = [False] * WINDOW
+        self.hits = [(0, 0)] * WINDOW
         self.costs: list[float | None] = [None] * WINDOW
         self.times = [0.0] * WINDOW
         self.pos = 0
@@ -229,19 +213,19 @@ class FlowState:
         layer, _, premium = self.pending.pop(value)
         self.layer(layer).settle(read_back, premium)
 
-    def push(self, call: WindowSlot, hit: tuple[int, int], cost: float | None, now: float) -> None:
+    def push(self, explained: bool, hit: tuple[int, int], cost: float | None, now: float) -> None:
         """Add one call to the window (the oldest leaves it)."""
         f = self
         i = f.pos
         if f.n == WINDOW:  # the call leaving the window
-            gone = scored_hit(f.slots[i], f.hits[i])
+            gone = scored_hit(f.explained[i], f.hits[i])
             f.win_num -= gone[0]
             f.win_den -= gone[1]
-        f.slots[i] = call
+        f.explained[i] = explained
         f.hits[i] = hit
         f.costs[i] = cost
         f.times[i] = now
-        scored = scored_hit(call, hit)
+        scored = scored_hit(explained, hit)
         f.cum_num += scored[0]
         f.cum_den += scored[1]
         f.win_num += scored[0]

@@ -34,7 +34,7 @@ import xxhash
 from ..fingerprint import canonical, ordered
 from ..redact import excerpt
 from ..types import ChangeKind, PrefixDiff, Prompt, ValueType
-from .classify import normalized_digest, volatile_in
+from .classify import normalized_digest, reordered, volatile_in
 from .thresholds import FEATURES_BUDGET, LOCALIZED_SHARE, NORMALIZE_MAX_BYTES
 
 __all__ = [
@@ -43,10 +43,10 @@ __all__ = [
     "Features",
     "LayerPrint",
     "Printer",
+    "block_bytes",
     "compare",
     "nearest",
     "print_size",
-    "similarity",
 ]
 
 CHUNK = 64
@@ -112,12 +112,6 @@ def _content(payload: Any, data: bytes) -> int:
     if len(data) <= NORMALIZE_MAX_BYTES and any(mark in data for mark in _JSON_IN_TEXT):
         return normalized_digest(payload)  # JSON inside a string: parsed, keys sorted, whitespace collapsed
     return _digest(data.translate(None, b" \t"))
-
-
-def features(section: str, payload: Any, keep_text: bool) -> Features:
-    """The features of one block (its ``(section, payload)`` pair)."""
-    data = canonical((section, payload))
-    return _features(data, _digest(data), _digest(ordered((section, payload))), payload, keep_text)
 
 
 def _features(data: bytes, digest: int, order_digest: int, payload: Any, keep_text: bool) -> Features:
@@ -189,12 +183,6 @@ class Printer:
         return made
 
 
-def similarity(old: LayerPrint, new: LayerPrint) -> tuple[int, int]:
-    """How alike two prints of a layer are: blocks equal in order from the start, then blocks
-    in common."""
-    return _same(old, new), _common(old, new)
-
-
 def _same(old: LayerPrint, new: LayerPrint) -> int:
     same = 0
     for o, b in zip(old, new, strict=False):
@@ -209,10 +197,10 @@ def _common(old: LayerPrint, new: LayerPrint) -> int:
 
 
 def nearest(candidates: Sequence[LayerPrint], new: LayerPrint) -> LayerPrint:
-    """The earlier print most like ``new`` (:func:`similarity`; among equals, the one whose
-    first differing block shares the most chunks at both ends, then the most recent: the
-    candidates come newest first). Each measure is taken only among the ties of the one
-    before."""
+    """The earlier print most like ``new``: the most blocks equal in order from the start;
+    among equals, the most blocks in common; then the one whose first differing block shares
+    the most chunks at both ends; then the most recent (the candidates come newest first).
+    Each measure is taken only among the ties of the one before."""
     tied = _best(candidates, lambda c: _same(c, new))
     if len(tied) > 1:
         tied = _best(tied, lambda c: _common(c, new))
@@ -276,7 +264,7 @@ def compare(old: LayerPrint, new: LayerPrint, new_bytes: Any = None) -> Change |
     narrows the range to it. Without it (or without the text) no value type is named."""
     old_digests = [b.features.digest for b in old]
     new_digests = [b.features.digest for b in new]
-    if old_digests != new_digests and Counter(old_digests) == Counter(new_digests):
+    if reordered(old_digests, new_digests):
         # The same blocks in another order (a re-ordered tool list): the first moved block.
         i = next(i for i, (a, b) in enumerate(zip(old_digests, new_digests, strict=True)) if a != b)
         o, b = old[i], new[i]

@@ -37,7 +37,7 @@ from ..expect import ALIVE, NEVER, Expectation
 from ..facts import ttl_seconds
 from ..types import MissCause, PrefixDiff, PrefixKey, Prompt, Regression
 from .causes import avoidable, refine_cause
-from .flowstate import FlowState, Incident, WindowSlot, scored_hit
+from .flowstate import FlowState, Incident, scored_hit
 from .prints import Change, LayerPrint, Printer, block_bytes, compare, nearest, print_size
 from .thresholds import (
     COST_BASE_WEIGHT,
@@ -185,11 +185,9 @@ class FlowDetector:
         n_layers = min(len(bps), MAX_LAYERS)
         first_new = -1  # the first layer this call wrote that the tracker had never seen
         first_cold = -1
-        read = new = 0
         for k in range(n_layers):
             v = chain[k]
             if states[k] == ALIVE:
-                read |= 1 << k
                 if pending and v in pending:
                     f.settle(v, True)
                 f.layer(k).read(v)
@@ -201,10 +199,8 @@ class FlowDetector:
             else:
                 if first_cold < 0:
                     first_cold = k
-                if states[k] == NEVER:
-                    new |= 1 << k
-                    if first_new < 0:
-                        first_new = k
+                if states[k] == NEVER and first_new < 0:
+                    first_new = k
         change: Change | None = None
         at = -1  # the layer the change is in
         if cause == "cold" and 0 <= first_new == first_cold:
@@ -248,7 +244,7 @@ class FlowDetector:
         f.model = model
         # Expected writes (new users, a one-off prompt change) are not hit-ratio misses.
         explained = cause in ("cold", "concurrent", "prefix_changed", "model_changed")
-        f.push(WindowSlot(n_layers, read, new, explained), hit, cost, now)
+        f.push(explained, hit, cost, now)
         self._incidents(
             flow, f, at if changed else -1, change, hit, cost if cause in _HEALTHY else None, cost, now
         )
@@ -367,7 +363,7 @@ class FlowDetector:
     def _open_drop(self, name: str, f: FlowState, now: float) -> Incident:
         """Open a hit-ratio drop, the window's calls that missed what they could read counting
         as its first calls."""
-        bad = [i for i in range(f.n) if f.hits[i][0] < f.hits[i][1] and not f.slots[i].explained]
+        bad = [i for i in range(f.n) if f.hits[i][0] < f.hits[i][1] and not f.explained[i]]
         return self._open(
             name,
             f,
@@ -402,7 +398,7 @@ class FlowDetector:
                 extra += c - base
                 priced += 1
         # The flow's hit ratio before: everything but the window.
-        scored = [scored_hit(f.slots[i], f.hits[i]) for i in range(f.n)]
+        scored = [scored_hit(f.explained[i], f.hits[i]) for i in range(f.n)]
         before_den = f.cum_den - sum(h[1] for h in scored)
         before = (f.cum_num - sum(h[0] for h in scored)) / before_den if before_den > 0 else math.nan
         details: dict[str, Any] = {"layer": layer} if layer >= 0 else {}

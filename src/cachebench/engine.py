@@ -727,9 +727,12 @@ class Engine:
                 done = exp
                 if states.count(ALIVE) != len(states):
                     done = self.view.expect(key, implicit, ctx.timestamp)
-                premium = None
-                if cause == "cold" and usage.cache_write_tokens:
-                    premium = self._priced_difference(
+
+                def premium() -> float | None:
+                    """What the call's writes paid beyond plain input."""
+                    if not usage.cache_write_tokens:
+                        return None
+                    return self._priced_difference(
                         adapter.NAME, model, usage, cost, _as_input(usage), ctx.timestamp
                     )
 

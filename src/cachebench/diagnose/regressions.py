@@ -157,7 +157,7 @@ class FlowDetector:
         hit: tuple[int, int],
         cost: float | None,
         now: float,
-        premium: float | None = None,
+        premium: Callable[[], float | None] | None = None,
         price: Callable[[int], tuple[int, float | None]] | None = None,
     ) -> Diagnosis:
         """Update the flow with one finished call; return its diagnosis (the cause refined by
@@ -165,8 +165,8 @@ class FlowDetector:
 
         ``exp`` is what the cache view expected when the call went out, ``done`` what it
         holds as the call finishes (a twin that finished first may have written the same
-        layer: then it is not new). ``premium`` is what the call's writes paid beyond plain
-        input (for the unread-writes report). ``price(layer)`` gives an avoidable miss's tokens
+        layer: then it is not new). ``premium()`` gives what the call's writes paid beyond plain
+        input (asked for a write the unread-writes report follows). ``price(layer)`` gives an avoidable miss's tokens
         and cost, given the layer its change is in (-1: no change)."""
         f = self._flow(flow, now)
         bps = key.breakpoints
@@ -232,11 +232,12 @@ class FlowDetector:
         if f.churn is not None and waste:
             f.churn.avoidable_cost += waste
             f.churn.charged += 1
-        elif first_new >= 0 and cause == "cold":
+        if first_new >= 0 and cause == "cold":
             # A new value the flow never had (a customer's context): is it ever read back?
             v = chain[first_new]
             if v not in pending:
-                pending[v] = (first_new, now + min(ttl_seconds(key.ttls[first_new]), SETTLE_S), premium)
+                deadline = now + min(ttl_seconds(key.ttls[first_new]), SETTLE_S)
+                pending[v] = (first_new, deadline, premium() if premium is not None else None)
                 if len(pending) > MAX_PENDING:
                     del pending[next(iter(pending))]
         for k in range(n_layers):

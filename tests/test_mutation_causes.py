@@ -180,3 +180,65 @@ def test_an_on_regression_callback_that_raises_is_logged_by_its_name(
         tracker.flush()
     assert [r.kind for r in tracker.regressions()] == ["hit_ratio_drop"]
     assert any("the on_regression callback raised" in r.getMessage() for r in caplog.records)
+
+
+# -- what an avoidable miss cost ---------------------------------------------------------------
+
+# USD per million tokens: a write costs 0.75 more than plain input, 3.45 more than a read.
+AVOIDABLE_PRICES = {
+    fakes.MODEL: {"input": 3.0, "output": 15.0, "cache_read": 0.3, "cache_write": 3.75, "cache_write_1h": 6.0}
+}
+
+
+def stamped(second: int) -> dict[str, Any]:
+    text = f"Now: 2026-12-07T10:00:{second:02d}Z. " + fakes.SYSTEM_TEXT
+    return fakes.request(system=[{"type": "text", "text": text, "cache_control": MARK}])
+
+
+def test_a_changed_timestamp_costs_its_writes_beyond_reads_and_a_cold_write_nothing() -> None:
+    """The flow's first call is cold: nothing avoidable, $0. The next one changed a timestamp
+    in its only layer: all 3,000 tokens it wrote it could have read, and that cost it
+    3,000 x (3.75 - 0.30) / 1e6 beyond the reads. Unpriced, the cost is unknown (None)."""
+    clock = ManualClock()
+    f = Flow(fakes.quiet_tracker(clock, prices=AVOIDABLE_PRICES), clock)
+    cold = f(stamped(1), write=3000)
+    assert (cold.miss_cause, cold.avoidable_tokens, cold.avoidable_cost_usd) == ("cold", 0, 0.0)
+    changed = f(stamped(2), write=3000)
+    assert changed.miss_cause == "prefix_changed" and changed.diff is not None
+    assert changed.avoidable_tokens == 3000
+    assert changed.avoidable_cost_usd == pytest.approx(3000 * (3.75 - 0.3) / 1e6)
+    agg = f.tracker.aggregate()
+    assert agg["avoidable_cost_usd"] == pytest.approx(3000 * (3.75 - 0.3) / 1e6)
+    assert agg["hit_ratio"] == 0.0 and agg["hit_ratio_if_fixed"] == pytest.approx(3000 / 6000)
+    unpriced = Flow(fakes.quiet_tracker(clock), clock)  # a model no price list knows
+    unpriced({**stamped(1), "model": "acme-unlisted-1"}, write=3000)
+    m = unpriced({**stamped(2), "model": "acme-unlisted-1"}, write=3000)
+    assert (m.miss_cause, m.avoidable_tokens, m.avoidable_cost_usd) == ("prefix_changed", 3000, None)
+
+
+def test_a_provider_miss_could_have_read_what_it_wrote_and_the_shortfall_comes_from_writes_first() -> None:
+    """The same prefix within its TTL read 1,000 of 3,000 tokens and wrote 2,000: the 2,000 are
+    avoidable (a read instead of a write). Writing only 500 of the shortfall, the other 1,500
+    came as plain input: 500 x 3.45 + 1,500 x 2.70 per million."""
+    clock = ManualClock()
+    f = Flow(fakes.quiet_tracker(clock, prices=AVOIDABLE_PRICES), clock)
+    f(fakes.request(), write=3000)
+    m = f(fakes.request(), read=1000, write=2000)
+    assert (m.miss_cause, m.avoidable_tokens) == ("provider", 2000)
+    assert m.avoidable_cost_usd == pytest.approx(2000 * (3.75 - 0.3) / 1e6)
+    m = f(fakes.request(), input=1510, read=1000, write=500)
+    assert (m.miss_cause, m.avoidable_tokens) == ("provider", 500)
+    assert m.avoidable_cost_usd == pytest.approx(500 * (3.75 - 0.3) / 1e6)
+
+
+def test_a_write_that_expires_unread_reports_what_it_paid_beyond_plain_input() -> None:
+    """A prefix written once and never read within its TTL: the layer's unread writes say one
+    write, unread, that paid 3,000 x (3.75 - 3.00) / 1e6 beyond plain input."""
+    clock = ManualClock()
+    f = Flow(fakes.quiet_tracker(clock, prices=AVOIDABLE_PRICES), clock, step=400.0)
+    f(fakes.request(), write=3000)
+    f(fakes.request(), write=3000)  # 400 s later: expired, written again
+    unread = f.tracker.by_flow()["f"]["unread_writes"]
+    assert set(unread) == {"0"}
+    assert (unread["0"]["writes"], unread["0"]["unread"]) == (1, 1)
+    assert unread["0"]["unread_cost_usd"] == pytest.approx(3000 * (3.75 - 3.0) / 1e6)

@@ -69,6 +69,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .providers._base import Adapter
+    from .store import StoreWriter
 
 __all__ = [
     "MAX_TOKENS",
@@ -145,6 +146,7 @@ class CallContext:
         "prompt",
         "queued",
         "request",
+        "span",
         "started",
         "stream",
         "t0",
@@ -188,6 +190,7 @@ class CallContext:
         self.flying = False  # counted among the in-flight writers of write_key
         self.concurrent = False  # a twin was already writing write_key when this call went out
         self.metrics: CallMetrics | None = None
+        self.span: Any = None  # the tracing span current at the call's start (with an exporter)
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -252,9 +255,9 @@ class _Consumer:
     """The consumer thread and its queue. Holds no reference to the :class:`Engine`, so an
     engine nobody uses any more is collected, and its finalizer stops the thread."""
 
-    __slots__ = ("error", "ident", "queue", "strict", "thread")
+    __slots__ = ("error", "ident", "on_idle", "queue", "strict", "thread")
 
-    def __init__(self, strict: bool) -> None:
+    def __init__(self, strict: bool, on_idle: Callable[[], object] | None = None) -> None:
         self.queue: queue.SimpleQueue[tuple[Callable[..., object], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
@@ -262,16 +265,21 @@ class _Consumer:
         self.ident: int | None = None
         self.strict = strict
         self.error: BaseException | None = None  # a strict guard's error, raised at the next read
+        # Run whenever the queue has just emptied (the store writes its batch then).
+        self.on_idle = on_idle
 
     def run(self) -> None:
         self.ident = threading.get_ident()
         get = self.queue.get
+        empty = self.queue.empty
         while True:
             item = get()
             if item is None:
                 return
             self.handle(*item)
             del item
+            if self.on_idle is not None and empty():
+                self.handle(self.on_idle, ())
 
     def handle(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
         """Run one item. What escapes it is a strict guard's re-raise (kept for the next read)
@@ -330,6 +338,7 @@ class Engine:
         prices: Mapping[str, Mapping[str, float]] | None,
         clock: Callable[[], float],
         strict: bool,
+        writer: StoreWriter | None = None,
     ) -> None:
         # Weak: the tracker holds its engine, and a cycle would keep both (and every recorded
         # call) alive until the cycle collector runs.
@@ -352,7 +361,13 @@ class Engine:
         self.recent_writes: dict[int, float] = {}
         self._opened: list[Regression] = []
         self.detector = FlowDetector(threshold, capture_text, max_prefixes, self._opened.append)
-        self._consumer = _Consumer(strict)
+        # Where finished calls go besides the stats: the store's batch writer, and exporters'
+        # listeners (each called on the consumer with the metrics and the call's context).
+        self.writer = writer
+        self.listeners: list[Callable[[CallMetrics, CallContext], object]] = []
+        # With a span exporter: reads the tracing span current on the caller's thread.
+        self.span_of: Callable[[], Any] | None = None
+        self._consumer = _Consumer(strict, self._idle if writer is not None else None)
         self._start_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _Consumer.stop, self._consumer)
         self._finalizer.atexit = False
@@ -475,8 +490,20 @@ class Engine:
             answer.done.set()
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything queued so far is recorded and its callbacks have run."""
-        self.read(_nothing, timeout=timeout)
+        """Wait until everything queued so far is recorded (in the store too, if any) and its
+        callbacks have run."""
+        self.read(self._write_all if self.writer is not None else _nothing, timeout=timeout)
+
+    def _idle(self) -> None:
+        """The queue has just emptied: the store writes what is pending."""
+        writer = self.writer
+        if writer is not None:
+            self.guard.call("store", writer.write, self.detector.incidents, False)
+
+    def _write_all(self) -> None:
+        writer = self.writer
+        if writer is not None:
+            self.guard.call("store", writer.write, self.detector.incidents, True)
 
     def close(self) -> None:
         """Flush, then stop the consumer: later calls through this engine's wrappers are not
@@ -491,11 +518,16 @@ class Engine:
         if thread is not None and thread is not threading.current_thread():
             thread.join(EXIT_WAIT_S)
         consumer.drain_here()  # what a finalizer queued meanwhile
+        if self.writer is not None:
+            self._write_all()
+            self.guard.call("store", self.writer.close)
 
     def _after_fork(self) -> None:
         """In a forked child: a fresh queue and no thread (the parent's did not come along),
         and no call in flight (the parent's calls are not the child's)."""
-        self._consumer = _Consumer(self.guard.strict)
+        self._consumer = _Consumer(self.guard.strict, self._consumer.on_idle)
+        if self.writer is not None:
+            self.writer.after_fork()
         self._start_lock = threading.Lock()
         self._dropped_lock = threading.Lock()
         self.guard.after_fork()
@@ -545,6 +577,8 @@ class Engine:
                 and not self._written_lately(key.bp_hashes[-1], ctx.timestamp)
             ):
                 ctx.gate_key = key.bp_hashes[-1]
+            if self.span_of is not None:
+                ctx.span = self.span_of()
         except Exception as exc:
             self.guard.failed("begin", exc)
             return None
@@ -800,6 +834,10 @@ class Engine:
             avoidable_tokens=avoidable_tokens,
         )
         self.stats.add(metrics, key.prefix_hash)
+        if self.writer is not None:
+            self.writer.add(metrics)
+        for listener in self.listeners:
+            self.guard.call("export", listener, metrics, ctx)
         if exp is not None and error is None:
             self.view.observe(key, usage, exp, implicit, ctx.timestamp, adapter.DEFAULT_TTL, min_tokens)
         if self._opened:

@@ -834,8 +834,8 @@ class Engine:
             avoidable_tokens=avoidable_tokens,
         )
         self.stats.add(metrics, key.prefix_hash)
-        if self.writer is not None:
-            self.writer.add(metrics)
+        if self.writer is not None and self.writer.add(metrics):
+            self._idle()  # the batch is due: the queue may not empty for a while
         for listener in self.listeners:
             self.guard.call("export", listener, metrics, ctx)
         if exp is not None and error is None:

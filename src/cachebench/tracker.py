@@ -19,11 +19,13 @@ from typing import Any, TypeVar
 from ._alerts import default_alert
 from ._guard import strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
+from ._shutdown import flush_on_sigterm
 from .engine import Engine
 from .policy import CachePolicy
 from .providers import adapter_for, detect_client, detect_response
 from .providers._base import Adapter
 from .redact import require_redactor
+from .store import SQLStore, StoreWriter, open_store, store_from_env
 from .types import CallMetrics, Provider, Regression
 
 __all__ = ["CacheTracker"]
@@ -83,10 +85,13 @@ class CacheTracker:
             raise TypeError("clock must be a callable returning seconds since the epoch")
         if capture_text:
             require_redactor()  # excerpts are redacted by the secret detector: a clear error now
+        if store is None:
+            store = store_from_env()
+        writer = None
         if store is not None:
-            raise ValueError(
-                f"store: only the in-memory store (store=None) is available in this version; got {store!r}"
-            )
+            # A bad URL, a newer schema, a read-only or corrupt file: StoreError, now.
+            writer = StoreWriter(open_store(store), clock)
+            flush_on_sigterm()
         self._miss_alert_threshold = float(miss_alert_threshold)
         self._on_miss_alert = on_miss_alert if on_miss_alert is not None else default_alert
         self._on_regression = on_regression
@@ -104,6 +109,7 @@ class CacheTracker:
             prices=prices,
             clock=clock,
             strict=strict_from_env(),
+            writer=writer,
         )
         self._patches: dict[int, tuple[InstrumentHooks, list[tuple[Any, str, Any]]]] = {}
 
@@ -150,6 +156,14 @@ class CacheTracker:
     def capture_text(self) -> bool:
         """Whether incidents keep short redacted excerpts of the changed text. Fixed at construction."""
         return self._capture_text
+
+    @property
+    def store(self) -> SQLStore | None:
+        """Where finished calls are kept beyond the process (None: only in memory). Its
+        queries (``report``, ``calls``, ``incidents``) read what was written: call
+        :meth:`flush` first to include the calls just made. Fixed at construction."""
+        writer = self._engine.writer
+        return writer.store if writer is not None else None
 
     @property
     def max_prefixes(self) -> int:

@@ -9,6 +9,7 @@ date.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class Incident:
     # avoidable cost), and how many calls were priced so.
     avoidable_cost: float = 0.0
     charged: int = 0
+    # The incident's id in a store (``cachebench explain ID``): random, unique across processes.
+    uid: str = field(default_factory=lambda: os.urandom(6).hex())
 
     def regression(self) -> Regression:
         # The calls' rate over at least RATE_MIN_SPAN_S: a burst of calls in a second is not

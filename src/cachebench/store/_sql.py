@@ -1,0 +1,414 @@
+"""The store's SQL, shared by SQLite and PostgreSQL: writing a batch, retention, the queries.
+
+A batch is one transaction: its calls, what they add to the hourly roll-up, and the
+incidents that changed. The roll-up is kept as calls arrive, so a report over a month reads
+hours, not a million calls; retention then only deletes: raw calls past ``keep_calls_s``,
+hours past ``keep_hours_s``, closed incidents past ``keep_hours_s`` too.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._rows import (
+    CALL_COLUMNS,
+    HOUR_S,
+    HOURLY_KEY,
+    HOURLY_SPAN,
+    HOURLY_SUMS,
+    INCIDENT_COLUMNS,
+    StoredCall,
+    StoredIncident,
+    call_metrics,
+    hourly_rows,
+    incident,
+    summary,
+)
+from ._schema import _BACKFILL_SUMS, SCHEMA_VERSION, STEPS, Dialect
+
+#: How long raw calls are kept by default (then only their hourly roll-up).
+KEEP_CALLS_S = 7 * 86400.0
+#: How long the hourly roll-up and closed incidents are kept by default.
+KEEP_HOURS_S = 400 * 86400.0
+#: Rows one retention pass deletes at most per table (the consumer's pass stays short).
+PRUNE_LIMIT = 5000
+
+GROUPS = ("flow", "prefix", "model", "day")
+
+
+class StoreError(ValueError):
+    """The store cannot be used: a bad URL, a database of a newer schema, a file that is not a
+    database, one that cannot be written. Raised at construction, with what to do."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one retention pass deleted."""
+
+    calls: int
+    hours: int
+    incidents: int
+
+
+class SQLStore:
+    """A store in a SQL database (see :mod:`cachebench.store`). Subclasses connect."""
+
+    dialect: Dialect
+    url: str
+
+    def __init__(self, *, keep_calls_s: float = KEEP_CALLS_S, keep_hours_s: float = KEEP_HOURS_S) -> None:
+        for name, value in (("keep_calls_s", keep_calls_s), ("keep_hours_s", keep_hours_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.keep_calls_s = float(keep_calls_s)
+        self.keep_hours_s = float(keep_hours_s)
+        self._lock = threading.Lock()  # one thread at a time on the connection
+        self._conn: Any = None
+        d = self.dialect
+        cols = ", ".join(CALL_COLUMNS)
+        self._insert_call = d.sql(f"INSERT INTO calls ({cols}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})")
+        hourly_cols = (*HOURLY_KEY, *HOURLY_SUMS, *HOURLY_SPAN)
+        updates = [f"{s} = hourly.{s} + excluded.{s}" for s in HOURLY_SUMS]
+        updates += [
+            f"first_seen = {d.least}(hourly.first_seen, excluded.first_seen)",
+            f"last_seen = {d.greatest}(hourly.last_seen, excluded.last_seen)",
+        ]
+        self._upsert_hour = d.sql(
+            f"INSERT INTO hourly ({', '.join(hourly_cols)}) VALUES ({', '.join('?' * len(hourly_cols))}) "
+            f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {', '.join(updates)}"
+        )
+        incident_updates = ", ".join(f"{c} = excluded.{c}" for c in INCIDENT_COLUMNS[1:])
+        self._upsert_incident = d.sql(
+            f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES "
+            f"({', '.join('?' * len(INCIDENT_COLUMNS))}) ON CONFLICT (id) DO UPDATE SET {incident_updates}"
+        )
+
+    # -- connection: subclasses ------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _fail(self, exc: BaseException, doing: str) -> StoreError:
+        """A clear error for what the driver raised while ``doing``."""
+        return StoreError(f"cachebench store {self.url}: cannot {doing}: {exc}")
+
+    def _open(self) -> None:
+        """Connect and bring the schema to :data:`SCHEMA_VERSION` (a clear error if it cannot)."""
+        try:
+            conn = self._connect()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc, "open the database") from None
+        try:
+            self._migrate(conn)
+        except StoreError:
+            conn.close()
+            raise
+        except Exception as exc:
+            conn.close()
+            raise self._fail(exc, "read or write its schema") from None
+        self._conn = conn
+
+    def _migrate(self, conn: Any) -> None:
+        self._begin(conn)
+        try:
+            version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"cachebench store {self.url}: the database has schema version {version}, newer than "
+                    f"this cachebench's {SCHEMA_VERSION}: upgrade cachebench to use it"
+                )
+            cur = conn.cursor()
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in STEPS[step]:
+                    cur.execute(self.dialect.sql(statement))
+            if version != SCHEMA_VERSION:
+                q = (
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'"
+                    if version
+                    else ("INSERT INTO meta (key, value) VALUES ('schema_version', ?)")
+                )
+                cur.execute(self.dialect.sql(q), (str(SCHEMA_VERSION),))
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _version(self, conn: Any) -> int:
+        """The database's schema version (0: empty)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def after_fork(self) -> None:
+        """In a forked child: a connection of its own (the parent's is not the child's)."""
+        self._lock = threading.Lock()
+        self._conn = None
+        self._open()
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._open()
+        return self._conn
+
+    @property
+    def schema_version(self) -> int:
+        """The database's schema version (:data:`SCHEMA_VERSION` once opened)."""
+        return int(self._query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"])
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, calls: Sequence[tuple[Any, ...]], incidents: Sequence[tuple[Any, ...]] = ()) -> None:
+        """Store rows of calls (:func:`~cachebench.store._rows.call_row`) and incidents in one
+        transaction; the calls' sums go into the hourly roll-up in the same transaction."""
+        if not calls and not incidents:
+            return
+        hours = sorted(hourly_rows(list(calls)), key=lambda r: r[:5])  # one lock order for all writers
+        with self._lock:
+            conn = self._connection()
+            self._begin(conn)
+            try:
+                cur = conn.cursor()
+                if calls:
+                    cur.executemany(self._insert_call, calls)
+                    cur.executemany(self._upsert_hour, hours)
+                if incidents:
+                    cur.executemany(self._upsert_incident, sorted(incidents))
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def prune(self, now: float | None = None, *, limit: int | None = None) -> Pruned:
+        """Delete raw calls older than ``keep_calls_s``, hours and closed incidents older than
+        ``keep_hours_s`` (as of ``now``, default the time now); at most ``limit`` rows per
+        table (``None``: all)."""
+        now = time.time() if now is None else now
+        calls_before = now - self.keep_calls_s
+        hours_before = now - self.keep_hours_s
+        cap = "" if limit is None else f" LIMIT {int(limit)}"
+        statements = (
+            f"DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE ts < ?{cap})",
+            "DELETE FROM hourly WHERE hour + 3600 <= ?"
+            if limit is None
+            else "DELETE FROM hourly WHERE hour + 3600 <= ? AND hour IN "
+            f"(SELECT DISTINCT hour FROM hourly WHERE hour + 3600 <= ? ORDER BY hour LIMIT {int(limit)})",
+            f"DELETE FROM incidents WHERE id IN (SELECT id FROM incidents WHERE closed_at IS NOT NULL "
+            f"AND closed_at < ?{cap})",
+        )
+        counts = []
+        with self._lock:
+            conn = self._connection()
+            self._begin(conn)
+            try:
+                cur = conn.cursor()
+                for i, statement in enumerate(statements):
+                    args: tuple[float, ...] = (calls_before,) if i == 0 else (hours_before,)
+                    if i == 1 and limit is not None:
+                        args = (hours_before, hours_before)
+                    cur.execute(self.dialect.sql(statement), args)
+                    counts.append(max(0, cur.rowcount))
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return Pruned(*counts)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            try:
+                cur.execute(self.dialect.sql(sql), tuple(args))
+                names = [d[0] for d in cur.description]
+                out = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            finally:
+                conn.rollback()  # (PostgreSQL: end the read's transaction; SQLite: nothing open)
+        return out
+
+    def report(
+        self,
+        by: str = "flow",
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        raw: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The aggregate keys per ``by`` (``flow`` | ``prefix`` | ``model`` | ``day``) over
+        calls in ``[since, until)``, most expensive first: whole hours from the hourly
+        roll-up, the parts of hours at the edges from the raw calls (an edge older than the
+        oldest raw call kept is counted as its whole hour). ``raw=True`` sums only raw calls
+        (what retention has not deleted yet), which the roll-up must equal."""
+        if by not in GROUPS:
+            raise ValueError(f"by must be one of {', '.join(GROUPS)}, got {by!r}")
+        lo = -math.inf if since is None else float(since)
+        hi = math.inf if until is None else float(until)
+        sums: dict[Any, dict[str, Any]] = {}
+        if raw:
+            self._add_raw(sums, by, lo, hi)
+        else:
+            oldest = self._query("SELECT MIN(ts) AS t FROM calls")[0]["t"]
+            if oldest is None or lo < oldest:
+                lo = math.floor(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
+            h0 = math.ceil(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
+            h1 = math.floor(hi / HOUR_S) * HOUR_S if math.isfinite(hi) else hi
+            if h0 < h1:
+                self._add_hours(sums, by, h0, h1)
+                if lo < h0:
+                    self._add_raw(sums, by, lo, h0)
+                if h1 < hi:
+                    self._add_raw(sums, by, h1, hi)
+            else:
+                self._add_raw(sums, by, lo, hi)
+        rows = []
+        for key, s in sums.items():
+            row = {by: key, **summary(s)}
+            rows.append(row)
+        rows.sort(key=lambda r: (-(r["cost_usd"] or 0.0), -r["calls"], str(r[by])))
+        return rows
+
+    _GROUP_SQL = {
+        "flow": "flow",
+        "prefix": "prefix_id",
+        "model": "model",
+        "day": "(({hour}) / 86400) * 86400",
+    }
+
+    def _group(self, by: str, table: str) -> str:
+        expr = self._GROUP_SQL[by]
+        if by == "day":
+            return (
+                expr.replace("({hour})", "hour") if table == "hourly" else expr.format(hour=self.dialect.hour)
+            )
+        return expr
+
+    @staticmethod
+    def _bounds(column: str, lo: float, hi: float) -> tuple[str, list[float]]:
+        where, args = [], []
+        if math.isfinite(lo):
+            where.append(f"{column} >= ?")
+            args.append(lo)
+        if math.isfinite(hi):
+            where.append(f"{column} < ?")
+            args.append(hi)
+        return (" WHERE " + " AND ".join(where)) if where else "", args
+
+    def _add_hours(self, sums: dict[Any, dict[str, Any]], by: str, lo: float, hi: float) -> None:
+        where, args = self._bounds("hour", lo, hi)
+        g = self._group(by, "hourly")
+        cols = ", ".join(f"SUM({s}) AS {s}" for s in HOURLY_SUMS)
+        sql = f"SELECT {g} AS k, {cols}, MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen FROM hourly{where} GROUP BY {g}"
+        for row in self._query(sql, args):
+            _merge(sums, _key(by, row.pop("k")), row)
+
+    def _add_raw(self, sums: dict[Any, dict[str, Any]], by: str, lo: float, hi: float) -> None:
+        where, args = self._bounds("ts", lo, hi)
+        g = self._group(by, "calls")
+        cols = ", ".join(f"{_BACKFILL_SUMS[s]} AS {s}" for s in HOURLY_SUMS)
+        sql = f"SELECT {g} AS k, {cols}, MIN(ts) AS first_seen, MAX(ts) AS last_seen FROM calls{where} GROUP BY {g}"
+        for row in self._query(sql, args):
+            _merge(sums, _key(by, row.pop("k")), row)
+
+    def calls(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        flow: str | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[StoredCall]:
+        """Stored raw calls, oldest first (``newest=True``: the ``limit`` newest, still oldest
+        first), by time, flow and id."""
+        where, args = [], []
+        for cond, value in (("ts >= ?", since), ("ts < ?", until), ("flow = ?", flow), ("id > ?", after_id)):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        sql = "SELECT * FROM calls" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY id DESC" if newest else " ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self._query(sql, args)
+        if newest:
+            rows.reverse()
+        return [StoredCall(r["id"], call_metrics(r)) for r in rows]
+
+    def iter_calls(
+        self, *, since: float | None = None, until: float | None = None, page: int = 10_000
+    ) -> Iterator[StoredCall]:
+        """Every stored raw call in ``[since, until)``, oldest first, a page at a time."""
+        after = None
+        while True:
+            chunk = self.calls(since=since, until=until, after_id=after, limit=page)
+            yield from chunk
+            if len(chunk) < page:
+                return
+            after = chunk[-1].id
+
+    def call(self, call_id: int) -> StoredCall | None:
+        rows = self._query("SELECT * FROM calls WHERE id = ?", (int(call_id),))
+        return StoredCall(rows[0]["id"], call_metrics(rows[0])) if rows else None
+
+    def incidents(
+        self, *, since: float | None = None, flow: str | None = None, open_only: bool = False
+    ) -> list[StoredIncident]:
+        """Stored incidents, oldest first."""
+        where, args = [], []
+        for cond, value in (("started_at >= ?", since), ("flow = ?", flow)):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        if open_only:
+            where.append("closed_at IS NULL")
+        sql = "SELECT * FROM incidents" + (" WHERE " + " AND ".join(where) if where else "")
+        return [incident(r) for r in self._query(sql + " ORDER BY started_at, id", args)]
+
+    def incident(self, incident_id: str) -> StoredIncident | None:
+        rows = self._query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        return incident(rows[0]) if rows else None
+
+    def count_calls(self) -> int:
+        return int(self._query("SELECT COUNT(*) AS n FROM calls")[0]["n"])
+
+
+def _key(by: str, value: Any) -> Any:
+    if by == "prefix" and value == "":
+        return None
+    if by == "model" and value == "":
+        return None
+    if by == "day" and value is not None:
+        return time.strftime("%Y-%m-%d", time.gmtime(int(value)))
+    return value
+
+
+def _merge(sums: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> None:
+    into = sums.get(key)
+    if into is None:
+        sums[key] = {k: (v if v is not None else 0) for k, v in row.items()}
+        return
+    for k, v in row.items():
+        if v is None:
+            continue
+        if k == "first_seen":
+            into[k] = min(into[k], v) if into[k] else v
+        elif k == "last_seen":
+            into[k] = max(into[k], v)
+        else:
+            into[k] = (into[k] or 0) + v

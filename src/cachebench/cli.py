@@ -166,6 +166,9 @@ def build() -> "typer.Typer":
                 )
                 raise typer.Exit(1) from None
 
+    from ._cli_store import add_store_commands
+
+    add_store_commands(app)
     return app
 
 

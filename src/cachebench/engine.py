@@ -647,8 +647,10 @@ class Engine:
         *,
         timestamp: float | None,
         elapsed_ms: float | None,
+        wait: bool = True,
     ) -> CallMetrics | None:
-        """A call made some other way: BEGIN and END at once, then wait for its metrics."""
+        """A call made some other way: BEGIN and END at once, then wait for its metrics (with
+        ``wait=False``, an import's, return None at once: ``flush()`` waits for them all)."""
         ctx = self.begin(adapter, request, flow, live=False, timestamp=timestamp)
         if ctx is None:
             return None
@@ -656,7 +658,7 @@ class Engine:
         ctx.elapsed_ms = elapsed_ms
         ctx.started = True
         ctx.finish(functools.partial(adapter.recorded_usage, response, request), None)
-        return self.read(_metrics_of, ctx)
+        return self.read(_metrics_of, ctx) if wait else None
 
     # -- the consumer ---------------------------------------------------------------------
 

@@ -256,27 +256,27 @@ def summary(sums: dict[str, Any]) -> dict[str, Any]:
     cost without cache, saved, avoidable cost, ...) from summed columns, by the live
     aggregates' own formulas (:meth:`cachebench.stats.Agg.as_dict`)."""
     agg = Agg()
-    agg.calls = int(sums["calls"] or 0)
-    agg.input = int(sums["input_tokens"] or 0)
-    agg.read = int(sums["cache_read_tokens"] or 0)
-    agg.write = int(sums["cache_write_tokens"] or 0)
-    agg.write_1h = int(sums["cache_write_1h_tokens"] or 0)
-    agg.output = int(sums["output_tokens"] or 0)
-    agg.hit_num = int(sums["hit_num"] or 0)
-    agg.hit_den = int(sums["hit_den"] or 0)
-    agg.cost = int(sums["cost_nusd"] or 0) / NANO_USD
-    agg.cost_without = int(sums["cost_without_cache_nusd"] or 0) / NANO_USD
+    agg.calls = int(sums.get("calls") or 0)
+    agg.input = int(sums.get("input_tokens") or 0)
+    agg.read = int(sums.get("cache_read_tokens") or 0)
+    agg.write = int(sums.get("cache_write_tokens") or 0)
+    agg.write_1h = int(sums.get("cache_write_1h_tokens") or 0)
+    agg.output = int(sums.get("output_tokens") or 0)
+    agg.hit_num = int(sums.get("hit_num") or 0)
+    agg.hit_den = int(sums.get("hit_den") or 0)
+    agg.cost = int(sums.get("cost_nusd") or 0) / NANO_USD
+    agg.cost_without = int(sums.get("cost_without_cache_nusd") or 0) / NANO_USD
     agg.first_seen = float(sums.get("first_seen") or 0.0)
     agg.last_seen = float(sums.get("last_seen") or 0.0)
     agg.rare = [
-        int(sums["errors"] or 0),
-        int(sums["unknown_usage_calls"] or 0),
-        int(sums["unpriced_calls"] or 0),
-        int(sums["holds"] or 0),
-        float(sums["held_ms"] or 0.0),
-        int(sums["fix_num"] or 0),
-        int(sums["fix_den"] or 0),
-        int(sums["avoidable_cost_nusd"] or 0) / NANO_USD,
+        int(sums.get("errors") or 0),
+        int(sums.get("unknown_usage_calls") or 0),
+        int(sums.get("unpriced_calls") or 0),
+        int(sums.get("holds") or 0),
+        float(sums.get("held_ms") or 0.0),
+        int(sums.get("fix_num") or 0),
+        int(sums.get("fix_den") or 0),
+        int(sums.get("avoidable_cost_nusd") or 0) / NANO_USD,
     ]
     out = agg.as_dict()
     out["first_seen"] = agg.first_seen or None

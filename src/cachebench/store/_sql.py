@@ -38,7 +38,8 @@ KEEP_HOURS_S = 400 * 86400.0
 #: Rows one retention pass deletes at most per table (the consumer's pass stays short).
 PRUNE_LIMIT = 5000
 
-GROUPS = ("flow", "prefix", "model", "day")
+#: What a report groups by (``"all"``: one row, the totals).
+GROUPS = ("flow", "prefix", "model", "day", "provider", "all")
 
 
 class StoreError(ValueError):
@@ -249,7 +250,7 @@ class SQLStore:
         until: float | None = None,
         raw: bool = False,
     ) -> list[dict[str, Any]]:
-        """The aggregate keys per ``by`` (``flow`` | ``prefix`` | ``model`` | ``day``) over
+        """The aggregate keys per ``by`` (:data:`GROUPS`; ``all``: one row of totals) over
         calls in ``[since, until)``, most expensive first: whole hours from the hourly
         roll-up, the parts of hours at the edges from the raw calls (an edge older than the
         oldest raw call kept is counted as its whole hour). ``raw=True`` sums only raw calls
@@ -275,6 +276,8 @@ class SQLStore:
                     self._add_raw(sums, by, h1, hi)
             else:
                 self._add_raw(sums, by, lo, hi)
+        if by == "all" and not sums:
+            sums[""] = {"calls": 0}
         rows = []
         for key, s in sums.items():
             row = {by: key, **summary(s)}
@@ -286,7 +289,9 @@ class SQLStore:
         "flow": "flow",
         "prefix": "prefix_id",
         "model": "model",
+        "provider": "provider",
         "day": "(({hour}) / 86400) * 86400",
+        "all": "''",
     }
 
     def _group(self, by: str, table: str) -> str:
@@ -312,17 +317,21 @@ class SQLStore:
         where, args = self._bounds("hour", lo, hi)
         g = self._group(by, "hourly")
         cols = ", ".join(f"SUM({s}) AS {s}" for s in HOURLY_SUMS)
-        sql = f"SELECT {g} AS k, {cols}, MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen FROM hourly{where} GROUP BY {g}"
+        sql = f"SELECT {g} AS k, {cols}, MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen FROM hourly{where}"
+        sql += f" GROUP BY {g}" if by != "all" else ""
         for row in self._query(sql, args):
-            _merge(sums, _key(by, row.pop("k")), row)
+            if row["calls"]:
+                _merge(sums, _key(by, row.pop("k")), row)
 
     def _add_raw(self, sums: dict[Any, dict[str, Any]], by: str, lo: float, hi: float) -> None:
         where, args = self._bounds("ts", lo, hi)
         g = self._group(by, "calls")
         cols = ", ".join(f"{_BACKFILL_SUMS[s]} AS {s}" for s in HOURLY_SUMS)
-        sql = f"SELECT {g} AS k, {cols}, MIN(ts) AS first_seen, MAX(ts) AS last_seen FROM calls{where} GROUP BY {g}"
+        sql = f"SELECT {g} AS k, {cols}, MIN(ts) AS first_seen, MAX(ts) AS last_seen FROM calls{where}"
+        sql += f" GROUP BY {g}" if by != "all" else ""
         for row in self._query(sql, args):
-            _merge(sums, _key(by, row.pop("k")), row)
+            if row["calls"]:
+                _merge(sums, _key(by, row.pop("k")), row)
 
     def calls(
         self,
@@ -383,6 +392,16 @@ class SQLStore:
     def incident(self, incident_id: str) -> StoredIncident | None:
         rows = self._query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
         return incident(rows[0]) if rows else None
+
+    def import_records(self, sources: Any, *, flow: str | None = None, provider: str | None = None) -> Any:
+        """Load saved calls into this store, analysed as live calls are, in timestamp order:
+        file paths (JSON Lines of ``record()``'s shape, Anthropic Message Batches and OpenAI
+        Batch input/output pairs) or :class:`~cachebench.importing.SavedCall` items. Lines that
+        cannot be read are skipped and reported; returns an
+        :class:`~cachebench.store._import.Imported`."""
+        from ._import import import_records
+
+        return import_records(self, sources, flow=flow, provider=provider)
 
     def count_calls(self) -> int:
         return int(self._query("SELECT COUNT(*) AS n FROM calls")[0]["n"])

@@ -22,7 +22,8 @@ BUSY_TIMEOUT_S = 30.0
 
 class SQLiteStore(SQLStore):
     """A store in the SQLite file at ``path`` (created if missing, with its directory's
-    permission). ``CacheTracker(store="sqlite:///path.db")`` makes one."""
+    permission). ``CacheTracker(store="sqlite:///path.db")`` makes one. A write waits up to
+    ``busy_timeout_s`` for another process's; past it, the batch is retried at the next write."""
 
     dialect = SQLITE
 
@@ -32,8 +33,16 @@ class SQLiteStore(SQLStore):
         *,
         keep_calls_s: float = KEEP_CALLS_S,
         keep_hours_s: float = KEEP_HOURS_S,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
     ) -> None:
         super().__init__(keep_calls_s=keep_calls_s, keep_hours_s=keep_hours_s)
+        if (
+            isinstance(busy_timeout_s, bool)
+            or not isinstance(busy_timeout_s, (int, float))
+            or busy_timeout_s < 0
+        ):
+            raise ValueError(f"busy_timeout_s must be a number of seconds >= 0, got {busy_timeout_s!r}")
+        self.busy_timeout_s = float(busy_timeout_s)
         self.path = os.fspath(path)
         if not self.path:
             raise StoreError("cachebench store: the SQLite path is empty (sqlite:///path/to/file.db)")
@@ -45,7 +54,7 @@ class SQLiteStore(SQLStore):
 
     def _connect(self) -> Any:
         conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -1,0 +1,303 @@
+"""The reports the demo, the CLI and the dashboard share, read from a store.
+
+:func:`report` sums calls per flow, prefix, model, provider or day over a time range;
+:func:`compare` sums them on either side of a moment (a deploy); :func:`print_report`,
+:func:`print_comparison`, :func:`print_incidents` and :func:`print_calls` show them with rich
+(the ``cli`` extra), and :func:`as_json` gives any of them as plain JSON. Times are seconds
+since the epoch; :func:`parse_time` reads what a person types (``24h``, ``30d``,
+``2026-12-01``, ``2026-12-01T09:30``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .store import GROUPS, SQLStore, StoredCall, StoredIncident
+from .types import _pct, _usd, _utc
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "Comparison",
+    "Report",
+    "as_json",
+    "compare",
+    "parse_span",
+    "parse_time",
+    "print_calls",
+    "print_comparison",
+    "print_incidents",
+    "print_report",
+    "report",
+]
+
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+
+
+def parse_span(text: str) -> float:
+    """Seconds in a span a person types (``90s``, ``15m``, ``48h``, ``7d``, ``2w``); a clear
+    :class:`ValueError` otherwise."""
+    m = _SPAN.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"not a span: {text!r} (write a positive number and a unit: 90s, 15m, 48h, 7d, 2w)")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def parse_time(text: str, now: float | None = None) -> float:
+    """A moment from what a person types: a span back from ``now`` (``90s``, ``15m``, ``24h``,
+    ``30d``, ``2w``), an ISO date or time (UTC unless it names its zone), or seconds since
+    the epoch. A clear :class:`ValueError` otherwise."""
+    now = time.time() if now is None else now
+    m = _SPAN.match(text)
+    if m:
+        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(value):
+            return value
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (write a span back from now such as 24h, 30d, 15m, or a UTC date "
+            "or time such as 2026-12-01 or 2026-12-01T09:30)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class Report:
+    """Calls summed per ``by`` over ``[since, until)`` (``None``: unbounded), most expensive
+    first, and their ``total``. Each row has the aggregate keys of
+    :meth:`CacheTracker.aggregate` plus ``first_seen`` and ``last_seen``, keyed by ``by``."""
+
+    by: str
+    since: float | None
+    until: float | None
+    rows: list[dict[str, Any]]
+    total: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "by": self.by,
+            "since": self.since,
+            "until": self.until,
+            "rows": self.rows,
+            "total": self.total,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The same report before and after ``at`` (a deploy)."""
+
+    at: float
+    before: Report
+    after: Report
+    keys: list[Any] = field(default_factory=list)  # every key of either side, in a stable order
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "before": self.before.as_dict(), "after": self.after.as_dict()}
+
+
+def report(
+    store: SQLStore, by: str = "flow", *, since: float | None = None, until: float | None = None
+) -> Report:
+    """Calls summed per ``by`` (one of ``flow``, ``prefix``, ``model``, ``provider``, ``day``)."""
+    if by not in GROUPS or by == "all":
+        raise ValueError(f"by must be one of {', '.join(g for g in GROUPS if g != 'all')}, got {by!r}")
+    rows = store.report(by, since=since, until=until)
+    (total,) = store.report("all", since=since, until=until)
+    total.pop("all", None)
+    return Report(by, since, until, rows, total)
+
+
+def compare(
+    store: SQLStore, at: float, by: str = "flow", *, since: float | None = None, until: float | None = None
+) -> Comparison:
+    """The report on either side of ``at``: ``[since, at)`` and ``[at, until)``."""
+    before = report(store, by, since=since, until=at)
+    after = report(store, by, since=at, until=until)
+    keys = sorted(
+        {r[by] for r in before.rows} | {r[by] for r in after.rows}, key=lambda k: (k is None, str(k))
+    )
+    return Comparison(at, before, after, keys)
+
+
+def as_json(value: Report | Comparison | Sequence[StoredIncident] | Sequence[StoredCall]) -> str:
+    """Any report, incidents or calls as JSON (plain values; money in USD)."""
+    if isinstance(value, (Report, Comparison)):
+        data: Any = value.as_dict()
+    else:
+        data = [
+            {"id": v.id, **v.regression.as_dict()}
+            if isinstance(v, StoredIncident)
+            else {"id": v.id, **v.metrics.as_dict()}
+            for v in value
+        ]
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+
+
+# -- showing them ------------------------------------------------------------------------------
+
+
+def _money(x: float | None) -> str:
+    return "unpriced" if x is None else _usd(x)
+
+
+def _tokens(x: int | None) -> str:
+    return f"{x or 0:,}"
+
+
+# The report's columns: header, and how a row shows it.
+COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("calls", lambda r: f"{r['calls']:,}"),
+    ("hit ratio", lambda r: _pct(r["hit_ratio"])),
+    ("token hit", lambda r: _pct(r["token_hit_ratio"])),
+    ("read", lambda r: _tokens(r["cache_read_tokens"])),
+    ("written", lambda r: _tokens(r["cache_write_tokens"])),
+    ("uncached", lambda r: _tokens(r["input_tokens"])),
+    ("cost", lambda r: _money(r["cost_usd"])),
+    ("without cache", lambda r: _money(r["cost_without_cache_usd"])),
+    ("saved", lambda r: _money(r["cost_saved_usd"])),
+    ("avoidable", lambda r: _money(r["avoidable_cost_usd"])),
+)
+
+
+def _table(title: str, first: str, caption: str | None = None) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column(first, justify="left", overflow="fold")
+    return table
+
+
+def _label(key: Any) -> str:
+    from rich.markup import escape
+
+    return "(none)" if key is None else escape(str(key))
+
+
+def _span(since: float | None, until: float | None) -> str:
+    if since is None and until is None:
+        return "all stored calls"
+    if until is None:
+        return f"since {_utc(since or 0.0)}"
+    if since is None:
+        return f"before {_utc(until)}"
+    return f"{_utc(since)} to {_utc(until)}"
+
+
+_CAPTION = (
+    "hit ratio: read / (read + written), in input tokens; token hit: read / all input; "
+    "avoidable: what misses that could have read cost beyond reading"
+)
+
+
+def print_report(console: Console, rep: Report) -> None:
+    """The report as a table, with its total."""
+    table = _table(f"By {rep.by}, {_span(rep.since, rep.until)}", rep.by, _CAPTION)
+    for header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rep.rows:
+        key = row[rep.by]
+        table.add_row(_label(key), *(show(row) for _, show in COLUMNS))
+    if rep.rows:
+        table.add_section()
+    table.add_row("total", *(show(rep.total) for _, show in COLUMNS))
+    console.print(table)
+
+
+def print_comparison(console: Console, comp: Comparison) -> None:
+    """Each key's figures before and after the moment, and the change per call."""
+    by = comp.before.by
+    table = _table(f"By {by}, before and after {_utc(comp.at)}", by, _CAPTION)
+    table.add_column("", justify="left")
+    for header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    before = {r[by]: r for r in comp.before.rows}
+    after = {r[by]: r for r in comp.after.rows}
+    for key in comp.keys:
+        for label, side in (("before", before), ("after", after)):
+            row = side.get(key)
+            cells = [show(row) for _, show in COLUMNS] if row is not None else ["-"] * len(COLUMNS)
+            table.add_row(_label(key), label, *cells, end_section=label == "after")
+    console.print(table)
+    for key in comp.keys:
+        b, a = before.get(key), after.get(key)
+        if b is None or a is None or not b["calls"] or not a["calls"]:
+            continue
+        if b["cost_usd"] is None or a["cost_usd"] is None:
+            continue
+        per_b, per_a = b["cost_usd"] / b["calls"], a["cost_usd"] / a["calls"]
+        change = f"{per_a / per_b:.1f}x" if per_b > 0 else "n/a"
+        console.print(
+            f"{key}: {_usd(per_b)} -> {_usd(per_a)} per call ({change}), "
+            f"{_usd((per_a - per_b) * 1000, sign=True)} per 1,000 calls; hit ratio "
+            f"{_pct(b['hit_ratio'])} -> {_pct(a['hit_ratio'])}; caching saved "
+            f"{_money(b['cost_saved_usd'])} -> {_money(a['cost_saved_usd'])}; avoidable misses cost "
+            f"{_money(a['avoidable_cost_usd'])} after.",
+            soft_wrap=True,
+        )
+
+
+def print_incidents(console: Console, incidents: Sequence[StoredIncident]) -> None:
+    """One paragraph per incident: its id, what, where, when, the damage, why and the fix."""
+    from rich.markup import escape
+
+    from .advice import incident_advice
+
+    if not incidents:
+        console.print("No incident.")
+    for stored in incidents:
+        r = stored.regression
+        why, fix = incident_advice(r)
+        where = str(r.diff) if r.diff is not None else "the prompt did not change"
+        cost = (
+            f", {_usd(r.extra_cost_per_hour_usd, sign=True)} an hour"
+            if r.extra_cost_per_hour_usd is not None
+            else ""
+        )
+        state = "open" if r.open else f"closed {_utc(r.closed_at or 0.0)}"
+        detected = f", detected {_utc(r.detected_at)}" if r.detected_at is not None else ""
+        console.print(
+            f"[bold]{stored.id}[/] "
+            + escape(
+                f"{r.kind.replace('_', ' ')} in {r.flow}, started {_utc(r.started_at)}"
+                f"{detected}: {where}; hit ratio {_pct(r.hit_ratio_before)} -> {_pct(r.hit_ratio_after)} over "
+                f"{r.calls_affected} calls{cost}; {state}. Why: {why}. Fix: {fix}."
+            ),
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def print_calls(console: Console, calls: Sequence[StoredCall]) -> None:
+    """One line per call, with its id (for ``cachebench explain ID``)."""
+    from rich.markup import escape
+
+    for stored in calls:
+        console.print(f"[bold]{stored.id}[/] {escape(str(stored.metrics))}", soft_wrap=True, highlight=False)

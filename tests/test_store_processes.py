@@ -1,0 +1,290 @@
+"""The store across processes: a process killed mid-stream leaves a consistent database with
+every call it acknowledged (SIGTERM) or all but the last flush window (SIGKILL), and four
+processes writing one SQLite file or one PostgreSQL database lose nothing."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachebench.store import FLUSH_WINDOW_S, SQLStore, open_store
+from cachebench.testing import CacheEmulator
+
+# A process that makes streamed calls through the real Anthropic SDK, wrapped by a tracker
+# that writes to the store, and prints "ack N T" (T: time.monotonic(), the same clock in every
+# process) after each call's stream is read to its end and closed.
+STREAMER = textwrap.dedent(
+    """
+    import sys, time
+    import anthropic
+    from cachebench import CacheTracker
+
+    url, db = sys.argv[1], sys.argv[2]
+    tracker = CacheTracker(store=db, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+    client = anthropic.Anthropic(base_url=url, api_key="sk-crash", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="crash")
+    system = [{"type": "text", "text": "You answer questions about tea. " * 300,
+               "cache_control": {"type": "ephemeral"}}]
+    print("ready", flush=True)
+    n = 0
+    while True:
+        stream = create(model="claude-sonnet-4-5", max_tokens=16, system=system, stream=True,
+                        messages=[{"role": "user", "content": f"Question {n}"}])
+        for event in stream:
+            pass
+        n += 1
+        print(f"ack {n} {time.monotonic()}", flush=True)
+    """
+)
+
+# A process that records ``n`` calls of its own flow with known token counts.
+RECORDER = textwrap.dedent(
+    """
+    import sys
+    from cachebench import CacheTracker
+
+    db, flow, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    tracker = CacheTracker(store=db, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+    system = [{"type": "text", "text": f"Flow {flow}. " + "Tea facts. " * 600,
+               "cache_control": {"type": "ephemeral"}}]
+    for i in range(n):
+        read = 0 if i == 0 else 3000 + i
+        tracker.record(
+            {"id": "m", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+             "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+             "usage": {"input_tokens": 10 + i, "output_tokens": 3,
+                       "cache_read_input_tokens": read,
+                       "cache_creation_input_tokens": 3000 if i == 0 else 0}},
+            request={"model": "claude-sonnet-4-5", "max_tokens": 8, "system": system,
+                     "messages": [{"role": "user", "content": f"q{i}"}]},
+            provider="anthropic", flow=flow, timestamp=1_790_000_000.0 + i * 7.0,
+        )
+    tracker.close()
+    print("done", flush=True)
+    """
+)
+
+
+def start_streamer(tmp_path: Path, url: str, db: Path) -> subprocess.Popen[str]:
+    script = tmp_path / "streamer.py"
+    script.write_text(STREAMER)
+    return subprocess.Popen(
+        [sys.executable, str(script), url, str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def acks_until(proc: subprocess.Popen[str], n: int) -> list[tuple[int, float]]:
+    """Read the child's lines until ``n`` calls are acknowledged."""
+    assert proc.stdout is not None
+    acks: list[tuple[int, float]] = []
+    deadline = time.monotonic() + 60
+    while len(acks) < n:
+        line = proc.stdout.readline()
+        assert line, f"the child ended early: {proc.stderr.read() if proc.stderr else ''}"
+        assert time.monotonic() < deadline
+        if line.startswith("ack "):
+            _, count, at = line.split()
+            acks.append((int(count), float(at)))
+    return acks
+
+
+def rest(proc: subprocess.Popen[str], acks: list[tuple[int, float]]) -> str:
+    """The acks the child printed before it died, and its stderr."""
+    out, err = proc.communicate(timeout=60)
+    for line in out.splitlines():
+        if line.startswith("ack "):
+            _, count, at = line.split()
+            acks.append((int(count), float(at)))
+    return err
+
+
+def check_consistent(db: Path) -> SQLStore:
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    store = open_store(str(db))
+    (rolled,) = store.report("all")
+    (raw,) = store.report("all", raw=True)
+    for key in ("calls", "input_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"):
+        assert rolled[key] == raw[key], key
+    return store
+
+
+def test_sigterm_mid_stream_keeps_every_acknowledged_call(
+    cache_emulator: CacheEmulator, tmp_path: Path
+) -> None:
+    """SIGTERM arrives while a stream is being read and the last calls wait to be written (the
+    database is locked by another process meanwhile): the process still dies of SIGTERM, and
+    the database opens, is consistent, and holds every call the process acknowledged (and at
+    most the one whose acknowledgement it had not printed yet)."""
+    cache_emulator.set_knobs(ttft_ms=15.0)
+    db = tmp_path / "term.db"
+    proc = start_streamer(tmp_path, cache_emulator.anthropic_base_url, db)
+    acks = acks_until(proc, 25)
+    # Another process holds the write lock: the child's consumer waits on it with the calls
+    # acknowledged since still pending, as under load. SIGTERM must write them anyway.
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    acks += acks_until(proc, 10)
+    time.sleep(0.007)  # (inside the next call's stream, most runs)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    blocker.execute("COMMIT")
+    blocker.close()
+    err = rest(proc, acks)
+    assert proc.returncode == -signal.SIGTERM, err
+    store = check_consistent(db)
+    acknowledged = acks[-1][0]
+    assert acknowledged <= store.count_calls() <= acknowledged + 1
+    assert "Traceback" not in err
+    store.close()
+
+
+def test_sigkill_mid_stream_loses_at_most_the_flush_window(
+    cache_emulator: CacheEmulator, tmp_path: Path
+) -> None:
+    """SIGKILL cannot be caught: the database still opens and is consistent, and holds every
+    call acknowledged more than the documented flush window before the kill."""
+    cache_emulator.set_knobs(ttft_ms=15.0)
+    db = tmp_path / "kill.db"
+    proc = start_streamer(tmp_path, cache_emulator.anthropic_base_url, db)
+    acks = acks_until(proc, 25)
+    time.sleep(0.007)
+    killed_at = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    rest(proc, acks)
+    assert proc.returncode == -signal.SIGKILL
+    store = check_consistent(db)
+    stored = store.count_calls()
+    safe = sum(1 for _, at in acks if at < killed_at - FLUSH_WINDOW_S)
+    assert safe >= 1
+    assert safe <= stored <= acks[-1][0] + 1
+    # The stored calls are the first ones, in order: nothing in the middle is missing.
+    assert [c.id for c in store.calls()] == list(range(1, stored + 1))
+    store.close()
+
+
+def run_recorders(db: str, n: int, flows: list[str]) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RECORDER, db, flow, str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for flow in flows
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err
+        assert out.strip() == "done"
+        assert err == ""
+
+
+def check_totals(store: SQLStore, n: int, flows: list[str]) -> None:
+    """Every call of every process, with its exact tokens (the recorder's own formula)."""
+    rows = {r["flow"]: r for r in store.report("flow")}
+    assert rows.keys() == set(flows)
+    for flow in flows:
+        r = rows[flow]
+        assert r["calls"] == n
+        assert r["cache_read_tokens"] == sum(3000 + i for i in range(1, n))
+        assert r["cache_write_tokens"] == 3000
+        assert r["input_tokens"] == sum(10 + i for i in range(n))
+        assert r["output_tokens"] == 3 * n
+    (total,) = store.report("all", raw=True)
+    assert total["calls"] == n * len(flows)
+    assert store.count_calls() == n * len(flows)
+
+
+FLOWS = ["alpha", "beta", "gamma", "delta"]
+
+
+def test_four_processes_write_one_sqlite_file(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    n = 400
+    run_recorders(f"sqlite:///{db}", n, FLOWS)
+    store = check_consistent(db)
+    check_totals(store, n, FLOWS)
+    store.close()
+
+
+def test_four_processes_write_one_postgresql_database(postgres_db: str) -> None:
+    n = 300
+    run_recorders(postgres_db, n, FLOWS)
+    store = open_store(postgres_db)
+    check_totals(store, n, FLOWS)
+    (rolled,) = store.report("all")
+    (raw,) = store.report("all", raw=True)
+    assert {k: rolled[k] for k in ("calls", "cost_usd", "cache_read_tokens")} == {
+        k: raw[k] for k in ("calls", "cost_usd", "cache_read_tokens")
+    }
+    store.close()
+
+
+def test_postgresql_store_answers_like_sqlite(postgres_db: str, tmp_path: Path) -> None:
+    """The same calls into SQLite and PostgreSQL: the same reports by every grouping, over
+    the same ranges, the same calls and incidents read back."""
+    stores: list[Any] = [open_store(f"sqlite:///{tmp_path / 'same.db'}"), open_store(postgres_db)]
+    from cachebench import CacheTracker
+
+    for store in stores:
+        tracker = CacheTracker(store=store, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+        for i in range(60):
+            system = "Tea. " * 900 + (f"Now: 2026-09-21T10:{i:02d}:00Z" if i >= 30 else "")
+            tracker.record(
+                {
+                    "id": "m",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-sonnet-4-5",
+                    "content": [{"type": "text", "text": "ok"}],
+                    "stop_reason": "end_turn",
+                    "usage": {
+                        "input_tokens": 9,
+                        "output_tokens": 2,
+                        "cache_read_input_tokens": 0 if i in (0,) or i >= 30 else 2500,
+                        "cache_creation_input_tokens": 2500 if i in (0,) or i >= 30 else 0,
+                    },
+                },
+                request={
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 8,
+                    "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+                    "messages": [{"role": "user", "content": f"q{i}"}],
+                },
+                provider="anthropic",
+                flow="chat" if i % 2 else "triage",
+                timestamp=1_790_000_000.0 + i * 1000.0,
+            )
+        tracker.close()
+    a, b = stores
+    for by in ("flow", "prefix", "model", "provider", "day", "all"):
+        for since, until in ((None, None), (1_790_000_000.0 + 5000.5, 1_790_000_000.0 + 40_000.0)):
+            ra = a.report(by, since=since, until=until)
+            rb = b.report(by, since=since, until=until)
+            assert len(ra) == len(rb)
+            for x, y in zip(ra, rb, strict=True):
+                assert x.keys() == y.keys()
+                for k in x:
+                    if isinstance(x[k], float):
+                        assert y[k] == pytest.approx(x[k]), (by, k)
+                    else:
+                        assert x[k] == y[k], (by, k)
+    assert [c.metrics for c in a.calls()] == [c.metrics for c in b.calls()]
+    ia = [i.regression for i in a.incidents()]
+    ib = [i.regression for i in b.incidents()]
+    assert ia and ia == ib
+    for store in stores:
+        store.close()

@@ -1,4 +1,5 @@
-"""Bounded aggregates per prefix, flow and model, and the retained call history.
+"""Bounded aggregates per prefix, flow, model and (provider, model, flow), and the retained
+call history.
 
 Every aggregate is a sum; ratios are computed when asked (ratios of sums, never means of
 per-call ratios) and are ``None``, never NaN, when their denominator is 0. Memory is bounded:
@@ -6,6 +7,10 @@ prefixes beyond ``max_prefixes`` are dropped least recently seen first, flows li
 call history keeps ``max_calls``. A prefix remembers the first :data:`MAX_FLOWS_PER_PREFIX`
 flows that used it; a flow counts the distinct prefixes it used with :class:`DistinctCount`
 (exact up to :data:`DISTINCT_EXACT`, an estimate beyond).
+
+The exporters read one aggregate per (provider, model, flow), a *series*. Their counters must
+never go down, so a series is never dropped: the table keeps the first :data:`MAX_SERIES`, and
+the calls of any further (model, flow) count under ``(provider, OTHER, OTHER)``.
 
 A call arrives as its :class:`~cachebench.types.CallMetrics`. The history keeps calls packed (token counts
 as uint32, floats and bit flags in arrays, shared strings by reference), about a fifth of
@@ -28,6 +33,8 @@ __all__ = [
     "AGGREGATE_KEYS",
     "DISTINCT_EXACT",
     "MAX_FLOWS_PER_PREFIX",
+    "MAX_SERIES",
+    "OTHER",
     "Agg",
     "DistinctCount",
     "History",
@@ -39,6 +46,10 @@ __all__ = [
 MAX_FLOWS_PER_PREFIX = 32
 #: A flow's ``distinct_prefixes`` is exact up to this many prefixes, then an estimate.
 DISTINCT_EXACT = 64
+#: The (provider, model, flow) series kept for the exporters, before new ones count under OTHER.
+MAX_SERIES = 1000
+#: The model and flow of the series that counts calls beyond :data:`MAX_SERIES`.
+OTHER = "(other)"
 
 AGGREGATE_KEYS = (
     "calls",
@@ -520,6 +531,8 @@ class Stats:
         self.max_prefixes = max_prefixes
         self.history = History(max_calls)
         self._names: dict[str, str] = {}  # one shared str per model/flow name in the history
+        # (provider, model, flow) -> its sums, for the exporters: never evicted (see the top)
+        self.series: dict[tuple[str, str | None, str | None], Agg] = {}
 
     def _name(self, s: str | None) -> str | None:
         if s is None:
@@ -541,6 +554,9 @@ class Stats:
         model = self._name(m.model)
         flow = self.flows.touch(flow_name)
         prefix = self.prefixes.touch(prefix_hash) if prefix_hash is not None else None
+        series = self.series.get((m.provider, model, flow_name))
+        if series is None:
+            series = self._new_series(m.provider, model, flow_name)
         sums = _sums(m)
         if (
             m.usage_known
@@ -553,11 +569,13 @@ class Stats:
             # The common call: nothing rare to count, only its sums to add.
             self.total.bump(*sums)
             flow.bump(*sums)
+            series.bump(*sums)
             if prefix is not None:
                 prefix.bump(*sums)
         else:
             self.total.count(m, sums)
             flow.count(m, sums)
+            series.count(m, sums)
             if prefix is not None:
                 prefix.count(m, sums)
         if prefix is not None and prefix_hash is not None:
@@ -566,6 +584,18 @@ class Stats:
             prefix.model = model
             flow.note_prefix(prefix_hash)
         self.history.append(m, flow_name, model, prefix_hash)
+
+    def _new_series(self, provider: str, model: str | None, flow: str | None) -> Agg:
+        table = self.series
+        key = (provider, model, flow) if len(table) < MAX_SERIES else (provider, OTHER, OTHER)
+        agg = table.get(key)
+        if agg is None:
+            agg = table[key] = Agg()
+        return agg
+
+    def by_series(self) -> list[tuple[str, str | None, str | None, dict[str, Any]]]:
+        """``(provider, model, flow, aggregate keys)`` of every series, in first-call order."""
+        return [(p, model, flow, agg.as_dict()) for (p, model, flow), agg in self.series.items()]
 
     def window(self, since: float) -> Agg:
         agg = Agg()

@@ -9,6 +9,7 @@ billion). Sums of those integers are exact, so an hour's roll-up equals the sum 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import add, itemgetter
 from typing import Any
 
 import orjson
@@ -201,54 +202,61 @@ def call_metrics(row: dict[str, Any]) -> CallMetrics:
 
 
 _C = {name: i for i, name in enumerate(CALL_COLUMNS)}
+# Positions read for every call by hourly_rows (named once here, not looked up per call).
+_TS, _PROVIDER, _MODEL, _FLOW, _PREFIX = (_C[n] for n in ("ts", "provider", "model", "flow", "prefix_id"))
+_TOKENS = tuple(
+    _C[n]
+    for n in (
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "output_tokens",
+        "hit_num",
+        "hit_den",
+        "avoidable_tokens",
+        "fix_den",
+    )
+)
+_MONEY = tuple(_C[n] for n in ("cost_nusd", "cost_without_cache_nusd", "avoidable_cost_nusd"))
+_ERROR, _HELD, _KNOWN, _UNPRICED = (_C[n] for n in ("error", "held_ms", "usage_known", "unpriced"))
 
 
 def hourly_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The calls' sums per hour, provider, model, flow and prefix: rows of
-    ``HOURLY_KEY + HOURLY_SUMS + HOURLY_SPAN``, to be added to what the table holds."""
-    c = _C
+    """The calls' sums per hour, provider, model, flow and prefix, sorted by that key (one
+    lock order for every writer): rows of ``HOURLY_KEY + HOURLY_SUMS + HOURLY_SPAN``, to be
+    added to what the table holds. Tokens count for calls of known usage, money for priced
+    calls (the live aggregates' rule, :func:`cachebench.stats._sums`; in SQL,
+    :data:`cachebench.store._schema.SUMS_SQL`)."""
     groups: dict[tuple[Any, ...], list[Any]] = {}
+    cost = _MONEY[0]
     for r in rows:
-        ts = r[c["ts"]]
-        key = (
-            int(ts // HOUR_S) * HOUR_S,
-            r[c["provider"]],
-            r[c["model"]] or "",
-            r[c["flow"]],
-            r[c["prefix_id"]] or "",
-        )
+        ts = r[_TS]
+        key = (int(ts // HOUR_S) * HOUR_S, r[_PROVIDER], r[_MODEL] or "", r[_FLOW], r[_PREFIX] or "")
         g = groups.get(key)
         if g is None:
-            g = groups[key] = [0] * len(HOURLY_SUMS) + [ts, ts]
-            g[5] = 0.0
-        known = r[c["usage_known"]]
-        priced = known and not r[c["unpriced"]] and r[c["cost_nusd"]] is not None
+            # calls, errors, unknown, unpriced, holds, held_ms, 9 token sums, 3 money sums, span
+            g = groups[key] = [0, 0, 0, 0, 0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, ts, ts]
         g[0] += 1
-        g[1] += r[c["error"]] is not None
-        g[2] += not known
-        g[3] += known and not priced
-        held = r[c["held_ms"]] or 0.0
-        g[4] += held > 0
-        g[5] += held
-        if known:
-            g[6] += r[c["input_tokens"]]
-            g[7] += r[c["cache_read_tokens"]]
-            g[8] += r[c["cache_write_tokens"]]
-            g[9] += r[c["cache_write_1h_tokens"]]
-            g[10] += r[c["output_tokens"]]
-            g[11] += r[c["hit_num"]]
-            g[12] += r[c["hit_den"]]
-            g[13] += r[c["avoidable_tokens"]]
-            g[14] += r[c["fix_den"]]
-        if priced:
-            g[15] += r[c["cost_nusd"]]
-            g[16] += r[c["cost_without_cache_nusd"]] or 0
-            g[17] += r[c["avoidable_cost_nusd"]] or 0
-        if ts < g[-2]:
-            g[-2] = ts
-        if ts > g[-1]:
-            g[-1] = ts
-    return [(*key, *sums) for key, sums in groups.items()]
+        if r[_ERROR] is not None:
+            g[1] += 1
+        held = r[_HELD]
+        if held:
+            g[4] += 1
+            g[5] += held
+        if not r[_KNOWN]:
+            g[2] += 1
+        else:
+            g[6:15] = map(add, g[6:15], itemgetter(*_TOKENS)(r))
+            if r[_UNPRICED] or r[cost] is None:
+                g[3] += 1
+            else:
+                g[15:18] = map(add, g[15:18], (r[i] or 0 for i in _MONEY))
+        if ts < g[18]:
+            g[18] = ts
+        elif ts > g[19]:
+            g[19] = ts
+    return [(*key, *groups[key]) for key in sorted(groups)]
 
 
 def summary(sums: dict[str, Any]) -> dict[str, Any]:

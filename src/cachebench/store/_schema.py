@@ -31,7 +31,9 @@ class Dialect:
 
     def sql(self, text: str) -> str:
         """``text`` with the dialect's types and placeholders (written with ``?``)."""
-        out = text.format(id=self.id, real=self.real, big=self.big, hour=self.hour)
+        out = text.format(
+            id=self.id, real=self.real, big=self.big, hour=self.hour, least=self.least, greatest=self.greatest
+        )
         return out if self.placeholder == "?" else out.replace("?", self.placeholder)
 
 
@@ -92,13 +94,14 @@ _HOURLY = (
     + "))"
 )
 
-# What the backfill of version 2 sums per hour: the same figures :func:`_rows.hourly_rows`
-# sums for new calls (tokens of known usage, money of priced calls).
+# What a call adds to its hour of the roll-up, in SQL: tokens of calls whose usage is known,
+# money of priced calls (the live aggregates' rule, cachebench.stats._sums). The roll-up of a
+# batch, the back-fill of version 2 and the reports' raw edges all sum these.
 _KNOWN = "CASE WHEN usage_known = 1 THEN {col} ELSE 0 END"
 _PRICED = (
     "CASE WHEN usage_known = 1 AND unpriced = 0 AND cost_nusd IS NOT NULL THEN COALESCE({col}, 0) ELSE 0 END"
 )
-_BACKFILL_SUMS = {
+SUMS_SQL = {
     "calls": "COUNT(*)",
     "errors": "SUM(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END)",
     "unknown_usage_calls": "SUM(CASE WHEN usage_known = 0 THEN 1 ELSE 0 END)",
@@ -128,15 +131,26 @@ _BACKFILL_SUMS = {
         )
     },
 }
-_BACKFILL = (
+
+UPDATES = [f"{s} = hourly.{s} + excluded.{s}" for s in HOURLY_SUMS] + [
+    "first_seen = {least}(hourly.first_seen, excluded.first_seen)",
+    "last_seen = {greatest}(hourly.last_seen, excluded.last_seen)",
+]
+
+# Calls (those ``{where}`` selects) added to their hours. (The WHERE clause also keeps SQLite
+# from reading ON CONFLICT as a join's constraint.)
+ROLL_UP = (
     "INSERT INTO hourly ("
     + ", ".join((*HOURLY_KEY, *HOURLY_SUMS, *HOURLY_SPAN))
-    + ") SELECT hour, provider, model, flow, prefix_id, "
-    + ", ".join(_BACKFILL_SUMS[s] for s in HOURLY_SUMS)
-    + ", MIN(ts), MAX(ts) FROM (SELECT *, {hour} AS hour, "
-    "COALESCE(model, '') AS model2, COALESCE(prefix_id, '') AS prefix2 FROM calls) AS c "
-    "GROUP BY hour, provider, model2, flow, prefix2"
-).replace("SELECT hour, provider, model, flow, prefix_id,", "SELECT hour, provider, model2, flow, prefix2,")
+    + ") SELECT {hour} AS h, provider, COALESCE(model, '') AS m, flow, COALESCE(prefix_id, '') AS p, "
+    + ", ".join(SUMS_SQL[s] for s in HOURLY_SUMS)
+    + ", MIN(ts), MAX(ts) FROM calls WHERE {where} GROUP BY h, provider, m, flow, p"
+    + " ORDER BY h, provider, m, flow, p"  # (one lock order for every writer)
+    + " ON CONFLICT ("
+    + ", ".join(HOURLY_KEY)
+    + ") DO UPDATE SET "
+    + ", ".join(UPDATES)
+)
 
 # Each version's steps, from the one before (version 1's: from an empty database).
 STEPS: dict[int, tuple[str, ...]] = {
@@ -151,7 +165,7 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX hourly_flow ON hourly (flow, hour)",
         "CREATE INDEX calls_flow_ts ON calls (flow, ts)",
         "CREATE INDEX incidents_started ON incidents (started_at)",
-        _BACKFILL,
+        ROLL_UP.replace("{where}", "1 = 1"),  # the calls stored so far
     ),
 }
 assert sorted(STEPS) == list(range(1, SCHEMA_VERSION + 1))

@@ -29,7 +29,7 @@ from ._rows import (
     incident,
     summary,
 )
-from ._schema import _BACKFILL_SUMS, SCHEMA_VERSION, STEPS, Dialect
+from ._schema import SCHEMA_VERSION, STEPS, SUMS_SQL, UPDATES, Dialect
 
 #: How long raw calls are kept by default (then only their hourly roll-up).
 KEEP_CALLS_S = 7 * 86400.0
@@ -74,14 +74,9 @@ class SQLStore:
         cols = ", ".join(CALL_COLUMNS)
         self._insert_call = d.sql(f"INSERT INTO calls ({cols}) VALUES ({', '.join('?' * len(CALL_COLUMNS))})")
         hourly_cols = (*HOURLY_KEY, *HOURLY_SUMS, *HOURLY_SPAN)
-        updates = [f"{s} = hourly.{s} + excluded.{s}" for s in HOURLY_SUMS]
-        updates += [
-            f"first_seen = {d.least}(hourly.first_seen, excluded.first_seen)",
-            f"last_seen = {d.greatest}(hourly.last_seen, excluded.last_seen)",
-        ]
         self._upsert_hour = d.sql(
             f"INSERT INTO hourly ({', '.join(hourly_cols)}) VALUES ({', '.join('?' * len(hourly_cols))}) "
-            f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {', '.join(updates)}"
+            f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {', '.join(UPDATES)}"
         )
         incident_updates = ", ".join(f"{c} = excluded.{c}" for c in INCIDENT_COLUMNS[1:])
         self._upsert_incident = d.sql(
@@ -177,7 +172,6 @@ class SQLStore:
         transaction; the calls' sums go into the hourly roll-up in the same transaction."""
         if not calls and not incidents:
             return
-        hours = sorted(hourly_rows(list(calls)), key=lambda r: r[:5])  # one lock order for all writers
         with self._lock:
             conn = self._connection()
             self._begin(conn)
@@ -185,7 +179,7 @@ class SQLStore:
                 cur = conn.cursor()
                 if calls:
                     cur.executemany(self._insert_call, calls)
-                    cur.executemany(self._upsert_hour, hours)
+                    cur.executemany(self._upsert_hour, hourly_rows(list(calls)))
                 if incidents:
                     cur.executemany(self._upsert_incident, sorted(incidents))
                 conn.commit()
@@ -326,7 +320,7 @@ class SQLStore:
     def _add_raw(self, sums: dict[Any, dict[str, Any]], by: str, lo: float, hi: float) -> None:
         where, args = self._bounds("ts", lo, hi)
         g = self._group(by, "calls")
-        cols = ", ".join(f"{_BACKFILL_SUMS[s]} AS {s}" for s in HOURLY_SUMS)
+        cols = ", ".join(f"{SUMS_SQL[s]} AS {s}" for s in HOURLY_SUMS)
         sql = f"SELECT {g} AS k, {cols}, MIN(ts) AS first_seen, MAX(ts) AS last_seen FROM calls{where}"
         sql += f" GROUP BY {g}" if by != "all" else ""
         for row in self._query(sql, args):

@@ -19,12 +19,19 @@ Customers come in two waves. Each wave opens with a burst of parallel first mess
 emulator takes 250 ms to the first token, so every call of the burst writes the cold prefix)
 and continues with interleaved multi-turn conversations. Between the waves comes a deploy
 that puts the current time at the top of the system prompt: from then on, every call writes
-its prefix instead of reading it. The report compares the two waves from the tracker's own
-records.
+its prefix instead of reading it.
+
+The tracker writes every call to a SQLite store (``cachebench-demo.db``, made anew each run;
+``--db PATH`` names another). The report at the end is the library's own
+(:mod:`cachebench.report`), read from that store, as ``cachebench report --compare-at`` prints
+it; the demo ends with that command, to run next.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import shlex
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +41,6 @@ from typing import Any
 
 import anthropic
 import openai
-from cache_report import clock_time, report
 from rich.console import Console
 from support_prompts import (
     CHAT_ROLE,
@@ -50,6 +56,7 @@ from support_prompts import (
 
 from cachebench import CacheTracker, Regression
 from cachebench.emulator import Emulator, EmulatorServer, ManualClock
+from cachebench.report import compare, print_comparison, print_incidents
 
 CHAT_MODEL = "claude-sonnet-5"  # minimum cacheable prefix: 1,024 tokens
 TRIAGE_MODEL = "gpt-5.6"  # explicit breakpoints and reported writes (GPT-5.6 on)
@@ -61,10 +68,7 @@ DEPLOY_GAP_S = 120.0
 TTFT_MS = 250.0
 EPHEMERAL = {"type": "ephemeral"}  # 5-minute cache entry
 OPENAI_MARK = {"mode": "explicit", "ttl": "30m"}
-LAYERS = {  # each flow's breakpoints, in cache order
-    "support-chat": ("tools", "system prompt", "customer context", "conversation"),
-    "ticket-triage": ("tools + system prompt", "customer context"),
-}
+DEFAULT_DB = "cachebench-demo.db"
 
 
 @dataclass
@@ -155,16 +159,31 @@ def wave(agent: SupportAgent, emulator: Emulator, clock: ManualClock, people: li
             agent.turn(c, n)
 
 
-def main(console: Console | None = None) -> int:
+def clock_time(ts: float) -> str:
+    return f"{datetime.fromtimestamp(ts, timezone.utc):%H:%M} UTC"
+
+
+def command() -> str:
+    """How to run ``cachebench`` from here: the script beside this interpreter (a venv's, not
+    on PATH until the venv is activated), else the name."""
+    script = os.path.join(os.path.dirname(sys.executable), "cachebench")
+    if os.path.exists(script):
+        relative = os.path.relpath(script)
+        return relative if not relative.startswith("..") else script
+    return "cachebench"
+
+
+def main(console: Console | None = None, db: str = DEFAULT_DB) -> int:
     console = console or Console(width=130)
     started = time.perf_counter()
     clock = ManualClock(START)
     emulator = Emulator(clock=clock)
-    detected: dict[tuple[str, str, float], float] = {}  # (flow, kind, started_at) -> detection time
+    for stale in (db, f"{db}-wal", f"{db}-shm"):  # the demo's own store, made anew each run
+        if os.path.exists(stale):
+            os.remove(stale)
 
     def on_regression(r: Regression) -> None:
         """Called once per incident, the moment the tracker is sure of it."""
-        detected[r.flow, r.kind, r.started_at] = clock()
         console.print(
             f"[yellow]on_regression:[/] {r.kind.replace('_', ' ')} in {r.flow}, "
             f"started {clock_time(r.started_at)}, detected {clock_time(clock())}"
@@ -173,6 +192,7 @@ def main(console: Console | None = None) -> int:
     tracker = CacheTracker(
         clock=clock,  # the emulator's clock: both agree on every timestamp
         on_regression=on_regression,
+        store=db,
     )
     with EmulatorServer(emulator) as server:
         claude = anthropic.Anthropic(base_url=server.url, api_key="sk-demo", max_retries=0)
@@ -186,8 +206,31 @@ def main(console: Console | None = None) -> int:
         wave(agent, emulator, clock, customers(CUSTOMERS_PER_WAVE, CUSTOMERS_PER_WAVE))
         claude.close()
         gpt.close()
-    return report(console, tracker, deploy_at, LAYERS, time.perf_counter() - started, detected)
+    store = tracker.store
+    assert store is not None
+    tracker.close()  # every call written
+    calls = store.count_calls()
+    console.print(
+        f"{calls} calls through the real SDK clients on the local emulator, in "
+        f"{time.perf_counter() - started:.1f} s; simulated clock {clock_time(START)} to {clock_time(clock())}, "
+        f"the deploy at {clock_time(deploy_at)}."
+    )
+    print_comparison(console, compare(store, deploy_at, "flow"))
+    console.print()
+    print_incidents(console, store.incidents())
+    at = datetime.fromtimestamp(deploy_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    console.print(f"\nThe calls are in {db}. Next, try:", soft_wrap=True)
+    for args in (
+        ["report", "--db", db, "--compare-at", at],
+        ["report", "--db", db, "--by", "prefix"],
+        ["regressions", "--db", db],
+    ):
+        console.print(f"  {shlex.join([command(), *args])}", soft_wrap=True, highlight=False)
+    store.close()
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description="cachebench demo: a support agent on the local emulator")
+    parser.add_argument("--db", default=DEFAULT_DB, help=f"the SQLite store to write (default {DEFAULT_DB})")
+    sys.exit(main(db=parser.parse_args().db))

@@ -21,17 +21,19 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from cachebench.store import open_store
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "support_agent.py"
 FLOWS = {"support-chat": "anthropic", "ticket-triage": "openai"}
 MONEY = r"-?\$[\d,]+\.\d+"
 ROW = re.compile(
-    rf"^\s*(?P<flow>[a-z-]+)\s+(?P<provider>[a-z]+)\s+(?P<window>before|after)\s+(?P<calls>\d+)\s+"
-    rf"(?P<hit>\d+)%\s+(?P<read>[\d,]+)\s+(?P<written>[\d,]+)\s+(?P<uncached>[\d,]+)\s+"
-    rf"(?P<cost>{MONEY})\s+(?P<without>{MONEY})\s+(?P<saved>{MONEY})\s*$",
+    rf"^\s*(?P<flow>[a-z-]+)\s+(?P<window>before|after)\s+(?P<calls>\d+)\s+"
+    rf"(?P<hit>\d+)%\s+(?P<token_hit>\d+)%\s+(?P<read>[\d,]+)\s+(?P<written>[\d,]+)\s+(?P<uncached>[\d,]+)\s+"
+    rf"(?P<cost>{MONEY})\s+(?P<without>{MONEY})\s+(?P<saved>{MONEY})\s+(?P<avoidable>{MONEY})\s*$",
     re.MULTILINE,
 )
-DAMAGE = re.compile(rf"Damage: \+(?P<per_1000>{MONEY}) per 1,000 calls, \+(?P<per_day>{MONEY}) per day")
+DAMAGE = re.compile(rf"Change: \+(?P<per_1000>{MONEY}) per 1,000 calls, \+(?P<per_day>{MONEY}) per day")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -44,7 +46,6 @@ def figures(output: str) -> dict[tuple[str, str], dict[str, Any]]:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for m in ROW.finditer(ANSI.sub("", output)):
         rows[m["flow"], m["window"]] = {
-            "provider": m["provider"],
             "calls": int(m["calls"]),
             "hit": int(m["hit"]) / 100,
             "read": int(m["read"].replace(",", "")),
@@ -52,6 +53,7 @@ def figures(output: str) -> dict[tuple[str, str], dict[str, Any]]:
             "cost": money(m["cost"]),
             "without": money(m["without"]),
             "saved": money(m["saved"]),
+            "avoidable": money(m["avoidable"]),
         }
     return rows
 
@@ -60,46 +62,50 @@ def check_report(output: str) -> None:
     """The before/after figures every run must show (see the module docstring)."""
     rows = figures(output)
     assert set(rows) == {(flow, w) for flow in FLOWS for w in ("before", "after")}, output
-    for flow, provider in FLOWS.items():
+    for flow in FLOWS:
         before, after = rows[flow, "before"], rows[flow, "after"]
-        assert before["provider"] == after["provider"] == provider
         assert before["calls"] == after["calls"] > 0
         assert before["hit"] >= 0.6
         assert after["hit"] <= before["hit"] - 0.3, (flow, before, after)
         assert after["written"] > before["written"]
         assert after["saved"] < before["saved"]
         assert after["cost"] > before["cost"]
-        assert before["saved"] == pytest.approx(before["without"] - before["cost"], abs=2e-4)
-    damage = DAMAGE.search(ANSI.sub("", output))
+        assert after["avoidable"] > before["avoidable"] == 0
+        assert before["saved"] == pytest.approx(before["without"] - before["cost"], abs=2e-6)
+    text = ANSI.sub("", output)
+    damage = DAMAGE.search(text)
     assert damage is not None, output
     assert money(damage["per_1000"]) > 0
     assert money(damage["per_day"]) > money(damage["per_1000"])
-    # The tracker's own account: one prefix-churn incident per flow, naming the system prompt.
-    lines = [line for line in ANSI.sub("", output).splitlines() if line.startswith("Regression:")]
+    # The tracker's own account, read back from the store: one prefix-churn incident per
+    # flow, naming the system prompt, each with its id.
+    lines = [line for line in text.splitlines() if re.match(r"^[0-9a-f]{12} prefix churn in ", line)]
     assert len(lines) == 2, output
     for flow in FLOWS:
-        (line,) = [x for x in lines if f"prefix churn in {flow}, started " in x]
+        (line,) = [x for x in lines if f" prefix churn in {flow}, started " in x]
+        assert re.match(r"^[0-9a-f]{12} prefix churn in ", line)
         assert ", detected " in line  # both times, labelled
         assert "system block 0, bytes " in line and ": a timestamp changed;" in line
-        assert "still open. Why: a timestamp in the cached prefix" in line
+        assert "; open. Why: a timestamp in the cached prefix" in line
         assert "Fix: move the timestamp after the last cache breakpoint" in line
-    explained = [
-        line for line in ANSI.sub("", output).splitlines() if line.startswith("A call after the deploy")
-    ]
+    explained = [line for line in text.splitlines() if line.startswith("A call after ")]
     assert len(explained) == 1 and "(prefix_changed (system block 0, bytes " in explained[0], output
     for flow in FLOWS:
-        (line,) = [
-            x for x in ANSI.sub("", output).splitlines() if x.startswith(f"{flow}: avoidable misses cost $")
-        ]
-        assert money(line.split("cost ")[1].split(";")[0]) > 0
+        (line,) = [x for x in text.splitlines() if x.startswith(f"{flow}: $")]
+        assert money(line.split("avoidable misses cost ")[1].split(" after")[0]) > 0
+    # It ends with the commands to run next, on its store.
+    assert re.search(
+        r"report --db \S*cachebench-demo\.db --compare-at 2026-11-23T09:13:20$", text, re.MULTILINE
+    )
 
 
 @pytest.fixture(scope="module")
-def demo_run() -> tuple[subprocess.CompletedProcess[str], float]:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``make demo``'s command, in a folder of its own (where it writes cachebench-demo.db)."""
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(SCRIPT.relative_to(ROOT))],
-        cwd=ROOT,
+        [sys.executable, str(SCRIPT)],
+        cwd=tmp_path_factory.mktemp("demo"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -132,13 +138,23 @@ def test_demo_script_reports_the_deploy_damage(
 
 
 def test_demo_main_in_process_is_deterministic(
-    demo_run: tuple[subprocess.CompletedProcess[str], float], monkeypatch: pytest.MonkeyPatch
+    demo_run: tuple[subprocess.CompletedProcess[str], float], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """``main(console)`` returns 0 under warnings-as-errors and prints, on a 130-column console,
-    the same tables as the script: the manual clock makes every figure reproducible."""
+    """``main(console, db)`` returns 0 under warnings-as-errors and prints, on a 130-column
+    console, the same tables as the script: the manual clock makes every figure reproducible.
+    Its store holds every call, by provider as the flows were made (Claude for the chat, GPT for
+    the triage), and a second run starts the store anew."""
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
     demo = importlib.import_module(SCRIPT.stem)
-    out = io.StringIO()
-    assert demo.main(Console(file=out, width=130, color_system=None)) == 0
-    check_report(out.getvalue())
+    db = str(tmp_path / "demo.db")
+    for _ in range(2):
+        out = io.StringIO()
+        assert demo.main(Console(file=out, width=130, color_system=None), db=db) == 0
+    check_report(out.getvalue().replace(db, "cachebench-demo.db"))
     assert figures(out.getvalue()) == figures(demo_run[0].stdout)
+    store = open_store(db)
+    by_provider = {r["provider"]: r["calls"] for r in store.report("provider")}
+    by_flow = {r["flow"]: r["calls"] for r in store.report("flow")}
+    assert by_provider == {FLOWS[f]: n for f, n in by_flow.items()}
+    assert sum(by_flow.values()) == store.count_calls() == 160
+    store.close()

@@ -110,9 +110,35 @@ class Comparison:
     before: Report
     after: Report
     keys: list[Any] = field(default_factory=list)  # every key of either side, in a stable order
+    example: StoredCall | None = None  # the newest call after ``at`` whose prompt changed
+
+    @property
+    def extra_per_call_usd(self) -> float | None:
+        """What a call costs more after than before, over the whole traffic (None if either
+        side has no priced call)."""
+        b, a = self.before.total, self.after.total
+        if not b["calls"] or not a["calls"] or b["cost_usd"] is None or a["cost_usd"] is None:
+            return None
+        return float(a["cost_usd"] / a["calls"] - b["cost_usd"] / b["calls"])
+
+    @property
+    def calls_per_day_after(self) -> float | None:
+        """The traffic rate after ``at``: its calls over their own span (None under a minute)."""
+        a = self.after.total
+        first, last = a.get("first_seen"), a.get("last_seen")
+        if not first or not last or last - first < 60.0:
+            return None
+        return float(a["calls"] / (last - first) * 86400.0)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "before": self.before.as_dict(), "after": self.after.as_dict()}
+        return {
+            "at": self.at,
+            "before": self.before.as_dict(),
+            "after": self.after.as_dict(),
+            "extra_per_call_usd": self.extra_per_call_usd,
+            "calls_per_day_after": self.calls_per_day_after,
+            "example": {"id": self.example.id, **self.example.metrics.as_dict()} if self.example else None,
+        }
 
 
 def report(
@@ -136,7 +162,9 @@ def compare(
     keys = sorted(
         {r[by] for r in before.rows} | {r[by] for r in after.rows}, key=lambda k: (k is None, str(k))
     )
-    return Comparison(at, before, after, keys)
+    recent = store.calls(since=at, until=until, limit=1000, newest=True)
+    changed = [c for c in recent if c.metrics.diff is not None]
+    return Comparison(at, before, after, keys, changed[-1] if changed else None)
 
 
 def as_json(value: Report | Comparison | Sequence[StoredIncident] | Sequence[StoredCall]) -> str:
@@ -167,13 +195,13 @@ def _tokens(x: int | None) -> str:
 # The report's columns: header, and how a row shows it.
 COLUMNS: tuple[tuple[str, Any], ...] = (
     ("calls", lambda r: f"{r['calls']:,}"),
-    ("hit ratio", lambda r: _pct(r["hit_ratio"])),
-    ("token hit", lambda r: _pct(r["token_hit_ratio"])),
+    ("hit", lambda r: _pct(r["hit_ratio"])),
+    ("tok hit", lambda r: _pct(r["token_hit_ratio"])),
     ("read", lambda r: _tokens(r["cache_read_tokens"])),
     ("written", lambda r: _tokens(r["cache_write_tokens"])),
     ("uncached", lambda r: _tokens(r["input_tokens"])),
     ("cost", lambda r: _money(r["cost_usd"])),
-    ("without cache", lambda r: _money(r["cost_without_cache_usd"])),
+    ("w/o cache", lambda r: _money(r["cost_without_cache_usd"])),
     ("saved", lambda r: _money(r["cost_saved_usd"])),
     ("avoidable", lambda r: _money(r["avoidable_cost_usd"])),
 )
@@ -191,7 +219,7 @@ def _table(title: str, first: str, caption: str | None = None) -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    table.add_column(first, justify="left", overflow="fold")
+    table.add_column(first, justify="left", no_wrap=True)
     return table
 
 
@@ -212,8 +240,8 @@ def _span(since: float | None, until: float | None) -> str:
 
 
 _CAPTION = (
-    "hit ratio: read / (read + written), in input tokens; token hit: read / all input; "
-    "avoidable: what misses that could have read cost beyond reading"
+    "hit: the hit ratio, read / (read + written), in input tokens; tok hit: read / all input; w/o cache: the "
+    "cost had nothing been cached; avoidable: what misses that could have read cost beyond a read"
 )
 
 
@@ -221,7 +249,7 @@ def print_report(console: Console, rep: Report) -> None:
     """The report as a table, with its total."""
     table = _table(f"By {rep.by}, {_span(rep.since, rep.until)}", rep.by, _CAPTION)
     for header, _ in COLUMNS:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for row in rep.rows:
         key = row[rep.by]
         table.add_row(_label(key), *(show(row) for _, show in COLUMNS))
@@ -232,12 +260,15 @@ def print_report(console: Console, rep: Report) -> None:
 
 
 def print_comparison(console: Console, comp: Comparison) -> None:
-    """Each key's figures before and after the moment, and the change per call."""
+    """Each key's figures before and after the moment, the change per call and per day, and
+    the newest call after it whose prompt changed, explained."""
+    from rich.markup import escape
+
     by = comp.before.by
     table = _table(f"By {by}, before and after {_utc(comp.at)}", by, _CAPTION)
-    table.add_column("", justify="left")
+    table.add_column("", justify="left", no_wrap=True, min_width=6)
     for header, _ in COLUMNS:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     before = {r[by]: r for r in comp.before.rows}
     after = {r[by]: r for r in comp.after.rows}
     for key in comp.keys:
@@ -253,13 +284,29 @@ def print_comparison(console: Console, comp: Comparison) -> None:
         if b["cost_usd"] is None or a["cost_usd"] is None:
             continue
         per_b, per_a = b["cost_usd"] / b["calls"], a["cost_usd"] / a["calls"]
-        change = f"{per_a / per_b:.1f}x" if per_b > 0 else "n/a"
+        change = f" ({per_a / per_b:.1f}x)" if per_b > 0 else ""
         console.print(
-            f"{key}: {_usd(per_b)} -> {_usd(per_a)} per call ({change}), "
-            f"{_usd((per_a - per_b) * 1000, sign=True)} per 1,000 calls; hit ratio "
-            f"{_pct(b['hit_ratio'])} -> {_pct(a['hit_ratio'])}; caching saved "
-            f"{_money(b['cost_saved_usd'])} -> {_money(a['cost_saved_usd'])}; avoidable misses cost "
-            f"{_money(a['avoidable_cost_usd'])} after.",
+            escape(
+                f"{key}: {_usd(per_b)} -> {_usd(per_a)} per call{change}, "
+                f"{_usd((per_a - per_b) * 1000, sign=True)} per 1,000 calls; hit ratio "
+                f"{_pct(b['hit_ratio'])} -> {_pct(a['hit_ratio'])}; caching saved "
+                f"{_money(b['cost_saved_usd'])} -> {_money(a['cost_saved_usd'])}; avoidable misses cost "
+                f"{_money(a['avoidable_cost_usd'])} after."
+            ),
+            soft_wrap=True,
+        )
+    extra = comp.extra_per_call_usd
+    if extra is not None:
+        rate = comp.calls_per_day_after
+        per_day = f", {_usd(extra * rate, sign=True)} per day at {rate:,.0f} calls a day" if rate else ""
+        console.print(f"[bold]Change: {_usd(extra * 1000, sign=True)} per 1,000 calls{per_day}.[/]")
+    if comp.example is not None:
+        from .advice import explain
+
+        console.print(
+            escape(
+                f"A call after {_utc(comp.at)} (id {comp.example.id}), explained: {explain(comp.example.metrics)}"
+            ),
             soft_wrap=True,
         )
 

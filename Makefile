@@ -27,6 +27,11 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# PostgreSQL's server programs, for the tests' throwaway server (silent when already there).
+.PHONY: postgres
+postgres:
+	@scripts/ensure-postgres
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
@@ -34,7 +39,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) postgres
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

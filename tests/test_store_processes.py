@@ -65,7 +65,7 @@ RECORDER = textwrap.dedent(
                        "cache_creation_input_tokens": 3000 if i == 0 else 0}},
             request={"model": "claude-sonnet-4-5", "max_tokens": 8, "system": system,
                      "messages": [{"role": "user", "content": f"q{i}"}]},
-            provider="anthropic", flow=flow, timestamp=1_790_000_000.0 + i * 7.0,
+            provider="anthropic", flow=flow,
         )
     tracker.close()
     print("done", flush=True)
@@ -160,7 +160,7 @@ def test_sigkill_mid_stream_loses_at_most_the_flush_window(
     db = tmp_path / "kill.db"
     proc = start_streamer(tmp_path, cache_emulator.anthropic_base_url, db)
     acks = acks_until(proc, 25)
-    time.sleep(0.007)
+    time.sleep(FLUSH_WINDOW_S + 0.2)  # (the child goes on acknowledging calls meanwhile)
     killed_at = time.monotonic()
     proc.send_signal(signal.SIGKILL)
     rest(proc, acks)
@@ -168,7 +168,7 @@ def test_sigkill_mid_stream_loses_at_most_the_flush_window(
     store = check_consistent(db)
     stored = store.count_calls()
     safe = sum(1 for _, at in acks if at < killed_at - FLUSH_WINDOW_S)
-    assert safe >= 1
+    assert safe >= 25
     assert safe <= stored <= acks[-1][0] + 1
     # The stored calls are the first ones, in order: nothing in the middle is missing.
     assert [c.id for c in store.calls()] == list(range(1, stored + 1))
@@ -224,19 +224,25 @@ def test_four_processes_write_one_postgresql_database(postgres_db: str) -> None:
     n = 300
     run_recorders(postgres_db, n, FLOWS)
     store = open_store(postgres_db)
-    check_totals(store, n, FLOWS)
-    (rolled,) = store.report("all")
-    (raw,) = store.report("all", raw=True)
-    assert {k: rolled[k] for k in ("calls", "cost_usd", "cache_read_tokens")} == {
-        k: raw[k] for k in ("calls", "cost_usd", "cache_read_tokens")
-    }
-    store.close()
+    try:
+        check_totals(store, n, FLOWS)
+        (rolled,) = store.report("all")
+        (raw,) = store.report("all", raw=True)
+        assert {k: rolled[k] for k in ("calls", "cost_usd", "cache_read_tokens")} == {
+            k: raw[k] for k in ("calls", "cost_usd", "cache_read_tokens")
+        }
+    finally:
+        store.close()
 
 
 def test_postgresql_store_answers_like_sqlite(postgres_db: str, tmp_path: Path) -> None:
     """The same calls into SQLite and PostgreSQL: the same reports by every grouping, over
     the same ranges, the same calls and incidents read back."""
-    stores: list[Any] = [open_store(f"sqlite:///{tmp_path / 'same.db'}"), open_store(postgres_db)]
+    keep = {"keep_calls_s": 3650 * 86400.0}  # (the calls are from September: kept raw)
+    stores: list[Any] = [
+        open_store(f"sqlite:///{tmp_path / 'same.db'}", **keep),
+        open_store(postgres_db, **keep),
+    ]
     from cachebench import CacheTracker
 
     for store in stores:
@@ -282,6 +288,7 @@ def test_postgresql_store_answers_like_sqlite(postgres_db: str, tmp_path: Path) 
                         assert y[k] == pytest.approx(x[k]), (by, k)
                     else:
                         assert x[k] == y[k], (by, k)
+    assert len(a.calls()) == 60
     assert [c.metrics for c in a.calls()] == [c.metrics for c in b.calls()]
     ia = [i.regression for i in a.incidents()]
     ib = [i.regression for i in b.incidents()]

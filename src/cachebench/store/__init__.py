@@ -114,6 +114,7 @@ class StoreWriter:
         self.dropped = 0
         self._incidents: dict[str, tuple[int, float | None]] = {}  # stored: id -> (calls, closed_at)
         self._next_prune = 0.0
+        self.retention = True  # run a bounded retention pass now and then (an import does not)
 
     def add(self, m: CallMetrics) -> bool:
         """Keep one call's row; True when the batch is due (full, or waited long enough)."""
@@ -158,7 +159,7 @@ class StoreWriter:
                 self._incidents[row[0]] = (row[6], row[5])
             if len(self._incidents) > 4 * 1000:
                 self._incidents = {k: v for k, v in self._incidents.items() if v[1] is None}
-        if not final:
+        if not final and self.retention:
             now = self.clock()
             if now >= self._next_prune:
                 self._next_prune = now + PRUNE_EVERY_S

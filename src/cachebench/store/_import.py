@@ -81,6 +81,8 @@ def import_records(
         store=store, clock=clock, on_miss_alert=lambda m: None, on_regression=lambda r: None
     )
     engine = tracker._engine
+    if engine.writer is not None:
+        engine.writer.retention = False  # old calls are imported whole; retention runs later
     recorded = 0
     first = last = None
     try:

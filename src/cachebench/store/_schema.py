@@ -39,7 +39,14 @@ class Dialect:
 
 # (SQLite's CAST truncates, PostgreSQL's rounds; calls are after 1970, so truncating floors.)
 SQLITE = Dialect(
-    "sqlite", "INTEGER PRIMARY KEY", "REAL", "INTEGER", "?", "CAST(ts / 3600 AS INTEGER) * 3600", "MIN", "MAX"
+    "sqlite",
+    "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "REAL",
+    "INTEGER",
+    "?",
+    "CAST(ts / 3600 AS INTEGER) * 3600",
+    "MIN",
+    "MAX",
 )
 POSTGRES = Dialect(
     "postgresql",

@@ -4,12 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The demo (examples/support_agent.py) needs only the anthropic and openai SDKs, the emulator and
-# rich: not the test tools, nor the end-to-end server and model `make test` installs. The test
-# install includes all of it and marks the demo's as done, so either target may come first.
+# the command line (typer and rich: it ends with the `cachebench report` commands to run next),
+# not the test tools, nor the end-to-end server and model `make test` installs. The test install
+# includes all of it and marks the demo's as done, so either target may come first.
 DEMO_STAMP := $(VENV)/.installed-demo
-DEMO_DEPS := '.[anthropic,openai,emulator]' 'rich>=13'
+DEMO_DEPS := '.[anthropic,openai,emulator,cli]'
 
-.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis install clean mutate
+.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis bench-store install clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	@echo "make demo: installing cachebench (editable) with the anthropic, openai and emulator extras, and rich, into $(VENV)"
+	@echo "make demo: installing cachebench (editable) with the anthropic, openai, emulator and cli extras into $(VENV)"
 	@$(BIN)/python -m pip install -q -e $(DEMO_DEPS)
 	@touch $(DEMO_STAMP)
 
@@ -47,7 +48,7 @@ test: lint typecheck unit
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/support_agent.py
 
-bench: bench-overhead bench-emulator bench-diagnosis
+bench: bench-overhead bench-emulator bench-diagnosis bench-store
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
@@ -57,6 +58,9 @@ bench-emulator: $(STAMP)
 
 bench-diagnosis: $(STAMP)
 	$(BIN)/python benchmarks/diagnosis.py
+
+bench-store: $(STAMP)
+	$(BIN)/python benchmarks/store.py
 
 # Mutation testing of the call path ([tool.mutmut] in pyproject.toml says which modules and
 # tests), one worker at low priority. mutmut runs the tests from its copy in mutants/, and

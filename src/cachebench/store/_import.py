@@ -3,8 +3,8 @@
 The calls are replayed in timestamp order through a tracker that writes to the store (so
 their miss causes, diffs and incidents are what live tracking would have found). A call
 without a time of its own (an Anthropic batch's) takes the import's time, in file order.
-Retention runs on the replay's own clock: a call older than the store keeps raw calls is kept
-only in the hourly roll-up.
+No retention runs during an import: calls older than the store keeps raw calls stay until the
+next pass (a live tracker's, or ``cachebench prune``), which keeps only their hourly roll-up.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Db = Annotated[
     typer.Option(
         "--db",
         envvar="CACHEBENCH_DB",
-        help="The store: a SQLite file, sqlite:///path or postgresql://... (default: $CACHEBENCH_DB, else ./cachebench.db).",
+        help="The store: a SQLite file, sqlite:///PATH or postgresql://URL (default: $CACHEBENCH_DB, else ./cachebench.db).",
         show_envvar=False,
     ),
 ]
@@ -77,7 +77,7 @@ def console() -> Any:
 
 
 def add_store_commands(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(short_help="Cost, savings and hit ratios, grouped.")
     def report(
         by: Annotated[str, typer.Option(help="Group by flow, prefix, model, provider or day.")] = "flow",
         since: Since = None,
@@ -114,7 +114,7 @@ def add_store_commands(app: typer.Typer) -> None:
         finally:
             store.close()
 
-    @app.command()
+    @app.command(short_help="Incidents, each with its id.")
     def regressions(
         since: Since = None,
         flow: Annotated[str | None, typer.Option(help="Only this flow's incidents.")] = None,
@@ -137,7 +137,7 @@ def add_store_commands(app: typer.Typer) -> None:
         else:
             reports.print_incidents(console(), found)
 
-    @app.command()
+    @app.command(short_help="Why a call missed or an incident opened.")
     def explain(
         call_or_incident: Annotated[
             str,
@@ -177,7 +177,7 @@ def add_store_commands(app: typer.Typer) -> None:
             if d.before is not None or d.after is not None:
                 typer.echo(f"  before: {d.before!r}\n  after:  {d.after!r}")
 
-    @app.command()
+    @app.command(short_help="Calls as they are written.")
     def tail(
         lines: Annotated[
             int, typer.Option("-n", "--lines", help="Show this many recent calls first.", min=0)
@@ -221,7 +221,7 @@ def add_store_commands(app: typer.Typer) -> None:
         finally:
             store.close()
 
-    @app.command()
+    @app.command(short_help="Stored calls as CSV or JSON Lines.")
     def export(
         format: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "jsonl",
         output: Annotated[
@@ -244,7 +244,7 @@ def add_store_commands(app: typer.Typer) -> None:
         if output is not None:
             typer.echo(f"wrote {n:,} calls to {output}", err=True)
 
-    @app.command("import")
+    @app.command("import", short_help="Load saved calls and batch files.")
     def import_(
         files: Annotated[
             list[str], typer.Argument(metavar="FILE...", help="Saved calls (JSON Lines, batch files).")
@@ -282,7 +282,7 @@ def add_store_commands(app: typer.Typer) -> None:
         if len(done.skipped) > 50:
             typer.echo(f"  ... and {len(done.skipped) - 50:,} more (--json lists them all)")
 
-    @app.command()
+    @app.command(short_help="Delete what retention no longer keeps.")
     def prune(
         keep_calls: Annotated[str, typer.Option(help="Keep raw calls this long (7d, 48h, ...).")] = "7d",
         keep_hours: Annotated[

@@ -295,3 +295,81 @@ def test_postgresql_store_answers_like_sqlite(postgres_db: str, tmp_path: Path) 
     assert ia and ia == ib
     for store in stores:
         store.close()
+
+
+EXITER = textwrap.dedent(
+    """
+    import sys
+    from anthropic.types import Message
+    from cachebench import CacheTracker
+
+    db, n = sys.argv[1], int(sys.argv[2])
+    tracker = CacheTracker(store=db, provider="anthropic", on_miss_alert=lambda m: None)
+    reply = Message.model_validate(
+        {"id": "m", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+         "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+         "usage": {"input_tokens": 4, "output_tokens": 1}})
+    create = tracker.wrap(lambda **kwargs: reply)
+    for i in range(n):
+        create(model="claude-sonnet-4-5", max_tokens=4, messages=[{"role": "user", "content": f"q{i}"}])
+    print(len(tracker._engine.writer.rows) + tracker._engine._consumer.queue.qsize() > 0, flush=True)
+    """
+)
+
+
+def test_interpreter_exit_writes_what_is_pending(tmp_path: Path) -> None:
+    """A script that makes calls and simply ends, with calls still queued or pending (it says
+    so), no close(), no flush(): interpreter exit writes every call."""
+    db = tmp_path / "exit.db"
+    done = subprocess.run(
+        [sys.executable, "-c", EXITER, str(db), "3000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.strip() == "True"  # (something was left for the exit to write)
+    store = open_store(str(db))
+    assert store.count_calls() == 3000
+    store.close()
+
+
+def test_a_forked_child_writes_through_a_connection_of_its_own(tmp_path: Path) -> None:
+    """A tracker with a store, then fork: the child records through its own connection (the
+    parent's is not shared across processes) and both processes' calls are stored."""
+    import os
+
+    from cachebench import CacheTracker
+
+    db = tmp_path / "fork.db"
+    tracker = CacheTracker(store=db, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+    body = {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 4, "output_tokens": 1},
+    }
+    request = {"model": "claude-sonnet-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    tracker.record(body, request=request, provider="anthropic", flow="parent")
+    tracker.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: record, write, leave without running the parent's test teardown
+        code = 1
+        try:
+            for _ in range(3):
+                tracker.record(body, request=request, provider="anthropic", flow="child")
+            tracker.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    tracker.record(body, request=request, provider="anthropic", flow="parent")
+    tracker.close()
+    store = open_store(str(db))
+    assert {r["flow"]: r["calls"] for r in store.report("flow")} == {"parent": 2, "child": 3}
+    store.close()

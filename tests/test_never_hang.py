@@ -23,7 +23,7 @@ from . import fakes
 # record every call.
 ABANDONED_STREAMS = textwrap.dedent(
     """
-    import gc, json, sys
+    import gc, json, sys, time
     sys.path.insert(0, {root!r})
     from tests import fakes
     from cachebench import CacheTracker
@@ -43,7 +43,13 @@ ABANDONED_STREAMS = textwrap.dedent(
         else:
             client.messages.create(**fakes.request(f"question {{i}}"))
     gc.set_threshold(700, 10, 10)
-    gc.collect()
+    # The last abandoned streams may be finalised by a collection the consumer thread is
+    # running (gc.collect() here then returns at once): their calls are queued after a read
+    # made now. Wait, bounded, until the collector has finalised them all.
+    deadline = time.monotonic() + 60
+    while len(tracker.calls()) < n and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
     calls = tracker.calls()
     print(json.dumps({{"calls": len(calls), "errors": tracker.internal_errors}}))
     """

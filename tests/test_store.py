@@ -191,6 +191,10 @@ def test_the_hourly_roll_up_equals_the_raw_calls_over_any_range(tmp_path: Path) 
             assert_same(
                 row, python_sums(mine, -math.inf if lo is None else lo, math.inf if hi is None else hi)
             )
+    for r in store.report("prefix"):  # each prefix with the flows and models that used it
+        users = [m for m in calls if m.prefix_id == r["prefix"]]
+        assert r["calls"] == len(users)
+        assert r["flows"] == sorted({m.flow for m in users}) and r["models"] == [MODEL]
     days = store.report("day")
     assert sum(d["calls"] for d in days) == len(calls)
     assert [d["day"] for d in sorted(days, key=lambda d: d["day"])] == ["2026-09-21", "2026-09-22"]

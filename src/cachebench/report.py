@@ -248,14 +248,18 @@ _CAPTION = (
 def print_report(console: Console, rep: Report) -> None:
     """The report as a table, with its total."""
     table = _table(f"By {rep.by}, {_span(rep.since, rep.until)}", rep.by, _CAPTION)
+    users = rep.by == "prefix"  # a prefix's flows and models, beside its id
+    if users:
+        table.add_column("flow, model", justify="left", overflow="fold", max_width=40)
     for header, _ in COLUMNS:
         table.add_column(header, justify="right", no_wrap=True)
     for row in rep.rows:
         key = row[rep.by]
-        table.add_row(_label(key), *(show(row) for _, show in COLUMNS))
+        who = [_label(", ".join([*row.get("flows", []), *row.get("models", [])]))] if users else []
+        table.add_row(_label(key), *who, *(show(row) for _, show in COLUMNS))
     if rep.rows:
         table.add_section()
-    table.add_row("total", *(show(rep.total) for _, show in COLUMNS))
+    table.add_row("total", *([""] if users else []), *(show(rep.total) for _, show in COLUMNS))
     console.print(table)
 
 

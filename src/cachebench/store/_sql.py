@@ -277,7 +277,26 @@ class SQLStore:
             row = {by: key, **summary(s)}
             rows.append(row)
         rows.sort(key=lambda r: (-(r["cost_usd"] or 0.0), -r["calls"], str(r[by])))
+        if by == "prefix":
+            self._add_users(rows, since, until)
         return rows
+
+    def _add_users(self, rows: list[dict[str, Any]], since: float | None, until: float | None) -> None:
+        """A prefix's ``flows`` and ``models`` (sorted): who used it over about the range (its
+        hours in the roll-up)."""
+        lo = -math.inf if since is None else math.floor(since / HOUR_S) * HOUR_S
+        hi = math.inf if until is None else float(until)
+        where, args = self._bounds("hour", lo, hi)
+        users: dict[str, tuple[set[str], set[str]]] = {}
+        for r in self._query(f"SELECT DISTINCT prefix_id, flow, model FROM hourly{where}", args):
+            flows, models = users.setdefault(r["prefix_id"], (set(), set()))
+            flows.add(r["flow"])
+            if r["model"]:
+                models.add(r["model"])
+        for row in rows:
+            flows, models = users.get(row["prefix"] or "", (set(), set()))
+            row["flows"] = sorted(flows)
+            row["models"] = sorted(models)
 
     _GROUP_SQL = {
         "flow": "flow",

@@ -255,7 +255,7 @@ class SQLStore:
         hi = math.inf if until is None else float(until)
         sums: dict[Any, dict[str, Any]] = {}
         if raw:
-            self._add_raw(sums, by, lo, hi)
+            self._add(sums, by, "calls", lo, hi)
         else:
             oldest = self._query("SELECT MIN(ts) AS t FROM calls")[0]["t"]
             if oldest is None or lo < oldest:
@@ -263,13 +263,13 @@ class SQLStore:
             h0 = math.ceil(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
             h1 = math.floor(hi / HOUR_S) * HOUR_S if math.isfinite(hi) else hi
             if h0 < h1:
-                self._add_hours(sums, by, h0, h1)
+                self._add(sums, by, "hourly", h0, h1)
                 if lo < h0:
-                    self._add_raw(sums, by, lo, h0)
+                    self._add(sums, by, "calls", lo, h0)
                 if h1 < hi:
-                    self._add_raw(sums, by, h1, hi)
+                    self._add(sums, by, "calls", h1, hi)
             else:
-                self._add_raw(sums, by, lo, hi)
+                self._add(sums, by, "calls", lo, hi)
         if by == "all" and not sums:
             sums[""] = {"calls": 0}
         rows = []
@@ -326,21 +326,19 @@ class SQLStore:
             args.append(hi)
         return (" WHERE " + " AND ".join(where)) if where else "", args
 
-    def _add_hours(self, sums: dict[Any, dict[str, Any]], by: str, lo: float, hi: float) -> None:
-        where, args = self._bounds("hour", lo, hi)
-        g = self._group(by, "hourly")
-        cols = ", ".join(f"SUM({s}) AS {s}" for s in HOURLY_SUMS)
-        sql = f"SELECT {g} AS k, {cols}, MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen FROM hourly{where}"
-        sql += f" GROUP BY {g}" if by != "all" else ""
-        for row in self._query(sql, args):
-            if row["calls"]:
-                _merge(sums, _key(by, row.pop("k")), row)
-
-    def _add_raw(self, sums: dict[Any, dict[str, Any]], by: str, lo: float, hi: float) -> None:
-        where, args = self._bounds("ts", lo, hi)
-        g = self._group(by, "calls")
-        cols = ", ".join(f"{SUMS_SQL[s]} AS {s}" for s in HOURLY_SUMS)
-        sql = f"SELECT {g} AS k, {cols}, MIN(ts) AS first_seen, MAX(ts) AS last_seen FROM calls{where}"
+    def _add(self, sums: dict[Any, dict[str, Any]], by: str, table: str, lo: float, hi: float) -> None:
+        """Add the sums per ``by`` of ``table`` (the roll-up's hours in ``[lo, hi)``, or the raw
+        calls made then) to ``sums``."""
+        if table == "hourly":
+            where, args = self._bounds("hour", lo, hi)
+            columns = [f"SUM({s}) AS {s}" for s in HOURLY_SUMS]
+            span = "MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen"
+        else:
+            where, args = self._bounds("ts", lo, hi)
+            columns = [f"{SUMS_SQL[s]} AS {s}" for s in HOURLY_SUMS]
+            span = "MIN(ts) AS first_seen, MAX(ts) AS last_seen"
+        g = self._group(by, table)
+        sql = f"SELECT {g} AS k, {', '.join(columns)}, {span} FROM {table}{where}"
         sql += f" GROUP BY {g}" if by != "all" else ""
         for row in self._query(sql, args):
             if row["calls"]:

@@ -373,3 +373,54 @@ def test_a_forked_child_writes_through_a_connection_of_its_own(tmp_path: Path) -
     store = open_store(str(db))
     assert {r["flow"]: r["calls"] for r in store.report("flow")} == {"parent": 2, "child": 3}
     store.close()
+
+
+def _child_calls(db: str, n: int) -> None:
+    """A multiprocessing child's work: ``n`` calls through the tracker it inherited."""
+    tracker = _INHERITED[db]
+    for i in range(n):
+        tracker.record(
+            {
+                "id": "m",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-sonnet-4-5",
+                "content": [{"type": "text", "text": "ok"}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 4 + i, "output_tokens": 1},
+            },
+            request={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            provider="anthropic",
+            flow="worker",
+        )
+
+
+_INHERITED: dict[str, Any] = {}
+
+
+def test_multiprocessing_children_write_their_calls(tmp_path: Path) -> None:
+    """Children started by multiprocessing (fork) end with os._exit, not the interpreter's
+    exit: each still writes every call it made, its last included."""
+    import multiprocessing
+
+    from cachebench import CacheTracker
+
+    db = str(tmp_path / "mp.db")
+    _INHERITED[db] = CacheTracker(store=db, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        children = [ctx.Process(target=_child_calls, args=(db, n)) for n in (1, 3, 20)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(60)
+            assert child.exitcode == 0
+    finally:
+        _INHERITED.pop(db).close()
+    store = open_store(db)
+    assert store.report("flow")[0]["calls"] == 24
+    store.close()

@@ -50,9 +50,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             continue
         done = threading.Event()
         engine.later(_written, engine, done)
-        waits.append(done)
+        waits.append((engine, done))
     deadline = time.monotonic() + EXIT_WAIT_S
-    for done in waits:
-        done.wait(max(0.0, deadline - time.monotonic()))
+    late = 0
+    for engine, done in waits:
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            writer = engine.writer
+            late += len(writer.rows) if writer is not None else 0
+            late += engine._consumer.queue.qsize()
+    if late:
+        # (os.write: no lock, where logging would take the one the interrupted code may hold)
+        os.write(
+            2,
+            f"cachebench: SIGTERM: the store was not written within {EXIT_WAIT_S:.0f} s "
+            f"(the database locked?); about {late} call(s) not stored\n".encode(),
+        )
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -959,6 +959,25 @@ def _drain_at_exit() -> None:
 def _after_fork_in_child() -> None:
     for engine in list(_ENGINES):
         engine._after_fork()
+    # A multiprocessing child (fork) ends with os._exit: no atexit. It runs multiprocessing's
+    # own finalizers instead; those registered before its start are cleared, the after-fork
+    # hooks run next, so one of those registers the drain.
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None and _ENGINES:
+        mp_util.register_after_fork(_MP_CHILD, _drain_at_multiprocessing_exit)
+
+
+class _Marker:
+    """A key for multiprocessing's after-fork registry (it holds its keys weakly)."""
+
+
+_MP_CHILD = _Marker()
+
+
+def _drain_at_multiprocessing_exit(_: object) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _drain_at_exit, exitpriority=100)
 
 
 atexit.register(_drain_at_exit)

@@ -5,7 +5,6 @@ error as one line with a non-zero exit."""
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import json
 import shutil
@@ -29,19 +28,18 @@ from cachebench.testing import CacheEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = Path(__file__).parent / "import_cases"
-DEPLOY = "2026-11-23T09:13:20"
+sys.path.insert(0, str(ROOT / "examples"))
+import support_agent  # noqa: E402 (the demo: its start, and the deploy 800 s later)
+
+sys.path.remove(str(ROOT / "examples"))
+DEPLOY = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(support_agent.START + 800))
 
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The demo's store: 160 calls in two flows, a deploy at 09:13:20 that broke both."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        demo = importlib.import_module("support_agent")
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
     db = str(tmp_path_factory.mktemp("demo") / "cachebench-demo.db")
-    assert demo.main(Console(file=io.StringIO(), width=130), db=db) == 0
+    assert support_agent.main(Console(file=io.StringIO(), width=130), db=db) == 0
     return db
 
 
@@ -115,7 +113,7 @@ def test_regressions_and_explain_each_incident(demo_db: str, capsys: pytest.Capt
         incidents[0]["id"] if incidents[0]["flow"] == "support-chat" else incidents[1]["id"]
     )
     assert len([x for x in out.splitlines() if " prefix churn in " in x]) == 1
-    code, out, _ = run(["regressions", "--db", demo_db, "--open", "--since", "2026-11-24"], capsys)
+    code, out, _ = run(["regressions", "--db", demo_db, "--open", "--since", "1m"], capsys)
     assert out.strip() == "No incident."
     for i in incidents:
         code, out, _ = run(["explain", i["id"], "--db", demo_db], capsys)
@@ -181,14 +179,22 @@ def test_export_csv_and_jsonl(demo_db: str, tmp_path: Path, capsys: pytest.Captu
 
 
 def test_prune_deletes_old_calls_and_keeps_the_report(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo's calls are weeks old: ``prune --keep-calls 1d`` deletes them all and keeps
-    their hours, so the report is unchanged; a bad span is a usage error."""
+    """The demo's calls are from yesterday: ``prune --keep-calls 1h`` deletes them all and
+    keeps their hours, so the report over all time is unchanged; a bad span is a usage error."""
     code, before, _ = run(["report", "--json", "--db", db], capsys)
-    code, out, _ = run(["prune", "--keep-calls", "1d", "--json", "--db", db], capsys)
+    code, out, _ = run(["prune", "--keep-calls", "1h", "--json", "--db", db], capsys)
     assert code == 0 and json.loads(out) == {"calls": 160, "hours": 0, "incidents": 0}
     assert open_store(db).count_calls() == 0
     code, after, _ = run(["report", "--json", "--db", db], capsys)
     assert json.loads(after)["rows"] == json.loads(before)["rows"]
+    # The deploy's hour is now kept only as sums: a comparison at the deploy counts it whole on
+    # the side of its start (before), never twice, and says so.
+    code, out, _ = run(["report", "--json", "--compare-at", DEPLOY, "--db", db], capsys)
+    comp = json.loads(out)
+    assert comp["before"]["exact"] is comp["after"]["exact"] is False
+    assert comp["before"]["total"]["calls"] + comp["after"]["total"]["calls"] == 160
+    code, out, _ = run(["report", "--compare-at", DEPLOY, "--db", db], capsys)
+    assert "that hour counts whole, on the side of its start" in out
     code, _, err = run(["prune", "--keep-calls", "soon", "--db", db], capsys)
     assert code == 2 and "not a span" in err
 
@@ -385,8 +391,7 @@ def test_every_command_as_a_process_on_the_demo_store(db: str, tmp_path: Path) -
 
 def test_tail_follows_new_calls_until_interrupted(db: str) -> None:
     """``tail`` prints the last calls, then each call another process writes (their ids follow
-    the last: ids are never reused, though this tracker's retention deletes the weeks-old demo
-    calls), and ends cleanly on Ctrl-C."""
+    the last), and ends cleanly on Ctrl-C."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cachebench", "tail", "-n", "1", "--interval", "0.1", "--json", "--db", db],
         stdout=subprocess.PIPE,

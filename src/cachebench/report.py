@@ -91,12 +91,16 @@ class Report:
     until: float | None
     rows: list[dict[str, Any]]
     total: dict[str, Any]
+    # False: an edge falls in an hour retention kept only as sums, counted whole on the side
+    # of its start (the report then starts or ends on the hour).
+    exact: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "by": self.by,
             "since": self.since,
             "until": self.until,
+            "exact": self.exact,
             "rows": self.rows,
             "total": self.total,
         }
@@ -150,7 +154,7 @@ def report(
     rows = store.report(by, since=since, until=until)
     (total,) = store.report("all", since=since, until=until)
     total.pop("all", None)
-    return Report(by, since, until, rows, total)
+    return Report(by, since, until, rows, total, store.exact(since, until))
 
 
 def compare(
@@ -239,6 +243,11 @@ def _span(since: float | None, until: float | None) -> str:
     return f"{_utc(since)} to {_utc(until)}"
 
 
+_ROUNDED = (
+    "Note: an edge of this range falls in an hour whose calls retention keeps only as hourly sums: "
+    "that hour counts whole, on the side of its start."
+)
+
 _CAPTION = (
     "hit: the hit ratio, read / (read + written), in input tokens; tok hit: read / all input; w/o cache: the "
     "cost had nothing been cached; avoidable: what misses that could have read cost beyond a read"
@@ -261,6 +270,8 @@ def print_report(console: Console, rep: Report) -> None:
         table.add_section()
     table.add_row("total", *([""] if users else []), *(show(rep.total) for _, show in COLUMNS))
     console.print(table)
+    if not rep.exact:
+        console.print(_ROUNDED, soft_wrap=True)
 
 
 def print_comparison(console: Console, comp: Comparison) -> None:
@@ -281,6 +292,8 @@ def print_comparison(console: Console, comp: Comparison) -> None:
             cells = [show(row) for _, show in COLUMNS] if row is not None else ["-"] * len(COLUMNS)
             table.add_row(_label(key), label, *cells, end_section=label == "after")
     console.print(table)
+    if not (comp.before.exact and comp.after.exact):
+        console.print(_ROUNDED, soft_wrap=True)
     for key in comp.keys:
         b, a = before.get(key), after.get(key)
         if b is None or a is None or not b["calls"] or not a["calls"]:

@@ -246,8 +246,9 @@ class SQLStore:
     ) -> list[dict[str, Any]]:
         """The aggregate keys per ``by`` (:data:`GROUPS`; ``all``: one row of totals) over
         calls in ``[since, until)``, most expensive first: whole hours from the hourly
-        roll-up, the parts of hours at the edges from the raw calls (an edge older than the
-        oldest raw call kept is counted as its whole hour). ``raw=True`` sums only raw calls
+        roll-up, the parts of hours at the edges from the raw calls; where retention kept an
+        edge hour's calls only as sums, the hour counts whole on the side of its start
+        (:meth:`exact` tells). ``raw=True`` sums only raw calls
         (what retention has not deleted yet), which the roll-up must equal."""
         if by not in GROUPS:
             raise ValueError(f"by must be one of {', '.join(GROUPS)}, got {by!r}")
@@ -257,19 +258,11 @@ class SQLStore:
         if raw:
             self._add(sums, by, "calls", lo, hi)
         else:
-            oldest = self._query("SELECT MIN(ts) AS t FROM calls")[0]["t"]
-            if oldest is None or lo < oldest:
-                lo = math.floor(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
-            h0 = math.ceil(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
-            h1 = math.floor(hi / HOUR_S) * HOUR_S if math.isfinite(hi) else hi
-            if h0 < h1:
-                self._add(sums, by, "hourly", h0, h1)
-                if lo < h0:
-                    self._add(sums, by, "calls", lo, h0)
-                if h1 < hi:
-                    self._add(sums, by, "calls", h1, hi)
-            else:
-                self._add(sums, by, "calls", lo, hi)
+            hours, edges, _ = self._plan(lo, hi)
+            if hours is not None:
+                self._add(sums, by, "hourly", *hours)
+            for a, b in edges:
+                self._add(sums, by, "calls", a, b)
         if by == "all" and not sums:
             sums[""] = {"calls": 0}
         rows = []
@@ -297,6 +290,55 @@ class SQLStore:
             flows, models = users.get(row["prefix"] or "", (set(), set()))
             row["flows"] = sorted(flows)
             row["models"] = sorted(models)
+
+    def _whole(self, hour: float) -> bool:
+        """Whether every call of the hour starting at ``hour`` is still kept raw (retention
+        deletes the oldest calls; the roll-up keeps their sums)."""
+        (raw,) = self._query(
+            "SELECT COUNT(*) AS n FROM calls WHERE ts >= ? AND ts < ?", (hour, hour + HOUR_S)
+        )
+        (rolled,) = self._query("SELECT SUM(calls) AS n FROM hourly WHERE hour = ?", (hour,))
+        return int(raw["n"] or 0) == int(rolled["n"] or 0)
+
+    def _plan(
+        self, lo: float, hi: float
+    ) -> tuple[tuple[float, float] | None, list[tuple[float, float]], bool]:
+        """How to sum ``[lo, hi)``: whole hours from the roll-up, and the parts of the hours at
+        its edges from the raw calls, where those are all kept. Where they are not, an edge
+        hour counts whole on the side of its start (so the two sides of a comparison never
+        count it twice), and the plan is not exact."""
+        exact = True
+        edges: list[tuple[float, float]] = []
+        start = math.floor(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
+        end = math.floor(hi / HOUR_S) * HOUR_S if math.isfinite(hi) else hi
+        if math.isfinite(lo) and math.isfinite(hi) and start == end:  # within one hour
+            if lo >= hi:
+                return None, [], True
+            if self._whole(start):
+                return None, [(lo, hi)], True
+            return ((start, start + HOUR_S) if lo == start else None), [], False
+        h0, h1 = lo, hi
+        if math.isfinite(lo) and lo != start:
+            h0 = start + HOUR_S
+            if self._whole(start):
+                edges.append((lo, h0))
+            else:
+                exact = False
+        if math.isfinite(hi) and hi != end:
+            if self._whole(end):
+                edges.append((end, hi))
+                h1 = end
+            else:
+                h1 = end + HOUR_S
+                exact = False
+        return ((h0, h1) if h0 < h1 else None), edges, exact
+
+    def exact(self, since: float | None = None, until: float | None = None) -> bool:
+        """Whether a report over ``[since, until)`` starts and ends at those seconds (False: an
+        edge falls in an hour whose calls retention kept only as sums; see :meth:`report`)."""
+        lo = -math.inf if since is None else float(since)
+        hi = math.inf if until is None else float(until)
+        return self._plan(lo, hi)[2]
 
     _GROUP_SQL = {
         "flow": "flow",

@@ -433,3 +433,21 @@ def test_tail_follows_new_calls_until_interrupted(db: str) -> None:
     _, err = proc.communicate(timeout=30)
     watchdog.cancel()
     assert proc.returncode == 0 and err == ""
+
+
+def test_small_mistakes_get_clear_messages(
+    demo_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A range the wrong way round, a folder given as the database, a bad CACHEBENCH_DB, and a
+    password in a URL (never printed back)."""
+    code, _, err = run(["report", "--since", "10m", "--until", "1h", "--db", demo_db], capsys)
+    assert code == 2 and "--since (10m) must be before --until (1h)" in err
+    code, _, err = run(["report", "--db", str(tmp_path)], capsys)
+    assert code == 1 and "is a directory, not a database file" in err
+    monkeypatch.setenv("CACHEBENCH_DB", "mysql://x")
+    with pytest.raises(ValueError, match=r"the store CACHEBENCH_DB names: .*unknown scheme 'mysql'"):
+        CacheTracker()
+    monkeypatch.delenv("CACHEBENCH_DB")
+    from cachebench._cli_store import shown
+
+    assert shown("postgresql://cb:hunter2@db.example:5432/x") == "postgresql://cb:***@db.example:5432/x"

@@ -359,6 +359,9 @@ def test_a_corrupt_file_or_a_foreign_database_is_refused(tmp_path: Path) -> None
     conn.close()
     with pytest.raises(StoreError, match=r"other tables \(invoices\), not a cachebench store"):
         CacheTracker(store=other)
+    conn = sqlite3.connect(other)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # left as it was
+    conn.close()
 
 
 def test_a_read_only_database_is_refused_at_construction() -> None:

@@ -55,6 +55,23 @@ def open_db(db: str, *, create: bool = False) -> Any:
         raise fail(str(exc).removeprefix("cachebench ")) from None
 
 
+def shown(db: str) -> str:
+    """The database as messages name it: a URL's password hidden."""
+    if "://" not in db:
+        return db
+    from .store.postgres import _without_password
+
+    return _without_password(db)
+
+
+def span(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """--since and --until as times, the first before the second."""
+    lo, hi = when(since, "--since"), when(until, "--until")
+    if lo is not None and hi is not None and lo >= hi:
+        raise typer.BadParameter(f"--since ({since}) must be before --until ({until})", param_hint="--since")
+    return lo, hi
+
+
 def when(text: str | None, option: str) -> float | None:
     from .report import parse_time
 
@@ -95,7 +112,7 @@ def add_store_commands(app: typer.Typer) -> None:
 
         if by not in ("flow", "prefix", "model", "provider", "day"):
             raise typer.BadParameter("must be flow, prefix, model, provider or day", param_hint="--by")
-        lo, hi = when(since, "--since"), when(until, "--until")
+        lo, hi = span(since, until)
         at = when(compare_at, "--compare-at")
         store = open_db(db)
         try:
@@ -159,15 +176,17 @@ def add_store_commands(app: typer.Typer) -> None:
         finally:
             store.close()
         if found is None:
-            raise fail(f"no call or incident {call_or_incident!r} in {db}")
+            raise fail(f"no call or incident {call_or_incident!r} in {shown(db)}")
         subject = found.metrics if hasattr(found, "metrics") else found.regression
         text = explain_text(subject)
         if json:
             data = {"id": found.id, "explanation": text, **subject.as_dict()}
             typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
             return
-        typer.echo(f"{found.id}: {subject}")
-        typer.echo(text)
+        line = f"{found.id}: {subject}"
+        typer.echo(line)
+        if text not in line:  # (a call's or an incident's line usually ends with it)
+            typer.echo(text)
         if subject.diff is not None:
             d = subject.diff
             typer.echo(
@@ -234,7 +253,7 @@ def add_store_commands(app: typer.Typer) -> None:
         """The stored raw calls, one per row or line, with their ids."""
         if format not in ("csv", "jsonl"):
             raise typer.BadParameter("must be csv or jsonl", param_hint="--format")
-        lo, hi = when(since, "--since"), when(until, "--until")
+        lo, hi = span(since, until)
         store = open_db(db)
         try:
             with _output(output) as fh:
@@ -276,7 +295,7 @@ def add_store_commands(app: typer.Typer) -> None:
         if json:
             typer.echo(orjson.dumps(done.as_dict(), option=orjson.OPT_INDENT_2).decode())
             return
-        typer.echo(f"imported {done.calls:,} calls into {db}; skipped {len(done.skipped):,} lines")
+        typer.echo(f"imported {done.calls:,} calls into {shown(db)}; skipped {len(done.skipped):,} lines")
         for s in done.skipped[:50]:
             typer.echo(f"  {s.source}:{s.line}: {s.reason}")
         if len(done.skipped) > 50:

@@ -188,8 +188,12 @@ def as_json(value: Report | Comparison | Sequence[StoredIncident] | Sequence[Sto
 # -- showing them ------------------------------------------------------------------------------
 
 
-def _money(x: float | None) -> str:
-    return "unpriced" if x is None else _usd(x)
+def _money(x: float | None, row: dict[str, Any] | None = None) -> str:
+    """Dollars; without any: "unpriced" where calls lacked a price, "-" where none had a usage
+    to price (errors, usage unknown)."""
+    if x is not None:
+        return _usd(x)
+    return "-" if row is not None and not row.get("unpriced_calls") else "unpriced"
 
 
 def _tokens(x: int | None) -> str:
@@ -204,10 +208,10 @@ COLUMNS: tuple[tuple[str, Any], ...] = (
     ("read", lambda r: _tokens(r["cache_read_tokens"])),
     ("written", lambda r: _tokens(r["cache_write_tokens"])),
     ("uncached", lambda r: _tokens(r["input_tokens"])),
-    ("cost", lambda r: _money(r["cost_usd"])),
-    ("w/o cache", lambda r: _money(r["cost_without_cache_usd"])),
-    ("saved", lambda r: _money(r["cost_saved_usd"])),
-    ("avoidable", lambda r: _money(r["avoidable_cost_usd"])),
+    ("cost", lambda r: _money(r["cost_usd"], r)),
+    ("w/o cache", lambda r: _money(r["cost_without_cache_usd"], r)),
+    ("saved", lambda r: _money(r["cost_saved_usd"], r)),
+    ("avoidable", lambda r: _money(r["avoidable_cost_usd"], r)),
 )
 
 
@@ -230,7 +234,12 @@ def _table(title: str, first: str, caption: str | None = None) -> Any:
 def _label(key: Any) -> str:
     from rich.markup import escape
 
-    return "(none)" if key is None else escape(str(key))
+    if key is None:
+        return "(none)"
+    text = str(key)
+    if not text.isprintable():  # a newline in a flow's name must not split its row
+        text = text.encode("unicode_escape").decode("ascii")
+    return escape(text)
 
 
 def _span(since: float | None, until: float | None) -> str:

@@ -25,7 +25,7 @@ from .policy import CachePolicy
 from .providers import adapter_for, detect_client, detect_response
 from .providers._base import Adapter
 from .redact import require_redactor
-from .store import SQLStore, StoreWriter, open_store, store_from_env
+from .store import SQLStore, StoreError, StoreWriter, open_store, store_from_env
 from .types import CallMetrics, Provider, Regression
 
 __all__ = ["CacheTracker"]
@@ -85,12 +85,19 @@ class CacheTracker:
             raise TypeError("clock must be a callable returning seconds since the epoch")
         if capture_text:
             require_redactor()  # excerpts are redacted by the secret detector: a clear error now
-        if store is None:
+        from_env = store is None
+        if from_env:
             store = store_from_env()
         writer = None
         if store is not None:
             # A bad URL, a newer schema, a read-only or corrupt file: StoreError, now.
-            writer = StoreWriter(open_store(store), clock)
+            try:
+                opened = open_store(store)
+            except StoreError as exc:
+                if from_env:
+                    raise StoreError(f"the store CACHEBENCH_DB names: {exc}") from None
+                raise
+            writer = StoreWriter(opened, clock)
             flush_on_sigterm()
         self._miss_alert_threshold = float(miss_alert_threshold)
         self._on_miss_alert = on_miss_alert if on_miss_alert is not None else default_alert

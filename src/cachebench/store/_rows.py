@@ -287,6 +287,10 @@ def summary(sums: dict[str, Any]) -> dict[str, Any]:
         int(sums.get("avoidable_cost_nusd") or 0) / NANO_USD,
     ]
     out = agg.as_dict()
+    if out["cost_saved_usd"] is not None:  # from the exact integers, not a float difference
+        out["cost_saved_usd"] = (
+            int(sums.get("cost_without_cache_nusd") or 0) - int(sums.get("cost_nusd") or 0)
+        ) / NANO_USD
     out["first_seen"] = agg.first_seen or None
     out["last_seen"] = agg.last_seen or None
     return out

@@ -48,6 +48,8 @@ class SQLiteStore(SQLStore):
             raise StoreError("cachebench store: the SQLite path is empty (sqlite:///path/to/file.db)")
         self.url = f"sqlite:///{self.path}"
         parent = os.path.dirname(os.path.abspath(self.path))
+        if os.path.isdir(self.path):
+            raise StoreError(f"cachebench store {self.url}: {self.path} is a directory, not a database file")
         if not os.path.isdir(parent):
             raise StoreError(f"cachebench store {self.url}: the directory {parent} does not exist")
         self._open()
@@ -57,6 +59,7 @@ class SQLiteStore(SQLStore):
             self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
+            self._version(conn)  # another application's database: refused before it is touched
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(

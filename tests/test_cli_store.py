@@ -451,3 +451,18 @@ def test_small_mistakes_get_clear_messages(
     from cachebench._cli_store import shown
 
     assert shown("postgresql://cb:hunter2@db.example:5432/x") == "postgresql://cb:***@db.example:5432/x"
+
+
+def test_a_file_is_not_imported_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Importing the same file again would count its calls twice: refused in one line, unless
+    --force; a different file imports as usual."""
+    db = str(tmp_path / "twice.db")
+    saved = str(CASES / "records.jsonl")
+    assert run(["import", saved, "--db", db], capsys)[0] == 0
+    first = open_store(db).count_calls()
+    code, _, err = run(["import", saved, "--db", db], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "this store imported the same file" in err and "--force" in err
+    assert open_store(db).count_calls() == first
+    assert run(["import", saved, "--force", "--db", db], capsys)[0] == 0
+    assert open_store(db).count_calls() == 2 * first

@@ -266,12 +266,15 @@ def add_store_commands(app: typer.Typer) -> None:
     @app.command("import", short_help="Load saved calls and batch files.")
     def import_(
         files: Annotated[
-            list[str], typer.Argument(metavar="FILE...", help="Saved calls (JSON Lines, batch files).")
+            list[str], typer.Argument(metavar="FILE", help="Saved calls (JSON Lines, batch files).")
         ],
         flow: Annotated[str | None, typer.Option(help="The flow of calls that name none.")] = None,
         provider: Annotated[
             str | None, typer.Option(help="The provider, where the files cannot tell.")
         ] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Import a file this store imported before.")
+        ] = False,
         json: Json = False,
         db: Db = DEFAULT_DB,
     ) -> None:
@@ -287,7 +290,7 @@ def add_store_commands(app: typer.Typer) -> None:
                 raise fail(f"no such file: {f}")
         store = open_db(db, create=True)
         try:
-            done = store.import_records(files, flow=flow, provider=provider)
+            done = store.import_records(files, flow=flow, provider=provider, force=force)
         except (ImportFileError, OSError) as exc:
             raise fail(str(exc)) from None
         finally:

@@ -9,6 +9,7 @@ next pass (a live tracker's, or ``cachebench prune``), which keeps only their ho
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -51,16 +52,29 @@ def import_records(
     flow: str | None = None,
     provider: str | None = None,
     now: float | None = None,
+    force: bool = False,
 ) -> Imported:
-    from ..importing import SavedCall, Skipped, read_saved
+    from ..importing import ImportFileError, SavedCall, Skipped, read_saved
     from ..tracker import CacheTracker
 
+    files: list[str] = []
     if isinstance(sources, (str, os.PathLike)):
-        items: Iterable[SavedCall | Skipped] = read_saved([sources])
+        files = [os.fspath(sources)]
+        items: Iterable[SavedCall | Skipped] = read_saved(files)
     else:
         listed: list[Any] = list(sources)
         paths = all(isinstance(s, (str, os.PathLike)) for s in listed)
+        files = [os.fspath(s) for s in listed] if paths else []
         items = read_saved(listed) if paths else listed
+    digests = {path: _digest(path) for path in files}
+    for path, digest in digests.items():
+        seen = None if force else store.imported(digest)
+        if seen is not None:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seen["imported_at"]))
+            raise ImportFileError(
+                f"{path}: this store imported the same file ({seen['source']}) on {when}, "
+                f"{seen['calls']} calls; importing it again would count them twice (--force to do it anyway)"
+            )
     at = time.time() if now is None else now
     calls: list[SavedCall] = []
     skipped: list[Skipped] = []
@@ -109,5 +123,17 @@ def import_records(
         tracker.flush()
     finally:
         tracker.close()
+    for path, digest in digests.items():
+        mine = sum(1 for c in calls if c.source == path)
+        store.note_import(digest, path, mine, at)
     skipped.sort(key=lambda s: (s.source, s.line))
     return Imported(recorded, skipped, first, last)
+
+
+def _digest(path: str) -> str:
+    """The SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

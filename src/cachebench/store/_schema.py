@@ -6,7 +6,7 @@ by a newer cachebench) rather than guess at it. The SQL is written once for SQLi
 PostgreSQL: ``{id}``, ``{real}`` and ``{big}`` are the column types that differ.
 
 Version 1: calls, incidents. Version 2: the hourly roll-up per flow, prefix and model (filled
-from the calls already stored) and the indexes the reports use.
+from the calls already stored), the indexes the reports use, and the files imported.
 """
 
 from __future__ import annotations
@@ -172,6 +172,9 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX hourly_flow ON hourly (flow, hour)",
         "CREATE INDEX calls_flow_ts ON calls (flow, ts)",
         "CREATE INDEX incidents_started ON incidents (started_at)",
+        # Files imported (by the digest of their bytes), so that one is not imported twice.
+        "CREATE TABLE imports (digest TEXT PRIMARY KEY, source TEXT NOT NULL, imported_at {real} NOT NULL, "
+        "calls {big} NOT NULL)",
         ROLL_UP.replace("{where}", "1 = 1"),  # the calls stored so far
     ),
 }

@@ -446,15 +446,41 @@ class SQLStore:
         rows = self._query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
         return incident(rows[0]) if rows else None
 
-    def import_records(self, sources: Any, *, flow: str | None = None, provider: str | None = None) -> Any:
+    def imported(self, digest: str) -> dict[str, Any] | None:
+        """The import of the file whose bytes have this digest, if any (source, time, calls)."""
+        rows = self._query("SELECT source, imported_at, calls FROM imports WHERE digest = ?", (digest,))
+        return rows[0] if rows else None
+
+    def note_import(self, digest: str, source: str, calls: int, at: float) -> None:
+        with self._lock:
+            conn = self._connection()
+            self._begin(conn)
+            try:
+                conn.cursor().execute(
+                    self.dialect.sql(
+                        "INSERT INTO imports (digest, source, imported_at, calls) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (digest) DO UPDATE SET source = excluded.source, "
+                        "imported_at = excluded.imported_at, calls = imports.calls + excluded.calls"
+                    ),
+                    (digest, source, at, calls),
+                )
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def import_records(
+        self, sources: Any, *, flow: str | None = None, provider: str | None = None, force: bool = False
+    ) -> Any:
         """Load saved calls into this store, analysed as live calls are, in timestamp order:
         file paths (JSON Lines of ``record()``'s shape, Anthropic Message Batches and OpenAI
         Batch input/output pairs) or :class:`~cachebench.importing.SavedCall` items. Lines that
-        cannot be read are skipped and reported; returns an
+        cannot be read are skipped and reported; a file this store imported before is refused
+        (:class:`~cachebench.importing.ImportFileError`) unless ``force``. Returns an
         :class:`~cachebench.store._import.Imported`."""
         from ._import import import_records
 
-        return import_records(self, sources, flow=flow, provider=provider)
+        return import_records(self, sources, flow=flow, provider=provider, force=force)
 
     def count_calls(self) -> int:
         return int(self._query("SELECT COUNT(*) AS n FROM calls")[0]["n"])

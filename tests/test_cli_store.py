@@ -466,3 +466,40 @@ def test_a_file_is_not_imported_twice(tmp_path: Path, capsys: pytest.CaptureFixt
     assert open_store(db).count_calls() == first
     assert run(["import", saved, "--force", "--db", db], capsys)[0] == 0
     assert open_store(db).count_calls() == 2 * first
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ("anthropic_batch_requests.jsonl", "anthropic_batch_results.jsonl"),
+        ("openai_chat_batch_input.jsonl", "openai_chat_batch_output.jsonl"),
+    ],
+)
+def test_batch_calls_are_priced_at_the_batch_price(files: tuple[str, str], tmp_path: Path) -> None:
+    """A batch API's calls cost half of the same calls made one by one (Anthropic's Message
+    Batches and OpenAI's Batch API), cost without cache and saving included."""
+    from cachebench.importing import SavedCall, read_saved
+
+    paths = [CASES / f for f in files]
+    store = open_store(str(tmp_path / "batch.db"))
+    done = store.import_records(paths)
+    imported = [c.metrics for c in store.calls()]
+    store.close()
+    live = CacheTracker(on_miss_alert=lambda m: None, on_regression=lambda r: None)
+    one_by_one = []
+    for saved in read_saved(paths):
+        if isinstance(saved, SavedCall):
+            m = live.record(
+                saved.response, request=saved.request, provider=saved.provider, timestamp=saved.timestamp
+            )
+            assert m is not None
+            one_by_one.append(m)
+    live.close()
+    if all(m.timestamp for m in imported):  # (OpenAI's have times of their own: imported in their order)
+        one_by_one.sort(key=lambda m: m.timestamp)
+    assert done.calls == len(imported) == len(one_by_one) > 0
+    for batch, single in zip(imported, one_by_one, strict=True):
+        assert single.cost_usd is not None and single.cost_usd > 0
+        assert batch.cost_usd == pytest.approx(single.cost_usd / 2, abs=1e-9)
+        assert batch.cost_without_cache_usd == pytest.approx(single.cost_without_cache_usd / 2, abs=1e-9)
+        assert batch.cost_saved_usd == pytest.approx(single.cost_saved_usd / 2, abs=1e-9)

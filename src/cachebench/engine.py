@@ -128,6 +128,7 @@ class CallContext:
 
     __slots__ = (
         "adapter",
+        "batch",
         "begun",
         "concurrent",
         "elapsed_ms",
@@ -191,6 +192,7 @@ class CallContext:
         self.concurrent = False  # a twin was already writing write_key when this call went out
         self.metrics: CallMetrics | None = None
         self.span: Any = None  # the tracing span current at the call's start (with an exporter)
+        self.batch = False  # sent through the provider's batch API (an import's): its batch price
 
     # -- the caller's side ----------------------------------------------------------------
 
@@ -648,6 +650,7 @@ class Engine:
         timestamp: float | None,
         elapsed_ms: float | None,
         wait: bool = True,
+        batch: bool = False,
     ) -> CallMetrics | None:
         """A call made some other way: BEGIN and END at once, then wait for its metrics (with
         ``wait=False``, an import's, return None at once: ``flush()`` waits for them all)."""
@@ -655,6 +658,7 @@ class Engine:
         if ctx is None:
             return None
         ctx.stream = False
+        ctx.batch = batch
         ctx.elapsed_ms = elapsed_ms
         ctx.started = True
         ctx.finish(functools.partial(adapter.recorded_usage, response, request), None)
@@ -730,7 +734,8 @@ class Engine:
             )
             usage = UNKNOWN_USAGE._replace(model=usage.model, diagnostics=usage.diagnostics)
         usage = apply_ttl_hint(usage, key)
-        cost = self.guard.call("pricing", self.prices.cost, adapter.NAME, model, usage, ctx.timestamp)
+        batch = ctx.batch
+        cost = self.guard.call("pricing", self.prices.cost, adapter.NAME, model, usage, ctx.timestamp, batch)
         if cost is None:
             cost = UNPRICED
         exp = ctx.exp
@@ -769,7 +774,7 @@ class Engine:
                     if not usage.cache_write_tokens:
                         return None
                     return self._priced_difference(
-                        adapter.NAME, model, usage, cost, _as_input(usage), ctx.timestamp
+                        adapter.NAME, model, usage, cost, _as_input(usage), ctx.timestamp, batch
                     )
 
                 def price(layer: int) -> tuple[int, float | None]:
@@ -779,7 +784,7 @@ class Engine:
                         return 0, None
                     instead = _read_instead(usage, tokens)
                     return tokens, self._priced_difference(
-                        adapter.NAME, model, usage, cost, instead, ctx.timestamp
+                        adapter.NAME, model, usage, cost, instead, ctx.timestamp, batch
                     )
 
                 found = self.detector.observe(
@@ -853,12 +858,19 @@ class Engine:
         return metrics
 
     def _priced_difference(
-        self, provider: str, model: str | None, usage: Usage, cost: Cost, other: Usage, timestamp: float
+        self,
+        provider: str,
+        model: str | None,
+        usage: Usage,
+        cost: Cost,
+        other: Usage,
+        timestamp: float,
+        batch: bool = False,
     ) -> float | None:
         """What the call paid beyond what ``other`` usage would have cost (None if unpriced)."""
         if cost.cost_usd is None:
             return None
-        alternative = self.prices.cost(provider, model, other, timestamp)
+        alternative = self.prices.cost(provider, model, other, timestamp, batch)
         if alternative.cost_usd is None:
             return None
         return max(0.0, cost.cost_usd - alternative.cost_usd)

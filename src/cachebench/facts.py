@@ -21,6 +21,7 @@ __all__ = [
     "ANTHROPIC_MAX_BREAKPOINTS",
     "ANTHROPIC_MIN_TOKENS",
     "ANTHROPIC_TTLS",
+    "BATCH_PRICE_FACTOR",
     "BEDROCK_DEFAULT_TTL",
     "BEDROCK_MAX_CHECKPOINTS",
     "BEDROCK_TTLS",
@@ -59,6 +60,14 @@ __all__ = [
     "openai_read_step",
     "ttl_seconds",
 ]
+
+# -- batch prices --------------------------------------------------------------------------------
+
+# What a call sent through a provider's batch API pays, as a share of the same call's price:
+# Anthropic's Message Batches halve every rate, cache reads and writes included ("Anthropic
+# caching rules": "Batch halves all"); OpenAI's Batch API charges half of the synchronous
+# price. Providers not listed have no batch price here (their batch calls are priced in full).
+BATCH_PRICE_FACTOR = {"anthropic": 0.5, "openai": 0.5}
 
 # -- lifetimes ---------------------------------------------------------------------------------
 

@@ -16,9 +16,11 @@ import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from ._guard import logger
+from .facts import BATCH_PRICE_FACTOR
 from .types import UNPRICED, Cost, Usage
 
 __all__ = ["PRICE_KEYS", "PriceTable", "has_price", "validate_overrides"]
@@ -218,8 +220,12 @@ class PriceTable:
             why,
         )
 
-    def cost(self, provider: str, model: str | None, usage: Usage, timestamp: float) -> Cost:
-        """Price one call. Unknown usage or an unpriced model gives ``None`` costs."""
+    def cost(
+        self, provider: str, model: str | None, usage: Usage, timestamp: float, batch: bool = False
+    ) -> Cost:
+        """Price one call. Unknown usage or an unpriced model gives ``None`` costs. ``batch``: a
+        call sent through the provider's batch API, at its batch price
+        (:data:`cachebench.facts.BATCH_PRICE_FACTOR`)."""
         if not usage.known:
             return Cost(None, None, None, False)
         if not model:
@@ -252,6 +258,13 @@ class PriceTable:
                 return self._no_cache_rate(provider, model)
             actual += write_1h * r_w1
         without = total_in * r_in + usage.output_tokens * r_out
+        if batch and provider in BATCH_PRICE_FACTOR:
+            share = Fraction(BATCH_PRICE_FACTOR[provider])  # exact: the rates are integers
+            actual, without, den = (
+                actual * share.numerator,
+                without * share.numerator,
+                den * share.denominator,
+            )
         return Cost(actual / den, without / den, (without - actual) / den, False)
 
     def _no_cache_rate(self, provider: str, model: str) -> Cost:

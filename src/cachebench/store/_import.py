@@ -2,7 +2,8 @@
 
 The calls are replayed in timestamp order through a tracker that writes to the store (so
 their miss causes, diffs and incidents are what live tracking would have found). A call
-without a time of its own (an Anthropic batch's) takes the import's time, in file order.
+without a time of its own (an Anthropic batch's) takes the import's time, in file order. A
+batch API's call is priced at the provider's batch price.
 No retention runs during an import: calls older than the store keeps raw calls stay until the
 next pass (a live tracker's, or ``cachebench prune``), which keeps only their hourly roll-up.
 """
@@ -116,6 +117,7 @@ def import_records(
                 timestamp=ts,
                 elapsed_ms=c.elapsed_ms,
                 wait=False,
+                batch=c.custom_id is not None,  # a batch API's call: its batch price
             )
             recorded += 1
             first = ts if first is None else first

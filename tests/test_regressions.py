@@ -587,3 +587,24 @@ def test_an_incidents_cost_per_hour_counts_a_burst_over_a_minute_at_least() -> N
         "f", "prefix_churn", 100.0, 1.0, 0, None, calls=10, avoidable_cost=0.1, charged=10, last_at=400.0
     )
     assert steady.regression().extra_cost_per_hour_usd == pytest.approx(0.01 * 10 * 12)
+
+
+def test_a_short_history_still_has_a_hit_ratio_before(
+    cache_emulator: CacheEmulator,
+    clients: contextlib.ExitStack,
+) -> None:
+    """Five healthy calls, then a stamped system prompt: the churn incident's hit ratio before is
+    the flow's ratio over the calls before its first stamped call (all read: 100%), not n/a
+    because the detection window also holds them."""
+    h = Harness(cache_emulator, clients)
+    support = h.flow("support")
+    for i in range(5):
+        support(**request(f"question {i}"))
+        h.tick(20)
+    for i in range(6):
+        support(**request(f"question {i}", system=stamp(i) + SYSTEM))
+        h.tick(20)
+    (incident,) = h.opened
+    assert incident.kind == "prefix_churn"
+    assert incident.hit_ratio_before == 1.0
+    assert incident.hit_ratio_after is not None and incident.hit_ratio_after < 0.5

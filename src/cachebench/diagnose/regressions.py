@@ -398,8 +398,9 @@ class FlowDetector:
             if c is not None and base is not None:
                 extra += c - base
                 priced += 1
-        # The flow's hit ratio before: everything but the window.
-        scored = [scored_hit(f.explained[i], f.hits[i]) for i in range(f.n)]
+        # The flow's hit ratio before: every call before the incident's first one (the window's
+        # earlier calls included, so a short history still has one).
+        scored = [scored_hit(f.explained[i], f.hits[i]) for i in range(f.n) if f.times[i] >= started]
         before_den = f.cum_den - sum(h[1] for h in scored)
         before = (f.cum_num - sum(h[0] for h in scored)) / before_den if before_den > 0 else math.nan
         details: dict[str, Any] = {"layer": layer} if layer >= 0 else {}

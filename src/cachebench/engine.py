@@ -970,7 +970,10 @@ def _drain_at_exit() -> None:
 
 def _after_fork_in_child() -> None:
     for engine in list(_ENGINES):
-        engine._after_fork()
+        try:
+            engine._after_fork()
+        except Exception as exc:  # one tracker's failure must not leave the others the parent's
+            logger.warning("cachebench: could not prepare a tracker for the forked child: %r", exc)
     # A multiprocessing child (fork) ends with os._exit: no atexit. It runs multiprocessing's
     # own finalizers instead; those registered before its start are cleared, the after-fork
     # hooks run next, so one of those registers the drain.

@@ -150,10 +150,10 @@ class SQLStore:
                 conn.close()
 
     def after_fork(self) -> None:
-        """In a forked child: a connection of its own (the parent's is not the child's)."""
+        """In a forked child: a connection of its own (the parent's is not the child's), opened
+        when the child first uses the store (a fork hook must not wait on a server)."""
         self._lock = threading.Lock()
         self._conn = None
-        self._open()
 
     def _connection(self) -> Any:
         if self._conn is None:

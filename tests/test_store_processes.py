@@ -73,6 +73,22 @@ RECORDER = textwrap.dedent(
 )
 
 
+def message(usage: dict[str, int]) -> dict[str, Any]:
+    """An Anthropic Messages response body with this usage."""
+    return {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "usage": usage,
+    }
+
+
+HI = {"model": "claude-sonnet-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+
 def start_streamer(tmp_path: Path, url: str, db: Path) -> subprocess.Popen[str]:
     script = tmp_path / "streamer.py"
     script.write_text(STREAMER)
@@ -250,20 +266,14 @@ def test_postgresql_store_answers_like_sqlite(postgres_db: str, tmp_path: Path) 
         for i in range(60):
             system = "Tea. " * 900 + (f"Now: 2026-09-21T10:{i:02d}:00Z" if i >= 30 else "")
             tracker.record(
-                {
-                    "id": "m",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": "claude-sonnet-4-5",
-                    "content": [{"type": "text", "text": "ok"}],
-                    "stop_reason": "end_turn",
-                    "usage": {
+                message(
+                    {
                         "input_tokens": 9,
                         "output_tokens": 2,
                         "cache_read_input_tokens": 0 if i in (0,) or i >= 30 else 2500,
                         "cache_creation_input_tokens": 2500 if i in (0,) or i >= 30 else 0,
-                    },
-                },
+                    }
+                ),
                 request={
                     "model": "claude-sonnet-4-5",
                     "max_tokens": 8,
@@ -344,16 +354,8 @@ def test_a_forked_child_writes_through_a_connection_of_its_own(tmp_path: Path) -
 
     db = tmp_path / "fork.db"
     tracker = CacheTracker(store=db, on_miss_alert=lambda m: None, on_regression=lambda r: None)
-    body = {
-        "id": "m",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-5",
-        "content": [{"type": "text", "text": "ok"}],
-        "stop_reason": "end_turn",
-        "usage": {"input_tokens": 4, "output_tokens": 1},
-    }
-    request = {"model": "claude-sonnet-4-5", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    body = message({"input_tokens": 4, "output_tokens": 1})
+    request = HI
     tracker.record(body, request=request, provider="anthropic", flow="parent")
     tracker.flush()
     pid = os.fork()
@@ -380,20 +382,8 @@ def _child_calls(db: str, n: int) -> None:
     tracker = _INHERITED[db]
     for i in range(n):
         tracker.record(
-            {
-                "id": "m",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-sonnet-4-5",
-                "content": [{"type": "text", "text": "ok"}],
-                "stop_reason": "end_turn",
-                "usage": {"input_tokens": 4 + i, "output_tokens": 1},
-            },
-            request={
-                "model": "claude-sonnet-4-5",
-                "max_tokens": 4,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
+            message({"input_tokens": 4 + i, "output_tokens": 1}),
+            request=HI,
             provider="anthropic",
             flow="worker",
         )

@@ -3,9 +3,10 @@
 ``CacheTracker(store="sqlite:///calls.db")`` (or ``CACHEBENCH_DB``) writes every finished call
 there from the tracker's consumer thread, in batches: a batch is written when the consumer's
 queue empties, when it reaches :data:`BATCH_CALLS` calls, or when its oldest call has waited
-:data:`FLUSH_WINDOW_S`; ``flush()``, ``close()``, interpreter exit and SIGTERM write what is
-pending. The caller never waits on the disk. A process killed outright (SIGKILL) loses at most
-the calls of the last :data:`FLUSH_WINDOW_S` (plus any the consumer had not analysed yet).
+:data:`FLUSH_WINDOW_S`; ``flush()``, ``close()``, interpreter exit, the end of a
+``multiprocessing`` child and SIGTERM write what is pending. The caller never waits on the
+disk. A process killed outright (SIGKILL) loses at most the calls of the last
+:data:`FLUSH_WINDOW_S` (plus any the consumer had not analysed yet).
 
 Raw calls are kept ``keep_calls_s`` (default 7 days), the hourly roll-up per flow, prefix and
 model ``keep_hours_s`` (default 400 days), incidents whole for as long. Retention runs on the

@@ -294,7 +294,7 @@ def test_regression_str_is_one_line_with_two_labelled_times_and_its_state(
     detected = utc(opened.detected_at)
     assert re.fullmatch(
         rf"prefix churn in flow 'fresh-start': system block 0, bytes \d+-\d+: a timestamp changed; "
-        rf"started {started}, detected {detected}; hit ratio n/a -> 0% over \d+ calls, "
+        rf"started {started}, detected {detected}; read n/a -> 0% of what could be read over \d+ calls, "
         rf"([+-]?\$[\d.,]+ an hour|extra cost unpriced); open\. Why: a timestamp in the cached prefix "
         rf"changes on every call, so every call writes a new entry\. Fix: move the timestamp after the "
         rf"last cache breakpoint \(into the newest user turn\), or round it\.",
@@ -326,7 +326,7 @@ def test_regression_str_pins_both_times_and_the_damage() -> None:
     assert str(r) == (
         "prefix churn in flow 'support': system block 0, bytes 12-40: a uuid changed; "
         "started 2026-11-18 11:06:40 UTC, detected 2026-11-18 11:11:40 UTC; "
-        "hit ratio 97% -> 5% over 27 calls, +$1.58 an hour; open. "
+        "read 97% -> 5% of what could be read over 27 calls, +$1.58 an hour; open. "
         "Why: a UUID in the cached prefix is new on every call, so every call writes a new entry. "
         "Fix: move the UUID out of the cached prefix (after the last cache breakpoint)."
     )
@@ -334,7 +334,7 @@ def test_regression_str_pins_both_times_and_the_damage() -> None:
     assert str(drop) == (
         "hit ratio drop in flow 'billing': the prompt did not change; "
         "started 2026-11-18 11:06:40 UTC, detected (time not recorded); "
-        "hit ratio 90% -> n/a over 4 calls, extra cost unpriced; closed 2026-11-18 12:06:40 UTC. "
+        "read 90% -> n/a of what could be read over 4 calls, extra cost unpriced; closed 2026-11-18 12:06:40 UTC. "
         "Why: the prompt did not change, yet the flow's hit ratio fell below its threshold (the provider "
         "stopped serving the cache, or calls come too far apart for the TTL). "
         "Fix: check the provider's status and the calls' spacing against the TTL."
@@ -385,7 +385,7 @@ def test_default_regression_log_line_has_labelled_times_and_no_nan(
         "cachebench: regression: prefix churn in flow 'fresh-start': system block 0, bytes "
     )
     assert f"; started {utc(churn.started_at)}, detected " in line
-    assert "; hit ratio n/a -> 0% over " in line and "; open. Why: a timestamp " in line
+    assert "; read n/a -> 0% of what could be read over " in line and "; open. Why: a timestamp " in line
     assert line.endswith(
         "Fix: move the timestamp after the last cache breakpoint (into the newest user turn), or round it."
     )

@@ -360,7 +360,7 @@ def print_incidents(console: Console, incidents: Sequence[StoredIncident]) -> No
             f"[bold]{stored.id}[/] "
             + escape(
                 f"{r.kind.replace('_', ' ')} in {r.flow}, started {_utc(r.started_at)}"
-                f"{detected}: {where}; hit ratio {_pct(r.hit_ratio_before)} -> {_pct(r.hit_ratio_after)} over "
+                f"{detected}: {where}; read {_pct(r.hit_ratio_before)} -> {_pct(r.hit_ratio_after)} of what could be read over "
                 f"{r.calls_affected} calls{cost}; {state}. Why: {why}. Fix: {fix}."
             ),
             soft_wrap=True,

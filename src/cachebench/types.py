@@ -548,7 +548,7 @@ class Regression:
         return _one_line(
             f"{self.kind.replace('_', ' ')} in flow {self.flow!r}{where}; "
             f"started {_utc(self.started_at)}, detected {detected}; "
-            f"hit ratio {_pct(self.hit_ratio_before)} -> {_pct(self.hit_ratio_after)} "
+            f"read {_pct(self.hit_ratio_before)} -> {_pct(self.hit_ratio_after)} of what could be read "
             f"over {self.calls_affected:,} calls, {cost}; {state}. Why: {why}. Fix: {fix}."
         )
 

@@ -503,3 +503,17 @@ def test_batch_calls_are_priced_at_the_batch_price(files: tuple[str, str], tmp_p
         assert batch.cost_usd == pytest.approx(single.cost_usd / 2, abs=1e-9)
         assert batch.cost_without_cache_usd == pytest.approx(single.cost_without_cache_usd / 2, abs=1e-9)
         assert batch.cost_saved_usd == pytest.approx(single.cost_saved_usd / 2, abs=1e-9)
+
+
+def test_report_top_keeps_the_most_expensive_rows(demo_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--top N: the N most expensive rows, how many more there were, and the total over all."""
+    code, out, _ = run(["report", "--by", "prefix", "--json", "--db", demo_db], capsys)
+    every = json.loads(out)
+    code, out, _ = run(["report", "--by", "prefix", "--top", "3", "--json", "--db", demo_db], capsys)
+    three = json.loads(out)
+    assert code == 0 and three["rows"] == every["rows"][:3] and three["more"] == len(every["rows"]) - 3
+    assert three["total"] == every["total"] and three["total"]["calls"] == 160
+    costs = [r["cost_usd"] for r in every["rows"]]
+    assert costs == sorted(costs, reverse=True)
+    code, out, _ = run(["report", "--by", "prefix", "--top", "3", "--db", demo_db], capsys)
+    assert f"... {len(every['rows']) - 3:,} more" in out

@@ -103,6 +103,10 @@ def add_store_commands(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="Compare before and after this time (a deploy), same forms as --since."),
         ] = None,
+        top: Annotated[
+            int | None,
+            typer.Option(help="Show only the N most expensive rows (the total still counts all).", min=1),
+        ] = None,
         json: Json = False,
         db: Db = DEFAULT_DB,
     ) -> None:
@@ -124,6 +128,8 @@ def add_store_commands(app: typer.Typer) -> None:
                     reports.print_comparison(console(), comp)
                 return
             rep = reports.report(store, by, since=lo, until=hi)
+            if top is not None:
+                rep = reports.top(rep, top)
             if json:
                 typer.echo(reports.as_json(rep))
             else:

@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "print_incidents",
     "print_report",
     "report",
+    "top",
 ]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -94,6 +95,7 @@ class Report:
     # False: an edge falls in an hour retention kept only as sums, counted whole on the side
     # of its start (the report then starts or ends on the hour).
     exact: bool = True
+    more: int = 0  # rows left out by top()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class Report:
             "since": self.since,
             "until": self.until,
             "exact": self.exact,
+            "more": self.more,
             "rows": self.rows,
             "total": self.total,
         }
@@ -155,6 +158,12 @@ def report(
     (total,) = store.report("all", since=since, until=until)
     total.pop("all", None)
     return Report(by, since, until, rows, total, store.exact(since, until))
+
+
+def top(rep: Report, n: int) -> Report:
+    """The report's ``n`` most expensive rows (they come most expensive first); its total is
+    still over every row, and ``more`` says how many were left out."""
+    return replace(rep, rows=rep.rows[:n], more=max(0, len(rep.rows) - n))
 
 
 def compare(
@@ -275,6 +284,8 @@ def print_report(console: Console, rep: Report) -> None:
         key = row[rep.by]
         who = [_label(", ".join([*row.get("flows", []), *row.get("models", [])]))] if users else []
         table.add_row(_label(key), *who, *(show(row) for _, show in COLUMNS))
+    if rep.more:
+        table.add_row(f"... {rep.more:,} more", *([""] if users else []), *[""] * len(COLUMNS))
     if rep.rows:
         table.add_section()
     table.add_row("total", *([""] if users else []), *(show(rep.total) for _, show in COLUMNS))

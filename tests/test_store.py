@@ -483,3 +483,41 @@ def test_a_locked_database_delays_the_calls_and_loses_none(
     assert store.count_calls() == 8
     assert store.report("all")[0]["cache_read_tokens"] == sum(m.cache_read_tokens for m in calls)
     tracker.close()
+
+
+def test_an_incident_is_stored_as_it_opens_grows_and_closes(tmp_path: Path) -> None:
+    """A stamped system prompt opens prefix churn; the store holds it open with its calls as
+    they grow; removing the stamp closes it, and the stored incident is the tracker's own."""
+    store = SQLiteStore(tmp_path / "i.db", keep_calls_s=3650 * 86400.0)
+    tracker = CacheTracker(store=store, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+
+    def call(i: int, system: str, read: int, written: int) -> None:
+        tracker.record(
+            response(read, written),
+            request=request(system),
+            provider="anthropic",
+            timestamp=T0 + i * 30,
+            flow="chat",
+        )
+
+    for i in range(8):
+        call(i, SYSTEM, 0 if i == 0 else 2400, 2400 if i == 0 else 0)
+    for i in range(8, 14):
+        call(i, f"Now: 2026-09-21T10:{i:02d}:00Z. " + SYSTEM, 0, 2400)
+    tracker.flush()
+    (opened,) = store.incidents()
+    assert opened.regression.open and opened.regression.kind == "prefix_churn"
+    first_calls = opened.regression.calls_affected
+    call(14, "Now: 2026-09-21T10:14:00Z. " + SYSTEM, 0, 2400)
+    tracker.flush()
+    assert store.incident(opened.id).regression.calls_affected == first_calls + 1  # type: ignore[union-attr]
+    for i in range(15, 30):
+        call(i, SYSTEM, 2400, 0)
+    tracker.flush()
+    (stored,) = store.incidents()
+    (live,) = tracker.regressions()
+    assert not live.open
+    kept = stored.regression.as_dict()
+    assert kept.pop("extra_cost_per_hour_usd") == pytest.approx(live.extra_cost_per_hour_usd, abs=1e-9)
+    assert kept == {k: v for k, v in live.as_dict().items() if k != "extra_cost_per_hour_usd"}
+    tracker.close()

@@ -114,6 +114,8 @@ class StoreWriter:
         self.failures = 0
         self.dropped = 0
         self._incidents: dict[str, tuple[int, float | None]] = {}  # stored: id -> (calls, closed_at)
+        self._open: dict[str, Incident] = {}  # incidents not yet stored closed
+        self._seen: set[str] = set()  # every incident id met (a few bytes each; at most one a call)
         self._next_prune = 0.0
         self.retention = True  # run a bounded retention pass now and then (an import does not)
 
@@ -126,15 +128,20 @@ class StoreWriter:
         return len(rows) >= BATCH_CALLS or time.monotonic() - self.first_at >= FLUSH_WINDOW_S
 
     def _changed(self, incidents: Sequence[Incident]) -> list[tuple[Any, ...]]:
-        out = []
-        stored = self._incidents
+        """The rows of the incidents that are new or changed since the last write. New ones are
+        at the end of the detector's list (it only appends), so the scan stops at the first one
+        seen before; the open ones are re-checked."""
         for inc in reversed(incidents):
-            seen = stored.get(inc.uid)
-            if seen is not None and seen[1] is not None:
-                continue  # stored closed: it does not change again
-            if seen is None or seen != (inc.calls, inc.closed_at):
-                out.append(incident_row(inc.uid, inc.regression()))
-        return out
+            if inc.uid in self._seen:
+                break
+            self._seen.add(inc.uid)
+            self._open[inc.uid] = inc
+        stored = self._incidents
+        return [
+            incident_row(uid, inc.regression())
+            for uid, inc in self._open.items()
+            if stored.get(uid) != (inc.calls, inc.closed_at)
+        ]
 
     def write(self, incidents: Sequence[Incident], final: bool) -> None:
         """Write what is pending (``final``: also run nothing else, the tracker is closing).
@@ -157,9 +164,12 @@ class StoreWriter:
                 raise
             self.rows = []
             for row in changed:
-                self._incidents[row[0]] = (row[6], row[5])
-            if len(self._incidents) > 4 * 1000:
-                self._incidents = {k: v for k, v in self._incidents.items() if v[1] is None}
+                uid, closed_at = row[0], row[5]
+                if closed_at is None:
+                    self._incidents[uid] = (row[6], closed_at)
+                else:  # stored closed: it does not change again
+                    self._incidents.pop(uid, None)
+                    self._open.pop(uid, None)
         if not final and self.retention:
             now = self.clock()
             if now >= self._next_prune:

@@ -309,10 +309,11 @@ def in_situ(tracker: CacheTracker, request: dict[str, Any], response: Message, i
     )
 
 
-def consumer_rate(request: dict[str, Any], response: Message, iterations: int) -> None:
-    """Calls per second the consumer analyses: calls queued while it is held, then timed from
-    its release until everything is recorded (the caller only waits meanwhile)."""
-    tracker = CacheTracker(provider="anthropic")
+def measure_consumer(
+    tracker: CacheTracker, request: dict[str, Any], response: Message, iterations: int
+) -> tuple[float, int]:
+    """Seconds the tracker's consumer takes for ``n`` calls queued while it is held, timed from
+    its release until everything is recorded (with a store: committed), and ``n``."""
     wrapped = tracker.wrap(lambda **kwargs: response)
     for _ in range(1000):
         wrapped(**request)
@@ -328,6 +329,12 @@ def consumer_rate(request: dict[str, Any], response: Message, iterations: int) -
     tracker.flush()
     elapsed = time.perf_counter() - t0
     assert len(tracker.calls()) == 1000 + n and tracker.dropped_calls == 0
+    return elapsed, n
+
+
+def consumer_rate(request: dict[str, Any], response: Message, iterations: int) -> None:
+    """Calls per second the consumer analyses (the caller only waits meanwhile)."""
+    elapsed, n = measure_consumer(CacheTracker(provider="anthropic"), request, response, iterations)
     rate = n / elapsed
     print(
         f"consumer: {rate:,.0f} calls/s ({elapsed / n * 1e6:.1f} us a call, {n:,} queued calls)   "

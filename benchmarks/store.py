@@ -29,19 +29,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
 from _common import machine_line, verdict
-from overhead import BATCH, message, quantile, request_15kb, time_in_batches
+from overhead import BATCH, measure_consumer, message, quantile, request_15kb, time_in_batches
 
 import cachebench
 from cachebench import CacheTracker
 from cachebench.cli import main as cli_main
-from cachebench.engine import QUEUE_LIMIT
 from cachebench.report import report
 from cachebench.store import BATCH_CALLS, SQLiteStore, StoreWriter
 from cachebench.types import CallMetrics, PrefixDiff
@@ -109,21 +107,7 @@ def consumer_rates(tmp: Path, iterations: int) -> None:
     response = message(USAGE)
     for name, store in (("no store", None), ("sqlite", tmp / "consumer.db")):
         tracker = CacheTracker(provider="anthropic", store=store)
-        wrapped = tracker.wrap(lambda **kwargs: response)
-        for _ in range(1000):
-            wrapped(**request)
-        tracker.flush()
-        n = min(iterations, (QUEUE_LIMIT - 10) // 2)
-        release = threading.Event()
-        tracker._engine.submit(release.wait)
-        for _ in range(n):
-            wrapped(**request)
-        gc.collect()
-        t0 = time.perf_counter()
-        release.set()
-        tracker.flush()  # (with a store: until the last batch is committed)
-        elapsed = time.perf_counter() - t0
-        assert tracker.dropped_calls == 0
+        elapsed, n = measure_consumer(tracker, request, response, iterations)
         if tracker.store is not None:
             assert tracker.store.count_calls() == 1000 + n
         print(f"{name:9}  {n / elapsed:9,.0f} calls/s analysed and recorded ({n:,} queued calls)")

@@ -41,16 +41,16 @@ def fail(message: str) -> "typer.Exit":
 
 def open_db(db: str, *, create: bool = False) -> Any:
     """The store ``--db`` names; a reader's must exist (a typo must not create an empty one)."""
-    from .store import StoreError, open_store
+    from .store import StoreError, open_store, sqlite_path
 
-    path = db[len("sqlite:///") :] if db.startswith("sqlite:///") else db if "://" not in db else None
-    if path is not None and not create and not os.path.exists(path):
-        raise fail(
-            f"no such database: {path} (record calls with CacheTracker(store='sqlite:///{path}'), "
-            "run `cachebench import`, or pass --db)"
-        )
     try:
-        return open_store(db if "://" in db else f"sqlite:///{db}")
+        path = sqlite_path(db)
+        if path is not None and not create and not os.path.exists(path):
+            raise fail(
+                f"no such database: {path} (record calls with CacheTracker(store='sqlite:///{path}'), "
+                "run `cachebench import`, or pass --db)"
+            )
+        return open_store(db)
     except StoreError as exc:
         raise fail(str(exc).removeprefix("cachebench ")) from None
 

@@ -50,6 +50,7 @@ __all__ = [
     "StoredCall",
     "StoredIncident",
     "open_store",
+    "sqlite_path",
 ]
 
 #: A batch is written once it holds this many calls.
@@ -78,13 +79,9 @@ def open_store(target: object, **options: Any) -> SQLStore:
         raise TypeError(
             f"store must be None, a URL ('sqlite:///path.db', 'postgresql://...'), a path or a Store; got {target!r}"
         )
-    if target.startswith("sqlite://"):
-        path = target[len("sqlite://") :]
-        if not path.startswith("/"):
-            raise StoreError(
-                f"cachebench store {target!r}: write sqlite:///relative.db or sqlite:////absolute.db"
-            )
-        return SQLiteStore(path[1:], **options)
+    path = sqlite_path(target)
+    if path is not None:
+        return SQLiteStore(path, **options)
     if target.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
@@ -93,6 +90,19 @@ def open_store(target: object, **options: Any) -> SQLStore:
         scheme = target.split("://", 1)[0]
         raise StoreError(f"cachebench store: unknown scheme {scheme!r} (use sqlite:/// or postgresql://)")
     return SQLiteStore(target, **options)
+
+
+def sqlite_path(target: str) -> str | None:
+    """The file a SQLite store URL (``sqlite:///relative.db``, ``sqlite:////absolute.db``) or a
+    plain path names; None for another scheme."""
+    if target.startswith("sqlite://"):
+        path = target[len("sqlite://") :]
+        if not path.startswith("/"):
+            raise StoreError(
+                f"cachebench store {target!r}: write sqlite:///relative.db or sqlite:////absolute.db"
+            )
+        return path[1:]
+    return None if "://" in target else target
 
 
 def store_from_env(environ: Any = os.environ) -> str | None:

@@ -3,7 +3,8 @@
 Modules are imported lazily; only they import a provider SDK, and only when asked to. No
 adapter imports another: what two share sits in a private module (``_messages_body``: the
 Anthropic Messages body, for anthropic and bedrock; ``_stainless``: the Stainless SDKs'
-instrumentation, for anthropic and openai).
+instrumentation, for anthropic and openai). ``_detect`` tells a request body's provider from
+its shape (:func:`detect_request`), for saved bodies replayed without their responses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..types import Provider
 from ._base import Adapter
+from ._detect import detect_request
 
 if TYPE_CHECKING:
     from . import anthropic, bedrock, gemini, openai
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     # Checked by mypy: every module is an Adapter (what adapter_for's cast relies on).
     _ADAPTERS: tuple[Adapter, Adapter, Adapter, Adapter] = (anthropic, openai, bedrock, gemini)
 
-__all__ = ["adapter_for", "detect_client", "detect_response"]
+__all__ = ["adapter_for", "detect_client", "detect_request", "detect_response"]
 
 _MODULES = {
     Provider.ANTHROPIC: "anthropic",

@@ -20,19 +20,44 @@ from .types import CallMetrics, PrefixDiff, Provider, Regression
 if _typing.TYPE_CHECKING:
     # Type checkers do not follow the module's callable class: to them the name is the function.
     from .fingerprint import fingerprint
+    from .planner import Finding, Plan, Traffic, apply, lint, plan
 else:
     from . import fingerprint
+
+# The planner's names are imported when first asked for (``import cachebench`` stays light).
+_PLANNER = frozenset({"Finding", "Plan", "Traffic", "apply", "lint", "plan"})
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _PLANNER:
+        from . import planner
+
+        value = getattr(planner, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PLANNER})
+
 
 __all__ = [
     "CachePolicy",
     "CacheTracker",
     "CallMetrics",
+    "Finding",
+    "Plan",
     "PrefixDiff",
     "Provider",
     "Regression",
+    "Traffic",
+    "apply",
     "explain",
     "fingerprint",
     "flow",
+    "lint",
+    "plan",
 ]
 
 __version__ = "0.2.0.dev0"

@@ -1,0 +1,66 @@
+"""Before it costs money: lint rules, breakpoint plans and offline explain.
+
+Pure functions over the parsed prompt and the cache model; nothing here wraps a call.
+
+- :func:`lint` (:mod:`.rules`): findings from one table of rules (code, title, why, fix);
+- :func:`plan` and :func:`apply` (:mod:`.placement`): layer boundaries and breakpoint placement
+  from sample requests, and the same request with the markers set;
+- :func:`explain_requests` (:mod:`.offline`): saved request bodies replayed through the cache
+  model and the tracker's own diagnosis;
+- :func:`find_volatile` (:mod:`.volatile`): values in one text that change between requests
+  (dates, times, epoch stamps, UUIDs, request ids, counters).
+
+Submodules are imported when a name is first asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .offline import OfflineReport, explain_requests
+    from .placement import Plan, PlannedBreakpoint, Traffic, apply, plan
+    from .rules import RULES, Finding, Rule, lint
+    from .volatile import Volatile, find_volatile
+
+__all__ = [
+    "RULES",
+    "Finding",
+    "OfflineReport",
+    "Plan",
+    "PlannedBreakpoint",
+    "Rule",
+    "Traffic",
+    "Volatile",
+    "apply",
+    "explain_requests",
+    "find_volatile",
+    "lint",
+    "plan",
+]
+
+_HOMES = {
+    "RULES": "rules",
+    "Finding": "rules",
+    "Rule": "rules",
+    "lint": "rules",
+    "Plan": "placement",
+    "PlannedBreakpoint": "placement",
+    "Traffic": "placement",
+    "apply": "placement",
+    "plan": "placement",
+    "OfflineReport": "offline",
+    "explain_requests": "offline",
+    "Volatile": "volatile",
+    "find_volatile": "volatile",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,480 @@
+"""Lint: what in a request will keep the provider's cache from serving it, before it is sent.
+
+Every finding comes from one table, :data:`RULES` (code, name, severity, title, why, fix);
+``docs/lint.md`` documents the same table and a test keeps the two equal. Rules that look at
+one request run on each request given; rules that compare requests (a block that differs
+between them) run when two or more requests of one flow are given.
+
+Severity: ``error`` means the cache will miss (or the provider rejects the request) on every
+call the finding applies to; ``warning`` means caching is weaker than it could be.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import orjson
+
+from .. import facts
+from ..diagnose.classify import normalized_digest, volatile_in
+from ..fingerprint import canonical, ordered
+from ..types import Provider
+from ._view import RequestView, view
+from .volatile import find_volatile
+
+__all__ = ["RULES", "Finding", "Rule", "Severity", "lint"]
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    code: str
+    name: str
+    severity: Severity
+    title: str
+    why: str
+    fix: str
+
+
+RULES: dict[str, Rule] = {
+    r.code: r
+    for r in (
+        Rule(
+            "CB101",
+            "breakpoint-below-minimum",
+            "error",
+            "Breakpoint below the model's minimum cacheable prefix",
+            "The provider ignores a breakpoint whose prefix is shorter than the model's minimum, "
+            "without an error: nothing is written there and nothing is read.",
+            "Move the breakpoint to a later block so the prefix reaches the minimum, or drop it.",
+        ),
+        Rule(
+            "CB102",
+            "too-many-breakpoints",
+            "error",
+            "More breakpoints than the provider allows",
+            "Anthropic rejects a fifth breakpoint with a 400 error (Bedrock likewise its fifth "
+            "cache point); OpenAI writes at most four entries a request.",
+            "Keep at most the provider's number: one at the end of each layer that is shared "
+            "differently (all users, one user, one session).",
+        ),
+        Rule(
+            "CB103",
+            "breakpoint-past-lookback",
+            "warning",
+            "Breakpoint more than 20 blocks after the previous one",
+            "A breakpoint finds an earlier entry only at itself or up to 20 blocks before it; "
+            "when the blocks between two breakpoints change, the later one cannot reach the "
+            "earlier entry and writes the whole span again.",
+            "Add a breakpoint within 20 blocks of the previous one, or move this one closer.",
+        ),
+        Rule(
+            "CB104",
+            "ttl-order",
+            "error",
+            "A 1-hour breakpoint after a 5-minute one",
+            "Entries with a longer TTL must come before shorter ones; Anthropic rejects the request.",
+            "Give the earlier breakpoints the longer TTL (1h first, then 5m).",
+        ),
+        Rule(
+            "CB201",
+            "volatile-value",
+            "error",
+            "A value that changes per request inside the cached prefix",
+            "A date, a time, an epoch stamp, a UUID, a request id or a counter before the last "
+            "breakpoint makes every request's prefix new: every call writes and none reads.",
+            "Move the value after the last breakpoint (into the newest user message), or drop "
+            "it; keep a date at day precision in a layer of its own if the model needs it.",
+        ),
+        Rule(
+            "CB202",
+            "reordered-blocks",
+            "error",
+            "The same blocks in another order",
+            "Providers cache the bytes they render: a tool list built from a set or a dict in "
+            "another order is another prefix, although nothing in it changed.",
+            "Sort the tools (and any list built from a set) by name before sending them.",
+        ),
+        Rule(
+            "CB203",
+            "nondeterministic-serialization",
+            "error",
+            "The same content serialised differently",
+            "Blocks whose content is equal but whose bytes differ (JSON key order, whitespace, "
+            "1.0 against 1) are different prefixes to the provider.",
+            "Serialise deterministically: json.dumps(..., sort_keys=True, separators=(',', ':')) "
+            "and one number format, at every place that builds the block.",
+        ),
+        Rule(
+            "CB204",
+            "per-user-before-shared",
+            "warning",
+            "Per-user content before content every request shares",
+            "A prefix ends at the first byte that differs: a block that is the same for every "
+            "user, placed after one that is not, is cached once per user instead of once.",
+            "Put the shared blocks first, a breakpoint at their end, then the per-user blocks "
+            "with a breakpoint of their own.",
+        ),
+        Rule(
+            "CB301",
+            "no-breakpoint",
+            "warning",
+            "A long stable prefix with no breakpoint",
+            "On a provider with explicit caching nothing is cached without a breakpoint; every "
+            "call pays the full input price for a prefix it could read at a tenth of it. "
+            "GPT-5.6's implicit breakpoint ends with the newest message, so a changed question "
+            "reads nothing either.",
+            "Mark the end of the stable part (tools and system prompt, or the conversation "
+            "before the newest turn) as a breakpoint; cachebench.plan() places them.",
+        ),
+        Rule(
+            "CB302",
+            "dynamic-content-in-shared-layer",
+            "warning",
+            "A tool result or an image inside a layer meant to be shared",
+            "Tool results and images usually change per call; inside the system prompt or "
+            "before the first of several breakpoints they make the shared layer per call.",
+            "Move tool results and images after the shared breakpoints, into the conversation.",
+        ),
+        Rule(
+            "CB303",
+            "dynamic-tool-choice",
+            "warning",
+            "tool_choice (or thinking) set per request",
+            "Changing tool_choice or the thinking settings invalidates every cached message "
+            "block (tools and system stay cached).",
+            "Keep tool_choice and thinking the same across a flow's calls, or keep the "
+            "breakpoints that matter before the messages.",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem in one request, located like a :class:`cachebench.PrefixDiff`: the section,
+    the block's index in it, its position in cache order, and a byte range inside the block's
+    canonical bytes. ``request`` is the request's index when several were linted."""
+
+    code: str
+    severity: Severity
+    message: str
+    fix: str
+    section: str | None = None
+    block_index: int | None = None
+    position: int | None = None
+    byte_start: int | None = None
+    byte_end: int | None = None
+    value_type: str | None = None
+    request: int = 0
+
+    @property
+    def rule(self) -> Rule:
+        return RULES[self.code]
+
+    @property
+    def name(self) -> str:
+        return RULES[self.code].name
+
+    @property
+    def where(self) -> str:
+        if self.section is None:
+            return "request"
+        where = f"{self.section} block {self.block_index}"
+        if self.byte_start is not None:
+            where += f", bytes {self.byte_start}-{self.byte_end}"
+        return where
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["name"] = self.name
+        out["title"] = RULES[self.code].title
+        return out
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.severity} ({self.name}) {self.where}: {self.message} Fix: {self.fix}"
+
+
+def _finding(
+    code: str, v: RequestView | None, position: int | None, message: str, request: int, **extra: Any
+) -> Finding:
+    rule = RULES[code]
+    if v is not None and position is not None:
+        b = v.blocks[position]
+        extra.setdefault("byte_start", 0)
+        extra.setdefault("byte_end", b.nbytes)
+        return Finding(
+            code, rule.severity, message, rule.fix, b.section, b.index, position, request=request, **extra
+        )
+    return Finding(code, rule.severity, message, rule.fix, request=request, **extra)
+
+
+# -- one request ------------------------------------------------------------------------------
+
+
+def _breakpoint_rules(v: RequestView, r: int) -> Iterator[Finding]:
+    marks = v.marks
+    limit = facts.MAX_BREAKPOINTS.get(v.provider, 0)
+    if limit and len(marks) > limit:
+        yield _finding(
+            "CB102", v, marks[limit][0], f"{len(marks)} breakpoints; {v.provider} allows {limit}.", r
+        )
+    for p, _ in marks:
+        tokens = v.tokens_through(p)
+        if tokens < v.minimum:
+            yield _finding(
+                "CB101",
+                v,
+                p,
+                f"the prefix through this breakpoint is about {tokens:,} tokens; "
+                f"{v.model or v.provider} caches from {v.minimum:,}.",
+                r,
+            )
+    if v.provider in ("anthropic", "bedrock"):
+        rank = {ttl: i for i, ttl in enumerate(facts.ANTHROPIC_TTLS)}
+        for (_, a), (p, b) in itertools.pairwise(marks):
+            if rank.get(b, 1) < rank.get(a, 1):
+                yield _finding("CB104", v, p, f"a {b} breakpoint after a {a} one.", r)
+        for (q, _), (p, _) in itertools.pairwise(marks):
+            if _lookback(v, q, p) > facts.LOOKBACK:
+                yield _finding(
+                    "CB103",
+                    v,
+                    p,
+                    f"{_lookback(v, q, p)} block positions after the previous breakpoint "
+                    f"(the provider looks back {facts.LOOKBACK}).",
+                    r,
+                )
+
+
+def _lookback(v: RequestView, q: int, p: int) -> int:
+    """Lookback positions from block ``q`` to block ``p`` (a tool_use/tool_result run is one)."""
+    steps, previous_run = 0, v.blocks[q].kind in facts.LOOKBACK_RUN_KINDS
+    for b in v.blocks[q + 1 : p + 1]:
+        run = b.kind in facts.LOOKBACK_RUN_KINDS
+        if not (run and previous_run):
+            steps += 1
+        previous_run = run
+    return steps
+
+
+def _no_breakpoint_rule(v: RequestView, r: int) -> Iterator[Finding]:
+    stable_end = v.turn_start if v.turn_start > 0 else len(v.blocks)
+    tokens = v.tokens_through(stable_end - 1)
+    if tokens < max(v.minimum, 1024) or stable_end == 0:
+        return
+    gpt56 = v.provider == "openai" and facts.explicit_caching(v.model)
+    if v.provider in ("anthropic", "bedrock") and not v.marks:
+        yield _finding(
+            "CB301",
+            v,
+            stable_end - 1,
+            f"about {tokens:,} tokens before the newest turn and no breakpoint: nothing is cached.",
+            r,
+        )
+    elif gpt56 and not v.marks and v.turn_start > 0:
+        yield _finding(
+            "CB301",
+            v,
+            stable_end - 1,
+            f"about {tokens:,} tokens before the newest message and no prompt_cache_breakpoint: "
+            "the implicit breakpoint ends with the newest message, so a new question reads nothing.",
+            r,
+        )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """String leaves in canonical order (dict keys sorted, as :func:`canonical` writes them)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k in sorted(value, key=str):
+            yield from _strings(value[k])
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def _volatile_rule(v: RequestView, r: int, now: float) -> Iterator[Finding]:
+    for b in v.blocks[: v.cached_end]:
+        data = canonical([b.section, b.payload])
+        cursor = 0
+        for text in _strings(b.payload):
+            if len(text) < 4 or not any(c.isdigit() for c in text):
+                continue
+            encoded = orjson.dumps(text)
+            at = data.find(encoded, cursor)
+            if at < 0:
+                continue
+            cursor = at + len(encoded)
+            for hit in find_volatile(text, now=now):
+                start = at + len(orjson.dumps(text[: hit.start])) - 1
+                end = at + len(orjson.dumps(text[: hit.end])) - 1
+                label = hit.value_type.replace("_", " ")
+                yield _finding(
+                    "CB201",
+                    v,
+                    b.position,
+                    f"a {label} inside the cached prefix ({hit.why}).",
+                    r,
+                    byte_start=start,
+                    byte_end=end,
+                    value_type=hit.value_type,
+                )
+
+
+def _dynamic_rules(v: RequestView, r: int) -> Iterator[Finding]:
+    first_mark = v.marks[0][0] if len(v.marks) >= 2 else -1
+    for b in v.blocks[: v.cached_end]:
+        if b.kind in ("tool_result", "image") and (b.section == "system" or b.position <= first_mark):
+            what = "tool result" if b.kind == "tool_result" else "image"
+            yield _finding("CB302", v, b.position, f"a {what} in the {b.section} layer.", r)
+    if v.provider in ("anthropic", "bedrock") and isinstance(v.settings, Mapping):
+        in_messages = any(v.blocks[p].section == "messages" for p, _ in v.marks)
+        forced = {k: s for k, s in v.settings.items() if k != "thinking" and _forces_tool(s)}
+        if in_messages and forced:
+            yield _finding(
+                "CB303",
+                None,
+                None,
+                f"{', '.join(forced)} names one tool; when it changes between calls, every "
+                "breakpoint in the messages misses.",
+                r,
+            )
+
+
+def _forces_tool(choice: Any) -> bool:
+    return isinstance(choice, Mapping) and (choice.get("type") == "tool" or "tool" in choice)
+
+
+# -- several requests ------------------------------------------------------------------------
+
+
+def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
+    base = views[0]
+    end = min(v.cached_end for v in views)
+    if end <= 0:
+        return
+    differs_at: set[int] = set()
+    tools_a = [canonical(b.payload) for b in base.blocks if b.section == "tools"]
+    for r, v in enumerate(views[1:], start=1):
+        tools_b = [canonical(b.payload) for b in v.blocks if b.section == "tools"]
+        if tools_a != tools_b and Counter(tools_a) == Counter(tools_b):
+            first = next(i for i, (a, b) in enumerate(zip(tools_a, tools_b, strict=True)) if a != b)
+            yield _finding("CB202", v, first, "the tools are the same as in request 0, in another order.", r)
+            differs_at.update(range(len(tools_a)))
+        for p in range(end):
+            if p in differs_at and v.blocks[p].section == "tools":
+                continue
+            a, b = base.blocks[p], v.blocks[p]
+            if a.section != b.section:
+                differs_at.add(p)
+                continue
+            if ordered(a.payload) == ordered(b.payload):
+                continue
+            differs_at.add(p)
+            if normalized_digest(a.payload) == normalized_digest(b.payload):
+                yield _finding("CB203", v, p, "the same content as request 0, in other bytes.", r)
+                continue
+            change = _changed_value(a, b)
+            if change is not None:
+                kind, start, stop = change
+                yield _finding(
+                    "CB201",
+                    v,
+                    p,
+                    f"a {kind.replace('_', ' ')} that differs from request 0.",
+                    r,
+                    byte_start=start,
+                    byte_end=stop,
+                    value_type=kind,
+                )
+    if differs_at:
+        first = min(differs_at)
+        shared_after = [p for p in range(first + 1, end) if p not in differs_at]
+        if shared_after:
+            p = shared_after[0]
+            yield _finding(
+                "CB204",
+                base,
+                first,
+                f"this block differs between the requests, and {len(shared_after)} later "
+                f"block(s) they all share (from {base.blocks[p].section} block "
+                f"{base.blocks[p].index}) are cached once per variant.",
+                0,
+            )
+
+
+def _changed_value(a: Any, b: Any) -> tuple[str, int, int] | None:
+    """The volatile value a differing block's bytes differ in, with its byte range in ``b``."""
+    x = canonical([a.section, a.payload])
+    y = canonical([b.section, b.payload])
+    lo = 0
+    limit = min(len(x), len(y))
+    while lo < limit and x[lo] == y[lo]:
+        lo += 1
+    hi = 0
+    while hi < limit - lo and x[-1 - hi] == y[-1 - hi]:
+        hi += 1
+    text = y.decode("utf-8", "replace")
+    if len(text) != len(y):
+        return None  # non-ASCII: byte and character offsets differ; leave it to the detector
+    found = volatile_in(text, lo, len(y) - hi)
+    if found is None or found[0] == "number":
+        return None
+    return found
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+
+def _requests(request: Any) -> list[Mapping[str, Any]]:
+    if isinstance(request, Mapping):
+        return [request]
+    if isinstance(request, Sequence) and not isinstance(request, (str, bytes)):
+        listed = list(request)
+        if listed and all(isinstance(r, Mapping) for r in listed):
+            return listed
+    raise TypeError("lint() takes a request body (a dict) or a list of request bodies of one flow")
+
+
+def lint(
+    request: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    provider: Provider | str | None = None,
+    model: str | None = None,
+    *,
+    now: float | None = None,
+) -> list[Finding]:
+    """What in ``request`` will keep the provider's cache from serving it, by the rules of
+    :data:`RULES`, sorted by request, then place.
+
+    ``request`` is a provider request body (the keyword arguments of the SDK call), or a list
+    of bodies of one flow (different users, or the same input built twice): then the rules
+    that compare requests run too. ``provider`` is told from the body's shape when not given;
+    ``model`` fills in a body that names none (Gemini's). ``now`` (default: the time) is when
+    the requests were built: a date within two days of it counts as today's.
+    """
+    bodies = _requests(request)
+    when = time.time() if now is None else now
+    views = [view(body, provider, model) for body in bodies]
+    found: list[Finding] = []
+    for r, v in enumerate(views):
+        found += _breakpoint_rules(v, r)
+        found += _no_breakpoint_rule(v, r)
+        found += _volatile_rule(v, r, when)
+        found += _dynamic_rules(v, r)
+    if len(views) >= 2 and len({(v.provider, v.model) for v in views}) == 1:
+        seen = {(f.request, f.position, f.code, f.byte_start) for f in found}
+        found += [f for f in _compare(views) if (f.request, f.position, f.code, f.byte_start) not in seen]
+    found.sort(key=lambda f: (f.request, -1 if f.position is None else f.position, f.byte_start or 0, f.code))
+    return found
+
+
+def errors(findings: Sequence[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity == "error"]

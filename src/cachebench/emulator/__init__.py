@@ -15,12 +15,37 @@ usage count with :mod:`cachebench.cachemodel` on a clock you can inject::
 Needs the ``emulator`` extra (starlette, uvicorn). ``cachebench emulate --port N`` runs one
 from the command line; the pytest fixture ``cache_emulator`` (:mod:`cachebench.testing`)
 starts one per test session and empties its cache before each test.
+
+The server's names are imported when first asked for, so the request renderers
+(:mod:`._render`, :mod:`._render_openai`, :mod:`._render_gemini`), which the planner's offline
+explain replays saved requests through, import without starlette or uvicorn.
 """
 
 from __future__ import annotations
 
-from .._clock import ManualClock
-from ._server import EmulatorServer, serve
-from .app import Emulator, create_app
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._clock import ManualClock
+    from ._server import EmulatorServer, serve
+    from .app import Emulator, create_app
 
 __all__ = ["Emulator", "EmulatorServer", "ManualClock", "create_app", "serve"]
+
+_HOMES = {
+    "Emulator": ".app",
+    "create_app": ".app",
+    "EmulatorServer": "._server",
+    "serve": "._server",
+    "ManualClock": ".._clock",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value

@@ -13,54 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..cachemodel import CacheResult
 from ..facts import OPENAI_EXPLICIT_DEFAULT_TTL
+from ._requests import chat_usage as chat_usage
+from ._requests import responses_usage as responses_usage
 from ._wire import Call, Reply, reply_chunks
 
 _STOP = {"end_turn": "stop", "max_tokens": "length"}
-_COMPLETION_DETAILS = (
-    "reasoning_tokens",
-    "audio_tokens",
-    "accepted_prediction_tokens",
-    "rejected_prediction_tokens",
-)
-
-
-# -- usage ----------------------------------------------------------------------------------
-
-
-def chat_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """Chat ``usage``: inclusive ``prompt_tokens``; ``cache_write_tokens`` only when reported."""
-    details: dict[str, Any] = {"cached_tokens": result.cache_read_tokens, "audio_tokens": 0}
-    if result.writes_reported:
-        details["cache_write_tokens"] = result.cache_write_tokens
-    return {
-        "prompt_tokens": result.total_input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": result.total_input_tokens + output_tokens,
-        "prompt_tokens_details": details,
-        "completion_tokens_details": dict.fromkeys(_COMPLETION_DETAILS, 0),
-    }
-
-
-def responses_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """Responses ``usage``: inclusive ``input_tokens``; the write count and its TTL split
-    (``ttl_30m_tokens``/``ttl_12h_tokens``) only when reported."""
-    details: dict[str, Any] = {"cached_tokens": result.cache_read_tokens}
-    if result.writes_reported:
-        by_ttl = result.cache_write_by_ttl
-        details["cache_write_tokens"] = result.cache_write_tokens
-        details["cache_write_tokens_details"] = {
-            "ttl_30m_tokens": by_ttl.get("30m", 0),
-            "ttl_12h_tokens": by_ttl.get("12h", 0),
-        }
-    return {
-        "input_tokens": result.total_input_tokens,
-        "input_tokens_details": details,
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": result.total_input_tokens + output_tokens,
-    }
 
 
 # -- chat completions -----------------------------------------------------------------------

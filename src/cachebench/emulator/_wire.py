@@ -28,7 +28,7 @@ from starlette.responses import StreamingResponse
 from ..cachemodel import CacheRequest, CacheResult, CacheRuleError, Knobs
 from ..tokens import estimate_text
 from ._errors import WireError, injected_error
-from ._render import Rendered
+from ._requests import cache_request as cache_request
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -161,17 +161,6 @@ def scope_of(request: Request) -> str:
         if akid:
             return akid
     return "anonymous"
-
-
-# -- cache requests -------------------------------------------------------------------------
-
-
-def cache_request(family: str, model: str, scope: str, rendered: Rendered, **fields: Any) -> CacheRequest:
-    """A :class:`CacheRequest` for a rendered body (:mod:`._render`); ``fields`` are the other
-    CacheRequest fields (``implicit_end``, ``routing_key``, ``retention``, ``explicit``,
-    ``overhead_tokens``). The body's top-level automatic marker, if any, comes with it."""
-    fields.setdefault("automatic", rendered.automatic)
-    return CacheRequest(family=family, model=model, scope=scope, segments=rendered.segments, **fields)
 
 
 # -- replies --------------------------------------------------------------------------------

@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from ..cachemodel import CacheResult
 from ..facts import ANTHROPIC_TTLS
 from . import _diagnostics as diagnostics
 from . import _render as render
 from ._errors import WireError, WireRoute, json_response
+from ._requests import anthropic_usage as usage_body
 from ._wire import (
     Call,
     Reply,
@@ -113,22 +113,6 @@ def validate(body: Mapping[str, Any], *, need_model: bool = True, need_max_token
 
 
 # -- responses ------------------------------------------------------------------------------
-
-
-def usage_body(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """``usage`` as the Messages API sends it: ``input_tokens`` excludes cache tokens; the TTL
-    split sits in ``cache_creation``."""
-    return {
-        "input_tokens": result.input_tokens,
-        "cache_creation_input_tokens": result.cache_write_tokens,
-        "cache_read_input_tokens": result.cache_read_tokens,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": result.cache_write_tokens - result.cache_write_1h_tokens,
-            "ephemeral_1h_input_tokens": result.cache_write_1h_tokens,
-        },
-        "output_tokens": output_tokens,
-        "service_tier": "standard",
-    }
 
 
 def message_id(call: Call) -> str:

@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from ..cachemodel import CacheResult
 from ..facts import BEDROCK_TTLS, bedrock_model_id, nova_min_tokens
 from . import _eventstream as es
 from . import _render as render
 from . import anthropic as anthropic_wire
 from ._errors import WireError, WireRoute, json_response
+from ._requests import converse_usage as converse_usage
 from ._wire import (
     Call,
     Reply,
@@ -100,24 +100,6 @@ def validate_converse(body: Mapping[str, Any], model: str) -> None:
     max_tokens = (config or {}).get("maxTokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise WireError(400, "inferenceConfig.maxTokens: must be at least 1")
-
-
-def converse_usage(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """``TokenUsage``: ``inputTokens`` excludes cache tokens, ``totalTokens`` counts them all,
-    ``cacheDetails`` splits the writes by TTL (1h before 5m; empty without writes)."""
-    details = [
-        {"ttl": ttl, "inputTokens": n}
-        for ttl, n in sorted(result.cache_write_by_ttl.items(), key=lambda kv: kv[0] != "1h")
-        if n
-    ]
-    return {
-        "inputTokens": result.input_tokens,
-        "outputTokens": output_tokens,
-        "totalTokens": result.total_input_tokens + output_tokens,
-        "cacheReadInputTokens": result.cache_read_tokens,
-        "cacheWriteInputTokens": result.cache_write_tokens,
-        "cacheDetails": details,
-    }
 
 
 def _stop(answer: Reply) -> str:

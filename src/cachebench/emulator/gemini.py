@@ -22,15 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
-from ..cachemodel import CacheRequest, CacheResult
 from ..facts import gemini_model_name
 from ..tokens import estimate_text
 from ._errors import WireError, WireRoute, json_response
-from ._render_gemini import gemini as render
+from ._requests import gemini_cache_request as cache_request_for
+from ._requests import gemini_usage as usage_metadata
 from ._wire import (
     Call,
     Reply,
-    cache_request,
     read_json,
     reply,
     reply_chunks,
@@ -92,31 +91,7 @@ def validate(body: Mapping[str, Any]) -> int | None:
     return limit
 
 
-def cache_request_for(body: Mapping[str, Any], model: str, scope: str) -> CacheRequest:
-    """The whole prompt (tools, system instruction, contents) is eligible for implicit caching:
-    no breakpoint is marked (the cache model keeps an entry at every block boundary)."""
-    return cache_request(FAMILY, model, scope, render(body))
-
-
 # -- responses ------------------------------------------------------------------------------
-
-
-def usage_metadata(result: CacheResult, output_tokens: int) -> dict[str, Any]:
-    """``usageMetadata``: inclusive ``promptTokenCount``; ``cachedContentTokenCount`` (and the
-    cache modality split) only when something was read."""
-    prompt = result.total_input_tokens
-    meta: dict[str, Any] = {
-        "promptTokenCount": prompt,
-        "candidatesTokenCount": output_tokens,
-        "totalTokenCount": prompt + output_tokens,
-        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
-    }
-    if result.cache_read_tokens > 0:
-        meta["cachedContentTokenCount"] = result.cache_read_tokens
-        meta["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": result.cache_read_tokens}]
-    if output_tokens > 0:
-        meta["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": output_tokens}]
-    return meta
 
 
 def _response_id(call: Call) -> str:

@@ -28,13 +28,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from .. import facts
-from ..cachemodel import CacheRequest
 from . import _diagnostics as diagnostics
 from . import _render_openai as render
 from ._errors import WireError, WireRoute, json_response
 from ._openai_bodies import chat_body, chat_chunks, response_body, response_events, response_id
 from ._render import Rendered
-from ._wire import Call, cache_request, read_json, reply, scope_of, seed_of, stream_response
+from ._requests import openai_cache_request as cache_request_for
+from ._requests import openai_rendered as rendered_body
+from ._wire import Call, read_json, reply, scope_of, seed_of, stream_response
 
 if TYPE_CHECKING:
     from .app import Emulator
@@ -151,37 +152,6 @@ def validate_responses(body: Mapping[str, Any]) -> str:
         raise _wrong_type("input", "a string or an array")
     _check_markers(value, "input")
     return model
-
-
-def rendered_body(body: Mapping[str, Any]) -> Rendered:
-    """A Chat or Responses body as cache segments."""
-    return render.responses(body) if render.is_responses(body) else render.chat(body)
-
-
-def cache_request_for(
-    body: Mapping[str, Any], model: str, scope: str, rendered: Rendered | None = None
-) -> CacheRequest:
-    """The cache model's view of a Chat or Responses body (``rendered`` when already rendered).
-
-    Before GPT-5.6 the whole prompt is cached implicitly (``implicit_end`` None, markers
-    ignored) under the request's ``prompt_cache_retention``. From GPT-5.6 the prompt's
-    breakpoints are the explicit markers plus, unless ``prompt_cache_options.mode`` is
-    ``explicit``, the implicit one (``facts.openai_implicit_end``, the fact the tracker's
-    adapter places it by too) with ``prompt_cache_options.ttl``.
-    """
-    if rendered is None:
-        rendered = rendered_body(body)
-    fields: dict[str, Any] = {"routing_key": body.get("prompt_cache_key")}
-    if facts.explicit_caching(model):
-        options = body.get("prompt_cache_options") or {}
-        implicit = options.get("mode", "implicit") == "implicit"
-        fields["explicit"] = True
-        fields["retention"] = options.get("ttl", facts.OPENAI_EXPLICIT_DEFAULT_TTL)
-        n = len(rendered.segments)
-        fields["implicit_end"] = facts.openai_implicit_end(model, rendered.turn_start, n) if implicit else 0
-    else:
-        fields["retention"] = body.get("prompt_cache_retention")
-    return cache_request(FAMILY, model, scope, rendered, **fields)
 
 
 def _max_tokens(body: Mapping[str, Any], *names: str) -> int | None:

@@ -136,3 +136,11 @@ def test_reordered_is_the_same_blocks_in_another_order() -> None:
     assert not reordered([1, 2, 3], [1, 2, 3])
     assert not reordered([1, 2, 3], [1, 2, 4])
     assert not reordered([1, 2, 3], [1, 2])
+
+
+def test_normalized_digest_writes_whole_floats_as_integers() -> None:
+    """``1.0`` and ``1`` are one number written two ways (a template that re-serialises
+    numbers), in a value and in JSON carried inside text; ``1.5`` is another number."""
+    assert normalized_digest({"discount": 1.0}) == normalized_digest({"discount": 1})
+    assert normalized_digest('{"discount": 1.0}') == normalized_digest('{"discount":1}')
+    assert normalized_digest({"discount": 1.5}) != normalized_digest({"discount": 1})

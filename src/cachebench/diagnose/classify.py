@@ -8,7 +8,7 @@ kept by them.
   and trace ids: hex runs, ULIDs, ``req_``-style prefixed ids with digits) or a ``number``.
 - :func:`normalized_digest` hashes a block as its content, not its rendering: dict keys sorted
   at every level, JSON carried inside a string (a profile dumped with ``json.dumps``) parsed and
-  sorted too, and whitespace runs collapsed. Two blocks with equal normalized digests but
+  sorted too, whitespace runs collapsed, and whole floats written as integers. Two blocks with equal normalized digests but
   different bytes were re-serialised.
 - :func:`reordered` tells a re-ordered run of blocks (the same tools in another order) from
   changed ones.
@@ -219,9 +219,12 @@ def _normal_text(text: str) -> Any:
 
 
 def _normal(value: Any) -> Any:
-    """``value`` as content: keys are sorted when it is dumped; strings per :func:`_normal_text`."""
+    """``value`` as content: keys are sorted when it is dumped; strings per :func:`_normal_text`;
+    a whole float is its integer (``1.0`` and ``1`` are one number written two ways)."""
     if isinstance(value, str):
         return _normal_text(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     if isinstance(value, dict):
         return {str(k): _normal(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -231,7 +234,7 @@ def _normal(value: Any) -> Any:
 
 def normalized_digest(payload: Any) -> int:
     """A digest of ``payload`` as content: equal for renderings that differ only in key order
-    (at any depth, JSON inside strings included) or whitespace."""
+    (at any depth, JSON inside strings included), whitespace or ``1.0`` against ``1``."""
     data = orjson.dumps(_normal(payload), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return xxhash.xxh3_64_intdigest(data)
 

@@ -1,0 +1,74 @@
+"""Is a request's cached prefix the same every time it is built? Where it is not, the
+:class:`~cachebench.PrefixDiff` a live diagnosis would name, from the same layer prints
+(:mod:`cachebench.diagnose.prints`).
+
+Used by :func:`cachebench.testing.assert_prefix_stable` and ``cachebench check``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..advice import advice_for
+from ..diagnose.prints import Printer, block_bytes, compare
+from ..types import PrefixDiff, Provider
+from ._view import RequestView, view
+
+__all__ = ["Instability", "first_difference", "stable_end"]
+
+
+@dataclass(frozen=True, slots=True)
+class Instability:
+    """Request ``request`` (an index) differs from request 0 inside the prefix they should
+    share: ``diff`` says where and how, ``why`` what that does to the cache (from the advice
+    table of live diagnosis), ``fix`` what to do."""
+
+    request: int
+    diff: PrefixDiff
+    why: str
+    fix: str
+
+    def __str__(self) -> str:
+        return (
+            f"request {self.request} differs from request 0 in its cached prefix: {self.diff}; "
+            f"{self.why}. Fix: {self.fix}"
+        )
+
+
+def stable_end(v: RequestView, *, first_layer: bool = False) -> int:
+    """How many leading blocks must be the same every time: through the last breakpoint (the
+    first one with ``first_layer``), or everything before the newest turn where the request
+    sets none."""
+    if v.marks:
+        return (v.marks[0][0] if first_layer else v.marks[-1][0]) + 1
+    return v.turn_start if v.turn_start > 0 else len(v.blocks)
+
+
+def first_difference(
+    requests: Sequence[Mapping[str, Any]],
+    provider: Provider | str | None = None,
+    model: str | None = None,
+    *,
+    first_layer: bool = False,
+) -> Instability | None:
+    """The first request whose prefix differs from the first request's, and where; None when
+    every request has the same prefix (through the first request's last breakpoint, or its
+    first with ``first_layer``: the layer meant to be shared by different users)."""
+    views = [view(r, provider, model) for r in requests]
+    if len(views) < 2:
+        return None
+    base = views[0]
+    end = stable_end(base, first_layer=first_layer)
+    printer = Printer(keep_text=False)
+    old = printer.layer(base.prompt, 0, end)
+    for i, v in enumerate(views[1:], start=1):
+        change = compare(old, printer.layer(v.prompt, 0, end), block_bytes(v.prompt))
+        if change is not None:
+            advice = advice_for("prefix_changed", change.diff)
+            why, fix = (
+                advice if advice is not None else ("", "keep the cached prefix identical between calls")
+            )
+            return Instability(i, change.diff, why, fix)
+    return None

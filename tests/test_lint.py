@@ -1,0 +1,387 @@
+"""Lint: each rule of the table fires on a realistic request that has the problem, at the
+right place, and stays quiet on the same request without it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+import cachebench
+from cachebench.planner import RULES, Finding
+
+NOW = 1_796_643_000.0  # 2026-12-07 12:10:00 UTC
+POLICY = "You are the support agent of a bicycle shop. Answer briefly and politely, in English. " * 50
+TOOLS = [
+    {
+        "name": name,
+        "description": f"Looks up the customer's {name} by id and returns them as JSON.",
+        "input_schema": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+    }
+    for name in ("orders", "returns", "refunds", "stock")
+]
+EPHEMERAL = {"type": "ephemeral"}
+
+
+def request(
+    system: list[dict[str, Any]] | str | None = None,
+    messages: list[dict[str, Any]] | None = None,
+    *,
+    model: str = "claude-sonnet-5",
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 256,
+        "tools": copy.deepcopy(TOOLS),
+        "system": system
+        if system is not None
+        else [{"type": "text", "text": POLICY, "cache_control": EPHEMERAL}],
+        "messages": messages if messages is not None else [{"role": "user", "content": "Where is my order?"}],
+    }
+    body.update(extra)
+    return body
+
+
+def codes(findings: list[Finding]) -> list[str]:
+    return [f.code for f in findings]
+
+
+def test_a_well_built_request_has_no_findings() -> None:
+    """Tools and a long policy with a breakpoint after it, the question last: nothing to say."""
+    assert cachebench.lint(request(), now=NOW) == []
+
+
+# -- breakpoints ------------------------------------------------------------------------------
+
+
+def test_cb101_breakpoint_below_the_models_minimum() -> None:
+    """A breakpoint after a short system prompt is below Sonnet 5's 1,024 tokens; the same
+    prompt with the policy reaches it. Opus 4.6's minimum is 4,096: the policy alone is short."""
+    short = request([{"type": "text", "text": "Be brief.", "cache_control": EPHEMERAL}])
+    short["tools"] = []
+    (f,) = cachebench.lint(short, now=NOW)
+    assert (f.code, f.severity, f.section, f.block_index) == ("CB101", "error", "system", 0)
+    assert "1,024" in f.message
+    assert "CB101" not in codes(cachebench.lint(request(), now=NOW))
+    assert "CB101" in codes(cachebench.lint(request(model="claude-opus-4-6"), now=NOW))
+
+
+def test_cb102_more_breakpoints_than_allowed() -> None:
+    """Five cache_control markers on Anthropic (four allowed) and five cache points on Bedrock
+    Converse; four are fine."""
+    body = request()
+    for tool in body["tools"]:
+        tool["cache_control"] = EPHEMERAL
+    assert codes(cachebench.lint(body, now=NOW)).count("CB102") == 1
+    body["tools"][0].pop("cache_control")
+    assert "CB102" not in codes(cachebench.lint(body, now=NOW))
+    point = {"cachePoint": {"type": "default"}}
+    converse = {
+        "modelId": "us.anthropic.claude-sonnet-5-v1:0",
+        "system": [{"text": POLICY}, point, {"text": "a"}, point, {"text": "b"}, point, {"text": "c"}, point],
+        "messages": [{"role": "user", "content": [{"text": "hi"}, point]}],
+    }
+    found = [f for f in cachebench.lint(converse, now=NOW) if f.code == "CB102"]
+    assert [(f.section, f.block_index) for f in found] == [("messages", 0)]
+
+
+def _chat(n: int, *, tools: bool = False) -> list[dict[str, Any]]:
+    """``n`` exchanges: plain text, or a tool call and its result each."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        if tools:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "tool_use", "id": f"t{i}", "name": "stock", "input": {"id": str(i)}}
+                    ],
+                }
+            )
+            out.append(
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": f"t{i}", "content": "3 in stock"}],
+                }
+            )
+        else:
+            out.append({"role": "user", "content": f"Question {i} about wheels?"})
+            out.append({"role": "assistant", "content": f"Answer {i}: yes."})
+    return out
+
+
+def test_cb103_breakpoint_past_the_lookback() -> None:
+    """A breakpoint 22 text blocks after the previous one is past the 20-block lookback; 22
+    blocks of tool calls and results are one run, one position: within it."""
+    text = _chat(11)
+    text[-1] = {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Answer 10: yes.", "cache_control": EPHEMERAL}],
+    }
+    body = request(messages=[*text, {"role": "user", "content": "And tyres?"}])
+    (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB103"]
+    assert (f.section, f.block_index, f.severity) == ("messages", 21, "warning")
+    assert "22 block positions" in f.message
+    calls = _chat(11, tools=True)
+    calls[-1]["content"][0]["cache_control"] = EPHEMERAL
+    body = request(
+        messages=[{"role": "user", "content": "Check stock"}, *calls, {"role": "user", "content": "Thanks"}]
+    )
+    assert "CB103" not in codes(cachebench.lint(body, now=NOW))
+
+
+def test_cb104_one_hour_after_five_minutes() -> None:
+    """A 1h breakpoint after a 5m one is refused by Anthropic; 1h first is right."""
+    body = request([
+        {"type": "text", "text": POLICY, "cache_control": EPHEMERAL},
+        {"type": "text", "text": POLICY, "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ])  # fmt: skip
+    (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB104"]
+    assert (f.section, f.block_index, f.severity) == ("system", 1, "error")
+    body["system"][0]["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
+    body["system"][1]["cache_control"] = EPHEMERAL
+    assert "CB104" not in codes(cachebench.lint(body, now=NOW))
+
+
+# -- volatile values --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sentence", "value_type", "value"),
+    [
+        ("Current time: 2026-12-07T12:09:58Z.", "timestamp", "2026-12-07T12:09:58Z"),
+        ("Today's date is December 7, 2026.", "date", "December 7, 2026"),
+        ("Session 7c9e6679-7425-40de-944b-e07cc4f0e7c1.", "uuid", "7c9e6679-7425-40de-944b-e07cc4f0e7c1"),
+        ("request_id: req_8f3a2b1c9d77", "hex_id", "req_8f3a2b1c9d77"),
+        ("Generated at epoch 1796642998.", "timestamp", "1796642998"),
+    ],
+)
+def test_cb201_volatile_value_in_the_cached_prefix(sentence: str, value_type: str, value: str) -> None:
+    """A per-request value in the cached system prompt is an error at its exact bytes; the
+    same sentence in the newest user message (after the breakpoint) is fine."""
+    body = request([{"type": "text", "text": f"{sentence} {POLICY}", "cache_control": EPHEMERAL}])
+    (f,) = cachebench.lint(body, now=NOW)
+    assert (f.code, f.severity, f.section, f.block_index, f.value_type) == (
+        "CB201",
+        "error",
+        "system",
+        0,
+        value_type,
+    )
+    start = len('["system","') + sentence.index(value)
+    assert (f.byte_start, f.byte_end) == (start, start + len(value))
+    after = request(messages=[{"role": "user", "content": f"{sentence} Where is my order?"}])
+    assert cachebench.lint(after, now=NOW) == []
+
+
+def test_cb201_static_values_are_not_flagged() -> None:
+    """A founding year, a version, a price and an HTTP status in the policy are not per
+    request."""
+    text = (
+        "The shop was founded on March 5, 1998 in Leeds. Our API is version 3.12.1; refunds "
+        "over $1,250.00 need approval; a 404 means the order id is wrong. " + POLICY
+    )
+    assert (
+        cachebench.lint(request([{"type": "text", "text": text, "cache_control": EPHEMERAL}]), now=NOW) == []
+    )
+
+
+def test_cb201_on_implicit_caching_covers_everything_before_the_newest_turn() -> None:
+    """OpenAI before GPT-5.6 caches without markers: a timestamp in the system message is
+    inside the cached prefix; in the user's message it is not."""
+    body = {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "system", "content": f"Now: 2026-12-07 12:09:58 UTC. {POLICY}"},
+            {"role": "user", "content": "Where is my order?"},
+        ],
+    }
+    (f,) = cachebench.lint(body, now=NOW)
+    assert (f.code, f.section, f.value_type) == ("CB201", "system", "timestamp")
+    body["messages"] = [
+        {"role": "system", "content": POLICY},
+        {"role": "user", "content": "Now: 2026-12-07 12:09:58 UTC."},
+    ]
+    assert cachebench.lint(body, now=NOW) == []
+
+
+def test_cb201_from_two_requests_that_differ_in_a_value() -> None:
+    """Two builds whose system prompts differ only in a counter-like id: the comparison names
+    the changed value, even where one request alone does not show it."""
+    a = request([{"type": "text", "text": f"Build 8f3a2b1c9d. {POLICY}", "cache_control": EPHEMERAL}])
+    b = request([{"type": "text", "text": f"Build 0b71c4e2aa. {POLICY}", "cache_control": EPHEMERAL}])
+    found = [f for f in cachebench.lint([a, b], now=NOW) if f.code == "CB201"]
+    assert [(f.request, f.section, f.value_type, f.byte_start, f.byte_end) for f in found] == [
+        (1, "system", "hex_id", 17, 27)
+    ]
+
+
+# -- comparing requests -----------------------------------------------------------------------
+
+
+def test_cb202_reordered_tools() -> None:
+    """The same tools in another order in the second request; the same order is fine."""
+    a, b = request(), request()
+    b["tools"] = b["tools"][::-1]
+    found = [f for f in cachebench.lint([a, b], now=NOW) if f.code == "CB202"]
+    assert [(f.request, f.section, f.block_index) for f in found] == [(1, "tools", 0)]
+    assert "CB202" not in codes(cachebench.lint([a, request()], now=NOW))
+
+
+def test_cb203_nondeterministic_serialization() -> None:
+    """A tool schema with its keys in another order, and a JSON profile dumped with other
+    whitespace and 1.0 for 1: the same content in other bytes."""
+    a, b = request(), request()
+    b["tools"][1]["input_schema"] = dict(reversed(list(b["tools"][1]["input_schema"].items())))
+    profile = '{"tier": "gold", "discount": 1}'
+    a["system"].append({"type": "text", "text": profile, "cache_control": EPHEMERAL})
+    b["system"].append(
+        {"type": "text", "text": '{"tier":"gold",  "discount": 1.0}', "cache_control": EPHEMERAL}
+    )
+    found = [
+        (f.request, f.section, f.block_index) for f in cachebench.lint([a, b], now=NOW) if f.code == "CB203"
+    ]
+    assert found == [(1, "tools", 1), (1, "system", 1)]
+    assert "CB203" not in codes(cachebench.lint([a, copy.deepcopy(a)], now=NOW))
+
+
+def test_cb204_per_user_content_before_shared_content() -> None:
+    """Each customer's name in the first system block, the long policy after it: the policy is
+    cached once per customer. The policy first and the customer after it is right."""
+
+    def body(name: str, *, customer_first: bool) -> dict[str, Any]:
+        customer = {"type": "text", "text": f"Customer: {name}."}
+        policy = {"type": "text", "text": POLICY, "cache_control": EPHEMERAL}
+        return request([customer, policy] if customer_first else [policy, customer])
+
+    found = cachebench.lint([body("Ann", customer_first=True), body("Bob", customer_first=True)], now=NOW)
+    (f,) = [f for f in found if f.code == "CB204"]
+    assert (f.section, f.block_index, f.severity) == ("system", 0, "warning")
+    good = [body("Ann", customer_first=False), body("Bob", customer_first=False)]
+    assert "CB204" not in codes(cachebench.lint(good, now=NOW))
+
+
+# -- structure --------------------------------------------------------------------------------
+
+
+def test_cb301_a_long_stable_prefix_without_a_breakpoint() -> None:
+    """Anthropic with a long policy and no breakpoint: nothing is cached. A short prompt is not
+    worth one; Gemini caches implicitly."""
+    body = request([{"type": "text", "text": POLICY}])
+    (f,) = cachebench.lint(body, now=NOW)
+    assert (f.code, f.section, f.block_index, f.severity) == ("CB301", "system", 0, "warning")
+    short = request([{"type": "text", "text": "Be brief."}])
+    short["tools"] = []
+    assert cachebench.lint(short, now=NOW) == []
+    gemini = {
+        "model": "gemini-2.5-flash",
+        "systemInstruction": {"parts": [{"text": POLICY}]},
+        "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+    }
+    assert cachebench.lint(gemini, now=NOW) == []
+
+
+def test_cb301_gpt56_conversation_without_an_explicit_breakpoint() -> None:
+    """GPT-5.6's implicit breakpoint ends with the newest message: a long conversation without
+    a prompt_cache_breakpoint reads nothing when the question changes. With one, it is fine."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": POLICY},
+        {"role": "user", "content": "Where is my order?"},
+    ]
+    (f,) = cachebench.lint({"model": "gpt-5.6", "messages": messages}, now=NOW)
+    assert (f.code, f.section) == ("CB301", "system")
+    assert "prompt_cache_breakpoint" in f.message
+    messages[0] = {
+        "role": "system",
+        "content": [{"type": "text", "text": POLICY, "prompt_cache_breakpoint": {"mode": "explicit"}}],
+    }
+    assert cachebench.lint({"model": "gpt-5.6", "messages": messages}, now=NOW) == []
+
+
+def test_cb302_tool_result_or_image_in_a_shared_layer() -> None:
+    """A tool result before the first of two breakpoints makes the shared layer per call; the
+    same tool result after them is the conversation."""
+    result = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "3 in stock"}],
+    }
+    call = {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "t1", "name": "stock", "input": {"id": "7"}}],
+    }
+    marked_answer = {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Done.", "cache_control": EPHEMERAL}],
+    }
+    policy = [{"type": "text", "text": POLICY}]
+    first = request(
+        policy,
+        [
+            {"role": "user", "content": "Stock?"},
+            call,
+            result,
+            marked_answer,
+            {"role": "user", "content": "ok"},
+        ],
+    )
+    first["messages"][2]["content"][0]["cache_control"] = EPHEMERAL
+    first["messages"][3]["content"][0]["cache_control"] = EPHEMERAL
+    (f,) = [f for f in cachebench.lint(first, now=NOW) if f.code == "CB302"]
+    assert (f.section, f.block_index) == ("messages", 2)
+    late = request(
+        messages=[{"role": "user", "content": "Stock?"}, call, result, {"role": "user", "content": "ok"}]
+    )
+    assert "CB302" not in codes(cachebench.lint(late, now=NOW))
+
+
+def test_cb303_forced_tool_choice_with_a_breakpoint_in_the_messages() -> None:
+    """tool_choice naming one tool, with a breakpoint on the conversation: a change of tool
+    invalidates it. ``auto`` or breakpoints before the messages only are fine."""
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Stock of 7?", "cache_control": EPHEMERAL}]}
+    ]
+    body = request(messages=messages, tool_choice={"type": "tool", "name": "stock"})
+    (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB303"]
+    assert f.section is None and "tool_choice" in f.message
+    assert "CB303" not in codes(
+        cachebench.lint(request(messages=messages, tool_choice={"type": "auto"}), now=NOW)
+    )
+    assert "CB303" not in codes(
+        cachebench.lint(request(tool_choice={"type": "tool", "name": "stock"}), now=NOW)
+    )
+
+
+# -- the findings themselves ------------------------------------------------------------------
+
+
+def test_findings_come_from_the_table() -> None:
+    """A finding's severity, title and fix are its rule's; ``as_dict`` is plain JSON and
+    ``str`` one line with code, place and fix."""
+    body = request(
+        [
+            {
+                "type": "text",
+                "text": f"Current time: 2026-12-07T12:09:58Z. {POLICY}",
+                "cache_control": EPHEMERAL,
+            }
+        ]
+    )
+    (f,) = cachebench.lint(body, now=NOW)
+    rule = RULES["CB201"]
+    assert (f.severity, f.fix, f.rule) == (rule.severity, rule.fix, rule)
+    d = f.as_dict()
+    assert (d["code"], d["name"], d["title"], d["byte_start"]) == ("CB201", "volatile-value", rule.title, 25)
+    assert str(f).startswith("CB201 error (volatile-value) system block 0, bytes 25-45: a timestamp")
+    assert "\n" not in str(f)
+
+
+def test_lint_rejects_what_is_not_a_request() -> None:
+    """A string, an empty list and a body of no provider's shape are clear errors."""
+    with pytest.raises(TypeError, match="request body"):
+        cachebench.lint("hello")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="request body"):
+        cachebench.lint([])
+    with pytest.raises(ValueError, match="cannot tell which provider"):
+        cachebench.lint({"prompt": "hi"})

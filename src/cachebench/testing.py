@@ -1,4 +1,11 @@
-"""Testing helpers: :class:`ManualClock`, and a pytest plugin that runs the local emulator.
+"""Testing helpers: :class:`ManualClock`, the CI gate's assertions, and a pytest plugin that
+runs the local emulator.
+
+The CI gate (``docs/planner.md``): :func:`assert_prefix_stable` builds a request under a moved
+clock, other hash seeds, re-ordered arguments or other users and fails with
+:class:`PrefixUnstable` (the :class:`cachebench.PrefixDiff` and the fix) when its cached prefix
+changes; :func:`assert_cache_friendly` fails on :func:`cachebench.lint` errors. The clock is
+moved with time-machine (the ``testing`` extra).
 
 ``ManualClock`` needs no extra: ``from cachebench.testing import ManualClock`` works with the
 core package alone, with or without pytest. Give one clock to a ``CacheTracker(clock=...)``

@@ -15,7 +15,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import orjson
@@ -472,8 +472,28 @@ def lint(
     if len(views) >= 2 and len({(v.provider, v.model) for v in views}) == 1:
         seen = {(f.request, f.position, f.code, f.byte_start) for f in found}
         found += [f for f in _compare(views) if (f.request, f.position, f.code, f.byte_start) not in seen]
+    found = _merge_repeats(found, len(views))
     found.sort(key=lambda f: (f.request, -1 if f.position is None else f.position, f.byte_start or 0, f.code))
     return found
+
+
+def _merge_repeats(found: list[Finding], requests: int) -> list[Finding]:
+    """The same finding in several requests (a missing breakpoint in every sample) once, at
+    its first request, saying in how many it is."""
+    if requests < 2:
+        return found
+    groups: dict[tuple[Any, ...], list[Finding]] = {}
+    for f in found:
+        groups.setdefault((f.code, f.section, f.block_index, f.byte_start, f.byte_end, f.message), []).append(
+            f
+        )
+    out = []
+    for same in groups.values():
+        first = same[0]
+        if len(same) > 1:
+            first = replace(first, message=f"{first.message} (in {len(same)} of {requests} requests)")
+        out.append(first)
+    return out
 
 
 def errors(findings: Sequence[Finding]) -> list[Finding]:

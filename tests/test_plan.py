@@ -357,3 +357,38 @@ def test_plan_type_is_public() -> None:
     p = cachebench.plan(samples()[:2])
     assert isinstance(p, Plan)
     assert p.apply(samples()[0]) == cachebench.apply(samples()[0], p)
+
+
+def test_gpt56_without_a_breakpoint_is_explained_and_the_plan_fixes_it(cache_emulator: CacheEmulator) -> None:
+    """On GPT-5.6 the implicit breakpoint ends with the newest message: two questions on one
+    system prompt read nothing. The tracker calls the second miss a new question (``cold``,
+    not an edit, nothing avoidable priced) and its explanation says to add a
+    prompt_cache_breakpoint; the plan adds it, and the next question reads the system prompt."""
+
+    def chat(question: str) -> dict[str, Any]:
+        return {
+            "model": "gpt-5.6",
+            "messages": [{"role": "system", "content": POLICY}, {"role": "user", "content": question}],
+        }
+
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = openai.OpenAI(base_url=cache_emulator.openai_base_url, api_key="sk-gpt56", max_retries=0)
+    create = tracker.wrap(client.chat.completions.create, flow="faq")
+    try:
+        for q in QUESTIONS[:2]:
+            cache_emulator.advance(1)
+            create(**chat(q))
+        second = tracker.calls()[-1]
+        assert (second.cache_read_tokens, second.miss_cause, second.avoidable_tokens) == (0, "cold", 0)
+        assert "prompt_cache_breakpoint" in cachebench.explain(second)
+        p = plan([chat(q) for q in QUESTIONS])
+        assert [(bp.section, bp.index) for bp in p.breakpoints] == [("system", 0)]
+        cache_emulator.advance(1)
+        create(**apply(chat(QUESTIONS[1]), p))
+        cache_emulator.advance(1)
+        create(**apply(chat(QUESTIONS[2]), p))
+        fixed = tracker.calls()[-1]
+        assert fixed.cache_read_tokens == view(chat("x")).cum_tokens[0] > 0
+    finally:
+        client.close()
+        tracker.close()

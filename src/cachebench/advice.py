@@ -71,6 +71,14 @@ ADVICE: dict[tuple[str, str | None], tuple[str, str]] = {
         "the flow had never sent this prefix (its first call, a new customer's context or a new turn)",
         "none needed, a first write is expected",
     ),
+    # GPT-5.6 with no explicit breakpoint: the implicit one ends with the newest message
+    # (PROVIDER_FACTS, "OpenAI caching rules"), so a new question is a new prefix.
+    ("cold", "implicit_breakpoint"): (
+        "GPT-5.6's implicit breakpoint ends with the newest message, so a call with a new "
+        "question never reads the prefix before it",
+        "put a prompt_cache_breakpoint at the end of the stable part (the system prompt, or the "
+        "conversation before the newest message); cachebench.plan() places it",
+    ),
     ("ttl_expired", None): (
         "the cache entry expired before this call (no call read it within its TTL)",
         "if calls come back within the hour, use the 1 h TTL; or warm the prefix when it pays",
@@ -143,6 +151,13 @@ def explain(x: CallMetrics | Regression) -> str:
     raise TypeError(f"explain() takes a CallMetrics or a Regression, got {type(x).__name__}")
 
 
+def _implicit_only(m: CallMetrics) -> bool:
+    """A GPT-5.6+ call whose only breakpoint is the implicit one (no prompt_cache_breakpoint)."""
+    from .facts import explicit_caching
+
+    return m.provider == "openai" and explicit_caching(m.model) and len(m.breakpoint_ids) == 1
+
+
 def _explain_call(m: CallMetrics) -> str:
     if m.error is not None:
         return f"The call failed ({m.error}); nothing about its cache is known."
@@ -151,6 +166,8 @@ def _explain_call(m: CallMetrics) -> str:
     if m.prefix_id is None:
         return "The call had no cache breakpoint, so nothing of it was cacheable."
     found = advice_for(m.miss_cause, m.diff)
+    if m.miss_cause == "cold" and _implicit_only(m):
+        found = ADVICE[("cold", "implicit_breakpoint")]
     if found is None:
         if m.cache_read_tokens:
             return f"The call read {m.cache_read_tokens:,} tokens from the cache; nothing to fix."

@@ -32,7 +32,8 @@ Rules per family (from the providers' caching guides; the numbers are in
   most; ``24h``: 24 h.
 * ``openai`` with ``explicit=True`` (GPT-5.6+): breakpoints from ttl ``30m`` / ``12h`` plus an
   implicit one at ``implicit_end``; reads at any earlier boundary, exact; at most 4 entries
-  written per request (the longest); writes reported.
+  written per request (the longest), a breakpoint inside what was read getting one when it has
+  none (as the tracker expects); writes reported.
 * ``gemini``: implicit, like OpenAI without rounding; minimum 2048 (2.5) / 4096 (3.x); an
   implicit entry lives 5 min idle (Google does not document it; our assumption); writes not
   reported.
@@ -340,8 +341,12 @@ class CacheModel:
                     read = max(read, self._scan(chain, cum, i, positions[i] - LOOKBACK, now, positions))
         writes = [(i, ttl) for i, ttl in qualifying if cum[i] > read]
         if request.family == "openai":
+            # At most 4 entries a request, the longest; like Anthropic's, a breakpoint inside
+            # what was read gets an entry when it has none (no tokens are billed for it).
             writes = writes[-OPENAI_MAX_WRITES:]
-            created = writes
+            created = [
+                (i, ttl) for i, ttl in qualifying if cum[i] > read or self._live(chain[i], now) is None
+            ][-OPENAI_MAX_WRITES:]
         else:
             created = [
                 (i, ttl) for i, ttl in qualifying if cum[i] > read or self._live(chain[i], now) is None

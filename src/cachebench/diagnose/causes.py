@@ -110,6 +110,7 @@ def refine_cause(
     model_switched: bool,
     change: Change | None,
     shared_layer: bool,
+    newest_turn: bool = False,
 ) -> MissCause | None:
     """The cause refined with what the call's flow knows (step 2, the last).
 
@@ -118,7 +119,11 @@ def refine_cause(
     not read differs from the flow's nearest earlier prompt there (None when the flow never
     had that layer, or for a ``provider`` miss how the caller's rendering of identical content
     changed). ``shared_layer``: that layer is one the whole flow shares (its first: tools and
-    system prompt) and not one that takes several values each read back.
+    system prompt) and not one that takes several values each read back. ``newest_turn``: the
+    change lies in the newest user turn, which a breakpoint covers only where the provider
+    puts one there itself (GPT-5.6's implicit breakpoint ends with the newest message): other
+    content there is a new question, not an edit of the prompt (a volatile value there is
+    still one).
 
     A timestamp, date, uuid or id, a re-ordering or a re-serialisation is a change wherever it
     is. A localized edit of other content changes a shared layer (a deploy); in a later layer it
@@ -135,7 +140,7 @@ def refine_cause(
             return "serialization_changed"
         if diff.kind == "reordered" or (diff.kind == "volatile" and diff.value_type != "number"):
             return "prefix_changed"
-        if shared_layer and diff.kind == "content" and change.localized:
+        if shared_layer and diff.kind == "content" and change.localized and not newest_turn:
             return "prefix_changed"
     if cause == "provider" and diff.kind == "serialization":
         return "serialization_changed"

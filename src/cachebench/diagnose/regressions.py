@@ -219,6 +219,7 @@ class FlowDetector:
                 model_switched=first_cold == 0 and f.model is not None and model != f.model,
                 change=change,
                 shared_layer=at == 0 and not f.layer(0).many_values(),
+                newest_turn=change is not None and change.diff.position >= key.turn_start,
             )
         changed = cause in ("prefix_changed", "serialization_changed") and change is not None and at >= 0
         churning = changed and (f.layer(at).churning() or (f.churn is not None and f.churn.layer == at))

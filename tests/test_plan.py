@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from typing import Any
 
 import anthropic
@@ -392,3 +393,24 @@ def test_gpt56_without_a_breakpoint_is_explained_and_the_plan_fixes_it(cache_emu
     finally:
         client.close()
         tracker.close()
+
+
+def test_apply_to_an_invoke_model_body() -> None:
+    """Bedrock InvokeModel with an Anthropic body: the markers go inside the JSON body, which
+    stays a string when it was one (bytes when bytes)."""
+    inner = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 64,
+        "system": POLICY,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    other = inner | {"messages": [{"role": "user", "content": "hello"}]}
+    for encode in (json.dumps, lambda b: json.dumps(b).encode()):
+        body = {"modelId": "us.anthropic.claude-sonnet-5-v1:0", "body": encode(inner)}
+        p = plan([body, {"modelId": body["modelId"], "body": encode(other)}])
+        assert [(bp.section, bp.index) for bp in p.breakpoints] == [("system", 0)]
+        out = apply(body, p)
+        assert type(out["body"]) is type(body["body"])
+        sent = json.loads(out["body"])
+        assert sent["system"] == [{"type": "text", "text": POLICY, "cache_control": {"type": "ephemeral"}}]
+        assert json.loads(body["body"]) == inner

@@ -55,7 +55,11 @@ class Slot:
 
 def plain_copy(request: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``request`` as plain JSON (SDK objects dumped, keys in their order)."""
-    copied = orjson.loads(ordered(dict(request)))
+    plain = dict(request)
+    body = plain.get("body")
+    if isinstance(body, (bytes, bytearray)):  # an InvokeModel body: JSON text, kept as text
+        plain["body"] = bytes(body).decode("utf-8", "replace")
+    copied = orjson.loads(ordered(plain))
     if not isinstance(copied, dict):  # pragma: no cover - a mapping always dumps to an object
         raise TypeError("a request must be a JSON object")
     return copied

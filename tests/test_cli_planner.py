@@ -1,0 +1,369 @@
+"""``cachebench lint`` and ``cachebench check``, each run as a real process on request files
+written here, and ``docs/lint.md`` against the rule table.
+
+The expected byte ranges are written down from the inputs: a block's bytes are its canonical
+JSON ``["<section>", <payload>]`` (sorted keys, compact; cache markers left out), and an
+Anthropic system text block's payload is its text, so a system text starts at byte
+``len('["system","')`` = 11.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from cachebench._cli_planner import github_command
+from cachebench.planner import RULES
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "claude-sonnet-4-5"
+POLICY = "You are the support assistant of Acme. Be brief and exact. " * 120  # about 1,800 tokens
+SYSTEM_START = len('["system","')  # 11
+CACHED = {"type": "ephemeral"}
+STAMP = "2026-03-05 14:22:31"
+UUIDS = ("0b9c6f1e-4f3a-4d2b-9a51-7e2f7c3d9a10", "5d1e8a2b-77c4-4e0f-8b3a-2c9d0e6f4b21")
+TOOLS = [
+    {
+        "name": name,
+        "description": f"Look up the customer's {name} by its number. " * 30,
+        "input_schema": {"type": "object", "properties": {"number": {"type": "string"}}},
+    }
+    for name in ("orders", "refunds", "shipping")
+]
+CB102_FIX = (
+    "Keep at most the provider's number: one at the end of each layer that is shared "
+    "differently (all users, one user, one session)."
+)
+CB303_MESSAGE = (
+    "tool_choice names one tool; when it changes between calls, every breakpoint in the messages misses."
+)
+CB303_FIX = (
+    "Keep tool_choice and thinking the same across a flow's calls, or keep the breakpoints that "
+    "matter before the messages."
+)
+
+
+def anthropic(system_text: str = POLICY, **extra: Any) -> dict[str, Any]:
+    """An Anthropic Messages body: one cached system text block and a user question."""
+    return {
+        "model": MODEL,
+        "max_tokens": 512,
+        "system": [{"type": "text", "text": system_text, "cache_control": CACHED}],
+        "messages": [{"role": "user", "content": "Where is my order?"}],
+        **extra,
+    }
+
+
+def five_breakpoints() -> dict[str, Any]:
+    """Five cached system blocks: one more than Anthropic allows."""
+    system = [{"type": "text", "text": f"{POLICY}Part {i}.", "cache_control": CACHED} for i in range(5)]
+    return {**anthropic(), "system": system}
+
+
+def forced_tool() -> dict[str, Any]:
+    """tool_choice naming one tool while a breakpoint sits in the messages (a warning only)."""
+    return {
+        "model": MODEL,
+        "max_tokens": 512,
+        "system": POLICY,
+        "tools": [{"name": "lookup", "description": "Look up an order.", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "lookup"},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Order 7?", "cache_control": CACHED}]},
+            {"role": "assistant", "content": "Checking."},
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(value), encoding="utf-8")
+    return path
+
+
+def write_lines(path: Path, values: list[Any]) -> Path:
+    text = "".join((v if isinstance(v, str) else json.dumps(v)) + "\n" for v in values)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cachebench(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CACHEBENCH_STRICT": "1", "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [sys.executable, "-m", "cachebench", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def canonical_len(section: str, payload: Any) -> int:
+    """The length of a block's canonical bytes, for ASCII payloads (sorted keys, compact)."""
+    return len(json.dumps([section, payload], sort_keys=True, separators=(",", ":")))
+
+
+# -- lint ----------------------------------------------------------------------------------------
+
+
+def test_lint_a_clean_request_exits_0_with_only_the_summary(tmp_path: Path) -> None:
+    """A cached system prompt with nothing volatile, one breakpoint above the minimum: no
+    finding, the summary line alone, exit 0, nothing on stderr."""
+    write_json(tmp_path / "clean.json", anthropic())
+    done = cachebench(tmp_path, "lint", "clean.json")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0 errors, 0 warnings in 1 request\n", "")
+
+
+def test_lint_finds_a_timestamp_in_a_cached_system_prompt(tmp_path: Path) -> None:
+    """A date and time to the second in a cached Anthropic system prompt is CB201, an error
+    (exit 1), located at system block 0 on the value's own bytes: after the 11 bytes of
+    '["system","' and the 14 of 'Current time: ', 19 bytes long."""
+    write_json(tmp_path / "stamped.json", anthropic(f"Current time: {STAMP}. {POLICY}"))
+    done = cachebench(tmp_path, "lint", "stamped.json")
+    assert done.returncode == 1, done.stderr
+    *findings, summary = done.stdout.splitlines()
+    start = SYSTEM_START + len("Current time: ")
+    assert start == 25
+    assert len(findings) == 1
+    assert findings[0].startswith(
+        f"stamped.json:1: CB201 error (volatile-value) system block 0, bytes {start}-{start + len(STAMP)}: a timestamp "
+    )
+    assert findings[0].endswith(f" Fix: {RULES['CB201'].fix}")
+    assert summary == "1 error, 0 warnings in 1 request"
+
+
+def test_lint_finds_too_many_breakpoints_at_the_fifth(tmp_path: Path) -> None:
+    """Five breakpoints on Anthropic: CB102 on the fifth one's block (system block 4, the
+    whole block), naming the count and the limit."""
+    body = five_breakpoints()
+    write_json(tmp_path / "five.json", body)
+    done = cachebench(tmp_path, "lint", "five.json")
+    assert done.returncode == 1
+    end = SYSTEM_START + len(body["system"][4]["text"]) + len('"]')
+    assert done.stdout.splitlines() == [
+        f"five.json:1: CB102 error (too-many-breakpoints) system block 4, bytes 0-{end}: "
+        f"5 breakpoints; anthropic allows 4. Fix: {CB102_FIX}",
+        "1 error, 0 warnings in 1 request",
+    ]
+
+
+def test_lint_json_is_a_list_of_findings_with_file_and_line(tmp_path: Path) -> None:
+    """--json prints a JSON array: each finding's fields (code, severity, name, title, place,
+    bytes, value type, request index) plus the file and the JSON Lines line it came from."""
+    write_lines(tmp_path / "flow.jsonl", [anthropic(), anthropic(f"Current time: {STAMP}. {POLICY}")])
+    done = cachebench(tmp_path, "lint", "--json", "flow.jsonl")
+    assert done.returncode == 1, done.stderr
+    findings = json.loads(done.stdout)
+    volatile = [f for f in findings if f["code"] == "CB201"]
+    assert len(volatile) == 1
+    f = volatile[0]
+    assert {k: f[k] for k in ("file", "line", "request", "severity", "name", "title")} == {
+        "file": "flow.jsonl",
+        "line": 2,
+        "request": 1,
+        "severity": "error",
+        "name": "volatile-value",
+        "title": "A value that changes per request inside the cached prefix",
+    }
+    assert (f["section"], f["block_index"], f["position"]) == ("system", 0, 0)
+    assert (f["byte_start"], f["byte_end"], f["value_type"]) == (25, 44, "timestamp")
+    assert f["fix"] == RULES["CB201"].fix
+
+
+def test_lint_github_format_prints_exact_workflow_commands(tmp_path: Path) -> None:
+    """--format github: one ::error or ::warning command per finding, the file name's ',' and
+    ':' escaped in its property, the title 'CODE name', the message then 'Fix: ...'."""
+    write_lines(tmp_path / "team,a:v1.jsonl", [five_breakpoints()])
+    write_json(tmp_path / "tools.json", forced_tool())
+    done = cachebench(tmp_path, "lint", "--format", "github", "team,a:v1.jsonl", "tools.json")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "::error file=team%2Ca%3Av1.jsonl,line=1,title=CB102 too-many-breakpoints::"
+        f"5 breakpoints; anthropic allows 4. Fix: {CB102_FIX}",
+        f"::warning file=tools.json,line=1,title=CB303 dynamic-tool-choice::{CB303_MESSAGE} Fix: {CB303_FIX}",
+        "1 error, 1 warning in 2 requests",
+    ]
+
+
+def test_github_commands_escape_data_and_properties() -> None:
+    """A command's message escapes '%', CR and LF (%25, %0D, %0A); a property escapes those and
+    ':' and ',' (%3A, %2C), as GitHub's toolkit does."""
+    assert (
+        github_command("error", "a:b,c%.json", 3, "CB201 x:y", "50% off\r\nnext: a, b")
+        == "::error file=a%3Ab%2Cc%25.json,line=3,title=CB201 x%3Ay::50%25 off%0D%0Anext: a, b"
+    )
+
+
+def test_lint_strict_fails_on_a_warning(tmp_path: Path) -> None:
+    """A warning alone exits 0; with --strict it exits 1."""
+    write_json(tmp_path / "tools.json", forced_tool())
+    assert cachebench(tmp_path, "lint", "tools.json").returncode == 0
+    done = cachebench(tmp_path, "lint", "--strict", "tools.json")
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        f"tools.json:1: CB303 warning (dynamic-tool-choice) request: {CB303_MESSAGE} Fix: {CB303_FIX}",
+        "0 errors, 1 warning in 1 request",
+    ]
+
+
+def test_lint_a_malformed_line_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    """A line that is not JSON: exit 2 and one message naming file:line on stderr; the file's
+    other lines and the other files are still linted (the timestamp on line 3 is found)."""
+    write_lines(
+        tmp_path / "saved.jsonl",
+        [
+            anthropic(),
+            "{not json",
+            {"request": anthropic(f"Current time: {STAMP}. {POLICY}"), "provider": "anthropic"},
+        ],
+    )
+    write_json(tmp_path / "five.json", five_breakpoints())
+    done = cachebench(tmp_path, "lint", "saved.jsonl", "five.json")
+    assert done.returncode == 2
+    assert re.fullmatch(r"cachebench: saved\.jsonl:2: not valid JSON: .*\n", done.stderr), done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(" ", 2)[:2] for line in lines[:-1]] == [
+        ["saved.jsonl:3:", "CB201"],
+        ["five.json:1:", "CB102"],
+    ]
+    assert lines[-1] == "2 errors, 0 warnings in 3 requests; 1 file or line not linted (see stderr)"
+
+
+def test_lint_reads_gzip_lines_and_wrappers_and_says_when_the_provider_is_unknown(tmp_path: Path) -> None:
+    """A .jsonl.gz file is read; a body whose provider cannot be told is exit 2 at its line,
+    and the same body in a wrapper naming the provider and model is linted."""
+    bare = {"messages": [{"role": "user", "content": "Hello"}]}
+    wrapped = {"request": bare, "provider": "anthropic", "model": MODEL}
+    write_lines(tmp_path / "saved.jsonl.gz", [bare, wrapped])
+    done = cachebench(tmp_path, "lint", "saved.jsonl.gz")
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "cachebench: saved.jsonl.gz:1: cannot tell which provider this request is for"
+    )
+    assert done.stdout == "0 errors, 0 warnings in 1 request; 1 file or line not linted (see stderr)\n"
+
+
+def test_lint_usage_errors_exit_2(tmp_path: Path) -> None:
+    """An unknown --format or --provider, and a file that does not exist, exit 2."""
+    write_json(tmp_path / "clean.json", anthropic())
+    assert cachebench(tmp_path, "lint", "--format", "xml", "clean.json").returncode == 2
+    assert cachebench(tmp_path, "lint", "--provider", "acme", "clean.json").returncode == 2
+    missing = cachebench(tmp_path, "lint", "missing.json")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("cachebench: missing.json: cannot be read")
+
+
+# -- check ---------------------------------------------------------------------------------------
+
+
+def test_check_fails_on_reordered_tools(tmp_path: Path) -> None:
+    """Two builds whose tools come in another order: exit 1, CB202 on the second build, and
+    the prefix difference on line 2 at tools block 0 (the reversed list's first tool, whole),
+    kind reordered."""
+    write_lines(tmp_path / "builds.jsonl", [anthropic(tools=TOOLS), anthropic(tools=TOOLS[::-1])])
+    done = cachebench(tmp_path, "check", "builds.jsonl")
+    assert done.returncode == 1, done.stderr
+    end = canonical_len("tools", TOOLS[2])
+    assert (
+        f"builds.jsonl:2: CB202 error (reordered-blocks) tools block 0, bytes 0-{end}: "
+        f"the tools are the same as in request 0, in another order. Fix: {RULES['CB202'].fix}"
+    ) in done.stdout.splitlines()
+    differs = [line for line in done.stdout.splitlines() if ": prefix differs: " in line]
+    assert len(differs) == 1
+    assert differs[0].startswith(
+        f"builds.jsonl:2: prefix differs: request 1 differs from request 0 (line 1): "
+        f"tools block 0, bytes 0-{end}, kind reordered: "
+    )
+    assert "reordered" in differs[0] and " Fix: " in differs[0]
+
+
+def test_check_fails_on_a_uuid_that_differs_between_builds(tmp_path: Path) -> None:
+    """A UUID at the end of the cached system prompt, another in each build: exit 1, the
+    difference at system block 0 on the UUID's 36 bytes, kind volatile, value uuid (in the
+    text and in --json)."""
+    builds = [anthropic(f"{POLICY}Session {u}.") for u in UUIDS]
+    write_json(tmp_path / "builds.json", builds)
+    start = SYSTEM_START + len(POLICY) + len("Session ")
+    done = cachebench(tmp_path, "check", "builds.json")
+    assert done.returncode == 1
+    assert (
+        f"builds.json:1: prefix differs: request 1 differs from request 0 (line 1): "
+        f"system block 0, bytes {start}-{start + 36}, kind volatile, value uuid: "
+    ) in done.stdout
+    data = json.loads(cachebench(tmp_path, "check", "--json", "builds.json").stdout)
+    [difference] = data["differences"]
+    assert (difference["file"], difference["line"], difference["request"], difference["kind"]) == (
+        "builds.json",
+        1,
+        1,
+        "volatile",
+    )
+    diff = difference["diff"]
+    assert (
+        diff["section"],
+        diff["block_index"],
+        diff["byte_start"],
+        diff["byte_end"],
+        diff["value_type"],
+    ) == (
+        "system",
+        0,
+        start,
+        start + 36,
+        "uuid",
+    )
+    assert {f["code"] for f in data["findings"]} == {"CB201"}
+
+
+def test_check_passes_two_identical_builds(tmp_path: Path) -> None:
+    """The same request built twice, nothing volatile in it: exit 0, the summary alone, and an
+    empty JSON report."""
+    write_lines(tmp_path / "builds.jsonl", [anthropic(tools=TOOLS), anthropic(tools=TOOLS)])
+    done = cachebench(tmp_path, "check", "builds.jsonl")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "0 errors, 0 warnings in 2 requests\n", "")
+    data = json.loads(cachebench(tmp_path, "check", "--json", "builds.jsonl").stdout)
+    assert data == {"findings": [], "differences": []}
+
+
+def test_check_fails_on_builds_for_different_models(tmp_path: Path) -> None:
+    """Two builds for different models differ although their bytes are equal (the provider
+    caches per model): exit 1, a difference of kind model in GitHub's format."""
+    builds = [anthropic(), {**anthropic(), "model": "claude-opus-4-1"}]
+    write_json(tmp_path / "builds.json", builds)
+    done = cachebench(tmp_path, "check", "--format", "github", "builds.json")
+    assert done.returncode == 1
+    assert (
+        "::error file=builds.json,line=1,title=prefix differs::request 1 differs from request 0 (line 1): "
+        "kind model: built for anthropic/claude-opus-4-1, request 0 for anthropic/claude-sonnet-4-5"
+    ) in done.stdout
+
+
+def test_check_needs_two_builds(tmp_path: Path) -> None:
+    """A file with one build has nothing to compare: exit 2 with a message naming the file."""
+    write_json(tmp_path / "one.json", anthropic())
+    done = cachebench(tmp_path, "check", "one.json")
+    assert done.returncode == 2
+    assert done.stderr == "cachebench: one.json: holds one request; check compares two or more builds of it\n"
+
+
+# -- docs/lint.md --------------------------------------------------------------------------------
+
+
+def test_docs_lint_md_documents_exactly_the_rule_table() -> None:
+    """docs/lint.md names every rule of RULES with its code, name and exact title on one
+    heading, and names no code that is not in RULES."""
+    text = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^### (CB\d{3}) `([a-z-]+)`: (.+)$", text, re.MULTILINE))
+    assert headings == {(r.code, r.name, r.title) for r in RULES.values()}
+    assert set(re.findall(r"\bCB\d{3}\b", text)) == set(RULES)

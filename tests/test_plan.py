@@ -172,8 +172,10 @@ def test_plan_places_one_breakpoint_per_layer_and_says_why() -> None:
     ]
     shared, profile = p.breakpoints
     assert (shared.shared_by, profile.shared_by) == (6, 3)
-    assert shared.reads_per_write == pytest.approx(5.0)  # one write, five reads
-    assert profile.reads_per_write == pytest.approx(2.0)  # two writes, four reads
+    # A read counts for the deepest entry it reads: the shared entry is written once and read
+    # by Bob's first call; each profile entry is written once and read by two later calls.
+    assert shared.reads_per_write == pytest.approx(1.0)
+    assert profile.reads_per_write == pytest.approx(2.0)
     assert "shared by all 6 samples" in shared.why and "shared by 3 of 6" in profile.why
     ann, bob = view(samples()[0]).cum_tokens, view(samples()[3]).cum_tokens
     assert ann[3] == bob[3] and ann[4] != bob[4]  # the same tools and policy, profiles of their own
@@ -217,7 +219,7 @@ def test_sparse_per_user_traffic_does_not_mark_the_user_layer() -> None:
 def test_multi_turn_conversation_marks_the_newest_turn() -> None:
     """Three turns of one session: the plan marks the last block of the newest turn (as
     Anthropic's guide does for conversations), so each turn reads everything the previous one
-    sent, and writes only the answer and the new question."""
+    sent, and writes only the answer and the new question: the three entries are read twice."""
     history: list[dict[str, Any]] = []
     turns = []
     for i, q in enumerate(QUESTIONS):
@@ -226,6 +228,7 @@ def test_multi_turn_conversation_marks_the_newest_turn() -> None:
         history.append({"role": "assistant", "content": f"Answer {i}: " + "words " * 300})
     p = plan(turns)
     assert [(bp.section, bp.index) for bp in p.breakpoints] == [("last", -1)]
+    assert p.breakpoints[0].reads_per_write == pytest.approx(2 / 3)
     sent = [view(t).cum_tokens[-1] for t in turns]
     assert p.reads == (0, sent[0], sent[1])
     assert p.writes == (sent[0], sent[1] - sent[0], sent[2] - sent[1])
@@ -414,3 +417,11 @@ def test_apply_to_an_invoke_model_body() -> None:
         sent = json.loads(out["body"])
         assert sent["system"] == [{"type": "text", "text": POLICY, "cache_control": {"type": "ephemeral"}}]
         assert json.loads(body["body"]) == inner
+
+
+def test_a_plan_as_plain_json() -> None:
+    """``Plan.as_dict()`` is plain JSON: breakpoints and layers as dicts, lists not tuples."""
+    d = plan(samples()[:3]).as_dict()
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
+    assert d["breakpoints"][0]["section"] == "system" and d["layers"][0]["kind"] == "shared"
+    assert d["unit"] == "USD" and isinstance(d["reads"], list)

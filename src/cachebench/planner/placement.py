@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import xxhash
@@ -105,11 +105,10 @@ class PlannedBreakpoint:
     why: str
 
     def __str__(self) -> str:
-        where = (
-            "the end of the conversation before the newest turn"
-            if self.section == "turn"
-            else (f"{self.section} block {self.index}")
-        )
+        where = {
+            "turn": "the end of the conversation before the newest turn",
+            "last": "the last block (the newest turn)",
+        }.get(self.section, f"{self.section} block {self.index}")
         return f"{where} ({self.ttl}): {self.why}"
 
 
@@ -130,6 +129,15 @@ class Plan:
 
     def apply(self, request: Mapping[str, Any]) -> dict[str, Any]:
         return apply(request, self)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON (breakpoints and layers as dicts; an unbounded reads-per-write
+        as ``None``)."""
+        out = asdict(self)
+        for bp in out["breakpoints"]:
+            if not math.isfinite(bp["reads_per_write"]):
+                bp["reads_per_write"] = None
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     def __str__(self) -> str:
         rate = "an hour" if self.per_hour else "a call"
@@ -456,7 +464,7 @@ def plan(
     else:
         anchors = [(*_anchor(first, p), ttl) for p, ttl in placed]
         _, reads, writes = _replay(views, anchors, prices)
-        per_write = _observed_reads_per_write(views, placed)
+        per_write = _reads_per_write(views, anchors, reads)
     layer_of = {p: layer for layer in layers for p in range(layer.start, layer.end + 1)}
     planned = []
     for j, (p, ttl) in enumerate(placed):
@@ -491,25 +499,29 @@ def plan(
     )
 
 
-def _observed_reads_per_write(views: Sequence[RequestView], placed: Sequence[tuple[int, str]]) -> list[float]:
-    """Per breakpoint: samples whose prefix through it an earlier sample had, over those that
-    were first."""
-    out = []
-    first = _representative(views)
-    for p, _ in placed:
-        section, index = _anchor(first, p)
-        seen: set[int] = set()
-        reads = 0
-        for v in views:
+def _reads_per_write(
+    views: Sequence[RequestView], anchors: Sequence[tuple[str, int, str]], reads: Sequence[int]
+) -> list[float]:
+    """Per breakpoint, in the replay: how often an entry it made was read, over how many it
+    made. A read is the entry whose prefix ends where the read ends (found through the lookback
+    too: the next turn reads the entry the previous turn's last block made)."""
+    owner: dict[int, int] = {}  # a prefix's hash -> the breakpoint whose entry it is
+    made = [0] * len(anchors)
+    read_back = [0] * len(anchors)
+    for v, read in zip(views, reads, strict=True):
+        chain = v.key().chain
+        if read:
+            ends = [q for q, tokens in enumerate(v.cum_tokens) if tokens == read]
+            j = owner.get(chain[ends[-1]]) if ends else None
+            if j is not None:
+                read_back[j] += 1
+        marks = _marks_for(v, anchors)
+        for j, (section, index, _) in enumerate(anchors):
             q = _resolve(v, section, index)
-            if q is None:
-                continue
-            h = v.key().chain[q]
-            if h in seen:
-                reads += 1
-            seen.add(h)
-        out.append(reads / len(seen) if seen else 0.0)
-    return out
+            if q is not None and q in marks and chain[q] not in owner:
+                owner[chain[q]] = j
+                made[j] += 1
+    return [r / m if m else 0.0 for m, r in zip(made, read_back, strict=True)]
 
 
 def _why(layer: Layer, tokens: int, reads_per_write: float, traffic: Traffic | None) -> str:

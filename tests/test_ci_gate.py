@@ -102,3 +102,21 @@ def test_assert_cache_friendly_fails_on_lint_errors_and_returns_warnings() -> No
         assert_cache_friendly(bad)
     assert assert_cache_friendly(bad, allow=["CB201"]) == []
     assert assert_cache_friendly(builders.good()) == []
+
+
+def test_first_difference_names_a_moved_breakpoint_and_another_model() -> None:
+    """The same blocks with a breakpoint lost, or built for another model, are not the same
+    cached prefix: the difference says so (with no block diff) and how to fix it."""
+    from cachebench.planner.stability import first_difference
+
+    base = builders.good()
+    lost = builders.good()
+    del lost["system"][1]["cache_control"]
+    found = first_difference([base, lost])
+    assert found is not None and found.diff is None
+    # eight tools (blocks 0-7), the policy (8), the customer (9)
+    assert "its breakpoints are block 8 (5m), request 0's block 8 (5m), block 9 (5m)" in str(found)
+    other = builders.good() | {"model": "claude-opus-5"}
+    found = first_difference([base, other])
+    assert found is not None and found.diff is None and "caches are per model" in found.why
+    assert first_difference([base, builders.good()]) is None

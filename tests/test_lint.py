@@ -225,8 +225,10 @@ def test_cb202_reordered_tools() -> None:
     """The same tools in another order in the second request; the same order is fine."""
     a, b = request(), request()
     b["tools"] = b["tools"][::-1]
-    found = [f for f in cachebench.lint([a, b], now=NOW) if f.code == "CB202"]
+    findings = cachebench.lint([a, b], now=NOW)
+    found = [f for f in findings if f.code == "CB202"]
     assert [(f.request, f.section, f.block_index) for f in found] == [(1, "tools", 0)]
+    assert codes(findings) == ["CB202"]  # a re-ordering is not per-user content (no CB204)
     assert "CB202" not in codes(cachebench.lint([a, request()], now=NOW))
 
 

@@ -167,7 +167,7 @@ class PrefixUnstable(AssertionError):
     def __init__(self, variation: str, detail: str, instability: Instability) -> None:
         self.variation = variation
         self.instability = instability
-        self.diff = instability.diff
+        self.diff = instability.diff  # None when the model or the breakpoints moved
         super().__init__(f"the cached prefix is not stable under {variation} ({detail}): {instability}")
 
 

@@ -365,7 +365,8 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
     end = min(v.cached_end for v in views)
     if end <= 0:
         return
-    differs_at: set[int] = set()
+    differs_at: set[int] = set()  # blocks that differ in any way
+    content_at: set[int] = set()  # ... in content (not a re-ordering, a rendering or a value)
     tools_a = [canonical(b.payload) for b in base.blocks if b.section == "tools"]
     for r, v in enumerate(views[1:], start=1):
         tools_b = [canonical(b.payload) for b in v.blocks if b.section == "tools"]
@@ -379,6 +380,7 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
             a, b = base.blocks[p], v.blocks[p]
             if a.section != b.section:
                 differs_at.add(p)
+                content_at.add(p)
                 continue
             if ordered(a.payload) == ordered(b.payload):
                 continue
@@ -399,8 +401,10 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
                     byte_end=stop,
                     value_type=kind,
                 )
-    if differs_at:
-        first = min(differs_at)
+            else:
+                content_at.add(p)
+    if content_at:
+        first = min(content_at)
         shared_after = [p for p in range(first + 1, end) if p not in differs_at]
         if shared_after:
             p = shared_after[0]

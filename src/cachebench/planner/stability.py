@@ -22,17 +22,19 @@ __all__ = ["Instability", "first_difference", "stable_end"]
 @dataclass(frozen=True, slots=True)
 class Instability:
     """Request ``request`` (an index) differs from request 0 inside the prefix they should
-    share: ``diff`` says where and how, ``why`` what that does to the cache (from the advice
-    table of live diagnosis), ``fix`` what to do."""
+    share: ``diff`` says where and how (None when the blocks are the same and the model or the
+    breakpoints differ), ``why`` what that does to the cache (from the advice table of live
+    diagnosis), ``fix`` what to do."""
 
     request: int
-    diff: PrefixDiff
+    diff: PrefixDiff | None  # None: the model or the breakpoints differ, not the blocks
     why: str
     fix: str
 
     def __str__(self) -> str:
+        where = f": {self.diff}" if self.diff is not None else ""
         return (
-            f"request {self.request} differs from request 0 in its cached prefix: {self.diff}; "
+            f"request {self.request} differs from request 0 in its cached prefix{where}; "
             f"{self.why}. Fix: {self.fix}"
         )
 
@@ -64,6 +66,14 @@ def first_difference(
     printer = Printer(keep_text=False)
     old = printer.layer(base.prompt, 0, end)
     for i, v in enumerate(views[1:], start=1):
+        if (v.provider, v.model) != (base.provider, base.model):
+            return Instability(
+                i,
+                None,
+                f"it is for {v.provider} {v.model}, request 0 for {base.provider} {base.model}, "
+                "and caches are per model",
+                "build every request of a flow for one model",
+            )
         change = compare(old, printer.layer(v.prompt, 0, end), block_bytes(v.prompt))
         if change is not None:
             advice = advice_for("prefix_changed", change.diff)
@@ -71,4 +81,18 @@ def first_difference(
                 advice if advice is not None else ("", "keep the cached prefix identical between calls")
             )
             return Instability(i, change.diff, why, fix)
+        mine = [(p, ttl) for p, ttl in v.marks if p < end]
+        theirs = [(p, ttl) for p, ttl in base.marks if p < end]
+        if mine != theirs:
+            return Instability(
+                i,
+                None,
+                f"its breakpoints are {_marks(mine)}, request 0's {_marks(theirs)}: entries are "
+                "written and looked up where the breakpoints are",
+                "set the cache markers the same way on every build (cachebench.apply() with one plan)",
+            )
     return None
+
+
+def _marks(marks: list[tuple[int, str]]) -> str:
+    return ", ".join(f"block {p} ({ttl})" for p, ttl in marks) if marks else "none"

@@ -1,5 +1,6 @@
 """The ``cachebench`` commands that read and keep a store: report, regressions, explain, tail,
-export, import and prune (``cli.py`` adds them to the application).
+export, import and prune (``cli.py`` adds them to the application). ``explain`` given files of
+saved requests replays them offline instead (``_cli_offline``).
 
 Each takes ``--db`` (default: ``CACHEBENCH_DB``, else ``./cachebench.db``), a SQLite path or a
 ``sqlite:///`` / ``postgresql://`` URL; the reports take ``--json``. Errors (no such database,
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
+
+from . import _cli_offline as offline
 
 Db = Annotated[
     str,
@@ -160,20 +163,31 @@ def add_store_commands(app: typer.Typer) -> None:
         else:
             reports.print_incidents(console(), found)
 
-    @app.command(short_help="Why a call missed or an incident opened.")
+    @app.command(short_help="Why a call missed or an incident opened; or replay saved requests.")
     def explain(
-        call_or_incident: Annotated[
-            str,
-            typer.Argument(metavar="CALL_OR_INCIDENT", help="A call's id (a number) or an incident's id."),
-        ],
+        targets: offline.Targets,
         json: Json = False,
+        all_rows: offline.All = False,
+        provider: offline.ProviderOption = None,
+        model: offline.Model = None,
+        flow: offline.Flow = None,
+        interval: offline.Interval = 1.0,
+        start: offline.Start = None,
         db: Db = DEFAULT_DB,
     ) -> None:
-        """Why a call missed (or an incident opened): what changed, where, the cost, the fix."""
+        """Why a call missed (or an incident opened): what changed, where, the cost, the fix.
+
+        Given files of saved request bodies (JSON Lines, in any provider's shape, no usage
+        needed), replays them in time order through the cache model and says, per request,
+        what it would read and write and why the rest misses, with a table per cause."""
         import orjson
 
         from .advice import explain as explain_text
 
+        options = offline.Options(all_rows, provider, model, flow, interval, start)
+        if offline.explain_files(targets, options, json=json):
+            return
+        call_or_incident = targets[0]
         store = open_db(db)
         try:
             found: Any = store.call(int(call_or_incident)) if call_or_incident.isdigit() else None

@@ -106,7 +106,7 @@ _OWN_FIELDS: dict[str, str] = {
 }
 # Chat message roles Anthropic, Converse and Gemini reject.
 _OPENAI_ROLES = frozenset({"system", "developer", "tool", "function"})
-_OPENAI_MESSAGE_FIELDS = ("tool_calls", "tool_call_id", "function_call", "refusal", "audio")
+_OPENAI_MESSAGE_FIELDS = frozenset({"tool_calls", "tool_call_id", "function_call", "refusal", "audio"})
 _OPENAI_PART_TYPES = frozenset(
     {"image_url", "input_audio", "input_text", "input_image", "input_file", "refusal"}
 )
@@ -145,9 +145,13 @@ def _listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _is_object(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)  # (JSON objects are dicts: no ABC check)
+
+
 def _block_shape(block: Any) -> str | None:
     """The shape a content block (or a system block) belongs to, if it tells."""
-    if not isinstance(block, Mapping):
+    if not _is_object(block):
         return None
     if "prompt_cache_breakpoint" in block:
         return "openai"
@@ -163,14 +167,16 @@ def _block_shape(block: Any) -> str | None:
 
 def _message_clues(request: Mapping[str, Any], found: set[str]) -> None:
     for message in _listed(request.get("messages")):
-        if not isinstance(message, Mapping):
+        if not _is_object(message):
             continue
-        if message.get("role") in _OPENAI_ROLES or any(k in message for k in _OPENAI_MESSAGE_FIELDS):
+        if message.get("role") in _OPENAI_ROLES or not _OPENAI_MESSAGE_FIELDS.isdisjoint(message):
             found.add("openai")
-        for block in _listed(message.get("content")):
-            shape = _block_shape(block)
-            if shape is not None:
-                found.add(shape)
+        content = message.get("content")
+        if type(content) is list:
+            for block in content:
+                shape = _block_shape(block)
+                if shape is not None:
+                    found.add(shape)
 
 
 def _system_clues(request: Mapping[str, Any], found: set[str]) -> None:
@@ -185,7 +191,7 @@ def _system_clues(request: Mapping[str, Any], found: set[str]) -> None:
 
 def _tool_clues(request: Mapping[str, Any], found: set[str]) -> None:
     for tool in _listed(request.get("tools")):
-        if not isinstance(tool, Mapping):
+        if not _is_object(tool):
             continue
         if "input_schema" in tool or "cache_control" in tool:
             found.add(MESSAGES)
@@ -238,7 +244,8 @@ def detect_request(request: Mapping[str, Any]) -> Provider | None:
     tell (no clue, or clues for two providers)."""
     if not isinstance(request, Mapping):
         return None
-    found = {shape for key, shape in _OWN_FIELDS.items() if key in request}
+    own = _OWN_FIELDS
+    found = {own[key] for key in request if key in own}
     for clues in _SHAPE_CLUES:
         clues(request, found)
     if _invoke_model(request):

@@ -1,0 +1,229 @@
+"""Saved request bodies read back, for :mod:`cachebench.planner.offline`.
+
+:func:`read_requests` turns files (JSON Lines, plain or gzip) or Python objects into
+:class:`SavedRequest` values and :class:`Skipped` lines, in input order. A line is a request
+body in any provider's shape, or a wrapper around one::
+
+    {"request": {...}, "timestamp": 1767225600 | "2026-01-01T00:00:00Z", "provider": "openai",
+     "model": "gemini-2.5-flash", "flow": "support", "scope": "team-a"}   # ("api_key" = "scope")
+
+:class:`Rereader` reads lines again at their byte offsets (a replay in time order of a file that
+is not in it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Any, cast
+
+import orjson
+
+from ..types import Provider
+
+__all__ = ["ReplayError", "Rereader", "SavedRequest", "Skipped", "parse_timestamp", "read_requests"]
+
+# Seconds since the epoch beyond the year 5000 are milliseconds written by mistake.
+_MAX_TIMESTAMP = 1e11
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A line that was not replayed: where (``source``, 1-based ``line``) and why."""
+
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+@dataclass(slots=True)
+class SavedRequest:
+    """One request body to replay, with what its wrapper said (None: not said)."""
+
+    source: str
+    line: int
+    body: Mapping[str, Any]
+    timestamp: float | None = None
+    provider: Provider | None = None
+    model: str | None = None
+    flow: str | None = None
+    scope: str | None = None
+    offset: int = -1  # where the line starts in its (decompressed) file; -1: not from a file
+
+
+class ReplayError(ValueError):
+    """Why a request cannot be replayed (the line is skipped with this reason)."""
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return (
+        "null" if value is None else "a boolean" if isinstance(value, bool) else kinds.get(type(value), "?")
+    )
+
+
+def parse_timestamp(value: Any) -> float:
+    """Seconds since the epoch, or an ISO-8601 date and time (UTC when it has no offset)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if value >= _MAX_TIMESTAMP:
+            raise ReplayError(f"timestamp {value!r} looks like milliseconds, not seconds")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise ReplayError(f"timestamp {value!r} is not an ISO-8601 date and time")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    raise ReplayError(f"timestamp is {_json_type(value)}: seconds since the epoch or ISO-8601")
+
+
+def _text(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ReplayError(f"{key} is {_json_type(value)}, not a non-empty string")
+    return value
+
+
+def saved_request(source: str, line: int, obj: Any, offset: int = -1) -> SavedRequest:
+    """A line's value (parsed JSON or a Python object) as a :class:`SavedRequest`."""
+    if not isinstance(obj, Mapping):
+        raise ReplayError(f"not a JSON object but {_json_type(obj)}")
+    body = obj.get("request")
+    if body is None:
+        return SavedRequest(source, line, obj, offset=offset)
+    if not isinstance(body, Mapping):
+        raise ReplayError(f"request is {_json_type(body)}, not an object")
+    provider = _text(obj, "provider")
+    try:
+        parsed = Provider.parse(provider) if provider is not None else None
+    except ValueError:
+        raise ReplayError(f"provider {provider!r} is not one of {', '.join(p.value for p in Provider)}")
+    ts = obj.get("timestamp")
+    return SavedRequest(
+        source,
+        line,
+        body,
+        timestamp=None if ts is None else parse_timestamp(ts),
+        provider=parsed,
+        model=_text(obj, "model"),
+        flow=_text(obj, "flow"),
+        scope=_text(obj, "scope") or _text(obj, "api_key"),
+        offset=offset,
+    )
+
+
+def _open(path: str) -> IO[bytes]:
+    """A file's bytes, decompressed when it is gzip; OSError when it cannot be read."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == _GZIP_MAGIC
+    if compressed:
+        return cast(IO[bytes], gzip.GzipFile(path, "rb"))
+    return open(path, "rb")
+
+
+def _lines(path: str) -> Iterator[tuple[int, int, bytes]]:
+    """(1-based line number, byte offset, bytes) of each line that is not blank."""
+    number = offset = 0
+    with _open(path) as f:
+        try:
+            for raw in f:
+                number += 1
+                start, offset = offset, offset + len(raw)
+                if number == 1 and raw.startswith(_BOM):
+                    raw, start = raw[len(_BOM) :], start + len(_BOM)
+                if raw.strip():
+                    yield number, start, raw
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise OSError(f"{path}: cannot be read after line {number} ({exc})") from None
+
+
+def _line(path: str, line: int, raw: bytes, offset: int = -1) -> SavedRequest | Skipped:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Skipped(path, line, f"not valid JSON: {exc.msg} at column {min(exc.pos, len(raw)) + 1}")
+    try:
+        return saved_request(path, line, value, offset)
+    except ReplayError as exc:
+        return Skipped(path, line, str(exc))
+
+
+def _from_file(path: str) -> Iterator[SavedRequest | Skipped]:
+    for line, offset, raw in _lines(path):
+        yield _line(path, line, raw, offset)
+
+
+class Rereader:
+    """Lines read again at their offsets, from any of the files read before (each opened once,
+    a gzip file decompressed once into a temporary file, to be read at those offsets)."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._files: dict[str, IO[bytes]] = {}
+
+    def get(self, path: str, line: int, offset: int) -> SavedRequest | Skipped:
+        f = self._files.get(path)
+        if f is None:
+            f = self._stack.enter_context(_open(path))
+            if isinstance(f, gzip.GzipFile):
+                copy = self._stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by the stack)
+                shutil.copyfileobj(f, copy)
+                f = copy
+            self._files[path] = f
+        f.seek(offset)
+        return _line(path, line, f.readline(), offset)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _from_objects(items: Iterable[Any], source: str) -> Iterator[SavedRequest | Skipped]:
+    for line, value in enumerate(items, 1):
+        try:
+            if isinstance(value, (str, bytes)):
+                value = orjson.loads(value)
+            yield saved_request(source, line, value)
+        except orjson.JSONDecodeError as exc:
+            yield Skipped(source, line, f"not valid JSON: {exc.msg}")
+        except ReplayError as exc:
+            yield Skipped(source, line, str(exc))
+
+
+def is_path(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
+def read_requests(requests: Any, source: str = "<requests>") -> Iterator[SavedRequest | Skipped]:
+    """Files (a path, or a list of paths: JSON Lines, plain or gzip) read in the order given, or
+    request bodies / wrappers (dicts or JSON text) in the order iterated; OSError (opening a
+    file) when a file cannot be read."""
+    if is_path(requests):
+        yield from _from_file(os.fspath(requests))
+        return
+    items = list(requests) if not isinstance(requests, list) else requests
+    if items and all(is_path(p) for p in items):
+        for path in items:
+            yield from _from_file(os.fspath(path))
+        return
+    yield from _from_objects(items, source)

@@ -1,0 +1,453 @@
+"""Offline explain: saved request bodies (no usage) in each provider's shape, replayed in time
+order through the cache model and the tracker's diagnosis (``explain_requests``), and
+``cachebench explain FILE`` as a process.
+
+Expected values are written down from each scenario: token counts by the emulator's documented
+estimate (ASCII text: ``ceil(chars / 4)``), byte ranges inside a block's canonical bytes (the
+JSON ``[section, payload]``, so a system text starts after ``["system","``), prices pinned where
+a cost is checked.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachebench.planner.offline import UNDATED_START, OfflineReport, explain_requests
+
+T0 = 1_790_000_000  # 2026-09-21T13:33:20Z
+POLICY = "\n".join(f"Rule {i}: refunds over ${10 * i} need approval from a lead." for i in range(1, 200))
+INTRO = "You are a support agent."
+CLOCK = " Current time: "
+STAMP_LEN = len("2026-09-22T10:00:00Z")
+# Pinned prices (USD per million tokens): a write pays 3.75, a read 0.3.
+PRICES = {
+    "claude-sonnet-5": {
+        "input": 3.0,
+        "output": 15.0,
+        "cache_read": 0.3,
+        "cache_write": 3.75,
+        "cache_write_1h": 6.0,
+    }
+}
+
+
+def tokens(text: str) -> int:
+    """The emulator's estimate of ASCII text: 4 characters a token, rounded up."""
+    return math.ceil(len(text) / 4)
+
+
+def system_text(i: int, deployed: bool) -> str:
+    """The system prompt; after the deploy it carries the time of the request."""
+    head = INTRO + CLOCK + f"2026-09-22T10:{i:02d}:00Z" if deployed else INTRO
+    return head + "\n" + POLICY
+
+
+SYSTEM_BEFORE = tokens(system_text(0, False))
+SYSTEM_AFTER = tokens(system_text(0, True))
+QUESTION = tokens("Where is order 1?")
+
+
+def anthropic(i: int, deployed: bool) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-5",
+        "max_tokens": 512,
+        "system": [
+            {"type": "text", "text": system_text(i, deployed), "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [{"role": "user", "content": f"Where is order {i}?"}],
+    }
+
+
+def openai(i: int, deployed: bool) -> dict[str, Any]:
+    marked = {
+        "type": "text",
+        "text": system_text(i, deployed),
+        "prompt_cache_breakpoint": {"mode": "explicit"},
+    }
+    return {
+        "model": "gpt-5.6",
+        "prompt_cache_options": {"mode": "explicit"},
+        "messages": [
+            {"role": "system", "content": [marked]},
+            {"role": "user", "content": f"Where is order {i}?"},
+        ],
+    }
+
+
+def converse(i: int, deployed: bool) -> dict[str, Any]:
+    return {
+        "modelId": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        "system": [{"text": system_text(i, deployed)}, {"cachePoint": {"type": "default"}}],
+        "messages": [{"role": "user", "content": [{"text": f"Where is order {i}?"}]}],
+        "inferenceConfig": {"maxTokens": 512},
+    }
+
+
+def gemini(i: int, deployed: bool) -> dict[str, Any]:
+    return {
+        "systemInstruction": {"parts": [{"text": system_text(i, deployed)}]},
+        "contents": [{"role": "user", "parts": [{"text": f"Where is order {i}?"}]}],
+    }
+
+
+def churning_deploy(body: Any, **wrapper: Any) -> list[dict[str, Any]]:
+    """Six requests a minute apart (within every TTL); from the third on, the system prompt
+    carries the current time."""
+    return [
+        {"request": body(i, i >= 2), "timestamp": T0 + 60 * i, "flow": "support", **wrapper} for i in range(6)
+    ]
+
+
+def write_jsonl(path: Path, lines: list[Any]) -> str:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return str(path)
+
+
+# -- a churning deploy, in each provider's shape ----------------------------------------------------
+
+
+def test_a_churning_deploy_on_anthropic_names_the_timestamp_and_prices_it(tmp_path: Path) -> None:
+    """A JSONL of Anthropic requests whose system prompt carries the time after a deploy: the
+    first request writes, the second reads, the deploy itself is a one-off content change (not
+    avoidable); every later request is ``prefix_changed`` at the timestamp (system block 0, the
+    20 bytes after ``["system","`` and the text before the time), and all it wrote could have
+    been read: avoidable, priced at a write's rate minus a read's."""
+    path = write_jsonl(tmp_path / "requests.jsonl", churning_deploy(anthropic))
+    report = explain_requests(path, prices=PRICES)
+    rows = report.rows
+    assert [(r.line, r.read, r.written, r.uncached) for r in rows] == [
+        (1, 0, SYSTEM_BEFORE, QUESTION),
+        (2, SYSTEM_BEFORE, 0, QUESTION),
+        *((n, 0, SYSTEM_AFTER, QUESTION) for n in range(3, 7)),
+    ]
+    assert [r.miss_cause for r in rows] == ["cold", None, *["prefix_changed"] * 4]
+    assert rows[2].diff is not None and rows[2].diff.kind == "content" and rows[2].avoidable_tokens == 0
+    start = len('["system","') + len(INTRO + CLOCK)
+    for r in rows[3:]:
+        d = r.diff
+        assert d is not None
+        assert (d.section, d.block_index, d.byte_start, d.byte_end) == ("system", 0, start, start + STAMP_LEN)
+        assert (d.kind, d.value_type) == ("volatile", "timestamp")
+        assert r.avoidable_tokens == SYSTEM_AFTER
+        assert r.avoidable_cost_usd == pytest.approx(SYSTEM_AFTER * (3.75 - 0.3) / 1e6)
+        assert r.flow == "support" and r.provider == "anthropic" and r.model == "claude-sonnet-5"
+        assert "timestamp" in r.explanation and "Fix: move the timestamp" in r.explanation
+    by_cause = {c.cause: c for c in report.causes}
+    assert list(by_cause) == ["prefix_changed", "cold"]  # most avoidable cost first
+    changed = by_cause["prefix_changed"]
+    assert (changed.calls, changed.avoidable_calls, changed.avoidable_tokens) == (4, 3, 3 * SYSTEM_AFTER)
+    assert changed.unread_tokens == 4 * SYSTEM_AFTER
+    assert changed.avoidable_cost_usd == pytest.approx(3 * SYSTEM_AFTER * 3.45 / 1e6)
+    assert (by_cause["cold"].calls, by_cause["cold"].avoidable_tokens) == (1, 0)
+    assert [r.line for r in report.misses] == [4, 5, 6]
+    assert report.skipped == []
+
+
+@pytest.mark.parametrize(
+    ("body", "wrapper", "provider", "before", "after"),
+    [
+        # OpenAI GPT-5.6, explicit mode: the breakpoint on the system part; its canonical block is
+        # [section, [role, text]].
+        (openai, {}, "openai", '["system",["system","', "written"),
+        # Bedrock Converse: a cache point after the system text; the block is {"text": ...}.
+        (converse, {}, "bedrock", '["system",{"text":"', "written"),
+        # Gemini 2.5: implicit caching, writes not reported; the model comes from the wrapper.
+        (gemini, {"model": "gemini-2.5-flash"}, "gemini", '["system",{"text":"', "implicit"),
+    ],
+    ids=["openai", "bedrock-converse", "gemini"],
+)
+def test_a_churning_deploy_in_each_providers_shape(
+    tmp_path: Path, body: Any, wrapper: dict[str, str], provider: str, before: str, after: str
+) -> None:
+    """The same deploy in OpenAI, Bedrock Converse and Gemini shapes, detected from the bodies:
+    the requests after the deploy's first are ``prefix_changed`` at the timestamp in system
+    block 0, and what they could have read is counted: all they wrote where writes are reported;
+    on Gemini (no writes reported) the system prompt's tokens, estimated from byte shares."""
+    path = write_jsonl(tmp_path / "requests.jsonl", churning_deploy(body, **wrapper))
+    rows = explain_requests(path).rows
+    assert [r.provider for r in rows] == [provider] * 6
+    assert rows[1].read == SYSTEM_BEFORE  # the second request reads what the first wrote
+    # Not read by the first: what it wrote; Gemini caches the whole prompt, question included.
+    assert rows[0].unread_tokens == (SYSTEM_BEFORE if after == "written" else SYSTEM_BEFORE + QUESTION)
+    assert [r.miss_cause for r in rows[2:]] == ["prefix_changed"] * 4
+    start = len(before) + len(INTRO + CLOCK)
+    for r in rows[3:]:
+        d = r.diff
+        assert d is not None
+        assert (d.section, d.block_index, d.byte_start, d.byte_end) == ("system", 0, start, start + STAMP_LEN)
+        assert (d.kind, d.value_type) == ("volatile", "timestamp")
+        assert r.read == 0
+        if after == "written":
+            assert r.written == r.avoidable_tokens == SYSTEM_AFTER
+        else:
+            assert r.written == 0 and r.uncached == SYSTEM_AFTER + QUESTION
+            assert abs(r.avoidable_tokens - SYSTEM_AFTER) <= SYSTEM_AFTER // 100
+        assert r.avoidable_cost_usd is not None and r.avoidable_cost_usd > 0
+
+
+# -- other causes -------------------------------------------------------------------------------------
+
+
+def tools(order: str) -> list[dict[str, Any]]:
+    """Three tools in the given order, the last one marked."""
+    made = [
+        {"name": n, "description": f"{n} orders. " * 300, "input_schema": {"type": "object"}} for n in order
+    ]
+    made[-1] = {**made[-1], "cache_control": {"type": "ephemeral"}}
+    return made
+
+
+def test_reordered_tools_are_named_and_avoidable() -> None:
+    """The same tools sent in another order: ``prefix_changed`` with kind ``reordered`` at tools
+    block 0, and everything the request wrote could have been read."""
+    orders = ["abc", "abc", "bac"]
+    bodies = [
+        {
+            "model": "claude-sonnet-5",
+            "max_tokens": 64,
+            "tools": tools(o),
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        for o in orders
+    ]
+    rows = explain_requests([{"request": b, "timestamp": T0 + 60 * i} for i, b in enumerate(bodies)]).rows
+    assert [r.miss_cause for r in rows] == ["cold", None, "prefix_changed"]
+    d = rows[2].diff
+    assert d is not None and (d.section, d.block_index, d.kind) == ("tools", 0, "reordered")
+    assert rows[2].avoidable_tokens == rows[2].written > 0
+    assert "sort the tools" in rows[2].explanation
+
+
+def test_a_gap_longer_than_the_ttl_is_legitimate() -> None:
+    """Requests at 0, 60 and 120 s read; one 400 s after the last (past the 5-minute TTL) is
+    ``ttl_expired``: it writes again, and nothing of it is avoidable."""
+    times = [0, 60, 120, 520]
+    report = explain_requests(
+        [{"request": anthropic(0, False), "timestamp": T0 + t} for t in times], prices=PRICES
+    )
+    rows = report.rows
+    assert [(r.read, r.written, r.miss_cause) for r in rows] == [
+        (0, SYSTEM_BEFORE, "cold"),
+        (SYSTEM_BEFORE, 0, None),
+        (SYSTEM_BEFORE, 0, None),
+        (0, SYSTEM_BEFORE, "ttl_expired"),
+    ]
+    assert (rows[3].avoidable_tokens, rows[3].avoidable_cost_usd) == (0, 0.0)
+    expired = next(c for c in report.causes if c.cause == "ttl_expired")
+    assert (expired.calls, expired.unread_tokens, expired.avoidable_calls) == (1, SYSTEM_BEFORE, 0)
+    assert report.misses == []
+
+
+# -- input: order, time, shapes, bad lines ------------------------------------------------------------
+
+
+def test_requests_are_replayed_in_time_order() -> None:
+    """Lines given newest first are replayed oldest first (the rows come in time order, each
+    with its own line), with the same outcome as the file in order."""
+    lines = churning_deploy(anthropic)
+    forward = explain_requests(lines, prices=PRICES)
+    backward = explain_requests(lines[::-1], prices=PRICES)
+    assert [r.line for r in backward.rows] == [6, 5, 4, 3, 2, 1]
+    assert [r.metrics for r in backward.rows] == [r.metrics for r in forward.rows]
+
+
+def test_requests_without_a_timestamp_are_spaced_by_the_interval() -> None:
+    """Bare bodies (no wrapper): the first at ``start`` (default :data:`UNDATED_START`), each
+    next one ``interval_s`` later; a 400 s interval puts every request past the 5-minute TTL."""
+    bodies = [anthropic(0, False)] * 3
+    rows = explain_requests(bodies).rows
+    assert [r.metrics.timestamp for r in rows] == [UNDATED_START, UNDATED_START + 1, UNDATED_START + 2]
+    assert [r.miss_cause for r in rows] == ["cold", None, None]
+    rows = explain_requests(bodies, interval_s=400, start="2026-09-22T00:00:00Z").rows
+    assert rows[0].metrics.timestamp == 1_790_035_200.0
+    assert [r.miss_cause for r in rows] == ["cold", "ttl_expired", "ttl_expired"]
+
+
+def test_the_arguments_name_provider_model_and_flow_where_lines_do_not() -> None:
+    """A Gemini body names no model: ``model=`` gives it; ``flow=`` names the flow of requests
+    whose wrapper names none (else ``provider/model``); JSON text lines are read too."""
+    body = gemini(0, False)
+    report = explain_requests(
+        [json.dumps(body), {"request": body, "flow": "search"}], model="gemini-2.5-flash"
+    )
+    assert [(r.provider, r.model, r.flow) for r in report.rows] == [
+        ("gemini", "gemini-2.5-flash", "gemini/gemini-2.5-flash"),
+        ("gemini", "gemini-2.5-flash", "search"),
+    ]
+    named = explain_requests([body], model="gemini-2.5-flash", flow="search")
+    assert named.rows[0].flow == "search"
+    with pytest.raises(ValueError, match="unknown provider"):
+        explain_requests([body], provider="cohere")
+    with pytest.raises(ValueError, match="interval_s"):
+        explain_requests([body], interval_s=-1)
+
+
+def test_bad_lines_are_skipped_with_their_line_and_the_rest_is_explained(tmp_path: Path) -> None:
+    """Bad JSON, a line that is not an object, a body of no known shape, a Gemini body without a
+    model, a bad timestamp and a request the provider would refuse (five breakpoints) are each
+    skipped with its file, line and reason; a blank line is no line; the good lines around
+    them are explained (the last reads what the first wrote)."""
+    refused = anthropic(0, False)
+    refused["messages"] = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": f"part {k}", "cache_control": {"type": "ephemeral"}}],
+        }
+        for k in range(4)
+    ]
+    path = write_jsonl(
+        tmp_path / "requests.jsonl",
+        [
+            {"request": anthropic(0, False), "timestamp": T0},
+            '{"request": ',
+            '"just a string"',
+            {"messages": [{"role": "user", "content": "hi"}]},
+            {"request": gemini(0, False), "timestamp": T0 + 10},
+            {"request": anthropic(0, False), "timestamp": "yesterday"},
+            {"request": refused, "timestamp": T0 + 20},
+            "",
+            {"request": anthropic(1, False), "timestamp": T0 + 60},
+        ],
+    )
+    report = explain_requests(path)
+    assert [(s.line, s.source) for s in report.skipped] == [(n, path) for n in range(2, 8)]
+    reasons = [s.reason for s in report.skipped]
+    assert reasons[0].startswith("not valid JSON")
+    assert reasons[1] == "not a JSON object but a string"
+    assert reasons[2].startswith("cannot tell which provider")
+    assert reasons[3].startswith("no model")
+    assert reasons[4] == "timestamp 'yesterday' is not an ISO-8601 date and time"
+    assert reasons[5].startswith("the provider would refuse it") and "cache_control" in reasons[5]
+    assert str(report.skipped[0]).startswith(f"{path}:2: not valid JSON")
+    assert [(r.line, r.read, r.written) for r in report.rows] == [
+        (1, 0, SYSTEM_BEFORE),
+        (9, SYSTEM_BEFORE, 0),
+    ]
+
+
+def test_a_gzip_file_and_several_files(tmp_path: Path) -> None:
+    """A gzip-compressed JSONL reads as the plain one; several files are one replay in time
+    order (the second file's request reads what the first file's wrote)."""
+    lines = churning_deploy(anthropic)
+    plain = write_jsonl(tmp_path / "a.jsonl", lines)
+    packed = tmp_path / "a.jsonl.gz"
+    packed.write_bytes(gzip.compress(Path(plain).read_bytes()))
+    assert [r.metrics for r in explain_requests(str(packed)).rows] == [
+        r.metrics for r in explain_requests(plain).rows
+    ]
+    first = write_jsonl(tmp_path / "first.jsonl", lines[:1])
+    second = write_jsonl(tmp_path / "second.jsonl", lines[1:2])
+    rows = explain_requests([second, first]).rows
+    assert [(r.source, r.read) for r in rows] == [(first, 0), (second, SYSTEM_BEFORE)]
+    with pytest.raises(OSError):
+        explain_requests(str(tmp_path / "missing.jsonl"))
+
+
+def test_the_report_as_json_is_deterministic() -> None:
+    """The same input gives the same JSON, byte for byte: the totals, the causes, the skipped
+    lines and the rows with an avoidable miss (every row with ``all_rows``)."""
+    lines = churning_deploy(anthropic)
+    a, b = explain_requests(lines, prices=PRICES), explain_requests(lines, prices=PRICES)
+    assert isinstance(a, OfflineReport)
+    assert a.as_json() == b.as_json() and a.as_json(all_rows=True) == b.as_json(all_rows=True)
+    data = json.loads(a.as_json())
+    assert data["total"]["requests"] == 6 and data["total"]["avoidable_tokens"] == 3 * SYSTEM_AFTER
+    assert [r["line"] for r in data["rows"]] == [4, 5, 6]
+    assert data["rows"][0]["diff"]["value_type"] == "timestamp"
+    assert len(json.loads(a.as_json(all_rows=True))["rows"]) == 6
+
+
+def test_the_replay_needs_no_server_packages() -> None:
+    """The core package runs offline explain with only its own dependencies: with starlette and
+    uvicorn unimportable, the emulator's renderers still import and a request is explained."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('starlette', 'uvicorn'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from cachebench.planner import explain_requests\n"
+        f"rows = explain_requests([{anthropic(0, False)!r}]).rows\n"
+        "assert [r.miss_cause for r in rows] == ['cold']\n"
+        "assert not any(m.startswith(('starlette', 'uvicorn')) for m in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+# -- the command line, as a process ---------------------------------------------------------------
+
+
+def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cachebench", "explain", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "CACHEBENCH_STRICT": "1", "PYTHONWARNINGS": "error", **(env or {})},
+    )
+
+
+def test_cli_explains_a_file(tmp_path: Path) -> None:
+    """``cachebench explain requests.jsonl``: exit 0 with misses; a table per cause, one line per
+    avoidable miss naming its place, kind and value, tokens and fix; skipped lines with their
+    line; nothing on stderr; no store written (``CACHEBENCH_DB`` is not used)."""
+    path = write_jsonl(tmp_path / "requests.jsonl", [*churning_deploy(anthropic), "{oops"])
+    db = tmp_path / "never.db"
+    done = cli(path, env={"CACHEBENCH_DB": str(db)})
+    assert (done.returncode, done.stderr) == (0, "")
+    out = done.stdout
+    assert "Replayed 6 requests" in out and "1 lines skipped" in out
+    assert "Miss causes" in out and "prefix_changed" in out and "cold" in out
+    start = len('["system","') + len(INTRO + CLOCK)
+    place = f"prefix_changed at system block 0, bytes {start}-{start + STAMP_LEN} (volatile timestamp)"
+    for n in (4, 5, 6):
+        line = next(x for x in out.splitlines() if x.startswith(f"{path}:{n} "))
+        assert (
+            place in line
+            and f"wrote {SYSTEM_AFTER:,}" in line
+            and f"avoidable {SYSTEM_AFTER:,} tokens" in line
+        )
+        assert "Fix: move the timestamp" in line
+    assert f"{path}:3 " not in out  # the deploy's one-off change is not avoidable
+    assert f"{path}:7: not valid JSON" in out
+    assert not db.exists()
+    every = cli(path, "--all")
+    assert every.returncode == 0 and all(f"{path}:{n} " in every.stdout for n in range(1, 7))
+
+
+def test_cli_json(tmp_path: Path) -> None:
+    """``--json`` prints the report as JSON: totals, causes, skipped lines, avoidable rows."""
+    path = write_jsonl(tmp_path / "requests.jsonl", churning_deploy(converse))
+    done = cli(path, "--json")
+    assert (done.returncode, done.stderr) == (0, "")
+    data = json.loads(done.stdout)
+    assert data["total"]["requests"] == 6 and data["skipped"] == []
+    assert data["causes"][0]["cause"] == "prefix_changed" and data["causes"][0]["avoidable_calls"] == 3
+    assert [(r["line"], r["provider"], r["diff"]["kind"]) for r in data["rows"]] == [
+        (n, "bedrock", "volatile") for n in (4, 5, 6)
+    ]
+
+
+def test_cli_errors(tmp_path: Path) -> None:
+    """A missing request file: one line, exit 1. A bad option: a usage error, exit 2 (a negative
+    interval, an unknown provider, a file option given with a call id)."""
+    done = cli(str(tmp_path / "missing.jsonl"))
+    assert done.returncode == 1 and done.stderr == f"cachebench: no such file: {tmp_path / 'missing.jsonl'}\n"
+    path = write_jsonl(tmp_path / "requests.jsonl", churning_deploy(anthropic))
+    for argv in ([path, "--interval", "-1"], [path, "--provider", "cohere"], ["42", "--all"]):
+        done = cli(*argv)
+        assert done.returncode == 2 and "Usage:" in done.stderr, argv

@@ -250,14 +250,22 @@ def test_a_gap_longer_than_the_ttl_is_legitimate() -> None:
 # -- input: order, time, shapes, bad lines ------------------------------------------------------------
 
 
-def test_requests_are_replayed_in_time_order() -> None:
+def test_requests_are_replayed_in_time_order(tmp_path: Path) -> None:
     """Lines given newest first are replayed oldest first (the rows come in time order, each
-    with its own line), with the same outcome as the file in order."""
+    with its own line), with the same outcome as the input in order: as objects, as a file and
+    as a gzip file (read again at the lines' offsets)."""
     lines = churning_deploy(anthropic)
-    forward = explain_requests(lines, prices=PRICES)
+    forward = [r.metrics for r in explain_requests(lines, prices=PRICES).rows]
     backward = explain_requests(lines[::-1], prices=PRICES)
     assert [r.line for r in backward.rows] == [6, 5, 4, 3, 2, 1]
-    assert [r.metrics for r in backward.rows] == [r.metrics for r in forward.rows]
+    assert [r.metrics for r in backward.rows] == forward
+    path = write_jsonl(tmp_path / "backward.jsonl", ["", *lines[::-1]])  # (a blank first line)
+    packed = tmp_path / "backward.jsonl.gz"
+    packed.write_bytes(gzip.compress(Path(path).read_bytes()))
+    for source in (path, str(packed)):
+        rows = explain_requests(source, prices=PRICES).rows
+        assert [r.line for r in rows] == [7, 6, 5, 4, 3, 2]
+        assert [r.metrics for r in rows] == forward
 
 
 def test_requests_without_a_timestamp_are_spaced_by_the_interval() -> None:

@@ -196,6 +196,7 @@ class OfflineReport:
 
 
 def report(rows: list[OfflineRow], skipped: list[Skipped]) -> OfflineReport:
+    """The report of ``rows`` (in replay order) and ``skipped`` (in input order)."""
     causes: dict[str, CauseSummary] = {}
     for row in rows:
         cause = row.miss_cause

@@ -169,7 +169,7 @@ def read_file(path: str, provider: str | None, model: str | None) -> tuple[list[
 def _items(
     path: str, values: Sequence[tuple[int, Any]], provider: str | None, model: str | None
 ) -> tuple[list[Item], list[Problem]]:
-    from .planner._replay import ReplayError, saved_request
+    from .planner._saved import ReplayError, saved_request
 
     items: list[Item] = []
     problems: list[Problem] = []

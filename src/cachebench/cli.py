@@ -166,11 +166,13 @@ def build() -> "typer.Typer":
                 )
                 raise typer.Exit(1) from None
 
+    from ._cli_plan import add_plan_command
     from ._cli_planner import add_planner_commands
     from ._cli_store import add_store_commands
 
     add_store_commands(app)
     add_planner_commands(app)
+    add_plan_command(app)
     return app
 
 

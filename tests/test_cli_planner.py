@@ -367,3 +367,30 @@ def test_docs_lint_md_documents_exactly_the_rule_table() -> None:
     headings = set(re.findall(r"^### (CB\d{3}) `([a-z-]+)`: (.+)$", text, re.MULTILINE))
     assert headings == {(r.code, r.name, r.title) for r in RULES.values()}
     assert set(re.findall(r"\bCB\d{3}\b", text)) == set(RULES)
+
+
+def test_check_fails_when_a_build_lost_its_breakpoint(tmp_path: Path) -> None:
+    """Two builds with the same blocks, one without its cache marker: not the same cached
+    prefix (exit 1, kind breakpoints, the fix)."""
+    marked = {
+        "model": "claude-sonnet-5",
+        "max_tokens": 64,
+        "system": [
+            {
+                "type": "text",
+                "text": "Answer as the shop's agent. " * 200,
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    plain = json.loads(json.dumps(marked))
+    del plain["system"][0]["cache_control"]
+    path = tmp_path / "builds.jsonl"
+    path.write_text(json.dumps(marked) + "\n" + json.dumps(plain) + "\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "cachebench", "check", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert f"{path}:2: prefix differs:" in run.stdout and "kind breakpoints" in run.stdout
+    assert "its breakpoints are none, request 0's block 0 (5m)" in run.stdout

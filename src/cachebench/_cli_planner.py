@@ -267,8 +267,11 @@ def compare_builds(items: Sequence[Item], out: Outcome) -> None:
     found = first_difference([i.body for i in items], first.provider, first.model)
     if found is not None:
         item = items[found.request]
-        diff = found.diff.as_dict()
-        out.differences.append(Difference(item, first, found.diff.kind, found.why, found.fix, diff))
+        if found.diff is None:  # the blocks agree; the breakpoints do not
+            out.differences.append(Difference(item, first, "breakpoints", found.why, found.fix))
+        else:
+            diff = found.diff.as_dict()
+            out.differences.append(Difference(item, first, found.diff.kind, found.why, found.fix, diff))
 
 
 # -- printing -------------------------------------------------------------------------------------

@@ -387,3 +387,40 @@ def test_lint_rejects_what_is_not_a_request() -> None:
         cachebench.lint([])
     with pytest.raises(ValueError, match="cannot tell which provider"):
         cachebench.lint({"prompt": "hi"})
+
+
+def test_cb201_ignores_the_conversation_history() -> None:
+    """A date and a request id inside an earlier tool result are history that the next turn
+    sends again unchanged: not flagged. The same values in the leading user message (a
+    template's per-request context) are."""
+    call = {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "t1", "name": "orders", "input": {"id": "7"}}],
+    }
+    result = {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "t1",
+                "content": "request_id: req_8f3a2b1c9d77, shipped 2026-12-07T09:12:44Z",
+            }
+        ],
+    }
+    marked = {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "It shipped.", "cache_control": EPHEMERAL}],
+    }
+    history = [
+        {"role": "user", "content": "Where is order 7?"},
+        call,
+        result,
+        marked,
+        {"role": "user", "content": "Thanks"},
+    ]
+    assert cachebench.lint(request(messages=history), now=NOW) == []
+    context = {"role": "user", "content": "Context: request_id: req_8f3a2b1c9d77. Where is order 7?"}
+    found = cachebench.lint(request(messages=[context, *history[1:]]), now=NOW)
+    assert [(f.code, f.section, f.block_index, f.value_type) for f in found] == [
+        ("CB201", "messages", 0, "hex_id")
+    ]

@@ -34,6 +34,7 @@ class BlockView:
     nbytes: int  # canonical bytes
     kind: str  # "tool_use" | "tool_result" | "image" | "text" | "json"
     markable: bool
+    role: str | None = None  # a message block's role
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,20 @@ class RequestView:
         return self.cum_tokens[position] if 0 <= position < len(self.cum_tokens) else 0
 
     @property
+    def history_start(self) -> int:
+        """The first block of the conversation history: message blocks after the leading user
+        message (its context), which the next turn sends again unchanged."""
+        first = next((b.position for b in self.blocks if b.section == "messages"), len(self.blocks))
+        p = first
+        while (
+            p < len(self.blocks)
+            and self.blocks[p].role in ("user", None)
+            and self.blocks[p].kind != "tool_result"
+        ):
+            p += 1
+        return p
+
+    @property
     def cached_end(self) -> int:
         """Blocks ``[0, cached_end)`` are inside the cached prefix: through the last breakpoint,
         or before the newest turn where the provider caches implicitly."""
@@ -69,6 +84,12 @@ def _inner(payload: Any) -> Any:
     if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], str):
         return payload[1]
     return payload
+
+
+def _role(payload: Any) -> str | None:
+    if isinstance(payload, (tuple, list)) and len(payload) == 2 and isinstance(payload[0], str):
+        return payload[0]
+    return None
 
 
 def _kind(part: Any) -> str:
@@ -146,6 +167,7 @@ def view(
                 len(canonical([section, payload])),
                 _kind(part),
                 can_mark[position] if position < len(can_mark) else False,
+                _role(payload) if section == "messages" else None,
             )
         )
     explicit = bool(prompt.marks) and not prompt.implicit

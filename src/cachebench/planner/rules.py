@@ -89,7 +89,9 @@ RULES: dict[str, Rule] = {
             "error",
             "A value that changes per request inside the cached prefix",
             "A date, a time, an epoch stamp, a UUID, a request id or a counter before the last "
-            "breakpoint makes every request's prefix new: every call writes and none reads.",
+            "breakpoint makes every request's prefix new: every call writes and none reads. "
+            "(The tools, the system prompt and the leading user message are looked at; the "
+            "conversation history is sent again unchanged by the next turn.)",
             "Move the value after the last breakpoint (into the newest user message), or drop "
             "it; keep a date at day precision in a layer of its own if the model needs it.",
         ),
@@ -306,7 +308,9 @@ _DIGIT = re.compile(r"\d")
 
 
 def _volatile_rule(v: RequestView, r: int, now: float) -> Iterator[Finding]:
-    for b in v.blocks[: v.cached_end]:
+    # The conversation history (earlier turns, tool calls and results) is sent again unchanged
+    # by the next turn: a date in a tool result is history, not a value built per request.
+    for b in v.blocks[: min(v.cached_end, v.history_start)]:
         data = canonical([b.section, b.payload])
         cursor = 0
         for text in _strings(b.payload):

@@ -39,7 +39,9 @@ WITHOUT_EXTRAS = textwrap.dedent(
     import cachebench.testing
 
     assert not hasattr(cachebench.testing, "cache_emulator")
-    assert cachebench.testing.__all__ == ["CacheEmulator", "ManualClock"]
+    assert cachebench.testing.__all__ == [
+        "CacheEmulator", "ManualClock", "PrefixUnstable", "assert_cache_friendly", "assert_prefix_stable"
+    ]
     print("ok")
     """
 )

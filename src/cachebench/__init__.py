@@ -12,6 +12,7 @@ the tracker uses inside (``Usage``, ``Cost``, ``PrefixKey``) are in :mod:`cacheb
 import typing as _typing
 
 from ._flow import flow
+from ._lazy import lazy_names as _lazy_names
 from .advice import explain
 from .policy import CachePolicy
 from .tracker import CacheTracker
@@ -26,16 +27,7 @@ else:
 
 # The planner's names are imported when first asked for (``import cachebench`` stays light).
 _PLANNER = frozenset({"Finding", "Plan", "Traffic", "apply", "lint", "plan"})
-
-
-def __getattr__(name: str) -> _typing.Any:
-    if name in _PLANNER:
-        from . import planner
-
-        value = getattr(planner, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = _lazy_names(__name__, dict.fromkeys(_PLANNER, ".planner"))
 
 
 def __dir__() -> list[str]:

@@ -13,9 +13,9 @@ cachebench`` and ``import cachebench.export`` need neither extra, and a missing 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from ..engine import Engine
 
 if TYPE_CHECKING:
@@ -25,19 +25,15 @@ if TYPE_CHECKING:
 
 __all__ = ["MetricsServer", "OTelExporter", "PrometheusCollector", "start_http_server"]
 
-_MODULE_OF = {
-    "MetricsServer": "prometheus",
-    "OTelExporter": "otel",
-    "PrometheusCollector": "prometheus",
-    "start_http_server": "prometheus",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "MetricsServer": ".prometheus",
+        "OTelExporter": ".otel",
+        "PrometheusCollector": ".prometheus",
+        "start_http_server": ".prometheus",
+    },
+)
 
 
 def __dir__() -> list[str]:

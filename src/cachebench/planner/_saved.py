@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import tempfile
-import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import IO, Any, cast
 
 import orjson
 
+from ..importing import ImportFileError, json_lines
 from ..types import Provider
 
 __all__ = ["ReplayError", "Rereader", "SavedRequest", "Skipped", "parse_timestamp", "read_requests"]
@@ -34,7 +34,6 @@ __all__ = ["ReplayError", "Rereader", "SavedRequest", "Skipped", "parse_timestam
 # Seconds since the epoch beyond the year 5000 are milliseconds written by mistake.
 _MAX_TIMESTAMP = 1e11
 _GZIP_MAGIC = b"\x1f\x8b"
-_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +143,11 @@ def _open(path: str) -> IO[bytes]:
 
 def _lines(path: str) -> Iterator[tuple[int, int, bytes]]:
     """(1-based line number, byte offset, bytes) of each line that is not blank."""
-    number = offset = 0
     with _open(path) as f:
         try:
-            for raw in f:
-                number += 1
-                start, offset = offset, offset + len(raw)
-                if number == 1 and raw.startswith(_BOM):
-                    raw, start = raw[len(_BOM) :], start + len(_BOM)
-                if raw.strip():
-                    yield number, start, raw
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise OSError(f"{path}: cannot be read after line {number} ({exc})") from None
+            yield from json_lines(path, f)
+        except ImportFileError as exc:
+            raise OSError(str(exc)) from None
 
 
 def _line(path: str, line: int, raw: bytes, offset: int = -1) -> SavedRequest | Skipped:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachebench.diagnose.classify import normalized_digest, reordered, volatile_value
+from cachebench.diagnose.classify import VALUE_SHAPES, normalized_digest, reordered, volatile_value
 
 
 def changed_range(before: str, after: str) -> tuple[int, int]:
@@ -144,3 +144,22 @@ def test_normalized_digest_writes_whole_floats_as_integers() -> None:
     assert normalized_digest({"discount": 1.0}) == normalized_digest({"discount": 1})
     assert normalized_digest('{"discount": 1.0}') == normalized_digest('{"discount":1}')
     assert normalized_digest({"discount": 1.5}) != normalized_digest({"discount": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "found"),
+    [
+        ("at 12:56:27 Amazon shipped", "timestamp", ["12:56:27"]),  # "Am" is not AM
+        ("due 3:04 pm today", "timestamp", ["3:04 pm"]),
+        ("epoch 2100000000 here", "timestamp", ["2100000000"]),  # after 2033-05-18
+        ("Decimal 5, 2020 and Marching 3, 2021", "date", []),  # no month names
+        ("March 5, 2020", "date", ["March 5, 2020"]),
+        ("host 10.0.0.12 and v1.2.3.4", "date", []),  # addresses and versions
+        ("Today is 07.12.2026. Rules", "date", ["07.12.2026"]),
+    ],
+)
+def test_value_shapes_keep_to_their_values(text: str, kind: str, found: list[str]) -> None:
+    """The shapes end where the value ends: an AM/PM must not run into a word, an epoch runs
+    to 2286, a month is a month's name, and a dotted date is not a piece of an address."""
+    shape = dict(VALUE_SHAPES)[kind]
+    assert [m.group() for m in shape.finditer(text)] == found

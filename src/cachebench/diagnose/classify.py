@@ -29,6 +29,7 @@ import xxhash
 from ..types import ValueType
 
 __all__ = [
+    "VALUE_SHAPES",
     "ValueType",
     "normalized_digest",
     "reordered",
@@ -37,21 +38,23 @@ __all__ = [
 ]
 
 
-_MONTHS = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+# A month's name or its usual abbreviation, and nothing longer ("Decimal" is no month).
+_MONTHS = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\b\.?"
+)
 _DAYS = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]*,?"
 _DATE = (
     r"\d{4}-\d{2}-\d{2}"  # 2026-12-07
     r"|\d{4}/\d{1,2}/\d{1,2}"  # 2026/12/07
-    r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}"  # 07.12.2026, 12/07/2026
+    r"|(?<!\d)(?<!\d\.)\d{1,2}[./-]\d{1,2}[./-]\d{2,4}(?!\d|\.\d)"  # 07.12.2026, 12/07/2026 (not 10.0.0.12)
     rf"|{_MONTHS} \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}"  # December 7, 2026
     rf"|\d{{1,2}} {_MONTHS},? \d{{4}}"  # 7 December 2026
 )
-_TIME = (
-    r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?: ?[AaPp]\.?[Mm]\.?)?(?: ?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
-)
+_TIME = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?: ?[AaPp]\.?[Mm]\.?(?![A-Za-z]))?(?: ?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
 # Tried in order at each position; the longest match that covers the change wins, so a date
 # with its time is a timestamp and a bare time of day next to nothing is one too.
-_PATTERNS: tuple[tuple[ValueType, re.Pattern[str]], ...] = (
+VALUE_SHAPES: tuple[tuple[ValueType, re.Pattern[str]], ...] = (
     (
         "uuid",
         re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
@@ -62,7 +65,7 @@ _PATTERNS: tuple[tuple[ValueType, re.Pattern[str]], ...] = (
             rf"(?:{_DAYS} )?(?:{_DATE})(?:[T ]|, | at ){_TIME}"  # a date and a time
             rf"|{_DAYS} \d{{1,2}} {_MONTHS} \d{{4}} {_TIME}"  # RFC 2822 / HTTP date
             rf"|\b{_TIME}\b"  # a time of day
-            r"|\b1\d{9}(?:\d{3})?(?:\.\d+)?\b"  # Unix epoch seconds or milliseconds (2001-2286)
+            r"|\b[12]\d{9}(?:\d{3})?(?:\.\d+)?\b"  # Unix epoch seconds or milliseconds (2001-2286)
         ),
     ),
     ("date", re.compile(rf"(?:{_DAYS} )?(?:{_DATE})")),
@@ -96,7 +99,7 @@ def volatile_value(text: str, start: int, end: int) -> ValueType | None:
     hi = min(len(text), end + _WINDOW)
     window = text[lo:hi]
     s, e = start - lo, end - lo
-    for value_type, pattern in _PATTERNS:
+    for value_type, pattern in VALUE_SHAPES:
         covered = _covered(pattern, window, s, e)
         if covered:
             return value_type
@@ -112,7 +115,7 @@ def volatile_in(text: str, start: int, end: int) -> tuple[ValueType, int, int] |
 
     For a range known to differ from an earlier text only in digits and hex letters (a chunk
     of a layer print: wider than the value): every value of the kinds above that overlaps the
-    range is a candidate, the first kind in :data:`_PATTERNS` order wins (a uuid before a
+    range is a candidate, the first kind in :data:`VALUE_SHAPES` order wins (a uuid before a
     timestamp before a date before a hex id before a number), and the span returned covers the
     candidates of that kind. None when no value overlaps the range. Every kind holds a digit,
     so the patterns run only around the range's digit runs (a range may be kilobytes long)."""
@@ -126,7 +129,7 @@ def volatile_in(text: str, start: int, end: int) -> tuple[ValueType, int, int] |
             windows[-1][1] = hi
         else:
             windows.append([lo, hi])
-    for value_type, pattern in _PATTERNS:
+    for value_type, pattern in VALUE_SHAPES:
         spans = [
             (m.start(), m.end())
             for lo, hi in windows

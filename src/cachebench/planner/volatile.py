@@ -3,7 +3,7 @@ ids and counters. The prompt linter's detector (rule CB201).
 
 The per-call diagnosis knows that a byte range *has* changed and only names it; the linter sees
 one request, so a value is flagged only when the text itself says it was taken per request or
-per session. The shapes are the diagnosis's own (``_PATTERNS`` of
+per session. The shapes are the diagnosis's own (``VALUE_SHAPES`` of
 :mod:`cachebench.diagnose.classify`); of their matches, these are flagged:
 
 - **Minted per request**: a UUID (not the nil one); an id with a per-request prefix (``req_``,
@@ -41,8 +41,8 @@ import re
 from dataclasses import dataclass
 
 # The diagnosis's value shapes, so the linter and the per-call diagnosis agree on what a date or
-# an id looks like (private to classify, shared with this sibling package on purpose).
-from ..diagnose.classify import _PATTERNS
+# an id looks like.
+from ..diagnose.classify import VALUE_SHAPES
 from ..types import ValueType
 
 __all__ = ["Volatile", "find_volatile"]
@@ -58,7 +58,7 @@ class Volatile:
     why: str
 
 
-_SHAPES: dict[str, re.Pattern[str]] = dict(_PATTERNS)
+_SHAPES: dict[str, re.Pattern[str]] = dict(VALUE_SHAPES)
 _PERIOD = (1420070400.0, 2208988800.0)  # 2015-01-01 .. 2040-01-01 UTC, when there is no now
 _DAY, _YEAR = 86400.0, 365.2425 * 86400.0
 _LIMITS = {2**31 - 1, 2**31}  # signed 32-bit limits: sizes and sentinels, not stamps

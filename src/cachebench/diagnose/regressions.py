@@ -260,12 +260,32 @@ class FlowDetector:
         new = self._print(now_value, prompt, key, k)
         if new is None:
             return None
+        extended = self._extended(now_value, key, k, len(new))
+        if extended is not None:
+            # The layer is an earlier value of it with blocks added (the next turn of a
+            # conversation): that value is the nearest (all of it equal, in order), found by
+            # its hash even when other sessions' turns came in between.
+            return compare(extended, new, block_bytes(prompt))
         earlier = [
             p for p in (self._prints.get(u) for u in reversed(f.layer(k).recent) if u != now_value) if p
         ]
         if not earlier:
             return None
         return compare(nearest(earlier, new), new, block_bytes(prompt))
+
+    def _extended(self, now_value: int, key: PrefixKey, k: int, blocks: int) -> LayerPrint | None:
+        """The print of the longest earlier value of layer ``k`` that this call's layer starts
+        with (this call's chained hash at a block inside the layer is that value), or None."""
+        bps = key.breakpoints
+        start = bps[k - 1] + 1 if k else 0
+        prints = self._prints
+        chain = key.chain
+        for p in range(bps[k] - 1, start - 1, -1):
+            value = chain[p]
+            found = prints.get(value) if value != now_value else None
+            if found is not None and len(found) == p - start + 1 < blocks:
+                return found
+        return None
 
     def _rendering_change(
         self, key: PrefixKey, prompt: Prompt, exp: Expectation

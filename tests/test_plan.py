@@ -425,3 +425,12 @@ def test_a_plan_as_plain_json() -> None:
     assert json.loads(json.dumps(d, allow_nan=False)) == d
     assert d["breakpoints"][0]["section"] == "system" and d["layers"][0]["kind"] == "shared"
     assert d["unit"] == "USD" and isinstance(d["reads"], list)
+
+
+def test_every_planner_name_resolves() -> None:
+    """Each name ``cachebench.planner`` lists is importable from it (they load lazily)."""
+    import cachebench.planner as planner
+
+    for name in planner.__all__:
+        assert getattr(planner, name) is not None, name
+    assert planner.Layer is type(plan(samples()[:2]).layers[0])

@@ -7,6 +7,8 @@ Pure functions over the parsed prompt and the cache model; nothing here wraps a 
   from sample requests, and the same request with the markers set;
 - :func:`explain_requests` (:mod:`.offline`): saved request bodies replayed through the cache
   model and the tracker's own diagnosis;
+- :func:`first_difference` (:mod:`.stability`): where builds of one request stop sharing their
+  cached prefix (the CI gate's check);
 - :func:`find_volatile` (:mod:`.volatile`): values in one text that change between requests
   (dates, times, epoch stamps, UUIDs, request ids, counters).
 
@@ -20,15 +22,20 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .offline import OfflineReport, explain_requests
-    from .placement import Plan, PlannedBreakpoint, Traffic, apply, plan
+    from .offline import CauseSummary, OfflineReport, OfflineRow, explain_requests
+    from .placement import Layer, Plan, PlannedBreakpoint, Traffic, apply, plan
     from .rules import RULES, Finding, Rule, lint
+    from .stability import Instability, first_difference
     from .volatile import Volatile, find_volatile
 
 __all__ = [
     "RULES",
+    "CauseSummary",
     "Finding",
+    "Instability",
+    "Layer",
     "OfflineReport",
+    "OfflineRow",
     "Plan",
     "PlannedBreakpoint",
     "Rule",
@@ -37,6 +44,7 @@ __all__ = [
     "apply",
     "explain_requests",
     "find_volatile",
+    "first_difference",
     "lint",
     "plan",
 ]
@@ -52,6 +60,11 @@ _HOMES = {
     "apply": "placement",
     "plan": "placement",
     "OfflineReport": "offline",
+    "OfflineRow": "offline",
+    "CauseSummary": "offline",
+    "Layer": "placement",
+    "Instability": "stability",
+    "first_difference": "stability",
     "explain_requests": "offline",
     "Volatile": "volatile",
     "find_volatile": "volatile",

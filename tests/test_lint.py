@@ -113,23 +113,39 @@ def _chat(n: int, *, tools: bool = False) -> list[dict[str, Any]]:
 
 
 def test_cb103_breakpoint_past_the_lookback() -> None:
-    """A breakpoint 22 text blocks after the previous one is past the 20-block lookback; 22
-    blocks of tool calls and results are one run, one position: within it."""
-    text = _chat(11)
-    text[-1] = {
-        "role": "assistant",
-        "content": [{"type": "text", "text": "Answer 10: yes.", "cache_control": EPHEMERAL}],
-    }
-    body = request(messages=[*text, {"role": "user", "content": "And tyres?"}])
+    """One reply of 22 blocks (text between tool calls) and then the breakpoint: 22 positions
+    after the end of the previous call's request, past the 20-block lookback. The same 22 tool
+    calls in a row are one run, one position; a 15-turn chat with the system prompt and the
+    last message marked never is."""
+    reply: list[dict[str, Any]] = []
+    for i in range(11):
+        reply.append({"type": "text", "text": f"Checking store {i}."})
+        reply.append({"type": "tool_use", "id": f"t{i}", "name": "stock", "input": {"store": i}})
+    results: list[dict[str, Any]] = [
+        {"type": "tool_result", "tool_use_id": f"t{i}", "content": f"{i} in stock"} for i in range(11)
+    ]
+    results[-1]["cache_control"] = EPHEMERAL
+    body = request(messages=[
+        {"role": "user", "content": "Which stores have the helmet?"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": results},
+    ])  # fmt: skip
     (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB103"]
-    assert (f.section, f.block_index, f.severity) == ("messages", 21, "warning")
-    assert "22 block positions" in f.message
-    calls = _chat(11, tools=True)
-    calls[-1]["content"][0]["cache_control"] = EPHEMERAL
-    body = request(
-        messages=[{"role": "user", "content": "Check stock"}, *calls, {"role": "user", "content": "Thanks"}]
-    )
+    assert (f.section, f.block_index, f.severity) == ("messages", 33, "warning")
+    assert "22 block positions" in f.message  # 21 before the last call, then one run of calls and results
+    calls_only = [b for b in reply if b["type"] == "tool_use"]
+    body["messages"][1]["content"] = calls_only
     assert "CB103" not in codes(cachebench.lint(body, now=NOW))
+    chat: list[dict[str, Any]] = []
+    for i in range(15):
+        chat += [
+            {"role": "user", "content": f"Question {i}?"},
+            {"role": "assistant", "content": f"Answer {i}."},
+        ]
+    chat.append(
+        {"role": "user", "content": [{"type": "text", "text": "One more?", "cache_control": EPHEMERAL}]}
+    )
+    assert "CB103" not in codes(cachebench.lint(request(messages=chat), now=NOW))
 
 
 def test_cb104_one_hour_after_five_minutes() -> None:
@@ -152,7 +168,6 @@ def test_cb104_one_hour_after_five_minutes() -> None:
     ("sentence", "value_type", "value"),
     [
         ("Current time: 2026-12-07T12:09:58Z.", "timestamp", "2026-12-07T12:09:58Z"),
-        ("Today's date is December 7, 2026.", "date", "December 7, 2026"),
         ("Session 7c9e6679-7425-40de-944b-e07cc4f0e7c1.", "uuid", "7c9e6679-7425-40de-944b-e07cc4f0e7c1"),
         ("request_id: req_8f3a2b1c9d77", "hex_id", "req_8f3a2b1c9d77"),
         ("Generated at epoch 1796642998.", "timestamp", "1796642998"),
@@ -174,6 +189,56 @@ def test_cb201_volatile_value_in_the_cached_prefix(sentence: str, value_type: st
     assert (f.byte_start, f.byte_end) == (start, start + len(value))
     after = request(messages=[{"role": "user", "content": f"{sentence} Where is my order?"}])
     assert cachebench.lint(after, now=NOW) == []
+
+
+def test_cb205_a_date_in_the_shared_layer() -> None:
+    """Today's date in the shared system prompt is a warning (it changes once a day); the same
+    date in a small layer of its own after the shared one, as the fix says, is fine."""
+    dated = request(
+        [{"type": "text", "text": f"Today's date is December 7, 2026. {POLICY}", "cache_control": EPHEMERAL}]
+    )
+    (f,) = cachebench.lint(dated, now=NOW)
+    assert (f.code, f.severity, f.section, f.block_index, f.value_type) == (
+        "CB205",
+        "warning",
+        "system",
+        0,
+        "date",
+    )
+    start = len('["system","') + len("Today's date is ")
+    assert (f.byte_start, f.byte_end) == (start, start + len("December 7, 2026"))
+    own_layer = request([
+        {"type": "text", "text": POLICY, "cache_control": EPHEMERAL},
+        {"type": "text", "text": "Today's date is December 7, 2026.", "cache_control": EPHEMERAL},
+    ])  # fmt: skip
+    assert cachebench.lint(own_layer, now=NOW) == []
+
+
+def test_values_of_a_customers_own_layer_are_not_flagged() -> None:
+    """After the shared layer's breakpoint, a customer's own UUID and dates are that layer's
+    content (on one request, and between two customers); a time to the second there still is a
+    per-request value."""
+
+    def body(customer: str, since: str, extra: str = "") -> dict[str, Any]:
+        return request([
+            {"type": "text", "text": POLICY, "cache_control": EPHEMERAL},
+            {"type": "text", "text": f"Customer {customer}, member since {since}.{extra}", "cache_control": EPHEMERAL},
+        ])  # fmt: skip
+
+    ann = body("7c9e6679-7425-40de-944b-e07cc4f0e7c1", "2021-03-04")
+    bob = body("16fd2706-8baf-433b-82eb-8c7fada847da", "2019-07-19")
+    assert cachebench.lint([ann, bob], now=NOW) == []
+    timed = body("7c9e6679-7425-40de-944b-e07cc4f0e7c1", "2021-03-04", " Now: 12:09:58.")
+    assert [(f.code, f.block_index, f.value_type) for f in cachebench.lint(timed, now=NOW)] == [
+        ("CB201", 1, "timestamp")
+    ]
+
+
+def test_cb201_without_a_breakpoint_yet() -> None:
+    """A long system prompt with no breakpoint and a timestamp in it: CB301 asks for a
+    breakpoint, and CB201 already says the timestamp would bust what it caches."""
+    body = request([{"type": "text", "text": f"Now: 2026-12-07T12:09:58Z. {POLICY}"}])
+    assert codes(cachebench.lint(body, now=NOW)) == ["CB301", "CB201"]
 
 
 def test_cb201_static_values_are_not_flagged() -> None:
@@ -424,3 +489,39 @@ def test_cb201_ignores_the_conversation_history() -> None:
     assert [(f.code, f.section, f.block_index, f.value_type) for f in found] == [
         ("CB201", "messages", 0, "hex_id")
     ]
+
+
+def test_cb303_tool_choice_or_thinking_that_differs_between_requests() -> None:
+    """Two requests of a flow whose thinking (or tool_choice: any against auto) differs, with a
+    breakpoint on the conversation: CB303 on the second; the same settings are fine."""
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Stock of 7?", "cache_control": EPHEMERAL}]}
+    ]
+    on = request(messages=messages, thinking={"type": "enabled", "budget_tokens": 2048})
+    off = request(messages=messages)
+    (f,) = [f for f in cachebench.lint([on, off], now=NOW) if f.code == "CB303"]
+    assert f.request == 1 and "thinking differ from request 0" in f.message
+    any_tool = request(messages=messages, tool_choice={"type": "any"})
+    auto = request(messages=messages, tool_choice={"type": "auto"})
+    assert "tool_choice differ" in str(
+        [f for f in cachebench.lint([any_tool, auto], now=NOW) if f.code == "CB303"]
+    )
+    assert "CB303" not in codes(cachebench.lint([on, copy.deepcopy(on)], now=NOW))
+
+
+def test_cb102_on_openai_counts_the_writes() -> None:
+    """Five prompt_cache_breakpoints on GPT-5.6: OpenAI writes four entries a request, the
+    longest, so the first is never written."""
+    marker = {"mode": "explicit"}
+    parts = [{"type": "text", "text": POLICY, "prompt_cache_breakpoint": marker}] + [
+        {"type": "text", "text": f"Section {i}. " + POLICY, "prompt_cache_breakpoint": marker}
+        for i in range(4)
+    ]
+    body = {
+        "model": "gpt-5.6",
+        "messages": [{"role": "system", "content": parts}, {"role": "user", "content": "Hi"}],
+    }
+    (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB102"]
+    assert "OpenAI writes at most 4 entries" in f.message
+    body["messages"][0]["content"] = parts[1:]
+    assert "CB102" not in codes(cachebench.lint(body, now=NOW))

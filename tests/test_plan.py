@@ -434,3 +434,19 @@ def test_every_planner_name_resolves() -> None:
     for name in planner.__all__:
         assert getattr(planner, name) is not None, name
     assert planner.Layer is type(plan(samples()[:2]).layers[0])
+
+
+def test_a_plan_prices_what_the_price_list_lacks_without_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """GPT-5.6's price list has no 12 h write price: the plan scores it as the usual multiple
+    of the input price, in the same unit (USD) as everything else, and logs nothing."""
+    chat = [
+        {
+            "model": "gpt-5.6",
+            "messages": [{"role": "system", "content": POLICY}, {"role": "user", "content": q}],
+        }
+        for q in QUESTIONS
+    ]
+    with caplog.at_level("WARNING", logger="cachebench"):
+        p = plan(chat, Traffic(calls_per_hour=1, users=1))
+    assert caplog.records == []
+    assert p.unit == "USD" and p.breakpoints[0].ttl == "12h"

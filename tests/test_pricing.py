@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,3 +75,17 @@ def test_a_missing_cache_rate_leaves_the_call_unpriced() -> None:
     assert priced.cost_usd == 20 / 1_000_000 and priced.unpriced is False
     assert table.cost("anthropic", "my-model", Usage(10, 5, 0, 0, 5), 0.0).unpriced is True
     assert table.cost("anthropic", "my-model", Usage(10, 0, 5, 0, 5), 0.0).unpriced is True
+
+
+def test_rates_per_token_for_estimates() -> None:
+    """``PriceTable.rates`` gives USD per token of each price key (None where the list has no
+    such rate) for a priced model, and None for one it does not know, logging nothing."""
+    from cachebench.pricing import PRICE_KEYS, PriceTable
+
+    table = PriceTable()
+    rates = table.rates("anthropic", "claude-sonnet-4-5", 1_790_000_000.0)
+    assert rates is not None and set(rates) == set(PRICE_KEYS)
+    assert rates["input"] == pytest.approx(3e-6) and rates["cache_read"] == pytest.approx(0.3e-6)
+    assert rates["cache_write"] == pytest.approx(3.75e-6) and rates["cache_write_1h"] == pytest.approx(6e-6)
+    assert table.rates("anthropic", "no-such-model", 1_790_000_000.0) is None
+    assert table.rates("anthropic", None, 1_790_000_000.0) is None

@@ -267,6 +267,18 @@ class PriceTable:
             )
         return Cost(actual / den, without / den, (without - actual) / den, False)
 
+    def rates(self, provider: str, model: str | None, timestamp: float) -> dict[str, float | None] | None:
+        """USD per token of each of :data:`PRICE_KEYS` for a short call at ``timestamp`` (None
+        for a rate the price list lacks), or None when the model is not priced. Logs nothing:
+        for estimates (the planner's), not for recorded calls."""
+        entry = self._lookup(provider, model) if model else None
+        if entry is None:
+            return None
+        *ints, den = entry.int_rates(timestamp, 0)
+        if ints[0] is None:
+            return None
+        return {name: (None if v is None else v / den) for name, v in zip(PRICE_KEYS, ints, strict=True)}
+
     def _no_cache_rate(self, provider: str, model: str) -> Cost:
         self._warn_once(provider, model, "missing cache prices for the tokens it used")
         return UNPRICED

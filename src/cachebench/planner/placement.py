@@ -39,7 +39,7 @@ from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, Segment
 from ..fingerprint import ordered
 from ..pricing import PriceTable
-from ..types import Provider, Usage
+from ..types import Provider
 from ._markers import set_breakpoints
 from ._view import RequestView, max_breakpoints, view
 
@@ -257,23 +257,31 @@ def _candidates(first: RequestView, layers: Sequence[Layer], conversation_start:
 
 
 class _Prices:
-    def __init__(self, provider: str, model: str | None) -> None:
-        self.provider, self.model = provider, model
-        self.table = PriceTable()
-        probe = Usage(input_tokens=1_000_000)
-        cost = self.table.cost(provider, model, probe, _PLAN_TIME) if model else None
-        self.priced = cost is not None and cost.cost_usd is not None and not cost.unpriced
+    """What input tokens cost for the plan's model: USD from its prices where genai-prices has
+    them (a TTL whose write price it lacks, such as OpenAI's 12 h, as the usual multiple of the
+    input price), else input-token equivalents (:data:`DEFAULT_MULTIPLES`). One unit per plan."""
 
-    def cost(self, uncached: int, read: int, writes: Mapping[str, int]) -> float:
-        """What input tokens cost: USD where priced, else input-token equivalents."""
-        if self.priced:
-            write = sum(writes.values())
-            usage = Usage(uncached, read, write, writes.get("1h", 0) + writes.get("12h", 0))
-            c = self.table.cost(self.provider, self.model, usage, _PLAN_TIME)
-            if c.cost_usd is not None:
-                return c.cost_usd
+    def __init__(self, provider: str, model: str | None) -> None:
+        rates = PriceTable().rates(provider, model, _PLAN_TIME)
+        self.priced = rates is not None
+        base = rates["input"] if rates is not None else None
         m = DEFAULT_MULTIPLES
-        return uncached + m["read"] * read + sum(m.get(t, 1.25) * n for t, n in writes.items())
+        self.unit = base if base is not None else 1.0
+        known = rates or {}
+        self.read = known.get("cache_read") or m["read"] * self.unit
+        short, long = known.get("cache_write"), known.get("cache_write_1h")
+        self.write = {
+            ttl: (long if ttl in ("1h", "12h", "24h") else short) or m.get(ttl, 1.25) * self.unit
+            for ttl in m
+            if ttl != "read"
+        }
+
+    def cost(self, uncached: float, read: float, writes: Mapping[str, float]) -> float:
+        return (
+            uncached * self.unit
+            + read * self.read
+            + sum(self.write.get(t, 1.25 * self.unit) * n for t, n in writes.items())
+        )
 
 
 def _segments(v: RequestView, marks: Mapping[int, str]) -> tuple[Segment, ...]:
@@ -360,11 +368,8 @@ def _expected(
         writes[ttl] = writes.get(ttl, 0.0) + span
         start = max(start, first.cum_tokens[p])
     last = first.cum_tokens[qualifying[-1][0]]
-    m = DEFAULT_MULTIPLES
-    paid = m["read"] * read + sum(m.get(t, 1.25) * w for t, w in writes.items())
-    saving_tokens = last - paid
-    scale = prices.cost(1_000_000, 0, {}) / 1_000_000 if prices.priced else 1.0
-    return saving_tokens * scale * traffic.calls_per_hour, per_write
+    saving = prices.cost(last, 0, {}) - prices.cost(0, read, writes)  # per call
+    return saving * traffic.calls_per_hour, per_write
 
 
 def _score(

@@ -61,7 +61,8 @@ RULES: dict[str, Rule] = {
             "error",
             "More breakpoints than the provider allows",
             "Anthropic rejects a fifth breakpoint with a 400 error (Bedrock likewise its fifth "
-            "cache point); OpenAI writes at most four entries a request.",
+            "cache point); OpenAI writes at most four entries a request, the longest, so its "
+            "earlier breakpoints are never written.",
             "Keep at most the provider's number: one at the end of each layer that is shared "
             "differently (all users, one user, one session).",
         ),
@@ -69,11 +70,13 @@ RULES: dict[str, Rule] = {
             "CB103",
             "breakpoint-past-lookback",
             "warning",
-            "Breakpoint more than 20 blocks after the previous one",
-            "A breakpoint finds an earlier entry only at itself or up to 20 blocks before it; "
-            "when the blocks between two breakpoints change, the later one cannot reach the "
-            "earlier entry and writes the whole span again.",
-            "Add a breakpoint within 20 blocks of the previous one, or move this one closer.",
+            "Breakpoint more than 20 blocks after the previous call's request",
+            "A breakpoint finds an earlier entry only at itself or up to 20 block positions "
+            "before it (a run of tool calls and results is one). When one reply of the model "
+            "and the turn after it add more than that, the next call's breakpoint cannot reach "
+            "the entry the previous call wrote and writes the whole conversation again.",
+            "Add a breakpoint inside the long reply (e.g. on a tool result halfway), so no two "
+            "consecutive calls' breakpoints are more than 20 positions apart.",
         ),
         Rule(
             "CB104",
@@ -88,12 +91,23 @@ RULES: dict[str, Rule] = {
             "volatile-value",
             "error",
             "A value that changes per request inside the cached prefix",
-            "A date, a time, an epoch stamp, a UUID, a request id or a counter before the last "
+            "A time, an epoch stamp, a UUID, a request id or a counter before the last "
             "breakpoint makes every request's prefix new: every call writes and none reads. "
             "(The tools, the system prompt and the leading user message are looked at; the "
-            "conversation history is sent again unchanged by the next turn.)",
-            "Move the value after the last breakpoint (into the newest user message), or drop "
-            "it; keep a date at day precision in a layer of its own if the model needs it.",
+            "conversation history is sent again unchanged by the next turn. In the layers after "
+            "the shared one, only times and request ids count: a customer's own dates and ids "
+            "are that layer's content.)",
+            "Move the value after the last breakpoint (into the newest user message), or drop it.",
+        ),
+        Rule(
+            "CB205",
+            "date-in-shared-layer",
+            "warning",
+            "A date in the layer every request shares",
+            "A date that follows the calendar (today's) changes once a day: the first call of each "
+            "day writes the whole shared prefix again, and calls around midnight split it.",
+            "Keep the date after the shared layer's breakpoint (in a small layer of its own, or in "
+            "the newest user message), so a new day rewrites only that.",
         ),
         Rule(
             "CB202",
@@ -151,7 +165,8 @@ RULES: dict[str, Rule] = {
             "warning",
             "tool_choice (or thinking) set per request",
             "Changing tool_choice or the thinking settings invalidates every cached message "
-            "block (tools and system stay cached).",
+            "block (tools and system stay cached): a request that forces one tool, or requests "
+            "that differ in either, lose their message breakpoints.",
             "Keep tool_choice and thinking the same across a flow's calls, or keep the "
             "breakpoints that matter before the messages.",
         ),
@@ -223,11 +238,14 @@ def _finding(
 
 def _breakpoint_rules(v: RequestView, r: int) -> Iterator[Finding]:
     marks = v.marks
-    limit = facts.MAX_BREAKPOINTS.get(v.provider, 0)
+    if v.provider == "openai":
+        limit = facts.OPENAI_MAX_WRITES
+        said = f"OpenAI writes at most {limit} entries a request, the longest: the earliest are never written"
+    else:
+        limit = facts.MAX_BREAKPOINTS.get(v.provider, 0)
+        said = f"{v.provider} allows {limit}"
     if limit and len(marks) > limit:
-        yield _finding(
-            "CB102", v, marks[limit][0], f"{len(marks)} breakpoints; {v.provider} allows {limit}.", r
-        )
+        yield _finding("CB102", v, marks[limit][0], f"{len(marks)} breakpoints; {said}.", r)
     for p, _ in marks:
         tokens = v.tokens_through(p)
         if tokens < v.minimum:
@@ -244,16 +262,46 @@ def _breakpoint_rules(v: RequestView, r: int) -> Iterator[Finding]:
         for (_, a), (p, b) in itertools.pairwise(marks):
             if rank.get(b, 1) < rank.get(a, 1):
                 yield _finding("CB104", v, p, f"a {b} breakpoint after a {a} one.", r)
-        for (q, _), (p, _) in itertools.pairwise(marks):
-            if _lookback(v, q, p) > facts.LOOKBACK:
-                yield _finding(
-                    "CB103",
-                    v,
-                    p,
-                    f"{_lookback(v, q, p)} block positions after the previous breakpoint "
-                    f"(the provider looks back {facts.LOOKBACK}).",
-                    r,
-                )
+        yield from _lookback_rule(v, r)
+
+
+def _lookback_rule(v: RequestView, r: int) -> Iterator[Finding]:
+    """The last breakpoint, in a conversation, more than the lookback after the end of the
+    previous call's request (every reply of the model, tool calls included, ends one call): the
+    provider cannot find that call's entry, nor will the next call find this one's. Breakpoints
+    in the tools and system prompt stay where they are from call to call and need no lookback."""
+    if not v.marks:
+        return
+    p = v.marks[-1][0]
+    if v.blocks[p].section != "messages":
+        return
+    previous = _previous_call_end(v, min(p, v.turn_start - 1))
+    if previous is None:
+        return
+    steps = _lookback(v, previous, p)
+    if steps > facts.LOOKBACK:
+        yield _finding(
+            "CB103",
+            v,
+            p,
+            f"{steps} block positions after the end of the previous call's request (before the "
+            f"model's last reply); the provider looks back {facts.LOOKBACK}, so this call cannot "
+            "read what the previous one wrote.",
+            r,
+        )
+
+
+def _previous_call_end(v: RequestView, before: int) -> int | None:
+    """The last block of the request that the model's latest reply answered: the block before
+    the run of assistant blocks that ends at or before ``before`` (None in a first turn)."""
+    p = before
+    while p >= 0 and v.blocks[p].section == "messages" and v.blocks[p].role != "assistant":
+        p -= 1
+    if p < 0 or v.blocks[p].section != "messages":
+        return None
+    while p >= 0 and v.blocks[p].section == "messages" and v.blocks[p].role == "assistant":
+        p -= 1
+    return p if p >= 0 else None
 
 
 def _lookback(v: RequestView, q: int, p: int) -> int:
@@ -307,10 +355,30 @@ def _strings(value: Any) -> Iterator[str]:
 _DIGIT = re.compile(r"\d")
 
 
+def _shared_end(v: RequestView) -> int:
+    """The end of the layer meant to be shared by every request: through the first of several
+    breakpoints; with one (or none), the whole prefix it caches."""
+    if len(v.marks) >= 2:
+        return v.marks[0][0] + 1
+    return _scanned_end(v)
+
+
+def _scanned_end(v: RequestView) -> int:
+    """Where the cached prefix ends, for the values in it: through the last breakpoint (before
+    the newest turn where caching is implicit, or where no breakpoint is set yet: CB301 asks for
+    one), and never into the conversation history, which the next turn sends again unchanged."""
+    end = v.cached_end if v.marks or v.implicit else v.turn_start
+    return min(end, v.history_start)
+
+
+# Kinds that are per request wherever they are; dates, UUIDs and plain numbers after the shared
+# layer are a customer's or a session's own (a member-since date, a customer id).
+_PER_REQUEST_KINDS = ("timestamp", "hex_id")
+
+
 def _volatile_rule(v: RequestView, r: int, now: float) -> Iterator[Finding]:
-    # The conversation history (earlier turns, tool calls and results) is sent again unchanged
-    # by the next turn: a date in a tool result is history, not a value built per request.
-    for b in v.blocks[: min(v.cached_end, v.history_start)]:
+    shared = _shared_end(v)
+    for b in v.blocks[: _scanned_end(v)]:
         data = canonical([b.section, b.payload])
         cursor = 0
         for text in _strings(b.payload):
@@ -322,19 +390,23 @@ def _volatile_rule(v: RequestView, r: int, now: float) -> Iterator[Finding]:
                 continue
             cursor = at + len(encoded)
             for hit in find_volatile(text, now=now):
+                if b.position >= shared and hit.value_type not in _PER_REQUEST_KINDS:
+                    continue
                 start = at + len(orjson.dumps(text[: hit.start])) - 1
                 end = at + len(orjson.dumps(text[: hit.end])) - 1
-                label = hit.value_type.replace("_", " ")
-                yield _finding(
-                    "CB201",
-                    v,
-                    b.position,
-                    f"a {label} inside the cached prefix ({hit.why}).",
-                    r,
-                    byte_start=start,
-                    byte_end=end,
-                    value_type=hit.value_type,
-                )
+                yield _value_finding(v, b.position, hit.value_type, f"({hit.why})", r, start, end)
+
+
+def _value_finding(
+    v: RequestView, position: int, kind: str, why: str, r: int, start: int, end: int
+) -> Finding:
+    """CB201 for a per-request value, CB205 for a date (which changes once a day)."""
+    label = kind.replace("_", " ")
+    if kind == "date":
+        message = f"a date in the shared layer {why}."
+        return _finding("CB205", v, position, message, r, byte_start=start, byte_end=end, value_type=kind)
+    message = f"a {label} inside the cached prefix {why}."
+    return _finding("CB201", v, position, message, r, byte_start=start, byte_end=end, value_type=kind)
 
 
 def _dynamic_rules(v: RequestView, r: int) -> Iterator[Finding]:
@@ -369,6 +441,8 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
     end = min(v.cached_end for v in views)
     if end <= 0:
         return
+    shared = min(min(_shared_end(v), v.history_start) for v in views)
+    yield from _settings_rule(views)
     differs_at: set[int] = set()  # blocks that differ in any way
     content_at: set[int] = set()  # ... in content (not a re-ordering, a rendering or a value)
     tools_a = [canonical(b.payload) for b in base.blocks if b.section == "tools"]
@@ -393,20 +467,12 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
                 yield _finding("CB203", v, p, "the same content as request 0, in other bytes.", r)
                 continue
             change = _changed_value(a, b)
-            if change is not None:
-                kind, start, stop = change
-                yield _finding(
-                    "CB201",
-                    v,
-                    p,
-                    f"a {kind.replace('_', ' ')} that differs from request 0.",
-                    r,
-                    byte_start=start,
-                    byte_end=stop,
-                    value_type=kind,
-                )
-            else:
+            if change is None:
                 content_at.add(p)
+            elif p < shared:
+                kind, start, stop = change
+                yield _value_finding(v, p, kind, "that differs from request 0", r, start, stop)
+            # (after the shared layer a value that differs is that customer's or session's own)
     if content_at:
         first = min(content_at)
         shared_after = [p for p in range(first + 1, end) if p not in differs_at]
@@ -421,6 +487,27 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
                 f"{base.blocks[p].index}) are cached once per variant.",
                 0,
             )
+
+
+def _settings_rule(views: Sequence[RequestView]) -> Iterator[Finding]:
+    """CB303 when tool_choice or thinking differs between the requests (Anthropic, Bedrock):
+    every breakpoint in the messages misses when they change."""
+    base = views[0]
+    if base.provider not in ("anthropic", "bedrock"):
+        return
+    for r, v in enumerate(views[1:], start=1):
+        if v.settings != base.settings and any(v.blocks[p].section == "messages" for p, _ in v.marks):
+            names = sorted({*(base.settings or {}), *(v.settings or {})})
+            changed = [n for n in names if (base.settings or {}).get(n) != (v.settings or {}).get(n)]
+            yield _finding(
+                "CB303",
+                None,
+                None,
+                f"{' and '.join(changed)} differ from request 0; every breakpoint in the messages "
+                "misses when they change.",
+                r,
+            )
+            return
 
 
 def _changed_value(a: Any, b: Any) -> tuple[str, int, int] | None:

@@ -85,3 +85,13 @@ def test_plan_errors(tmp_path: Path) -> None:
     assert run.returncode == 2 and "nope.jsonl: cannot be read" in run.stderr
     run = cachebench("plan", str(samples(tmp_path)), "--users", "3")
     assert run.returncode == 2 and "--calls-per-hour" in run.stderr
+
+
+def test_apply_to_standard_output_keeps_the_plan_apart(tmp_path: Path) -> None:
+    """``--apply -`` writes only the marked requests to standard output (one JSON object a
+    line) and the plan to standard error, so the output can be piped into ``lint``."""
+    run = cachebench("plan", str(samples(tmp_path)), "--apply", "-")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 4 and all(json.loads(line)["model"] == "claude-sonnet-5" for line in lines)
+    assert run.stderr.startswith("anthropic claude-sonnet-5: 2 breakpoint(s)")

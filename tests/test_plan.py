@@ -450,3 +450,14 @@ def test_a_plan_prices_what_the_price_list_lacks_without_warnings(caplog: pytest
         p = plan(chat, Traffic(calls_per_hour=1, users=1))
     assert caplog.records == []
     assert p.unit == "USD" and p.breakpoints[0].ttl == "12h"
+
+
+def test_a_provider_that_does_not_fit_the_body_is_refused() -> None:
+    """A Gemini body linted or planned as Anthropic would parse as nothing and pass silently:
+    it is a clear error instead. Bedrock takes an Anthropic Messages body (InvokeModel)."""
+    gemini = {"model": "gemini-2.5-flash", "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    with pytest.raises(ValueError, match="gemini's shape, not anthropic's"):
+        cachebench.lint(gemini, provider="anthropic")
+    with pytest.raises(ValueError, match="name no model"):
+        plan([{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}], provider="gemini")
+    view(support_request("ann", "hi"), "bedrock")  # no error

@@ -3,7 +3,7 @@ files ``lint`` reads: JSON, JSON Lines, wrappers). ``cli.py`` adds it to the app
 
 It prints the plan (its breakpoints, each with its tokens, sharing and reads per write, and the
 layers), or ``--json``; ``--apply OUT`` writes every sample with the plan's markers set to OUT
-as JSON Lines (``-``: standard output). Exit 0 when it planned, 2 on a usage error or a file
+as JSON Lines (``-``: standard output, and the plan goes to standard error). Exit 0 when it planned, 2 on a usage error or a file
 that cannot be read or planned. No ``from __future__ import annotations``: typer reads the
 annotations at run time.
 """
@@ -72,14 +72,16 @@ def add_plan_command(app: typer.Typer) -> None:
             made = make_plan(bodies, traffic, provider=given_provider, model=given_model)
         except (TypeError, ValueError) as e:
             raise _fail(str(e)) from None
+        to_stderr = apply_to == "-"  # standard output carries the applied requests
         if json:
-            typer.echo(orjson.dumps(made.as_dict(), option=orjson.OPT_INDENT_2).decode())
+            typer.echo(orjson.dumps(made.as_dict(), option=orjson.OPT_INDENT_2).decode(), err=to_stderr)
         else:
-            typer.echo(str(made))
+            typer.echo(str(made), err=to_stderr)
             for layer in made.layers:
                 typer.echo(
                     f"  layer blocks {layer.start}-{layer.end}: {layer.tokens:,} tokens, {layer.kind}"
-                    f" ({layer.shared_by} of {layer.samples} samples)"
+                    f" ({layer.shared_by} of {layer.samples} samples)",
+                    err=to_stderr,
                 )
         if apply_to is not None:
             lines = b"".join(orjson.dumps(apply(body, made)) + b"\n" for body in bodies)

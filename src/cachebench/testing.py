@@ -231,8 +231,8 @@ def assert_prefix_stable(
     """Fail (:class:`PrefixUnstable`) when ``build_request(*args, **kwargs)`` gives a different
     cached prefix under any of ``variations``:
 
-    - ``"clock"``: built at three instants of one day (seconds and an hour apart): a time, an
-      epoch stamp, a UUID or a request id in the prefix fails it;
+    - ``"clock"``: built at three instants of one day (7 seconds and 59 minutes apart): a time,
+      an epoch stamp, a UUID or a request id in the prefix fails it;
     - ``"hash_seed"``: built in two new interpreters with other ``PYTHONHASHSEED`` values: a
       tool list built from a set fails it (``build_request`` must be a module-level function);
     - ``"order"``: built with each keyword argument named in ``unordered`` (a list, tuple or

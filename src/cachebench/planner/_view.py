@@ -112,6 +112,11 @@ def _kind(part: Any) -> str:
     return "json"
 
 
+# A body one provider's shape tells and another provider also takes: Bedrock's InvokeModel with an
+# Anthropic Messages body.
+_SAME_BODY = frozenset({("bedrock", "anthropic")})
+
+
 def max_breakpoints(provider: str) -> int:
     """How many breakpoints a plan may place: the provider's limit; for OpenAI the writes one
     request can make less the one its implicit breakpoint takes (PROVIDER_FACTS: "one of the 4
@@ -140,6 +145,11 @@ def view(
             )
         provider = found
     name = Provider.parse(provider).value
+    shape = detect_request(request)
+    if shape is not None and shape.value != name and (name, shape.value) not in _SAME_BODY:
+        raise ValueError(
+            f"this request body is {shape.value}'s shape, not {name}'s: leave provider= out or fix it"
+        )
     adapter = adapter_for(name)
     if model is not None and adapter.request_model(request) is None:
         request = {**request, ("modelId" if name == "bedrock" else "model"): model}

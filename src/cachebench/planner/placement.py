@@ -144,9 +144,12 @@ class Plan:
         amount = (
             f"${self.saving:,.6f}" if self.unit == "USD" else f"{self.saving:,.0f} input-token equivalents"
         )
-        lines = [
-            f"{self.provider} {self.model or ''}: {len(self.breakpoints)} breakpoint(s), saves {amount} {rate}"
-        ]
+        head = f"{self.provider} {self.model}: "
+        if self.breakpoints:
+            head += f"{len(self.breakpoints)} breakpoint(s), saves {amount} {rate}"
+        else:
+            head += "no breakpoint to place"
+        lines = [head]
         lines += [f"  - {bp}" for bp in self.breakpoints]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -433,6 +436,8 @@ def plan(
     first = _representative(views)
     if len({(v.provider, v.model) for v in views}) != 1:
         raise ValueError("plan() takes samples of one flow: the requests name different providers or models")
+    if first.model is None:
+        raise ValueError("the requests name no model (Gemini bodies do not): pass model=")
     layers = _layers(views)
     prices = _Prices(first.provider, first.model)
     unit = "USD" if prices.priced else "input-token equivalents"

@@ -76,10 +76,16 @@ def first_difference(
             )
         change = compare(old, printer.layer(v.prompt, 0, end), block_bytes(v.prompt))
         if change is not None:
-            advice = advice_for("prefix_changed", change.diff)
-            why, fix = (
-                advice if advice is not None else ("", "keep the cached prefix identical between calls")
-            )
+            if change.diff.kind == "content":
+                # (live diagnosis calls an edit of content a deploy; between builds it is a bug)
+                why = "the block differs between builds of the same request"
+                fix = (
+                    "build it the same way every time; what must vary (a time, a user) belongs "
+                    "after the last breakpoint, or, for a user, after the shared layer's"
+                )
+            else:
+                advice = advice_for("prefix_changed", change.diff)
+                why, fix = advice if advice is not None else ("", "keep the cached prefix identical")
             return Instability(i, change.diff, why, fix)
         mine = [(p, ttl) for p, ttl in v.marks if p < end]
         theirs = [(p, ttl) for p, ttl in base.marks if p < end]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cachebench._cli_planner import github_command
+from cachebench._cli_planner import github_command, plural
 from cachebench.planner import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +237,7 @@ def test_lint_a_malformed_line_exits_2_naming_file_and_line(tmp_path: Path) -> N
         ["saved.jsonl:3:", "CB201"],
         ["five.json:1:", "CB102"],
     ]
-    assert lines[-1] == "2 errors, 0 warnings in 3 requests; 1 file or line not linted (see stderr)"
+    assert lines[-1] == "2 errors, 0 warnings in 3 requests; 1 line not linted (see stderr)"
 
 
 def test_lint_reads_gzip_lines_and_wrappers_and_says_when_the_provider_is_unknown(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_lint_reads_gzip_lines_and_wrappers_and_says_when_the_provider_is_unknow
     assert done.stderr.startswith(
         "cachebench: saved.jsonl.gz:1: cannot tell which provider this request is for"
     )
-    assert done.stdout == "0 errors, 0 warnings in 1 request; 1 file or line not linted (see stderr)\n"
+    assert done.stdout == "0 errors, 0 warnings in 1 request; 1 line not linted (see stderr)\n"
 
 
 def test_lint_usage_errors_exit_2(tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def test_check_fails_on_reordered_tools(tmp_path: Path) -> None:
     differs = [line for line in done.stdout.splitlines() if ": prefix differs: " in line]
     assert len(differs) == 1
     assert differs[0].startswith(
-        f"builds.jsonl:2: prefix differs: request 1 differs from request 0 (line 1): "
+        f"builds.jsonl:2: prefix differs: line 2 differs from line 1: "
         f"tools block 0, bytes 0-{end}, kind reordered: "
     )
     assert "reordered" in differs[0] and " Fix: " in differs[0]
@@ -298,7 +298,7 @@ def test_check_fails_on_a_uuid_that_differs_between_builds(tmp_path: Path) -> No
     done = cachebench(tmp_path, "check", "builds.json")
     assert done.returncode == 1
     assert (
-        f"builds.json:1: prefix differs: request 1 differs from request 0 (line 1): "
+        f"builds.json:1: prefix differs: request 1 differs from request 0: "
         f"system block 0, bytes {start}-{start + 36}, kind volatile, value uuid: "
     ) in done.stdout
     data = json.loads(cachebench(tmp_path, "check", "--json", "builds.json").stdout)
@@ -344,7 +344,7 @@ def test_check_fails_on_builds_for_different_models(tmp_path: Path) -> None:
     done = cachebench(tmp_path, "check", "--format", "github", "builds.json")
     assert done.returncode == 1
     assert (
-        "::error file=builds.json,line=1,title=prefix differs::request 1 differs from request 0 (line 1): "
+        "::error file=builds.json,line=1,title=prefix differs::request 1 differs from request 0: "
         "kind model: built for anthropic/claude-opus-4-1, request 0 for anthropic/claude-sonnet-4-5"
     ) in done.stdout
 
@@ -394,3 +394,140 @@ def test_check_fails_when_a_build_lost_its_breakpoint(tmp_path: Path) -> None:
     assert run.returncode == 1, run.stdout + run.stderr
     assert f"{path}:2: prefix differs:" in run.stdout and "kind breakpoints" in run.stdout
     assert "its breakpoints are none, request 0's block 0 (5m)" in run.stdout
+
+
+# -- naming builds, counts, help -----------------------------------------------------------------
+
+
+def test_check_names_builds_by_their_line_in_a_json_lines_file(tmp_path: Path) -> None:
+    """A build is named by its file line, whatever came before it: with line 2 not JSON and
+    line 3 of no provider's shape (neither checked), the difference is 'line 4 differs from
+    line 1' in text and GitHub's format, and in --json the difference and the findings give
+    line 4 and request 3 (its place among the file's lines that are not blank), the first
+    build line 1 and request 0 (where the finding, merged over both builds, is); the summary
+    counts the 2 requests checked and the 2 lines not."""
+    session = [anthropic(f"{POLICY}Session {u}.") for u in UUIDS]
+    bare = {"messages": [{"role": "user", "content": "Hello"}]}
+    write_lines(tmp_path / "builds.jsonl", [session[0], "{oops", bare, session[1]])
+    start = SYSTEM_START + len(POLICY) + len("Session ")
+    where = f"system block 0, bytes {start}-{start + 36}, kind volatile, value uuid: "
+    summary = (
+        "1 error, 0 warnings in 2 requests; 1 file whose cached prefix differs between builds; "
+        "2 lines not checked (see stderr)"
+    )
+
+    done = cachebench(tmp_path, "check", "builds.jsonl")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0].startswith("cachebench: builds.jsonl:2: not valid JSON: ")
+    assert done.stderr.splitlines()[1].startswith("cachebench: builds.jsonl:3: cannot tell which provider")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("builds.jsonl:1: CB201 error (volatile-value) ")
+    assert lines[0].endswith(f" (in 2 of 2 requests) Fix: {RULES['CB201'].fix}")
+    assert lines[1].startswith(f"builds.jsonl:4: prefix differs: line 4 differs from line 1: {where}")
+    assert lines[2] == summary
+
+    github = cachebench(tmp_path, "check", "--format", "github", "builds.jsonl").stdout.splitlines()
+    assert github[-2].startswith(
+        f"::error file=builds.jsonl,line=4,title=prefix differs::line 4 differs from line 1: {where}"
+    )
+    assert github[-1] == summary
+
+    data = json.loads(cachebench(tmp_path, "check", "--json", "builds.jsonl").stdout)
+    [difference] = data["differences"]
+    assert {k: difference[k] for k in ("file", "line", "request", "first_line", "first_request")} == {
+        "file": "builds.jsonl",
+        "line": 4,
+        "request": 3,
+        "first_line": 1,
+        "first_request": 0,
+    }
+    assert [(f["line"], f["request"]) for f in data["findings"]] == [(1, 0)]
+
+
+def test_check_names_builds_of_a_json_list_by_their_index_in_it(tmp_path: Path) -> None:
+    """In a JSON file (every request on line 1) a build is named by its index in the file's
+    list, the entries that cannot be checked counted: 'request 3 differs from request 0', the
+    findings and the problems named 'request N: ' after the file and line, 'request': 3 in
+    --json, and the summary's 2 requests not checked."""
+    session = [anthropic(f"{POLICY}Session {u}.") for u in UUIDS]
+    bare = {"messages": [{"role": "user", "content": "Hello"}]}
+    write_json(tmp_path / "builds.json", [session[0], "not a body", bare, session[1]])
+    done = cachebench(tmp_path, "check", "builds.json")
+    assert done.returncode == 2
+    problems = done.stderr.splitlines()
+    assert problems[0] == "cachebench: builds.json:1: request 1: not a JSON object but a string"
+    assert problems[1].startswith("cachebench: builds.json:1: request 2: cannot tell which provider")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("builds.json:1: request 0: CB201 error (volatile-value) ")
+    assert lines[1].startswith(
+        "builds.json:1: prefix differs: request 3 differs from request 0: system block 0"
+    )
+    assert lines[2].endswith("; 2 requests not checked (see stderr)")
+    data = json.loads(cachebench(tmp_path, "check", "--json", "builds.json").stdout)
+    [difference] = data["differences"]
+    assert (difference["line"], difference["request"], difference["first_request"]) == (1, 3, 0)
+
+
+def test_the_summary_counts_what_was_not_linted_in_words_that_agree(tmp_path: Path) -> None:
+    """Counts are grammatical: a folder, two unreadable lines of a JSON Lines file and one
+    entry of a JSON list are '1 file, 2 lines and 1 request not linted'; one of each alone is
+    singular ('1 error', '1 request', '1 line')."""
+    (tmp_path / "folder").mkdir()
+    write_lines(tmp_path / "saved.jsonl", [anthropic(), "{oops", "[1]"])
+    write_json(tmp_path / "list.json", [anthropic(), 5])
+    done = cachebench(tmp_path, "lint", "folder", "saved.jsonl", "list.json")
+    assert done.returncode == 2
+    assert done.stdout == (
+        "0 errors, 0 warnings in 2 requests; 1 file, 2 lines and 1 request not linted (see stderr)\n"
+    )
+    assert done.stderr.splitlines() == [
+        "cachebench: folder: is a folder, not a file",
+        "cachebench: saved.jsonl:2: not valid JSON: unexpected character, expected a string key at column 2",
+        "cachebench: saved.jsonl:3: not a JSON object but an array",
+        "cachebench: list.json:1: request 1: not a JSON object but a number",
+    ]
+    write_lines(tmp_path / "one.jsonl", [anthropic(f"Current time: {STAMP}. {POLICY}"), "{oops"])
+    done = cachebench(tmp_path, "lint", "one.jsonl")
+    assert done.stdout.splitlines()[-1] == "1 error, 0 warnings in 1 request; 1 line not linted (see stderr)"
+
+
+def test_plural_agrees_with_its_count() -> None:
+    """1 takes the singular, 0 and more the plural (an irregular one when given), with a
+    thousands separator."""
+    assert [plural(n, "token") for n in (0, 1, 2, 1234)] == [
+        "0 tokens",
+        "1 token",
+        "2 tokens",
+        "1,234 tokens",
+    ]
+    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+
+
+def test_check_help_says_a_file_holds_builds_of_the_same_request(tmp_path: Path) -> None:
+    """check's help and docs/lint.md's command line section say what a FILE holds: the same
+    request built several times (processes, times, hash seeds), not builds for different
+    users, whose per-user layers legitimately differ."""
+    done = cachebench(tmp_path, "check", "--help")
+    text = " ".join(done.stdout.split())
+    assert "each FILE holds the same request built several times" in text
+    assert "with other hash seeds; not for different users, whose per-user layers differ" in text
+    docs = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
+    section = " ".join(docs[docs.index("## The command line") :].split())
+    assert "at different times, with other hash seeds" in section
+    assert "for different users)" not in section
+    assert "differ in their per-user layers" in section
+
+
+def test_help_shows_file_arguments_and_the_format_choices_cleanly(tmp_path: Path) -> None:
+    """lint's and check's help: the usage ends 'FILE...', the Arguments section names
+    'FILE...' without a type, and --format shows its choices, text|github."""
+    for command in ("lint", "check"):
+        done = cachebench(tmp_path, command, "--help")
+        assert done.returncode == 0
+        lines = done.stdout.splitlines()
+        assert lines[0] == f"Usage: cachebench {command} [OPTIONS] FILE..."
+        assert any(line.startswith("  FILE...  JSON (a body or a list)") for line in lines)
+        assert any(line.startswith("  --format <text|github>  ") for line in lines)
+        assert "list[str]" not in done.stdout and "{FILE}" not in done.stdout
+    bad = cachebench(tmp_path, "lint", "--format", "xml", "x.json")
+    assert bad.returncode == 2 and "'xml' is not one of 'text', 'github'" in bad.stderr

@@ -14,6 +14,7 @@ import gzip
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -395,6 +396,47 @@ def test_the_replay_needs_no_server_packages() -> None:
     assert (done.returncode, done.stderr) == (0, "")
 
 
+def test_a_json_file_of_one_body_or_a_list_of_them(tmp_path: Path) -> None:
+    """A .json file holding a list of requests (bodies or wrappers) is replayed as the JSON
+    Lines file of the same requests is, every request on line 1; an entry that is no request is
+    skipped with its index in the list; a pretty-printed .json file of one body is one request;
+    a JSON Lines file under another name (.log) is read line by line."""
+    lines = churning_deploy(anthropic)
+    expected = explain_requests(write_jsonl(tmp_path / "requests.jsonl", lines)).rows
+    listed = tmp_path / "requests.json"
+    listed.write_text(json.dumps([*lines[:3], "not a request", *lines[3:]], indent=2))
+    report = explain_requests(str(listed))
+    assert [r.metrics for r in report.rows] == [r.metrics for r in expected]
+    assert {(r.source, r.line) for r in report.rows} == {(str(listed), 1)}
+    assert [str(s) for s in report.skipped] == [f"{listed}:1: request 3: not a JSON object but a string"]
+    assert json.loads(report.as_json())["skipped"] == [
+        {"source": str(listed), "line": 1, "index": 3, "reason": "not a JSON object but a string"}
+    ]
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(anthropic(0, False), indent=2))
+    assert [(r.line, r.miss_cause) for r in explain_requests(str(one)).rows] == [(1, "cold")]
+    log = Path(write_jsonl(tmp_path / "requests.log", lines))
+    assert [(r.line, r.metrics) for r in explain_requests(str(log)).rows] == [
+        (r.line, r.metrics) for r in expected
+    ]
+
+
+def test_a_file_that_cannot_be_read_at_all_raises(tmp_path: Path) -> None:
+    """A JSON document that is not JSON, or a gzip stream cut short, is an OSError naming the
+    file and why (not a skipped line)."""
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n {"model": "x"},\n oops]\n')
+    with pytest.raises(
+        OSError, match="^" + re.escape(f"{broken}: not valid JSON: ") + ".* at line 3, column 2$"
+    ):
+        explain_requests(str(broken))
+    packed = gzip.compress(json.dumps([anthropic(0, False)] * 3).encode())
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(OSError, match=re.escape(str(cut))):
+        explain_requests(str(cut))
+
+
 # -- the command line, as a process ---------------------------------------------------------------
 
 
@@ -418,7 +460,7 @@ def test_cli_explains_a_file(tmp_path: Path) -> None:
     done = cli(path, env={"CACHEBENCH_DB": str(db)})
     assert (done.returncode, done.stderr) == (0, "")
     out = done.stdout
-    assert "Replayed 6 requests" in out and "1 lines skipped" in out
+    assert "Replayed 6 requests" in out and "1 line skipped" in out
     assert "Miss causes" in out and "prefix_changed" in out and "cold" in out
     start = len('["system","') + len(INTRO + CLOCK)
     place = f"prefix_changed at system block 0, bytes {start}-{start + STAMP_LEN} (volatile timestamp)"
@@ -459,3 +501,78 @@ def test_cli_errors(tmp_path: Path) -> None:
     for argv in ([path, "--interval", "-1"], [path, "--provider", "cohere"], ["42", "--all"]):
         done = cli(*argv)
         assert done.returncode == 2 and "Usage:" in done.stderr, argv
+
+
+def test_cli_explains_a_json_list_of_bodies(tmp_path: Path) -> None:
+    """``cachebench explain list.json`` where the file is a JSON array of request bodies (as
+    ``lint`` and ``plan`` accept): exit 0, the same report as the JSON Lines file of the same
+    requests but for the lines (every request on line 1)."""
+    lines = churning_deploy(anthropic)
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps(lines))
+    done = cli(str(listed), "--json")
+    assert (done.returncode, done.stderr) == (0, "")
+    expected = json.loads(cli(write_jsonl(tmp_path / "list.jsonl", lines), "--json").stdout)
+    data = json.loads(done.stdout)
+    assert data["total"] == expected["total"] and data["causes"] == expected["causes"]
+    assert [r["line"] for r in data["rows"]] == [1, 1, 1]
+    for row in expected["rows"]:
+        row.update(source=str(listed), line=1)
+    assert data["rows"] == expected["rows"]
+    text = cli(str(listed))
+    assert text.returncode == 0 and f"Replayed 6 requests from {listed}." in text.stdout
+
+
+def test_cli_says_when_nothing_was_replayed(tmp_path: Path) -> None:
+    """Nothing replayed is an input problem: an empty file says it holds no request, a file
+    whose lines were all skipped says so with the first 3 reasons (and how many more); both
+    exit 1 with nothing on stdout. With --json the report is printed and the exit code is 1
+    too."""
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    done = cli(str(empty))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"cachebench: nothing to explain: no request in {empty}\n"
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["{oops", "[1]", '"text"', "42"])
+    done = cli(bad)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [
+        f"cachebench: nothing to explain: all 4 lines were skipped ({bad}):",
+        f"  {bad}:1: not valid JSON: unexpected character, expected a string key at column 2",
+        f"  {bad}:2: not a JSON object but an array",
+        f"  {bad}:3: not a JSON object but a string",
+        "  ... and 1 more (--json lists them all)",
+    ]
+    as_json = cli(bad, "--json")
+    assert as_json.returncode == 1 and as_json.stderr == done.stderr
+    data = json.loads(as_json.stdout)
+    assert (data["total"]["requests"], data["total"]["skipped"]) == (0, 4)
+
+    one = write_jsonl(tmp_path / "one.jsonl", ["[1]"])
+    assert cli(one).stderr == (
+        f"cachebench: nothing to explain: the only line was skipped ({one}):\n"
+        f"  {one}:1: not a JSON object but an array\n"
+    )
+
+
+def test_cli_counts_agree_with_their_nouns(tmp_path: Path) -> None:
+    """Every count is grammatical: one replayed request and one skipped line are 'Replayed 1
+    request from ..., 1 line skipped.' (exit 0: a request was replayed); one avoidable miss
+    is 'avoidable misses: 1 request, N tokens'; skipped entries of a JSON list are requests."""
+    path = write_jsonl(tmp_path / "one.jsonl", [anthropic(0, False), "{oops"])
+    done = cli(path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[:2] == [
+        f"Replayed 1 request from {path}, 1 line skipped.",
+        f"Read 0 tokens from the cache, wrote {SYSTEM_BEFORE:,}, {QUESTION:,} uncached; no avoidable miss.",
+    ]
+    assert "Skipped lines (1)" in done.stdout
+    four = write_jsonl(tmp_path / "four.jsonl", churning_deploy(anthropic)[:4])
+    out = cli(four).stdout
+    assert f"avoidable misses: 1 request, {SYSTEM_AFTER:,} tokens, " in out
+    assert "Requests with an avoidable miss (1)" in out
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([anthropic(0, False), 1, 2]))
+    out = cli(str(listed)).stdout
+    assert f"Replayed 1 request from {listed}, 2 requests skipped." in out and "Skipped requests (2)" in out

@@ -6,8 +6,13 @@ It prints the miss causes as a table (calls, tokens not read, the avoidable part
 then one line per request that missed something avoidable (every request with ``--all``):
 where it came from, its flow, the cause, the place (section, block, bytes) and the kind of
 change, what it would read and write, what was avoidable, and the fix; then the lines skipped.
-``--json`` prints :meth:`~cachebench.planner.OfflineReport.as_json` instead. Exit code 0 when
-the replay ran (misses or not), 1 when a file cannot be read, 2 for a bad option.
+``--json`` prints :meth:`~cachebench.planner.OfflineReport.as_json` instead. A file is JSON
+Lines or a JSON file holding one body or a list of them, read as ``cachebench lint`` reads it
+(:func:`cachebench.planner._saved.read_file`).
+
+Exit code 0 when at least one request was replayed (misses or not); 1 when a file cannot be
+read, or when nothing was replayed (no request in the files, or every line skipped: nothing to
+explain is a problem with the input, said on stderr with the first reasons); 2 for a bad option.
 """
 
 import os
@@ -19,7 +24,10 @@ __all__ = ["Options", "explain_files", "is_request_file"]
 
 # Lines printed of the misses and of the skipped lines before "... and N more".
 SHOWN = 50
-_SUFFIXES = (".jsonl", ".jsonl.gz")
+# Skipped lines named on stderr when nothing was replayed.
+FIRST_REASONS = 3
+# Names of request files, told from ids even when the file does not exist (to say so).
+_SUFFIXES = tuple(s + gz for s in (".json", ".jsonl", ".ndjson") for gz in ("", ".gz"))
 _CAPTION = (
     "not read: tokens of the cacheable prefix the requests did not read from the cache; avoidable: "
     "what they could have read had the prompt been built differently (a volatile value, an order, a "
@@ -31,7 +39,7 @@ Targets = Annotated[
     list[str],
     typer.Argument(
         metavar="ID_OR_FILES",
-        help="A call's id (a number) or an incident's id; or files of saved requests (JSON Lines).",
+        help="A call's id (a number) or an incident's id; or files of saved requests (JSON Lines, or JSON: a body or a list).",
     ),
 ]
 All = Annotated[
@@ -89,6 +97,7 @@ def explain_files(targets: list[str], options: Options, *, json: bool) -> bool:
             raise typer.BadParameter("applies to files of saved requests only", param_hint=given[0])
         return False
     from ._cli_store import console, fail
+    from .planner._saved import UnreadableFile
     from .planner.offline import explain_requests
 
     for f in targets:
@@ -110,18 +119,45 @@ def explain_files(targets: list[str], options: Options, *, json: bool) -> bool:
             interval_s=options.interval,
             start=options.start,
         )
+    except UnreadableFile as exc:
+        raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except ValueError as exc:  # an option's value (the message names it)
         raise typer.BadParameter(str(exc)) from None
     if json:
         typer.echo(report.as_json(all_rows=options.all_rows))
-        return True
-    out = console()
-    print_summary(out, report, targets)
-    print_rows(out, report, all_rows=options.all_rows)
-    print_skipped(out, report)
+    if not report.rows:
+        raise fail(nothing_replayed(report, targets))
+    if not json:
+        out = console()
+        print_summary(out, report, targets)
+        print_rows(out, report, all_rows=options.all_rows)
+        print_skipped(out, report)
     return True
+
+
+def _skipped_unit(report: Any) -> str:
+    """What the skipped are: requests when every one is an entry of a JSON list, else lines."""
+    return "request" if all(s.index is not None for s in report.skipped) else "line"
+
+
+def nothing_replayed(report: Any, files: list[str]) -> str:
+    """Why no request was replayed: the files hold none, or every one was skipped (the first
+    reasons)."""
+    from ._cli_planner import plural
+
+    names = ", ".join(files)
+    skipped = report.skipped
+    if not skipped:
+        return f"nothing to explain: no request in {names}"
+    unit = _skipped_unit(report)
+    every = f"the only {unit} was" if len(skipped) == 1 else f"all {plural(len(skipped), unit)} were"
+    lines = [f"nothing to explain: {every} skipped ({names}):"]
+    lines += [f"  {s}" for s in skipped[:FIRST_REASONS]]
+    if len(skipped) > FIRST_REASONS:
+        lines.append(f"  ... and {len(skipped) - FIRST_REASONS:,} more (--json lists them all)")
+    return "\n".join(lines)
 
 
 def _usd(x: float | None) -> str:
@@ -133,20 +169,23 @@ def _usd(x: float | None) -> str:
 def print_summary(out: Any, report: Any, files: list[str]) -> None:
     from rich.markup import escape
 
+    from ._cli_planner import plural
     from .report import _label, _table
 
     total = report.total()
     names = ", ".join(files)
-    skipped = f", {total['skipped']:,} lines skipped" if total["skipped"] else ""
-    out.print(escape(f"Replayed {total['requests']:,} requests from {names}{skipped}."), soft_wrap=True)
+    skipped = f", {plural(total['skipped'], _skipped_unit(report))} skipped" if total["skipped"] else ""
+    out.print(
+        escape(f"Replayed {plural(total['requests'], 'request')} from {names}{skipped}."), soft_wrap=True
+    )
     avoidable = (
-        f"avoidable misses: {total['avoidable_calls']:,} requests, {total['avoidable_tokens']:,} tokens, "
-        f"{_usd(total['avoidable_cost_usd'])} beyond a read"
+        f"avoidable misses: {plural(total['avoidable_calls'], 'request')}, "
+        f"{plural(total['avoidable_tokens'], 'token')}, {_usd(total['avoidable_cost_usd'])} beyond a read"
         if total["avoidable_calls"]
         else "no avoidable miss"
     )
     out.print(
-        f"Read {total['read']:,} tokens from the cache, wrote {total['written']:,}, "
+        f"Read {plural(total['read'], 'token')} from the cache, wrote {total['written']:,}, "
         f"{total['uncached']:,} uncached; {avoidable}.",
         soft_wrap=True,
     )
@@ -170,6 +209,7 @@ def print_summary(out: Any, report: Any, files: list[str]) -> None:
 
 def row_line(row: Any) -> str:
     """One request on one line: where, flow, cause and place, tokens, what was avoidable, the fix."""
+    from ._cli_planner import plural
     from .advice import advice_for
 
     m = row.metrics
@@ -183,7 +223,7 @@ def row_line(row: Any) -> str:
         f"uncached {row.uncached:,}"
     )
     if row.avoidable_tokens:
-        line += f"; avoidable {row.avoidable_tokens:,} tokens ({_usd(row.avoidable_cost_usd)})"
+        line += f"; avoidable {plural(row.avoidable_tokens, 'token')} ({_usd(row.avoidable_cost_usd)})"
     found = advice_for(row.miss_cause, d)
     if found is not None:
         line += f". Fix: {found[1]}."
@@ -210,7 +250,7 @@ def print_skipped(out: Any, report: Any) -> None:
 
     if not report.skipped:
         return
-    out.print(f"\n[bold]Skipped lines ({len(report.skipped):,})[/]")
+    out.print(f"\n[bold]Skipped {_skipped_unit(report)}s ({len(report.skipped):,})[/]")
     for s in report.skipped[:SHOWN]:
         out.print(escape(str(s)), soft_wrap=True, highlight=False)
     if len(report.skipped) > SHOWN:

@@ -2,11 +2,16 @@
 (``cli.py`` adds them to the application).
 
 A FILE is a JSON file holding one request body or a list of them, or a JSON Lines file
-(``.jsonl``, ``.ndjson``; plain or gzip) with one per line. An item may be a wrapper
-``{"request": body, "provider": ..., "model": ...}``, read as offline explain reads it; the
-wrapper's provider and model come before ``--provider`` and ``--model``. A file's requests are
-one flow: the rules that compare requests run on them. A finding's line is its JSON Lines line,
-or 1 in a JSON file.
+(``.jsonl``, ``.ndjson``; plain or gzip) with one per line, read by offline explain's reader
+(:func:`cachebench.planner._saved.read_file`). An item may be a wrapper
+``{"request": body, "provider": ..., "model": ...}``; the wrapper's provider and model come
+before ``--provider`` and ``--model``. A file's requests are one flow: the rules that compare
+requests run on them. A request is named by its JSON Lines line, or in a JSON file's list by
+its index there (``request 2``); a finding's line is its JSON Lines line, or 1 in a JSON file.
+
+``check``'s FILE holds builds of the same request: built in different processes, at different
+times, with other hash seeds. Their cached prefixes must be the same byte for byte; builds for
+different users are no such builds (their per-user layers differ, as they should).
 
 Exit codes: 0 clean; 1 a finding that fails (an error, a warning too with ``lint --strict``,
 and for ``check`` a cached prefix that differs between builds); 2 a usage error or a file or
@@ -18,16 +23,18 @@ run time.
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from typer.core import TyperCommand
 
 if TYPE_CHECKING:
     from .planner.rules import Finding
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")]
 Format = Annotated[
-    str, typer.Option("--format", help="text, or github: workflow commands that annotate the files.")
+    Literal["text", "github"],
+    typer.Option("--format", help="text, or github: workflow commands that annotate the files."),
 ]
 ProviderOption = Annotated[
     str | None, typer.Option("--provider", help="The provider, where a body cannot tell.")
@@ -39,37 +46,89 @@ Files = Annotated[
         metavar="FILE", help="JSON (a body or a list) or JSON Lines (.jsonl, .gz).", show_default=False
     ),
 ]
-_GZIP_MAGIC = b"\x1f\x8b"
-_BOM = b"\xef\xbb\xbf"
-_LINES_SUFFIXES = (".jsonl", ".ndjson")
+
+
+class FilesCommand(TyperCommand):
+    """A command whose FILE arguments read ``FILE...`` in its help, in the usage line and under
+    Arguments (typer writes ``{FILE}...`` and ``FILE <list[str]>``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            pieces += [_many(param)] if _is_many(param) else param.get_usage_pieces(ctx)
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments: list[tuple[str, str]] = []
+        options: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name != "argument":
+                options.append(record)
+            else:
+                arguments.append((_many(param), record[1]) if _is_many(param) else record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _is_many(param: Any) -> bool:
+    return bool(param.param_type_name == "argument" and param.nargs == -1)
+
+
+def _many(param: Any) -> str:
+    name = f"{param.metavar or str(param.name).upper()}..."
+    return name if param.required else f"[{name}]"
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
     """One request body of a file: its line (1 in a JSON file), its index among the file's
-    requests, and the provider and model its wrapper (or the command line) gave."""
+    requests as written (in a JSON list, its index there; in a JSON Lines file, among the lines
+    that are not blank; the ones that cannot be read count), whether it is an entry of a JSON
+    list, and the provider and model its wrapper (or the command line) gave."""
 
     file: str
     line: int
     index: int
+    listed: bool
     body: Mapping[str, Any]
     provider: str | None
     model: str | None
 
+    @property
+    def name(self) -> str:
+        """How messages name it: its line, or in a JSON list its index there."""
+        return f"request {self.index}" if self.listed else f"line {self.line}"
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A file or a line that could not be read or linted (exit code 2)."""
+    """A file, a line or an entry of a JSON list (``index``) that could not be read or linted
+    (exit code 2)."""
 
     file: str
     line: int | None
     message: str
+    index: int | None = None
+
+    @property
+    def unit(self) -> str:
+        """What was not linted: a file, a line, or a request of a JSON list."""
+        return "file" if self.line is None else "line" if self.index is None else "request"
+
+    @property
+    def detail(self) -> str:
+        return (f"request {self.index}: " if self.index is not None else "") + self.message
 
     def __str__(self) -> str:
         return (
-            f"{self.file}:{self.line}: {self.message}"
+            f"{self.file}:{self.line}: {self.detail}"
             if self.line is not None
-            else f"{self.file}: {self.message}"
+            else f"{self.file}: {self.detail}"
         )
 
 
@@ -94,10 +153,7 @@ class Difference:
 
     @property
     def message(self) -> str:
-        return (
-            f"request {self.item.index} differs from request {self.first.index} (line {self.first.line}): "
-            f"{self.where}: {self.why}."
-        )
+        return f"{self.item.name} differs from {self.first.name}: {self.where}: {self.why}."
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +161,7 @@ class Difference:
             "line": self.item.line,
             "request": self.item.index,
             "first_line": self.first.line,
+            "first_request": self.first.index,
             "kind": self.kind,
             "diff": self.diff,
             "why": self.why,
@@ -126,61 +183,28 @@ class Outcome:
 
 
 def read_file(path: str, provider: str | None, model: str | None) -> tuple[list[Item], list[Problem]]:
-    """The request bodies of one file, and the lines that could not be read."""
-    import gzip
-    import zlib
-
-    import orjson
+    """The request bodies of one file (read as offline explain reads it), and what could not be
+    read."""
+    from .planner._saved import Skipped, UnreadableFile
+    from .planner._saved import read_file as read_saved
 
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        entries = list(read_saved(path))
+    except UnreadableFile as exc:
+        return [], [Problem(path, None, exc.why)]
     except OSError as exc:
         return [], [Problem(path, None, f"cannot be read: {exc.strerror or exc}")]
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            return [], [Problem(path, None, f"cannot be read: a damaged gzip file ({exc})")]
-    data = data.removeprefix(_BOM)
-    values: list[tuple[int, Any]] = []
-    problems: list[Problem] = []
-    if path.lower().removesuffix(".gz").endswith(_LINES_SUFFIXES):
-        for number, raw in enumerate(data.split(b"\n"), 1):
-            if not raw.strip():
-                continue
-            try:
-                values.append((number, orjson.loads(raw)))
-            except orjson.JSONDecodeError as exc:
-                problems.append(Problem(path, number, f"not valid JSON: {exc.msg} at column {exc.colno}"))
-    else:
-        try:
-            whole = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            return [], [Problem(path, exc.lineno, f"not valid JSON: {exc.msg} at column {exc.colno}")]
-        values = [(1, v) for v in whole] if isinstance(whole, list) else [(1, whole)]
-    items, more = _items(path, values, provider, model)
-    problems += more
-    if not items and not problems:
-        problems.append(Problem(path, None, "holds no request body"))
-    return items, problems
-
-
-def _items(
-    path: str, values: Sequence[tuple[int, Any]], provider: str | None, model: str | None
-) -> tuple[list[Item], list[Problem]]:
-    from .planner._saved import ReplayError, saved_request
-
+    if not entries:
+        return [], [Problem(path, None, "holds no request body")]
     items: list[Item] = []
     problems: list[Problem] = []
-    for line, value in values:
-        try:
-            saved = saved_request(path, line, value)
-        except ReplayError as exc:
-            problems.append(Problem(path, line, str(exc)))
+    for index, entry in enumerate(entries):
+        if isinstance(entry, Skipped):
+            problems.append(Problem(path, entry.line, entry.reason, entry.index))
             continue
-        own = saved.provider.value if saved.provider is not None else None
-        items.append(Item(path, line, len(items), saved.body, own or provider, saved.model or model))
+        own = entry.provider.value if entry.provider is not None else None
+        listed = entry.index is not None
+        items.append(Item(path, entry.line, index, listed, entry.body, own or provider, entry.model or model))
     return items, problems
 
 
@@ -226,7 +250,7 @@ def _lints_alone(item: Item, out: Outcome) -> bool:
                 "cannot tell which provider this request is for: pass --provider, or wrap it as "
                 '{"request": ..., "provider": "anthropic"}'
             )
-        out.problems.append(Problem(item.file, item.line, message))
+        out.problems.append(Problem(item.file, item.line, message, item.index if item.listed else None))
         return False
     return True
 
@@ -257,7 +281,7 @@ def compare_builds(items: Sequence[Item], out: Outcome) -> None:
                     item,
                     first,
                     "model",
-                    f"built for {'/'.join(map(str, other))}, request {first.index} for "
+                    f"built for {'/'.join(map(str, other))}, {first.name} for "
                     f"{'/'.join(map(str, base))}; "
                     "the provider caches per model, so this build reads nothing the others wrote",
                     "build every request for the same provider and model",
@@ -294,24 +318,33 @@ def github_command(level: str, file: str, line: int | None, title: str, message:
     return f"::{level} {props},title={_escape_property(title)}::{_escape_data(message)}"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``n`` and the word, in the plural unless ``n`` is 1: "1 request", "2 requests"."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
-def summary(out: Outcome) -> str:
+def _listing(parts: Sequence[str]) -> str:
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+
+
+def summary(out: Outcome, verb: str = "linted") -> str:
+    """The last line: findings, requests, differences and what was not ``verb`` (see stderr)."""
     errors = sum(1 for _, f in out.findings if f.severity == "error")
     warnings = len(out.findings) - errors
-    line = f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')} in {_plural(out.requests, 'request')}"
+    line = f"{plural(errors, 'error')}, {plural(warnings, 'warning')} in {plural(out.requests, 'request')}"
     if out.differences:
-        line += f"; {_plural(len(out.differences), 'file')} whose cached prefix differs between builds"
+        line += f"; {plural(len(out.differences), 'file')} whose cached prefix differs between builds"
     if out.problems:
-        line += f"; {_plural(len(out.problems), 'file or line')} not linted (see stderr)"
+        units = [p.unit for p in out.problems]
+        parts = [plural(units.count(u), u) for u in ("file", "line", "request") if u in units]
+        line += f"; {_listing(parts)} not {verb} (see stderr)"
     return line
 
 
-def print_outcome(out: Outcome, fmt: str, json: bool, as_object: bool) -> None:
+def print_outcome(out: Outcome, fmt: str, json: bool, as_object: bool, verb: str = "linted") -> None:
     """Problems on stderr; findings (and differences) on stdout as lines, workflow commands or
-    JSON (a list of findings, or with ``as_object`` an object with both lists)."""
+    JSON (a list of findings, or with ``as_object`` an object with both lists). A request of a
+    JSON list is named by its index there (``request 2: ``) after the file and line."""
     import orjson
 
     for p in out.problems:
@@ -325,13 +358,10 @@ def print_outcome(out: Outcome, fmt: str, json: bool, as_object: bool) -> None:
         return
     if fmt == "github":
         for p in out.problems:
-            typer.echo(github_command("error", p.file, p.line, "unreadable", p.message))
+            typer.echo(github_command("error", p.file, p.line, "unreadable", p.detail))
         for item, f in out.findings:
-            typer.echo(
-                github_command(
-                    f.severity, item.file, item.line, f"{f.code} {f.name}", f"{f.message} Fix: {f.fix}"
-                )
-            )
+            message = f"{_named(item)}{f.message} Fix: {f.fix}"
+            typer.echo(github_command(f.severity, item.file, item.line, f"{f.code} {f.name}", message))
         for d in out.differences:
             typer.echo(
                 github_command(
@@ -340,10 +370,14 @@ def print_outcome(out: Outcome, fmt: str, json: bool, as_object: bool) -> None:
             )
     else:
         for item, f in out.findings:
-            typer.echo(f"{item.file}:{item.line}: {f}")
+            typer.echo(f"{item.file}:{item.line}: {_named(item)}{f}")
         for d in out.differences:
             typer.echo(f"{d.item.file}:{d.item.line}: prefix differs: {d.message} Fix: {d.fix}")
-    typer.echo(summary(out))
+    typer.echo(summary(out, verb))
+
+
+def _named(item: Item) -> str:
+    return f"{item.name}: " if item.listed else ""
 
 
 def _check_options(fmt: str, json: bool, provider: str | None) -> str | None:
@@ -378,7 +412,7 @@ def _run(
 
 
 def add_planner_commands(app: typer.Typer) -> None:
-    @app.command(short_help="Lint request bodies for what breaks caching.")
+    @app.command(cls=FilesCommand, short_help="Lint request bodies for what breaks caching.")
     def lint(
         files: Files,
         json: Json = False,
@@ -401,7 +435,7 @@ def add_planner_commands(app: typer.Typer) -> None:
         failing = any(f.severity == "error" or strict for _, f in out.findings)
         raise typer.Exit(2 if out.problems else 1 if failing else 0)
 
-    @app.command(short_help="Fail when builds of one request differ.")
+    @app.command(cls=FilesCommand, short_help="Fail when builds of one request differ.")
     def check(
         files: Files,
         json: Json = False,
@@ -410,8 +444,9 @@ def add_planner_commands(app: typer.Typer) -> None:
         model: ModelOption = None,
     ) -> None:
         """The CI gate: each FILE holds the same request built several times (in different
-        processes, at different times, for different users). Exit 1 on an error finding or
-        when the builds' cached prefixes differ, 2 when a file cannot be read."""
+        processes, at different times, with other hash seeds; not for different users, whose
+        per-user layers differ as they should). Exit 1 on an error finding or when the builds'
+        cached prefixes differ, 2 when a file cannot be read."""
         chosen = _check_options(format, json, provider)
 
         def each(items: list[Item], out: Outcome) -> None:
@@ -424,6 +459,6 @@ def add_planner_commands(app: typer.Typer) -> None:
             compare_builds(lint_items(items, out), out)
 
         out = _run(files, chosen, model, each)
-        print_outcome(out, format, json, as_object=True)
+        print_outcome(out, format, json, as_object=True, verb="checked")
         failing = out.differences or any(f.severity == "error" for _, f in out.findings)
         raise typer.Exit(2 if out.problems else 1 if failing else 0)

@@ -181,12 +181,16 @@ class OfflineReport:
         }
 
     def as_dict(self, *, all_rows: bool = False) -> dict[str, Any]:
-        """Plain JSON values: the totals, the causes, the skipped lines and the rows with an
-        avoidable miss (every row with ``all_rows``)."""
+        """Plain JSON values: the totals, the causes, the skipped lines (``index``: the index in
+        a JSON file's list, else null) and the rows with an avoidable miss (every row with
+        ``all_rows``)."""
         return {
             "total": self.total(),
             "causes": [c.as_dict() for c in self.causes],
-            "skipped": [{"source": s.source, "line": s.line, "reason": s.reason} for s in self.skipped],
+            "skipped": [
+                {"source": s.source, "line": s.line, "index": s.index, "reason": s.reason}
+                for s in self.skipped
+            ],
             "rows": [r.as_dict() for r in (self.rows if all_rows else self.misses)],
         }
 

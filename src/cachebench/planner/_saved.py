@@ -1,8 +1,10 @@
-"""Saved request bodies read back, for :mod:`cachebench.planner.offline`.
+"""Saved request bodies read back, for :mod:`cachebench.planner.offline` and the commands that
+read request files (``cachebench lint``, ``check``, ``plan``).
 
-:func:`read_requests` turns files (JSON Lines, plain or gzip) or Python objects into
-:class:`SavedRequest` values and :class:`Skipped` lines, in input order. A line is a request
-body in any provider's shape, or a wrapper around one::
+:func:`read_file` is the one reader of a request file: JSON Lines (one request per line) or
+one JSON document (a request, or a list of them), plain or gzip. :func:`read_requests` turns
+files or Python objects into :class:`SavedRequest` values and :class:`Skipped` lines, in input
+order. A request is a body in any provider's shape, or a wrapper around one::
 
     {"request": {...}, "timestamp": 1767225600 | "2026-01-01T00:00:00Z", "provider": "openai",
      "model": "gemini-2.5-flash", "flow": "support", "scope": "team-a"}   # ("api_key" = "scope")
@@ -18,6 +20,7 @@ import math
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,23 +32,38 @@ import orjson
 from ..importing import ImportFileError, json_lines
 from ..types import Provider
 
-__all__ = ["ReplayError", "Rereader", "SavedRequest", "Skipped", "parse_timestamp", "read_requests"]
+__all__ = [
+    "ReplayError",
+    "Rereader",
+    "SavedRequest",
+    "Skipped",
+    "UnreadableFile",
+    "parse_timestamp",
+    "read_file",
+    "read_requests",
+]
 
 # Seconds since the epoch beyond the year 5000 are milliseconds written by mistake.
 _MAX_TIMESTAMP = 1e11
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+# Names that say JSON Lines (with ``.gz`` or not); any other file is told by its first line.
+_LINES_SUFFIXES = (".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """A line that was not replayed: where (``source``, 1-based ``line``) and why."""
+    """A line that was not replayed: where (``source``, 1-based ``line``; ``index``, its index
+    in a JSON file's list, None for a line of its own) and why."""
 
     source: str
     line: int
     reason: str
+    index: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.reason}"
+        where = f"{self.source}:{self.line}: " + (f"request {self.index}: " if self.index is not None else "")
+        return where + self.reason
 
 
 @dataclass(slots=True)
@@ -61,10 +79,27 @@ class SavedRequest:
     flow: str | None = None
     scope: str | None = None
     offset: int = -1  # where the line starts in its (decompressed) file; -1: not from a file
+    index: int | None = None  # its index in a JSON file's list; None: a line of its own
 
 
 class ReplayError(ValueError):
     """Why a request cannot be replayed (the line is skipped with this reason)."""
+
+
+class UnreadableFile(OSError):
+    """A file that cannot be read at all: not valid JSON as a whole, or a damaged gzip stream
+    (``path`` and ``why``, also as an ``OSError``'s ``filename`` and ``strerror``)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(None, why, path)
+        self.path, self.why = path, why
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.why}"
+
+    def __reduce__(self) -> tuple[type[UnreadableFile], tuple[str, str]]:
+        # (offline explain may read in another process and send the exception back pickled)
+        return UnreadableFile, (self.path, self.why)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -104,13 +139,15 @@ def _text(obj: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def saved_request(source: str, line: int, obj: Any, offset: int = -1) -> SavedRequest:
+def saved_request(
+    source: str, line: int, obj: Any, offset: int = -1, index: int | None = None
+) -> SavedRequest:
     """A line's value (parsed JSON or a Python object) as a :class:`SavedRequest`."""
     if not isinstance(obj, Mapping):
         raise ReplayError(f"not a JSON object but {_json_type(obj)}")
     body = obj.get("request")
     if body is None:
-        return SavedRequest(source, line, obj, offset=offset)
+        return SavedRequest(source, line, obj, offset=offset, index=index)
     if not isinstance(body, Mapping):
         raise ReplayError(f"request is {_json_type(body)}, not an object")
     provider = _text(obj, "provider")
@@ -129,6 +166,7 @@ def saved_request(source: str, line: int, obj: Any, offset: int = -1) -> SavedRe
         flow=_text(obj, "flow"),
         scope=_text(obj, "scope") or _text(obj, "api_key"),
         offset=offset,
+        index=index,
     )
 
 
@@ -139,15 +177,6 @@ def _open(path: str) -> IO[bytes]:
     if compressed:
         return cast(IO[bytes], gzip.GzipFile(path, "rb"))
     return open(path, "rb")
-
-
-def _lines(path: str) -> Iterator[tuple[int, int, bytes]]:
-    """(1-based line number, byte offset, bytes) of each line that is not blank."""
-    with _open(path) as f:
-        try:
-            yield from json_lines(path, f)
-        except ImportFileError as exc:
-            raise OSError(str(exc)) from None
 
 
 def _line(path: str, line: int, raw: bytes, offset: int = -1) -> SavedRequest | Skipped:
@@ -161,9 +190,58 @@ def _line(path: str, line: int, raw: bytes, offset: int = -1) -> SavedRequest | 
         return Skipped(path, line, str(exc))
 
 
-def _from_file(path: str) -> Iterator[SavedRequest | Skipped]:
-    for line, offset, raw in _lines(path):
-        yield _line(path, line, raw, offset)
+def _value(path: str, value: Any, index: int | None) -> SavedRequest | Skipped:
+    try:
+        return saved_request(path, 1, value, index=index)
+    except ReplayError as exc:
+        return Skipped(path, 1, str(exc), index)
+
+
+def _is_object(raw: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(raw), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def read_file(path: str) -> Iterator[SavedRequest | Skipped]:
+    """The requests of one file (plain or gzip), in order, with the lines that are none (the one
+    reader of request files: offline explain, ``cachebench lint``, ``check`` and ``plan``).
+
+    JSON Lines when the name says so (``.jsonl``, ``.ndjson``) or the first line that is not
+    blank is a whole JSON object: a request per line, with its line number and byte offset
+    (blank lines are no lines). Otherwise one JSON document: a request, or a list of them (each
+    on line 1, with its index in the list). ``OSError`` when the file cannot be opened,
+    :class:`UnreadableFile` when it cannot be read at all (a document that is not JSON, a
+    damaged gzip stream)."""
+    with _open(path) as f:
+        lines = json_lines(path, f)
+        try:
+            first = next(lines, None)
+            if first is None:
+                return
+            if path.lower().removesuffix(".gz").endswith(_LINES_SUFFIXES) or _is_object(first[2]):
+                yield _line(path, first[0], first[2], first[1])
+                for line, offset, raw in lines:
+                    yield _line(path, line, raw, offset)
+                return
+        except ImportFileError as exc:  # its message starts with the path, as ours will
+            raise UnreadableFile(path, str(exc).removeprefix(f"{path}: ")) from None
+        try:
+            f.seek(0)
+            data = f.read().removeprefix(_BOM)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UnreadableFile(path, f"a damaged gzip file ({exc})") from None
+    try:
+        whole = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        why = f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        raise UnreadableFile(path, why) from None
+    if isinstance(whole, list):
+        for index, value in enumerate(whole):
+            yield _value(path, value, index)
+    else:
+        yield _value(path, whole, None)
 
 
 class Rereader:
@@ -207,15 +285,15 @@ def is_path(value: object) -> bool:
 
 
 def read_requests(requests: Any, source: str = "<requests>") -> Iterator[SavedRequest | Skipped]:
-    """Files (a path, or a list of paths: JSON Lines, plain or gzip) read in the order given, or
-    request bodies / wrappers (dicts or JSON text) in the order iterated; OSError (opening a
-    file) when a file cannot be read."""
+    """Files (a path, or a list of paths: :func:`read_file`) read in the order given, or
+    request bodies / wrappers (dicts or JSON text) in the order iterated; OSError when a file
+    cannot be read."""
     if is_path(requests):
-        yield from _from_file(os.fspath(requests))
+        yield from read_file(os.fspath(requests))
         return
     items = list(requests) if not isinstance(requests, list) else requests
     if items and all(is_path(p) for p in items):
         for path in items:
-            yield from _from_file(os.fspath(path))
+            yield from read_file(os.fspath(path))
         return
     yield from _from_objects(items, source)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._cli_planner import Files, Json, ModelOption, ProviderOption, _check_options, read_file
+from ._cli_planner import Files, FilesCommand, Json, ModelOption, ProviderOption, _check_options, read_file
 
 
 def _fail(message: str) -> typer.Exit:
@@ -21,7 +21,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def add_plan_command(app: typer.Typer) -> None:
-    @app.command(short_help="Place a flow's breakpoints from sample requests.")
+    @app.command(cls=FilesCommand, short_help="Place a flow's breakpoints from sample requests.")
     def plan(
         files: Files,
         calls_per_hour: Annotated[

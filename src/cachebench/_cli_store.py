@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from . import _cli_offline as offline
+from ._cli_planner import FilesCommand
 
 Db = Annotated[
     str,
@@ -163,7 +164,9 @@ def add_store_commands(app: typer.Typer) -> None:
         else:
             reports.print_incidents(console(), found)
 
-    @app.command(short_help="Why a call missed or an incident opened; or replay saved requests.")
+    @app.command(
+        cls=FilesCommand, short_help="Why a call missed or an incident opened; or replay saved requests."
+    )
     def explain(
         targets: offline.Targets,
         json: Json = False,
@@ -283,7 +286,7 @@ def add_store_commands(app: typer.Typer) -> None:
         if output is not None:
             typer.echo(f"wrote {n:,} calls to {output}", err=True)
 
-    @app.command("import", short_help="Load saved calls and batch files.")
+    @app.command("import", cls=FilesCommand, short_help="Load saved calls and batch files.")
     def import_(
         files: Annotated[
             list[str], typer.Argument(metavar="FILE", help="Saved calls (JSON Lines, batch files).")

@@ -190,7 +190,7 @@ def estimate_block(payload: Any) -> int:
         return estimate_text(payload)
     if isinstance(payload, (list, tuple)):
         return sum(estimate_block(item) for item in payload)
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # (dict first: no ABC check)
         return estimate_json(payload)
     if _is_image(payload):
         return estimate_image(payload)

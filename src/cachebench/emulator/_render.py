@@ -36,7 +36,7 @@ from .. import facts
 from ..cachemodel import Segment
 from ..tokens import estimate_block
 
-__all__ = ["Builder", "Rendered", "anthropic", "converse"]
+__all__ = ["MEMO", "Builder", "Rendered", "SegmentMemo", "anthropic", "converse"]
 
 TOOL_USE = "tool_use"
 TOOL_RESULT = "tool_result"
@@ -65,6 +65,71 @@ def _bytes(value: Any) -> bytes:
         return repr(value).encode()
 
 
+# Types a JSON body holds and nothing else: an SDK object, a date or a subclass of str / int /
+# dict / list is rejected (TypeError), so two blocks with the same bytes are the same values.
+_PLAIN = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+class SegmentMemo:
+    """The segments of blocks rendered lately, by their rendered bytes: tools and system prompts
+    repeat in every request, and their token estimate is the costly part of a segment.
+
+    Bounded (emptied when it holds ``max_bytes`` of blocks or ``max_blocks`` blocks). Shared by
+    the emulator's threads: plain dict reads and writes, each atomic under the GIL; a race can
+    only lose an entry or miscount the size (until the next emptying), never give a wrong one."""
+
+    __slots__ = ("_segments", "_size", "max_blocks", "max_bytes")
+
+    def __init__(self, *, max_bytes: int = 32 * 2**20, max_blocks: int = 2**16) -> None:
+        self._segments: dict[bytes, Segment] = {}
+        self._size = 0
+        self.max_bytes = max_bytes
+        self.max_blocks = max_blocks
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def get(self, data: bytes) -> Segment | None:
+        return self._segments.get(data)
+
+    def put(self, data: bytes, segment: Segment) -> None:
+        if len(data) > self.max_bytes:
+            return
+        if self._size + len(data) > self.max_bytes or len(self._segments) >= self.max_blocks:
+            self._segments.clear()
+            self._size = 0
+        self._segments[data] = segment
+        self._size += len(data)
+
+    def clear(self) -> None:
+        self._segments.clear()
+        self._size = 0
+
+
+#: The renderer's memo (one per process).
+MEMO = SegmentMemo()
+
+
+def _segment(rendered: list[Any], block: Any, ttl: str | None, kind: str, tokens: int) -> Segment:
+    """The segment of ``rendered`` (``[where, block]``, with the settings if any): from the memo
+    when its bytes were rendered lately (JSON values only) and its tokens are the estimate."""
+    if tokens < 0:
+        try:
+            data = orjson.dumps(rendered, option=_PLAIN)
+        except TypeError:
+            pass
+        else:
+            seen = MEMO.get(data)
+            if seen is None:
+                seen = Segment(xxhash.xxh3_64_digest(data), estimate_block(block), ttl, kind)
+                MEMO.put(data, seen)
+            elif seen.ttl != ttl or seen.kind != kind:
+                seen = Segment(seen.digest, seen.tokens, ttl, kind)
+            return seen
+        tokens = estimate_block(block)
+    return Segment(xxhash.xxh3_64_digest(_bytes(rendered)), tokens, ttl, kind)
+
+
 class Builder:
     """Segments in cache order: :meth:`add` a block, :meth:`mark` the last one a breakpoint."""
 
@@ -87,14 +152,7 @@ class Builder:
         if self._settings is not None and where not in self._settings_before:
             rendered.append({"settings": self._settings})
             self._settings = None
-        self._segments.append(
-            Segment(
-                digest=xxhash.xxh3_64_digest(_bytes(rendered)),
-                tokens=estimate_block(block) if tokens < 0 else tokens,
-                ttl=ttl,
-                kind=kind,
-            )
-        )
+        self._segments.append(_segment(rendered, block, ttl, kind, tokens))
         self._wheres.append(where)
 
     def mark(self, ttl: str) -> None:
@@ -161,11 +219,16 @@ def _anthropic_block(b: Builder, where: str, block: Any) -> None:
     if isinstance(block, str):
         b.add(where, {"type": "text", "text": block})
         return
-    if not isinstance(block, Mapping):
+    if type(block) is not dict and not isinstance(block, Mapping):
         b.add(where, block)
         return
-    ttl = _anthropic_ttl(block.get(_ANTHROPIC_MARKER))
-    rest = {k: v for k, v in block.items() if k != _ANTHROPIC_MARKER}
+    ttl = None
+    rest = block
+    if _ANTHROPIC_MARKER in block:
+        ttl = _anthropic_ttl(block[_ANTHROPIC_MARKER])
+        rest = {k: v for k, v in block.items() if k != _ANTHROPIC_MARKER}
+    elif type(block) is not dict:
+        rest = dict(block.items())
     if rest.get("type") == "text":
         # A text block is its text: the order its two keys were written in renders nothing.
         rest = {"type": "text", "text": rest.get("text"), **rest}

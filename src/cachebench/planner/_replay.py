@@ -10,8 +10,8 @@ builds it). No starlette. Each wire API is a row of :data:`APIS`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -23,9 +23,9 @@ from ..emulator import _render_openai as render_openai
 from ..emulator import _requests as wire
 from ..providers import detect_request
 from ..types import Provider
-from ._saved import ReplayError, SavedRequest
+from ._saved import ReplayError, Rereader, SavedRequest, Skipped
 
-__all__ = ["API", "APIS", "Replayed", "api_for", "replay"]
+__all__ = ["API", "APIS", "InputOrder", "Replayed", "Timeline", "api_for", "in_time_order", "replay"]
 
 
 # -- the APIs, as data ----------------------------------------------------------------------------
@@ -198,3 +198,59 @@ def replay(
     return Replayed(
         api.provider, name, api.call(body, name), api.response(result, name), _unread(cache, request, result)
     )
+
+
+# -- the order of a replay --------------------------------------------------------------------------
+
+#: Every request's time, its place in the input, and where to find it again (the request itself,
+#: or its file, line and byte offset).
+Timeline = list[tuple[float, int, "SavedRequest | tuple[str, int, int]"]]
+
+
+@dataclass(slots=True)
+class InputOrder:
+    """The input read in its own order, each request at its time: a request without a timestamp
+    comes ``step`` after the one before it in the input (the first one, undated, at ``first``).
+
+    :meth:`walk` yields each request while the input is in time order, and each line skipped;
+    :attr:`in_order` says whether the input all was, :attr:`timeline` has every request for a
+    replay in time order (:func:`in_time_order`) if not, and :attr:`sources` each source's
+    place in the input."""
+
+    first: float
+    step: float
+    sources: dict[str, int] = field(default_factory=dict)
+    timeline: Timeline = field(default_factory=list)
+    in_order: bool = True
+
+    def walk(self, items: Iterable[SavedRequest | Skipped]) -> Iterator[tuple[float, SavedRequest | Skipped]]:
+        timeline = self.timeline
+        sources = self.sources
+        previous: float | None = None
+        for item in items:
+            sources.setdefault(item.source, len(sources))
+            if isinstance(item, Skipped):
+                yield 0.0, item
+                continue
+            now = item.timestamp
+            if now is None:
+                now = self.first if previous is None else previous + self.step
+            self.in_order = self.in_order and (previous is None or now >= previous)
+            previous = now
+            timeline.append(
+                (now, len(timeline), item if item.offset < 0 else (item.source, item.line, item.offset))
+            )
+            if self.in_order:
+                yield now, item
+
+
+def in_time_order(timeline: Timeline) -> Iterator[tuple[float, SavedRequest | Skipped]]:
+    """The requests of ``timeline`` in time order (stable), read again from their files where
+    they came from one; a line that no longer reads as a request (the file changed) is skipped."""
+    timeline.sort(key=lambda entry: (entry[0], entry[1]))
+    files = Rereader()
+    try:
+        for now, _, ref in timeline:
+            yield now, ref if isinstance(ref, SavedRequest) else files.get(*ref)
+    finally:
+        files.close()

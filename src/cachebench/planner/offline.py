@@ -22,14 +22,18 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from .._guard import strict_from_env
 from ..cachemodel import CacheModel
 from ..engine import CallContext, Engine
 from ..providers import adapter_for
 from ..types import CallMetrics, Provider
+from . import _replay_process
 from ._offline_report import CauseSummary, OfflineReport, OfflineRow, report
-from ._replay import replay
-from ._saved import ReplayError, Rereader, SavedRequest, Skipped, parse_timestamp, read_requests
+from ._replay import InputOrder, Replayed, Timeline, in_time_order, replay
+from ._replay_process import Call, Job, Refused, ReplayProcess, input_bytes
+from ._saved import ReplayError, SavedRequest, Skipped, is_path, parse_timestamp, read_requests
 
 __all__ = ["UNDATED_START", "CauseSummary", "OfflineReport", "OfflineRow", "Skipped", "explain_requests"]
 
@@ -85,7 +89,8 @@ class _Session:
         return self.now
 
     def replay(self, saved: SavedRequest, now: float) -> None:
-        provider, model, flow = self.defaults
+        """``saved`` through the cache model, then the engine."""
+        provider, model, _ = self.defaults
         self.now = now
         try:
             done = replay(self.cache, saved, now, provider=provider, model=model)
@@ -93,12 +98,24 @@ class _Session:
             self.refused.append(Skipped(saved.source, saved.line, str(exc)))
             return
         call = done.call if done.call is not saved.body else dict(done.call)  # one object per call
-        self.pending[id(call)] = (call, saved.source, saved.line, done.unread)
+        self._record(saved.source, saved.line, saved.flow, done, call, now)
+
+    def replayed(self, item: Call) -> None:
+        """A request the reading process ran through its cache model, to the engine."""
+        self.now = item.now
+        call = orjson.loads(item.call)
+        done = Replayed(Provider(item.provider), item.model, call, item.response, item.unread)
+        self._record(item.source, item.line, item.flow, done, call, item.now)
+
+    def _record(
+        self, source: str, line: int, flow: str | None, done: Replayed, call: Mapping[str, Any], now: float
+    ) -> None:
+        self.pending[id(call)] = (call, source, line, done.unread)
         self.engine.record(
             adapter_for(done.provider),
             done.response,
             call,
-            saved.flow or flow or f"{done.provider.value}/{done.model}",
+            flow or self.defaults[2] or f"{done.provider.value}/{done.model}",
             timestamp=now,
             elapsed_ms=None,
             wait=False,
@@ -155,31 +172,57 @@ def explain_requests(
     ``"<provider>/<model>"``. ``prices`` overrides genai-prices as
     :class:`~cachebench.CacheTracker` takes it. A file that cannot be read raises ``OSError``;
     a line that cannot be replayed is in :attr:`OfflineReport.skipped` with why.
+
+    Files of :data:`~._replay_process.MIN_BYTES` and more are read, rendered and run through the
+    cache model in a second process while this one runs the engine: the same report, sooner.
     """
     chosen, first = _check(provider, model, flow, interval_s, start)
+    step = float(interval_s)
     skipped: list[Skipped] = []
     sources: dict[str, int] = {}  # each source's place in the input, for the skipped lines' order
+    paths = _paths(requests)
+    process = None
+    if paths is not None and input_bytes(paths) >= _replay_process.MIN_BYTES:
+        process = ReplayProcess.start(Job(paths, chosen, model, first, step))
     session = _Session(prices, chosen, model, flow)
     try:
         # On the engine's consumer thread: each call is analysed as it is recorded, with no
         # hand-over between threads.
-        in_order, timeline = session.engine.read(
-            _replay_in_input_order, session, requests, first, float(interval_s), skipped, sources
-        )
+        if process is None:
+            in_order, timeline = session.engine.read(
+                _replay_in_input_order, session, requests, first, step, skipped, sources
+            )
+        else:
+            in_order = session.engine.read(_record_from, session, process, skipped, sources)
         if not in_order:
             session.close()
             session = _Session(prices, chosen, model, flow)
-            session.engine.read(_replay_sorted, session, timeline, skipped)
+            if process is None:
+                session.engine.read(_replay_sorted, session, timeline, skipped)
+            else:
+                session.engine.read(_record_from, session, process, skipped, sources)
     except BaseException:
         session.stopped = True  # (an interrupt: the consumer stops at the next request)
+        if process is not None:
+            process.stop()
         raise
     finally:
-        skipped.extend(session.close())
+        try:
+            skipped.extend(session.close())
+        finally:
+            if process is not None:
+                process.close()
     skipped.sort(key=lambda s: (sources.get(s.source, len(sources)), s.line))
     return report(session.rows, skipped)
 
 
-_Timeline = list[tuple[float, int, "SavedRequest | tuple[str, int, int]"]]
+def _paths(requests: Any) -> list[str] | None:
+    """The files ``requests`` names (as :func:`~._saved.read_requests` reads them), else None."""
+    if is_path(requests):
+        return [os.fspath(requests)]
+    if isinstance(requests, list) and requests and all(is_path(p) for p in requests):
+        return [os.fspath(p) for p in requests]
+    return None
 
 
 def _replay_in_input_order(
@@ -189,42 +232,46 @@ def _replay_in_input_order(
     step: float,
     skipped: list[Skipped],
     sources: dict[str, int],
-) -> tuple[bool, _Timeline]:
+) -> tuple[bool, Timeline]:
     """Replay while the input is in time order; return whether it all was, and every request's
     (time, place in the input, where to find it again) for a replay in time order if not."""
-    timeline: _Timeline = []
-    in_order = True
-    previous: float | None = None
-    for item in read_requests(requests):
+    order = InputOrder(first, step, sources)
+    for now, item in order.walk(read_requests(requests)):
         if session.stopped:
             break
-        sources.setdefault(item.source, len(sources))
         if isinstance(item, Skipped):
             skipped.append(item)
-            continue
-        now = item.timestamp
-        if now is None:
-            now = first if previous is None else previous + step
-        in_order = in_order and (previous is None or now >= previous)
-        previous = now
-        ref = item if item.offset < 0 else (item.source, item.line, item.offset)
-        timeline.append((now, len(timeline), ref))
-        if in_order:
+        else:
             session.replay(item, now)
-    return in_order, timeline
+    return order.in_order, order.timeline
 
 
-def _replay_sorted(session: _Session, timeline: _Timeline, skipped: list[Skipped]) -> None:
-    timeline.sort(key=lambda entry: (entry[0], entry[1]))
-    files = Rereader()
-    try:
-        for now, _, ref in timeline:
+def _replay_sorted(session: _Session, timeline: Timeline, skipped: list[Skipped]) -> None:
+    for now, item in in_time_order(timeline):
+        if session.stopped:
+            break
+        if isinstance(item, Skipped):  # (the file changed since it was read)
+            skipped.append(item)
+        else:
+            session.replay(item, now)
+
+
+def _record_from(
+    session: _Session, process: ReplayProcess, skipped: list[Skipped], sources: dict[str, int]
+) -> bool:
+    """One phase of the reading process's requests to the engine; whether the input was in time
+    order (the first phase: ``sources`` then has each source's place in it)."""
+    for batch in process.phase():
+        for item in batch:
             if session.stopped:
-                break
-            item = ref if isinstance(ref, SavedRequest) else files.get(*ref)
-            if isinstance(item, Skipped):  # (the file changed since it was read)
-                skipped.append(item)
+                process.stop()
+                return True
+            if isinstance(item, Call):
+                session.replayed(item)
+            elif isinstance(item, Refused):
+                session.refused.append(item.skipped)
             else:
-                session.replay(item, now)
-    finally:
-        files.close()
+                skipped.append(item)
+    for source in process.end.sources:
+        sources.setdefault(source, len(sources))
+    return process.end.in_order

@@ -28,6 +28,7 @@ from .._guard import strict_from_env
 from ..cachemodel import CacheModel
 from ..engine import CallContext, Engine
 from ..providers import adapter_for
+from ..stats import Stats
 from ..types import CallMetrics, Provider
 from . import _replay_process
 from ._offline_report import CauseSummary, OfflineReport, OfflineRow, report
@@ -51,6 +52,14 @@ class _Quiet:
 
     on_miss_alert = staticmethod(_ignore)
     on_regression = staticmethod(_ignore)
+
+
+class _NoAggregates(Stats):
+    """The engine's aggregates (per prefix, flow, model and time), not kept: the report is made
+    of each call's metrics, and nothing reads them."""
+
+    def add(self, m: CallMetrics, prefix_hash: int | None) -> None:
+        return None
 
 
 class _Session:
@@ -79,6 +88,7 @@ class _Session:
             clock=self.clock,
             strict=strict_from_env(),
         )
+        self.engine.stats = _NoAggregates(1, 1)
         self.engine.listeners.append(self._recorded)
         self.pending: dict[int, tuple[Mapping[str, Any], str, int, int]] = {}
         self.stopped = False  # set from another thread: the replay ends at the next request

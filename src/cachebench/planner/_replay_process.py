@@ -264,7 +264,8 @@ def _error(failed: Failed) -> BaseException:
             exc.errno, exc.strerror, exc.filename = errno, strerror, filename
     if not isinstance(exc, BaseException):
         return RuntimeError(f"offline explain: the reading process failed:\n{failed.text}")
-    exc.add_note("raised in offline explain's reading process:\n" + failed.text)
+    note = "raised in offline explain's reading process:\n" + failed.text
+    exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # (add_note(), on Python 3.10 too)
     return exc
 
 

@@ -120,3 +120,16 @@ def test_first_difference_names_a_moved_breakpoint_and_another_model() -> None:
     found = first_difference([base, other])
     assert found is not None and found.diff is None and "caches are per model" in found.why
     assert first_difference([base, builders.good()]) is None
+
+
+def test_first_difference_names_the_build_that_differs() -> None:
+    """Of three builds the third differs: it is request 2, named with its diff and the fix;
+    builds for another provider's shape are read as such (provider= passes through)."""
+    from cachebench.planner.stability import first_difference
+
+    builds = [builders.good(), builders.good(), builders.with_uuid()]
+    found = first_difference(builds)
+    assert found is not None and found.request == 2
+    assert str(found).startswith("request 2 differs from request 0 in its cached prefix: tools block 0")
+    same = first_difference([builders.good(), builders.good()], provider="anthropic", model="claude-sonnet-5")
+    assert same is None

@@ -63,7 +63,10 @@ def test_cb101_breakpoint_below_the_models_minimum() -> None:
     short["tools"] = []
     (f,) = cachebench.lint(short, now=NOW)
     assert (f.code, f.severity, f.section, f.block_index) == ("CB101", "error", "system", 0)
-    assert "1,024" in f.message
+    assert (
+        f.message
+        == "the prefix through this breakpoint is about 3 tokens; claude-sonnet-5 caches from 1,024."
+    )
     assert "CB101" not in codes(cachebench.lint(request(), now=NOW))
     assert "CB101" in codes(cachebench.lint(request(model="claude-opus-4-6"), now=NOW))
 
@@ -156,6 +159,7 @@ def test_cb104_one_hour_after_five_minutes() -> None:
     ])  # fmt: skip
     (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB104"]
     assert (f.section, f.block_index, f.severity) == ("system", 1, "error")
+    assert f.message == "a 1h breakpoint after a 5m one."
     body["system"][0]["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
     body["system"][1]["cache_control"] = EPHEMERAL
     assert "CB104" not in codes(cachebench.lint(body, now=NOW))
@@ -396,7 +400,7 @@ def test_cb302_tool_result_or_image_in_a_shared_layer() -> None:
     first["messages"][2]["content"][0]["cache_control"] = EPHEMERAL
     first["messages"][3]["content"][0]["cache_control"] = EPHEMERAL
     (f,) = [f for f in cachebench.lint(first, now=NOW) if f.code == "CB302"]
-    assert (f.section, f.block_index) == ("messages", 2)
+    assert (f.section, f.block_index, f.message) == ("messages", 2, "a tool result in the messages layer.")
     late = request(
         messages=[{"role": "user", "content": "Stock?"}, call, result, {"role": "user", "content": "ok"}]
     )
@@ -411,7 +415,10 @@ def test_cb303_forced_tool_choice_with_a_breakpoint_in_the_messages() -> None:
     ]
     body = request(messages=messages, tool_choice={"type": "tool", "name": "stock"})
     (f,) = [f for f in cachebench.lint(body, now=NOW) if f.code == "CB303"]
-    assert f.section is None and "tool_choice" in f.message
+    assert f.section is None and f.request == 0
+    assert f.message == (
+        "tool_choice names one tool; when it changes between calls, every breakpoint in the messages misses."
+    )
     assert "CB303" not in codes(
         cachebench.lint(request(messages=messages, tool_choice={"type": "auto"}), now=NOW)
     )

@@ -461,3 +461,65 @@ def test_a_provider_that_does_not_fit_the_body_is_refused() -> None:
     with pytest.raises(ValueError, match="name no model"):
         plan([{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}], provider="gemini")
     view(support_request("ann", "hi"), "bedrock")  # no error
+
+
+def test_one_request_unpriced_models_and_implicit_caching_notes() -> None:
+    """One request (not a list) is one sample; a model genai-prices does not know is scored in
+    input-token equivalents and says so; older OpenAI models and Gemini cache implicitly (no
+    markers), OpenAI's note adding prompt_cache_key; Gemini bodies take their model from
+    ``model=`` and their provider from ``provider=``."""
+    single = plan(support_request("ann", "hi"))
+    assert len(single.reads) == 1 and single.layers[-1].samples == 1
+    made_up = [support_request(u, q, model="claude-sonnet-97") for u in ("ann", "bob") for q in QUESTIONS]
+    p = plan(made_up)
+    assert p.unit == "input-token equivalents" and p.saving > 0
+    assert "claude-sonnet-97 is not priced: savings are in input-token equivalents" in p.notes
+    assert str(p).startswith(
+        f"anthropic claude-sonnet-97: 2 breakpoint(s), saves {p.saving:,.0f} input-token equivalents a call"
+    )
+    old = [
+        {
+            "model": "gpt-4.1",
+            "messages": [{"role": "system", "content": POLICY}, {"role": "user", "content": q}],
+        }
+        for q in QUESTIONS
+    ]
+    o = plan(old)
+    assert o.breakpoints == () and str(o).startswith("openai gpt-4.1: no breakpoint to place")
+    assert any("one prompt_cache_key per flow" in n for n in o.notes)
+    gem = [
+        {
+            "systemInstruction": {"parts": [{"text": POLICY}]},
+            "contents": [{"role": "user", "parts": [{"text": q}]}],
+        }
+        for q in QUESTIONS
+    ]
+    g = plan(gem, provider="gemini", model="gemini-2.5-flash")
+    assert (g.provider, g.model, g.breakpoints) == ("gemini", "gemini-2.5-flash", ())
+    assert not any("prompt_cache_key" in n for n in g.notes)
+
+
+def test_no_breakpoint_pays_when_nothing_is_shared() -> None:
+    """Three samples with nothing in common: every write would go unread, so the plan places
+    none and says why."""
+    unique = [
+        support_request("ann", "hi")
+        | {"tools": [], "system": [{"type": "text", "text": f"Policy {i}: " + POLICY}]}
+        for i in range(3)
+    ]
+    p = plan(unique)
+    assert p.breakpoints == () and p.saving == 0.0
+    assert "no breakpoint saves money on these samples" in p.notes
+
+
+def test_planned_breakpoints_read_in_words() -> None:
+    """A breakpoint on a section's block, on the end of the conversation and on the last block
+    each say where they are in words."""
+    from cachebench.planner import PlannedBreakpoint
+
+    def bp(section: str, index: int) -> str:
+        return str(PlannedBreakpoint(section, index, "5m", 0, 100, 2, 1.0, "why"))
+
+    assert bp("system", 1) == "system block 1 (5m): why"
+    assert bp("turn", -1) == "the end of the conversation before the newest turn (5m): why"
+    assert bp("last", -1) == "the last block (the newest turn) (5m): why"

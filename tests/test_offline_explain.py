@@ -576,3 +576,21 @@ def test_cli_counts_agree_with_their_nouns(tmp_path: Path) -> None:
     listed.write_text(json.dumps([anthropic(0, False), 1, 2]))
     out = cli(str(listed)).stdout
     assert f"Replayed 1 request from {listed}, 2 requests skipped." in out and "Skipped requests (2)" in out
+
+
+def test_a_refused_entry_of_a_json_list_is_named_by_its_index(tmp_path: Path) -> None:
+    """In a JSON file holding a list of bodies, an entry the replay refuses (its provider
+    cannot be told) is skipped as ``file:1: request 1: ...``, its index in the list."""
+    path = tmp_path / "list.json"
+    good = {
+        "model": "claude-sonnet-5",
+        "max_tokens": 5,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    path.write_text(json.dumps([good, {"hello": "there"}]))
+    report = explain_requests(str(path))
+    assert report.total()["requests"] == 1
+    (skipped,) = report.skipped
+    assert (skipped.line, skipped.index) == (1, 1)
+    assert str(skipped).startswith(f"{path}:1: request 1: cannot tell which provider")

@@ -310,7 +310,7 @@ def _replay(job: Job, out: _Sender) -> None:
             try:
                 done = replay(cache, item, now, provider=job.provider, model=job.model)
             except ReplayError as exc:
-                out.add(Refused(Skipped(item.source, item.line, str(exc))))
+                out.add(Refused(Skipped(item.source, item.line, str(exc), item.index)))
                 continue
             out.add(
                 Call(

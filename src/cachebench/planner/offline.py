@@ -105,7 +105,7 @@ class _Session:
         try:
             done = replay(self.cache, saved, now, provider=provider, model=model)
         except ReplayError as exc:
-            self.refused.append(Skipped(saved.source, saved.line, str(exc)))
+            self.refused.append(Skipped(saved.source, saved.line, str(exc), saved.index))
             return
         call = done.call if done.call is not saved.body else dict(done.call)  # one object per call
         self._record(saved.source, saved.line, saved.flow, done, call, now)

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ._cli_planner import Files, FilesCommand, Json, ModelOption, ProviderOption, _check_options, read_file
+from ._cli_help import FilesCommand
+from ._cli_planner import Files, Json, ModelOption, ProviderOption, _check_options, read_file
 
 
 def _fail(message: str) -> typer.Exit:

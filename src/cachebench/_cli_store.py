@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from . import _cli_offline as offline
-from ._cli_planner import FilesCommand
+from ._cli_help import FilesCommand
 
 Db = Annotated[
     str,

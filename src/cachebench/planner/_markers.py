@@ -28,11 +28,11 @@ from typing import Any
 
 import orjson
 
-from ..facts import ANTHROPIC_DEFAULT_TTL, OPENAI_EXPLICIT_DEFAULT_TTL, explicit_caching
+from ..facts import ANTHROPIC_DEFAULT_TTL, OPENAI_EXPLICIT_DEFAULT_TTL
 from ..fingerprint import ordered
 from ..providers._bedrock_request import decode_json
 
-__all__ = ["Slot", "markable", "plain_copy", "set_breakpoints", "slots"]
+__all__ = ["Slot", "plain_copy", "set_breakpoints", "slots"]
 
 ANTHROPIC_MARKER = "cache_control"
 CONVERSE_MARKER = "cachePoint"
@@ -192,13 +192,6 @@ def _walk(provider: str, body: dict[str, Any]) -> list[Slot]:
 def slots(request: Mapping[str, Any], provider: str) -> list[Slot]:
     """The request's blocks in the adapter's order, on a plain copy of ``request``."""
     return _walk(provider, plain_copy(request))
-
-
-def markable(request: Mapping[str, Any], provider: str, model: str | None) -> list[bool]:
-    """Per block: can a breakpoint be placed there (this provider and model take markers)?"""
-    if provider == "openai" and not explicit_caching(model):
-        return [False] * len(slots(request, provider))
-    return [s.how != "" for s in slots(request, provider)]
 
 
 def _marker(provider: str, ttl: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ..fingerprint import canonical, key
 from ..providers import adapter_for, detect_request
 from ..tokens import estimate_block
 from ..types import PrefixKey, Prompt, Provider
-from ._markers import markable
+from ._markers import OPENAI_MARKER, Slot, slots
 
 __all__ = ["BlockView", "RequestView", "max_breakpoints", "view"]
 
@@ -136,16 +136,15 @@ def view(
         raise TypeError(
             f"a request must be a mapping (a provider request body), got {type(request).__name__}"
         )
+    shape = detect_request(request)
     if provider is None:
-        found = detect_request(request)
-        if found is None:
+        if shape is None:
             raise ValueError(
                 "cannot tell which provider this request is for: pass provider="
                 "'anthropic' | 'openai' | 'bedrock' | 'gemini'"
             )
-        provider = found
+        provider = shape
     name = Provider.parse(provider).value
-    shape = detect_request(request)
     if shape is not None and shape.value != name and (name, shape.value) not in _SAME_BODY:
         raise ValueError(
             f"this request body is {shape.value}'s shape, not {name}'s: leave provider= out or fix it"
@@ -155,7 +154,9 @@ def view(
         request = {**request, ("modelId" if name == "bedrock" else "model"): model}
     prompt = adapter.parse_request(request)
     model_name = prompt.model or model
-    can_mark = markable(request, name, model_name)
+    found = slots(request, name)  # one walk: what can carry a marker, and what carries one
+    takes_markers = name != "openai" or facts.explicit_caching(model_name)
+    can_mark = [takes_markers and slot.how != "" for slot in found]
     blocks = []
     cum: list[int] = []
     total = 0
@@ -185,7 +186,7 @@ def view(
     if name == "openai" and explicit:
         # GPT-5.6's implicit breakpoint (added by the adapter at the newest turn) is no marker
         # the request set; keep only the ones its parts carry.
-        marks = tuple((p, t) for p, t in marks if can_mark[p] and _has_marker(request, name, p))
+        marks = tuple((p, t) for p, t in marks if p < len(found) and _has_marker(found[p]))
     return RequestView(
         provider=name,
         model=model_name,
@@ -200,13 +201,8 @@ def view(
     )
 
 
-def _has_marker(request: Mapping[str, Any], provider: str, position: int) -> bool:
-    from ._markers import OPENAI_MARKER, slots
-
-    found = slots(request, provider)
-    if position >= len(found):
-        return False
-    slot = found[position]
+def _has_marker(slot: Slot) -> bool:
+    """An OpenAI content part that carries a ``prompt_cache_breakpoint`` itself."""
     if slot.how != "key":
         return False
     block = slot.holder[slot.at]

@@ -532,3 +532,31 @@ def test_cb102_on_openai_counts_the_writes() -> None:
     assert "OpenAI writes at most 4 entries" in f.message
     body["messages"][0]["content"] = parts[1:]
     assert "CB102" not in codes(cachebench.lint(body, now=NOW))
+
+
+def test_cb202_names_the_tool_on_openai_too() -> None:
+    """OpenAI puts its request settings (reasoning_effort) in a block ahead of the tools: the
+    re-ordered tool is named by its own place, tools block 0 at position 1, and no later
+    block is taken for a re-ordered one."""
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("a", "b")
+    ]
+
+    def body(order: list[Any]) -> dict[str, Any]:
+        return {
+            "model": "gpt-5.6",
+            "reasoning_effort": "low",
+            "tools": order,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": [
+                        {"type": "text", "text": POLICY, "prompt_cache_breakpoint": {"mode": "explicit"}}
+                    ],
+                },
+                {"role": "user", "content": "Hi"},
+            ],
+        }
+
+    found = cachebench.lint([body(tools), body(tools[::-1])], now=NOW)
+    assert [(f.code, f.section, f.block_index, f.position) for f in found] == [("CB202", "tools", 0, 1)]

@@ -445,13 +445,14 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
     yield from _settings_rule(views)
     differs_at: set[int] = set()  # blocks that differ in any way
     content_at: set[int] = set()  # ... in content (not a re-ordering, a rendering or a value)
-    tools_a = [canonical(b.payload) for b in base.blocks if b.section == "tools"]
+    tool_at = [b.position for b in base.blocks if b.section == "tools"]  # (OpenAI: after its settings)
+    tools_a = [canonical(base.blocks[p].payload) for p in tool_at]
     for r, v in enumerate(views[1:], start=1):
         tools_b = [canonical(b.payload) for b in v.blocks if b.section == "tools"]
         if tools_a != tools_b and Counter(tools_a) == Counter(tools_b):
-            first = next(i for i, (a, b) in enumerate(zip(tools_a, tools_b, strict=True)) if a != b)
+            first = next(tool_at[i] for i, (a, b) in enumerate(zip(tools_a, tools_b, strict=True)) if a != b)
             yield _finding("CB202", v, first, "the tools are the same as in request 0, in another order.", r)
-            differs_at.update(range(len(tools_a)))
+            differs_at.update(tool_at)
         for p in range(end):
             if p in differs_at and v.blocks[p].section == "tools":
                 continue

@@ -110,7 +110,7 @@ def refine_cause(
     model_switched: bool,
     change: Change | None,
     shared_layer: bool,
-    newest_turn: bool = False,
+    newest_turn: bool,
 ) -> MissCause | None:
     """The cause refined with what the call's flow knows (step 2, the last).
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from ._layers import LayerCache
 from ._model import MAX_MISS_GENERATORS, CacheModel, CacheRequest, CacheResult, Knobs, Segment
 from ._rules import CacheRuleError
 
@@ -16,5 +17,6 @@ __all__ = [
     "CacheResult",
     "CacheRuleError",
     "Knobs",
+    "LayerCache",
     "Segment",
 ]

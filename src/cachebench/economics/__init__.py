@@ -1,0 +1,58 @@
+"""Caching as an investment: what a request costs cold, warm and uncached, when a write pays for
+itself, a conversation's and a month's bill, what a warmer is worth (:mod:`._cost`), and what a
+trace would have cost under other strategies (:func:`simulate`).
+
+Prices come from genai-prices on a given date (:meth:`Rates.for_model`) or are given
+(:class:`Rates`, USD per million tokens). Every figure is computed from them.
+"""
+
+from __future__ import annotations
+
+from ._cost import (
+    WARM_INPUT_TOKENS,
+    WARM_OUTPUT_TOKENS,
+    BreakEven,
+    ConversationTurn,
+    Projection,
+    RequestCost,
+    WarmerValue,
+    Workload,
+    break_even,
+    conversation,
+    live_probability,
+    monthly,
+    reads_per_write,
+    request_cost,
+    warmer_value,
+)
+from ._rates import Rates
+from ._simulate import DEFAULT_STRATEGIES, Simulation, Strategy, StrategyResult, simulate
+from ._trace import Layer, Trace, TraceCall, TraceError
+
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "WARM_INPUT_TOKENS",
+    "WARM_OUTPUT_TOKENS",
+    "BreakEven",
+    "ConversationTurn",
+    "Layer",
+    "Projection",
+    "Rates",
+    "RequestCost",
+    "Simulation",
+    "Strategy",
+    "StrategyResult",
+    "Trace",
+    "TraceCall",
+    "TraceError",
+    "WarmerValue",
+    "Workload",
+    "break_even",
+    "conversation",
+    "live_probability",
+    "monthly",
+    "reads_per_write",
+    "request_cost",
+    "simulate",
+    "warmer_value",
+]

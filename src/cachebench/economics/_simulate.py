@@ -1,0 +1,594 @@
+"""What-if: a trace replayed through the cache model under strategies side by side
+(:func:`simulate`).
+
+A :class:`Strategy` says where the breakpoints go (the trace's own markers, none, or a TTL per
+layer), whether every breakpoint's TTL is replaced, whether a warmer keeps each flow's first
+layer alive, and whether calls are held while a twin writes their prefix (``miss_aware``, as
+:class:`~cachebench.CachePolicy` does). Each strategy replays the whole trace through a cache of
+its own and reports hit ratio, cost, saving, and two costs a strategy can remove:
+
+* ``avoidable_cost_usd``: writes of a prefix a twin was already writing (the response that
+  writes an entry must start before the entry can be read): what ``miss_aware`` removes;
+* ``rewrite_cost_usd``: writes of a prefix the cache held before and let expire: what a longer
+  TTL or a warmer removes.
+
+Both are priced beyond reading the same tokens. Cold writes of new content are neither.
+
+Anthropic and Bedrock traces run on :class:`~cachebench.cachemodel.LayerCache` (the cache
+model's rules, one layer at a time); OpenAI and Gemini traces on
+:class:`~cachebench.cachemodel.CacheModel` itself, one segment per block.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from .. import facts
+from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
+from ..cachemodel._rules import min_tokens
+from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
+from ._rates import Rates
+from ._trace import Trace, TraceCall, TraceError, read_trace
+
+__all__ = ["Simulation", "Strategy", "StrategyResult", "simulate"]
+
+_MTOK = 1_000_000
+_FAST = frozenset({"anthropic", "bedrock"})
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """One way of caching a trace.
+
+    ``marks``: ``"current"`` (each layer's ``ttl`` in the trace), ``"none"`` (no caching), or
+    ``{layer index: ttl}`` (a negative index counts from the last layer; a layer a call does
+    not have is skipped). ``ttl`` replaces every breakpoint's TTL. ``warm_every_s``: a warmer
+    reads each flow's first layer this often (from the flow's first call to the trace's end).
+    ``miss_aware``: a call whose prefix a twin is writing waits for it, up to ``hold_s``."""
+
+    name: str
+    marks: str | Mapping[int, str] = "current"
+    ttl: str | None = None
+    warm_every_s: float | None = None
+    miss_aware: bool = False
+    hold_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a strategy's name must be a non-empty string, got {self.name!r}")
+        marks = self.marks
+        if isinstance(marks, str):
+            if marks not in ("current", "none"):
+                raise ValueError(f"marks must be 'current', 'none' or {{layer: ttl}}, got {marks!r}")
+        elif isinstance(marks, Mapping):
+            for k, v in marks.items():
+                if isinstance(k, bool) or not isinstance(k, int):
+                    raise ValueError(f"marks: layer indexes must be integers, got {k!r}")
+                if not isinstance(v, str) or v not in facts.TTL_SECONDS:
+                    raise ValueError(
+                        f"marks: layer {k}'s ttl must be one of {', '.join(facts.TTL_SECONDS)}, got {v!r}"
+                    )
+            object.__setattr__(self, "marks", dict(marks))
+        else:
+            raise ValueError(f"marks must be 'current', 'none' or {{layer: ttl}}, got {marks!r}")
+        if self.ttl is not None and self.ttl not in facts.TTL_SECONDS:
+            raise ValueError(f"ttl must be one of {', '.join(facts.TTL_SECONDS)} or None, got {self.ttl!r}")
+        w = self.warm_every_s
+        if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf):
+            raise ValueError(f"warm_every_s must be a number of seconds > 0 or None, got {w!r}")
+        h = self.hold_s
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < math.inf:
+            raise ValueError(f"hold_s must be a number of seconds >= 0, got {h!r}")
+
+    # -- the usual ones ---------------------------------------------------------------------
+
+    @classmethod
+    def none(cls) -> Strategy:
+        return cls("no caching", "none")
+
+    @classmethod
+    def current(cls) -> Strategy:
+        return cls("current")
+
+    @classmethod
+    def parse(cls, spec: str) -> Strategy:
+        """A strategy from text: ``none``, ``current``, ``ttl=1h``, ``layers=0:1h,1:5m,-1:5m``,
+        ``warm=4m`` (or seconds: ``warm=240``), ``miss_aware``; joined with ``+``
+        (``current+warm=4m``). The text is its name."""
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValueError("a strategy is text such as 'current', 'ttl=1h', 'warm=4m' or 'none'")
+        fields: dict[str, Any] = {}
+        for part in (p.strip() for p in spec.split("+")):
+            name, _, value = part.partition("=")
+            name = name.strip().replace("-", "_")
+            if name in ("none", "current") and not value:
+                fields["marks"] = name
+            elif name == "ttl" and value:
+                fields["ttl"] = value.strip()
+            elif name == "layers" and value:
+                marks = {}
+                for item in value.split(","):
+                    index, _, ttl = item.partition(":")
+                    try:
+                        marks[int(index)] = ttl.strip() or "5m"
+                    except ValueError:
+                        raise ValueError(f"strategy {spec!r}: {item!r} is not layer:ttl") from None
+                fields["marks"] = marks
+            elif name == "warm" and value:
+                fields["warm_every_s"] = _seconds(spec, value.strip())
+            elif name == "miss_aware" and not value:
+                fields["miss_aware"] = True
+            else:
+                raise ValueError(
+                    f"strategy {spec!r}: {part!r} is not one of none, current, ttl=, layers=, warm=, miss_aware"
+                )
+        return cls(spec.strip(), **fields)
+
+
+def _seconds(spec: str, text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|m|min|h)?", text)
+    if match is None:
+        raise ValueError(f"strategy {spec!r}: {text!r} is not a duration (240, 240s, 4m, 1h)")
+    value = float(match.group(1))
+    return value * {"s": 1, None: 1, "m": 60, "min": 60, "h": 3600}[match.group(2)]
+
+
+#: The strategies ``simulate`` compares when given none.
+DEFAULT_STRATEGIES = ("none", "current", "ttl=5m", "ttl=1h", "current+warm=4m", "current+miss_aware")
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StrategyResult:
+    """One strategy's replay: tokens, costs in USD (``cost_usd`` includes the warmer's calls,
+    ``warm_cost_usd``), and the ratios (None when nothing was cacheable)."""
+
+    strategy: Strategy
+    calls: int = 0
+    warm_calls: int = 0
+    held_calls: int = 0
+    input_tokens: int = 0  # uncached
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_without_cache_usd: float = 0.0
+    warm_cost_usd: float = 0.0
+    avoidable_cost_usd: float = 0.0
+    rewrite_cost_usd: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
+    @property
+    def cost_saved_usd(self) -> float:
+        return self.cost_without_cache_usd - self.cost_usd
+
+    @property
+    def hit_ratio(self) -> float | None:
+        den = self.cache_read_tokens + self.cache_write_tokens
+        return self.cache_read_tokens / den if den else None
+
+    @property
+    def token_hit_ratio(self) -> float | None:
+        den = self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+        return self.cache_read_tokens / den if den else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.name,
+            "calls": self.calls,
+            "warm_calls": self.warm_calls,
+            "held_calls": self.held_calls,
+            "input_tokens": self.input_tokens,
+            "cache_read_tokens": self.cache_read_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "hit_ratio": self.hit_ratio,
+            "token_hit_ratio": self.token_hit_ratio,
+            "cost_usd": self.cost_usd,
+            "cost_without_cache_usd": self.cost_without_cache_usd,
+            "cost_saved_usd": self.cost_saved_usd,
+            "warm_cost_usd": self.warm_cost_usd,
+            "avoidable_cost_usd": self.avoidable_cost_usd,
+            "rewrite_cost_usd": self.rewrite_cost_usd,
+        }
+
+
+@dataclass(slots=True)
+class Simulation:
+    """:func:`simulate`'s answer: one :class:`StrategyResult` per strategy, in order."""
+
+    results: list[StrategyResult]
+    calls: int
+    start: float | None
+    end: float | None
+
+    def __getitem__(self, name: str) -> StrategyResult:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def best(self) -> StrategyResult:
+        """The cheapest strategy (the first of equals)."""
+        return min(self.results, key=lambda r: r.cost_usd)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "start": self.start,
+            "end": self.end,
+            "strategies": [r.as_dict() for r in self.results],
+            "best": self.best.name if self.results else None,
+        }
+
+    def __str__(self) -> str:
+        head = ("strategy", "hit ratio", "token hit", "cost", "saved", "avoidable", "rewrites", "warmer")
+        rows = [head]
+        for r in self.results:
+            rows.append(
+                (
+                    r.name,
+                    _pct(r.hit_ratio),
+                    _pct(r.token_hit_ratio),
+                    f"${r.cost_usd:,.4f}",
+                    f"${r.cost_saved_usd:,.4f}",
+                    f"${r.avoidable_cost_usd:,.4f}",
+                    f"${r.rewrite_cost_usd:,.4f}",
+                    f"${r.warm_cost_usd:,.4f}" if r.warm_calls else "-",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        ]
+        if self.results:
+            lines.append(f"{self.calls:,} calls; cheapest: {self.best.name}")
+        return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+# -- the trace, compiled once ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Call:
+    t: float
+    flow: int
+    family: str
+    model: str
+    rates: Rates
+    minimum: int
+    chain: tuple[int, ...]  # the prefix id through each layer
+    cum: tuple[int, ...]  # tokens through each layer
+    pos: tuple[int, ...]  # the block position of each layer's last block
+    ttls: tuple[str | None, ...]
+    keys: tuple[str, ...]
+    blocks: tuple[int, ...]
+    tail: int
+    out: int
+    ttft: float
+    scope: str
+    warm: bool
+
+
+@dataclass(slots=True)
+class _Compiled:
+    calls: list[_Call]
+    first_layer: dict[int, int] = field(default_factory=dict)
+
+
+def _compile(
+    trace: Trace, model: str | None, prices: Mapping[str, Mapping[str, float]] | None, ttft_s: float
+) -> _Compiled:
+    ids: dict[tuple[Any, ...], int] = {}
+    sizes: dict[int, tuple[int, int]] = {}
+    flows: dict[str, int] = {}
+    rates: dict[tuple[str, str], Rates] = {}
+    minimums: dict[tuple[str, str], int] = {}
+    out: list[_Call] = []
+    for i, c in enumerate(trace.calls):
+        name = c.model or model
+        if name is None:
+            raise ValueError(f"trace call {i} names no model: give the trace's lines a model, or model=")
+        family = c.provider
+        mkey = (family, name)
+        r = rates.get(mkey)
+        if r is None:
+            r = rates[mkey] = Rates.for_model(name, family, when=c.timestamp, prices=prices)
+            minimums[mkey] = min_tokens(family, name)
+        seed = ids.setdefault((family, name, c.scope), len(ids))
+        chain, cum, pos = [], [], []
+        h, total, blocks = seed, 0, -1
+        for layer in c.layers:
+            h = ids.setdefault((h, layer.key), len(ids))
+            size = sizes.setdefault(h, (layer.tokens, layer.blocks))
+            if size != (layer.tokens, layer.blocks):
+                raise TraceError(
+                    f"trace call {i} (at {c.timestamp}): layer {layer.key!r} has {layer.tokens:,} tokens in"
+                    f" {layer.blocks} blocks, after the same layers an earlier call had {size[0]:,} in {size[1]}:"
+                    " a key names one content (give changed content a key of its own)"
+                )
+            total += layer.tokens
+            blocks += layer.blocks
+            chain.append(h)
+            cum.append(total)
+            pos.append(blocks)
+        out.append(
+            _Call(
+                c.timestamp,
+                flows.setdefault(c.flow, len(flows)),
+                family,
+                name,
+                r,
+                minimums[mkey],
+                tuple(chain),
+                tuple(cum),
+                tuple(pos),
+                tuple(x.ttl for x in c.layers),
+                tuple(x.key for x in c.layers),
+                tuple(x.blocks for x in c.layers),
+                c.input_tokens,
+                c.output_tokens,
+                ttft_s if c.ttft_s is None else c.ttft_s,
+                c.scope,
+                c.warm,
+            )
+        )
+    return _Compiled(out)
+
+
+def _marks(call: _Call, strategy: Strategy, where: str) -> list[tuple[int, str]]:
+    marks = strategy.marks
+    n = len(call.chain)
+    if marks == "none" or not n:
+        return []
+    if marks == "current":
+        placed = [(i, t) for i, t in enumerate(call.ttls) if t is not None]
+    else:
+        assert isinstance(marks, Mapping)
+        chosen: dict[int, str] = {}
+        for k, ttl in marks.items():
+            i = k + n if k < 0 else k
+            if 0 <= i < n:
+                chosen[i] = ttl
+        placed = sorted(chosen.items())
+    if strategy.ttl is not None:
+        placed = [(i, strategy.ttl) for i, _ in placed]
+    allowed = facts.BREAKPOINT_TTLS.get(call.family, ())
+    limit = facts.MAX_BREAKPOINTS.get(call.family, 4)
+    if call.family in _FAST:
+        for _, ttl in placed:
+            if ttl not in allowed:
+                raise ValueError(f"strategy {strategy.name!r}: {call.family} has no ttl {ttl!r} ({where})")
+        if len(placed) > limit:
+            raise ValueError(
+                f"strategy {strategy.name!r} places {len(placed)} breakpoints, {call.family} allows {limit} ({where})"
+            )
+        seen_short = False
+        for _, ttl in placed:
+            if ttl == "1h" and seen_short:
+                raise ValueError(f"strategy {strategy.name!r} puts a 1h breakpoint after a 5m one ({where})")
+            seen_short = seen_short or ttl == "5m"
+    return placed
+
+
+# -- one strategy ----------------------------------------------------------------------------------
+
+
+class _ModelCache:
+    """OpenAI and Gemini calls through :class:`CacheModel`, one segment per block."""
+
+    def __init__(self) -> None:
+        self.model = CacheModel(clock=lambda: 0.0, max_entries=1 << 30)
+
+    def request(self, call: _Call, marks: list[tuple[int, str]], upto: int) -> CacheRequest:
+        segments: list[Segment] = []
+        by_layer = dict(marks)
+        for i in range(upto):
+            key = call.keys[i]
+            for b in range(call.blocks[i] - 1):
+                segments.append(Segment(xxhash.xxh3_128_digest(f"{key}\x00{b}".encode()), 0))
+            segments.append(
+                Segment(
+                    xxhash.xxh3_128_digest(key.encode()),
+                    call.cum[i] - (call.cum[i - 1] if i else 0),
+                    by_layer.get(i),
+                )
+            )
+        explicit = call.family == "openai" and facts.explicit_caching(call.model)
+        if call.family == "openai" and not explicit:
+            segments = [Segment(s.digest, s.tokens) for s in segments]  # (markers are ignored)
+        return CacheRequest(
+            family=call.family,
+            model=call.model,
+            scope=call.scope,
+            segments=tuple(segments),
+            overhead_tokens=0,
+            explicit=explicit,
+        )
+
+
+def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
+    result = StrategyResult(strategy)
+    layers = LayerCache()
+    model_cache: _ModelCache | None = None
+    # (when, seq, ticket, in the cache model): a response starts, its entries become readable
+    started: list[tuple[float, int, int, bool]] = []
+    deferred: list[tuple[float, int, _Call, bool]] = []  # held calls and warm calls: (when, seq, call, warm)
+    seq = 0
+    warm_every = strategy.warm_every_s
+    warmer_next: dict[int, float] = {}
+    latest_first: dict[int, _Call] = {}
+    calls = compiled.calls
+    n = len(calls)
+    k = 0
+    marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
+
+    def one(call: _Call, t: float, warm: bool) -> None:
+        nonlocal seq, model_cache
+        where = f"call at {t:.3f}"
+        if warm:
+            marks = [(0, (strategy.ttl or call.ttls[0] or _short(call.family)))] if call.chain else []
+            upto, tail, out = 1, WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
+        else:
+            memo = (call.family, len(call.chain), call.ttls)
+            found = marks_memo.get(memo)  # (a trace has few patterns of markers)
+            if found is None:
+                found = marks_memo[memo] = _marks(call, strategy, where)
+            marks = found
+            upto, tail, out = len(call.chain), call.tail, call.out
+        cum = call.cum
+        total = (cum[upto - 1] if upto else 0) + tail
+        if call.family in _FAST:
+            if strategy.miss_aware and not warm and marks:
+                last = marks[-1][0]
+                ready = layers.writing(call.chain[last], t)
+                if ready is not None and ready - t <= strategy.hold_s and ready > t:
+                    seq += 1
+                    heapq.heappush(deferred, (ready, seq, call, False))
+                    result.held_calls += 1
+                    return
+            read, by_ttl, concurrent, rewritten, ticket = layers.begin(
+                call.chain, cum, call.pos, marks, call.minimum, t, t + call.ttft
+            )
+            if ticket is not None:
+                ready = t + call.ttft
+                if ready <= t:
+                    layers.started(ticket, t)
+                else:
+                    seq += 1
+                    heapq.heappush(started, (ready, seq, ticket, False))
+        elif strategy.marks == "none":  # (implicit caching cannot be turned off: "what if it were")
+            read, by_ttl, concurrent, rewritten = 0, {}, 0, 0
+        else:
+            if model_cache is None:
+                model_cache = _ModelCache()
+            try:
+                r = model_cache.model.begin(model_cache.request(call, marks, upto), t)
+            except CacheRuleError as exc:
+                raise ValueError(f"strategy {strategy.name!r}: {exc} ({where})") from None
+            read = r.cache_read_tokens
+            by_ttl = dict(r.cache_write_by_ttl) if r.writes_reported else {}
+            concurrent = rewritten = 0
+            ready = t + call.ttft
+            if ready <= t:
+                model_cache.model.started(r.ticket, t)
+            else:
+                seq += 1
+                heapq.heappush(started, (ready, seq, r.ticket, True))
+        written = sum(by_ttl.values()) if by_ttl else 0
+        rates = call.rates
+        paid = (
+            (total - read - written) * rates.input
+            + read * rates.cache_read
+            + (sum([n * rates.write(ttl) for ttl, n in by_ttl.items()]) if by_ttl else 0.0)
+            + out * rates.output
+        ) / _MTOK
+        result.cost_usd += paid
+        if warm:  # (its cost counts; its tokens are not the traffic's)
+            result.warm_calls += 1
+            result.warm_cost_usd += paid
+        else:
+            result.calls += 1
+            result.input_tokens += total - read - written
+            result.cache_read_tokens += read
+            result.cache_write_tokens += written
+            result.output_tokens += out
+            result.cost_without_cache_usd += (total * rates.input + out * rates.output) / _MTOK
+        if concurrent or rewritten:
+            ttl = marks[-1][1] if marks else "5m"
+            extra = (rates.write(ttl) - rates.cache_read) / _MTOK
+            result.avoidable_cost_usd += concurrent * extra
+            result.rewrite_cost_usd += rewritten * extra
+
+    while True:
+        t_next = calls[k].t if k < n else math.inf
+        t_def = deferred[0][0] if deferred else math.inf
+        t_start = started[0][0] if started else math.inf
+        t_warm = math.inf
+        if warm_every is not None and warmer_next:
+            t_warm = min(warmer_next.values())
+            if t_warm > end:
+                t_warm = math.inf
+        t = min(t_next, t_def, t_start, t_warm)
+        if t == math.inf:
+            break
+        if t_start == t:
+            _, _, ticket, in_model = heapq.heappop(started)
+            if in_model:
+                assert model_cache is not None
+                model_cache.model.started(ticket, t)
+            else:
+                layers.started(ticket, t)
+        elif t_def == t:
+            _, _, call, warm = heapq.heappop(deferred)
+            one(call, t, warm)
+        elif t_warm == t:
+            flow = min(warmer_next, key=warmer_next.__getitem__)
+            warmer_next[flow] = t + warm_every  # type: ignore[operator]
+            one(latest_first[flow], t, True)
+        else:
+            call = calls[k]
+            k += 1
+            if warm_every is not None and call.chain:
+                latest_first[call.flow] = call
+                warmer_next.setdefault(call.flow, t + warm_every)
+            one(call, t, call.warm)
+    return result
+
+
+def _short(family: str) -> str:
+    return facts.BREAKPOINT_TTLS.get(family, ("5m",))[-1] if family in _FAST else "30m"
+
+
+def simulate(
+    trace: Trace | str | Iterable[TraceCall | Mapping[str, Any]],
+    strategies: Sequence[Strategy | str] | None = None,
+    *,
+    model: str | None = None,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
+    ttft_s: float = 0.0,
+) -> Simulation:
+    """Replay ``trace`` (a :class:`~._trace.Trace`, a JSON Lines path, or calls) under each of
+    ``strategies`` (:class:`Strategy` objects or their text, :meth:`Strategy.parse`; default
+    :data:`DEFAULT_STRATEGIES`). ``model``: for calls that name none; ``prices``: overrides
+    as :class:`~cachebench.CacheTracker` takes them; ``ttft_s``: when a call's response
+    starts (its entries readable) where the trace does not say (``ttft_ms``)."""
+    if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
+        raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
+    chosen = [s if isinstance(s, Strategy) else Strategy.parse(s) for s in (strategies or DEFAULT_STRATEGIES)]
+    if isinstance(strategies, (str, Strategy)):
+        raise ValueError("strategies must be a list (of Strategy objects or their text)")
+    names = [s.name for s in chosen]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two strategies share a name: {names}")
+    got = read_trace(trace)
+    compiled = _compile(got, model, prices, float(ttft_s))
+    calls = compiled.calls
+    end = calls[-1].t if calls else 0.0
+    return Simulation(
+        [_run(compiled, s, end) for s in chosen],
+        len(calls),
+        calls[0].t if calls else None,
+        calls[-1].t if calls else None,
+    )

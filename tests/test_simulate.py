@@ -1,0 +1,353 @@
+"""What-if simulation: the layer cache against the cache model, the simulation against the
+emulator's own accounting through the real SDK, strategies and traces."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+
+from cachebench.cachemodel import CacheModel, CacheRequest, LayerCache, Segment
+from cachebench.economics import Rates, Strategy, Trace, TraceError, simulate
+from cachebench.testing import CacheEmulator
+
+MODEL = "claude-sonnet-4-5"  # a 1,024-token minimum
+
+
+def _random_requests(seed: int) -> list[tuple[float, float, list[tuple[str, int, int, str | None]]]]:
+    """(time, response start, layers as (key, tokens, blocks, ttl)) of a churning multi-user,
+    multi-turn flow with bursts of parallel calls."""
+    rnd = random.Random(seed)
+    sizes: dict[str, tuple[int, int]] = {}  # a key names content: its tokens and blocks are its own
+
+    def size(key: str, tokens: list[int], blocks: list[int]) -> tuple[int, int]:
+        return sizes.setdefault(key, (rnd.choice(tokens), rnd.choice(blocks)))
+
+    out = []
+    t = 0.0
+    for _ in range(400):
+        t += rnd.choice([0.0, 0.2, 1.0, 30.0, 200.0, 400.0, 4000.0])
+        user = rnd.randrange(4)
+        turns = rnd.randrange(0, 4)
+        system = rnd.choice(["sys-a", "sys-b", "sys-c"])
+        layers = [
+            (system, *size(system, [300, 1500], [1]), rnd.choice(["1h", "5m", None])),
+            (f"user{user}", *size(f"user{user}", [200, 900], [1, 3]), rnd.choice(["5m", None])),
+        ]
+        for k in range(turns):
+            key = f"user{user}/turn{k}"
+            layers.append((key, *size(key, [50, 400], [1, 2, 12]), None))
+        if turns and rnd.random() < 0.8:
+            key, tokens, blocks, _ = layers[-1]
+            layers[-1] = (key, tokens, blocks, "5m")
+        ttls = [x[3] for x in layers]
+        if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
+            layers = [(k, n, b, None if x == "1h" else x) for k, n, b, x in layers]
+        out.append((t, t + rnd.choice([0.0, 0.0, 0.5, 3.0]), layers))
+    return out
+
+
+def _segments(layers: list[tuple[str, int, int, str | None]]) -> tuple[Segment, ...]:
+    out = []
+    path = ""
+    for key, tokens, blocks, ttl in layers:
+        path += "/" + key
+        for b in range(blocks - 1):
+            out.append(Segment(f"{path}#{b}".encode(), 0))
+        out.append(Segment(path.encode(), tokens, ttl))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_layer_cache_counts_what_the_cache_model_counts(seed: int) -> None:
+    """Random requests (parallel ones too: entries readable only once the response starts)
+    through both, in the same order of events: every read and write equal."""
+    requests = _random_requests(seed)
+    model = CacheModel(max_entries=1 << 20)
+    layers = LayerCache()
+    ids: dict[str, int] = {}
+    events: list[tuple[float, int, str, Any]] = []
+    for n, (t, ready, spec) in enumerate(requests):
+        events.append((t, n, "begin", (ready, spec)))
+    events.sort(key=lambda e: (e[0], e[1]))
+    pending: list[tuple[float, int, int | None, int]] = []
+    i = 0
+    compared = 0
+    while i < len(events) or pending:
+        pending.sort()
+        if pending and (i >= len(events) or pending[0][0] <= events[i][0]):
+            at, _, ticket, model_ticket = pending.pop(0)
+            model.started(model_ticket, at)
+            if ticket is not None:
+                layers.started(ticket, at)
+            continue
+        t, n, _, (ready, spec) = events[i]
+        i += 1
+        got = model.begin(CacheRequest("anthropic", MODEL, "k", _segments(spec)), t)
+        chain, cum, pos = [], [], []
+        path, total, blocks = "", 0, -1
+        for key, tokens, b, _ in spec:
+            path += "/" + key
+            chain.append(ids.setdefault(path, len(ids)))
+            total += tokens
+            blocks += b
+            cum.append(total)
+            pos.append(blocks)
+        marks = [(j, x[3]) for j, x in enumerate(spec) if x[3] is not None]
+        read, by_ttl, _, _, ticket = layers.begin(chain, cum, pos, marks, 1024, t, ready)
+        assert (read, by_ttl) == (got.cache_read_tokens, dict(got.cache_write_by_ttl)), (seed, n)
+        compared += 1
+        pending.append((ready, n, ticket, got.ticket))
+    assert compared == len(requests)
+
+
+# -- the simulation against the emulator, through the real SDK ---------------------------------------
+
+
+def _text(tokens: int, seed: str) -> str:
+    """ASCII text of exactly ``tokens`` tokens by the emulator's estimate (4 characters each)."""
+    rnd = random.Random(seed)
+    words = []
+    size = 0
+    while size < tokens * 4:
+        word = "".join(rnd.choice("abcdefghij") for _ in range(rnd.randint(2, 7)))
+        words.append(word)
+        size += len(word) + 1
+    return " ".join(words)[: tokens * 4]
+
+
+def _trace_calls(start: float) -> list[dict[str, Any]]:
+    rnd = random.Random(5)
+    out = []
+    t = start
+    sessions: dict[int, int] = {}
+    for _n in range(60):
+        t += rnd.choice([2.0, 20.0, 90.0, 400.0])
+        user = rnd.randrange(3)
+        turn = sessions[user] = sessions.get(user, 0) + 1 if rnd.random() < 0.8 else 1
+        layers = [
+            {"key": "system", "tokens": 1_300, "ttl": "1h"},
+            {"key": f"user{user}", "tokens": 700, "ttl": "5m"},
+        ]
+        for k in range(1, turn):
+            layers.append(
+                {"key": f"user{user}/turn{k}", "tokens": 120, "ttl": "5m" if k == turn - 1 else None}
+            )
+        out.append(
+            {
+                "timestamp": t,
+                "flow": "support",
+                "user": f"user{user}",
+                "model": MODEL,
+                "layers": layers,
+                "input_tokens": 40,
+            }
+        )
+    return out
+
+
+def _body(call: dict[str, Any]) -> dict[str, Any]:
+    system = []
+    messages: list[dict[str, Any]] = []
+    for layer in call["layers"]:
+        block: dict[str, Any] = {"type": "text", "text": _text(layer["tokens"], layer["key"])}
+        if layer["ttl"] is not None:
+            block["cache_control"] = {"type": "ephemeral", "ttl": layer["ttl"]}
+        if "/turn" in layer["key"]:
+            messages.append({"role": "user", "content": [block]})
+        else:
+            system.append(block)
+    messages.append({"role": "user", "content": _text(call["input_tokens"], f"q{call['timestamp']}")})
+    return {"model": MODEL, "max_tokens": 16, "system": system, "messages": messages}
+
+
+def test_simulate_equals_the_emulators_accounting_through_the_sdk(cache_emulator: CacheEmulator) -> None:
+    """A trace sent call by call through ``anthropic.Anthropic`` to the emulator at its
+    timestamps: the current strategy's tokens and cost are the emulator's."""
+    clock = cache_emulator.clock
+    calls = _trace_calls(clock())
+    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-sim", max_retries=0)
+    read = written = uncached = output = 0
+    for call in calls:
+        cache_emulator.advance(call["timestamp"] - clock())
+        response = client.messages.create(**_body(call))
+        usage = response.usage
+        read += usage.cache_read_input_tokens or 0
+        written += usage.cache_creation_input_tokens or 0
+        uncached += usage.input_tokens
+        output += usage.output_tokens
+        call["output_tokens"] = usage.output_tokens
+    result = simulate(calls, ["current"])["current"]
+    assert (
+        result.cache_read_tokens,
+        result.cache_write_tokens,
+        result.input_tokens,
+        result.output_tokens,
+    ) == (
+        read,
+        written,
+        uncached,
+        output,
+    )
+    assert read > 0 and written > 0
+    rates = Rates.for_model(MODEL, when=calls[0]["timestamp"])
+    assert result.cost_usd == pytest.approx(
+        (uncached * rates.input + read * rates.cache_read + output * rates.output) / 1e6
+        + _write_cost(calls, rates),
+        rel=1e-9,
+    )
+
+
+def _write_cost(calls: list[dict[str, Any]], rates: Rates) -> float:
+    """What the writes cost, by TTL, from a replay of the same calls through the cache model
+    (the emulator reports the 1h part of its writes; the 5m part is the rest)."""
+    model = CacheModel()
+    cost = 0.0
+    for call in calls:
+        spec = [(x["key"], x["tokens"], 1, x["ttl"]) for x in call["layers"]]
+        got = model.handle(CacheRequest("anthropic", MODEL, "k", _segments(spec)), call["timestamp"])
+        cost += sum(n * rates.write(ttl) for ttl, n in got.cache_write_by_ttl.items()) / 1e6
+    return cost
+
+
+# -- strategies -------------------------------------------------------------------------------------
+
+
+def _support_trace(n: int = 3_000, gap: float = 40.0, seed: int = 2) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    t = 1_767_225_600.0
+    out = []
+    for _ in range(n):
+        t += rnd.expovariate(1 / gap)
+        user = rnd.randrange(40)
+        out.append(
+            {
+                "timestamp": t,
+                "flow": "support",
+                "model": "claude-opus-4-5",
+                "layers": [
+                    {"key": "system", "tokens": 6_000, "ttl": "5m"},
+                    {"key": f"user{user}", "tokens": 1_500, "ttl": "5m"},
+                ],
+                "input_tokens": 200,
+                "output_tokens": 300,
+            }
+        )
+    return out
+
+
+def test_strategies_side_by_side() -> None:
+    sim = simulate(_support_trace(), ["none", "current", "ttl=1h", "current+warm=4m", "layers=0:1h"])
+    none, current, hour, warmed, first = (
+        sim[s.name]
+        for s in [Strategy.parse(x) for x in ["none", "current", "ttl=1h", "current+warm=4m", "layers=0:1h"]]
+    )
+    assert none.cost_saved_usd == 0 and none.hit_ratio is None
+    assert none.cost_usd == pytest.approx(none.cost_without_cache_usd)
+    assert all(r.cost_without_cache_usd == pytest.approx(none.cost_usd) for r in sim.results)
+    # users come back every ~27 minutes: a 5m TTL re-writes their layer, 1h keeps it
+    assert current.rewrite_cost_usd > 0
+    assert hour.hit_ratio > current.hit_ratio and hour.cost_usd < current.cost_usd
+    assert hour.rewrite_cost_usd < current.rewrite_cost_usd
+    # the warmer keeps the system layer alive between sparse calls, at a price
+    assert warmed.warm_calls > 0 and warmed.warm_cost_usd > 0
+    assert warmed.calls == current.calls
+    assert warmed.cache_read_tokens > current.cache_read_tokens
+    assert first.cache_write_tokens > 0
+    assert sim.best.name == "ttl=1h"
+    table = str(sim)
+    assert "ttl=1h" in table and "cheapest: ttl=1h" in table
+    assert orjson.loads(orjson.dumps(sim.as_dict()))["best"] == "ttl=1h"
+
+
+def test_miss_aware_removes_concurrent_writes() -> None:
+    """Bursts of parallel calls on a cold prefix: without miss_aware each writes it (the
+    avoidable cost); held until the first response starts, they read it."""
+    calls = []
+    t = 1_767_225_600.0
+    for burst in range(20):
+        t += 600.0  # past the 5m TTL: each burst is cold
+        for k in range(5):
+            calls.append(
+                {
+                    "timestamp": t + 0.05 * k,
+                    "model": "claude-opus-4-5",
+                    "layers": [{"key": f"doc{burst}", "tokens": 8_000, "ttl": "5m"}],
+                    "input_tokens": 50,
+                }
+            )
+    sim = simulate(calls, ["current", "current+miss_aware"], ttft_s=1.0)
+    plain, aware = sim["current"], sim["current+miss_aware"]
+    assert plain.avoidable_cost_usd > 0 and plain.cache_write_tokens == 20 * 5 * 8_000
+    assert aware.held_calls == 20 * 4
+    assert aware.cache_write_tokens == 20 * 8_000 and aware.avoidable_cost_usd == 0
+    assert aware.cost_usd < plain.cost_usd
+
+
+def test_openai_and_gemini_traces_run_on_the_cache_model() -> None:
+    calls = [
+        {
+            "timestamp": 1_767_225_600.0 + 10 * i,
+            "provider": provider,
+            "model": model,
+            "layers": [{"key": "system", "tokens": 5_000}],
+            "input_tokens": 100,
+        }
+        for provider, model in [("openai", "gpt-5"), ("gemini", "gemini-2.5-pro")]
+        for i in range(5)
+    ]
+    result = simulate(calls, ["current", "none"])
+    current = result["current"]
+    assert current.cache_read_tokens > 0 and current.cache_write_tokens == 0  # implicit: writes are free
+    assert current.cost_usd < result["none"].cost_usd
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "a strategy is text"),
+        ("ttl", "is not one of"),
+        ("warm=soon", "not a duration"),
+        ("layers=a:1h", "not layer:ttl"),
+        ("ttl=2h", "ttl must be one of"),
+    ],
+)
+def test_bad_strategies_get_a_clear_error(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Strategy.parse(spec)
+
+
+def test_a_strategy_the_provider_would_refuse_is_named() -> None:
+    calls = _support_trace(5)
+    with pytest.raises(ValueError, match="1h breakpoint after a 5m"):
+        simulate(calls, [Strategy("odd", {0: "5m", 1: "1h"})])
+    with pytest.raises(ValueError, match="allows 4"):
+        simulate(
+            [{**calls[0], "layers": [{"key": f"l{i}", "tokens": 2_000} for i in range(5)]}],
+            [Strategy("all", dict.fromkeys(range(5), "5m"))],
+        )
+
+
+def test_a_bad_trace_line_is_named_by_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    good = orjson.dumps(_support_trace(1)[0])
+    path.write_bytes(good + b"\n\n" + b'{"timestamp": 1, "layers": [{"key": "a", "tokens": -3}]}\n')
+    with pytest.raises(TraceError, match=r"trace.jsonl:3: layer 'a' tokens must be a whole number"):
+        simulate(str(path))
+    path.write_bytes(b'{"timestamp": 1, "layerz": []}\n')
+    with pytest.raises(TraceError, match=r":1: unknown field 'layerz'"):
+        Trace.read(path)
+    with pytest.raises(TraceError, match="no such file"):
+        Trace.read(tmp_path / "missing.jsonl")
+
+
+def test_a_trace_round_trips_through_its_file(tmp_path: Path) -> None:
+    trace = Trace(_support_trace(50))
+    trace.write(tmp_path / "t.jsonl")
+    again = Trace.read(tmp_path / "t.jsonl")
+    assert again.calls == trace.calls
+    assert simulate(again, ["current"]).as_dict() == simulate(trace, ["current"]).as_dict()

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_DEPS := '.[anthropic,openai,emulator,cli]'
 
-.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis bench-store bench-planner install clean mutate
+.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis bench-store bench-planner bench-simulate install clean mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ test: lint typecheck unit
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/support_agent.py
 
-bench: bench-overhead bench-emulator bench-diagnosis bench-store bench-planner
+bench: bench-overhead bench-emulator bench-diagnosis bench-store bench-planner bench-simulate
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
@@ -64,6 +64,9 @@ bench-store: $(STAMP)
 
 bench-planner: $(STAMP)
 	$(BIN)/python benchmarks/planner.py
+
+bench-simulate: $(STAMP)
+	$(BIN)/python benchmarks/simulate.py
 
 # Mutation testing of the call path ([tool.mutmut] in pyproject.toml says which modules and
 # tests), one worker at low priority. mutmut runs the tests from its copy in mutants/, and

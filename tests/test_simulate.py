@@ -351,3 +351,43 @@ def test_a_trace_round_trips_through_its_file(tmp_path: Path) -> None:
     again = Trace.read(tmp_path / "t.jsonl")
     assert again.calls == trace.calls
     assert simulate(again, ["current"]).as_dict() == simulate(trace, ["current"]).as_dict()
+
+
+# -- the command line, as a subprocess ---------------------------------------------------------------
+
+
+def _cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "cachebench", "simulate", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_simulate_command(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    Trace(_support_trace(400)).write(path)
+    done = _cli(str(path), "-s", "current", "-s", "ttl=1h")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:3] == ["strategy", "hit", "ratio"]
+    assert [line.split()[0] for line in lines[1:3]] == ["current", "ttl=1h"]
+    assert "400 calls; cheapest:" in done.stdout
+    as_json = _cli(str(path), "-s", "current", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    expected = simulate(Trace.read(path), ["current"]).as_dict()
+    assert orjson.loads(as_json.stdout) == orjson.loads(orjson.dumps(expected))
+    default = _cli(str(path))
+    assert default.returncode == 0 and "current+miss_aware" in default.stdout
+
+
+def test_the_simulate_command_refuses_bad_input(tmp_path: Path) -> None:
+    bad = _cli(str(tmp_path / "none.jsonl"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr
+    path = tmp_path / "trace.jsonl"
+    path.write_text('{"timestamp": 1, "layers": [{"key": "a", "tokens": 10}]}\n{"timestamp": "soon"}\n')
+    bad = _cli(str(path), "--model", "claude-opus-4-5")
+    assert bad.returncode == 2 and "trace.jsonl:2: timestamp 'soon'" in bad.stderr
+    bad = _cli(str(path), "-s", "ttl=forever")
+    assert bad.returncode == 2 and "--strategy" in bad.stderr

@@ -166,6 +166,7 @@ def build() -> "typer.Typer":
                 )
                 raise typer.Exit(1) from None
 
+    from ._cli_economics import add_economics_commands
     from ._cli_plan import add_plan_command
     from ._cli_planner import add_planner_commands
     from ._cli_store import add_store_commands
@@ -173,6 +174,7 @@ def build() -> "typer.Typer":
     add_store_commands(app)
     add_planner_commands(app)
     add_plan_command(app)
+    add_economics_commands(app)
     return app
 
 

@@ -29,9 +29,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -41,6 +40,7 @@ from ..importing import ImportFileError, _open, json_lines
 __all__ = ["Layer", "Trace", "TraceCall", "TraceError", "read_trace"]
 
 _PROVIDERS = ("anthropic", "openai", "bedrock", "gemini")
+_TTLS = {p: frozenset(facts.BREAKPOINT_TTLS.get(p, ())) for p in _PROVIDERS}
 _FIELDS = frozenset(
     {
         "timestamp",
@@ -62,16 +62,14 @@ class TraceError(ValueError):
     """A trace that cannot be simulated: which file and line, and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Layer:
+class Layer(NamedTuple):
     key: str
     tokens: int
     ttl: str | None = None
     blocks: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class TraceCall:
+class TraceCall(NamedTuple):
     """One call of a trace (see the module)."""
 
     timestamp: float
@@ -145,11 +143,27 @@ def _text(where: str, obj: Mapping[str, Any], name: str, default: str | None = N
 
 
 def _layer(where: str, value: Any, provider: str) -> Layer:
+    if type(value) is dict and len(value) <= 4:  # the usual line, checked in one go
+        key, tokens, ttl, blocks = value.get("key"), value.get("tokens"), value.get("ttl"), value.get("blocks", 1)
+        if (
+            type(key) is str
+            and key
+            and type(tokens) is int
+            and tokens >= 0
+            and type(blocks) is int
+            and blocks >= 1
+            and (ttl is None or ttl in _TTLS[provider])
+            and len(value) == 2 + ("ttl" in value) + ("blocks" in value)
+        ):
+            return Layer(key, tokens, ttl, blocks)
     if not isinstance(value, Mapping):
         raise TraceError(f"{where}: each layer must be an object with key and tokens, got {value!r}")
     key = value.get("key")
     if not isinstance(key, str) or not key:
         raise TraceError(f"{where}: a layer's key must be a non-empty string, got {key!r}")
+    extra = sorted(set(value) - {"key", "tokens", "ttl", "blocks"})
+    if extra:
+        raise TraceError(f"{where}: layer {key!r}: unknown field {extra[0]!r} (a layer has key, tokens, ttl, blocks)")
     ttl = value.get("ttl")
     allowed = facts.BREAKPOINT_TTLS.get(provider, ())
     if ttl is not None and ttl not in allowed:

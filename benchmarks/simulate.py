@@ -1,0 +1,124 @@
+"""The what-if simulator's figures (issue 15): replay speed for a 4-layer strategy, and a
+1,000,000-call trace read from its file and simulated.
+
+    python benchmarks/simulate.py            (make bench-simulate)
+    python benchmarks/simulate.py --quick    (a tenth of the calls; not the target's figure)
+
+1. ``simulate``'s replay of 200,000 calls of a support agent with 4 cached layers each (tools,
+   system prompt 1h, the customer's context 5m, the customer's session 5m) under the trace's own
+   markers: calls per second of the replay itself (the trace read and compiled before the
+   clock starts), median of 3 runs. Target: at least 200,000 calls per second.
+2. The same kind of trace, 1,000,000 calls, written as JSON Lines: ``simulate(path,
+   ["current", "ttl=1h"])`` from reading the file to the table. Target (with advice, which is
+   not built yet): under 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from _common import machine_line, verdict
+
+from cachebench.economics import Strategy, Trace, simulate
+from cachebench.economics._simulate import _compile, _run
+
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z (a fixed day: the same prices every run)
+MODEL = "claude-opus-4-5"
+TARGET_RATE = 200_000
+TARGET_TRACE_S = 10.0
+
+
+def support_calls(n: int, seed: int = 15) -> list[dict[str, Any]]:
+    """``n`` calls about 2 a second from 500 customers, each in one of 3 sessions."""
+    rnd = random.Random(seed)
+    t = START
+    out = []
+    for _ in range(n):
+        t += rnd.expovariate(2.0)
+        customer = rnd.randrange(500)
+        session = rnd.randrange(3)
+        out.append(
+            {
+                "timestamp": round(t, 3),
+                "flow": "support",
+                "user": f"c{customer}",
+                "model": MODEL,
+                "layers": [
+                    {"key": "tools@v4", "tokens": 3_000},
+                    {"key": "system@v4", "tokens": 2_500, "ttl": "1h"},
+                    {"key": f"customer/{customer}", "tokens": 1_200, "ttl": "5m"},
+                    {
+                        "key": f"customer/{customer}/session/{session}",
+                        "tokens": 600,
+                        "blocks": 4,
+                        "ttl": "5m",
+                    },
+                ],
+                "input_tokens": 120,
+                "output_tokens": 300,
+            }
+        )
+    return out
+
+
+def replay_figure(n: int) -> None:
+    print(f"\n== 1. replay of {n:,} calls, 4 layers, the trace's own markers ==")
+    compiled = _compile(Trace(support_calls(n)), None, None, 0.0)
+    strategy = Strategy.current()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        result = _run(compiled, strategy, compiled.calls[-1].t)
+        times.append(time.perf_counter() - t0)
+    rate = n / statistics.median(times)
+    print(
+        f"hit ratio {result.hit_ratio:.1%}, cost ${result.cost_usd:,.2f}, saved ${result.cost_saved_usd:,.2f}"
+    )
+    print(
+        f"replay: {rate:,.0f} calls/s (median of 3)   target >= {TARGET_RATE:,}: {verdict(rate >= TARGET_RATE)}"
+    )
+
+
+def trace_figure(tmp: Path, n: int) -> None:
+    print(f"\n== 2. a {n:,}-call trace file, simulated under two strategies ==")
+    path = tmp / "trace.jsonl"
+    with open(path, "wb") as f:
+        for call in support_calls(n, seed=16):
+            f.write(orjson.dumps(call) + b"\n")
+    print(f"file: {path.stat().st_size / 2**20:,.0f} MB")
+    t0 = time.perf_counter()
+    trace = Trace.read(path)
+    t1 = time.perf_counter()
+    sim = simulate(trace, ["current", "ttl=1h"])
+    t2 = time.perf_counter()
+    print(sim)
+    total = t2 - t0
+    print(
+        f"read {t1 - t0:.1f} s, simulated {t2 - t1:.1f} s: {total:.1f} s in all   "
+        f"target < {TARGET_TRACE_S:.0f} s (advice not built yet): "
+        f"{verdict(total < TARGET_TRACE_S) if n >= 1_000_000 else 'n/a (--quick)'}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the calls")
+    args = parser.parse_args()
+    print(machine_line("orjson", orjson.__version__))
+    scale = 10 if args.quick else 1
+    replay_figure(200_000 // scale)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace_figure(Path(tmp), 1_000_000 // scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

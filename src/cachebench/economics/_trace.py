@@ -144,7 +144,12 @@ def _text(where: str, obj: Mapping[str, Any], name: str, default: str | None = N
 
 def _layer(where: str, value: Any, provider: str) -> Layer:
     if type(value) is dict and len(value) <= 4:  # the usual line, checked in one go
-        key, tokens, ttl, blocks = value.get("key"), value.get("tokens"), value.get("ttl"), value.get("blocks", 1)
+        key, tokens, ttl, blocks = (
+            value.get("key"),
+            value.get("tokens"),
+            value.get("ttl"),
+            value.get("blocks", 1),
+        )
         if (
             type(key) is str
             and key
@@ -163,7 +168,9 @@ def _layer(where: str, value: Any, provider: str) -> Layer:
         raise TraceError(f"{where}: a layer's key must be a non-empty string, got {key!r}")
     extra = sorted(set(value) - {"key", "tokens", "ttl", "blocks"})
     if extra:
-        raise TraceError(f"{where}: layer {key!r}: unknown field {extra[0]!r} (a layer has key, tokens, ttl, blocks)")
+        raise TraceError(
+            f"{where}: layer {key!r}: unknown field {extra[0]!r} (a layer has key, tokens, ttl, blocks)"
+        )
     ttl = value.get("ttl")
     allowed = facts.BREAKPOINT_TTLS.get(provider, ())
     if ttl is not None and ttl not in allowed:

@@ -29,13 +29,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import orjson
 
 from .. import facts
 from ..importing import ImportFileError, _open, json_lines
+from ..planner._saved import ReplayError, parse_timestamp
 
 __all__ = ["Layer", "Trace", "TraceCall", "TraceError", "read_trace"]
 
@@ -121,16 +121,10 @@ def _count(where: str, name: str, value: Any, *, least: int = 0) -> int:
 
 
 def _timestamp(where: str, value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise TraceError(f"{where}: timestamp {value!r} is not an ISO 8601 date and time") from None
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
-    raise TraceError(f"{where}: timestamp must be epoch seconds or ISO 8601 text, got {value!r}")
+    try:
+        return parse_timestamp(value)
+    except ReplayError as exc:
+        raise TraceError(f"{where}: {exc}") from None
 
 
 def _text(where: str, obj: Mapping[str, Any], name: str, default: str | None = None) -> str | None:

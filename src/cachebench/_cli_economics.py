@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ._cli_planner import Json, ModelOption
+from ._cli_planner import Json
 
 
 def _fail(message: str) -> typer.Exit:
@@ -43,7 +43,9 @@ def add_economics_commands(app: typer.Typer) -> None:
             ),
         ] = 0.0,
         json: Json = False,
-        model: ModelOption = None,
+        model: Annotated[
+            str | None, typer.Option("--model", help="The model, for trace lines that name none.")
+        ] = None,
     ) -> None:
         """Replay TRACE (calls as their cached layers' sizes, docs/economics.md) through the
         cache model once per strategy and print hit ratio, cost, saving, avoidable cost

@@ -391,3 +391,20 @@ def test_the_simulate_command_refuses_bad_input(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "trace.jsonl:2: timestamp 'soon'" in bad.stderr
     bad = _cli(str(path), "-s", "ttl=forever")
     assert bad.returncode == 2 and "--strategy" in bad.stderr
+
+
+def test_a_strategy_that_loses_money_shows_a_negative_saving() -> None:
+    """A call every 7 minutes on a 5m entry writes every time: the saving is negative."""
+    calls = [
+        {
+            "timestamp": 1_767_225_600 + 420 * i,
+            "model": "claude-opus-4-5",
+            "layers": [{"key": "system", "tokens": 8_000, "ttl": "5m"}],
+            "input_tokens": 100,
+        }
+        for i in range(50)
+    ]
+    result = simulate(calls, ["current"])
+    current = result["current"]
+    assert current.cache_read_tokens == 0 and current.cost_saved_usd < 0
+    assert f"-${-current.cost_saved_usd:,.4f}" in str(result)

@@ -243,11 +243,11 @@ class Simulation:
                     r.name,
                     _pct(r.hit_ratio),
                     _pct(r.token_hit_ratio),
-                    f"${r.cost_usd:,.4f}",
-                    f"${r.cost_saved_usd:,.4f}",
-                    f"${r.avoidable_cost_usd:,.4f}",
-                    f"${r.rewrite_cost_usd:,.4f}",
-                    f"${r.warm_cost_usd:,.4f}" if r.warm_calls else "-",
+                    _money(r.cost_usd),
+                    _money(r.cost_saved_usd),
+                    _money(r.avoidable_cost_usd),
+                    _money(r.rewrite_cost_usd),
+                    _money(r.warm_cost_usd) if r.warm_calls else "-",
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -261,6 +261,10 @@ class Simulation:
         if self.results:
             lines.append(f"{self.calls:,} calls; cheapest: {self.best.name}")
         return "\n".join(lines)
+
+
+def _money(value: float) -> str:
+    return f"-${-value:,.4f}" if value < 0 else f"${value:,.4f}"
 
 
 def _pct(value: float | None) -> str:

@@ -303,8 +303,12 @@ def test_a_first_version_database_migrates_to_the_current_one(tmp_path: Path) ->
     conn.commit()
     conn.close()
     store = SQLiteStore(db)
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
     assert store.count_calls() == 20
+    # version 3's column: the calls stored before it were no warm calls
+    check = sqlite3.connect(db)
+    assert check.execute("SELECT COUNT(*), SUM(warm) FROM calls").fetchone() == (20, 0)
+    check.close()
     by_flow = {r["flow"]: r for r in store.report("flow")}
     raw = {r["flow"]: r for r in store.report("flow", raw=True)}
     assert by_flow.keys() == {"chat", "triage"}
@@ -324,7 +328,7 @@ def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     before = db.read_bytes()
-    with pytest.raises(StoreError, match=r"schema version 99, newer than this cachebench's 2: upgrade"):
+    with pytest.raises(StoreError, match=r"schema version 99, newer than this cachebench's 3: upgrade"):
         CacheTracker(store=f"sqlite:///{db}")
     assert db.read_bytes() == before
 

@@ -72,6 +72,18 @@ def current_flow() -> str | None:
     return _current.get()
 
 
+# Set by a cache warmer around its own calls: the tracker records each as warm and counts it
+# here (so the warmer knows whether an instrumented client recorded it already).
+_warming: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "cachebench_warming", default=None
+)
+
+
+def warming() -> list[int] | None:
+    """The counter of the cache warmer whose call this is, or None for any other call."""
+    return _warming.get()
+
+
 # code object -> "module.function", or None for a frame of a skipped package. Bounded: code
 # objects come from the program's own functions; a program that makes functions without end
 # (exec in a loop) stops being remembered, not named.

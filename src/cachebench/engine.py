@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._alerts import default_alert, default_regression
-from ._flow import current_flow, default_flow
+from ._flow import current_flow, default_flow, warming
 from ._guard import Guard, logger
 from .diagnose import FlowDetector, miss_cause
 from .expect import ALIVE, CacheView, Expectation
@@ -153,6 +153,7 @@ class CallContext:
         "t0",
         "timestamp",
         "usage",
+        "warm",
         "write_key",
     )
 
@@ -172,6 +173,7 @@ class CallContext:
         self.flow = flow
         self.timestamp = timestamp
         self.live = live  # a call happening now (record() replays one that already happened)
+        self.warm = False  # a cache warmer's call
         self.stream = adapter.is_stream_request(request)
         self.finished = False
         self.observing = False  # a stream or manager took over finishing the call
@@ -565,6 +567,10 @@ class Engine:
             ctx = CallContext(
                 self, adapter, request, name, self.clock() if timestamp is None else timestamp, live=live
             )
+            counter = warming()
+            if counter is not None:
+                ctx.warm = True
+                counter[0] += 1
             prompt = adapter.parse_request(request)
             key = prefix_key(prompt)
             ctx.prompt = prompt
@@ -839,6 +845,7 @@ class Engine:
             diff=diff,
             avoidable_cost_usd=avoidable_cost,
             avoidable_tokens=avoidable_tokens,
+            warm=ctx.warm,
         )
         self.stats.add(metrics, key.prefix_hash)
         if self.writer is not None and self.writer.add(metrics):

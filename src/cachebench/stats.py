@@ -421,6 +421,7 @@ class History:
             | (m.writes_reported and 1 << 9)
             | (m.unpriced and 1 << 10)
             | (m.stream and 1 << 11)
+            | (m.warm and 1 << 12)
         )
         # Converted before anything is stored, so a value that cannot be stored never leaves
         # the parts of a call out of step with each other.
@@ -496,6 +497,7 @@ class History:
             writes_reported=bool(bits & 1 << 9),
             unpriced=bool(bits & 1 << 10),
             stream=bool(bits & 1 << 11),
+            warm=bool(bits & 1 << 12),
             diff=diff,
             avoidable_tokens=avoidable[0],
             avoidable_cost_usd=avoidable[1],

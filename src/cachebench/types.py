@@ -327,7 +327,8 @@ class CallMetrics:
     ``avoidable_tokens`` are what the call did not read only because of an avoidable miss (a
     volatile value, a re-ordering, a re-serialisation, churn, a concurrent twin, the
     provider), and ``avoidable_cost_usd`` what that cost beyond reading them (0.0 when
-    nothing was avoidable, ``None`` when the call is unpriced).
+    nothing was avoidable, ``None`` when the call is unpriced). ``warm``: a call a
+    :class:`~cachebench.economics.CacheWarmer` made to keep a prefix cached.
     """
 
     provider: str
@@ -358,6 +359,7 @@ class CallMetrics:
     diff: PrefixDiff | None = None
     avoidable_cost_usd: float | None = 0.0
     avoidable_tokens: int = 0
+    warm: bool = False
 
     @property
     def cache_creation_tokens(self) -> int:

@@ -1,6 +1,7 @@
 """Caching as an investment: what a request costs cold, warm and uncached, when a write pays for
 itself, a conversation's and a month's bill, what a warmer is worth (:mod:`._cost`), and what a
-trace would have cost under other strategies (:func:`simulate`).
+trace would have cost under other strategies (:func:`simulate`), and a warmer that keeps a
+prefix cached while that pays (:class:`CacheWarmer`).
 
 Prices come from genai-prices on a given date (:meth:`Rates.for_model`) or are given
 (:class:`Rates`, USD per million tokens). Every figure is computed from them.
@@ -28,12 +29,15 @@ from ._cost import (
 from ._rates import Rates
 from ._simulate import DEFAULT_STRATEGIES, Simulation, Strategy, StrategyResult, simulate
 from ._trace import Layer, Trace, TraceCall, TraceError
+from ._warm_request import warm_request
+from ._warmer import CacheWarmer, WarmerStats
 
 __all__ = [
     "DEFAULT_STRATEGIES",
     "WARM_INPUT_TOKENS",
     "WARM_OUTPUT_TOKENS",
     "BreakEven",
+    "CacheWarmer",
     "ConversationTurn",
     "Layer",
     "Projection",
@@ -45,6 +49,7 @@ __all__ = [
     "Trace",
     "TraceCall",
     "TraceError",
+    "WarmerStats",
     "WarmerValue",
     "Workload",
     "break_even",
@@ -54,5 +59,6 @@ __all__ = [
     "reads_per_write",
     "request_cost",
     "simulate",
+    "warm_request",
     "warmer_value",
 ]

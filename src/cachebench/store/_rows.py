@@ -55,6 +55,7 @@ CALL_COLUMNS = (
     "error",
     "diff",
     "diagnostics",
+    "warm",  # (schema version 3)
 )
 
 # The hourly roll-up's key and its sums (per hour, provider, model, flow and prefix; a missing
@@ -154,6 +155,7 @@ def call_row(m: CallMetrics) -> tuple[Any, ...]:
         m.error,
         _json(diff.as_dict()) if diff is not None else None,
         _json(m.diagnostics),
+        int(m.warm),
     )
 
 
@@ -198,6 +200,7 @@ def call_metrics(row: dict[str, Any]) -> CallMetrics:
         diff=_diff(row["diff"]),
         avoidable_cost_usd=to_usd(row["avoidable_cost_nusd"]),
         avoidable_tokens=row["avoidable_tokens"],
+        warm=bool(row["warm"]),
     )
 
 

@@ -6,7 +6,8 @@ by a newer cachebench) rather than guess at it. The SQL is written once for SQLi
 PostgreSQL: ``{id}``, ``{real}`` and ``{big}`` are the column types that differ.
 
 Version 1: calls, incidents. Version 2: the hourly roll-up per flow, prefix and model (filled
-from the calls already stored), the indexes the reports use, and the files imported.
+from the calls already stored), the indexes the reports use, and the files imported. Version 3:
+each call's ``warm`` flag (a cache warmer's call).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from ._rows import CALL_COLUMNS, HOURLY_KEY, HOURLY_SPAN, HOURLY_SUMS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,13 @@ def _call_column(name: str) -> str:
     return f"{name} {{big}}" + ("" if nullable else " NOT NULL")
 
 
-_CALLS = "CREATE TABLE calls (id {id}, " + ", ".join(_call_column(c) for c in CALL_COLUMNS) + ")"
+# The columns each later version added to calls (version 1 created the rest).
+_ADDED = {3: ("warm",)}
+_CALLS = (
+    "CREATE TABLE calls (id {id}, "
+    + ", ".join(_call_column(c) for c in CALL_COLUMNS if not any(c in added for added in _ADDED.values()))
+    + ")"
+)
 
 _INCIDENTS = """CREATE TABLE incidents (
     id TEXT PRIMARY KEY, flow TEXT NOT NULL, kind TEXT NOT NULL,
@@ -177,5 +184,6 @@ STEPS: dict[int, tuple[str, ...]] = {
         "calls {big} NOT NULL)",
         ROLL_UP.replace("{where}", "1 = 1"),  # the calls stored so far
     ),
+    3: tuple(f"ALTER TABLE calls ADD COLUMN {c} {{big}} NOT NULL DEFAULT 0" for c in _ADDED[3]),
 }
 assert sorted(STEPS) == list(range(1, SCHEMA_VERSION + 1))

@@ -265,7 +265,9 @@ def add_store_commands(app: typer.Typer) -> None:
 
     @app.command(short_help="Stored calls as CSV or JSON Lines.")
     def export(
-        format: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "jsonl",
+        format: Annotated[
+            str, typer.Option("--format", help="csv, jsonl, or trace (for cachebench simulate and advise).")
+        ] = "jsonl",
         output: Annotated[
             str | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
         ] = None,
@@ -273,9 +275,10 @@ def add_store_commands(app: typer.Typer) -> None:
         until: Until = None,
         db: Db = DEFAULT_DB,
     ) -> None:
-        """The stored raw calls, one per row or line, with their ids."""
-        if format not in ("csv", "jsonl"):
-            raise typer.BadParameter("must be csv or jsonl", param_hint="--format")
+        """The stored raw calls, one per row or line, with their ids; or (``--format trace``) as
+        a trace of their cached layers' sizes (docs/economics.md)."""
+        if format not in ("csv", "jsonl", "trace"):
+            raise typer.BadParameter("must be csv, jsonl or trace", param_hint="--format")
         lo, hi = span(since, until)
         store = open_db(db)
         try:
@@ -390,6 +393,13 @@ def _write_calls(fh: Any, calls: Iterator[Any], format: str) -> int:
     import orjson
 
     n = 0
+    if format == "trace":
+        from .economics import trace_from_calls
+
+        for call in trace_from_calls(c.metrics for c in calls):
+            fh.write(orjson.dumps(call.as_dict()).decode() + "\n")
+            n += 1
+        return n
     if format == "jsonl":
         for c in calls:
             fh.write(orjson.dumps({"id": c.id, **c.metrics.as_dict()}).decode() + "\n")

@@ -9,6 +9,7 @@ Prices come from genai-prices on a given date (:meth:`Rates.for_model`) or are g
 
 from __future__ import annotations
 
+from ._advise import Advice, FlowAdvice, LayerAdvice, WarmingAdvice, advise
 from ._cost import (
     WARM_INPUT_TOKENS,
     WARM_OUTPUT_TOKENS,
@@ -26,6 +27,7 @@ from ._cost import (
     request_cost,
     warmer_value,
 )
+from ._observed import trace_from_calls
 from ._rates import Rates
 from ._simulate import DEFAULT_STRATEGIES, Simulation, Strategy, StrategyResult, simulate
 from ._trace import Layer, Trace, TraceCall, TraceError
@@ -36,10 +38,13 @@ __all__ = [
     "DEFAULT_STRATEGIES",
     "WARM_INPUT_TOKENS",
     "WARM_OUTPUT_TOKENS",
+    "Advice",
     "BreakEven",
     "CacheWarmer",
     "ConversationTurn",
+    "FlowAdvice",
     "Layer",
+    "LayerAdvice",
     "Projection",
     "Rates",
     "RequestCost",
@@ -51,7 +56,9 @@ __all__ = [
     "TraceError",
     "WarmerStats",
     "WarmerValue",
+    "WarmingAdvice",
     "Workload",
+    "advise",
     "break_even",
     "conversation",
     "live_probability",
@@ -59,6 +66,7 @@ __all__ = [
     "reads_per_write",
     "request_cost",
     "simulate",
+    "trace_from_calls",
     "warm_request",
     "warmer_value",
 ]

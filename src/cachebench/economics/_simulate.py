@@ -41,6 +41,16 @@ __all__ = ["Simulation", "Strategy", "StrategyResult", "simulate"]
 
 _MTOK = 1_000_000
 _FAST = frozenset({"anthropic", "bedrock"})
+# A strategy's TTL on a provider without it: that provider's TTL of the same rank (short, long),
+# so one strategy applies to a trace of several providers.
+_EQUIVALENT = {
+    ("openai", "5m"): "30m",
+    ("openai", "1h"): "12h",
+    ("anthropic", "30m"): "5m",
+    ("anthropic", "12h"): "1h",
+    ("bedrock", "30m"): "5m",
+    ("bedrock", "12h"): "1h",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +101,7 @@ class Strategy:
 
     @classmethod
     def none(cls) -> Strategy:
-        return cls("no caching", "none")
+        return cls("none", "none")
 
     @classmethod
     def current(cls) -> Strategy:
@@ -378,6 +388,7 @@ def _marks(call: _Call, strategy: Strategy, where: str) -> list[tuple[int, str]]
         placed = sorted(chosen.items())
     if strategy.ttl is not None:
         placed = [(i, strategy.ttl) for i, _ in placed]
+    placed = [(i, _EQUIVALENT.get((call.family, ttl), ttl)) for i, ttl in placed]
     allowed = facts.BREAKPOINT_TTLS.get(call.family, ())
     limit = facts.MAX_BREAKPOINTS.get(call.family, 4)
     if call.family in _FAST:

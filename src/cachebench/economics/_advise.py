@@ -1,0 +1,397 @@
+"""Advice from traffic: per flow and layer, cache it or not, 5 m or 1 h, and whether warming
+pays (:func:`advise`).
+
+It reads a trace (a :class:`~._trace.Trace`, a path, calls), a live
+:class:`~cachebench.CacheTracker` or a store (their recorded calls, as
+:func:`~._observed.trace_from_calls` turns them into a trace), so the advice is about real
+traffic. Per flow, in one pass over its calls:
+
+* for each layer depth and TTL, whether each call finds the layer's entry alive: the gap since
+  the last call with the same prefix through that layer is within the TTL (every call that
+  marks a layer refreshes its entry, and a deeper entry is alive only when the shallower one
+  is, as the TTLs never grow with depth: the providers' rule);
+* the calls grouped by what they found and their sizes, and every placement of breakpoints
+  on the layers (none, 5 m or 1 h each; at most the provider's number) priced on the groups:
+  the cheapest is the advice, the calls' own markers the current cost;
+* a warmer on the first layer (when all the flow's calls share it) and keep-alive pings for
+  each deeper layer whose values expire between calls (each value pinged every
+  ``warm_every_s`` for up to an hour after its last call): their cost against the writes they
+  save.
+
+Money is per 30 days at the trace's rate (its cost over its span, scaled). The breakpoint
+minimums, the 20-block lookback and concurrent writes are the simulator's to model:
+:func:`~._simulate.simulate` replays the advised placement exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import facts
+from ..cachemodel._rules import min_tokens
+from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
+from ._observed import trace_from_calls
+from ._rates import Rates
+from ._trace import Trace, TraceCall, read_trace
+
+__all__ = ["Advice", "FlowAdvice", "LayerAdvice", "WarmingAdvice", "advise"]
+
+_MONTH_S = 30 * 86_400.0
+_MTOK = 1_000_000
+KEEP_ALIVE_IDLE_S = 3600.0  # how long keep-alive pings go on after a layer's last call
+_TTLS = ("5m", "1h")
+
+
+@dataclass(frozen=True, slots=True)
+class LayerAdvice:
+    """One layer of a flow: its size, how many values it took, how often a call finds it alive
+    (``live_5m``, ``live_1h``: shares of the flow's calls that have the layer), its breakpoint
+    now (the most common) and the advised one (None: no breakpoint)."""
+
+    layer: int
+    tokens: int
+    values: int
+    calls: int
+    live_5m: float
+    live_1h: float
+    current: str | None
+    advised: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class WarmingAdvice:
+    """A warmer (``kind``: ``"global warmer"`` on a layer every call shares, or
+    ``"keep-alive"`` on each value of a deeper layer) every ``every_s``: its monthly cost, the
+    writes it saves a month, and whether it ``pays`` (on top of the advised placement)."""
+
+    layer: int
+    kind: str
+    every_s: float
+    monthly_cost: float
+    monthly_saving: float
+
+    @property
+    def net(self) -> float:
+        return self.monthly_saving - self.monthly_cost
+
+    @property
+    def pays(self) -> bool:
+        return self.net > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "net": self.net, "pays": self.pays}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowAdvice:
+    """One flow's advice; money per 30 days at the trace's rate."""
+
+    flow: str
+    model: str
+    calls: int
+    span_s: float
+    layers: tuple[LayerAdvice, ...]
+    warming: tuple[WarmingAdvice, ...]
+    monthly_cost_uncached: float
+    monthly_cost_current: float
+    monthly_cost_advised: float
+
+    @property
+    def monthly_saving(self) -> float:
+        """What the advised placement saves a month against the current one."""
+        return self.monthly_cost_current - self.monthly_cost_advised
+
+    @property
+    def strategy(self) -> str:
+        """The advised placement as a :meth:`~._simulate.Strategy.parse` text."""
+        marks = [f"{x.layer}:{x.advised}" for x in self.layers if x.advised is not None]
+        return "layers=" + ",".join(marks) if marks else "none"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "model": self.model,
+            "calls": self.calls,
+            "span_s": self.span_s,
+            "layers": [x.as_dict() for x in self.layers],
+            "warming": [w.as_dict() for w in self.warming],
+            "monthly_cost_uncached": self.monthly_cost_uncached,
+            "monthly_cost_current": self.monthly_cost_current,
+            "monthly_cost_advised": self.monthly_cost_advised,
+            "monthly_saving": self.monthly_saving,
+            "strategy": self.strategy,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """:func:`advise`'s answer: one :class:`FlowAdvice` per flow (the costliest first)."""
+
+    flows: tuple[FlowAdvice, ...]
+    skipped: tuple[str, ...] = field(default=())  # flows that could not be advised, and why
+
+    def __getitem__(self, flow: str) -> FlowAdvice:
+        for f in self.flows:
+            if f.flow == flow:
+                return f
+        raise KeyError(flow)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flows": [f.as_dict() for f in self.flows], "skipped": list(self.skipped)}
+
+    def __str__(self) -> str:
+        lines: list[str] = []
+        for f in self.flows:
+            lines.append(
+                f"flow {f.flow} ({f.model}): {f.calls:,} calls over {_span(f.span_s)}; a month at this rate:"
+                f" ${f.monthly_cost_current:,.2f} now, ${f.monthly_cost_advised:,.2f} advised"
+                f" (saves ${f.monthly_saving:,.2f}; ${f.monthly_cost_uncached:,.2f} without caching)"
+            )
+            for x in f.layers:
+                change = "keep" if x.advised == x.current else "change"
+                lines.append(
+                    f"  layer {x.layer}: {x.tokens:,} tokens, {x.values:,} value{'s' if x.values != 1 else ''};"
+                    f" alive for {x.live_5m:.0%} of calls at 5m, {x.live_1h:.0%} at 1h;"
+                    f" breakpoint now {x.current or 'none'}, advised {x.advised or 'none'} ({change})"
+                )
+            for w in f.warming:
+                verdict = "pays" if w.pays else "does not pay"
+                lines.append(
+                    f"  {w.kind} on layer {w.layer} every {w.every_s:g} s: ${w.monthly_cost:,.2f} a month for"
+                    f" ${w.monthly_saving:,.2f} of writes saved: {verdict}"
+                )
+            lines.append(f"  simulate it: --strategy current --strategy '{f.strategy}'")
+        for s in self.skipped:
+            lines.append(f"skipped: {s}")
+        return "\n".join(lines) if lines else "no flow with cached layers to advise on"
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.1f} minutes"
+
+
+# -- one flow ---------------------------------------------------------------------------------------
+
+
+def _placements(n: int, limit: int) -> list[tuple[str | None, ...]]:
+    """Every TTL per layer (None: no breakpoint) with TTLs that never grow with depth and at
+    most ``limit`` breakpoints."""
+    out = []
+    for combo in itertools.product((None, *_TTLS), repeat=n):
+        marked = [t for t in combo if t is not None]
+        if len(marked) > limit:
+            continue
+        if any(a == "5m" and b == "1h" for a, b in itertools.pairwise(marked)):
+            continue
+        out.append(combo)
+    return out
+
+
+def _cost(
+    rates: Rates,
+    cum: tuple[int, ...],
+    total: int,
+    out: int,
+    alive: tuple[tuple[bool, bool], ...],
+    ttls: tuple[str | None, ...],
+    minimum: int,
+) -> float:
+    """One call's cost in USD with breakpoints ``ttls`` on its layers, given whether each layer's
+    entry is alive under 5m and 1h."""
+    read = 0
+    marks = [(k, t) for k, t in enumerate(ttls[: len(cum)]) if t is not None and cum[k] >= minimum]
+    for k, t in reversed(marks):
+        if alive[k][0 if t == "5m" else 1]:
+            read = cum[k]
+            break
+    written = 0.0
+    start = read
+    for k, t in marks:
+        if cum[k] > start:
+            written += (cum[k] - start) * rates.write(t)
+            start = cum[k]
+    paid_tokens = start - read
+    return (
+        (total - read - paid_tokens) * rates.input + read * rates.cache_read + written + out * rates.output
+    ) / _MTOK
+
+
+def _flow_advice(
+    name: str, calls: list[TraceCall], rates: Rates, minimum: int, limit: int, warm_every_s: float
+) -> FlowAdvice:
+    ttl_s = (facts.ttl_seconds("5m"), facts.ttl_seconds("1h"))
+    depth = max(len(c.layers) for c in calls)
+    last: list[dict[tuple[str, ...], float]] = [{} for _ in range(depth)]
+    groups: Counter[tuple[Any, ...]] = Counter()
+    values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
+    tokens: list[Counter[int]] = [Counter() for _ in range(depth)]
+    current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
+    live = [[0, 0] for _ in range(depth)]
+    having = [0] * depth
+    gaps: list[list[float]] = [[] for _ in range(depth)]  # per layer: gaps between calls of one value
+    for c in calls:
+        path: tuple[str, ...] = ()
+        cum: list[int] = []
+        alive: list[tuple[bool, bool]] = []
+        run = 0
+        for k, layer in enumerate(c.layers):
+            path = (*path, layer.key)
+            run += layer.tokens
+            cum.append(run)
+            seen = last[k].get(path)
+            gap = math.inf if seen is None else c.timestamp - seen
+            last[k][path] = c.timestamp
+            if seen is not None:
+                gaps[k].append(gap)
+            a = (gap <= ttl_s[0], gap <= ttl_s[1])
+            alive.append(a)
+            live[k][0] += a[0]
+            live[k][1] += a[1]
+            having[k] += 1
+            values[k].add(path)
+            tokens[k][layer.tokens] += 1
+            current[k][layer.ttl] += 1
+        total = run + c.input_tokens
+        groups[(tuple(cum), total, c.output_tokens, tuple(alive), tuple(x.ttl for x in c.layers))] += 1
+    span = max(calls[-1].timestamp - calls[0].timestamp, 1.0)
+    scale = _MONTH_S / span
+
+    def month(ttls_of: Any) -> float:
+        return scale * sum(
+            n * _cost(rates, cum, total, out, alive, ttls_of(own), minimum)
+            for (cum, total, out, alive, own), n in groups.items()
+        )
+
+    uncached = month(lambda own: ())
+    now = month(lambda own: own)
+    best_cost, best = math.inf, tuple[str | None, ...]()
+    for placement in _placements(depth, limit):
+        cost = month(lambda own, p=placement: p)
+        if cost < best_cost - 1e-12:
+            best_cost, best = cost, placement
+    layers = tuple(
+        LayerAdvice(
+            k,
+            tokens[k].most_common(1)[0][0],
+            len(values[k]),
+            having[k],
+            live[k][0] / having[k],
+            live[k][1] / having[k],
+            current[k].most_common(1)[0][0],
+            best[k] if k < len(best) else None,
+        )
+        for k in range(depth)
+    )
+    warming = []
+    ping_unit = (WARM_INPUT_TOKENS * rates.input + WARM_OUTPUT_TOKENS * rates.output) / _MTOK
+    for k, x in enumerate(layers):
+        ttl = x.advised or "5m"
+        t = facts.ttl_seconds(ttl)
+        if warm_every_s >= t:
+            continue
+        cum_k = sum(layers[j].tokens for j in range(k + 1))
+        ping = ping_unit + cum_k * rates.cache_read / _MTOK
+        premium = cum_k * (rates.write(ttl) - rates.cache_read) / _MTOK
+        expired = [g for g in gaps[k] if g > t]
+        if k == 0 and x.values == 1:
+            cost = _MONTH_S / warm_every_s * ping
+            saving = scale * len(expired) * premium
+            warming.append(WarmingAdvice(k, "global warmer", warm_every_s, cost, saving))
+        elif k > 0:
+            idle = KEEP_ALIVE_IDLE_S
+            pings = sum(min(g, idle) // warm_every_s for g in gaps[k]) + x.values * (idle // warm_every_s)
+            saved = sum(1 for g in expired if g <= idle)
+            if saved:  # (a layer whose values never expire between calls has nothing to keep alive)
+                warming.append(
+                    WarmingAdvice(
+                        k, "keep-alive", warm_every_s, scale * pings * ping, scale * saved * premium
+                    )
+                )
+    return FlowAdvice(
+        name,
+        rates.model or "",
+        len(calls),
+        span,
+        layers,
+        tuple(warming),
+        uncached,
+        now,
+        best_cost,
+    )
+
+
+def _calls_of(source: Any) -> Trace:
+    from ..store._sql import SQLStore
+    from ..tracker import CacheTracker
+
+    if isinstance(source, CacheTracker):
+        return trace_from_calls(source.calls())
+    if isinstance(source, SQLStore):
+        return trace_from_calls(c.metrics for c in source.iter_calls())
+    if isinstance(source, str) and "://" in source:
+        from ..store import open_store
+
+        store = open_store(source)
+        try:
+            return trace_from_calls(c.metrics for c in store.iter_calls())
+        finally:
+            store.close()
+    if isinstance(source, (str, os.PathLike, Trace, Iterable)):
+        return read_trace(source)
+    raise ValueError(
+        "advise() reads a trace (a path, a Trace, calls), a CacheTracker, a store or a store URL;"
+        f" got {type(source).__name__}"
+    )
+
+
+def advise(
+    source: Any,
+    *,
+    model: str | None = None,
+    prices: Mapping[str, Mapping[str, float]] | None = None,
+    warm_every_s: float = 240.0,
+) -> Advice:
+    """Advice per flow and layer from ``source``'s traffic (see the module). ``model``: for
+    trace calls that name none; ``prices``: overrides as :class:`~cachebench.CacheTracker`
+    takes them; ``warm_every_s``: the warmers' interval."""
+    if isinstance(warm_every_s, bool) or not isinstance(warm_every_s, (int, float)) or not warm_every_s > 0:
+        raise ValueError(f"warm_every_s must be a number of seconds > 0, got {warm_every_s!r}")
+    trace = _calls_of(source)
+    by_flow: dict[tuple[str, str, str], list[TraceCall]] = defaultdict(list)
+    for c in trace:
+        if c.layers and not c.warm:
+            by_flow[(c.flow, c.provider, c.model or model or "")].append(c)
+    flows, skipped = [], []
+    for (name, provider, chosen), calls in by_flow.items():
+        if not chosen:
+            skipped.append(f"{name}: its calls name no model (give model=)")
+            continue
+        if provider not in ("anthropic", "bedrock"):
+            skipped.append(
+                f"{name}: advice places Anthropic and Bedrock breakpoints, not {provider} ones; simulate() replays it"
+            )
+            continue
+        try:
+            rates = Rates.for_model(chosen, provider, when=calls[0].timestamp, prices=prices)
+        except ValueError as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        limit = facts.MAX_BREAKPOINTS.get(provider, 4)
+        flows.append(
+            _flow_advice(name, calls, rates, min_tokens(provider, chosen), limit, float(warm_every_s))
+        )
+    flows.sort(key=lambda f: -f.monthly_cost_current)
+    return Advice(tuple(flows), tuple(skipped))

@@ -1,0 +1,247 @@
+"""Advice from traffic: its costs are the simulator's, its placement the cheapest of all, its
+warmers priced from the trace; from a trace, a live tracker (real SDK, emulator) and the demo's
+store (the CLI as a subprocess); recorded calls as a trace."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import itertools
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+from rich.console import Console
+
+import cachebench
+from cachebench.economics import Rates, Strategy, Trace, advise, simulate, trace_from_calls
+from cachebench.economics._advise import _placements
+from cachebench.testing import CacheEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+MONTH = 30 * 86_400.0
+
+
+def _trace(seed: int = 4, n: int = 1_500) -> list[dict[str, Any]]:
+    """A support flow: a shared system layer, 30 customers' contexts, short sessions of turns."""
+    rnd = random.Random(seed)
+    t = 1_767_225_600.0
+    out = []
+    turn: dict[int, int] = {}
+    for _ in range(n):
+        t += rnd.expovariate(1 / 50)
+        c = rnd.randrange(30)
+        turn[c] = turn.get(c, 0) + 1 if rnd.random() < 0.7 else 1
+        layers = [
+            {"key": "system", "tokens": 5_000, "ttl": "5m"},
+            {"key": f"customer/{c}", "tokens": 2_000, "ttl": "5m"},
+        ]
+        if turn[c] > 1:
+            layers.append(
+                {"key": f"customer/{c}/turns/{turn[c] - 1}", "tokens": 400 * (turn[c] - 1), "ttl": "5m"}
+            )
+        out.append(
+            {
+                "timestamp": t,
+                "flow": "support",
+                "model": "claude-opus-4-5",
+                "layers": layers,
+                "input_tokens": 150,
+                "output_tokens": 250,
+            }
+        )
+    return out
+
+
+def test_advice_costs_are_the_simulators_and_its_placement_is_the_cheapest() -> None:
+    calls = _trace()
+    advice = advise(calls)["support"]
+    scale = MONTH / advice.span_s
+    sim = simulate(calls, ["current", advice.strategy])
+    assert advice.monthly_cost_current == pytest.approx(sim["current"].cost_usd * scale, rel=1e-9)
+    assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)
+    # every placement the provider allows, replayed: none is cheaper than the advice
+    costs = {}
+    for placement in _placements(3, 4):
+        marks = {k: t for k, t in enumerate(placement) if t is not None}
+        name = "layers=" + ",".join(f"{k}:{t}" for k, t in marks.items()) if marks else "none"
+        strategy = Strategy(name, marks) if marks else Strategy.none()
+        costs[name] = simulate(calls, [strategy])[name].cost_usd * scale
+    assert min(costs.values()) == pytest.approx(advice.monthly_cost_advised, rel=1e-9)
+    assert advice.monthly_cost_uncached == pytest.approx(costs["none"], rel=1e-9)
+    # customers come back every ~25 minutes: their layer is worth 1h, which a 5m now wastes
+    layers = {x.layer: x for x in advice.layers}
+    assert layers[1].current == "5m" and layers[1].advised == "1h"
+    assert layers[1].live_1h > layers[1].live_5m
+    assert advice.monthly_saving > 0
+    text = str(advice and advise(calls))
+    assert "flow support (claude-opus-4-5)" in text and "advised 1h (change)" in text
+    assert f"--strategy '{advice.strategy}'" in text
+
+
+def test_a_global_warmer_is_priced_from_the_gaps_in_the_trace() -> None:
+    """One call every 6-9 minutes on a large shared layer: each one finds a 5m entry expired.
+    The warmer's saving is those writes (less reads) a month; its cost, a read every 240 s."""
+    rnd = random.Random(3)
+    t = 1_767_225_600.0
+    calls = []
+    for _ in range(300):
+        t += rnd.uniform(360, 540)
+        calls.append(
+            {
+                "timestamp": t,
+                "model": "claude-opus-4-5",
+                "flow": "nightly",
+                "layers": [{"key": "handbook", "tokens": 60_000, "ttl": "5m"}],
+                "input_tokens": 100,
+            }
+        )
+    advice = advise(calls, warm_every_s=240)["nightly"]
+    (warmer,) = [w for w in advice.warming if w.kind == "global warmer"]
+    opus = Rates.for_model("claude-opus-4-5", when=calls[0]["timestamp"])
+    ttl = advice.layers[0].advised or "5m"
+    gaps = [b["timestamp"] - a["timestamp"] for a, b in itertools.pairwise(calls)]
+    expired = sum(1 for g in gaps if g > {"5m": 300, "1h": 3600}[ttl])
+    scale = MONTH / (calls[-1]["timestamp"] - calls[0]["timestamp"])
+    premium = 60_000 * (opus.write(ttl) - opus.cache_read) / 1e6
+    assert warmer.monthly_saving == pytest.approx(scale * expired * premium)
+    ping = (60_000 * opus.cache_read + 8 * opus.input + 1 * opus.output) / 1e6
+    assert warmer.monthly_cost == pytest.approx(MONTH / 240 * ping)
+    assert warmer.pays == (warmer.monthly_saving > warmer.monthly_cost)
+
+
+def test_bad_sources_and_flows_that_cannot_be_advised() -> None:
+    with pytest.raises(ValueError, match="advise\\(\\) reads a trace"):
+        advise(42)
+    with pytest.raises(ValueError, match="warm_every_s"):
+        advise([], warm_every_s=0)
+    calls = [
+        {
+            "timestamp": 1.0 + i,
+            "provider": "openai",
+            "model": "gpt-5",
+            "flow": "triage",
+            "layers": [{"key": "s", "tokens": 5_000}],
+        }
+        for i in range(3)
+    ]
+    calls += [
+        {"timestamp": 1.0 + i, "flow": "nameless", "layers": [{"key": "s", "tokens": 5_000, "ttl": "5m"}]}
+        for i in range(3)
+    ]
+    got = advise(calls)
+    assert got.flows == ()
+    assert any(s.startswith("triage: advice places Anthropic and Bedrock") for s in got.skipped)
+    assert any(s.startswith("nameless: its calls name no model") for s in got.skipped)
+
+
+# -- from recorded calls ----------------------------------------------------------------------------
+
+
+POLICY = "Answer as the support agent of a bicycle shop, briefly and politely. " * 120
+
+
+def _request(customer: int, history: list[dict[str, Any]], question: str) -> dict[str, Any]:
+    messages = [*history, {"role": "user", "content": question}]
+    if history:  # the breakpoint on the end of the conversation so far
+        last = dict(messages[-2])
+        last["content"] = [{"type": "text", "text": last["content"], "cache_control": {"type": "ephemeral"}}]
+        messages[-2] = last
+    return {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32,
+        "system": [
+            {"type": "text", "text": POLICY, "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            {
+                "type": "text",
+                "text": f"Customer {customer}: " + "has ordered bikes before. " * 60,
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+        "messages": messages,
+    }
+
+
+def test_recorded_calls_as_a_trace_replay_what_the_provider_counted(cache_emulator: CacheEmulator) -> None:
+    """Conversations of three customers through ``anthropic.Anthropic`` to the emulator with a
+    tracker: the trace made of its recorded calls, replayed under its own markers, reads and
+    writes what the emulator reported; advise() reads the tracker itself."""
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = anthropic.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-advise", max_retries=0
+    )
+    create = tracker.wrap(client.messages.create, flow="support")
+    rnd = random.Random(8)
+    histories: dict[int, list[dict[str, Any]]] = {0: [], 1: [], 2: []}
+    for i in range(24):
+        cache_emulator.advance(rnd.choice([20, 60, 200, 400]))
+        c = rnd.randrange(3)
+        if rnd.random() < 0.25:
+            histories[c] = []
+        question = f"Question {i} about order {rnd.randrange(1000)}?"
+        response = create(**_request(c, histories[c], question))
+        answer = "".join(b.text for b in response.content if b.type == "text") or "ok"
+        histories[c] = [
+            *histories[c],
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
+    recorded = tracker.calls()
+    trace = trace_from_calls(recorded)
+    assert len(trace) == len(recorded) == 24
+    replayed = simulate(trace, ["current"])["current"]
+    assert replayed.cache_read_tokens == sum(m.cache_read_tokens for m in recorded)
+    assert replayed.cache_write_tokens == sum(m.cache_write_tokens for m in recorded)
+    assert replayed.input_tokens == sum(m.input_tokens for m in recorded)
+    advice = advise(tracker)["support"]
+    assert advice.calls == 24 and len(advice.layers) >= 3
+    tracker.close()
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        demo = importlib.import_module("support_agent")
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    db = str(tmp_path_factory.mktemp("advise") / "demo.db")
+    assert demo.main(Console(file=io.StringIO(), width=130, color_system=None), db=db) == 0
+    return db
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cachebench", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_advise_and_export_on_the_demos_store(demo_db: str, tmp_path: Path) -> None:
+    done = _cli("advise", "--db", demo_db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("flow support-chat (claude-sonnet-5): 80 calls")
+    assert "skipped: ticket-triage: advice places Anthropic and Bedrock breakpoints" in done.stdout
+    as_json = orjson.loads(_cli("advise", "--db", demo_db, "--json").stdout)
+    (flow,) = as_json["flows"]
+    assert flow["monthly_cost_advised"] <= flow["monthly_cost_current"] <= flow["monthly_cost_uncached"] * 1.5
+    path = tmp_path / "demo-trace.jsonl"
+    exported = _cli("export", "--db", demo_db, "--format", "trace", "-o", str(path))
+    assert exported.returncode == 0, exported.stderr
+    assert "wrote 160 calls" in exported.stderr
+    trace = Trace.read(path)
+    assert {c.flow for c in trace} == {"support-chat", "ticket-triage"}
+    simulated = _cli("simulate", str(path), "-s", "current", "-s", flow["strategy"])
+    assert simulated.returncode == 0, simulated.stderr
+    advised_again = orjson.loads(_cli("advise", str(path), "--json").stdout)
+    assert advised_again["flows"][0]["monthly_cost_advised"] == pytest.approx(flow["monthly_cost_advised"])
+
+
+def test_advise_without_a_database_says_so(tmp_path: Path) -> None:
+    done = _cli("advise", "--db", str(tmp_path / "none.db"))
+    assert done.returncode == 1 and "no such database" in done.stderr

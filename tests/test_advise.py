@@ -245,3 +245,31 @@ def test_advise_and_export_on_the_demos_store(demo_db: str, tmp_path: Path) -> N
 def test_advise_without_a_database_says_so(tmp_path: Path) -> None:
     done = _cli("advise", "--db", str(tmp_path / "none.db"))
     assert done.returncode == 1 and "no such database" in done.stderr
+
+
+def test_the_advised_strategy_replays_advises_placement_per_flow() -> None:
+    """Two flows with different traffic: ``advised`` gives each its own placement."""
+    calls = _trace()
+    rnd = random.Random(9)
+    t = calls[0]["timestamp"]
+    for _ in range(400):  # a dense flow: a 5m TTL is enough, and cheaper to write
+        t += rnd.expovariate(1 / 20)
+        calls.append(
+            {
+                "timestamp": t,
+                "flow": "search",
+                "model": "claude-opus-4-5",
+                "layers": [{"key": "index", "tokens": 9_000, "ttl": "1h"}],
+                "input_tokens": 50,
+            }
+        )
+    advice = advise(calls)
+    assert advice["search"].strategy == "layers=0:5m"
+    assert advice["support"].strategy != advice["search"].strategy
+    sim = simulate(calls, ["advised", "current"])
+    by_flow = {
+        f: simulate([c for c in calls if c["flow"] == f], [advice[f].strategy])[advice[f].strategy]
+        for f in ("support", "search")
+    }
+    assert sim["advised"].cost_usd == pytest.approx(sum(r.cost_usd for r in by_flow.values()), rel=1e-9)
+    assert sim["advised"].cost_usd < sim["current"].cost_usd

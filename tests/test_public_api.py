@@ -15,6 +15,7 @@ from cachebench.fingerprint import fingerprint as fingerprint_function
 
 PUBLIC = [
     "CachePolicy",
+    "CacheWarmer",
     "CacheTracker",
     "CallMetrics",
     "Finding",
@@ -23,15 +24,17 @@ PUBLIC = [
     "Provider",
     "Regression",
     "Traffic",
+    "advise",
     "apply",
     "explain",
     "fingerprint",
     "flow",
     "lint",
     "plan",
+    "simulate",
 ]
-# The planner's names, imported when first asked for: ``import cachebench`` stays light.
-LAZY = {"Finding", "Plan", "Traffic", "apply", "lint", "plan"}
+# The planner's and the economics' names, imported when first asked for: ``import cachebench`` stays light.
+LAZY = {"Finding", "Plan", "Traffic", "apply", "lint", "plan", "CacheWarmer", "advise", "simulate"}
 
 SYSTEM = [{"type": "text", "text": "Stable", "cache_control": {"type": "ephemeral"}}]
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -92,12 +95,13 @@ def test_planner_names_are_lazy_and_listed() -> None:
     assert set(dir(cachebench)) >= LAZY
     code = (
         "import sys, cachebench\n"
-        "before = 'cachebench.planner' in sys.modules\n"
+        "before = 'cachebench.planner' in sys.modules, 'cachebench.economics' in sys.modules\n"
         "cachebench.lint\n"
-        "print(before, 'cachebench.planner' in sys.modules)\n"
+        "cachebench.simulate\n"
+        "print(*before, 'cachebench.planner' in sys.modules, 'cachebench.economics' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True"]
+    assert out.stdout.split() == ["False", "False", "True", "True"]
 
 
 def test_fingerprint_is_the_module_and_callable() -> None:

@@ -20,6 +20,7 @@ from .types import CallMetrics, PrefixDiff, Provider, Regression
 
 if _typing.TYPE_CHECKING:
     # Type checkers do not follow the module's callable class: to them the name is the function.
+    from .economics import CacheWarmer, advise, simulate
     from .fingerprint import fingerprint
     from .planner import Finding, Plan, Traffic, apply, lint, plan
 else:
@@ -27,16 +28,21 @@ else:
 
 # The planner's names are imported when first asked for (``import cachebench`` stays light).
 _PLANNER = frozenset({"Finding", "Plan", "Traffic", "apply", "lint", "plan"})
-__getattr__ = _lazy_names(__name__, dict.fromkeys(_PLANNER, ".planner"))
+# So are the economics' (advice, what-if simulation, the cache warmer).
+_ECONOMICS = frozenset({"CacheWarmer", "advise", "simulate"})
+__getattr__ = _lazy_names(
+    __name__, {**dict.fromkeys(_PLANNER, ".planner"), **dict.fromkeys(_ECONOMICS, ".economics")}
+)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_PLANNER})
+    return sorted({*globals(), *_PLANNER, *_ECONOMICS})
 
 
 __all__ = [
     "CachePolicy",
     "CacheTracker",
+    "CacheWarmer",
     "CallMetrics",
     "Finding",
     "Plan",
@@ -44,12 +50,14 @@ __all__ = [
     "Provider",
     "Regression",
     "Traffic",
+    "advise",
     "apply",
     "explain",
     "fingerprint",
     "flow",
     "lint",
     "plan",
+    "simulate",
 ]
 
 __version__ = "0.2.0.dev0"

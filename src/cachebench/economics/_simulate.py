@@ -57,7 +57,8 @@ _EQUIVALENT = {
 class Strategy:
     """One way of caching a trace.
 
-    ``marks``: ``"current"`` (each layer's ``ttl`` in the trace), ``"none"`` (no caching), or
+    ``marks``: ``"current"`` (each layer's ``ttl`` in the trace), ``"none"`` (no caching),
+    ``"advised"`` (the placement :func:`~._advise.advise` finds for each flow of the trace), or
     ``{layer index: ttl}`` (a negative index counts from the last layer; a layer a call does
     not have is skipped). ``ttl`` replaces every breakpoint's TTL. ``warm_every_s``: a warmer
     reads each flow's first layer this often (from the flow's first call to the trace's end).
@@ -75,8 +76,10 @@ class Strategy:
             raise ValueError(f"a strategy's name must be a non-empty string, got {self.name!r}")
         marks = self.marks
         if isinstance(marks, str):
-            if marks not in ("current", "none"):
-                raise ValueError(f"marks must be 'current', 'none' or {{layer: ttl}}, got {marks!r}")
+            if marks not in ("current", "none", "advised"):
+                raise ValueError(
+                    f"marks must be 'current', 'none', 'advised' or {{layer: ttl}}, got {marks!r}"
+                )
         elif isinstance(marks, Mapping):
             for k, v in marks.items():
                 if isinstance(k, bool) or not isinstance(k, int):
@@ -87,7 +90,7 @@ class Strategy:
                     )
             object.__setattr__(self, "marks", dict(marks))
         else:
-            raise ValueError(f"marks must be 'current', 'none' or {{layer: ttl}}, got {marks!r}")
+            raise ValueError(f"marks must be 'current', 'none', 'advised' or {{layer: ttl}}, got {marks!r}")
         if self.ttl is not None and self.ttl not in facts.TTL_SECONDS:
             raise ValueError(f"ttl must be one of {', '.join(facts.TTL_SECONDS)} or None, got {self.ttl!r}")
         w = self.warm_every_s
@@ -109,7 +112,7 @@ class Strategy:
 
     @classmethod
     def parse(cls, spec: str) -> Strategy:
-        """A strategy from text: ``none``, ``current``, ``ttl=1h``, ``layers=0:1h,1:5m,-1:5m``,
+        """A strategy from text: ``none``, ``current``, ``advised``, ``ttl=1h``, ``layers=0:1h,1:5m,-1:5m``,
         ``warm=4m`` (or seconds: ``warm=240``), ``miss_aware``; joined with ``+``
         (``current+warm=4m``). The text is its name."""
         if not isinstance(spec, str) or not spec.strip():
@@ -118,7 +121,7 @@ class Strategy:
         for part in (p.strip() for p in spec.split("+")):
             name, _, value = part.partition("=")
             name = name.strip().replace("-", "_")
-            if name in ("none", "current") and not value:
+            if name in ("none", "current", "advised") and not value:
                 fields["marks"] = name
             elif name == "ttl" and value:
                 fields["ttl"] = value.strip()
@@ -137,7 +140,7 @@ class Strategy:
                 fields["miss_aware"] = True
             else:
                 raise ValueError(
-                    f"strategy {spec!r}: {part!r} is not one of none, current, ttl=, layers=, warm=, miss_aware"
+                    f"strategy {spec!r}: {part!r} is not one of none, current, advised, ttl=, layers=, warm=, miss_aware"
                 )
         return cls(spec.strip(), **fields)
 
@@ -151,7 +154,15 @@ def _seconds(spec: str, text: str) -> float:
 
 
 #: The strategies ``simulate`` compares when given none.
-DEFAULT_STRATEGIES = ("none", "current", "ttl=5m", "ttl=1h", "current+warm=4m", "current+miss_aware")
+DEFAULT_STRATEGIES = (
+    "none",
+    "current",
+    "advised",
+    "ttl=5m",
+    "ttl=1h",
+    "current+warm=4m",
+    "current+miss_aware",
+)
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -308,7 +319,8 @@ class _Call:
 @dataclass(slots=True)
 class _Compiled:
     calls: list[_Call]
-    first_layer: dict[int, int] = field(default_factory=dict)
+    flows: dict[str, int] = field(default_factory=dict)  # each flow's id
+    advised: dict[int, dict[int, str]] | None = None  # per flow id: advise()'s placement
 
 
 def _compile(
@@ -368,11 +380,16 @@ def _compile(
                 c.warm,
             )
         )
-    return _Compiled(out)
+    return _Compiled(out, flows)
 
 
-def _marks(call: _Call, strategy: Strategy, where: str) -> list[tuple[int, str]]:
+def _marks(
+    call: _Call, strategy: Strategy, where: str, advised: Mapping[int, Mapping[int, str]] | None = None
+) -> list[tuple[int, str]]:
     marks = strategy.marks
+    if marks == "advised":  # advise()'s placement for the call's flow (its own where there is none)
+        found = advised.get(call.flow) if advised is not None else None
+        marks = "current" if found is None else found
     n = len(call.chain)
     if marks == "none" or not n:
         return []
@@ -458,6 +475,7 @@ def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
     n = len(calls)
     k = 0
     marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
+    advised = compiled.advised if strategy.marks == "advised" else None
 
     def one(call: _Call, t: float, warm: bool) -> None:
         nonlocal seq, model_cache
@@ -466,10 +484,10 @@ def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
             marks = [(0, (strategy.ttl or call.ttls[0] or _short(call.family)))] if call.chain else []
             upto, tail, out = 1, WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
         else:
-            memo = (call.family, len(call.chain), call.ttls)
+            memo = (call.family, len(call.chain), call.ttls, call.flow if advised is not None else 0)
             found = marks_memo.get(memo)  # (a trace has few patterns of markers)
             if found is None:
-                found = marks_memo[memo] = _marks(call, strategy, where)
+                found = marks_memo[memo] = _marks(call, strategy, where, advised)
             marks = found
             upto, tail, out = len(call.chain), call.tail, call.out
         cum = call.cum
@@ -599,6 +617,14 @@ def simulate(
         raise ValueError(f"two strategies share a name: {names}")
     got = read_trace(trace)
     compiled = _compile(got, model, prices, float(ttft_s))
+    if any(s.marks == "advised" for s in chosen):
+        from ._advise import advise
+
+        advice = advise(got, model=model, prices=prices)
+        compiled.advised = {
+            compiled.flows[f.flow]: {x.layer: x.advised for x in f.layers if x.advised is not None}
+            for f in advice.flows
+        }
     calls = compiled.calls
     end = calls[-1].t if calls else 0.0
     return Simulation(

@@ -61,9 +61,19 @@ class LayerCache:
         if not qualifying:
             return 0, {}, 0, 0, None
         read = 0
-        for i, _ in qualifying:
+        dead = []  # the qualifying breakpoints whose own entry is not alive: they get one
+        for i, ttl in qualifying:
+            e = entries.get(chain[i])
+            if e is not None and now <= e[0]:  # (the common case: its own entry)
+                refreshed = now + e[1]
+                if refreshed > e[0]:
+                    e[0] = refreshed
+                if cum[i] > read:
+                    read = cum[i]
+                continue
+            dead.append((i, ttl))
             floor = pos[i] - LOOKBACK
-            j = i
+            j = i - 1
             while j >= 0 and pos[j] >= floor:
                 e = entries.get(chain[j])
                 if e is not None and now <= e[0]:
@@ -74,6 +84,8 @@ class LayerCache:
                         read = cum[j]
                     break
                 j -= 1
+        if not dead:  # every breakpoint read its own entry: nothing written
+            return read, {}, 0, 0, None
         by_ttl: dict[str, int] = {}
         concurrent = rewritten = 0
         start = read
@@ -89,15 +101,11 @@ class LayerCache:
                     concurrent += span
                 elif h in entries:
                     rewritten += span
+        # An alive breakpoint's prefix is within what was read: only the dead ones get an entry.
         new = []
-        for i, ttl in qualifying:
-            h = chain[i]
-            if cum[i] <= read:
-                e = entries.get(h)
-                if e is not None and now <= e[0]:
-                    continue
+        for i, ttl in dead:
             ttl_s = _TTL_S.get(ttl) or ttl_seconds(ttl)
-            new.append((h, ttl_s, now + ttl_s))
+            new.append((chain[i], ttl_s, now + ttl_s))
         if not new:
             return read, by_ttl, concurrent, rewritten, None
         self._ticket += 1

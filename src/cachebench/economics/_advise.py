@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import facts
-from ..cachemodel._rules import min_tokens
+from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
 from ._rates import Rates
-from ._trace import Trace, TraceCall, read_trace
+from ._trace import Trace
 
 __all__ = ["Advice", "FlowAdvice", "LayerAdvice", "WarmingAdvice", "advise"]
 
@@ -46,6 +46,7 @@ _MONTH_S = 30 * 86_400.0
 _MTOK = 1_000_000
 KEEP_ALIVE_IDLE_S = 3600.0  # how long keep-alive pings go on after a layer's last call
 _TTLS = ("5m", "1h")
+_DEAD = (False, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,44 +230,45 @@ def _cost(
     ) / _MTOK
 
 
-def _flow_advice(
-    name: str, calls: list[TraceCall], rates: Rates, minimum: int, limit: int, warm_every_s: float
-) -> FlowAdvice:
-    ttl_s = (facts.ttl_seconds("5m"), facts.ttl_seconds("1h"))
-    depth = max(len(c.layers) for c in calls)
-    last: list[dict[tuple[str, ...], float]] = [{} for _ in range(depth)]
+def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
+    first = rows[0]
+    rates, minimum = first.rates, first.minimum
+    limit = facts.MAX_BREAKPOINTS.get(first.family, 4)
+    ttl_5m, ttl_1h = facts.ttl_seconds("5m"), facts.ttl_seconds("1h")
+    depth = max(len(r.chain) for r in rows)
+    last: dict[int, float] = {}  # prefix id -> its latest call (ids are unique across depths)
     groups: Counter[tuple[Any, ...]] = Counter()
-    values: list[set[tuple[str, ...]]] = [set() for _ in range(depth)]
+    values: list[set[int]] = [set() for _ in range(depth)]
     tokens: list[Counter[int]] = [Counter() for _ in range(depth)]
     current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
     live = [[0, 0] for _ in range(depth)]
     having = [0] * depth
     gaps: list[list[float]] = [[] for _ in range(depth)]  # per layer: gaps between calls of one value
-    for c in calls:
-        path: tuple[str, ...] = ()
-        cum: list[int] = []
-        alive: list[tuple[bool, bool]] = []
-        run = 0
-        for k, layer in enumerate(c.layers):
-            path = (*path, layer.key)
-            run += layer.tokens
-            cum.append(run)
-            seen = last[k].get(path)
-            gap = math.inf if seen is None else c.timestamp - seen
-            last[k][path] = c.timestamp
-            if seen is not None:
+    for r in rows:
+        t = r.t
+        alive = []
+        before = 0
+        ttls = r.ttls
+        for k, h in enumerate(r.chain):
+            seen = last.get(h)
+            last[h] = t
+            if seen is None:
+                alive.append(_DEAD)
+            else:
+                gap = t - seen
                 gaps[k].append(gap)
-            a = (gap <= ttl_s[0], gap <= ttl_s[1])
-            alive.append(a)
-            live[k][0] += a[0]
-            live[k][1] += a[1]
+                a = (gap <= ttl_5m, gap <= ttl_1h)
+                alive.append(a)
+                live[k][0] += a[0]
+                live[k][1] += a[1]
             having[k] += 1
-            values[k].add(path)
-            tokens[k][layer.tokens] += 1
-            current[k][layer.ttl] += 1
-        total = run + c.input_tokens
-        groups[(tuple(cum), total, c.output_tokens, tuple(alive), tuple(x.ttl for x in c.layers))] += 1
-    span = max(calls[-1].timestamp - calls[0].timestamp, 1.0)
+            values[k].add(h)
+            c = r.cum[k]
+            tokens[k][c - before] += 1
+            before = c
+            current[k][ttls[k]] += 1
+        groups[(r.cum, before + r.tail, r.out, tuple(alive), ttls)] += 1
+    span = max(rows[-1].t - rows[0].t, 1.0)
     scale = _MONTH_S / span
 
     def month(ttls_of: Any) -> float:
@@ -323,7 +325,7 @@ def _flow_advice(
     return FlowAdvice(
         name,
         rates.model or "",
-        len(calls),
+        len(rows),
         span,
         layers,
         tuple(warming),
@@ -333,28 +335,34 @@ def _flow_advice(
     )
 
 
-def _calls_of(source: Any) -> Trace:
+def _compiled_of(
+    source: Any, model: str | None, prices: Mapping[str, Mapping[str, float]] | None
+) -> Compiled:
     from ..store._sql import SQLStore
     from ..tracker import CacheTracker
 
+    if isinstance(source, Compiled):
+        return source
     if isinstance(source, CacheTracker):
-        return trace_from_calls(source.calls())
-    if isinstance(source, SQLStore):
-        return trace_from_calls(c.metrics for c in source.iter_calls())
-    if isinstance(source, str) and "://" in source:
+        trace = trace_from_calls(source.calls())
+    elif isinstance(source, SQLStore):
+        trace = trace_from_calls(c.metrics for c in source.iter_calls())
+    elif isinstance(source, str) and "://" in source:
         from ..store import open_store
 
         store = open_store(source)
         try:
-            return trace_from_calls(c.metrics for c in store.iter_calls())
+            trace = trace_from_calls(c.metrics for c in store.iter_calls())
         finally:
             store.close()
-    if isinstance(source, (str, os.PathLike, Trace, Iterable)):
-        return read_trace(source)
-    raise ValueError(
-        "advise() reads a trace (a path, a Trace, calls), a CacheTracker, a store or a store URL;"
-        f" got {type(source).__name__}"
-    )
+    elif isinstance(source, (str, os.PathLike, Trace, Iterable)):
+        return compile_trace(source, model=model, prices=prices, unpriced_ok=True)
+    else:
+        raise ValueError(
+            "advise() reads a trace (a path, a Trace, calls), a CacheTracker, a store or a store URL;"
+            f" got {type(source).__name__}"
+        )
+    return compile_trace(trace, model=model, prices=prices, unpriced_ok=True)
 
 
 def advise(
@@ -369,29 +377,24 @@ def advise(
     takes them; ``warm_every_s``: the warmers' interval."""
     if isinstance(warm_every_s, bool) or not isinstance(warm_every_s, (int, float)) or not warm_every_s > 0:
         raise ValueError(f"warm_every_s must be a number of seconds > 0, got {warm_every_s!r}")
-    trace = _calls_of(source)
-    by_flow: dict[tuple[str, str, str], list[TraceCall]] = defaultdict(list)
-    for c in trace:
-        if c.layers and not c.warm:
-            by_flow[(c.flow, c.provider, c.model or model or "")].append(c)
-    flows, skipped = [], []
-    for (name, provider, chosen), calls in by_flow.items():
-        if not chosen:
-            skipped.append(f"{name}: its calls name no model (give model=)")
-            continue
+    return advise_compiled(_compiled_of(source, model, prices), float(warm_every_s))
+
+
+def advise_compiled(compiled: Compiled, warm_every_s: float = 240.0) -> Advice:
+    """:func:`advise` on a compiled trace (what ``simulate``'s ``advised`` strategy uses)."""
+    by_flow: dict[tuple[int, str, str], list[Row]] = defaultdict(list)
+    for r in compiled.rows:
+        if r.chain and not r.warm:
+            by_flow[(r.flow, r.family, r.model)].append(r)
+    names = compiled.flow_names
+    flows, skipped = [], list(compiled.skipped)
+    for (flow_id, provider, _), rows in by_flow.items():
+        name = names[flow_id]
         if provider not in ("anthropic", "bedrock"):
             skipped.append(
                 f"{name}: advice places Anthropic and Bedrock breakpoints, not {provider} ones; simulate() replays it"
             )
             continue
-        try:
-            rates = Rates.for_model(chosen, provider, when=calls[0].timestamp, prices=prices)
-        except ValueError as exc:
-            skipped.append(f"{name}: {exc}")
-            continue
-        limit = facts.MAX_BREAKPOINTS.get(provider, 4)
-        flows.append(
-            _flow_advice(name, calls, rates, min_tokens(provider, chosen), limit, float(warm_every_s))
-        )
+        flows.append(_flow_advice(name, rows, warm_every_s))
     flows.sort(key=lambda f: -f.monthly_cost_current)
     return Advice(tuple(flows), tuple(skipped))

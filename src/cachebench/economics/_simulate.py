@@ -25,17 +25,16 @@ import heapq
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import xxhash
 
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
-from ..cachemodel._rules import min_tokens
+from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
-from ._rates import Rates
-from ._trace import Trace, TraceCall, TraceError, read_trace
+from ._trace import Trace, TraceCall
 
 __all__ = ["Simulation", "Strategy", "StrategyResult", "simulate"]
 
@@ -292,99 +291,8 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-# -- the trace, compiled once ----------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Call:
-    t: float
-    flow: int
-    family: str
-    model: str
-    rates: Rates
-    minimum: int
-    chain: tuple[int, ...]  # the prefix id through each layer
-    cum: tuple[int, ...]  # tokens through each layer
-    pos: tuple[int, ...]  # the block position of each layer's last block
-    ttls: tuple[str | None, ...]
-    keys: tuple[str, ...]
-    blocks: tuple[int, ...]
-    tail: int
-    out: int
-    ttft: float
-    scope: str
-    warm: bool
-
-
-@dataclass(slots=True)
-class _Compiled:
-    calls: list[_Call]
-    flows: dict[str, int] = field(default_factory=dict)  # each flow's id
-    advised: dict[int, dict[int, str]] | None = None  # per flow id: advise()'s placement
-
-
-def _compile(
-    trace: Trace, model: str | None, prices: Mapping[str, Mapping[str, float]] | None, ttft_s: float
-) -> _Compiled:
-    ids: dict[tuple[Any, ...], int] = {}
-    sizes: dict[int, tuple[int, int]] = {}
-    flows: dict[str, int] = {}
-    rates: dict[tuple[str, str], Rates] = {}
-    minimums: dict[tuple[str, str], int] = {}
-    out: list[_Call] = []
-    for i, c in enumerate(trace.calls):
-        name = c.model or model
-        if name is None:
-            raise ValueError(f"trace call {i} names no model: give the trace's lines a model, or model=")
-        family = c.provider
-        mkey = (family, name)
-        r = rates.get(mkey)
-        if r is None:
-            r = rates[mkey] = Rates.for_model(name, family, when=c.timestamp, prices=prices)
-            minimums[mkey] = min_tokens(family, name)
-        seed = ids.setdefault((family, name, c.scope), len(ids))
-        chain, cum, pos = [], [], []
-        h, total, blocks = seed, 0, -1
-        for layer in c.layers:
-            h = ids.setdefault((h, layer.key), len(ids))
-            size = sizes.setdefault(h, (layer.tokens, layer.blocks))
-            if size != (layer.tokens, layer.blocks):
-                raise TraceError(
-                    f"trace call {i} (at {c.timestamp}): layer {layer.key!r} has {layer.tokens:,} tokens in"
-                    f" {layer.blocks} blocks, after the same layers an earlier call had {size[0]:,} in {size[1]}:"
-                    " a key names one content (give changed content a key of its own)"
-                )
-            total += layer.tokens
-            blocks += layer.blocks
-            chain.append(h)
-            cum.append(total)
-            pos.append(blocks)
-        out.append(
-            _Call(
-                c.timestamp,
-                flows.setdefault(c.flow, len(flows)),
-                family,
-                name,
-                r,
-                minimums[mkey],
-                tuple(chain),
-                tuple(cum),
-                tuple(pos),
-                tuple(x.ttl for x in c.layers),
-                tuple(x.key for x in c.layers),
-                tuple(x.blocks for x in c.layers),
-                c.input_tokens,
-                c.output_tokens,
-                ttft_s if c.ttft_s is None else c.ttft_s,
-                c.scope,
-                c.warm,
-            )
-        )
-    return _Compiled(out, flows)
-
-
 def _marks(
-    call: _Call, strategy: Strategy, where: str, advised: Mapping[int, Mapping[int, str]] | None = None
+    call: Row, strategy: Strategy, where: str, advised: Mapping[int, Mapping[int, str]] | None = None
 ) -> list[tuple[int, str]]:
     marks = strategy.marks
     if marks == "advised":  # advise()'s placement for the call's flow (its own where there is none)
@@ -433,7 +341,7 @@ class _ModelCache:
     def __init__(self) -> None:
         self.model = CacheModel(clock=lambda: 0.0, max_entries=1 << 30)
 
-    def request(self, call: _Call, marks: list[tuple[int, str]], upto: int) -> CacheRequest:
+    def request(self, call: Row, marks: list[tuple[int, str]], upto: int) -> CacheRequest:
         segments: list[Segment] = []
         by_layer = dict(marks)
         for i in range(upto):
@@ -460,26 +368,30 @@ class _ModelCache:
         )
 
 
-def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
+def _run(
+    compiled: Compiled,
+    strategy: Strategy,
+    end: float,
+    placements: Mapping[int, Mapping[int, str]] | None = None,
+) -> StrategyResult:
     result = StrategyResult(strategy)
     layers = LayerCache()
     model_cache: _ModelCache | None = None
     # (when, seq, ticket, in the cache model): a response starts, its entries become readable
     started: list[tuple[float, int, int, bool]] = []
-    deferred: list[tuple[float, int, _Call, bool]] = []  # held calls and warm calls: (when, seq, call, warm)
+    deferred: list[tuple[float, int, Row, bool]] = []  # held calls and warm calls: (when, seq, call, warm)
     seq = 0
     warm_every = strategy.warm_every_s
     warmer_next: dict[int, float] = {}
-    latest_first: dict[int, _Call] = {}
-    calls = compiled.calls
+    latest_first: dict[int, Row] = {}
+    calls = compiled.rows
     n = len(calls)
     k = 0
     marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
-    advised = compiled.advised if strategy.marks == "advised" else None
+    advised = placements if strategy.marks == "advised" else None
 
-    def one(call: _Call, t: float, warm: bool) -> None:
+    def one(call: Row, t: float, warm: bool) -> None:
         nonlocal seq, model_cache
-        where = f"call at {t:.3f}"
         if warm:
             marks = [(0, (strategy.ttl or call.ttls[0] or _short(call.family)))] if call.chain else []
             upto, tail, out = 1, WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
@@ -487,7 +399,7 @@ def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
             memo = (call.family, len(call.chain), call.ttls, call.flow if advised is not None else 0)
             found = marks_memo.get(memo)  # (a trace has few patterns of markers)
             if found is None:
-                found = marks_memo[memo] = _marks(call, strategy, where, advised)
+                found = marks_memo[memo] = _marks(call, strategy, f"call at {t:.3f}", advised)
             marks = found
             upto, tail, out = len(call.chain), call.tail, call.out
         cum = call.cum
@@ -519,7 +431,7 @@ def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
             try:
                 r = model_cache.model.begin(model_cache.request(call, marks, upto), t)
             except CacheRuleError as exc:
-                raise ValueError(f"strategy {strategy.name!r}: {exc} ({where})") from None
+                raise ValueError(f"strategy {strategy.name!r}: {exc} (call at {t:.3f})") from None
             read = r.cache_read_tokens
             by_ttl = dict(r.cache_write_by_ttl) if r.writes_reported else {}
             concurrent = rewritten = 0
@@ -529,13 +441,14 @@ def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
             else:
                 seq += 1
                 heapq.heappush(started, (ready, seq, r.ticket, True))
-        written = sum(by_ttl.values()) if by_ttl else 0
         rates = call.rates
+        written = 0
+        write_cost = 0.0
+        for ttl, tokens in by_ttl.items():
+            written += tokens
+            write_cost += tokens * (rates.cache_write_1h if ttl == "1h" else rates.cache_write)
         paid = (
-            (total - read - written) * rates.input
-            + read * rates.cache_read
-            + (sum([n * rates.write(ttl) for ttl, n in by_ttl.items()]) if by_ttl else 0.0)
-            + out * rates.output
+            (total - read - written) * rates.input + read * rates.cache_read + write_cost + out * rates.output
         ) / _MTOK
         result.cost_usd += paid
         if warm:  # (its cost counts; its tokens are not the traffic's)
@@ -555,6 +468,14 @@ def _run(compiled: _Compiled, strategy: Strategy, end: float) -> StrategyResult:
             result.rewrite_cost_usd += rewritten * extra
 
     while True:
+        if warm_every is None and not started and not deferred:
+            # The common case: nothing pending but the trace's own calls, one after another.
+            if k >= n:
+                break
+            call = calls[k]
+            k += 1
+            one(call, call.t, call.warm)
+            continue
         t_next = calls[k].t if k < n else math.inf
         t_def = deferred[0][0] if deferred else math.inf
         t_start = started[0][0] if started else math.inf
@@ -601,12 +522,15 @@ def simulate(
     model: str | None = None,
     prices: Mapping[str, Mapping[str, float]] | None = None,
     ttft_s: float = 0.0,
+    advised: Any = None,
 ) -> Simulation:
     """Replay ``trace`` (a :class:`~._trace.Trace`, a JSON Lines path, or calls) under each of
     ``strategies`` (:class:`Strategy` objects or their text, :meth:`Strategy.parse`; default
     :data:`DEFAULT_STRATEGIES`). ``model``: for calls that name none; ``prices``: overrides
     as :class:`~cachebench.CacheTracker` takes them; ``ttft_s``: when a call's response
-    starts (its entries readable) where the trace does not say (``ttft_ms``)."""
+    starts (its entries readable) where the trace does not say (``ttft_ms``); ``advised``: the
+    :class:`~._advise.Advice` the ``advised`` strategy replays, when already made for this
+    trace (else it is made here)."""
     if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
         raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
     chosen = [s if isinstance(s, Strategy) else Strategy.parse(s) for s in (strategies or DEFAULT_STRATEGIES)]
@@ -615,20 +539,20 @@ def simulate(
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise ValueError(f"two strategies share a name: {names}")
-    got = read_trace(trace)
-    compiled = _compile(got, model, prices, float(ttft_s))
+    compiled = compile_trace(trace, model=model, prices=prices, ttft_s=float(ttft_s))
+    placements = None
     if any(s.marks == "advised" for s in chosen):
-        from ._advise import advise
+        from ._advise import Advice, advise_compiled
 
-        advice = advise(got, model=model, prices=prices)
-        compiled.advised = {
+        advice = advised if isinstance(advised, Advice) else advise_compiled(compiled)
+        placements = {
             compiled.flows[f.flow]: {x.layer: x.advised for x in f.layers if x.advised is not None}
             for f in advice.flows
         }
-    calls = compiled.calls
+    calls = compiled.rows
     end = calls[-1].t if calls else 0.0
     return Simulation(
-        [_run(compiled, s, end) for s in chosen],
+        [_run(compiled, s, end, placements) for s in chosen],
         len(calls),
         calls[0].t if calls else None,
         calls[-1].t if calls else None,

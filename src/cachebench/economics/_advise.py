@@ -12,7 +12,8 @@ traffic. Per flow, in one pass over its calls:
   is, as the TTLs never grow with depth: the providers' rule);
 * the calls grouped by what they found and their sizes, and every placement of breakpoints
   on the layers (none, 5 m or 1 h each; at most the provider's number) priced on the groups:
-  the cheapest is the advice, the calls' own markers the current cost;
+  the cheapest is the advice; the current cost is the calls' own markers replayed by
+  :func:`~._simulate.simulate`'s layer cache;
 * a warmer on the first layer (when all the flow's calls share it) and keep-alive pings for
   each deeper layer whose values expire between calls (each value pinged every
   ``warm_every_s`` for up to an hour after its last call): their cost against the writes they
@@ -278,7 +279,11 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
         )
 
     uncached = month(lambda own: ())
-    now = month(lambda own: own)
+    # The calls' own markers vary from call to call (a conversation's previous turn is read
+    # through the lookback, not its own breakpoint): replayed through the layer cache, exactly.
+    from ._simulate import Strategy, _run
+
+    now = scale * _run(Compiled(rows), Strategy.current(), rows[-1].t).cost_usd
     best_cost, best = math.inf, tuple[str | None, ...]()
     for placement in _placements(depth, limit):
         cost = month(lambda own, p=placement: p)

@@ -300,3 +300,34 @@ def test_auto_mode_warms_only_while_the_traffic_makes_it_pay(cache_emulator: Cac
     warmer.close()
     tracker.close()
     client.close()
+
+
+def test_an_asyncio_warmer_stops_from_another_thread(cache_emulator: CacheEmulator) -> None:
+    """stop() from any thread cancels the task on its own loop."""
+    import threading
+
+    client = anthropic.AsyncAnthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-warm", max_retries=0
+    )
+    warmer = CacheWarmer(client.messages.create, support_request(), every_s=0.05, jitter_s=0.0)
+    started = threading.Event()
+    ended: list[bool] = []
+
+    async def main() -> None:
+        task = warmer.start_task()
+        started.set()
+        try:
+            await asyncio.wait_for(task, 10)
+        except asyncio.TimeoutError:
+            ended.append(False)
+        else:
+            ended.append(True)
+        await client.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),))
+    thread.start()
+    assert started.wait(5)
+    time.sleep(0.2)
+    warmer.stop()
+    thread.join(15)
+    assert ended == [True] and not warmer.running and warmer.stats.calls >= 2

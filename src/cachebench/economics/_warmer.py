@@ -148,6 +148,7 @@ class CacheWarmer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
+        self._loop_of_task: asyncio.AbstractEventLoop | None = None
         self._stopped_by_errors = False
         if tracker is not None:
             # (traffic before the warmer watched is unknown: it counts from now)
@@ -225,8 +226,7 @@ class CacheWarmer:
                 self.max_errors,
             )
             self._stop.set()
-            if self._task is not None:
-                self._task.cancel()
+            self._cancel_task()
 
     # -- the traffic, from the tracker's consumer ----------------------------------------------
 
@@ -336,7 +336,8 @@ class CacheWarmer:
         if self.running:
             raise RuntimeError("this warmer is already running")
         self._stop.clear()
-        self._task = asyncio.get_running_loop().create_task(self._aloop(), name="cachebench-warmer")
+        self._loop_of_task = asyncio.get_running_loop()
+        self._task = self._loop_of_task.create_task(self._aloop(), name="cachebench-warmer")
         return self._task
 
     async def _aloop(self) -> None:
@@ -350,13 +351,27 @@ class CacheWarmer:
                 await asyncio.sleep(self._interval())
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop the schedule (a thread's warm call in flight finishes first, up to ``timeout``)."""
+        """Stop the schedule, from any thread (a thread's warm call in flight finishes first,
+        up to ``timeout``; an asyncio task is cancelled on its loop)."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        if self._task is not None:
-            self._task.cancel()
+        self._cancel_task()
+
+    def _cancel_task(self) -> None:
+        task, loop = self._task, self._loop_of_task
+        if task is None or loop is None or task.done():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task.cancel()
+        else:  # (a task is cancelled on its own loop's thread)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: the task is gone with it
+                loop.call_soon_threadsafe(task.cancel)
 
     async def astop(self) -> None:
         """Stop the asyncio task and wait for it to end."""

@@ -21,6 +21,7 @@ from rich.console import Console
 import cachebench
 from cachebench.economics import Rates, Strategy, Trace, advise, simulate, trace_from_calls
 from cachebench.economics._advise import _placements
+from cachebench.store import open_store
 from cachebench.testing import CacheEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,8 +237,20 @@ def test_advise_and_export_on_the_demos_store(demo_db: str, tmp_path: Path) -> N
     assert "wrote 160 calls" in exported.stderr
     trace = Trace.read(path)
     assert {c.flow for c in trace} == {"support-chat", "ticket-triage"}
-    simulated = _cli("simulate", str(path), "-s", "current", "-s", flow["strategy"])
+    simulated = _cli("simulate", str(path), "-s", "current", "-s", flow["strategy"], "--json")
     assert simulated.returncode == 0, simulated.stderr
+    # the trace of the store replays what the providers counted (twins sent together do not read
+    # each other's writes: a response's writes are readable once it starts)
+    current = orjson.loads(simulated.stdout)["strategies"][0]
+    store = open_store(demo_db)
+    calls = [c.metrics for c in store.iter_calls()]
+    store.close()
+    assert (current["cache_read_tokens"], current["cache_write_tokens"], current["input_tokens"]) == (
+        sum(m.cache_read_tokens for m in calls),
+        sum(m.cache_write_tokens for m in calls),
+        sum(m.input_tokens for m in calls),
+    )
+    assert current["cost_usd"] == pytest.approx(sum(m.cost_usd for m in calls))
     advised_again = orjson.loads(_cli("advise", str(path), "--json").stdout)
     assert advised_again["flows"][0]["monthly_cost_advised"] == pytest.approx(flow["monthly_cost_advised"])
 
@@ -273,3 +286,67 @@ def test_the_advised_strategy_replays_advises_placement_per_flow() -> None:
     }
     assert sim["advised"].cost_usd == pytest.approx(sum(r.cost_usd for r in by_flow.values()), rel=1e-9)
     assert sim["advised"].cost_usd < sim["current"].cost_usd
+
+
+def test_a_layer_below_the_minimum_is_said_and_never_warmed() -> None:
+    """Haiku 4.5 caches from 4,096 tokens: a 2,100-token layer is never cached, so no
+    breakpoint is advised and no warmer is offered for it."""
+    calls = [
+        {
+            "timestamp": 1_767_225_600.0 + 600 * i,
+            "flow": "classify",
+            "model": "claude-haiku-4-5",
+            "layers": [{"key": "classify-system", "tokens": 2_100, "ttl": "5m"}],
+            "input_tokens": 50,
+        }
+        for i in range(100)
+    ]
+    advice = advise(calls)["classify"]
+    (layer,) = advice.layers
+    assert layer.below_minimum and layer.advised is None
+    assert advice.warming == ()
+    assert "under claude-haiku-4-5's minimum: never cached" in str(advise(calls))
+
+
+def test_a_short_trace_says_its_month_is_an_extrapolation() -> None:
+    calls = _trace(n=30)
+    advice = advise(calls)
+    assert advice["support"].span_s < 3600
+    assert "a month at this rate is an extrapolation of it" in str(advice)
+
+
+def test_advise_and_simulate_take_prices_for_models_genai_prices_does_not_know(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    Trace(
+        [
+            {
+                "timestamp": 1_767_225_600.0 + 30 * i,
+                "flow": "tuned",
+                "model": "my-finetune-x",
+                "layers": [{"key": "system", "tokens": 5_000, "ttl": "5m"}],
+                "input_tokens": 100,
+            }
+            for i in range(20)
+        ]
+    ).write(path)
+    refused = _cli("simulate", str(path), "-s", "current")
+    assert refused.returncode == 2 and f"{path}:1: no prices for 'my-finetune-x'" in refused.stderr
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"my-finetune-x": {"input": 2, "output": 8, "cache_read": 0.2, "cache_write": 2.5}}')
+    done = _cli("simulate", str(path), "-s", "current", "-s", "none", "--prices", str(prices), "--json")
+    assert done.returncode == 0, done.stderr
+    current, none = orjson.loads(done.stdout)["strategies"]
+    assert none["cost_usd"] == pytest.approx(20 * 5_100 * 2 / 1e6)
+    assert current["cost_usd"] < none["cost_usd"]
+    advised = _cli("advise", str(path), "--prices", str(prices))
+    assert advised.returncode == 0 and advised.stdout.startswith("flow tuned (my-finetune-x)")
+    prices.write_text('{"my-finetune-x": {"input": "cheap"}}')
+    bad = _cli("advise", str(path), "--prices", str(prices))
+    assert bad.returncode == 2 and str(prices) in bad.stderr
+
+
+def test_an_empty_trace_is_said(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    done = _cli("simulate", str(path))
+    assert done.returncode == 2 and "no call in it" in done.stderr

@@ -124,7 +124,7 @@ def test_a_bad_configuration_is_refused_at_construction() -> None:
         CacheWarmer(lambda **kw: None, support_request(), every_s=300)
     with pytest.raises(ValueError, match="auto=True"):
         CacheWarmer(lambda **kw: None, support_request(), auto=True)
-    with pytest.raises(ValueError, match="create must be"):
+    with pytest.raises(TypeError, match="create must be"):
         CacheWarmer("client.messages.create", support_request())  # type: ignore[arg-type]
 
 
@@ -331,3 +331,24 @@ def test_an_asyncio_warmer_stops_from_another_thread(cache_emulator: CacheEmulat
     warmer.stop()
     thread.join(15)
     assert ended == [True] and not warmer.running and warmer.stats.calls >= 2
+
+
+def test_warming_a_prefix_the_provider_does_not_cache_is_said_once(
+    cache_emulator: CacheEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = _client(cache_emulator)
+    small = {
+        **support_request(),
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    }
+    warmer = CacheWarmer(client.messages.create, small, tracker=tracker)
+    with caplog.at_level(logging.WARNING, logger="cachebench"):
+        warmer.warm()
+        warmer.warm()
+        tracker.flush()
+    assert caplog.text.count("read and wrote nothing") == 1
+    assert warmer.stats.cost_usd is not None and warmer.stats.errors == 0
+    warmer.close()
+    tracker.close()
+    client.close()

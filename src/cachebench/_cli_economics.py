@@ -3,22 +3,63 @@
 cache it or not, 5m or 1h, and whether warming pays, from a trace or the store
 (:func:`cachebench.economics.advise`). ``cli.py`` adds them to the application.
 
-Exit 0 when it simulated or advised; 2 on a usage error or a trace that cannot be read (one
-message naming ``file:line`` on stderr); 1 when the store cannot be read (as the store's other
-commands). No ``from __future__ import annotations``: typer reads the annotations at run time.
+Exit 0 when it simulated or advised; 2 on a usage error or a trace (or prices file) that cannot
+be read or has no call (one message naming ``file:line`` on stderr); 1 when the store cannot be
+read (as the store's other commands). No ``from __future__ import annotations``: typer reads
+the annotations at run time.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ._cli_planner import Json
 from ._cli_store import DEFAULT_DB, Db, open_db
 
+Model = Annotated[str | None, typer.Option("--model", help="The model, for trace lines that name none.")]
+Prices = Annotated[
+    str | None,
+    typer.Option(
+        "--prices",
+        metavar="FILE",
+        help='Prices in USD per million tokens, as JSON: {"model": {"input": 3, "output": 15, ...}}'
+        " (for models genai-prices does not know, or to override it).",
+    ),
+]
+TtftMs = Annotated[
+    float,
+    typer.Option(
+        "--ttft-ms",
+        help="When responses start (their writes readable), where the trace does not say.",
+        min=0.0,
+    ),
+]
 
-def _fail(message: str, command: str = "simulate") -> typer.Exit:
+
+def _fail(message: str, command: str) -> typer.Exit:
     typer.echo(f"cachebench {command}: {message}", err=True)
     return typer.Exit(2)
+
+
+def _prices(path: str | None, command: str) -> Any:
+    """The prices file's overrides, checked as a tracker checks them."""
+    if path is None:
+        return None
+    import orjson
+
+    from .pricing import validate_overrides
+
+    try:
+        with open(path, "rb") as f:
+            found = orjson.loads(f.read())
+        validate_overrides(found)
+    except OSError as e:
+        raise _fail(f"cannot read {path}: {e.strerror or e}", command) from None
+    except orjson.JSONDecodeError as e:
+        raise _fail(f"{path}: not JSON ({e})", command) from None
+    except ValueError as e:
+        raise _fail(f"{path}: {e}", command) from None
+    return found
 
 
 def add_economics_commands(app: typer.Typer) -> None:
@@ -33,41 +74,34 @@ def add_economics_commands(app: typer.Typer) -> None:
             typer.Option(
                 "--strategy",
                 "-s",
-                help="A strategy (repeat for more): none, current, ttl=1h, layers=0:1h,-1:5m, warm=4m,"
-                " miss_aware; joined with + (current+warm=4m). Default: a usual set.",
+                help="A strategy (repeat for more): none, current, advised, ttl=1h, layers=0:1h,-1:5m,"
+                " warm=4m, miss_aware; joined with + (current+warm=4m). Default: a usual set.",
             ),
         ] = None,
-        ttft_ms: Annotated[
-            float,
-            typer.Option(
-                "--ttft-ms",
-                help="When responses start (their writes readable), where the trace does not say.",
-                min=0.0,
-            ),
-        ] = 0.0,
+        ttft_ms: TtftMs = 0.0,
         json: Json = False,
-        model: Annotated[
-            str | None, typer.Option("--model", help="The model, for trace lines that name none.")
-        ] = None,
+        model: Model = None,
+        prices: Prices = None,
     ) -> None:
         """Replay TRACE (calls as their cached layers' sizes, docs/economics.md) through the
         cache model once per strategy and print hit ratio, cost, saving, avoidable cost
         (concurrent writes), re-writes after expiry and the warmer's cost per strategy."""
         import orjson
 
-        from .economics import Strategy, TraceError
+        from .economics import Strategy
         from .economics import simulate as run
 
         try:
             chosen = [Strategy.parse(s) for s in strategy] if strategy else None
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--strategy") from None
+        overrides = _prices(prices, "simulate")
         try:
-            result = run(trace, chosen, model=model, ttft_s=ttft_ms / 1000.0)
-        except TraceError as e:
-            raise _fail(str(e)) from None
-        except ValueError as e:
-            raise _fail(str(e)) from None
+            result = run(trace, chosen, model=model, prices=overrides, ttft_s=ttft_ms / 1000.0)
+        except ValueError as e:  # (TraceError is one)
+            raise _fail(str(e), "simulate") from None
+        if not result.calls:
+            raise _fail(f"{trace}: no call in it", "simulate")
         if json:
             typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
         else:
@@ -86,10 +120,10 @@ def add_economics_commands(app: typer.Typer) -> None:
         warm_every: Annotated[
             float, typer.Option("--warm-every", help="Seconds between a warmer's calls.", min=1.0)
         ] = 240.0,
+        ttft_ms: TtftMs = 0.0,
         json: Json = False,
-        model: Annotated[
-            str | None, typer.Option("--model", help="The model, for trace lines that name none.")
-        ] = None,
+        model: Model = None,
+        prices: Prices = None,
         db: Db = DEFAULT_DB,
     ) -> None:
         """Advise, per flow and layer, where breakpoints go and with which TTL, and whether a
@@ -98,19 +132,25 @@ def add_economics_commands(app: typer.Typer) -> None:
         rate (docs/economics.md)."""
         import orjson
 
-        from .economics import TraceError
         from .economics import advise as run
 
+        overrides = _prices(prices, "advise")
+        options: dict[str, Any] = {
+            "model": model,
+            "prices": overrides,
+            "warm_every_s": warm_every,
+            "ttft_s": ttft_ms / 1000.0,
+        }
         try:
             if trace is not None:
-                made = run(trace, model=model, warm_every_s=warm_every)
+                made = run(trace, **options)
             else:
                 store = open_db(db)
                 try:
-                    made = run(store, model=model, warm_every_s=warm_every)
+                    made = run(store, **options)
                 finally:
                     store.close()
-        except TraceError as e:
+        except ValueError as e:  # (TraceError is one)
             raise _fail(str(e), "advise") from None
         if json:
             typer.echo(orjson.dumps(made.as_dict(), option=orjson.OPT_INDENT_2).decode())

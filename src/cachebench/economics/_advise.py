@@ -64,6 +64,7 @@ class LayerAdvice:
     live_1h: float
     current: str | None
     advised: str | None
+    below_minimum: bool = False  # the prefix through it is under the model's minimum: never cached
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,12 +159,21 @@ class Advice:
                 f" ${f.monthly_cost_current:,.2f} now, ${f.monthly_cost_advised:,.2f} advised"
                 f" (saves ${f.monthly_saving:,.2f}; ${f.monthly_cost_uncached:,.2f} without caching)"
             )
+            if f.span_s < 3600:
+                lines.append(
+                    f"  note: {_span(f.span_s)} of traffic: a month at this rate is an extrapolation of it"
+                )
             for x in f.layers:
                 change = "keep" if x.advised == x.current else "change"
+                below = (
+                    f" (the prefix through it is under {f.model}'s minimum: never cached)"
+                    if x.below_minimum
+                    else ""
+                )
                 lines.append(
                     f"  layer {x.layer}: {x.tokens:,} tokens, {x.values:,} value{'s' if x.values != 1 else ''};"
                     f" alive for {x.live_5m:.0%} of calls at 5m, {x.live_1h:.0%} at 1h;"
-                    f" breakpoint now {x.current or 'none'}, advised {x.advised or 'none'} ({change})"
+                    f" breakpoint now {x.current or 'none'}, advised {x.advised or 'none'} ({change}){below}"
                 )
             for w in f.warming:
                 verdict = "pays" if w.pays else "does not pay"
@@ -178,6 +188,8 @@ class Advice:
 
 
 def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} seconds"
     if seconds >= 86_400:
         return f"{seconds / 86_400:.1f} days"
     if seconds >= 3600:
@@ -299,6 +311,7 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
             live[k][1] / having[k],
             current[k].most_common(1)[0][0],
             best[k] if k < len(best) else None,
+            sum(tokens[j].most_common(1)[0][0] for j in range(k + 1)) < minimum,
         )
         for k in range(depth)
     )
@@ -307,9 +320,9 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
     for k, x in enumerate(layers):
         ttl = x.advised or "5m"
         t = facts.ttl_seconds(ttl)
-        if warm_every_s >= t:
-            continue
         cum_k = sum(layers[j].tokens for j in range(k + 1))
+        if warm_every_s >= t or x.below_minimum:
+            continue  # (a warmer cannot keep alive what the provider does not cache)
         ping = ping_unit + cum_k * rates.cache_read / _MTOK
         premium = cum_k * (rates.write(ttl) - rates.cache_read) / _MTOK
         expired = [g for g in gaps[k] if g > t]
@@ -341,7 +354,7 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
 
 
 def _compiled_of(
-    source: Any, model: str | None, prices: Mapping[str, Mapping[str, float]] | None
+    source: Any, model: str | None, prices: Mapping[str, Mapping[str, float]] | None, ttft_s: float = 0.0
 ) -> Compiled:
     from ..store._sql import SQLStore
     from ..tracker import CacheTracker
@@ -361,13 +374,13 @@ def _compiled_of(
         finally:
             store.close()
     elif isinstance(source, (str, os.PathLike, Trace, Iterable)):
-        return compile_trace(source, model=model, prices=prices, unpriced_ok=True)
+        return compile_trace(source, model=model, prices=prices, ttft_s=ttft_s, unpriced_ok=True)
     else:
         raise ValueError(
             "advise() reads a trace (a path, a Trace, calls), a CacheTracker, a store or a store URL;"
             f" got {type(source).__name__}"
         )
-    return compile_trace(trace, model=model, prices=prices, unpriced_ok=True)
+    return compile_trace(trace, model=model, prices=prices, ttft_s=ttft_s, unpriced_ok=True)
 
 
 def advise(
@@ -376,13 +389,17 @@ def advise(
     model: str | None = None,
     prices: Mapping[str, Mapping[str, float]] | None = None,
     warm_every_s: float = 240.0,
+    ttft_s: float = 0.0,
 ) -> Advice:
     """Advice per flow and layer from ``source``'s traffic (see the module). ``model``: for
     trace calls that name none; ``prices``: overrides as :class:`~cachebench.CacheTracker`
-    takes them; ``warm_every_s``: the warmers' interval."""
+    takes them; ``warm_every_s``: the warmers' interval; ``ttft_s``: when a response starts
+    (its writes readable) where the trace does not say, for the current cost's replay."""
     if isinstance(warm_every_s, bool) or not isinstance(warm_every_s, (int, float)) or not warm_every_s > 0:
         raise ValueError(f"warm_every_s must be a number of seconds > 0, got {warm_every_s!r}")
-    return advise_compiled(_compiled_of(source, model, prices), float(warm_every_s))
+    if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
+        raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
+    return advise_compiled(_compiled_of(source, model, prices, float(ttft_s)), float(warm_every_s))
 
 
 def advise_compiled(compiled: Compiled, warm_every_s: float = 240.0) -> Advice:

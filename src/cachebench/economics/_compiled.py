@@ -114,7 +114,7 @@ class _Builder:
                 rates = Rates.for_model(name, provider, when=t, prices=self.prices)
             except ValueError as exc:
                 if not self.unpriced_ok:
-                    raise
+                    raise ValueError(f"{where}: {exc}") from None
                 self.skipped.setdefault(flow, f"{flow}: {exc}")
                 return
             priced = self.rates[mkey] = (rates, min_tokens(provider, name))
@@ -168,9 +168,9 @@ class _Builder:
             size = sizes.setdefault(h, (tokens, nblocks))
             if size[0] != tokens or size[1] != nblocks:
                 raise TraceError(
-                    f"{where}: layer {key!r} has {tokens:,} tokens in {nblocks} blocks, after the same layers"
-                    f" an earlier call had {size[0]:,} in {size[1]}: a key names one content (give changed"
-                    " content a key of its own)"
+                    f"{where}: layer {key!r} has {tokens:,} tokens in {_blocks(nblocks)}, after the same"
+                    f" layers an earlier call had {size[0]:,} in {_blocks(size[1])}: a key names one content"
+                    " (give changed content a key of its own)"
                 )
             total += tokens
             blocks += nblocks
@@ -247,6 +247,10 @@ class _Builder:
         if not self.in_order:
             self.rows.sort(key=lambda r: r.t)
         return Compiled(self.rows, self.flows, skipped=list(self.skipped.values()))
+
+
+def _blocks(n: int) -> str:
+    return "1 block" if n == 1 else f"{n} blocks"
 
 
 def _valid(layers: list[Any], parsed: tuple[tuple[Any, ...], ...], allowed: frozenset[str]) -> bool:

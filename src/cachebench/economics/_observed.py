@@ -14,6 +14,8 @@ size comes from what the calls measured:
 * a layer's TTL is ``1h`` when every write of it was within the calls' 1 h writes (which
   come first), else ``5m`` (per-breakpoint TTLs are not recorded; OpenAI's: ``30m``);
 * ``input_tokens`` after the layers is the call's uncached input beyond its cached prefix;
+* ``ttft_ms`` is the call's elapsed time (its writes readable from then: twins sent together
+  do not read each other's writes);
 * a call that read an entry that is none of its own breakpoints (the previous turn of its
   conversation, found by the provider's lookback) starts with the layers of the latest call
   of its flow whose prefix had that size: its own last layer adds what follows them.
@@ -117,6 +119,9 @@ def trace_from_calls(calls: Iterable[CallMetrics]) -> Trace:
                 layers=tuple(layers),
                 input_tokens=max(0, total - before),
                 output_tokens=m.output_tokens,
+                # (a response's writes are readable once it starts: its elapsed time is the
+                # nearest recorded bound, and parallel twins must not read each other's writes)
+                ttft_s=None if m.elapsed_ms is None else m.elapsed_ms / 1000.0,
             )
         )
     return Trace(out)

@@ -120,6 +120,11 @@ class Strategy:
         for part in (p.strip() for p in spec.split("+")):
             name, _, value = part.partition("=")
             name = name.strip().replace("-", "_")
+            field_of = {"none": "marks", "current": "marks", "advised": "marks", "layers": "marks"}.get(
+                name, {"ttl": "ttl", "warm": "warm_every_s", "miss_aware": "miss_aware"}.get(name)
+            )
+            if field_of in fields:
+                raise ValueError(f"strategy {spec!r}: {part!r} says again what an earlier part said")
             if name in ("none", "current", "advised") and not value:
                 fields["marks"] = name
             elif name == "ttl" and value:

@@ -62,8 +62,8 @@ _MAX_ARRIVALS = 10_000
 class WarmerStats:
     """What a warmer did: ``calls`` made (``errors`` of them failed), what they cost (USD, from
     the tracker; None without one or when unpriced), the ``saving_usd`` they bought, the traffic
-    it saw on the prefix (calls per hour over the last hour), whether it is ``running`` and,
-    in auto mode, whether warming ``pays`` at that traffic."""
+    it saw on the prefix (``calls_per_hour``: its calls in the last hour), whether it is
+    ``running`` and, in auto mode, whether warming ``pays`` at that traffic."""
 
     calls: int
     errors: int
@@ -99,8 +99,10 @@ class CacheWarmer:
         prices: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         if not callable(create):
-            raise ValueError(
-                f"create must be the SDK method to call (client.messages.create), got {create!r}"
+            raise TypeError(f"create must be the SDK method to call (client.messages.create), got {create!r}")
+        if not isinstance(request, Mapping):
+            raise TypeError(
+                f"request must be the call's keyword arguments as a mapping, got {type(request).__name__}"
             )
         chosen = Provider.parse(provider) if provider is not None else detect_request(request)
         if chosen is None:
@@ -139,7 +141,8 @@ class CacheWarmer:
         self._rates: Rates | None = None
         self._lock = threading.Lock()  # (counters: the warmer's threads and the tracker's consumer)
         self._calls = self._errors = self._in_a_row = 0
-        self._cost: float | None = None
+        self._cost = 0.0
+        self._cost_known = tracker is not None  # (False once a warm call is unpriced)
         self._saving = 0.0
         self._tokens = 0  # the warmed prefix's tokens, from the last warm call
         self._arrivals: deque[float] = deque(maxlen=_MAX_ARRIVALS)
@@ -150,6 +153,7 @@ class CacheWarmer:
         self._task: asyncio.Task[None] | None = None
         self._loop_of_task: asyncio.AbstractEventLoop | None = None
         self._stopped_by_errors = False
+        self._said_uncached = False
         if tracker is not None:
             # (traffic before the warmer watched is unknown: it counts from now)
             self._last_traffic = tracker._engine.clock()
@@ -235,10 +239,20 @@ class CacheWarmer:
             self._last_seen = m.timestamp if self._last_seen is None else max(self._last_seen, m.timestamp)
             if m.warm:
                 if m.flow == self.flow:
-                    if m.cost_usd is not None:
-                        self._cost = (self._cost or 0.0) + m.cost_usd
+                    if m.cost_usd is None:
+                        self._cost_known = False
+                    else:
+                        self._cost += m.cost_usd
                     if m.usage_known:
                         self._tokens = m.cache_read_tokens + m.cache_write_tokens or self._tokens
+                        if not self._tokens and m.error is None and not self._said_uncached:
+                            self._said_uncached = True
+                            logger.warning(
+                                "cachebench: a warm call for prefix %s read and wrote nothing: the prefix is"
+                                " below the model's minimum, or the provider does not cache it; warming it"
+                                " only costs",
+                                self.prefix_id,
+                            )
                 return
             if self.prefix_id is None or self.prefix_id not in m.breakpoint_ids:
                 return
@@ -286,7 +300,7 @@ class CacheWarmer:
             return WarmerStats(
                 self._calls,
                 self._errors,
-                self._cost,
+                self._cost if self._cost_known else None,
                 self._saving,
                 self._rate_per_hour(),
                 self.running,

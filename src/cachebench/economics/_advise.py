@@ -48,6 +48,8 @@ _MTOK = 1_000_000
 KEEP_ALIVE_IDLE_S = 3600.0  # how long keep-alive pings go on after a layer's last call
 _TTLS = ("5m", "1h")
 _DEAD = (False, False)
+_HOUR = (False, True)
+_BOTH = (True, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,36 +253,54 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
     depth = max(len(r.chain) for r in rows)
     last: dict[int, float] = {}  # prefix id -> its latest call (ids are unique across depths)
     groups: Counter[tuple[Any, ...]] = Counter()
-    values: list[set[int]] = [set() for _ in range(depth)]
-    tokens: list[Counter[int]] = [Counter() for _ in range(depth)]
-    current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
-    live = [[0, 0] for _ in range(depth)]
-    having = [0] * depth
-    gaps: list[list[float]] = [[] for _ in range(depth)]  # per layer: gaps between calls of one value
+    values = [0] * depth
+    tokens: list[Counter[int]] = [Counter() for _ in range(depth)]  # per layer: its values' sizes
+    # Per layer, its gaps (between calls of one value): over 5m and 1h, over them within the
+    # keep-alive idle time, and the keep-alive pings they take.
+    idle = KEEP_ALIVE_IDLE_S
+    over = [[0, 0] for _ in range(depth)]
+    kept = [[0, 0] for _ in range(depth)]
+    pings = [0.0] * depth
     for r in rows:
         t = r.t
         alive = []
-        before = 0
-        ttls = r.ttls
         for k, h in enumerate(r.chain):
             seen = last.get(h)
             last[h] = t
             if seen is None:
                 alive.append(_DEAD)
+                values[k] += 1
+                c = r.cum[k]
+                tokens[k][c - r.cum[k - 1] if k else c] += 1
             else:
                 gap = t - seen
-                gaps[k].append(gap)
-                a = (gap <= ttl_5m, gap <= ttl_1h)
-                alive.append(a)
-                live[k][0] += a[0]
-                live[k][1] += a[1]
-            having[k] += 1
-            values[k].add(h)
-            c = r.cum[k]
-            tokens[k][c - before] += 1
-            before = c
-            current[k][ttls[k]] += 1
-        groups[(r.cum, before + r.tail, r.out, tuple(alive), ttls)] += 1
+                if gap <= ttl_5m:
+                    alive.append(_BOTH)
+                else:
+                    o = over[k]
+                    if gap <= ttl_1h:
+                        alive.append(_HOUR)
+                        o[0] += 1
+                        if gap <= idle:
+                            kept[k][0] += 1
+                    else:
+                        alive.append(_DEAD)
+                        o[0] += 1
+                        o[1] += 1
+                        if gap <= idle:
+                            kept[k][0] += 1
+                            kept[k][1] += 1
+                pings[k] += (gap if gap < idle else idle) // warm_every_s
+        groups[(r.cum, r.total, r.out, tuple(alive), r.ttls)] += 1
+    having = [0] * depth
+    live = [[0, 0] for _ in range(depth)]
+    current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
+    for (cum, _, _, alive, ttls), n in groups.items():
+        for k in range(len(cum)):
+            having[k] += n
+            live[k][0] += alive[k][0] * n
+            live[k][1] += alive[k][1] * n
+            current[k][ttls[k]] += n
     span = max(rows[-1].t - rows[0].t, 1.0)
     scale = _MONTH_S / span
 
@@ -305,7 +325,7 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
         LayerAdvice(
             k,
             tokens[k].most_common(1)[0][0],
-            len(values[k]),
+            values[k],
             having[k],
             live[k][0] / having[k],
             live[k][1] / having[k],
@@ -325,21 +345,18 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
             continue  # (a warmer cannot keep alive what the provider does not cache)
         ping = ping_unit + cum_k * rates.cache_read / _MTOK
         premium = cum_k * (rates.write(ttl) - rates.cache_read) / _MTOK
-        expired = [g for g in gaps[k] if g > t]
+        which = 1 if ttl == "1h" else 0
         if k == 0 and x.values == 1:
             cost = _MONTH_S / warm_every_s * ping
-            saving = scale * len(expired) * premium
+            saving = scale * over[k][which] * premium
             warming.append(WarmingAdvice(k, "global warmer", warm_every_s, cost, saving))
-        elif k > 0:
-            idle = KEEP_ALIVE_IDLE_S
-            pings = sum(min(g, idle) // warm_every_s for g in gaps[k]) + x.values * (idle // warm_every_s)
-            saved = sum(1 for g in expired if g <= idle)
-            if saved:  # (a layer whose values never expire between calls has nothing to keep alive)
-                warming.append(
-                    WarmingAdvice(
-                        k, "keep-alive", warm_every_s, scale * pings * ping, scale * saved * premium
-                    )
+        elif k > 0 and kept[k][which]:  # (a layer whose values never expire between calls: nothing to keep)
+            pinged = pings[k] + x.values * (idle // warm_every_s)
+            warming.append(
+                WarmingAdvice(
+                    k, "keep-alive", warm_every_s, scale * pinged * ping, scale * kept[k][which] * premium
                 )
+            )
     return FlowAdvice(
         name,
         rates.model or "",

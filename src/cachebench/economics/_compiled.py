@@ -49,6 +49,7 @@ class Row:
     blocks: tuple[int, ...]
     tail: int
     out: int
+    total: int  # all its input: the layers and the tail
     ttft: float
     scope: str
     warm: bool
@@ -142,6 +143,7 @@ class _Builder:
                 blocks_of,
                 tail,
                 out,
+                (cum[-1] if cum else 0) + tail,
                 self.ttft_s if ttft_s is None else ttft_s,
                 scope,
                 warm,

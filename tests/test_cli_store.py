@@ -172,7 +172,7 @@ def test_export_csv_and_jsonl(demo_db: str, tmp_path: Path, capsys: pytest.Captu
         r["cache_write_tokens"] for r in rows if r["id"] > 80
     )
     code, _, err = run(["export", "--format", "xml", "--db", demo_db], capsys)
-    assert code == 2 and "csv or jsonl" in err
+    assert code == 2 and "csv, jsonl or trace" in err
 
 
 # -- prune ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import itertools
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,8 @@ def test_advice_costs_are_the_simulators_and_its_placement_is_the_cheapest() -> 
     assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)
     # every placement the provider allows, replayed: none is cheaper than the advice
     costs = {}
-    for placement in _placements(3, 4):
+    for placement, last in _placements(3, 4):
+        assert last is None  # (three layers are placed one by one)
         marks = {k: t for k, t in enumerate(placement) if t is not None}
         name = "layers=" + ",".join(f"{k}:{t}" for k, t in marks.items()) if marks else "none"
         strategy = Strategy(name, marks) if marks else Strategy.none()
@@ -350,3 +352,125 @@ def test_an_empty_trace_is_said(tmp_path: Path) -> None:
     path.write_text("\n")
     done = _cli("simulate", str(path))
     assert done.returncode == 2 and "no call in it" in done.stderr
+
+
+def _conversations(turns: int, model: str = "claude-opus-4-5", flow: str = "chat") -> list[dict[str, Any]]:
+    """Conversations of ``turns`` turns, a layer a turn, the breakpoint on the newest."""
+    rnd = random.Random(turns)
+    out, t = [], 1_767_225_600.0
+    for conversation in range(20):
+        t += 600
+        for k in range(1, turns + 1):
+            t += rnd.uniform(20, 200)
+            layers = [{"key": "system", "tokens": 6_000, "ttl": "5m"}]
+            layers += [{"key": f"c{conversation}/turn{j}", "tokens": 300} for j in range(1, k)]
+            if k > 1:
+                layers[-1]["ttl"] = "5m"
+            out.append({"timestamp": t, "flow": flow, "model": model, "layers": layers, "input_tokens": 80})
+    out.sort(key=lambda c: c["timestamp"])
+    return out
+
+
+def test_deep_conversations_are_advised_quickly_with_a_breakpoint_on_the_last_layer() -> None:
+    """A layer a turn: 25 turns are 25 layers. The first layers are placed one by one and the
+    last layer of each call is one more choice (every placement of 25 layers would never end)."""
+    calls = _conversations(25)
+    started = time.monotonic()
+    advice = advise(calls)["chat"]
+    assert time.monotonic() - started < 20
+    assert advice.advised_last == "5m" and advice.strategy.endswith("-1:5m")
+    sim = simulate(calls, ["current", advice.strategy])
+    scale = MONTH / advice.span_s
+    assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)
+    assert advice.monthly_cost_current == pytest.approx(sim["current"].cost_usd * scale, rel=1e-9)
+
+
+def test_a_flow_of_two_models_is_one_advice_replayed_alike() -> None:
+    calls = _trace(n=600) + [{**c, "model": "claude-sonnet-4-5"} for c in _trace(seed=5, n=600)]
+    advice = advise(calls)
+    assert [f.flow for f in advice.flows] == ["support"]
+    (flow,) = advice.flows
+    assert set(flow.model.split(", ")) == {"claude-opus-4-5", "claude-sonnet-4-5"}
+    sim = simulate(calls, ["advised", flow.strategy])
+    assert sim["advised"].cost_usd == pytest.approx(sim[flow.strategy].cost_usd)
+    assert flow.monthly_cost_advised == pytest.approx(sim["advised"].cost_usd * MONTH / flow.span_s)
+
+
+def test_with_responses_that_take_time_the_advice_is_replayed_alike() -> None:
+    """Bursts of parallel calls write alike until the first response starts: with ttft_s the
+    current and advised costs are both replayed, and advising what the trace already does
+    saves nothing."""
+    calls, t = [], 1_767_225_600.0
+    for _ in range(40):
+        t += 900
+        calls += [
+            {
+                "timestamp": t + 0.1 * k,
+                "flow": "batch",
+                "model": "claude-opus-4-5",
+                "layers": [{"key": "doc", "tokens": 30_000, "ttl": "1h"}],
+                "input_tokens": 100,
+            }
+            for k in range(5)
+        ]
+    advice = advise(calls, ttft_s=2.0)["batch"]
+    assert advice.strategy == "layers=0:1h"
+    assert advice.monthly_saving == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_flow_with_too_little_traffic_is_not_projected() -> None:
+    got = advise(
+        [
+            {
+                "timestamp": 1_767_225_600.0,
+                "flow": "once",
+                "model": "claude-opus-4-5",
+                "layers": [{"key": "s", "tokens": 9_000, "ttl": "5m"}],
+            }
+        ]
+    )
+    assert got.flows == () and got.skipped[0].startswith("once: 1 call over 0 s: too little traffic")
+
+
+def test_conversations_read_through_the_lookback_replay_what_the_provider_counted(
+    cache_emulator: CacheEmulator,
+) -> None:
+    """Two conversations on one system prompt, a breakpoint on the system prompt and on the end
+    of the conversation: turn 2 reads turn 1's entry through the lookback. Their trace replays
+    the provider's counts (the lookback read is not taken for the system layer's size)."""
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-look", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="chat")
+    for conversation in range(2):
+        history: list[dict[str, Any]] = []
+        for turn in range(3):
+            cache_emulator.advance(30)
+            question = f"Conversation {conversation}, question {turn}: " + "tell me more. " * 40
+            messages = [
+                *history,
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": question, "cache_control": {"type": "ephemeral"}}],
+                },
+            ]
+            body = {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 16,
+                "messages": messages,
+                "system": [{"type": "text", "text": POLICY, "cache_control": {"type": "ephemeral"}}],
+            }
+            response = create(**body)
+            answer = "".join(b.text for b in response.content if b.type == "text") or "ok"
+            history = [
+                *history,
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+    recorded = tracker.calls()
+    replayed = simulate(trace_from_calls(recorded), ["current"])["current"]
+    assert (replayed.cache_read_tokens, replayed.cache_write_tokens) == (
+        sum(m.cache_read_tokens for m in recorded),
+        sum(m.cache_write_tokens for m in recorded),
+    )
+    tracker.close()
+    client.close()

@@ -410,3 +410,34 @@ def test_a_strategy_that_loses_money_shows_a_negative_saving() -> None:
     current = result["current"]
     assert current.cache_read_tokens == 0 and current.cost_saved_usd < 0
     assert f"-${-current.cost_saved_usd:,.4f}" in str(result)
+
+
+def test_edge_cases_of_traces_and_strategies() -> None:
+    # a recorded warm call without layers, and a strategy's warmer on a flow of such calls
+    calls = [
+        {"timestamp": 1.0, "model": "claude-opus-4-5", "layers": [], "warm": True, "input_tokens": 8},
+        *_support_trace(20),
+    ]
+    result = simulate(calls, ["current+warm=4m"])["current+warm=4m"]
+    assert result.calls == 20 and result.warm_calls >= 1
+    with pytest.raises(ValueError, match="ttl must be one of 5m, 1h, 30m, 12h"):
+        Strategy("long", ttl="24h")
+    # a TTL of another provider is that provider's of the same rank, for the warmer's calls too
+    mapped = simulate(_support_trace(300), ["ttl=30m+warm=4m", "ttl=5m+warm=4m"])
+    assert mapped["ttl=30m+warm=4m"].cost_usd == pytest.approx(mapped["ttl=5m+warm=4m"].cost_usd)
+
+
+def test_a_rewrite_is_one_of_an_entry_that_expired_lately() -> None:
+    """An entry that expired more than FORGET_AFTER_S ago is written again as cold content."""
+    from cachebench.cachemodel._layers import FORGET_AFTER_S
+
+    cache = LayerCache()
+    marks = [(0, "5m")]
+    *_, ticket = cache.begin([7], [5_000], [0], marks, 1024, 0.0)
+    assert ticket is not None
+    cache.started(ticket, 0.0)
+    _, _, _, rewritten, ticket = cache.begin([7], [5_000], [0], marks, 1024, 600.0)
+    assert rewritten == 5_000 and ticket is not None
+    cache.started(ticket, 600.0)
+    _, _, _, rewritten, _ = cache.begin([7], [5_000], [0], marks, 1024, 600.0 + 300 + FORGET_AFTER_S + 1)
+    assert rewritten == 0

@@ -352,3 +352,54 @@ def test_warming_a_prefix_the_provider_does_not_cache_is_said_once(
     warmer.close()
     tracker.close()
     client.close()
+
+
+def test_two_warmers_on_one_tracker_count_their_own_calls(cache_emulator: CacheEmulator) -> None:
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = _client(cache_emulator)
+    other = {
+        **support_request(),
+        "system": [{"type": "text", "text": POLICY * 2, "cache_control": {"type": "ephemeral"}}],
+    }
+    a = CacheWarmer(client.messages.create, support_request(), tracker=tracker)
+    b = CacheWarmer(client.messages.create, other, tracker=tracker)
+    a.warm()
+    b.warm()
+    tracker.flush()
+    by_prefix = {m.breakpoint_ids[-1]: m for m in tracker.calls()}
+    assert a.stats.cost_usd == pytest.approx(by_prefix[a.prefix_id].cost_usd)
+    assert b.stats.cost_usd == pytest.approx(by_prefix[b.prefix_id].cost_usd)
+    a.close()
+    b.close()
+    tracker.close()
+    client.close()
+
+
+def test_the_schedule_stays_under_the_ttl_and_fits_the_client() -> None:
+    with pytest.raises(ValueError, match="every_s \\+ jitter_s"):
+        CacheWarmer(lambda **kw: None, support_request(), every_s=290, jitter_s=14)
+    assert CacheWarmer(lambda **kw: None, support_request(), every_s=290).jitter_s == pytest.approx(5.0)
+
+    async def create(**kw: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="use start_task"):
+        CacheWarmer(create, support_request()).start()
+
+
+def test_auto_mode_stops_when_it_cannot_tell_whether_warming_pays(cache_emulator: CacheEmulator) -> None:
+    """An unpriced model: after the two calls that measure the prefix, auto mode does not warm."""
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = _client(cache_emulator)
+    cache_emulator.any_model = True
+    request = {**support_request(), "model": "claude-house-model-1"}
+    warmer = CacheWarmer(
+        client.messages.create, request, tracker=tracker, every_s=0.02, jitter_s=0.0, auto=True
+    )
+    warmer.start()
+    time.sleep(0.4)
+    warmer.stop()
+    assert warmer.stats.calls == 2 and warmer.pays() is None
+    warmer.close()
+    tracker.close()
+    client.close()

@@ -15,6 +15,7 @@ import typer
 
 from ._cli_planner import Json
 from ._cli_store import DEFAULT_DB, Db, open_db
+from ._cli_store import fail as store_failed
 
 Model = Annotated[str | None, typer.Option("--model", help="The model, for trace lines that name none.")]
 Prices = Annotated[
@@ -133,6 +134,7 @@ def add_economics_commands(app: typer.Typer) -> None:
         import orjson
 
         from .economics import advise as run
+        from .store import StoreError
 
         overrides = _prices(prices, "advise")
         options: dict[str, Any] = {
@@ -150,6 +152,8 @@ def add_economics_commands(app: typer.Typer) -> None:
                     made = run(store, **options)
                 finally:
                     store.close()
+        except StoreError as e:  # (the store's other commands' exit code)
+            raise store_failed(str(e).removeprefix("cachebench ")) from None
         except ValueError as e:  # (TraceError is one)
             raise _fail(str(e), "advise") from None
         if json:

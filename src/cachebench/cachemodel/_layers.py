@@ -99,8 +99,10 @@ class LayerCache:
                 h = chain[i]
                 if h in inflight:
                     concurrent += span
-                elif h in entries:
-                    rewritten += span
+                else:
+                    gone = entries.get(h)  # (expired: alive ones were read)
+                    if gone is not None and gone[0] >= now - FORGET_AFTER_S:
+                        rewritten += span
         # An alive breakpoint's prefix is within what was read: only the dead ones get an entry.
         new = []
         for i, ttl in dead:

@@ -45,7 +45,8 @@ __all__ = ["Advice", "FlowAdvice", "LayerAdvice", "WarmingAdvice", "advise"]
 
 _MONTH_S = 30 * 86_400.0
 _MTOK = 1_000_000
-KEEP_ALIVE_IDLE_S = 3600.0  # how long keep-alive pings go on after a layer's last call
+KEEP_ALIVE_IDLE_S = 3600.0
+MIN_SPAN_S = 60.0  # a flow's calls must span at least this to project a month from them  # how long keep-alive pings go on after a layer's last call
 _TTLS = ("5m", "1h")
 _DEAD = (False, False)
 _HOUR = (False, True)
@@ -109,6 +110,7 @@ class FlowAdvice:
     monthly_cost_uncached: float
     monthly_cost_current: float
     monthly_cost_advised: float
+    advised_last: str | None = None  # a breakpoint on each call's last layer, past the layers listed
 
     @property
     def monthly_saving(self) -> float:
@@ -119,7 +121,17 @@ class FlowAdvice:
     def strategy(self) -> str:
         """The advised placement as a :meth:`~._simulate.Strategy.parse` text."""
         marks = [f"{x.layer}:{x.advised}" for x in self.layers if x.advised is not None]
+        if self.advised_last is not None:
+            marks.append(f"-1:{self.advised_last}")
         return "layers=" + ",".join(marks) if marks else "none"
+
+    @property
+    def placement(self) -> dict[int, str]:
+        """The advised placement as ``Strategy`` marks (-1: each call's last layer)."""
+        marks = {x.layer: x.advised for x in self.layers if x.advised is not None}
+        if self.advised_last is not None:
+            marks[-1] = self.advised_last
+        return marks
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +144,7 @@ class FlowAdvice:
             "monthly_cost_uncached": self.monthly_cost_uncached,
             "monthly_cost_current": self.monthly_cost_current,
             "monthly_cost_advised": self.monthly_cost_advised,
+            "advised_last": self.advised_last,
             "monthly_saving": self.monthly_saving,
             "strategy": self.strategy,
         }
@@ -202,18 +215,45 @@ def _span(seconds: float) -> str:
 # -- one flow ---------------------------------------------------------------------------------------
 
 
-def _placements(n: int, limit: int) -> list[tuple[str | None, ...]]:
-    """Every TTL per layer (None: no breakpoint) with TTLs that never grow with depth and at
-    most ``limit`` breakpoints."""
+#: Layers placed one by one; a flow with more (a conversation's turns) gets a breakpoint on each
+#: call's last layer as one more choice.
+POSITIONAL_LAYERS = 4
+
+
+def _placements(depth: int, limit: int) -> list[tuple[tuple[str | None, ...], str | None]]:
+    """Every placement: a TTL (None: no breakpoint) for each of the first layers (all of them when
+    there are at most :data:`POSITIONAL_LAYERS` + 1; else that many, and a TTL for each call's last
+    layer), with TTLs that never grow with depth and at most ``limit`` breakpoints."""
+    positional = depth if depth <= POSITIONAL_LAYERS + 1 else POSITIONAL_LAYERS
+    lasts: tuple[str | None, ...] = (None,) if positional == depth else (None, *_TTLS)
     out = []
-    for combo in itertools.product((None, *_TTLS), repeat=n):
-        marked = [t for t in combo if t is not None]
-        if len(marked) > limit:
-            continue
-        if any(a == "5m" and b == "1h" for a, b in itertools.pairwise(marked)):
-            continue
-        out.append(combo)
+    for combo in itertools.product((None, *_TTLS), repeat=positional):
+        for last in lasts:
+            marked = [t for t in (*combo, last) if t is not None]
+            if len(marked) > limit:
+                continue
+            if any(a == "5m" and b == "1h" for a, b in itertools.pairwise(marked)):
+                continue
+            out.append((combo, last))
     return out
+
+
+def _with_last(marks: dict[int, str], last_ttl: str, limit: int) -> dict[int, str] | None:
+    """``marks`` with room for one more breakpoint, ``last_ttl``, after them: the deepest ones
+    dropped while there are too many or one of them is shorter-lived than ``last_ttl``."""
+    kept = dict(sorted(marks.items()))
+    while kept and (len(kept) + 1 > limit or (last_ttl == "1h" and "5m" in kept.values())):
+        kept.pop(max(kept))
+    return kept if len(kept) + 1 <= limit else None
+
+
+def _resolve(placement: tuple[tuple[str | None, ...], str | None], n: int) -> tuple[str | None, ...]:
+    """A placement's TTL on each of a call's ``n`` layers (the last one's where it has none)."""
+    combo, last = placement
+    ttls = list(combo[:n]) + [None] * max(0, n - len(combo))
+    if last is not None and n and ttls[n - 1] is None:
+        ttls[n - 1] = last
+    return tuple(ttls)
 
 
 def _cost(
@@ -291,11 +331,11 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
                             kept[k][0] += 1
                             kept[k][1] += 1
                 pings[k] += (gap if gap < idle else idle) // warm_every_s
-        groups[(r.cum, r.total, r.out, tuple(alive), r.ttls)] += 1
+        groups[(r.cum, r.total, r.out, tuple(alive), r.ttls, r.rates, r.minimum)] += 1
     having = [0] * depth
     live = [[0, 0] for _ in range(depth)]
     current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
-    for (cum, _, _, alive, ttls), n in groups.items():
+    for (cum, _, _, alive, ttls, _, _), n in groups.items():
         for k in range(len(cum)):
             having[k] += n
             live[k][0] += alive[k][0] * n
@@ -304,23 +344,48 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
     span = max(rows[-1].t - rows[0].t, 1.0)
     scale = _MONTH_S / span
 
-    def month(ttls_of: Any) -> float:
+    def month(placement: Any) -> float:
         return scale * sum(
-            n * _cost(rates, cum, total, out, alive, ttls_of(own), minimum)
-            for (cum, total, out, alive, own), n in groups.items()
+            n * _cost(group_rates, cum, total, out, alive, _resolve(placement, len(cum)), group_minimum)
+            for (cum, total, out, alive, _, group_rates, group_minimum), n in groups.items()
         )
 
-    uncached = month(lambda own: ())
-    # The calls' own markers vary from call to call (a conversation's previous turn is read
-    # through the lookback, not its own breakpoint): replayed through the layer cache, exactly.
+    uncached = month(((), None))
+    # The first layers, placed one by one: priced on the groups (exact: every call that has a
+    # placed layer marks it, so an entry lives exactly as the gaps between its calls say).
+    best_cost = math.inf
+    best_combo: tuple[str | None, ...] = ()
+    for combo, last_ttl in _placements(depth, limit):
+        if last_ttl is None:
+            cost = month((combo, None))
+            if cost < best_cost - 1e-12:
+                best_cost, best_combo = cost, combo
+    # A breakpoint on each call's last layer (a conversation's newest turn) is read by the next
+    # call through the provider's lookback, which the gaps do not show: those placements, and the
+    # current and the chosen ones, are replayed through the layer cache, exactly (the calls' own
+    # markers vary from call to call, and twins sent together write alike).
     from ._simulate import Strategy, _run
 
-    now = scale * _run(Compiled(rows), Strategy.current(), rows[-1].t).cost_usd
-    best_cost, best = math.inf, tuple[str | None, ...]()
-    for placement in _placements(depth, limit):
-        cost = month(lambda own, p=placement: p)
-        if cost < best_cost - 1e-12:
-            best_cost, best = cost, placement
+    compiled = Compiled(rows)
+    end = rows[-1].t
+
+    def replay(marks: dict[int, str]) -> float:
+        strategy = Strategy("advised", marks) if marks else Strategy.none()
+        return scale * _run(compiled, strategy, end).cost_usd
+
+    now = scale * _run(compiled, Strategy.current(), end).cost_usd
+    best_marks: dict[int, str] = {k: ttl for k, ttl in enumerate(best_combo) if ttl is not None}
+    best_last: str | None = None
+    advised = replay(best_marks)
+    if any(len(r.chain) != depth for r in rows):  # (calls of one length: the last layer is placed above)
+        for last_ttl in _TTLS:
+            marks = _with_last(best_marks, last_ttl, limit)
+            if marks is None:
+                continue
+            cost = replay({**marks, -1: last_ttl})
+            if cost < advised - 1e-12:
+                advised, best_last, best_marks = cost, last_ttl, marks
+    best_combo = tuple(best_marks.get(k) for k in range(len(best_combo)))
     layers = tuple(
         LayerAdvice(
             k,
@@ -330,7 +395,7 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
             live[k][0] / having[k],
             live[k][1] / having[k],
             current[k].most_common(1)[0][0],
-            best[k] if k < len(best) else None,
+            best_combo[k] if k < len(best_combo) else None,
             sum(tokens[j].most_common(1)[0][0] for j in range(k + 1)) < minimum,
         )
         for k in range(depth)
@@ -357,16 +422,18 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
                     k, "keep-alive", warm_every_s, scale * pinged * ping, scale * kept[k][which] * premium
                 )
             )
+    models = Counter(r.model for r in rows)
     return FlowAdvice(
         name,
-        rates.model or "",
+        ", ".join(m for m, _ in models.most_common()),
         len(rows),
         span,
         layers,
         tuple(warming),
         uncached,
         now,
-        best_cost,
+        advised,
+        best_last,
     )
 
 
@@ -378,16 +445,17 @@ def _compiled_of(
 
     if isinstance(source, Compiled):
         return source
+    left_out: Counter[str] = Counter()
     if isinstance(source, CacheTracker):
-        trace = trace_from_calls(source.calls())
+        trace = trace_from_calls(source.calls(), left_out)
     elif isinstance(source, SQLStore):
-        trace = trace_from_calls(c.metrics for c in source.iter_calls())
+        trace = trace_from_calls((c.metrics for c in source.iter_calls()), left_out)
     elif isinstance(source, str) and "://" in source:
         from ..store import open_store
 
         store = open_store(source)
         try:
-            trace = trace_from_calls(c.metrics for c in store.iter_calls())
+            trace = trace_from_calls((c.metrics for c in store.iter_calls()), left_out)
         finally:
             store.close()
     elif isinstance(source, (str, os.PathLike, Trace, Iterable)):
@@ -397,7 +465,13 @@ def _compiled_of(
             "advise() reads a trace (a path, a Trace, calls), a CacheTracker, a store or a store URL;"
             f" got {type(source).__name__}"
         )
-    return compile_trace(trace, model=model, prices=prices, ttft_s=ttft_s, unpriced_ok=True)
+    compiled = compile_trace(trace, model=model, prices=prices, ttft_s=ttft_s, unpriced_ok=True)
+    compiled.skipped.extend(
+        f"{flow}: {n} call{'s' if n != 1 else ''} of a provider that reports no cache writes"
+        " (OpenAI before GPT-5.6, Gemini): their layers cannot be measured"
+        for flow, n in left_out.items()
+    )
+    return compiled
 
 
 def advise(
@@ -421,17 +495,24 @@ def advise(
 
 def advise_compiled(compiled: Compiled, warm_every_s: float = 240.0) -> Advice:
     """:func:`advise` on a compiled trace (what ``simulate``'s ``advised`` strategy uses)."""
-    by_flow: dict[tuple[int, str, str], list[Row]] = defaultdict(list)
+    by_flow: dict[int, list[Row]] = defaultdict(list)
     for r in compiled.rows:
         if r.chain and not r.warm:
-            by_flow[(r.flow, r.family, r.model)].append(r)
+            by_flow[r.flow].append(r)
     names = compiled.flow_names
     flows, skipped = [], list(compiled.skipped)
-    for (flow_id, provider, _), rows in by_flow.items():
+    for flow_id, rows in by_flow.items():
         name = names[flow_id]
+        provider = next((r.family for r in rows if r.family not in ("anthropic", "bedrock")), rows[0].family)
         if provider not in ("anthropic", "bedrock"):
             skipped.append(
                 f"{name}: advice places Anthropic and Bedrock breakpoints, not {provider} ones; simulate() replays it"
+            )
+            continue
+        if len(rows) < 2 or rows[-1].t - rows[0].t < MIN_SPAN_S:
+            skipped.append(
+                f"{name}: {len(rows)} call{'s' if len(rows) != 1 else ''} over"
+                f" {rows[-1].t - rows[0].t:.0f} s: too little traffic to project a month from"
             )
             continue
         flows.append(_flow_advice(name, rows, warm_every_s))

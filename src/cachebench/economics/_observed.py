@@ -20,13 +20,17 @@ size comes from what the calls measured:
   conversation, found by the provider's lookback) starts with the layers of the latest call
   of its flow whose prefix had that size: its own last layer adds what follows them.
 
-Calls without breakpoints, warm calls, failed calls and calls of unknown usage are left out.
+Warm calls stay, as warm calls (what they kept cached, other calls read). Calls without
+breakpoints, failed calls, calls of unknown usage and the calls of providers that report no
+cache writes (OpenAI before GPT-5.6, Gemini: their layers' sizes cannot be measured) are left
+out.
 The sizes are measured, not estimated: a trace made from a store replays through
 :func:`~._simulate.simulate` with the counts the provider reported.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from ..types import CallMetrics
@@ -39,16 +43,22 @@ __all__ = ["trace_from_calls"]
 _TTLS = {"anthropic": ("5m", "1h"), "bedrock": ("5m", "1h"), "openai": ("30m", "30m")}
 
 
-def trace_from_calls(calls: Iterable[CallMetrics]) -> Trace:
-    """A :class:`~._trace.Trace` of recorded calls (see the module)."""
-    kept = [
-        m
-        for m in calls
-        if m.breakpoint_ids and not m.warm and m.usage_known and m.error is None and m.writes_reported
-    ]
+def trace_from_calls(calls: Iterable[CallMetrics], left_out: Counter[str] | None = None) -> Trace:
+    """A :class:`~._trace.Trace` of recorded calls (see the module). ``left_out`` (when given)
+    counts, per flow, the calls of providers that report no cache writes."""
+    kept = []
+    for m in calls:
+        if not m.breakpoint_ids or not m.usage_known or m.error is not None:
+            continue
+        if not m.writes_reported:
+            if left_out is not None:
+                left_out[m.flow] += 1
+            continue
+        kept.append(m)
     kept.sort(key=lambda m: m.timestamp)
     size: dict[str, int] = {}
     seen: set[str] = set()
+    latest: dict[tuple[str, int], str] = {}  # (flow, size): the latest call's last breakpoint of that size
     for m in kept:
         ids = m.breakpoint_ids
         last = ids[-1]
@@ -57,11 +67,15 @@ def trace_from_calls(calls: Iterable[CallMetrics]) -> Trace:
             size[last] = measured
         read = m.cache_read_tokens
         if read and read < measured:
-            # It read through one of its inner breakpoints: the deepest one an earlier call had.
-            inner = next((bp for bp in reversed(ids[:-1]) if bp in seen), None)
-            if inner is not None and inner not in size:
-                size[inner] = read
+            parent = latest.get((m.flow, read))
+            if parent is None or parent in ids:
+                # It read through one of its inner breakpoints: the deepest one an earlier call had
+                # (not an earlier call's prefix found by the lookback: that one has the read's size).
+                inner = next((bp for bp in reversed(ids[:-1]) if bp in seen), None)
+                if inner is not None and inner not in size:
+                    size[inner] = read
         seen.update(ids)
+        latest[(m.flow, measured)] = last
     # A layer written at 1 h: the provider bills the writes of each span at the TTL of the
     # breakpoint that ends it, and 1 h spans come first, so the first cache_write_1h_tokens of
     # what a call wrote end at its 1 h breakpoints.
@@ -119,6 +133,7 @@ def trace_from_calls(calls: Iterable[CallMetrics]) -> Trace:
                 layers=tuple(layers),
                 input_tokens=max(0, total - before),
                 output_tokens=m.output_tokens,
+                warm=m.warm,
                 # (a response's writes are readable once it starts: its elapsed time is the
                 # nearest recorded bound, and parallel twins must not read each other's writes)
                 ttft_s=None if m.elapsed_ms is None else m.elapsed_ms / 1000.0,

@@ -40,6 +40,8 @@ __all__ = ["Simulation", "Strategy", "StrategyResult", "simulate"]
 
 _MTOK = 1_000_000
 _FAST = frozenset({"anthropic", "bedrock"})
+# The TTLs a breakpoint can have (Anthropic and Bedrock; OpenAI GPT-5.6 and later).
+_BREAKPOINT_TTLS = ("5m", "1h", "30m", "12h")
 # A strategy's TTL on a provider without it: that provider's TTL of the same rank (short, long),
 # so one strategy applies to a trace of several providers.
 _EQUIVALENT = {
@@ -83,15 +85,15 @@ class Strategy:
             for k, v in marks.items():
                 if isinstance(k, bool) or not isinstance(k, int):
                     raise ValueError(f"marks: layer indexes must be integers, got {k!r}")
-                if not isinstance(v, str) or v not in facts.TTL_SECONDS:
+                if not isinstance(v, str) or v not in _BREAKPOINT_TTLS:
                     raise ValueError(
-                        f"marks: layer {k}'s ttl must be one of {', '.join(facts.TTL_SECONDS)}, got {v!r}"
+                        f"marks: layer {k}'s ttl must be one of {', '.join(_BREAKPOINT_TTLS)}, got {v!r}"
                     )
             object.__setattr__(self, "marks", dict(marks))
         else:
             raise ValueError(f"marks must be 'current', 'none', 'advised' or {{layer: ttl}}, got {marks!r}")
-        if self.ttl is not None and self.ttl not in facts.TTL_SECONDS:
-            raise ValueError(f"ttl must be one of {', '.join(facts.TTL_SECONDS)} or None, got {self.ttl!r}")
+        if self.ttl is not None and self.ttl not in _BREAKPOINT_TTLS:
+            raise ValueError(f"ttl must be one of {', '.join(_BREAKPOINT_TTLS)} or None, got {self.ttl!r}")
         w = self.warm_every_s
         if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < math.inf):
             raise ValueError(f"warm_every_s must be a number of seconds > 0 or None, got {w!r}")
@@ -310,11 +312,10 @@ def _marks(
         placed = [(i, t) for i, t in enumerate(call.ttls) if t is not None]
     else:
         assert isinstance(marks, Mapping)
-        chosen: dict[int, str] = {}
-        for k, ttl in marks.items():
-            i = k + n if k < 0 else k
-            if 0 <= i < n:
-                chosen[i] = ttl
+        chosen: dict[int, str] = {k: ttl for k, ttl in marks.items() if 0 <= k < n}
+        for k, ttl in marks.items():  # (a layer counted from the end, where none counted from the start)
+            if k < 0 and k + n >= 0 and k + n not in chosen:
+                chosen[k + n] = ttl
         placed = sorted(chosen.items())
     if strategy.ttl is not None:
         placed = [(i, strategy.ttl) for i, _ in placed]
@@ -395,17 +396,24 @@ def _run(
     marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
     advised = placements if strategy.marks == "advised" else None
 
-    def one(call: Row, t: float, warm: bool) -> None:
+    def marks_of(call: Row, t: float) -> list[tuple[int, str]]:
+        memo = (call.family, len(call.chain), call.ttls, call.flow if advised is not None else 0)
+        found = marks_memo.get(memo)  # (a trace has few patterns of markers)
+        if found is None:
+            found = marks_memo[memo] = _marks(call, strategy, f"call at {t:.3f}", advised)
+        return found
+
+    def one(call: Row, t: float, warm: bool, ping: bool = False) -> None:
+        """``call`` at ``t``; ``warm``: a warm call (its cost is the warmer's); ``ping``: the
+        strategy's warmer reading ``call``'s first layer."""
         nonlocal seq, model_cache
-        if warm:
-            marks = [(0, (strategy.ttl or call.ttls[0] or _short(call.family)))] if call.chain else []
+        if ping:
+            own = dict(marks_of(call, t))  # the first layer's TTL as the strategy marks it
+            ttl = own.get(0) or strategy.ttl or call.ttls[0] or _short(call.family)
+            marks = [(0, _EQUIVALENT.get((call.family, ttl), ttl))]
             upto, tail, out = 1, WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
         else:
-            memo = (call.family, len(call.chain), call.ttls, call.flow if advised is not None else 0)
-            found = marks_memo.get(memo)  # (a trace has few patterns of markers)
-            if found is None:
-                found = marks_memo[memo] = _marks(call, strategy, f"call at {t:.3f}", advised)
-            marks = found
+            marks = marks_of(call, t)
             upto, tail, out = len(call.chain), call.tail, call.out
         cum = call.cum
         total = (cum[upto - 1] if upto else 0) + tail
@@ -505,11 +513,11 @@ def _run(
         elif t_warm == t:
             flow = min(warmer_next, key=warmer_next.__getitem__)
             warmer_next[flow] = t + warm_every  # type: ignore[operator]
-            one(latest_first[flow], t, True)
+            one(latest_first[flow], t, True, ping=True)
         else:
             call = calls[k]
             k += 1
-            if warm_every is not None and call.chain:
+            if warm_every is not None and call.chain and not call.warm:
                 latest_first[call.flow] = call
                 warmer_next.setdefault(call.flow, t + warm_every)
             one(call, t, call.warm)
@@ -538,9 +546,9 @@ def simulate(
     trace (else it is made here)."""
     if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
         raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
-    chosen = [s if isinstance(s, Strategy) else Strategy.parse(s) for s in (strategies or DEFAULT_STRATEGIES)]
     if isinstance(strategies, (str, Strategy)):
         raise ValueError("strategies must be a list (of Strategy objects or their text)")
+    chosen = [s if isinstance(s, Strategy) else Strategy.parse(s) for s in (strategies or DEFAULT_STRATEGIES)]
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise ValueError(f"two strategies share a name: {names}")
@@ -550,10 +558,7 @@ def simulate(
         from ._advise import Advice, advise_compiled
 
         advice = advised if isinstance(advised, Advice) else advise_compiled(compiled)
-        placements = {
-            compiled.flows[f.flow]: {x.layer: x.advised for x in f.layers if x.advised is not None}
-            for f in advice.flows
-        }
+        placements = {compiled.flows[f.flow]: f.placement for f in advice.flows if f.flow in compiled.flows}
     calls = compiled.rows
     end = calls[-1].t if calls else 0.0
     return Simulation(

@@ -32,6 +32,7 @@ import logging
 import math
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -121,9 +122,14 @@ class CacheWarmer:
             raise ValueError(
                 f"every_s ({every_s:g} s) must be under the warmed prefix's TTL ({self.ttl}: {ttl_s:g} s)"
             )
-        jitter = every_s * 0.05 if jitter_s is None else jitter_s
+        jitter = min(every_s * 0.05, (ttl_s - every_s) / 2) if jitter_s is None else jitter_s
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < every_s:
             raise ValueError(f"jitter_s must be a number of seconds from 0 to every_s, got {jitter_s!r}")
+        if every_s + jitter >= ttl_s:
+            raise ValueError(
+                f"every_s + jitter_s ({every_s + jitter:g} s) must be under the warmed prefix's TTL"
+                f" ({self.ttl}: {ttl_s:g} s): a late warm call finds it expired"
+            )
         if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 1:
             raise ValueError(f"max_errors must be a whole number >= 1, got {max_errors!r}")
         if auto and tracker is None:
@@ -238,14 +244,14 @@ class CacheWarmer:
         with self._lock:
             self._last_seen = m.timestamp if self._last_seen is None else max(self._last_seen, m.timestamp)
             if m.warm:
-                if m.flow == self.flow:
+                if m.flow == self.flow and (self.prefix_id is None or self.prefix_id in m.breakpoint_ids):
                     if m.cost_usd is None:
                         self._cost_known = False
                     else:
                         self._cost += m.cost_usd
                     if m.usage_known:
                         self._tokens = m.cache_read_tokens + m.cache_write_tokens or self._tokens
-                        if not self._tokens and m.error is None and not self._said_uncached:
+                        if not self._tokens and m.writes_reported and not self._said_uncached:
                             self._said_uncached = True
                             logger.warning(
                                 "cachebench: a warm call for prefix %s read and wrote nothing: the prefix is"
@@ -316,40 +322,53 @@ class CacheWarmer:
         return (thread is not None and thread.is_alive()) or (task is not None and not task.done())
 
     def _due(self) -> bool:
-        """On schedule: warm (not in auto mode, or when it pays; the first time, to measure)."""
+        """On schedule: warm (not in auto mode, or when it pays; the first two times, to measure
+        the prefix: when it still cannot tell after them, the model is unpriced or the prefix is
+        not cached, and it does not warm)."""
         if not self.auto:
             return True
         pays = self.pays()
-        return pays is None or pays
+        if pays is None:  # (two calls measure even a prefix whose writes are not reported)
+            return self._calls < 2
+        return pays
 
     def _interval(self) -> float:
         return max(0.0, self.every_s + random.uniform(-self.jitter_s, self.jitter_s))
 
-    def start(self) -> CacheWarmer:
-        """Warm now and then every ``every_s`` in a daemon thread, until :meth:`stop`."""
+    def _restart(self) -> None:
         if self.running:
             raise RuntimeError("this warmer is already running")
         self._stop.clear()
+        with self._lock:
+            self._in_a_row = 0
+            self._stopped_by_errors = False
+
+    def start(self) -> CacheWarmer:
+        """Warm now and then every ``every_s`` in a daemon thread, until :meth:`stop` (the
+        interval runs from each call's start). :meth:`close` it when done (or use ``with``):
+        it watches the tracker's calls until then."""
+        if _is_async(self.create):
+            raise TypeError("create is async: use start_task() in its event loop")
+        self._restart()
         self._thread = threading.Thread(target=self._loop, name="cachebench-warmer", daemon=True)
         self._thread.start()
         return self
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 if self._due():
                     self.warm()
             except Exception as exc:  # (warm() never raises; pays() may, on a closed tracker)
                 logger.warning("cachebench: the warmer for prefix %s: %s", self.prefix_id, exc)
-            if self._stop.wait(self._interval()):
+            if self._stop.wait(max(0.0, self._interval() - (time.monotonic() - began))):
                 break
 
     def start_task(self) -> asyncio.Task[None]:
         """Warm now and then every ``every_s`` in an asyncio task of the running loop, until
         :meth:`astop` (or the task is cancelled)."""
-        if self.running:
-            raise RuntimeError("this warmer is already running")
-        self._stop.clear()
+        self._restart()
         self._loop_of_task = asyncio.get_running_loop()
         self._task = self._loop_of_task.create_task(self._aloop(), name="cachebench-warmer")
         return self._task
@@ -357,12 +376,14 @@ class CacheWarmer:
     async def _aloop(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             while not self._stop.is_set():
+                began = time.monotonic()
                 try:
-                    if self._due():
+                    # (pays() waits for the tracker's queue: in a thread, never on the loop)
+                    if not self.auto or await asyncio.to_thread(self._due):
                         await self.awarm()
                 except Exception as exc:
                     logger.warning("cachebench: the warmer for prefix %s: %s", self.prefix_id, exc)
-                await asyncio.sleep(self._interval())
+                await asyncio.sleep(max(0.0, self._interval() - (time.monotonic() - began)))
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop the schedule, from any thread (a thread's warm call in flight finishes first,

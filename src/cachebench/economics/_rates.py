@@ -122,9 +122,23 @@ class Rates:
                 f"no prices for {model!r} ({chosen}) in genai-prices: pass prices="
                 "{model: {'input': ..., 'output': ..., ...}} in USD per million tokens"
             )
-        base = listed * _MTOK
+        return cls._from(listed * _MTOK, found, chosen, model)
+
+    @classmethod
+    def relative(cls, provider: str, model: str | None = None) -> Rates:
+        """Prices in input-token equivalents (an input token costs 1, so ``input`` is
+        1,000,000 a million), the others from the provider's rules: for estimates of a model
+        no price list knows."""
+        if provider not in _PROVIDERS:
+            raise ValueError(f"provider must be anthropic, openai, bedrock or gemini, got {provider!r}")
+        return cls._from(float(_MTOK), {}, provider, model)
+
+    @classmethod
+    def _from(cls, base: float, found: Mapping[str, float | None], provider: str, model: str | None) -> Rates:
+        """``found`` (USD a token, as :meth:`PriceTable.rates` gives them) with ``base`` (the
+        input price a million tokens); each rate it lacks from the provider's rules."""
         filled: list[str] = []
-        implicit = chosen == "gemini" or (chosen == "openai" and not facts.explicit_caching(model))
+        implicit = provider == "gemini" or (provider == "openai" and not facts.explicit_caching(model))
 
         def pick(name: str, default: float) -> float:
             value = found.get(name)
@@ -133,8 +147,8 @@ class Rates:
                 return default
             return value * _MTOK
 
-        short = base if implicit else base * WRITE_MULTIPLES["30m" if chosen == "openai" else "5m"]
-        long = base if implicit else base * WRITE_MULTIPLES["12h" if chosen == "openai" else "1h"]
+        short = base if implicit else base * WRITE_MULTIPLES["30m" if provider == "openai" else "5m"]
+        long = base if implicit else base * WRITE_MULTIPLES["12h" if provider == "openai" else "1h"]
         return cls(
             input=base,
             output=pick("output", 0.0),
@@ -142,7 +156,7 @@ class Rates:
             cache_write=pick("cache_write", short),
             cache_write_1h=pick("cache_write_1h", long),
             model=model,
-            provider=chosen,
+            provider=provider,
             filled=tuple(filled),
         )
 

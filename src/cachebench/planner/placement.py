@@ -37,17 +37,14 @@ import xxhash
 
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, Segment
+from ..economics._rates import Rates
 from ..fingerprint import ordered
-from ..pricing import PriceTable
 from ..types import Provider
 from ._markers import set_breakpoints
 from ._view import RequestView, max_breakpoints, view
 
 __all__ = ["Layer", "Plan", "PlannedBreakpoint", "Traffic", "apply", "evaluate", "plan"]
 
-# Multiples of the input price where the model is not priced (PROVIDER_FACTS: reads 0.1x;
-# writes 1.25x for 5m/30m entries, 2x for 1h; 12h and 24h priced like 1h).
-DEFAULT_MULTIPLES = {"read": 0.1, "5m": 1.25, "30m": 1.25, "1h": 2.0, "12h": 2.0, "24h": 2.0}
 _SAMPLE_SPACING_S = 1.0
 _PLAN_TIME = 1_800_000_000.0  # an arbitrary fixed instant: plans never depend on the clock
 
@@ -260,31 +257,26 @@ def _candidates(first: RequestView, layers: Sequence[Layer], conversation_start:
 
 
 class _Prices:
-    """What input tokens cost for the plan's model: USD from its prices where genai-prices has
-    them (a TTL whose write price it lacks, such as OpenAI's 12 h, as the usual multiple of the
-    input price), else input-token equivalents (:data:`DEFAULT_MULTIPLES`). One unit per plan."""
+    """What input tokens cost for the plan's model, from :class:`~cachebench.economics.Rates`:
+    USD from genai-prices where it has them (a TTL whose write price it lacks, such as OpenAI's
+    12 h, at the provider's usual multiple of the input price), else input-token equivalents
+    (:meth:`~cachebench.economics.Rates.relative`). One unit per plan."""
 
     def __init__(self, provider: str, model: str | None) -> None:
-        rates = PriceTable().rates(provider, model, _PLAN_TIME)
+        rates = None
+        if model:
+            try:
+                rates = Rates.for_model(model, provider, when=_PLAN_TIME)
+            except ValueError:
+                rates = None
         self.priced = rates is not None
-        base = rates["input"] if rates is not None else None
-        m = DEFAULT_MULTIPLES
-        self.unit = base if base is not None else 1.0
-        known = rates or {}
-        self.read = known.get("cache_read") or m["read"] * self.unit
-        short, long = known.get("cache_write"), known.get("cache_write_1h")
-        self.write = {
-            ttl: (long if ttl in ("1h", "12h", "24h") else short) or m.get(ttl, 1.25) * self.unit
-            for ttl in m
-            if ttl != "read"
-        }
+        self.rates = rates if rates is not None else Rates.relative(provider, model)
 
     def cost(self, uncached: float, read: float, writes: Mapping[str, float]) -> float:
+        r = self.rates
         return (
-            uncached * self.unit
-            + read * self.read
-            + sum(self.write.get(t, 1.25 * self.unit) * n for t, n in writes.items())
-        )
+            uncached * r.input + read * r.cache_read + sum(r.write(t) * n for t, n in writes.items())
+        ) / 1_000_000
 
 
 def _segments(v: RequestView, marks: Mapping[int, str]) -> tuple[Segment, ...]:

@@ -37,6 +37,7 @@ import xxhash
 
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, Segment
+from ..economics._cost import live_probability
 from ..economics._rates import Rates
 from ..fingerprint import ordered
 from ..types import Provider
@@ -343,7 +344,7 @@ def _expected(
             share = layer.shared_by / layer.samples
             if share < 1 and traffic.users:
                 share = 1.0 / traffic.users
-            q = 1.0 - math.exp(-rate_s * share * facts.ttl_seconds(ttl))
+            q = live_probability(rate_s * share, facts.ttl_seconds(ttl))  # (the economics' traffic model)
         if first.cum_tokens[p] < first.minimum:
             q = 0.0
         q = min([q, *live])  # a deeper prefix is never found live more often than a shallower one

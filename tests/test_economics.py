@@ -225,3 +225,88 @@ def test_rates_for_implicit_caching_fill_free_writes() -> None:
     custom = Rates.for_model("my-model", "anthropic", prices={"my-model": {"input": 2.0, "output": 8.0}})
     assert custom.cache_write == 2.5 and custom.cache_read == pytest.approx(0.2)
     assert set(custom.filled) == {"cache_read", "cache_write", "cache_write_1h"}
+
+
+def test_a_one_hour_cache_is_priced_at_the_one_hour_write() -> None:
+    cost = request_cost(OPUS, 3_000, 2_500, 800, ttl="1h")
+    assert cost.cold == pytest.approx(usd(500, INPUT) + usd(2_500, WRITE_1H) + usd(800, OUTPUT))
+    assert request_cost(OPUS, 2_500, 2_500).uncached == pytest.approx(usd(2_500, INPUT))  # all of it cached
+    table = conversation(
+        OPUS, turns=3, prefix_tokens=4_000, turn_tokens=200, output_tokens=100, history=True, ttl="1h"
+    )
+    assert table[1].written_tokens == 300 and table[1].read_tokens == 4_000
+    assert table[1].cost == pytest.approx(
+        usd(200, INPUT) + usd(4_000, READ) + usd(300, WRITE_1H) + usd(100, OUTPUT)
+    )
+    assert len(conversation(OPUS, turns=1, prefix_tokens=1, turn_tokens=1, output_tokens=1)) == 1
+    hour = break_even(OPUS, 2_500, ttl="1h")
+    assert hour.rate_per_s == pytest.approx(math.log1p(hour.reads) / 3600)
+    assert hour.calls_per_hour == pytest.approx(hour.rate_per_s * 3600)
+
+
+def test_when_a_read_saves_nothing_caching_never_breaks_even() -> None:
+    flat = Rates(input=1.0, output=1.0, cache_read=1.0, cache_write=1.25, cache_write_1h=2.0)
+    found = break_even(flat, 1_000)
+    assert (found.tokens, found.ttl, found.reads, found.rate_per_s) == (1_000, "5m", math.inf, math.inf)
+    assert found.write_premium == pytest.approx(usd(1_000, 0.25)) and found.read_saving == 0
+    assert found.as_dict()["calls_per_hour"] == math.inf
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: request_cost(OPUS, -1, 0), "input_tokens"),
+        (lambda: request_cost(OPUS, 10, -1), "cached_tokens"),
+        (lambda: request_cost(OPUS, 10, 1, -1), "output_tokens"),
+        (lambda: break_even(OPUS, -5), "tokens"),
+        (
+            lambda: conversation(OPUS, turns=2, prefix_tokens=-1, turn_tokens=1, output_tokens=1),
+            "prefix_tokens",
+        ),
+        (
+            lambda: conversation(OPUS, turns=2, prefix_tokens=1, turn_tokens=-1, output_tokens=1),
+            "turn_tokens",
+        ),
+        (
+            lambda: conversation(OPUS, turns=2, prefix_tokens=1, turn_tokens=1, output_tokens=-1),
+            "output_tokens",
+        ),
+        (lambda: monthly(OPUS, Workload("x", 1, 10, 1, 1, 0.5), days=0), "days"),
+        (lambda: monthly(OPUS, ["not a workload"]), "workloads"),  # type: ignore[list-item]
+        (lambda: Workload("x", -1, 10, 1, 1, 0.5), "requests_per_day"),
+        (lambda: Workload("x", math.inf, 10, 1, 1, 0.5), "requests_per_day"),
+        (lambda: Workload("x", 1, 10, 1, 1, "half"), "hit_rate"),  # type: ignore[arg-type]
+        (lambda: conversation(OPUS, turns=True, prefix_tokens=1, turn_tokens=1, output_tokens=1), "turns"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_bad_argument_is_named(call: object, name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name}"):
+        call()  # type: ignore[operator]
+
+
+def test_the_edges_of_the_traffic_model_and_a_month() -> None:
+    from cachebench.economics import live_probability, reads_per_write
+
+    assert live_probability(0.0, 300) == 0 and live_probability(1.0, 0) == 0
+    assert reads_per_write(0.0, 300) == 0 and reads_per_write(1.0, 0) == 0
+    assert reads_per_write(1 / 300, 300) == pytest.approx(math.e - 1)
+    assert live_probability(1 / 300, 300) == pytest.approx(1 - 1 / math.e)
+    assert reads_per_write(10.0, 3600) == math.inf
+    for hit_rate in (0, 1):
+        w = Workload("edge", 0, 1_000, 1_000, 0, hit_rate)
+        assert monthly(OPUS, w).cost == 0
+    all_warm = monthly(OPUS, Workload("warm", 100, 1_000, 1_000, 0, 1.0), days=1)
+    assert all_warm.cost == pytest.approx(100 * usd(1_000, READ))
+    assert all_warm.as_dict()["workloads"][0]["saving"] == pytest.approx(all_warm.saving)
+
+
+def test_a_warmers_month_is_its_pings_against_the_writes_it_saves() -> None:
+    value = warmer_value(OPUS, 10_000, calls_per_hour=3, interval_s=3000, ttl="1h")
+    live = 1 - math.exp(-3 / 3600 * 3600)
+    calls = 3 / 3600 * 30 * 86_400
+    assert value.hit_rate_without == pytest.approx(live)
+    assert value.saving == pytest.approx(calls * (1 - live) * usd(10_000, WRITE_1H - READ))
+    ping = usd(10_000, READ) + usd(8, INPUT) + usd(1, OUTPUT)
+    assert value.cost == pytest.approx(30 * 86_400 / 3000 * ping)
+    assert value.as_dict()["net"] == pytest.approx(value.saving - value.cost)
+    assert (value.tokens, value.ttl, value.interval_s, value.calls_per_hour) == (10_000, "1h", 3000.0, 3.0)

@@ -441,3 +441,52 @@ def test_a_rewrite_is_one_of_an_entry_that_expired_lately() -> None:
     cache.started(ticket, 600.0)
     _, _, _, rewritten, _ = cache.begin([7], [5_000], [0], marks, 1024, 600.0 + 300 + FORGET_AFTER_S + 1)
     assert rewritten == 0
+
+
+def _both(requests: list[tuple[float, list[tuple[str, int, int, str | None]]]], minimum: int = 1024) -> None:
+    """Each request through the layer cache and the cache model at once: equal counts."""
+    model = CacheModel(max_entries=1 << 20, min_tokens={"anthropic": minimum})
+    layers = LayerCache()
+    ids: dict[str, int] = {}
+    for t, spec in requests:
+        got = model.handle(CacheRequest("anthropic", MODEL, "k", _segments(spec)), t)
+        chain, cum, pos, path, total, blocks = [], [], [], "", 0, -1
+        for key, tokens, b, _ in spec:
+            path += "/" + key
+            chain.append(ids.setdefault(path, len(ids)))
+            total += tokens
+            blocks += b
+            cum.append(total)
+            pos.append(blocks)
+        marks = [(j, x[3]) for j, x in enumerate(spec) if x[3] is not None]
+        read, by_ttl, _, _, ticket = layers.begin(chain, cum, pos, marks, minimum, t)
+        if ticket is not None:
+            layers.started(ticket, t)
+        assert (read, by_ttl) == (got.cache_read_tokens, dict(got.cache_write_by_ttl)), (t, spec)
+
+
+def test_the_layer_cache_at_the_edges_of_the_rules() -> None:
+    """A prefix of exactly the minimum qualifies; an entry is alive at the instant it expires
+    and not after; the lookback reaches exactly 20 blocks back."""
+    _both([(0.0, [("a", 1024, 1, "5m")]), (300.0, [("a", 1024, 1, "5m")]), (600.1, [("a", 1024, 1, "5m")])])
+    _both([(0.0, [("a", 1023, 1, "5m")]), (1.0, [("a", 1023, 1, "5m")])])
+    for gap in (20, 21):  # blocks between the earlier entry and the new breakpoint
+        _both(
+            [
+                (0.0, [("s", 2_000, 1, None), ("t", 100, 1, "5m")]),
+                (1.0, [("s", 2_000, 1, None), ("t", 100, 1, None), ("u", 50, gap, "5m")]),
+            ]
+        )
+
+
+def test_concurrent_and_rewritten_writes_add_up_over_breakpoints() -> None:
+    cache = LayerCache()
+    marks = [(0, "1h"), (1, "5m")]
+    _, _, _, _, ticket = cache.begin([1, 2], [3_000, 5_000], [0, 1], marks, 1024, 0.0, ready_at=10.0)
+    _, by_ttl, concurrent, _, _ = cache.begin([1, 2], [3_000, 5_000], [0, 1], marks, 1024, 1.0, ready_at=11.0)
+    assert concurrent == 5_000 and by_ttl == {"1h": 3_000, "5m": 2_000}  # both spans a twin was writing
+    assert ticket is not None
+    cache.started(ticket, 10.0)
+    _, _, _, rewritten, _ = cache.begin([1, 2], [3_000, 5_000], [0, 1], marks, 1024, 10.0 + 3_601)
+    assert rewritten == 5_000  # both expired: re-written
+    assert cache.writing(1, 20.0) is None  # (written and readable)

@@ -474,3 +474,32 @@ def test_conversations_read_through_the_lookback_replay_what_the_provider_counte
     )
     tracker.close()
     client.close()
+
+
+def test_calls_of_one_shape_are_priced_from_their_gaps_as_the_simulator_replays_them() -> None:
+    """Calls of one length and one marking (no replay in the advice): its figures are still
+    the simulator's."""
+    rnd = random.Random(12)
+    t, calls = 1_767_225_600.0, []
+    for _ in range(2_000):
+        t += rnd.expovariate(1 / 90)
+        user = rnd.randrange(25)
+        calls.append(
+            {
+                "timestamp": t,
+                "flow": "search",
+                "model": "claude-opus-4-5",
+                "input_tokens": 60,
+                "output_tokens": 40,
+                "layers": [
+                    {"key": "tools", "tokens": 3_000},
+                    {"key": "system", "tokens": 2_000, "ttl": "1h"},
+                    {"key": f"u{user}", "tokens": 1_500, "ttl": "5m"},
+                ],
+            }
+        )
+    advice = advise(calls)["search"]
+    scale = MONTH / advice.span_s
+    sim = simulate(calls, ["current", advice.strategy])
+    assert advice.monthly_cost_current == pytest.approx(sim["current"].cost_usd * scale, rel=1e-9)
+    assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)

@@ -373,11 +373,23 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
         strategy = Strategy("advised", marks) if marks else Strategy.none()
         return scale * _run(compiled, strategy, end).cost_usd
 
-    now = scale * _run(compiled, Strategy.current(), end).cost_usd
     best_marks: dict[int, str] = {k: ttl for k, ttl in enumerate(best_combo) if ttl is not None}
     best_last: str | None = None
-    advised = replay(best_marks)
-    if any(len(r.chain) != depth for r in rows):  # (calls of one length: the last layer is placed above)
+    uniform = all(len(r.chain) == depth and r.ttls == first.ttls and r.ttft <= 0 for r in rows)
+    if uniform:
+        # Calls of one length and one marking, whose writes are readable at once: the gaps price
+        # the current and the chosen placements exactly (an entry lives as the gaps between the
+        # calls that mark it say, and none is read through the lookback): no replay needed.
+        now = month((first.ttls, None))
+        advised = best_cost
+        if now < advised - 1e-12:  # (its own marking, past the layers placed one by one, is cheaper)
+            best_marks = {k: ttl for k, ttl in enumerate(first.ttls) if ttl is not None}
+            best_combo = first.ttls
+            advised = now
+    else:
+        now = scale * _run(compiled, Strategy.current(), end).cost_usd
+        advised = replay(best_marks)
+    if not uniform and any(len(r.chain) != depth for r in rows):  # (one length: placed above)
         for last_ttl in _TTLS:
             marks = _with_last(best_marks, last_ttl, limit)
             if marks is None:

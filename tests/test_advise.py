@@ -503,3 +503,49 @@ def test_calls_of_one_shape_are_priced_from_their_gaps_as_the_simulator_replays_
     sim = simulate(calls, ["current", advice.strategy])
     assert advice.monthly_cost_current == pytest.approx(sim["current"].cost_usd * scale, rel=1e-9)
     assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)
+
+
+def test_deep_calls_of_one_shape_get_the_last_layer_when_it_is_cheapest() -> None:
+    """Ten layers a call, the breakpoint on the first: the whole prompt repeats, so a breakpoint
+    on the last layer reads it all."""
+    calls = [
+        {
+            "timestamp": 1_767_225_600.0 + 60 * i,
+            "flow": "deep",
+            "model": "claude-opus-4-5",
+            "input_tokens": 50,
+            "layers": [
+                {"key": "sys", "tokens": 3_000, "ttl": "5m"},
+                *({"key": f"l{j}", "tokens": 400} for j in range(9)),
+            ],
+        }
+        for i in range(40)
+    ]
+    advice = advise(calls)["deep"]
+    assert advice.strategy == "layers=-1:5m"
+    sim = simulate(calls, ["current", advice.strategy])
+    scale = MONTH / advice.span_s
+    assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)
+    assert sim[advice.strategy].cost_usd < sim["current"].cost_usd / 3
+
+
+def test_of_equal_placements_the_advice_takes_the_fewest_breakpoints() -> None:
+    calls = _conversations(6)
+    advice = advise(calls)["chat"]
+    marks = advice.placement
+    for layer in [k for k in marks if k >= 0]:
+        fewer = {k: t for k, t in marks.items() if k != layer}
+        cost = simulate(calls, [Strategy("fewer", fewer)])["fewer"].cost_usd * MONTH / advice.span_s
+        assert cost > advice.monthly_cost_advised + 1e-9, (layer, marks)
+
+
+def test_simulate_one_flow_of_a_trace(tmp_path: Path) -> None:
+    path = tmp_path / "two.jsonl"
+    Trace([*_trace(n=200), *({**c, "flow": "other"} for c in _trace(seed=7, n=100))]).write(path)
+    done = _cli("simulate", str(path), "--flow", "other", "-s", "current", "--json")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["calls"] == 100
+    missing = _cli("simulate", str(path), "--flow", "nope")
+    assert missing.returncode == 2 and "no call of flow 'nope'" in missing.stderr
+    hint = _cli("advise", str(path))
+    assert "simulate it: --flow support --strategy current" in hint.stdout

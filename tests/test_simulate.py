@@ -490,3 +490,21 @@ def test_concurrent_and_rewritten_writes_add_up_over_breakpoints() -> None:
     _, _, _, rewritten, _ = cache.begin([1, 2], [3_000, 5_000], [0, 1], marks, 1024, 10.0 + 3_601)
     assert rewritten == 5_000  # both expired: re-written
     assert cache.writing(1, 20.0) is None  # (written and readable)
+
+
+def test_without_caching_recorded_warm_calls_are_not_sent() -> None:
+    calls = [
+        {
+            "timestamp": 1_767_225_600.0 + 240 * i,
+            "model": "claude-opus-4-5",
+            "warm": True,
+            "layers": [{"key": "s", "tokens": 6_000, "ttl": "5m"}],
+            "input_tokens": 8,
+        }
+        for i in range(10)
+    ]
+    result = simulate(calls, ["none", "current"])
+    assert result["none"].cost_usd == 0 and result["none"].cost_saved_usd == 0
+    assert result["current"].warm_calls == 10 and result["current"].warm_cost_usd > 0
+    with pytest.raises(ValueError, match="layer 0 is given twice"):
+        Strategy.parse("layers=0:1h,0:5m")

@@ -398,8 +398,36 @@ def test_auto_mode_stops_when_it_cannot_tell_whether_warming_pays(cache_emulator
     )
     warmer.start()
     time.sleep(0.4)
+    assert not warmer.running  # (it stopped itself, and said why)
     warmer.stop()
     assert warmer.stats.calls == 2 and warmer.pays() is None
     warmer.close()
+    tracker.close()
+    client.close()
+
+
+def test_two_warmers_of_one_prefix_count_their_own_calls_and_one_saving(
+    cache_emulator: CacheEmulator,
+) -> None:
+    """Two warmers of the same prefix (one flow, or two): each counts the calls it made, and a
+    read it bought is counted once, by the one that warmed it last."""
+    tracker = cachebench.CacheTracker(clock=cache_emulator.clock)
+    client = _client(cache_emulator)
+    create = tracker.wrap(client.messages.create, flow="support")
+    first = CacheWarmer(client.messages.create, support_request(), tracker=tracker)
+    second = CacheWarmer(client.messages.create, support_request(), tracker=tracker, flow="other-warmer")
+    create(**support_request())
+    for warmer in (first, first, first, second):
+        cache_emulator.advance(200)
+        warmer.warm()
+    cache_emulator.advance(200)
+    assert create(**support_request("And now?")).usage.cache_read_input_tokens > 0  # 1,000 s later
+    warm = [m for m in tracker.calls() if m.warm]
+    assert first.stats.calls == 3 and second.stats.calls == 1
+    assert first.stats.cost_usd == pytest.approx(sum(m.cost_usd for m in warm[:3]))
+    assert second.stats.cost_usd == pytest.approx(warm[3].cost_usd)
+    assert first.stats.saving_usd == 0 and second.stats.saving_usd > 0
+    first.close()
+    second.close()
     tracker.close()
     client.close()

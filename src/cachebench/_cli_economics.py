@@ -80,6 +80,7 @@ def add_economics_commands(app: typer.Typer) -> None:
             ),
         ] = None,
         ttft_ms: TtftMs = 0.0,
+        flow: Annotated[str | None, typer.Option("--flow", help="Only this flow's calls.")] = None,
         json: Json = False,
         model: Model = None,
         prices: Prices = None,
@@ -98,7 +99,7 @@ def add_economics_commands(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--strategy") from None
         overrides = _prices(prices, "simulate")
         try:
-            result = run(trace, chosen, model=model, prices=overrides, ttft_s=ttft_ms / 1000.0)
+            result = run(trace, chosen, model=model, prices=overrides, ttft_s=ttft_ms / 1000.0, flow=flow)
         except ValueError as e:  # (TraceError is one)
             raise _fail(str(e), "simulate") from None
         if not result.calls:

@@ -72,8 +72,10 @@ def current_flow() -> str | None:
     return _current.get()
 
 
-# Set by a cache warmer around its own calls: the tracker records each as warm and counts it
-# here (so the warmer knows whether an instrumented client recorded it already).
+# Set by a cache warmer around its own calls (its own marker, the same object for all of them):
+# the tracker records each as warm, counts it here (so the warmer knows whether an instrumented
+# client recorded it already) and keeps the marker on the call's context (so the warmer knows
+# its own calls from another warmer's).
 _warming: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "cachebench_warming", default=None
 )

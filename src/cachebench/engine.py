@@ -154,6 +154,7 @@ class CallContext:
         "timestamp",
         "usage",
         "warm",
+        "warmer",
         "write_key",
     )
 
@@ -174,6 +175,7 @@ class CallContext:
         self.timestamp = timestamp
         self.live = live  # a call happening now (record() replays one that already happened)
         self.warm = False  # a cache warmer's call
+        self.warmer: object = None  # (which warmer's: the marker it set)
         self.stream = adapter.is_stream_request(request)
         self.finished = False
         self.observing = False  # a stream or manager took over finishing the call
@@ -570,6 +572,7 @@ class Engine:
             counter = warming()
             if counter is not None:
                 ctx.warm = True
+                ctx.warmer = counter
                 counter[0] += 1
             prompt = adapter.parse_request(request)
             key = prefix_key(prompt)

@@ -196,7 +196,7 @@ class Advice:
                     f"  {w.kind} on layer {w.layer} every {w.every_s:g} s: ${w.monthly_cost:,.2f} a month for"
                     f" ${w.monthly_saving:,.2f} of writes saved: {verdict}"
                 )
-            lines.append(f"  simulate it: --strategy current --strategy '{f.strategy}'")
+            lines.append(f"  simulate it: --flow {f.flow} --strategy current --strategy '{f.strategy}'")
         for s in self.skipped:
             lines.append(f"skipped: {s}")
         return "\n".join(lines) if lines else "no flow with cached layers to advise on"
@@ -351,19 +351,26 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
         )
 
     uncached = month(((), None))
-    # The first layers, placed one by one: priced on the groups (exact: every call that has a
-    # placed layer marks it, so an entry lives exactly as the gaps between its calls say).
-    best_cost = math.inf
-    best_combo: tuple[str | None, ...] = ()
+    # Calls of one length and one marking, whose writes are readable at once: the gaps price every
+    # placement exactly (an entry lives as the gaps between the calls that mark it say, and none
+    # is read through the lookback), the last-layer ones and the current one too.
+    uniform = all(len(r.chain) == depth and r.ttls == first.ttls and r.ttft <= 0 for r in rows)
+    # The first layers placed one by one, priced on the groups (exact as above for placements
+    # that mark a layer in every call that has it). Of equal costs, the fewest breakpoints.
+    best_key = (math.inf, 0)
+    best: tuple[tuple[str | None, ...], str | None] = ((), None)
     for combo, last_ttl in _placements(depth, limit):
-        if last_ttl is None:
-            cost = month((combo, None))
-            if cost < best_cost - 1e-12:
-                best_cost, best_combo = cost, combo
-    # A breakpoint on each call's last layer (a conversation's newest turn) is read by the next
-    # call through the provider's lookback, which the gaps do not show: those placements, and the
-    # current and the chosen ones, are replayed through the layer cache, exactly (the calls' own
-    # markers vary from call to call, and twins sent together write alike).
+        if last_ttl is None or uniform:
+            key = (round(month((combo, last_ttl)), 9), sum(t is not None for t in (*combo, last_ttl)))
+            if key < best_key:
+                best_key, best = key, (combo, last_ttl)
+    best_combo, best_last = best
+    best_marks: dict[int, str] = {k: ttl for k, ttl in enumerate(best_combo) if ttl is not None}
+    advised = month(best)
+    # Otherwise, a breakpoint on each call's last layer (a conversation's newest turn) is read by
+    # the next call through the provider's lookback, which the gaps do not show: those placements,
+    # and the current and the chosen ones, are replayed through the layer cache, exactly (the
+    # calls' own markers vary from call to call, and twins sent together write alike).
     from ._simulate import Strategy, _run
 
     compiled = Compiled(rows)
@@ -373,30 +380,29 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
         strategy = Strategy("advised", marks) if marks else Strategy.none()
         return scale * _run(compiled, strategy, end).cost_usd
 
-    best_marks: dict[int, str] = {k: ttl for k, ttl in enumerate(best_combo) if ttl is not None}
-    best_last: str | None = None
-    uniform = all(len(r.chain) == depth and r.ttls == first.ttls and r.ttft <= 0 for r in rows)
     if uniform:
-        # Calls of one length and one marking, whose writes are readable at once: the gaps price
-        # the current and the chosen placements exactly (an entry lives as the gaps between the
-        # calls that mark it say, and none is read through the lookback): no replay needed.
         now = month((first.ttls, None))
-        advised = best_cost
-        if now < advised - 1e-12:  # (its own marking, past the layers placed one by one, is cheaper)
+        if now < advised - 1e-9:  # (its own marking, past the layers placed one by one, is cheaper)
             best_marks = {k: ttl for k, ttl in enumerate(first.ttls) if ttl is not None}
-            best_combo = first.ttls
-            advised = now
+            best_combo, best_last, advised = first.ttls, None, now
     else:
         now = scale * _run(compiled, Strategy.current(), end).cost_usd
         advised = replay(best_marks)
-    if not uniform and any(len(r.chain) != depth for r in rows):  # (one length: placed above)
-        for last_ttl in _TTLS:
-            marks = _with_last(best_marks, last_ttl, limit)
-            if marks is None:
-                continue
-            cost = replay({**marks, -1: last_ttl})
-            if cost < advised - 1e-12:
-                advised, best_last, best_marks = cost, last_ttl, marks
+        if any(len(r.chain) != depth for r in rows):
+            for last_ttl in _TTLS:
+                marks = _with_last(best_marks, last_ttl, limit)
+                if marks is None:
+                    continue
+                cost = replay({**marks, -1: last_ttl})
+                if cost < advised - 1e-9:
+                    advised, best_last, best_marks = cost, last_ttl, marks
+            # Of equal costs, the fewest breakpoints: the ones placed one by one are dropped,
+            # deepest first, while the replay costs no more.
+            if best_last is not None:
+                for k in sorted(best_marks, reverse=True):
+                    fewer = {j: t for j, t in best_marks.items() if j != k}
+                    if replay({**fewer, -1: best_last}) <= advised + 1e-9:
+                        best_marks = fewer
     best_combo = tuple(best_marks.get(k) for k in range(len(best_combo)))
     layers = tuple(
         LayerAdvice(

@@ -136,9 +136,12 @@ class Strategy:
                 for item in value.split(","):
                     index, _, ttl = item.partition(":")
                     try:
-                        marks[int(index)] = ttl.strip() or "5m"
+                        layer = int(index)
                     except ValueError:
                         raise ValueError(f"strategy {spec!r}: {item!r} is not layer:ttl") from None
+                    if layer in marks:
+                        raise ValueError(f"strategy {spec!r}: layer {layer} is given twice")
+                    marks[layer] = ttl.strip() or "5m"
                 fields["marks"] = marks
             elif name == "warm" and value:
                 fields["warm_every_s"] = _seconds(spec, value.strip())
@@ -407,6 +410,8 @@ def _run(
         """``call`` at ``t``; ``warm``: a warm call (its cost is the warmer's); ``ping``: the
         strategy's warmer reading ``call``'s first layer."""
         nonlocal seq, model_cache
+        if warm and not ping and strategy.marks == "none":
+            return  # (without caching there is nothing to keep warm: a recorded warm call is not sent)
         if ping:
             own = dict(marks_of(call, t))  # the first layer's TTL as the strategy marks it
             ttl = own.get(0) or strategy.ttl or call.ttls[0] or _short(call.family)
@@ -536,6 +541,7 @@ def simulate(
     prices: Mapping[str, Mapping[str, float]] | None = None,
     ttft_s: float = 0.0,
     advised: Any = None,
+    flow: str | None = None,
 ) -> Simulation:
     """Replay ``trace`` (a :class:`~._trace.Trace`, a JSON Lines path, or calls) under each of
     ``strategies`` (:class:`Strategy` objects or their text, :meth:`Strategy.parse`; default
@@ -543,7 +549,7 @@ def simulate(
     as :class:`~cachebench.CacheTracker` takes them; ``ttft_s``: when a call's response
     starts (its entries readable) where the trace does not say (``ttft_ms``); ``advised``: the
     :class:`~._advise.Advice` the ``advised`` strategy replays, when already made for this
-    trace (else it is made here)."""
+    trace (else it is made here); ``flow``: only that flow's calls."""
     if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
         raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
     if isinstance(strategies, (str, Strategy)):
@@ -553,6 +559,13 @@ def simulate(
     if len(set(names)) != len(names):
         raise ValueError(f"two strategies share a name: {names}")
     compiled = compile_trace(trace, model=model, prices=prices, ttft_s=float(ttft_s))
+    if flow is not None:
+        if flow not in compiled.flows:
+            raise ValueError(
+                f"no call of flow {flow!r} in the trace (its flows: {', '.join(sorted(compiled.flows))})"
+            )
+        wanted = compiled.flows[flow]
+        compiled = Compiled([r for r in compiled.rows if r.flow == wanted], compiled.flows)
     placements = None
     if any(s.marks == "advised" for s in chosen):
         from ._advise import Advice, advise_compiled

@@ -54,6 +54,12 @@ __all__ = ["CacheWarmer", "WarmerStats"]
 
 logger = logging.getLogger("cachebench")
 
+# Which warmer warmed each prefix last (its marker): the one that bought a read after a gap. A
+# plain lock, held for a dict operation only (never around user code).
+_LAST_WARMER: dict[str, object] = {}
+_LAST_WARMER_LOCK = threading.Lock()
+_MAX_LAST_WARMERS = 10_000
+
 #: How far back the traffic on the prefix is looked at, for ``auto``.
 TRAFFIC_WINDOW_S = 3600.0
 _MAX_ARRIVALS = 10_000
@@ -146,6 +152,9 @@ class CacheWarmer:
         self._prices = prices
         self._rates: Rates | None = None
         self._lock = threading.Lock()  # (counters: the warmer's threads and the tracker's consumer)
+        # Set around this warmer's calls: the tracker counts them in it and keeps it on each
+        # call's context, so the warmer knows its own calls (not another warmer's).
+        self._marker: list[int] = [0]
         self._calls = self._errors = self._in_a_row = 0
         self._cost = 0.0
         self._cost_known = tracker is not None  # (False once a warm call is unpriced)
@@ -169,8 +178,8 @@ class CacheWarmer:
 
     def warm(self) -> Any:
         """Warm now; the provider's response, or None when the call failed (logged, counted)."""
-        counter = [0]
-        token = _warming.set(counter)
+        before = self._marker[0]
+        token = _warming.set(self._marker)
         try:
             with flow(self.flow):
                 response = self.create(**self.request)
@@ -178,7 +187,7 @@ class CacheWarmer:
                     with contextlib.suppress(Exception):
                         response.close()  # type: ignore[attr-defined]
                     raise TypeError("create is async: use awarm() or start_task()")
-                self._record(response, counter)
+                self._record(response, before)
         except Exception as exc:
             self._failed(exc)
             return None
@@ -189,8 +198,8 @@ class CacheWarmer:
 
     async def awarm(self) -> Any:
         """Warm now, from an event loop (``create`` async, or sync run in a thread)."""
-        counter = [0]
-        token = _warming.set(counter)
+        before = self._marker[0]
+        token = _warming.set(self._marker)
         try:
             with flow(self.flow):
                 if _is_async(self.create):
@@ -199,7 +208,7 @@ class CacheWarmer:
                     response = await asyncio.to_thread(self.create, **self.request)
                     if inspect.isawaitable(response):
                         response = await response
-                self._record(response, counter)
+                self._record(response, before)
         except Exception as exc:
             self._failed(exc)
             return None
@@ -208,9 +217,9 @@ class CacheWarmer:
         self._succeeded()
         return response
 
-    def _record(self, response: Any, counter: list[int]) -> None:
+    def _record(self, response: Any, before: int) -> None:
         """Record the call with the tracker unless an instrumented client already did."""
-        if self.tracker is not None and counter[0] == 0:
+        if self.tracker is not None and self._marker[0] == before:
             self.tracker.record(response, request=self.request, provider=self.provider, flow=self.flow)
 
     def _succeeded(self) -> None:
@@ -244,7 +253,13 @@ class CacheWarmer:
         with self._lock:
             self._last_seen = m.timestamp if self._last_seen is None else max(self._last_seen, m.timestamp)
             if m.warm:
-                if m.flow == self.flow and (self.prefix_id is None or self.prefix_id in m.breakpoint_ids):
+                if getattr(ctx, "warmer", None) is self._marker:
+                    if self.prefix_id is not None:
+                        with _LAST_WARMER_LOCK:
+                            _LAST_WARMER.pop(self.prefix_id, None)
+                            _LAST_WARMER[self.prefix_id] = self._marker
+                            if len(_LAST_WARMER) > _MAX_LAST_WARMERS:
+                                del _LAST_WARMER[next(iter(_LAST_WARMER))]
                     if m.cost_usd is None:
                         self._cost_known = False
                     else:
@@ -266,7 +281,9 @@ class CacheWarmer:
             previous, self._last_traffic = self._last_traffic, m.timestamp
             gap = None if previous is None else m.timestamp - previous
             ttl_s = facts.ttl_seconds(self.ttl)
-            if self._calls and gap is not None and gap > ttl_s and m.cache_read_tokens >= self._tokens > 0:
+            with _LAST_WARMER_LOCK:
+                mine = _LAST_WARMER.get(self.prefix_id) is self._marker
+            if mine and gap is not None and gap > ttl_s and m.cache_read_tokens >= self._tokens > 0:
                 rates = self._rates_or_none()
                 if rates is not None:
                     self._saving += self._tokens * (rates.write(self.ttl) - rates.cache_read) / 1_000_000
@@ -329,7 +346,15 @@ class CacheWarmer:
             return True
         pays = self.pays()
         if pays is None:  # (two calls measure even a prefix whose writes are not reported)
-            return self._calls < 2
+            if self._calls < 2:
+                return True
+            logger.warning(
+                "cachebench: the warmer for prefix %s stops: it cannot tell whether warming pays (a model"
+                " without prices, or a prefix the provider does not cache)",
+                self.prefix_id,
+            )
+            self._stop.set()
+            return False
         return pays
 
     def _interval(self) -> float:

@@ -379,6 +379,8 @@ def test_deep_conversations_are_advised_quickly_with_a_breakpoint_on_the_last_la
     advice = advise(calls)["chat"]
     assert time.monotonic() - started < 20
     assert advice.advised_last == "5m" and advice.strategy.endswith("-1:5m")
+    assert advice.current_last == "5m"  # (most calls mark their newest turn today)
+    assert "each call's last layer: breakpoint now 5m, advised 5m" in str(advise(calls))
     sim = simulate(calls, ["current", advice.strategy])
     scale = MONTH / advice.span_s
     assert advice.monthly_cost_advised == pytest.approx(sim[advice.strategy].cost_usd * scale, rel=1e-9)

@@ -111,6 +111,7 @@ class FlowAdvice:
     monthly_cost_current: float
     monthly_cost_advised: float
     advised_last: str | None = None  # a breakpoint on each call's last layer, past the layers listed
+    current_last: str | None = None  # the breakpoint most calls have on their last layer now
 
     @property
     def monthly_saving(self) -> float:
@@ -145,6 +146,7 @@ class FlowAdvice:
             "monthly_cost_current": self.monthly_cost_current,
             "monthly_cost_advised": self.monthly_cost_advised,
             "advised_last": self.advised_last,
+            "current_last": self.current_last,
             "monthly_saving": self.monthly_saving,
             "strategy": self.strategy,
         }
@@ -189,6 +191,11 @@ class Advice:
                     f"  layer {x.layer}: {x.tokens:,} tokens, {x.values:,} value{'s' if x.values != 1 else ''};"
                     f" alive for {x.live_5m:.0%} of calls at 5m, {x.live_1h:.0%} at 1h;"
                     f" breakpoint now {x.current or 'none'}, advised {x.advised or 'none'} ({change}){below}"
+                )
+            if f.current_last is not None or f.advised_last is not None:
+                lines.append(
+                    f"  each call's last layer: breakpoint now {f.current_last or 'none'},"
+                    f" advised {f.advised_last or 'as the layers above'}"
                 )
             for w in f.warming:
                 verdict = "pays" if w.pays else "does not pay"
@@ -441,6 +448,8 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
                 )
             )
     models = Counter(r.model for r in rows)
+    varying = any(len(r.chain) != depth for r in rows)
+    last_now = Counter(r.ttls[-1] for r in rows).most_common(1)[0][0] if varying else None
     return FlowAdvice(
         name,
         ", ".join(m for m, _ in models.most_common()),
@@ -452,6 +461,7 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
         now,
         advised,
         best_last,
+        last_now,
     )
 
 

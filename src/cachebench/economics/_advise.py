@@ -473,19 +473,19 @@ def _compiled_of(
 
     if isinstance(source, Compiled):
         return source
+    if isinstance(source, str) and "://" in source:
+        from ..store import open_store
+
+        store = open_store(source)
+        try:
+            return _compiled_of(store, model, prices, ttft_s)
+        finally:
+            store.close()
     left_out: Counter[str] = Counter()
     if isinstance(source, CacheTracker):
         trace = trace_from_calls(source.calls(), left_out)
     elif isinstance(source, SQLStore):
         trace = trace_from_calls((c.metrics for c in source.iter_calls()), left_out)
-    elif isinstance(source, str) and "://" in source:
-        from ..store import open_store
-
-        store = open_store(source)
-        try:
-            trace = trace_from_calls((c.metrics for c in store.iter_calls()), left_out)
-        finally:
-            store.close()
     elif isinstance(source, (str, os.PathLike, Trace, Iterable)):
         return compile_trace(source, model=model, prices=prices, ttft_s=ttft_s, unpriced_ok=True)
     else:

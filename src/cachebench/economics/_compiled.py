@@ -17,17 +17,14 @@ from typing import Any
 
 import orjson
 
-from .. import facts
 from ..cachemodel._rules import min_tokens
 from ..importing import ImportFileError, _open, json_lines
+from ..planner._saved import _MAX_TIMESTAMP
 from ._rates import Rates
-from ._trace import _FIELDS, _PROVIDERS, Trace, TraceCall, TraceError, read_trace, trace_call
+from ._trace import _FIELDS, _TTLS, Trace, TraceCall, TraceError, read_trace, trace_call, usual_layer
 
 __all__ = ["Compiled", "Row", "compile_trace"]
 
-_MAX_TIMESTAMP = 1e11  # (seconds; more is milliseconds, which the full check refuses with a word)
-_TTLS = {p: frozenset(facts.BREAKPOINT_TTLS.get(p, ())) for p in _PROVIDERS}
-_LAYER_KEYS = frozenset({"key", "tokens", "ttl", "blocks"})
 _MAX_SHAPES = 1 << 18  # distinct layer lists remembered while compiling
 
 
@@ -239,7 +236,7 @@ class _Builder:
                     parsed = None
                 if parsed is not None and (
                     (provider, model or self.model, scope, parsed) in self.shapes
-                    or _valid(layers, parsed, allowed)
+                    or all(usual_layer(x, *p, allowed) for x, p in zip(layers, parsed, strict=True))
                 ):
                     self.add(where, float(t), flow, provider, model, scope, parsed, tail, out, None, warm)
                     return
@@ -253,23 +250,6 @@ class _Builder:
 
 def _blocks(n: int) -> str:
     return "1 block" if n == 1 else f"{n} blocks"
-
-
-def _valid(layers: list[Any], parsed: tuple[tuple[Any, ...], ...], allowed: frozenset[str]) -> bool:
-    """Whether every layer is the usual shape (anything else goes through the full check)."""
-    for x, (key, tokens, ttl, nblocks) in zip(layers, parsed, strict=True):
-        if not (
-            x.keys() <= _LAYER_KEYS
-            and type(key) is str
-            and key
-            and type(tokens) is int
-            and tokens >= 0
-            and type(nblocks) is int
-            and nblocks >= 1
-            and (ttl is None or ttl in allowed)
-        ):
-            return False
-    return True
 
 
 def compile_trace(

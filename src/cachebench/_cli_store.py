@@ -141,6 +141,26 @@ def add_store_commands(app: typer.Typer) -> None:
         finally:
             store.close()
 
+    @app.command(short_help="Serve the dashboard on 127.0.0.1.")
+    def dashboard(
+        db: Db = DEFAULT_DB,
+        port: Annotated[int, typer.Option(help="The port to serve on.", min=1, max=65535)] = 8501,
+    ) -> None:
+        """Serve the Streamlit dashboard of a store on http://127.0.0.1:PORT until interrupted:
+        key figures, flows, incidents and what-if replays. Needs the 'dashboard' extra."""
+        from . import dashboard as board
+
+        if not board.available():
+            raise fail(board.MISSING)
+        from .dashboard.data import DashboardError, open_database
+
+        try:
+            open_database(db).close()
+        except DashboardError as exc:
+            raise fail(str(exc)) from None
+        typer.echo(f"cachebench dashboard of {shown(db)} on http://127.0.0.1:{port} (Ctrl+C stops it)")
+        raise typer.Exit(board.serve(db, port))
+
     @app.command(short_help="Incidents, each with its id.")
     def regressions(
         since: Since = None,

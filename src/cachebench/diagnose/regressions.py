@@ -52,7 +52,7 @@ from .thresholds import (
     SETTLE_S,
 )
 
-__all__ = ["Diagnosis", "FlowDetector"]
+__all__ = ["STRIP_BLOCKS", "Diagnosis", "FlowDetector", "strip"]
 
 _HEALTHY = (None, "cold", "concurrent", "ttl_expired")  # causes of calls that set the flow's normal cost
 
@@ -66,6 +66,21 @@ class Diagnosis(NamedTuple):
     diff: PrefixDiff | None
     avoidable_tokens: int = 0
     avoidable_cost: float | None = None  # None: nothing avoidable, or unpriced
+
+
+#: Blocks an incident's strips keep on each side (a layer of more is cut, and says so).
+STRIP_BLOCKS = 200
+
+
+def strip(layer: LayerPrint) -> list[list[Any]]:
+    """A layer's blocks as an incident keeps them, no text: ``[section, index in its section,
+    position in the prompt, bytes]`` each, at most :data:`STRIP_BLOCKS` (then a last entry
+    ``["...", blocks left out, -1, their bytes]``)."""
+    out: list[list[Any]] = [[b.section, b.index, b.position, b.features.size] for b in layer[:STRIP_BLOCKS]]
+    rest = layer[STRIP_BLOCKS:]
+    if rest:
+        out.append(["...", len(rest), -1, sum(b.features.size for b in rest)])
+    return out
 
 
 class FlowDetector:
@@ -86,6 +101,7 @@ class FlowDetector:
         self._printer = Printer(capture_text)
         self._prints: OrderedDict[int, LayerPrint] = OrderedDict()
         self._print_bytes = 0
+        self._compared: tuple[LayerPrint, LayerPrint] | None = None  # the last pair compared
         self.incidents: list[Incident] = []
 
     # -- reading ------------------------------------------------------------------------------
@@ -265,13 +281,19 @@ class FlowDetector:
             # The layer is an earlier value of it with blocks added (the next turn of a
             # conversation): that value is the nearest (all of it equal, in order), found by
             # its hash even when other sessions' turns came in between.
-            return compare(extended, new, block_bytes(prompt))
+            return self._compare(extended, new, prompt)
         earlier = [
             p for p in (self._prints.get(u) for u in reversed(f.layer(k).recent) if u != now_value) if p
         ]
         if not earlier:
             return None
-        return compare(nearest(earlier, new), new, block_bytes(prompt))
+        return self._compare(nearest(earlier, new), new, prompt)
+
+    def _compare(self, old: LayerPrint, new: LayerPrint, prompt: Prompt | None) -> Change | None:
+        """:func:`~.prints.compare`, the two prints kept as the call's compared pair (an
+        incident this call opens draws them)."""
+        self._compared = (old, new)
+        return compare(old, new, block_bytes(prompt))
 
     def _extended(self, now_value: int, key: PrefixKey, k: int, blocks: int) -> LayerPrint | None:
         """The print of the longest earlier value of layer ``k`` that this call's layer starts
@@ -300,7 +322,7 @@ class FlowDetector:
                 continue
             bps = key.breakpoints
             now = self._printer.layer(prompt, bps[k - 1] + 1 if k else 0, p + 1)
-            change = compare(seen, now, block_bytes(prompt))
+            change = self._compare(seen, now, prompt)
             if change is not None and change.diff.kind == "serialization":
                 return k, change
         return -1, None
@@ -330,9 +352,8 @@ class FlowDetector:
         # Prefix churn: most of a layer's recent calls changed it.
         if f.churn is None:
             if changed_at >= 0 and change is not None and f.layer(changed_at).churning():
-                f.churn = self._open_churn(
-                    name, f, changed_at, self._incident_diff(f, changed_at, change), now
-                )
+                diff, pair = self._incident_diff(f, changed_at, change)
+                f.churn = self._open_churn(name, f, changed_at, diff, pair, now)
         elif f.layer(f.churn.layer).quiet():
             f.churn = self._close(f.churn, now)
         # Hit-ratio drop.
@@ -348,21 +369,33 @@ class FlowDetector:
             w = COST_BASE_WEIGHT
             f.cost_base = c if f.cost_base is None else (1.0 - w) * f.cost_base + w * c
 
-    def _incident_diff(self, f: FlowState, layer: int, change: Change) -> PrefixDiff:
-        """The diff churn opens with: the change against the last value of the layer a call
-        read, when that is the same kind of change (a re-ordering is told against the last
-        order read); else the change against the call's nearest earlier prompt (a volatile
-        value against the previous one, which holds the same value in another form)."""
+    def _incident_diff(
+        self, f: FlowState, layer: int, change: Change
+    ) -> tuple[PrefixDiff, tuple[LayerPrint, LayerPrint] | None]:
+        """The diff churn opens with, and the two prints it is between: the change against the
+        last value of the layer a call read, when that is the same kind of change (a
+        re-ordering is told against the last order read); else the change against the call's
+        nearest earlier prompt (a volatile value against the previous one, which holds the same
+        value in another form)."""
         good = self._prints.get(f.good[layer]) if f.good[layer] else None
         new = self._prints.get(f.values[layer])
         if good is not None and new is not None:
             against_good = compare(good, new)
             if against_good is not None and against_good.diff.kind == change.diff.kind:
-                return against_good.diff
-        return change.diff
+                return against_good.diff, (good, new)
+        return change.diff, self._compared
 
-    def _open_churn(self, name: str, f: FlowState, layer: int, diff: PrefixDiff, now: float) -> Incident:
-        """Open churn at ``layer``, its recent changes counting as its first calls."""
+    def _open_churn(
+        self,
+        name: str,
+        f: FlowState,
+        layer: int,
+        diff: PrefixDiff,
+        pair: tuple[LayerPrint, LayerPrint] | None,
+        now: float,
+    ) -> Incident:
+        """Open churn at ``layer``, its recent changes counting as its first calls; its details
+        hold the changed layer's blocks on either side (:func:`strips`)."""
         changes = f.layer(layer).changes
         incident = self._open(
             name,
@@ -376,6 +409,8 @@ class FlowDetector:
             now=now,
             announce=False,
         )
+        if pair is not None:
+            incident.details["blocks"] = {"before": strip(pair[0]), "after": strip(pair[1])}
         wasted = [w for *_, w in changes if w]  # what its calls paid beyond reading the prefix
         incident.avoidable_cost = sum(wasted)
         incident.charged = len(wasted)

@@ -82,6 +82,10 @@ HOURLY_SUMS = (
     "avoidable_cost_nusd",
 )
 HOURLY_SPAN = ("first_seen", "last_seen")
+# The flows' roll-up (schema version 4): the same sums per hour, provider, model and flow, for
+# the reports that do not group by prefix (a few rows an hour where the roll-up above has one
+# per prefix).
+FLOWS_KEY = ("hour", "provider", "model", "flow")
 
 INCIDENT_COLUMNS = (
     "id",
@@ -259,6 +263,25 @@ def hourly_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             g[18] = ts
         elif ts > g[19]:
             g[19] = ts
+    return [(*key, *groups[key]) for key in sorted(groups)]
+
+
+def flows_rows(hourly: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """:func:`hourly_rows`' rows summed per hour, provider, model and flow (the prefix left
+    out), sorted by that key: rows of ``FLOWS_KEY + HOURLY_SUMS + HOURLY_SPAN``."""
+    width = len(FLOWS_KEY)
+    sums = len(HOURLY_SUMS)
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for row in hourly:
+        key = row[:width]
+        values = row[width + 1 :]  # (after the prefix)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = list(values)
+            continue
+        g[:sums] = map(add, g[:sums], values[:sums])
+        g[sums] = min(g[sums], values[sums])
+        g[sums + 1] = max(g[sums + 1], values[sums + 1])
     return [(*key, *groups[key]) for key in sorted(groups)]
 
 

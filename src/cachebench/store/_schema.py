@@ -7,16 +7,18 @@ PostgreSQL: ``{id}``, ``{real}`` and ``{big}`` are the column types that differ.
 
 Version 1: calls, incidents. Version 2: the hourly roll-up per flow, prefix and model (filled
 from the calls already stored), the indexes the reports use, and the files imported. Version 3:
-each call's ``warm`` flag (a cache warmer's call).
+each call's ``warm`` flag (a cache warmer's call). Version 4: the flows' roll-up, the same sums
+per hour, provider, model and flow (filled from the hourly roll-up), which the reports that do
+not group by prefix read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._rows import CALL_COLUMNS, HOURLY_KEY, HOURLY_SPAN, HOURLY_SUMS
+from ._rows import CALL_COLUMNS, FLOWS_KEY, HOURLY_KEY, HOURLY_SPAN, HOURLY_SUMS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class Dialect:
     hour: str  # the start of the hour of ``ts`` (seconds since the epoch), as an integer
     least: str  # the smaller of two values
     greatest: str
+
+    def bucket(self, seconds: int) -> str:
+        """The start of the ``seconds``-long bucket of ``ts``, as an integer (``hour``'s form)."""
+        return self.hour.replace("3600", str(int(seconds)))
 
     def sql(self, text: str) -> str:
         """``text`` with the dialect's types and placeholders (written with ``?``)."""
@@ -97,15 +103,33 @@ _INCIDENTS = """CREATE TABLE incidents (
     calls_affected {big} NOT NULL, hit_ratio_before {real}, hit_ratio_after {real},
     extra_cost_per_hour_nusd {big}, diff TEXT, details TEXT)"""
 
+_SUM_COLUMNS = (
+    ", ".join(f"{s} {{real}} NOT NULL" if s == "held_ms" else f"{s} {{big}} NOT NULL" for s in HOURLY_SUMS)
+    + ", "
+    + ", ".join(f"{s} {{real}} NOT NULL" for s in HOURLY_SPAN)
+)
 _HOURLY = (
     "CREATE TABLE hourly (hour {big} NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, "
     "flow TEXT NOT NULL, prefix_id TEXT NOT NULL, "
-    + ", ".join(f"{s} {{real}} NOT NULL" if s == "held_ms" else f"{s} {{big}} NOT NULL" for s in HOURLY_SUMS)
-    + ", "
-    + ", ".join(f"{s} {{real}} NOT NULL" for s in HOURLY_SPAN)
+    + _SUM_COLUMNS
     + ", PRIMARY KEY ("
     + ", ".join(HOURLY_KEY)
     + "))"
+)
+_HOURLY_FLOWS = (
+    "CREATE TABLE hourly_flows (hour {big} NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL, "
+    "flow TEXT NOT NULL, " + _SUM_COLUMNS + ", PRIMARY KEY (" + ", ".join(FLOWS_KEY) + "))"
+)
+# The flows' roll-up of what the hourly one holds (version 4's back-fill).
+_FLOWS_FROM_HOURLY = (
+    "INSERT INTO hourly_flows ("
+    + ", ".join((*FLOWS_KEY, *HOURLY_SUMS, *HOURLY_SPAN))
+    + ") SELECT "
+    + ", ".join(FLOWS_KEY)
+    + ", "
+    + ", ".join(f"SUM({s})" for s in HOURLY_SUMS)
+    + ", MIN(first_seen), MAX(last_seen) FROM hourly GROUP BY "
+    + ", ".join(FLOWS_KEY)
 )
 
 # What a call adds to its hour of the roll-up, in SQL: tokens of calls whose usage is known,
@@ -146,10 +170,16 @@ SUMS_SQL = {
     },
 }
 
-UPDATES = [f"{s} = hourly.{s} + excluded.{s}" for s in HOURLY_SUMS] + [
-    "first_seen = {least}(hourly.first_seen, excluded.first_seen)",
-    "last_seen = {greatest}(hourly.last_seen, excluded.last_seen)",
-]
+
+def updates(table: str) -> list[str]:
+    """A roll-up upsert's SET clauses: the sums added, the span widened."""
+    return [f"{s} = {table}.{s} + excluded.{s}" for s in HOURLY_SUMS] + [
+        f"first_seen = {{least}}({table}.first_seen, excluded.first_seen)",
+        f"last_seen = {{greatest}}({table}.last_seen, excluded.last_seen)",
+    ]
+
+
+UPDATES = updates("hourly")
 
 # Calls (those ``{where}`` selects) added to their hours. (The WHERE clause also keeps SQLite
 # from reading ON CONFLICT as a join's constraint.)
@@ -185,5 +215,6 @@ STEPS: dict[int, tuple[str, ...]] = {
         ROLL_UP.replace("{where}", "1 = 1"),  # the calls stored so far
     ),
     3: tuple(f"ALTER TABLE calls ADD COLUMN {c} {{big}} NOT NULL DEFAULT 0" for c in _ADDED[3]),
+    4: (_HOURLY_FLOWS, _FLOWS_FROM_HOURLY),
 }
 assert sorted(STEPS) == list(range(1, SCHEMA_VERSION + 1))

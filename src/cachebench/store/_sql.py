@@ -17,6 +17,7 @@ from typing import Any
 
 from ._rows import (
     CALL_COLUMNS,
+    FLOWS_KEY,
     HOUR_S,
     HOURLY_KEY,
     HOURLY_SPAN,
@@ -25,11 +26,12 @@ from ._rows import (
     StoredCall,
     StoredIncident,
     call_metrics,
+    flows_rows,
     hourly_rows,
     incident,
     summary,
 )
-from ._schema import SCHEMA_VERSION, STEPS, SUMS_SQL, UPDATES, Dialect
+from ._schema import SCHEMA_VERSION, STEPS, SUMS_SQL, UPDATES, Dialect, updates
 
 #: How long raw calls are kept by default (then only their hourly roll-up).
 KEEP_CALLS_S = 7 * 86400.0
@@ -77,6 +79,11 @@ class SQLStore:
         self._upsert_hour = d.sql(
             f"INSERT INTO hourly ({', '.join(hourly_cols)}) VALUES ({', '.join('?' * len(hourly_cols))}) "
             f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {', '.join(UPDATES)}"
+        )
+        flows_cols = (*FLOWS_KEY, *HOURLY_SUMS, *HOURLY_SPAN)
+        self._upsert_flows = d.sql(
+            f"INSERT INTO hourly_flows ({', '.join(flows_cols)}) VALUES ({', '.join('?' * len(flows_cols))}) "
+            f"ON CONFLICT ({', '.join(FLOWS_KEY)}) DO UPDATE SET {', '.join(updates('hourly_flows'))}"
         )
         incident_updates = ", ".join(f"{c} = excluded.{c}" for c in INCIDENT_COLUMNS[1:])
         self._upsert_incident = d.sql(
@@ -179,7 +186,9 @@ class SQLStore:
                 cur = conn.cursor()
                 if calls:
                     cur.executemany(self._insert_call, calls)
-                    cur.executemany(self._upsert_hour, hourly_rows(list(calls)))
+                    hours = hourly_rows(list(calls))
+                    cur.executemany(self._upsert_hour, hours)
+                    cur.executemany(self._upsert_flows, flows_rows(hours))
                 if incidents:
                     cur.executemany(self._upsert_incident, sorted(incidents))
                 conn.commit()
@@ -197,12 +206,10 @@ class SQLStore:
         cap = "" if limit is None else f" LIMIT {int(limit)}"
         statements = (
             f"DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE ts < ?{cap})",
-            "DELETE FROM hourly WHERE hour + 3600 <= ?"
-            if limit is None
-            else "DELETE FROM hourly WHERE hour + 3600 <= ? AND hour IN "
-            f"(SELECT DISTINCT hour FROM hourly WHERE hour + 3600 <= ? ORDER BY hour LIMIT {int(limit)})",
+            _prune_hours("hourly", limit),
             f"DELETE FROM incidents WHERE id IN (SELECT id FROM incidents WHERE closed_at IS NOT NULL "
             f"AND closed_at < ?{cap})",
+            _prune_hours("hourly_flows", limit),  # (the same oldest hours as the hourly roll-up's)
         )
         counts = []
         with self._lock:
@@ -212,7 +219,7 @@ class SQLStore:
                 cur = conn.cursor()
                 for i, statement in enumerate(statements):
                     args: tuple[float, ...] = (calls_before,) if i == 0 else (hours_before,)
-                    if i == 1 and limit is not None:
+                    if i in (1, 3) and limit is not None:
                         args = (hours_before, hours_before)
                     cur.execute(self.dialect.sql(statement), args)
                     counts.append(max(0, cur.rowcount))
@@ -220,7 +227,7 @@ class SQLStore:
             except BaseException:
                 conn.rollback()
                 raise
-        return Pruned(*counts)
+        return Pruned(*counts[:3])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -243,26 +250,28 @@ class SQLStore:
         since: float | None = None,
         until: float | None = None,
         raw: bool = False,
+        flow: str | None = None,
     ) -> list[dict[str, Any]]:
         """The aggregate keys per ``by`` (:data:`GROUPS`; ``all``: one row of totals) over
         calls in ``[since, until)``, most expensive first: whole hours from the hourly
         roll-up, the parts of hours at the edges from the raw calls; where retention kept an
         edge hour's calls only as sums, the hour counts whole on the side of its start
         (:meth:`exact` tells). ``raw=True`` sums only raw calls
-        (what retention has not deleted yet), which the roll-up must equal."""
+        (what retention has not deleted yet), which the roll-up must equal. ``flow``: that
+        flow's calls only."""
         if by not in GROUPS:
             raise ValueError(f"by must be one of {', '.join(GROUPS)}, got {by!r}")
         lo = -math.inf if since is None else float(since)
         hi = math.inf if until is None else float(until)
         sums: dict[Any, dict[str, Any]] = {}
         if raw:
-            self._add(sums, by, "calls", lo, hi)
+            self._add(sums, by, "calls", lo, hi, flow)
         else:
             hours, edges, _ = self._plan(lo, hi)
             if hours is not None:
-                self._add(sums, by, "hourly", *hours)
+                self._add(sums, by, "hourly" if by == "prefix" else "hourly_flows", *hours, flow)
             for a, b in edges:
-                self._add(sums, by, "calls", a, b)
+                self._add(sums, by, "calls", a, b, flow)
         if by == "all" and not sums:
             sums[""] = {"calls": 0}
         rows = []
@@ -273,6 +282,65 @@ class SQLStore:
         if by == "prefix":
             self._add_users(rows, since, until)
         return rows
+
+    def series(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        bucket_s: int = HOUR_S,
+        flow: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The calls summed per time bucket and flow, oldest first: each row the aggregate keys
+        of :meth:`report` with ``t`` (the bucket's start, seconds since the epoch) and ``flow``.
+
+        ``bucket_s``: a whole number of hours, summed from the hourly roll-up (every hour that
+        starts in ``[since, until)``, or holds ``since``), or a part of an hour that divides it
+        (60, 300, 900...), summed from the raw calls made in ``[since, until)`` (those retention
+        has kept: the last ``keep_calls_s``). Either way the database sums, a bucket a row."""
+        if isinstance(bucket_s, bool) or not isinstance(bucket_s, int) or bucket_s <= 0:
+            raise ValueError(f"bucket_s must be a positive whole number of seconds, got {bucket_s!r}")
+        if bucket_s % HOUR_S and HOUR_S % bucket_s:
+            raise ValueError(f"bucket_s must be a multiple of 3600 or divide it, got {bucket_s}")
+        lo = -math.inf if since is None else float(since)
+        hi = math.inf if until is None else float(until)
+        if bucket_s >= HOUR_S:
+            start = math.floor(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
+            where, args = self._bounds("hour", start, hi)
+            t = "hour" if bucket_s == HOUR_S else f"(hour / {bucket_s}) * {bucket_s}"
+            columns = [f"SUM({s}) AS {s}" for s in HOURLY_SUMS]
+            span = "MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen"
+            table = "hourly_flows"
+        else:
+            where, args = self._bounds("ts", lo, hi)
+            t = self.dialect.bucket(bucket_s)
+            columns = [f"{SUMS_SQL[s]} AS {s}" for s in HOURLY_SUMS]
+            span = "MIN(ts) AS first_seen, MAX(ts) AS last_seen"
+            table = "calls"
+        if flow is not None:
+            where += (" AND " if where else " WHERE ") + "flow = ?"
+            args.append(flow)
+        sql = (
+            f"SELECT {t} AS t, flow AS f, {', '.join(columns)}, {span} FROM {table}{where} "
+            f"GROUP BY {t}, flow ORDER BY t, f"
+        )
+        out = []
+        for row in self._query(sql, args):
+            if row["calls"]:
+                out.append({"t": float(row.pop("t")), "flow": row.pop("f"), **summary(row)})
+        return out
+
+    def prefix_counts(self, *, since: float | None = None, until: float | None = None) -> dict[str, int]:
+        """Per flow: how many distinct cacheable prefixes its calls used over about ``[since,
+        until)`` (its hours in the roll-up)."""
+        lo = -math.inf if since is None else math.floor(since / HOUR_S) * HOUR_S
+        hi = math.inf if until is None else float(until)
+        where, args = self._bounds("hour", lo, hi)
+        where += (" AND " if where else " WHERE ") + "prefix_id <> ''"
+        rows = self._query(
+            f"SELECT flow, COUNT(DISTINCT prefix_id) AS n FROM hourly{where} GROUP BY flow", args
+        )
+        return {r["flow"]: int(r["n"]) for r in rows}
 
     def _add_users(self, rows: list[dict[str, Any]], since: float | None, until: float | None) -> None:
         """A prefix's ``flows`` and ``models`` (sorted): who used it over about the range (its
@@ -297,7 +365,7 @@ class SQLStore:
         (raw,) = self._query(
             "SELECT COUNT(*) AS n FROM calls WHERE ts >= ? AND ts < ?", (hour, hour + HOUR_S)
         )
-        (rolled,) = self._query("SELECT SUM(calls) AS n FROM hourly WHERE hour = ?", (hour,))
+        (rolled,) = self._query("SELECT SUM(calls) AS n FROM hourly_flows WHERE hour = ?", (hour,))
         return int(raw["n"] or 0) == int(rolled["n"] or 0)
 
     def _plan(
@@ -353,13 +421,16 @@ class SQLStore:
         expr = self._GROUP_SQL[by]
         if by == "day":
             return (
-                expr.replace("({hour})", "hour") if table == "hourly" else expr.format(hour=self.dialect.hour)
+                expr.replace("({hour})", "hour")
+                if table.startswith("hourly")
+                else expr.format(hour=self.dialect.hour)
             )
         return expr
 
     @staticmethod
-    def _bounds(column: str, lo: float, hi: float) -> tuple[str, list[float]]:
-        where, args = [], []
+    def _bounds(column: str, lo: float, hi: float) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
         if math.isfinite(lo):
             where.append(f"{column} >= ?")
             args.append(lo)
@@ -368,10 +439,18 @@ class SQLStore:
             args.append(hi)
         return (" WHERE " + " AND ".join(where)) if where else "", args
 
-    def _add(self, sums: dict[Any, dict[str, Any]], by: str, table: str, lo: float, hi: float) -> None:
-        """Add the sums per ``by`` of ``table`` (the roll-up's hours in ``[lo, hi)``, or the raw
-        calls made then) to ``sums``."""
-        if table == "hourly":
+    def _add(
+        self,
+        sums: dict[Any, dict[str, Any]],
+        by: str,
+        table: str,
+        lo: float,
+        hi: float,
+        flow: str | None = None,
+    ) -> None:
+        """Add the sums per ``by`` of ``table`` (a roll-up's hours in ``[lo, hi)``, or the raw
+        calls made then; ``flow``'s only when given) to ``sums``."""
+        if table != "calls":
             where, args = self._bounds("hour", lo, hi)
             columns = [f"SUM({s}) AS {s}" for s in HOURLY_SUMS]
             span = "MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen"
@@ -379,6 +458,9 @@ class SQLStore:
             where, args = self._bounds("ts", lo, hi)
             columns = [f"{SUMS_SQL[s]} AS {s}" for s in HOURLY_SUMS]
             span = "MIN(ts) AS first_seen, MAX(ts) AS last_seen"
+        if flow is not None:
+            where += (" AND " if where else " WHERE ") + "flow = ?"
+            args.append(flow)
         g = self._group(by, table)
         sql = f"SELECT {g} AS k, {', '.join(columns)}, {span} FROM {table}{where}"
         sql += f" GROUP BY {g}" if by != "all" else ""
@@ -510,3 +592,14 @@ def _merge(sums: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> No
             into[k] = max(into[k], v)
         else:
             into[k] = (into[k] or 0) + v
+
+
+def _prune_hours(table: str, limit: int | None) -> str:
+    """The statement deleting a roll-up's hours that ended before a time, the oldest ``limit``
+    hours at most."""
+    if limit is None:
+        return f"DELETE FROM {table} WHERE hour + 3600 <= ?"
+    return (
+        f"DELETE FROM {table} WHERE hour + 3600 <= ? AND hour IN "
+        f"(SELECT DISTINCT hour FROM {table} WHERE hour + 3600 <= ? ORDER BY hour LIMIT {int(limit)})"
+    )

@@ -1,0 +1,380 @@
+"""The Streamlit app ``cachebench dashboard`` serves (``streamlit run`` this file; the ``dashboard``
+extra). Four pages: Overview, Flows, Incidents and What-if, chosen in the sidebar or with
+``?page=`` in the address (``?page=flows&flow=NAME`` opens a flow).
+
+The database is ``--db`` after the script's ``--`` (``streamlit run app.py -- --db PATH``), else
+``CACHEBENCH_DB``, else ``./cachebench.db``. Everything shown is read through the store's query
+API (:mod:`cachebench.dashboard.data`); nothing is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from cachebench.dashboard import data
+from cachebench.economics import DEFAULT_STRATEGIES
+
+PAGES = ("Overview", "Flows", "Incidents", "What-if")
+SECTION_COLORS = {"tools": "#6c8ebf", "system": "#82b366", "messages": "#d6b656", "...": "#bbbbbb"}
+
+
+def database() -> str:
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--db" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--db="):
+            return arg[len("--db=") :]
+    return os.environ.get("CACHEBENCH_DB") or "cachebench.db"
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def usd(x: float | None) -> str:
+    if x is None:
+        return "unpriced"
+    return f"${x:,.2f}" if abs(x) >= 1 else f"${x:,.4f}"
+
+
+def utc(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+@st.cache_resource(show_spinner=False)
+def open_store(target: str) -> Any:
+    return data.open_database(target)
+
+
+def key_row(title: str, total: dict[str, Any]) -> None:
+    st.markdown(f"**{title}**" + ("" if total.get("exact", True) else " (edge hours counted whole)"))
+    cols = st.columns(6)
+    cols[0].metric("Calls", f"{total['calls']:,}")
+    cols[1].metric("Hit ratio", pct(total.get("hit_ratio")))
+    cols[2].metric("Token hit ratio", pct(total.get("token_hit_ratio")))
+    cols[3].metric("Cost", usd(total.get("cost_usd")) if total["calls"] else "$0.00")
+    cols[4].metric("Cost saved", usd(total.get("cost_saved_usd")) if total["calls"] else "$0.00")
+    cols[5].metric("Avoidable cost", usd(total.get("avoidable_cost_usd")) if total["calls"] else "$0.00")
+
+
+def empty_state() -> None:
+    st.info(
+        "No calls recorded yet. Point a tracker at this database and make a few calls; the "
+        "dashboard shows them as they are written."
+    )
+    st.code(
+        'from cachebench import CacheTracker\n\ntracker = CacheTracker(store="sqlite:///cachebench.db")\n'
+        "client = tracker.instrument(anthropic.Anthropic())",
+        language="python",
+    )
+
+
+def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dict[str, Any]]) -> None:
+    st.header("Overview")
+    for title, total in figures.items():
+        key_row(title, total)
+    total = figures[chosen.label]
+    if not total["calls"]:
+        st.caption("No call in this range.")
+        return
+    bucket, rows = data.series(store, chosen, total)
+    names = list(data.METRICS.keys())
+    metric = (
+        st.selectbox("Chart", names, format_func=lambda k: data.METRICS[k], key="chart_metric") or names[0]
+    )
+    frame = pd.DataFrame(
+        [{"time": pd.to_datetime(r["t"], unit="s"), "flow": r["flow"], "value": r[metric]} for r in rows]
+    )
+    step = {60: "minute", 300: "5 minutes", 3600: "hour", 86400: "day"}.get(bucket, f"{bucket} s")
+    st.caption(f"Per {step} and flow; red rules: where incidents started.")
+    line = (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("time:T", title="time (UTC)"),
+            y=alt.Y("value:Q", title=data.METRICS[metric]),
+            color=alt.Color("flow:N"),
+            tooltip=["flow", "time:T", "value:Q"],
+        )
+    )
+    started = [
+        {
+            "time": pd.to_datetime(i.started_at, unit="s"),
+            "incident": f"{i.kind.replace('_', ' ')} in {i.flow}",
+        }
+        for i in data.incidents(store, chosen)
+    ]
+    chart: Any = line
+    if started:
+        rules = (
+            alt.Chart(pd.DataFrame(started))
+            .mark_rule(color="red", strokeDash=[4, 3])
+            .encode(x="time:T", tooltip=["incident", "time:T"])
+        )
+        chart = alt.layer(line, rules)
+    st.altair_chart(chart, width="stretch")
+
+
+def flows_page(store: Any, chosen: data.Window) -> None:
+    st.header("Flows")
+    rows = data.flows(store, chosen)
+    if not rows:
+        st.caption("No call in this range.")
+        return
+    table = pd.DataFrame([r.as_dict() for r in rows])
+    table["incident"] = [
+        f"{k.replace('_', ' ')} ({i})" if i else ""
+        for i, k in zip(table["incident"], table["incident_kind"], strict=True)
+    ]
+    table = table.drop(columns=["incident_kind"])
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "hit_ratio": st.column_config.NumberColumn("hit ratio", format="percent"),
+            "token_hit_ratio": st.column_config.NumberColumn("token hit ratio", format="percent"),
+            "prefixes": st.column_config.NumberColumn("distinct prefixes"),
+            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+            "cost_saved_usd": st.column_config.NumberColumn("saved", format="$%.4f"),
+            "avoidable_cost_usd": st.column_config.NumberColumn("avoidable", format="$%.4f"),
+            "incident": st.column_config.TextColumn("open incident"),
+        },
+    )
+    names = [r.flow for r in rows]
+    wanted = st.query_params.get("flow")
+    flow = st.selectbox("Flow", names, index=names.index(wanted) if wanted in names else 0, key="flow")
+    calls = data.flow_calls(store, flow, chosen)
+    st.subheader(f"{flow}: layers")
+    st.caption(
+        f"Over its {len(calls):,} newest calls in the range: how many values each layer took, and "
+        "how many calls read it, wrote it or sent it uncached."
+    )
+    layers = data.flow_layers([c.metrics for c in calls])
+    if layers:
+        st.dataframe(pd.DataFrame([x.as_dict() for x in layers]), hide_index=True, width="stretch")
+    else:
+        st.caption("Its calls had no breakpoint.")
+    st.subheader(f"{flow}: prefixes")
+    prefixes = data.flow_prefixes(store, flow, chosen)
+    if prefixes:
+        cols = [
+            "prefix",
+            "calls",
+            "hit_ratio",
+            "cost_usd",
+            "cost_saved_usd",
+            "avoidable_cost_usd",
+            "first_seen",
+            "last_seen",
+        ]
+        frame = pd.DataFrame([{c: p.get(c) for c in cols} for p in prefixes])
+        frame["first_seen"] = [utc(t) for t in frame["first_seen"]]
+        frame["last_seen"] = [utc(t) for t in frame["last_seen"]]
+        st.dataframe(frame, hide_index=True, width="stretch")
+    st.subheader(f"{flow}: latest calls")
+    latest = data.explained(calls[-20:])
+    for c in latest:
+        c["time"] = utc(c["time"])
+    st.dataframe(pd.DataFrame(latest), hide_index=True, width="stretch")
+
+
+def strips_chart(view: data.IncidentView) -> Any:
+    """The changed layer's blocks before and after, as two strips of bytes; the changed block
+    outlined and its changed byte range marked."""
+    assert view.blocks is not None
+    diff = view.diff or {}
+    marks = []
+    changed_bytes: dict[str, Any] | None = None
+    for side in ("before", "after"):
+        x = 0
+        for section, index, position, size in view.blocks.get(side, []):
+            changed = side == "after" and position == diff.get("position")
+            marks.append(
+                {
+                    "side": side,
+                    "start": x,
+                    "end": x + max(int(size), 1),
+                    "section": section,
+                    "block": f"{section} block {index} (position {position}), {size:,} bytes",
+                    "changed": changed,
+                }
+            )
+            if changed:
+                lo, hi = int(diff.get("byte_start") or 0), int(diff.get("byte_end") or 0)
+                changed_bytes = {
+                    "side": "after",
+                    "start": x + lo,
+                    "end": x + max(hi, lo + 1),
+                    "what": "changed bytes",
+                }
+            x += max(int(size), 1)
+    frame = pd.DataFrame(marks)
+    sections = sorted(set(frame["section"]))
+    bars = (
+        alt.Chart(frame)
+        .mark_bar(height=20)
+        .encode(
+            x=alt.X("start:Q", title="bytes into the changed layer"),
+            x2="end:Q",
+            y=alt.Y("side:N", sort=["before", "after"], title=None),
+            color=alt.Color(
+                "section:N",
+                scale=alt.Scale(domain=sections, range=[SECTION_COLORS.get(s, "#999999") for s in sections]),
+            ),
+            stroke=alt.condition("datum.changed", alt.value("black"), alt.value("white")),
+            strokeWidth=alt.condition("datum.changed", alt.value(2), alt.value(0.5)),
+            tooltip=["block", "side"],
+        )
+    )
+    layers: list[Any] = [bars]
+    if changed_bytes is not None:
+        layers.append(
+            alt.Chart(pd.DataFrame([changed_bytes]))
+            .mark_bar(height=8, color="red")
+            .encode(x="start:Q", x2="end:Q", y=alt.Y("side:N", sort=["before", "after"]), tooltip=["what"])
+        )
+    return alt.layer(*layers).properties(height=80)
+
+
+def incidents_page(store: Any, chosen: data.Window) -> None:
+    st.header("Incidents")
+    views = data.incidents(store, chosen)
+    if not views:
+        st.success("No incident in this range.")
+        return
+    for v in views:
+        state = "open" if v.open else "closed"
+        with st.container(border=True):
+            st.markdown(f"**{v.kind.replace('_', ' ')} in {v.flow}** ({state}) `{v.id}`")
+            st.write(v.explanation)
+            cols = st.columns(4)
+            cols[0].metric("Cost per hour", usd(v.cost_per_hour_usd))
+            cols[1].metric("Calls", f"{v.calls:,}")
+            cols[2].metric("Hit ratio before", pct(v.hit_ratio_before))
+            cols[3].metric("Hit ratio after", pct(v.hit_ratio_after))
+            st.caption(
+                f"Started {utc(v.started_at)}; detected {utc(v.detected_at)}; ended {utc(v.closed_at) if v.closed_at else 'not yet'}."
+            )
+            st.markdown(f"**Why:** {v.why}. **Fix:** {v.fix}.")
+            if v.diff is not None:
+                d = v.diff
+                what = d["value_type"] or d["kind"]
+                st.caption(
+                    f"Changed: {d['section']} block {d['block_index']} (position {d['position']}), "
+                    f"bytes {d['byte_start']}-{d['byte_end']}: {what}."
+                )
+                if v.blocks:
+                    st.altair_chart(strips_chart(v), width="stretch")
+                if d.get("before") or d.get("after"):
+                    left, right = st.columns(2)
+                    left.markdown("Before (redacted excerpt)")
+                    left.code(d.get("before") or "", language=None)
+                    right.markdown("After (redacted excerpt)")
+                    right.code(d.get("after") or "", language=None)
+
+
+def what_if_page(store: Any, chosen: data.Window) -> None:
+    st.header("What-if")
+    st.caption(
+        "A flow's stored calls replayed through the cache model under other strategies "
+        "(cachebench.simulate): their hit ratio and cost side by side."
+    )
+    rows = data.flows(store, chosen)
+    if not rows:
+        st.caption("No call in this range.")
+        return
+    flow = st.selectbox("Flow", [r.flow for r in rows], key="whatif_flow")
+    picked = st.multiselect(
+        "Strategies", list(DEFAULT_STRATEGIES), default=["none", "current", "ttl=1h"], key="whatif_strategies"
+    )
+    extra = st.text_input("Another strategy (for example layers=0:1h,-1:5m)", key="whatif_extra")
+    if st.button("Simulate", key="whatif_run"):
+        strategies = [*picked, *([extra.strip()] if extra.strip() else [])]
+        if not strategies:
+            st.warning("Pick at least one strategy.")
+            return
+        try:
+            result = data.what_if(store, flow, strategies, chosen)
+        except ValueError as exc:
+            st.error(str(exc))
+            return
+        table = pd.DataFrame(
+            [
+                {
+                    "strategy": r.name,
+                    "hit ratio": r.hit_ratio,
+                    "token hit ratio": r.token_hit_ratio,
+                    "cost": r.cost_usd,
+                    "saved": r.cost_saved_usd,
+                    "avoidable": r.avoidable_cost_usd,
+                    "warmer": r.warm_cost_usd,
+                }
+                for r in result.results
+            ]
+        )
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "hit ratio": st.column_config.NumberColumn(format="percent"),
+                "token hit ratio": st.column_config.NumberColumn(format="percent"),
+                "cost": st.column_config.NumberColumn(format="$%.4f"),
+                "saved": st.column_config.NumberColumn(format="$%.4f"),
+                "avoidable": st.column_config.NumberColumn(format="$%.4f"),
+                "warmer": st.column_config.NumberColumn(format="$%.4f"),
+            },
+        )
+        st.altair_chart(
+            alt.Chart(table)
+            .mark_bar()
+            .encode(x=alt.X("cost:Q", title="cost (USD)"), y=alt.Y("strategy:N", sort=None)),
+            width="stretch",
+        )
+
+
+def main() -> None:
+    st.set_page_config(page_title="cachebench", layout="wide")
+    target = database()
+    try:
+        store = open_store(target)
+    except data.DashboardError as exc:
+        st.title("cachebench")
+        st.error(f"Cannot open the database: {exc}")
+        st.stop()
+    wanted = st.query_params.get("page", "overview").lower()
+    names = [p.lower() for p in PAGES]
+    page = st.sidebar.radio("Page", PAGES, index=names.index(wanted) if wanted in names else 0, key="page")
+    if page.lower() != wanted:
+        st.query_params["page"] = page.lower()
+    labels = [label for label, _ in data.RANGES]
+    label = st.sidebar.selectbox("Range", labels, key="range")
+    now = time.time()
+    chosen = data.window(label, now)
+    st.sidebar.caption(f"Database: {target}")
+    (everything,) = store.report("all")
+    if not everything["calls"] and not store.incidents():
+        st.title("cachebench")
+        empty_state()
+        return
+    st.sidebar.caption(f"Latest call: {utc(everything.get('last_seen'))}")
+    if page == "Overview":
+        overview(store, chosen, now, data.key_figures(store, now, chosen))
+    elif page == "Flows":
+        flows_page(store, chosen)
+    elif page == "Incidents":
+        incidents_page(store, chosen)
+    else:
+        what_if_page(store, chosen)
+
+
+main()

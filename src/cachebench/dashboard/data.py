@@ -1,0 +1,384 @@
+"""What the dashboard shows, read from a store through its query API (no Streamlit here).
+
+Every figure is summed by the database: the key figures and the per-flow table from the
+hourly roll-up (:meth:`~cachebench.store.SQLStore.report`, the same sums ``cachebench report``
+prints), the charts from :meth:`~cachebench.store.SQLStore.series`; raw calls are read only
+for one flow's latest calls and layers, and for a what-if replay. Times are seconds since the
+epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..advice import explain, incident_advice
+from ..store import SCHEMA_VERSION, SQLStore, StoredCall, StoreError, open_store, sqlite_path
+from ..types import CallMetrics
+
+__all__ = [
+    "METRICS",
+    "DashboardError",
+    "FlowRow",
+    "IncidentView",
+    "LayerRow",
+    "Window",
+    "bucket_for",
+    "flow_calls",
+    "flow_layers",
+    "flow_prefixes",
+    "flows",
+    "incidents",
+    "key_figures",
+    "open_database",
+    "series",
+    "what_if",
+    "window",
+]
+
+HOUR_S = 3600.0
+DAY_S = 86400.0
+#: A flow's page reads at most this many of its newest calls (layers and the latest calls).
+FLOW_CALLS = 2000
+
+#: The figures a chart can show: (the column of a series row, its label).
+METRICS: dict[str, str] = {
+    "cost_usd": "cost (USD)",
+    "cost_saved_usd": "cost saved (USD)",
+    "avoidable_cost_usd": "avoidable cost (USD)",
+    "hit_ratio": "hit ratio",
+    "token_hit_ratio": "token hit ratio",
+    "calls": "calls",
+}
+
+
+class DashboardError(Exception):
+    """The database cannot be shown: missing, of a newer schema, not a database. The message
+    says what to do."""
+
+
+def open_database(target: str) -> SQLStore:
+    """The store ``target`` names (a SQLite path, ``sqlite:///`` or ``postgresql://`` URL); a
+    :class:`DashboardError` with what to do when it is missing or cannot be read."""
+    if not isinstance(target, str) or not target.strip():
+        raise DashboardError("no database given: pass --db PATH (or set CACHEBENCH_DB)")
+    try:
+        path = sqlite_path(target)
+    except StoreError as exc:
+        raise DashboardError(str(exc).removeprefix("cachebench ")) from None
+    if path is not None and not os.path.exists(path):
+        raise DashboardError(
+            f"no such database: {path}. Record calls with CacheTracker(store='sqlite:///{path}') "
+            "or `cachebench import`, then start the dashboard with --db pointing at it."
+        )
+    try:
+        store = open_store(target)
+        version = store.schema_version  # (opens it: a newer schema is refused here)
+    except StoreError as exc:
+        text = str(exc).removeprefix("cachebench ")
+        raise DashboardError(text) from None
+    if version != SCHEMA_VERSION:  # (opening brings an older schema up to date)
+        raise DashboardError(
+            f"the database has schema version {version}, this cachebench reads {SCHEMA_VERSION}"
+        )
+    return store
+
+
+@dataclass(frozen=True)
+class Window:
+    """The range the dashboard shows: ``[since, until)``, ``None`` for unbounded; ``label``
+    names it."""
+
+    label: str
+    since: float | None
+    until: float | None
+
+
+#: The ranges a person picks from, as (label, seconds back from now; None: every stored call).
+RANGES: tuple[tuple[str, float | None], ...] = (
+    ("all stored calls", None),
+    ("last hour", HOUR_S),
+    ("last 24 hours", DAY_S),
+    ("last 7 days", 7 * DAY_S),
+    ("last 30 days", 30 * DAY_S),
+)
+
+
+def window(label: str, now: float) -> Window:
+    """The :data:`RANGES` entry ``label`` as of ``now``."""
+    for name, back in RANGES:
+        if name == label:
+            return Window(name, None if back is None else now - back, None)
+    raise ValueError(f"unknown range {label!r}; one of: {', '.join(n for n, _ in RANGES)}")
+
+
+def key_figures(store: SQLStore, now: float, chosen: Window) -> dict[str, dict[str, Any]]:
+    """The totals of this hour, today (UTC) and the chosen range: the aggregate keys of
+    ``cachebench report``'s total (calls, hit ratio, token hit ratio, cost, saved, avoidable...),
+    summed in the store. (A range that starts inside an hour whose raw calls retention dropped
+    counts that hour whole: ``exact`` is then False.)"""
+    hour = math.floor(now / HOUR_S) * HOUR_S
+    day = math.floor(now / DAY_S) * DAY_S
+    out = {}
+    for name, since, until in (
+        ("this hour", hour, None),
+        ("today", day, None),
+        (chosen.label, chosen.since, chosen.until),
+    ):
+        (total,) = store.report("all", since=since, until=until)
+        total.pop("all", None)
+        total["exact"] = store.exact(since, until)
+        out[name] = total
+    return out
+
+
+def bucket_for(first: float | None, last: float | None) -> int:
+    """A chart's bucket for data spanning ``first..last``: minutes for up to 2 hours, 5 minutes
+    up to 12 hours, hours up to 14 days, days beyond (about 100-300 points at most)."""
+    if first is None or last is None:
+        return int(HOUR_S)
+    span = max(last - first, 0.0)
+    if span <= 2 * HOUR_S:
+        return 60
+    if span <= 12 * HOUR_S:
+        return 300
+    if span <= 14 * DAY_S:
+        return int(HOUR_S)
+    return int(DAY_S)
+
+
+def series(store: SQLStore, chosen: Window, total: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """The chart's rows per bucket and flow over the range (``total``: the range's key figures,
+    whose first and last call set the bucket), and the bucket in seconds. Buckets under an hour
+    come from raw calls, which retention keeps ``keep_calls_s``: an older range is drawn by
+    the hour."""
+    first, last = total.get("first_seen"), total.get("last_seen")
+    bucket = bucket_for(first, last)
+    if bucket < HOUR_S and first is not None and first < time.time() - store.keep_calls_s:
+        bucket = int(HOUR_S)
+    return bucket, store.series(since=chosen.since, until=chosen.until, bucket_s=bucket)
+
+
+@dataclass(frozen=True)
+class FlowRow:
+    """A flow's row in the flows table."""
+
+    flow: str
+    calls: int
+    hit_ratio: float | None
+    token_hit_ratio: float | None
+    prefixes: int
+    cost_usd: float | None
+    cost_saved_usd: float | None
+    avoidable_cost_usd: float | None
+    incident: str | None  # the open incident's id, if any
+    incident_kind: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def flows(store: SQLStore, chosen: Window) -> list[FlowRow]:
+    """Every flow with calls in the range, most expensive first (``cachebench report``'s
+    rows), with how many distinct prefixes it used and its open incident."""
+    rows = store.report("flow", since=chosen.since, until=chosen.until)
+    prefixes = store.prefix_counts(since=chosen.since, until=chosen.until)
+    open_now = {s.regression.flow: s for s in store.incidents(open_only=True)}
+    out = []
+    for r in rows:
+        inc = open_now.get(r["flow"])
+        out.append(
+            FlowRow(
+                r["flow"],
+                r["calls"],
+                r["hit_ratio"],
+                r["token_hit_ratio"],
+                prefixes.get(r["flow"], 0),
+                r["cost_usd"],
+                r["cost_saved_usd"],
+                r["avoidable_cost_usd"],
+                inc.id if inc else None,
+                inc.regression.kind if inc else None,
+            )
+        )
+    return out
+
+
+def flow_calls(store: SQLStore, flow: str, chosen: Window, limit: int = FLOW_CALLS) -> list[StoredCall]:
+    """The flow's ``limit`` newest raw calls in the range, oldest first."""
+    return store.calls(since=chosen.since, until=chosen.until, flow=flow, limit=limit, newest=True)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer of a flow (its breakpoints at one depth) over its newest calls: how many
+    values it took, and how many calls read it, wrote it, or sent it uncached. ``unknown``:
+    calls whose layer size no call measured (see
+    :func:`~cachebench.economics.trace_from_calls`)."""
+
+    layer: int
+    calls: int
+    values: int
+    read: int
+    written: int
+    uncached: int
+    unknown: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def flow_layers(calls: Sequence[CallMetrics]) -> list[LayerRow]:
+    """Per layer: its values (distinct breakpoint ids at that depth) and, where the layer's
+    size is known, whether each call read it, wrote it or sent it uncached: the size of the
+    prefix through a breakpoint is measured from what calls read and wrote
+    (:func:`~cachebench.economics.trace_from_calls`), and a call read the layer when it read
+    at least that many tokens."""
+    from ..economics import trace_from_calls
+
+    end: dict[str, int] = {}
+    for call in trace_from_calls(calls):
+        total = 0
+        for layer in call.layers:
+            total += layer.tokens
+            end[layer.key] = total
+    depth = max((len(m.breakpoint_ids) for m in calls), default=0)
+    rows = [LayerRow(k, 0, 0, 0, 0, 0, 0) for k in range(depth)]
+    values: list[set[str]] = [set() for _ in range(depth)]
+    counts = [dict.fromkeys(("calls", "read", "written", "uncached", "unknown"), 0) for _ in range(depth)]
+    for m in calls:
+        if m.error is not None or not m.usage_known:
+            continue
+        for k, key in enumerate(m.breakpoint_ids):
+            c = counts[k]
+            c["calls"] += 1
+            values[k].add(key)
+            size = end.get(key)
+            if size is None:
+                c["unknown"] += 1
+            elif m.cache_read_tokens >= size:
+                c["read"] += 1
+            elif m.cache_read_tokens + m.cache_write_tokens >= size:
+                c["written"] += 1
+            else:
+                c["uncached"] += 1
+    return [
+        LayerRow(row.layer, values=len(values[row.layer]), **counts[row.layer])
+        for row in rows
+        if counts[row.layer]["calls"]
+    ]
+
+
+def flow_prefixes(store: SQLStore, flow: str, chosen: Window) -> list[dict[str, Any]]:
+    """The flow's prefixes in the range with their figures (its own calls only), most
+    expensive first."""
+    return store.report("prefix", since=chosen.since, until=chosen.until, flow=flow)
+
+
+def explained(calls: Sequence[StoredCall]) -> list[dict[str, Any]]:
+    """Calls newest first, each with its explanation (:func:`cachebench.explain`)."""
+    out = []
+    for c in reversed(calls):
+        m = c.metrics
+        out.append(
+            {
+                "id": c.id,
+                "time": m.timestamp,
+                "cause": m.miss_cause,
+                "read": m.cache_read_tokens,
+                "written": m.cache_write_tokens,
+                "uncached": m.input_tokens,
+                "cost_usd": m.cost_usd,
+                "avoidable_cost_usd": m.avoidable_cost_usd,
+                "explanation": explain(m),
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """An incident as its page shows it."""
+
+    id: str
+    flow: str
+    kind: str
+    open: bool
+    started_at: float
+    detected_at: float | None
+    closed_at: float | None
+    calls: int
+    hit_ratio_before: float | None
+    hit_ratio_after: float | None
+    cost_per_hour_usd: float | None
+    explanation: str
+    why: str
+    fix: str
+    diff: dict[str, Any] | None
+    blocks: dict[str, list[list[Any]]] | None = field(default=None)  # the changed layer, either side
+
+
+def incidents(store: SQLStore, chosen: Window | None = None) -> list[IncidentView]:
+    """The incidents (open ones first, then newest first) that were open at some time in the
+    range, explained."""
+    found = store.incidents()
+    out = []
+    for s in found:
+        r = s.regression
+        if chosen is not None:
+            if chosen.until is not None and r.started_at >= chosen.until:
+                continue
+            if chosen.since is not None and r.closed_at is not None and r.closed_at < chosen.since:
+                continue
+        why, fix = incident_advice(r)
+        blocks = r.details.get("blocks") if isinstance(r.details, dict) else None
+        out.append(
+            IncidentView(
+                s.id,
+                r.flow,
+                r.kind,
+                r.open,
+                r.started_at,
+                r.detected_at,
+                r.closed_at,
+                r.calls_affected,
+                r.hit_ratio_before,
+                r.hit_ratio_after,
+                r.extra_cost_per_hour_usd,
+                explain(r),
+                why,
+                fix,
+                r.diff.as_dict() if r.diff is not None else None,
+                blocks if isinstance(blocks, dict) else None,
+            )
+        )
+    out.sort(key=lambda v: (not v.open, -v.started_at))
+    return out
+
+
+def what_if(store: SQLStore, flow: str, strategies: Sequence[str], chosen: Window) -> Any:
+    """The flow's stored calls in the range replayed under ``strategies``
+    (:func:`cachebench.simulate`): a :class:`~cachebench.economics.Simulation`. A
+    ``ValueError`` says why when it cannot (a strategy that does not parse, no call whose
+    layers were measured)."""
+    from ..economics import simulate, trace_from_calls
+
+    calls: list[CallMetrics] = []
+    after = None
+    while True:  # (a page at a time, by id)
+        page = store.calls(since=chosen.since, until=chosen.until, flow=flow, after_id=after, limit=10_000)
+        calls.extend(c.metrics for c in page)
+        if len(page) < 10_000:
+            break
+        after = page[-1].id
+    trace = trace_from_calls(calls)
+    if not len(trace):
+        raise ValueError(
+            f"no call of {flow!r} can be replayed: calls without breakpoints, failed calls and calls of "
+            "providers that report no cache writes are left out"
+        )
+    return simulate(trace, list(strategies), flow=flow)

@@ -1,0 +1,381 @@
+"""The dashboard (``cachebench dashboard``): the store's series and per-flow queries it reads,
+what each page shows (Streamlit's AppTest) on the demo's store, an empty store and a store with
+an open incident, the clear messages for a missing or newer database, and the command itself.
+The browser test is in ``test_dashboard_browser.py``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import cachebench
+from cachebench.dashboard import APP, command
+from cachebench.dashboard import data as board
+from cachebench.store import SCHEMA_VERSION, SQLiteStore
+from cachebench.testing import CacheEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "support_agent.py"
+MODEL = "claude-sonnet-4-5"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cachebench", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo's store, as ``make demo`` writes it."""
+    folder = tmp_path_factory.mktemp("demo")
+    path = str(folder / "demo.db")
+    done = subprocess.run(
+        [sys.executable, str(DEMO), "--db", path], cwd=folder, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return path
+
+
+@pytest.fixture
+def empty_db(tmp_path: Path) -> str:
+    path = str(tmp_path / "empty.db")
+    store = SQLiteStore(path)
+    assert store.schema_version == SCHEMA_VERSION  # (opening it writes the schema)
+    store.close()
+    return path
+
+
+def churn_request(now: float, question: str) -> dict[str, Any]:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
+    return {
+        "model": MODEL,
+        "max_tokens": 64,
+        "tools": [
+            {
+                "name": "lookup_order",
+                "description": "Find an order. " * 40,
+                "input_schema": {"type": "object"},
+            },
+            {"name": "refund", "description": "Refund an order. " * 40, "input_schema": {"type": "object"}},
+        ],
+        "system": [
+            {
+                "type": "text",
+                "text": f"Current time: {stamp}. " + "Answer briefly and cite the policy. " * 150,
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        "messages": [{"role": "user", "content": question}],
+    }
+
+
+@pytest.fixture
+def incident_db(tmp_path: Path, cache_emulator: CacheEmulator) -> str:
+    """A store whose flow has an open prefix-churn incident: a deploy put the time into the
+    system prompt; text captured (redacted excerpts). Made with the real SDK and the emulator."""
+    path = str(tmp_path / "incident.db")
+    tracker = cachebench.CacheTracker(
+        store=f"sqlite:///{path}", capture_text=True, clock=cache_emulator.clock
+    )
+    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-dash", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="support")
+    for i in range(14):
+        create(**churn_request(cache_emulator.clock(), f"Question {i}: where is my order?"))
+        cache_emulator.advance(20)
+    assert tracker.regressions() and tracker.regressions()[0].open
+    tracker.close()
+    client.close()
+    return path
+
+
+def app(db: str, page: str, **params: str) -> AppTest:
+    os.environ["CACHEBENCH_DB"] = db
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["page"] = page
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture(autouse=True)
+def _keep_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHEBENCH_DB", "")  # (app() sets it; the first value comes back after)
+
+
+def metrics(at: AppTest) -> list[tuple[str, str]]:
+    return [(m.label, m.value) for m in at.metric]
+
+
+# -- the store's queries ---------------------------------------------------------------------------
+
+
+def test_series_sums_every_bucket_and_flow_as_the_raw_calls_do(demo_db: str) -> None:
+    """Per minute (raw calls) and per hour (the roll-up), each bucket's calls, tokens and cost
+    per flow are those of the stored calls made in it, summed here from each call."""
+    store = board.open_database(demo_db)
+    calls = [c.metrics for c in store.iter_calls()]
+    for bucket in (60, 300, 3600, 86400):
+        expected: dict[tuple[float, str], list[Any]] = defaultdict(lambda: [0, 0, 0.0])
+        for m in calls:
+            e = expected[(m.timestamp // bucket * bucket, m.flow)]
+            e[0] += 1
+            e[1] += m.cache_read_tokens
+            e[2] += m.cost_usd or 0.0
+        rows = store.series(bucket_s=bucket)
+        got = {(r["t"], r["flow"]): [r["calls"], r["cache_read_tokens"], r["cost_usd"]] for r in rows}
+        assert got.keys() == expected.keys()
+        for key, (n, read, cost) in expected.items():
+            assert got[key][:2] == [n, read]
+            assert got[key][2] == pytest.approx(cost, abs=1e-9)
+        assert [r["t"] for r in rows] == sorted(r["t"] for r in rows)
+    one = store.series(bucket_s=60, flow="support-chat")
+    assert {r["flow"] for r in one} == {"support-chat"}
+    with pytest.raises(ValueError, match="multiple of 3600 or divide it"):
+        store.series(bucket_s=7000)
+    with pytest.raises(ValueError, match="positive whole number"):
+        store.series(bucket_s=0)
+    store.close()
+
+
+def test_a_flows_prefixes_and_report_are_its_own_calls(demo_db: str) -> None:
+    store = board.open_database(demo_db)
+    calls = [c.metrics for c in store.iter_calls()]
+    counts = store.prefix_counts()
+    for flow in {m.flow for m in calls}:
+        mine = [m for m in calls if m.flow == flow]
+        assert counts[flow] == len({m.prefix_id for m in mine if m.prefix_id})
+        rows = store.report("prefix", flow=flow)
+        assert sum(r["calls"] for r in rows) == len(mine)
+        assert {r["prefix"] for r in rows} == {m.prefix_id for m in mine}
+    store.close()
+
+
+# -- what the pages read ---------------------------------------------------------------------------
+
+
+def test_the_key_figures_are_cachebench_reports_totals(demo_db: str) -> None:
+    report = orjson.loads(cli("report", "--db", demo_db, "--json").stdout)["total"]
+    store = board.open_database(demo_db)
+    chosen = board.window("all stored calls", time.time())
+    figures = board.key_figures(store, time.time(), chosen)
+    total = figures["all stored calls"]
+    for key in ("calls", "hit_ratio", "token_hit_ratio", "cost_usd", "cost_saved_usd", "avoidable_cost_usd"):
+        assert total[key] == pytest.approx(report[key]), key
+    last = report["last_seen"]
+    then = board.key_figures(store, last + 1, board.window("last hour", last + 1))
+    calls_in_hour = len(list(store.calls(since=last // 3600 * 3600)))
+    assert then["this hour"]["calls"] == calls_in_hour
+    assert then["last hour"]["calls"] == len(list(store.calls(since=last + 1 - 3600)))
+    store.close()
+
+
+def test_the_flows_table_has_each_flows_figures_and_open_incident(demo_db: str) -> None:
+    report = orjson.loads(cli("report", "--db", demo_db, "--json").stdout)["rows"]
+    incidents = orjson.loads(cli("regressions", "--db", demo_db, "--json").stdout)
+    store = board.open_database(demo_db)
+    rows = board.flows(store, board.window("all stored calls", time.time()))
+    assert [r.flow for r in rows] == [r["flow"] for r in report]
+    for row, expected in zip(rows, report, strict=True):
+        assert row.calls == expected["calls"]
+        assert row.avoidable_cost_usd == pytest.approx(expected["avoidable_cost_usd"])
+        open_ids = [i["id"] for i in incidents if i["flow"] == row.flow and i["open"]]
+        assert row.incident == (open_ids[0] if open_ids else None)
+    store.close()
+
+
+def test_a_flows_layers_count_each_call_once_per_layer(demo_db: str) -> None:
+    store = board.open_database(demo_db)
+    chosen = board.window("all stored calls", time.time())
+    calls = [c.metrics for c in board.flow_calls(store, "support-chat", chosen)]
+    layers = board.flow_layers(calls)
+    assert [x.layer for x in layers] == list(range(len(layers)))
+    for x in layers:
+        having = [m for m in calls if len(m.breakpoint_ids) > x.layer]
+        assert x.calls == len(having)
+        assert x.read + x.written + x.uncached + x.unknown == x.calls
+        assert x.values == len({m.breakpoint_ids[x.layer] for m in having})
+    # The tools+system layer: written by the first burst and every call after the deploy.
+    assert layers[0].written > 0 and layers[0].read > 0
+    store.close()
+
+
+def test_an_incident_keeps_the_changed_layers_blocks_on_either_side(incident_db: str) -> None:
+    """The detector keeps, with a churn incident, the blocks of the changed layer before and
+    after (section, index, position, bytes; no text): the changed block is the diff's."""
+    store = board.open_database(incident_db)
+    (view,) = board.incidents(store)
+    assert view.open and view.kind == "prefix_churn"
+    assert view.diff is not None and view.diff["kind"] == "volatile"
+    assert view.blocks is not None
+    before, after = view.blocks["before"], view.blocks["after"]
+    assert [b[:3] for b in before] == [b[:3] for b in after]  # the same blocks, one changed
+    sections = [b[0] for b in after]
+    assert sections == ["tools", "tools", "system"]
+    changed = [b for b in after if b[2] == view.diff["position"]]
+    assert changed and changed[0][0] == "system"
+    assert 0 <= view.diff["byte_start"] < view.diff["byte_end"] <= changed[0][3]
+    assert view.diff["before"] and view.diff["after"]  # captured: redacted excerpts
+    store.close()
+
+
+def test_a_missing_or_newer_database_is_a_clear_error(tmp_path: Path, empty_db: str) -> None:
+    with pytest.raises(board.DashboardError, match="no such database"):
+        board.open_database(str(tmp_path / "nope.db"))
+    con = sqlite3.connect(empty_db)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(board.DashboardError, match="newer than this cachebench"):
+        board.open_database(empty_db)
+    not_a_db = tmp_path / "text.db"
+    not_a_db.write_text("hello")
+    with pytest.raises(board.DashboardError):
+        board.open_database(str(not_a_db))
+
+
+# -- the pages (AppTest) ---------------------------------------------------------------------------
+
+
+def test_the_overview_of_the_demos_store(demo_db: str) -> None:
+    report = orjson.loads(cli("report", "--db", demo_db, "--json").stdout)["total"]
+    at = app(demo_db, "overview")
+    assert [h.value for h in at.header] == ["Overview"]
+    shown = metrics(at)
+    assert len(shown) == 18  # six figures for this hour, today and the range
+    rng = dict(shown[12:])
+    assert rng["Calls"] == f"{report['calls']:,}"
+    assert rng["Hit ratio"] == f"{report['hit_ratio']:.1%}"
+    assert rng["Token hit ratio"] == f"{report['token_hit_ratio']:.1%}"
+    assert len(at.get("vega_lite_chart")) == 1  # the time series per flow, incidents marked
+    assert at.selectbox(key="chart_metric").value == "cost_usd"
+    at.selectbox(key="chart_metric").set_value("hit_ratio").run()
+    assert not at.exception
+
+
+def test_the_flows_page_and_a_flows_own_page(demo_db: str) -> None:
+    at = app(demo_db, "flows", flow="ticket-triage")
+    table = at.dataframe[0].value
+    assert set(table["flow"]) == {"support-chat", "ticket-triage"}
+    assert {"hit_ratio", "prefixes", "cost_saved_usd", "avoidable_cost_usd", "incident"} <= set(table.columns)
+    assert all(table["incident"].str.startswith("prefix churn"))
+    assert at.selectbox(key="flow").value == "ticket-triage"
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders == ["ticket-triage: layers", "ticket-triage: prefixes", "ticket-triage: latest calls"]
+    latest = at.dataframe[3].value
+    assert len(latest) == 20 and latest["explanation"].str.len().min() > 20
+    at.selectbox(key="flow").set_value("support-chat").run()
+    assert at.subheader[0].value == "support-chat: layers"
+
+
+def test_the_incidents_page_explains_and_draws_each_incident(demo_db: str, incident_db: str) -> None:
+    at = app(demo_db, "incidents")
+    text = " ".join(m.value for m in at.markdown)
+    assert text.count("prefix churn in") == 2 and "(open)" in text
+    assert "Why:" in text and "Fix:" in text
+    assert ("Cost per hour", "$3.03") in metrics(at)
+    at = app(incident_db, "incidents")
+    captions = " ".join(c.value for c in at.caption)
+    assert "Changed: system block 0" in captions and "timestamp" in captions
+    assert len(at.get("vega_lite_chart")) == 1  # the block strips
+    assert len(at.code) == 2  # the redacted excerpts, before and after
+
+
+def test_the_what_if_page_replays_a_flow(demo_db: str) -> None:
+    at = app(demo_db, "what-if")
+    at.selectbox(key="whatif_flow").set_value("support-chat")
+    at.multiselect(key="whatif_strategies").set_value(["none", "current"])
+    at.text_input(key="whatif_extra").set_value("ttl=1h")
+    at.button(key="whatif_run").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["strategy"]) == ["none", "current", "ttl=1h"]
+    store = board.open_database(demo_db)
+    expected = board.what_if(
+        store, "support-chat", ["none", "current", "ttl=1h"], board.window("all stored calls", 0)
+    )
+    assert list(table["cost"]) == pytest.approx([r.cost_usd for r in expected.results])
+    store.close()
+    at.text_input(key="whatif_extra").set_value("ttl=2d")
+    at.button(key="whatif_run").click().run()
+    assert at.error and "ttl" in at.error[0].value
+
+
+def test_an_empty_store_gets_a_friendly_page(empty_db: str) -> None:
+    for page in ("overview", "flows", "incidents", "what-if"):
+        at = app(empty_db, page)
+        assert at.info and "No calls recorded yet" in at.info[0].value
+        assert not at.error
+
+
+def test_a_missing_or_newer_database_is_said_on_the_page(tmp_path: Path, empty_db: str) -> None:
+    at = app(str(tmp_path / "nope.db"), "overview")
+    assert at.error and "no such database" in at.error[0].value
+    con = sqlite3.connect(empty_db)
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    at = app(empty_db, "overview")
+    assert at.error and "schema version 99" in at.error[0].value
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_command_refuses_a_missing_database(tmp_path: Path) -> None:
+    done = cli("dashboard", "--db", str(tmp_path / "none.db"))
+    assert done.returncode == 1 and "no such database" in done.stderr
+
+
+def test_the_command_serves_the_app_on_loopback(demo_db: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cachebench", "dashboard", "--db", demo_db, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    assert r.read() == b"ok"
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}" in out
+
+
+def test_the_command_line_listens_on_loopback_only() -> None:
+    line = command("calls.db", 8600)
+    assert line[line.index("--server.address") + 1] == "127.0.0.1"
+    assert line[line.index("--server.port") + 1] == "8600"
+    assert line[-3:] == ["--", "--db", "calls.db"]
+    with pytest.raises(ValueError, match="port"):
+        command("calls.db", 70000)

@@ -194,8 +194,8 @@ def test_the_flows_table_has_each_flows_figures_and_open_incident(demo_db: str) 
     for row, expected in zip(rows, report, strict=True):
         assert row.calls == expected["calls"]
         assert row.avoidable_cost_usd == pytest.approx(expected["avoidable_cost_usd"])
-        open_ids = [i["id"] for i in incidents if i["flow"] == row.flow and i["open"]]
-        assert row.incident == (open_ids[0] if open_ids else None)
+        open_ones = [(i["id"], i["kind"]) for i in incidents if i["flow"] == row.flow and i["open"]]
+        assert list(row.incidents) == open_ones
     store.close()
 
 
@@ -272,8 +272,10 @@ def test_the_flows_page_and_a_flows_own_page(demo_db: str) -> None:
     at = app(demo_db, "flows", flow="ticket-triage")
     table = at.dataframe[0].value
     assert set(table["flow"]) == {"support-chat", "ticket-triage"}
-    assert {"hit_ratio", "prefixes", "cost_saved_usd", "avoidable_cost_usd", "incident"} <= set(table.columns)
-    assert all(table["incident"].str.startswith("prefix churn"))
+    assert {"hit_ratio", "prefixes", "cost_saved_usd", "avoidable_cost_usd", "incidents"} <= set(
+        table.columns
+    )
+    assert all(table["incidents"].str.startswith("prefix churn"))
     assert at.selectbox(key="flow").value == "ticket-triage"
     subheaders = [s.value for s in at.subheader]
     assert subheaders == ["ticket-triage: layers", "ticket-triage: prefixes", "ticket-triage: latest calls"]
@@ -373,9 +375,111 @@ def test_the_command_serves_the_app_on_loopback(demo_db: str) -> None:
 
 
 def test_the_command_line_listens_on_loopback_only() -> None:
-    line = command("calls.db", 8600)
+    line = command(8600)
     assert line[line.index("--server.address") + 1] == "127.0.0.1"
     assert line[line.index("--server.port") + 1] == "8600"
-    assert line[-3:] == ["--", "--db", "calls.db"]
+    assert "--db" not in line  # (the database goes in the environment: no password in `ps`)
     with pytest.raises(ValueError, match="port"):
-        command("calls.db", 70000)
+        command(70000)
+
+
+# -- edges -----------------------------------------------------------------------------------------
+
+
+def test_a_long_layers_strip_is_cut_and_says_what_it_left_out() -> None:
+    from cachebench.diagnose.prints import BlockPrint, Features
+    from cachebench.diagnose.regressions import STRIP_BLOCKS, strip
+
+    def block(i: int) -> BlockPrint:
+        return BlockPrint("tools", i, 3 + i, Features(100 + i, i, i, 64, b"", b"", i, i))
+
+    layer = tuple(block(i) for i in range(STRIP_BLOCKS + 6))
+    out = strip(layer)
+    assert len(out) == STRIP_BLOCKS + 1
+    assert out[0] == ["tools", 0, 3, 100]
+    assert out[-1] == ["...", 6, -1, sum(100 + i for i in range(STRIP_BLOCKS, STRIP_BLOCKS + 6))]
+    assert strip(layer[:3]) == [["tools", i, 3 + i, 100 + i] for i in range(3)]
+
+
+def record(
+    tracker: cachebench.CacheTracker, flow: str, at: float, read: int, written: int, system: str
+) -> None:
+    tracker.record(
+        {
+            "type": "message",
+            "model": MODEL,
+            "usage": {
+                "input_tokens": 9,
+                "output_tokens": 2,
+                "cache_read_input_tokens": read,
+                "cache_creation_input_tokens": written,
+            },
+        },
+        request={
+            "model": MODEL,
+            "max_tokens": 8,
+            "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        provider="anthropic",
+        flow=flow,
+        timestamp=at,
+    )
+
+
+def test_a_chart_of_calls_retention_dropped_is_drawn_by_the_hour(tmp_path: Path) -> None:
+    """Calls over the last 90 minutes whose raw rows retention has deleted but for the newest:
+    the minute series would miss them, so the chart is drawn from the roll-up, by the hour."""
+    path = tmp_path / "pruned.db"
+    now = time.time()
+    tracker = cachebench.CacheTracker(store=f"sqlite:///{path}", on_miss_alert=lambda m: None)
+    for i in range(10):
+        record(
+            tracker, "chat", now - 5400 + i * 600, 0 if i == 0 else 3000, 3000 if i == 0 else 0, "Tea. " * 900
+        )
+    tracker.close()
+    store = SQLiteStore(path, keep_calls_s=1200)
+    store.prune(now)
+    store.close()
+    store = board.open_database(str(path))
+    chosen = board.window("all stored calls", now)
+    total = board.key_figures(store, now, chosen)[chosen.label]
+    assert total["calls"] == 10
+    bucket, rows = board.series(store, chosen, total, now)
+    assert bucket == 3600 and sum(r["calls"] for r in rows) == 10
+    store.close()
+
+
+def test_odd_flow_names_and_two_open_incidents_of_one_flow(tmp_path: Path) -> None:
+    """A flow named with Markdown's marks shows as written; a flow with two open incidents
+    lists both."""
+    from cachebench.store._rows import incident_row
+    from cachebench.types import Regression
+
+    path = tmp_path / "odd.db"
+    tracker = cachebench.CacheTracker(store=f"sqlite:///{path}", on_miss_alert=lambda m: None)
+    name = "agent *v2* _beta_ $5"
+    for i in range(4):
+        record(
+            tracker,
+            name,
+            1_790_000_000.0 + 60 * i,
+            0 if i == 0 else 3000,
+            3000 if i == 0 else 0,
+            "Tea. " * 900,
+        )
+    tracker.close()
+    store = SQLiteStore(path)
+    store.write(
+        (),
+        [
+            incident_row("a1", Regression(name, "prefix_churn", 1_790_000_000.0, 1.0, 0.0, 3, 0.5)),
+            incident_row("b2", Regression(name, "hit_ratio_drop", 1_790_000_100.0, 1.0, 0.2, 3, 0.1)),
+        ],
+    )
+    store.close()
+    at = app(str(path), "flows")
+    assert list(at.dataframe[0].value["incidents"]) == ["prefix churn (a1), hit ratio drop (b2)"]
+    assert at.subheader[0].value == r"agent \*v2\* \_beta\_ \$5: layers"
+    at = app(str(path), "incidents")
+    assert r"in agent \*v2\* \_beta\_ \$5" in " ".join(m.value for m in at.markdown)

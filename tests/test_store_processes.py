@@ -298,6 +298,22 @@ def test_postgresql_store_answers_like_sqlite(postgres_db: str, tmp_path: Path) 
                         assert y[k] == pytest.approx(x[k]), (by, k)
                     else:
                         assert x[k] == y[k], (by, k)
+
+    def same(xs: list[dict[str, Any]], ys: list[dict[str, Any]], what: Any) -> None:
+        assert len(xs) == len(ys), what
+        for x, y in zip(xs, ys, strict=True):
+            assert x.keys() == y.keys()
+            for k in x:
+                assert y[k] == (pytest.approx(x[k]) if isinstance(x[k], float) else x[k]), (what, k)
+
+    # The dashboard's queries: series per bucket (raw calls under an hour, the flows' roll-up
+    # from an hour), one flow's report, the prefixes per flow.
+    for bucket in (60, 900, 3600, 86400):
+        for since in (None, 1_790_000_000.0 + 5000.5):
+            same(a.series(since=since, bucket_s=bucket), b.series(since=since, bucket_s=bucket), bucket)
+    assert sum(r["calls"] for r in a.series(bucket_s=3600)) == 60
+    same(a.report("prefix", flow="chat"), b.report("prefix", flow="chat"), "prefix of chat")
+    assert a.prefix_counts() == b.prefix_counts() and set(a.prefix_counts()) == {"chat", "triage"}
     assert len(a.calls()) == 60
     assert [c.metrics for c in a.calls()] == [c.metrics for c in b.calls()]
     ia = [i.regression for i in a.incidents()]
@@ -413,4 +429,95 @@ def test_multiprocessing_children_write_their_calls(tmp_path: Path) -> None:
         _INHERITED.pop(db).close()
     store = open_store(db)
     assert store.report("flow")[0]["calls"] == 24
+    store.close()
+
+
+def _connect(url: str) -> Any:
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
+        conn.execute("BEGIN")
+        return conn
+    import psycopg
+
+    return psycopg.connect(url)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_flows_roll_up_follows_whoever_writes_the_hourly_one(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A version 3 database (hourly roll-up only) with hours of two flows and two prefixes each
+    is brought to version 4: its flows' roll-up holds the hourly sums without the prefix. Then
+    a writer of an older cachebench, which knows only the hourly roll-up, adds to it and
+    retention deletes from it: the database's triggers keep the flows' roll-up equal, and the
+    reports by flow, read from it, equal the reports by prefix summed."""
+    from cachebench.store._rows import HOURLY_KEY, HOURLY_SPAN, HOURLY_SUMS
+    from cachebench.store._schema import POSTGRES, SQLITE, STEPS, UPDATES
+
+    url = f"sqlite:///{tmp_path / 'v3.db'}" if kind == "sqlite" else request.getfixturevalue("postgres_db")
+    dialect = SQLITE if kind == "sqlite" else POSTGRES
+    cols = (*HOURLY_KEY, *HOURLY_SUMS, *HOURLY_SPAN)
+    old_writer = dialect.sql(  # (version 3's upsert)
+        f"INSERT INTO hourly ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {', '.join(UPDATES)}"
+    )
+
+    def hour_row(hour: int, flow: str, prefix: str, calls: int) -> tuple[Any, ...]:
+        sums = [calls] + [0] * 5 + [calls * 10 + i for i in range(len(HOURLY_SUMS) - 6)]
+        return (
+            1_790_002_800 + hour * 3600,
+            "anthropic",
+            "claude-sonnet-4-5",
+            flow,
+            prefix,
+            *sums,
+            1_790_002_800.0 + hour * 3600 + calls,
+            1_790_002_800.0 + hour * 3600 + 60 * calls,
+        )
+
+    conn = _connect(url)
+    cur = conn.cursor()
+    for step in (1, 2, 3):
+        for statement in STEPS[step]:
+            assert isinstance(statement, str)
+            cur.execute(dialect.sql(statement))
+    cur.execute(dialect.sql("INSERT INTO meta (key, value) VALUES ('schema_version', '3')"))
+    rows = [
+        hour_row(h, f, p, 1 + h + len(p)) for h in range(3) for f in ("chat", "triage") for p in ("a", "bb")
+    ]
+    cur.executemany(old_writer, rows)
+    conn.commit()
+    conn.close()
+
+    def check(store: SQLStore) -> None:
+        by_flow = {r["flow"]: r for r in store.report("flow")}
+        by_prefix_flow: dict[str, int] = {}
+        for flow in ("chat", "triage"):
+            by_prefix_flow[flow] = sum(r["calls"] for r in store.report("prefix", flow=flow))
+        assert {f: r["calls"] for f, r in by_flow.items()} == by_prefix_flow
+        assert sum(r["calls"] for r in store.series(bucket_s=3600)) == sum(by_prefix_flow.values())
+        conn = _connect(url)
+        cur = conn.cursor()
+        key = "hour, provider, model, flow"
+        sums = ", ".join(f"SUM({s})" for s in HOURLY_SUMS)
+        cur.execute(f"SELECT {key}, {sums} FROM hourly GROUP BY {key} ORDER BY {key}")
+        hourly = [tuple(r) for r in cur.fetchall()]
+        cur.execute(f"SELECT {key}, {sums} FROM hourly_flows WHERE calls > 0 GROUP BY {key} ORDER BY {key}")
+        flows = [tuple(r) for r in cur.fetchall()]
+        conn.close()
+        assert hourly == flows
+
+    store = open_store(url)
+    assert store.schema_version == 4
+    check(store)
+    assert store.report("all")[0]["calls"] == sum(r[5] for r in rows)
+    store.close()
+    conn = _connect(url)  # an older cachebench's writer, and its retention
+    cur = conn.cursor()
+    cur.executemany(old_writer, [hour_row(1, "chat", "a", 7), hour_row(3, "chat", "ccc", 2)])
+    cur.execute(dialect.sql("DELETE FROM hourly WHERE hour = ? AND prefix_id = 'bb'"), (1_790_002_800,))
+    conn.commit()
+    conn.close()
+    store = open_store(url)
+    check(store)
     store.close()

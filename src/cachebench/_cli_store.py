@@ -20,6 +20,7 @@ import typer
 
 from . import _cli_offline as offline
 from ._cli_help import FilesCommand
+from .store import DEFAULT_PATH
 
 Db = Annotated[
     str,
@@ -35,7 +36,7 @@ Since = Annotated[
     str | None, typer.Option(help="Calls from this time: a span back from now (24h, 30d) or a UTC date/time.")
 ]
 Until = Annotated[str | None, typer.Option(help="Calls before this time (same forms as --since).")]
-DEFAULT_DB = "cachebench.db"
+DEFAULT_DB = DEFAULT_PATH
 
 
 def fail(message: str) -> "typer.Exit":

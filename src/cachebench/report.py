@@ -39,6 +39,7 @@ __all__ = [
     "print_report",
     "report",
     "top",
+    "totals",
 ]
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -155,9 +156,18 @@ def report(
     if by not in GROUPS or by == "all":
         raise ValueError(f"by must be one of {', '.join(g for g in GROUPS if g != 'all')}, got {by!r}")
     rows = store.report(by, since=since, until=until)
+    total, exact = totals(store, since=since, until=until)
+    return Report(by, since, until, rows, total, exact)
+
+
+def totals(
+    store: SQLStore, *, since: float | None = None, until: float | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Every call's sums over ``[since, until)`` (a report's ``total``), and whether the range
+    starts and ends at those seconds (:attr:`Report.exact`)."""
     (total,) = store.report("all", since=since, until=until)
     total.pop("all", None)
-    return Report(by, since, until, rows, total, store.exact(since, until))
+    return total, store.exact(since, until)
 
 
 def top(rep: Report, n: int) -> Report:

@@ -492,7 +492,11 @@ class Regression:
     ``started_at`` is when the first affected call was made, ``detected_at`` when the tracker
     opened the incident (``None`` where it was not recorded), ``closed_at`` when the flow
     recovered (``None`` while open). Hit ratios the incident has no calls for are ``None``,
-    never NaN.
+    never NaN. ``details``: for prefix churn, ``layer`` (the changed layer's index) and, where
+    the two prompts' prints were at hand, ``blocks``: the changed layer's blocks ``before`` and
+    ``after``, each ``[section, index in its section, position in the prompt, bytes]`` (no
+    text; at most 64 a side, then ``["...", blocks left out, -1, their bytes]``); ``evicted``
+    when its flow was no longer watched.
     """
 
     flow: str

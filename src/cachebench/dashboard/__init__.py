@@ -28,11 +28,12 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("streamlit", "altair"))
 
 
-def command(db: str, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> list[str]:
-    """The command line that serves the dashboard of ``db`` on ``host:port`` (headless: no
-    browser is opened, no usage statistics are sent)."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535, got {port!r}")
+def command(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> list[str]:
+    """The command line that serves the dashboard on ``host:port`` (headless: no browser is
+    opened, no usage statistics are sent); the database is ``CACHEBENCH_DB`` in its
+    environment (a URL's password stays off the command line)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be a number from 1 to 65535, got {port!r}")
     return [
         sys.executable,
         "-m",
@@ -51,9 +52,6 @@ def command(db: str, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> list[
         "none",
         "--client.toolbarMode",
         "viewer",
-        "--",
-        "--db",
-        db,
     ]
 
 
@@ -62,8 +60,8 @@ def serve(db: str, port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> int:
     signals, its exit code); elsewhere Streamlit runs as a child whose exit code is returned."""
     if not available():
         raise RuntimeError(MISSING)
-    line = command(db, port, host)
-    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    line = command(port, host)
+    env = {**os.environ, "CACHEBENCH_DB": db, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     sys.stdout.flush()
     sys.stderr.flush()
     if os.name == "posix":

@@ -20,19 +20,40 @@ import streamlit as st
 
 from cachebench.dashboard import data
 from cachebench.economics import DEFAULT_STRATEGIES
+from cachebench.store import DEFAULT_PATH, ENV
+from cachebench.types import _usd, _utc
 
 PAGES = ("Overview", "Flows", "Incidents", "What-if")
 SECTION_COLORS = {"tools": "#6c8ebf", "system": "#82b366", "messages": "#d6b656", "...": "#bbbbbb"}
 
 
 def database() -> str:
+    """``--db`` after the script's ``--``, else ``CACHEBENCH_DB`` (how ``cachebench dashboard``
+    passes it: no password on a command line), else ``./cachebench.db``."""
     argv = sys.argv[1:]
     for i, arg in enumerate(argv):
         if arg == "--db" and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith("--db="):
             return arg[len("--db=") :]
-    return os.environ.get("CACHEBENCH_DB") or "cachebench.db"
+    return os.environ.get(ENV) or DEFAULT_PATH
+
+
+def shown(target: str) -> str:
+    """The database as the page names it: a URL's password hidden."""
+    if "://" not in target:
+        return target
+    from cachebench.store.postgres import _without_password
+
+    return _without_password(target)
+
+
+def text(value: object) -> str:
+    """``value`` as literal Markdown (a flow's name may hold ``*``, ``_`` or ``$``)."""
+    out = str(value)
+    for mark in "\\`*_[]$<>|~":
+        out = out.replace(mark, "\\" + mark)
+    return out
 
 
 def pct(x: float | None) -> str:
@@ -40,13 +61,11 @@ def pct(x: float | None) -> str:
 
 
 def usd(x: float | None) -> str:
-    if x is None:
-        return "unpriced"
-    return f"${x:,.2f}" if abs(x) >= 1 else f"${x:,.4f}"
+    return "unpriced" if x is None else _usd(x)
 
 
 def utc(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    return "-" if ts is None else _utc(ts)
 
 
 @st.cache_resource(show_spinner=False)
@@ -85,7 +104,7 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
     if not total["calls"]:
         st.caption("No call in this range.")
         return
-    bucket, rows = data.series(store, chosen, total)
+    bucket, rows = data.series(store, chosen, total, now)
     names = list(data.METRICS.keys())
     metric = (
         st.selectbox("Chart", names, format_func=lambda k: data.METRICS[k], key="chart_metric") or names[0]
@@ -94,7 +113,10 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
         [{"time": pd.to_datetime(r["t"], unit="s"), "flow": r["flow"], "value": r[metric]} for r in rows]
     )
     step = {60: "minute", 300: "5 minutes", 3600: "hour", 86400: "day"}.get(bucket, f"{bucket} s")
-    st.caption(f"Per {step} and flow; red rules: where incidents started.")
+    st.caption(
+        f"Per {step} and flow (whole {step}s from an hour: the first may start before the range); "
+        "red rules: where incidents started."
+    )
     line = (
         alt.Chart(frame)
         .mark_line(point=True)
@@ -105,12 +127,14 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
             tooltip=["flow", "time:T", "value:Q"],
         )
     )
+    drawn_from = min((r["t"] for r in rows), default=now)
     started = [
         {
             "time": pd.to_datetime(i.started_at, unit="s"),
             "incident": f"{i.kind.replace('_', ' ')} in {i.flow}",
         }
         for i in data.incidents(store, chosen)
+        if i.started_at >= drawn_from  # (a marker outside the lines would stretch the axis)
     ]
     chart: Any = line
     if started:
@@ -130,11 +154,9 @@ def flows_page(store: Any, chosen: data.Window) -> None:
         st.caption("No call in this range.")
         return
     table = pd.DataFrame([r.as_dict() for r in rows])
-    table["incident"] = [
-        f"{k.replace('_', ' ')} ({i})" if i else ""
-        for i, k in zip(table["incident"], table["incident_kind"], strict=True)
+    table["incidents"] = [
+        ", ".join(f"{k.replace('_', ' ')} ({i})" for i, k in found) for found in table["incidents"]
     ]
-    table = table.drop(columns=["incident_kind"])
     st.dataframe(
         table,
         hide_index=True,
@@ -146,14 +168,24 @@ def flows_page(store: Any, chosen: data.Window) -> None:
             "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
             "cost_saved_usd": st.column_config.NumberColumn("saved", format="$%.4f"),
             "avoidable_cost_usd": st.column_config.NumberColumn("avoidable", format="$%.4f"),
-            "incident": st.column_config.TextColumn("open incident"),
+            "incidents": st.column_config.TextColumn("open incidents"),
         },
     )
     names = [r.flow for r in rows]
     wanted = st.query_params.get("flow")
     flow = st.selectbox("Flow", names, index=names.index(wanted) if wanted in names else 0, key="flow")
+    if flow is None:
+        return
+    if wanted != flow:
+        st.query_params["flow"] = flow
     calls = data.flow_calls(store, flow, chosen)
-    st.subheader(f"{flow}: layers")
+    st.subheader(f"{text(flow)}: layers")
+    if not calls:
+        st.caption(
+            "No raw call of this flow in the range: raw calls are kept for a while only (7 days by "
+            "default), their sums for 400 days."
+        )
+        return
     st.caption(
         f"Over its {len(calls):,} newest calls in the range: how many values each layer took, and "
         "how many calls read it, wrote it or sent it uncached."
@@ -163,7 +195,7 @@ def flows_page(store: Any, chosen: data.Window) -> None:
         st.dataframe(pd.DataFrame([x.as_dict() for x in layers]), hide_index=True, width="stretch")
     else:
         st.caption("Its calls had no breakpoint.")
-    st.subheader(f"{flow}: prefixes")
+    st.subheader(f"{text(flow)}: prefixes")
     prefixes = data.flow_prefixes(store, flow, chosen)
     if prefixes:
         cols = [
@@ -180,7 +212,7 @@ def flows_page(store: Any, chosen: data.Window) -> None:
         frame["first_seen"] = [utc(t) for t in frame["first_seen"]]
         frame["last_seen"] = [utc(t) for t in frame["last_seen"]]
         st.dataframe(frame, hide_index=True, width="stretch")
-    st.subheader(f"{flow}: latest calls")
+    st.subheader(f"{text(flow)}: latest calls")
     latest = data.explained(calls[-20:])
     for c in latest:
         c["time"] = utc(c["time"])
@@ -194,10 +226,14 @@ def strips_chart(view: data.IncidentView) -> Any:
     diff = view.diff or {}
     marks = []
     changed_bytes: dict[str, Any] | None = None
+    # The changed block: the new prompt's at the diff's position; a block that was removed is
+    # the old prompt's.
+    in_after = any(b[2] == diff.get("position") for b in view.blocks.get("after", []))
+    changed_side = "after" if in_after else "before"
     for side in ("before", "after"):
         x = 0
         for section, index, position, size in view.blocks.get(side, []):
-            changed = side == "after" and position == diff.get("position")
+            changed = side == changed_side and position == diff.get("position")
             marks.append(
                 {
                     "side": side,
@@ -211,7 +247,7 @@ def strips_chart(view: data.IncidentView) -> Any:
             if changed:
                 lo, hi = int(diff.get("byte_start") or 0), int(diff.get("byte_end") or 0)
                 changed_bytes = {
-                    "side": "after",
+                    "side": side,
                     "start": x + lo,
                     "end": x + max(hi, lo + 1),
                     "what": "changed bytes",
@@ -254,7 +290,7 @@ def incidents_page(store: Any, chosen: data.Window) -> None:
     for v in views:
         state = "open" if v.open else "closed"
         with st.container(border=True):
-            st.markdown(f"**{v.kind.replace('_', ' ')} in {v.flow}** ({state}) `{v.id}`")
+            st.markdown(f"**{v.kind.replace('_', ' ')} in {text(v.flow)}** ({state}) `{v.id}`")
             st.write(v.explanation)
             cols = st.columns(4)
             cols[0].metric("Cost per hour", usd(v.cost_per_hour_usd))
@@ -293,12 +329,15 @@ def what_if_page(store: Any, chosen: data.Window) -> None:
         st.caption("No call in this range.")
         return
     flow = st.selectbox("Flow", [r.flow for r in rows], key="whatif_flow")
+    if flow is None:
+        return
     picked = st.multiselect(
         "Strategies", list(DEFAULT_STRATEGIES), default=["none", "current", "ttl=1h"], key="whatif_strategies"
     )
     extra = st.text_input("Another strategy (for example layers=0:1h,-1:5m)", key="whatif_extra")
     if st.button("Simulate", key="whatif_run"):
         strategies = [*picked, *([extra.strip()] if extra.strip() else [])]
+        st.session_state.pop("whatif_result", None)
         if not strategies:
             st.warning("Pick at least one strategy.")
             return
@@ -307,6 +346,11 @@ def what_if_page(store: Any, chosen: data.Window) -> None:
         except ValueError as exc:
             st.error(str(exc))
             return
+        st.session_state["whatif_result"] = (flow, result)  # (shown again on the next rerun)
+    kept = st.session_state.get("whatif_result")
+    if kept is not None:
+        shown_flow, result = kept
+        st.caption(f"Replayed: {text(shown_flow)}, {result.calls:,} calls.")
         table = pd.DataFrame(
             [
                 {
@@ -351,6 +395,14 @@ def main() -> None:
         st.title("cachebench")
         st.error(f"Cannot open the database: {exc}")
         st.stop()
+    try:
+        pages(store, target)
+    except Exception as exc:  # (the database went away, a server restarted: say so, reconnect next time)
+        open_store.clear()
+        st.error(f"Cannot read the database {shown(target)}: {exc}. Reload the page to try again.")
+
+
+def pages(store: Any, target: str) -> None:
     wanted = st.query_params.get("page", "overview").lower()
     names = [p.lower() for p in PAGES]
     page = st.sidebar.radio("Page", PAGES, index=names.index(wanted) if wanted in names else 0, key="page")
@@ -360,7 +412,7 @@ def main() -> None:
     label = st.sidebar.selectbox("Range", labels, key="range")
     now = time.time()
     chosen = data.window(label, now)
-    st.sidebar.caption(f"Database: {target}")
+    st.sidebar.caption(f"Database: {text(shown(target))}")
     (everything,) = store.report("all")
     if not everything["calls"] and not store.incidents():
         st.title("cachebench")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..advice import explain, incident_advice
+from ..report import totals
 from ..store import SCHEMA_VERSION, SQLStore, StoredCall, StoreError, open_store, sqlite_path
 from ..types import CallMetrics
 
@@ -117,10 +117,10 @@ def window(label: str, now: float) -> Window:
 
 
 def key_figures(store: SQLStore, now: float, chosen: Window) -> dict[str, dict[str, Any]]:
-    """The totals of this hour, today (UTC) and the chosen range: the aggregate keys of
-    ``cachebench report``'s total (calls, hit ratio, token hit ratio, cost, saved, avoidable...),
-    summed in the store. (A range that starts inside an hour whose raw calls retention dropped
-    counts that hour whole: ``exact`` is then False.)"""
+    """The totals of this hour, today (UTC) and the chosen range: ``cachebench report``'s total
+    (:func:`cachebench.report.totals`: calls, hit ratio, token hit ratio, cost, saved,
+    avoidable...), summed in the store, with ``exact`` (False: a range that starts inside an
+    hour whose raw calls retention dropped counts that hour whole)."""
     hour = math.floor(now / HOUR_S) * HOUR_S
     day = math.floor(now / DAY_S) * DAY_S
     out = {}
@@ -129,10 +129,8 @@ def key_figures(store: SQLStore, now: float, chosen: Window) -> dict[str, dict[s
         ("today", day, None),
         (chosen.label, chosen.since, chosen.until),
     ):
-        (total,) = store.report("all", since=since, until=until)
-        total.pop("all", None)
-        total["exact"] = store.exact(since, until)
-        out[name] = total
+        total, exact = totals(store, since=since, until=until)
+        out[name] = {**total, "exact": exact}
     return out
 
 
@@ -151,14 +149,20 @@ def bucket_for(first: float | None, last: float | None) -> int:
     return int(DAY_S)
 
 
-def series(store: SQLStore, chosen: Window, total: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+def series(
+    store: SQLStore, chosen: Window, total: dict[str, Any], now: float
+) -> tuple[int, list[dict[str, Any]]]:
     """The chart's rows per bucket and flow over the range (``total``: the range's key figures,
-    whose first and last call set the bucket), and the bucket in seconds. Buckets under an hour
-    come from raw calls, which retention keeps ``keep_calls_s``: an older range is drawn by
-    the hour."""
+    whose first and last call set the bucket), and the bucket in seconds. Buckets of an hour
+    and more are whole (the first may start before the range); buckets under an hour come from
+    the raw calls, which retention keeps for a while only: where they no longer hold every call
+    of the range, it is drawn by the hour."""
     first, last = total.get("first_seen"), total.get("last_seen")
     bucket = bucket_for(first, last)
-    if bucket < HOUR_S and first is not None and first < time.time() - store.keep_calls_s:
+    if bucket < HOUR_S:
+        rows = store.series(since=chosen.since, until=chosen.until, bucket_s=bucket)
+        if sum(r["calls"] for r in rows) == total["calls"]:
+            return bucket, rows
         bucket = int(HOUR_S)
     return bucket, store.series(since=chosen.since, until=chosen.until, bucket_s=bucket)
 
@@ -175,8 +179,7 @@ class FlowRow:
     cost_usd: float | None
     cost_saved_usd: float | None
     avoidable_cost_usd: float | None
-    incident: str | None  # the open incident's id, if any
-    incident_kind: str | None
+    incidents: tuple[tuple[str, str], ...]  # its open incidents: (id, kind), oldest first
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -187,10 +190,11 @@ def flows(store: SQLStore, chosen: Window) -> list[FlowRow]:
     rows), with how many distinct prefixes it used and its open incident."""
     rows = store.report("flow", since=chosen.since, until=chosen.until)
     prefixes = store.prefix_counts(since=chosen.since, until=chosen.until)
-    open_now = {s.regression.flow: s for s in store.incidents(open_only=True)}
+    open_now: dict[str, list[tuple[str, str]]] = {}
+    for stored in store.incidents(open_only=True):  # (oldest first)
+        open_now.setdefault(stored.regression.flow, []).append((stored.id, stored.regression.kind))
     out = []
     for r in rows:
-        inc = open_now.get(r["flow"])
         out.append(
             FlowRow(
                 r["flow"],
@@ -201,8 +205,7 @@ def flows(store: SQLStore, chosen: Window) -> list[FlowRow]:
                 r["cost_usd"],
                 r["cost_saved_usd"],
                 r["avoidable_cost_usd"],
-                inc.id if inc else None,
-                inc.regression.kind if inc else None,
+                tuple(open_now.get(r["flow"], ())),
             )
         )
     return out
@@ -367,18 +370,12 @@ def what_if(store: SQLStore, flow: str, strategies: Sequence[str], chosen: Windo
     layers were measured)."""
     from ..economics import simulate, trace_from_calls
 
-    calls: list[CallMetrics] = []
-    after = None
-    while True:  # (a page at a time, by id)
-        page = store.calls(since=chosen.since, until=chosen.until, flow=flow, after_id=after, limit=10_000)
-        calls.extend(c.metrics for c in page)
-        if len(page) < 10_000:
-            break
-        after = page[-1].id
+    calls = (c.metrics for c in store.iter_calls(since=chosen.since, until=chosen.until, flow=flow))
     trace = trace_from_calls(calls)
     if not len(trace):
         raise ValueError(
-            f"no call of {flow!r} can be replayed: calls without breakpoints, failed calls and calls of "
+            f"no stored call of {flow!r} in the range can be replayed: raw calls are kept for a while "
+            "only (7 days by default), and calls without breakpoints, failed calls and calls of "
             "providers that report no cache writes are left out"
         )
     return simulate(trace, list(strategies), flow=flow)

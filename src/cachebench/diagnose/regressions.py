@@ -69,7 +69,7 @@ class Diagnosis(NamedTuple):
 
 
 #: Blocks an incident's strips keep on each side (a layer of more is cut, and says so).
-STRIP_BLOCKS = 200
+STRIP_BLOCKS = 64
 
 
 def strip(layer: LayerPrint) -> list[list[Any]]:
@@ -185,6 +185,7 @@ class FlowDetector:
         input (asked for a write the unread-writes report follows). ``price(layer)`` gives an avoidable miss's tokens
         and cost, given the layer its change is in (-1: no change)."""
         f = self._flow(flow, now)
+        self._compared = None  # (set by this call's comparison, if it makes one)
         bps = key.breakpoints
         states = done.breakpoint_states
         chain = key.bp_hashes
@@ -395,7 +396,7 @@ class FlowDetector:
         now: float,
     ) -> Incident:
         """Open churn at ``layer``, its recent changes counting as its first calls; its details
-        hold the changed layer's blocks on either side (:func:`strips`)."""
+        hold the changed layer's blocks on either side (:func:`strip`)."""
         changes = f.layer(layer).changes
         incident = self._open(
             name,

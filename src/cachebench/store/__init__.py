@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_CALLS",
+    "DEFAULT_PATH",
     "FLUSH_WINDOW_S",
     "GROUPS",
     "KEEP_CALLS_S",
@@ -65,6 +66,9 @@ MAX_PENDING = 200_000
 
 Store = SQLStore
 ENV = "CACHEBENCH_DB"
+#: The store the command line and the dashboard read when neither ``--db`` nor ``CACHEBENCH_DB``
+#: names one: a SQLite file in the current directory.
+DEFAULT_PATH = "cachebench.db"
 
 
 def open_store(target: object, **options: Any) -> SQLStore:

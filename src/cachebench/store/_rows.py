@@ -266,25 +266,6 @@ def hourly_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [(*key, *groups[key]) for key in sorted(groups)]
 
 
-def flows_rows(hourly: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """:func:`hourly_rows`' rows summed per hour, provider, model and flow (the prefix left
-    out), sorted by that key: rows of ``FLOWS_KEY + HOURLY_SUMS + HOURLY_SPAN``."""
-    width = len(FLOWS_KEY)
-    sums = len(HOURLY_SUMS)
-    groups: dict[tuple[Any, ...], list[Any]] = {}
-    for row in hourly:
-        key = row[:width]
-        values = row[width + 1 :]  # (after the prefix)
-        g = groups.get(key)
-        if g is None:
-            groups[key] = list(values)
-            continue
-        g[:sums] = map(add, g[:sums], values[:sums])
-        g[sums] = min(g[sums], values[sums])
-        g[sums + 1] = max(g[sums + 1], values[sums + 1])
-    return [(*key, *groups[key]) for key in sorted(groups)]
-
-
 def summary(sums: dict[str, Any]) -> dict[str, Any]:
     """The aggregate keys (``tracker.aggregate()``'s: hit ratio, token hit ratio, tokens, cost,
     cost without cache, saved, avoidable cost, ...) from summed columns, by the live

@@ -9,11 +9,13 @@ Version 1: calls, incidents. Version 2: the hourly roll-up per flow, prefix and 
 from the calls already stored), the indexes the reports use, and the files imported. Version 3:
 each call's ``warm`` flag (a cache warmer's call). Version 4: the flows' roll-up, the same sums
 per hour, provider, model and flow (filled from the hourly roll-up), which the reports that do
-not group by prefix read.
+not group by prefix read; triggers on the hourly roll-up keep it equal to it, whoever writes
+(a process of an older cachebench still running included).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._rows import CALL_COLUMNS, FLOWS_KEY, HOURLY_KEY, HOURLY_SPAN, HOURLY_SUMS
@@ -196,8 +198,50 @@ ROLL_UP = (
     + ", ".join(UPDATES)
 )
 
-# Each version's steps, from the one before (version 1's: from an empty database).
-STEPS: dict[int, tuple[str, ...]] = {
+
+def _flows_where(row: str) -> str:
+    return " AND ".join(f"{k} = {row}.{k}" for k in FLOWS_KEY)
+
+
+def flows_triggers(dialect: str) -> tuple[str, ...]:
+    """The triggers that keep the flows' roll-up equal to the hourly one, whatever writes the
+    hourly one (an older cachebench that does not know the flows' roll-up included): an hour
+    row inserted is added to its flow's row, an update adds the difference, a delete takes the
+    row's sums away."""
+    cols = (*FLOWS_KEY, *HOURLY_SUMS, *HOURLY_SPAN)
+    insert = (
+        f"INSERT INTO hourly_flows ({', '.join(cols)}) VALUES ({', '.join('NEW.' + c for c in cols)}) "
+        f"ON CONFLICT ({', '.join(FLOWS_KEY)}) DO UPDATE SET {', '.join(updates('hourly_flows'))}"
+    )
+    update = (
+        "UPDATE hourly_flows SET "
+        + ", ".join(f"{s} = {s} + NEW.{s} - OLD.{s}" for s in HOURLY_SUMS)
+        + ", first_seen = {least}(first_seen, NEW.first_seen), last_seen = {greatest}(last_seen, NEW.last_seen)"
+        + f" WHERE {_flows_where('NEW')}"
+    )
+    delete = (
+        "UPDATE hourly_flows SET "
+        + ", ".join(f"{s} = {s} - OLD.{s}" for s in HOURLY_SUMS)
+        + f" WHERE {_flows_where('OLD')}"
+    )
+    if dialect == "sqlite":
+        return (
+            f"CREATE TRIGGER hourly_flows_insert AFTER INSERT ON hourly BEGIN {insert}; END",
+            f"CREATE TRIGGER hourly_flows_update AFTER UPDATE ON hourly BEGIN {update}; END",
+            f"CREATE TRIGGER hourly_flows_delete AFTER DELETE ON hourly BEGIN {delete}; END",
+        )
+    return (
+        "CREATE OR REPLACE FUNCTION cachebench_hourly_flows() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF TG_OP = 'INSERT' THEN {insert}; ELSIF TG_OP = 'UPDATE' THEN {update}; "
+        f"ELSE {delete}; END IF; RETURN NULL; END $$",
+        "CREATE TRIGGER hourly_flows_sums AFTER INSERT OR UPDATE OR DELETE ON hourly "
+        "FOR EACH ROW EXECUTE FUNCTION cachebench_hourly_flows()",
+    )
+
+
+# Each version's steps, from the one before (version 1's: from an empty database). A step is a
+# statement, or a function of the dialect's name giving its statements.
+STEPS: dict[int, tuple[str | Callable[[str], tuple[str, ...]], ...]] = {
     1: (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         _CALLS,
@@ -215,6 +259,6 @@ STEPS: dict[int, tuple[str, ...]] = {
         ROLL_UP.replace("{where}", "1 = 1"),  # the calls stored so far
     ),
     3: tuple(f"ALTER TABLE calls ADD COLUMN {c} {{big}} NOT NULL DEFAULT 0" for c in _ADDED[3]),
-    4: (_HOURLY_FLOWS, _FLOWS_FROM_HOURLY),
+    4: (_HOURLY_FLOWS, _FLOWS_FROM_HOURLY, flows_triggers),
 }
 assert sorted(STEPS) == list(range(1, SCHEMA_VERSION + 1))

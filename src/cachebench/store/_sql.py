@@ -17,7 +17,6 @@ from typing import Any
 
 from ._rows import (
     CALL_COLUMNS,
-    FLOWS_KEY,
     HOUR_S,
     HOURLY_KEY,
     HOURLY_SPAN,
@@ -26,12 +25,11 @@ from ._rows import (
     StoredCall,
     StoredIncident,
     call_metrics,
-    flows_rows,
     hourly_rows,
     incident,
     summary,
 )
-from ._schema import SCHEMA_VERSION, STEPS, SUMS_SQL, UPDATES, Dialect, updates
+from ._schema import SCHEMA_VERSION, STEPS, SUMS_SQL, UPDATES, Dialect
 
 #: How long raw calls are kept by default (then only their hourly roll-up).
 KEEP_CALLS_S = 7 * 86400.0
@@ -79,11 +77,6 @@ class SQLStore:
         self._upsert_hour = d.sql(
             f"INSERT INTO hourly ({', '.join(hourly_cols)}) VALUES ({', '.join('?' * len(hourly_cols))}) "
             f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {', '.join(UPDATES)}"
-        )
-        flows_cols = (*FLOWS_KEY, *HOURLY_SUMS, *HOURLY_SPAN)
-        self._upsert_flows = d.sql(
-            f"INSERT INTO hourly_flows ({', '.join(flows_cols)}) VALUES ({', '.join('?' * len(flows_cols))}) "
-            f"ON CONFLICT ({', '.join(FLOWS_KEY)}) DO UPDATE SET {', '.join(updates('hourly_flows'))}"
         )
         incident_updates = ", ".join(f"{c} = excluded.{c}" for c in INCIDENT_COLUMNS[1:])
         self._upsert_incident = d.sql(
@@ -133,7 +126,8 @@ class SQLStore:
             cur = conn.cursor()
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in STEPS[step]:
-                    cur.execute(self.dialect.sql(statement))
+                    for text in statement(self.dialect.name) if callable(statement) else (statement,):
+                        cur.execute(self.dialect.sql(text))
             if version != SCHEMA_VERSION:
                 q = (
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'"
@@ -186,9 +180,8 @@ class SQLStore:
                 cur = conn.cursor()
                 if calls:
                     cur.executemany(self._insert_call, calls)
-                    hours = hourly_rows(list(calls))
-                    cur.executemany(self._upsert_hour, hours)
-                    cur.executemany(self._upsert_flows, flows_rows(hours))
+                    # (the flows' roll-up follows, by the database's own triggers)
+                    cur.executemany(self._upsert_hour, hourly_rows(list(calls)))
                 if incidents:
                     cur.executemany(self._upsert_incident, sorted(incidents))
                 conn.commit()
@@ -209,7 +202,8 @@ class SQLStore:
             _prune_hours("hourly", limit),
             f"DELETE FROM incidents WHERE id IN (SELECT id FROM incidents WHERE closed_at IS NOT NULL "
             f"AND closed_at < ?{cap})",
-            _prune_hours("hourly_flows", limit),  # (the same oldest hours as the hourly roll-up's)
+            # (the same oldest hours, which the triggers emptied as the hourly roll-up lost them)
+            _prune_hours("hourly_flows", limit),
         )
         counts = []
         with self._lock:
@@ -495,12 +489,18 @@ class SQLStore:
         return [StoredCall(r["id"], call_metrics(r)) for r in rows]
 
     def iter_calls(
-        self, *, since: float | None = None, until: float | None = None, page: int = 10_000
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        flow: str | None = None,
+        page: int = 10_000,
     ) -> Iterator[StoredCall]:
-        """Every stored raw call in ``[since, until)``, oldest first, a page at a time."""
+        """Every stored raw call in ``[since, until)`` (``flow``'s only, when given), oldest
+        first, a page at a time."""
         after = None
         while True:
-            chunk = self.calls(since=since, until=until, after_id=after, limit=page)
+            chunk = self.calls(since=since, until=until, flow=flow, after_id=after, limit=page)
             yield from chunk
             if len(chunk) < page:
                 return

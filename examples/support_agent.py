@@ -230,6 +230,7 @@ def main(console: Console | None = None, db: str = DEFAULT_DB) -> int:
         ["report", "--db", db, "--compare-at", at],
         ["report", "--db", db, "--by", "prefix"],
         ["regressions", "--db", db],
+        ["dashboard", "--db", db],  # (the dashboard extra: pip install -e '.[dashboard]')
     ):
         console.print(f"  {shlex.join([command(), *args])}", soft_wrap=True, highlight=False)
     store.close()

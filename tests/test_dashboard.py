@@ -483,3 +483,39 @@ def test_odd_flow_names_and_two_open_incidents_of_one_flow(tmp_path: Path) -> No
     assert at.subheader[0].value == r"agent \*v2\* \_beta\_ \$5: layers"
     at = app(str(path), "incidents")
     assert r"in agent \*v2\* \_beta\_ \$5" in " ".join(m.value for m in at.markdown)
+
+
+def test_an_older_database_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """The dashboard only reads: a database of an older schema is not upgraded (an older
+    cachebench may still be writing it), and the message says how to upgrade it."""
+    from cachebench.store._schema import SQLITE, STEPS
+
+    path = tmp_path / "v3.db"
+    con = sqlite3.connect(path)
+    for step in (1, 2, 3):
+        for statement in STEPS[step]:
+            assert isinstance(statement, str)
+            con.execute(SQLITE.sql(statement))
+    con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
+    con.commit()
+    con.close()
+    with pytest.raises(board.DashboardError, match="schema version 3, older than .* does not change it"):
+        board.open_database(str(path))
+    at = app(str(path), "overview")
+    assert at.error and "older than" in at.error[0].value
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta").fetchall() == [("3",)]
+    assert not con.execute("SELECT name FROM sqlite_master WHERE name = 'hourly_flows'").fetchall()
+    con.close()
+    done = cli("dashboard", "--db", str(path))
+    assert done.returncode == 1 and "older than" in done.stderr
+
+
+def test_the_command_says_when_its_port_is_taken(demo_db: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("dashboard", "--db", demo_db, "--port", str(port))
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr

@@ -84,9 +84,9 @@ def screenshots(tmp_path: Path) -> Path:
 
 
 def dollars(x: float) -> str:
-    """Money as the dashboard (and the report's table) shows it: to the cent from $1, else to a
-    millionth of a dollar."""
-    return f"${x:,.2f}" if abs(x) >= 1 else f"${x:,.6f}"
+    """Money as the dashboard's cards show it: to the cent from $1, else to a hundredth of a
+    cent."""
+    return f"${x:,.2f}" if abs(x) >= 1 else f"${x:,.4f}"
 
 
 def figures(page: Page) -> list[tuple[str, str]]:

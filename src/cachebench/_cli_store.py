@@ -159,6 +159,17 @@ def add_store_commands(app: typer.Typer) -> None:
             open_database(db).close()
         except DashboardError as exc:
             raise fail(str(exc)) from None
+        import socket
+
+        with socket.socket() as probe:
+            # (as the server will: a port whose last connections are closing is free)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                raise fail(
+                    f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc} (another server? pass --port)"
+                ) from None
         typer.echo(f"cachebench dashboard of {shown(db)} on http://127.0.0.1:{port} (Ctrl+C stops it)")
         raise typer.Exit(board.serve(db, port))
 

@@ -24,6 +24,15 @@ from cachebench.store import DEFAULT_PATH, ENV
 from cachebench.types import _usd, _utc
 
 PAGES = ("Overview", "Flows", "Incidents", "What-if")
+TIME_AXIS = alt.Axis(format="%m-%d %H:%M", labelAngle=0)
+# How the tables show a report's figures.
+FIGURE_COLUMNS: dict[str, Any] = {
+    "hit_ratio": st.column_config.NumberColumn("hit ratio", format="percent"),
+    "token_hit_ratio": st.column_config.NumberColumn("token hit ratio", format="percent"),
+    "cost_usd": st.column_config.NumberColumn("cost", format="$%.6f"),
+    "cost_saved_usd": st.column_config.NumberColumn("saved", format="$%.6f"),
+    "avoidable_cost_usd": st.column_config.NumberColumn("avoidable", format="$%.6f"),
+}
 SECTION_COLORS = {"tools": "#6c8ebf", "system": "#82b366", "messages": "#d6b656", "...": "#bbbbbb"}
 
 
@@ -61,7 +70,11 @@ def pct(x: float | None) -> str:
 
 
 def usd(x: float | None) -> str:
-    return "unpriced" if x is None else _usd(x)
+    """Money on a card: to the cent from $1 (as the report prints it), else to a hundredth of a
+    cent (the report's millionths do not fit a card)."""
+    if x is None:
+        return "unpriced"
+    return _usd(x) if abs(x) >= 1 else f"${x:,.4f}"
 
 
 def utc(ts: float | None) -> str:
@@ -84,13 +97,14 @@ def key_row(title: str, total: dict[str, Any]) -> None:
     cols[5].metric("Avoidable cost", usd(total.get("avoidable_cost_usd")) if total["calls"] else "$0.00")
 
 
-def empty_state() -> None:
+def empty_state(target: str) -> None:
     st.info(
-        "No calls recorded yet. Point a tracker at this database and make a few calls; the "
-        "dashboard shows them as they are written."
+        "No calls recorded yet. Point a tracker at this database, make a few calls, and reload this page."
     )
+    store = shown(target) if "://" in target else f"sqlite:///{target}"
     st.code(
-        'from cachebench import CacheTracker\n\ntracker = CacheTracker(store="sqlite:///cachebench.db")\n'
+        "import anthropic\n\nfrom cachebench import CacheTracker\n\n"
+        f"tracker = CacheTracker(store={store!r})\n"
         "client = tracker.instrument(anthropic.Anthropic())",
         language="python",
     )
@@ -100,6 +114,9 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
     st.header("Overview")
     for title, total in figures.items():
         key_row(title, total)
+    latest = figures[chosen.label].get("last_seen")
+    if not figures["today"]["calls"] and latest:
+        st.caption(f"No call today (UTC): the latest in the range was at {utc(latest)}.")
     total = figures[chosen.label]
     if not total["calls"]:
         st.caption("No call in this range.")
@@ -109,28 +126,25 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
     metric = (
         st.selectbox("Chart", names, format_func=lambda k: data.METRICS[k], key="chart_metric") or names[0]
     )
-    frame = pd.DataFrame(
-        [{"time": pd.to_datetime(r["t"], unit="s"), "flow": r["flow"], "value": r[metric]} for r in rows]
-    )
+    # (times as epoch milliseconds on a UTC scale: the browser's own time zone plays no part)
+    frame = pd.DataFrame([{"time": r["t"] * 1000.0, "flow": r["flow"], "value": r[metric]} for r in rows])
     step = {60: "minute", 300: "5 minutes", 3600: "hour", 86400: "day"}.get(bucket, f"{bucket} s")
-    st.caption(
-        f"Per {step} and flow (whole {step}s from an hour: the first may start before the range); "
-        "red rules: where incidents started."
-    )
+    whole = f" (whole {step}s: the first may start before the range)" if bucket >= 3600 else ""
+    st.caption(f"Per {step} and flow{whole}; red rules: where incidents started.")
     line = (
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
-            x=alt.X("time:T", title="time (UTC)"),
+            x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=TIME_AXIS),
             y=alt.Y("value:Q", title=data.METRICS[metric]),
-            color=alt.Color("flow:N"),
+            color=alt.Color("flow:N", scale=alt.Scale(scheme="category10")),
             tooltip=["flow", "time:T", "value:Q"],
         )
     )
     drawn_from = min((r["t"] for r in rows), default=now)
     started = [
         {
-            "time": pd.to_datetime(i.started_at, unit="s"),
+            "time": i.started_at * 1000.0,
             "incident": f"{i.kind.replace('_', ' ')} in {i.flow}",
         }
         for i in data.incidents(store, chosen)
@@ -141,7 +155,7 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
         rules = (
             alt.Chart(pd.DataFrame(started))
             .mark_rule(color="red", strokeDash=[4, 3])
-            .encode(x="time:T", tooltip=["incident", "time:T"])
+            .encode(x=alt.X("time:T", scale=alt.Scale(type="utc")), tooltip=["incident", "time:T"])
         )
         chart = alt.layer(line, rules)
     st.altair_chart(chart, width="stretch")
@@ -176,6 +190,8 @@ def flows_page(store: Any, chosen: data.Window) -> None:
     flow = st.selectbox("Flow", names, index=names.index(wanted) if wanted in names else 0, key="flow")
     if flow is None:
         return
+    if wanted is not None and wanted not in names:
+        st.warning(f"No flow named {text(wanted)} has calls in this range.")
     if wanted != flow:
         st.query_params["flow"] = flow
     calls = data.flow_calls(store, flow, chosen)
@@ -188,7 +204,8 @@ def flows_page(store: Any, chosen: data.Window) -> None:
         return
     st.caption(
         f"Over its {len(calls):,} newest calls in the range: how many values each layer took, and "
-        "how many calls read it, wrote it or sent it uncached."
+        "how many calls read it, wrote it or sent it uncached; unknown: calls whose layer size "
+        "no call measured (a layer that was written but never read back through it)."
     )
     layers = data.flow_layers([c.metrics for c in calls])
     if layers:
@@ -211,12 +228,17 @@ def flows_page(store: Any, chosen: data.Window) -> None:
         frame = pd.DataFrame([{c: p.get(c) for c in cols} for p in prefixes])
         frame["first_seen"] = [utc(t) for t in frame["first_seen"]]
         frame["last_seen"] = [utc(t) for t in frame["last_seen"]]
-        st.dataframe(frame, hide_index=True, width="stretch")
+        st.dataframe(frame, hide_index=True, width="stretch", column_config=FIGURE_COLUMNS)
     st.subheader(f"{text(flow)}: latest calls")
     latest = data.explained(calls[-20:])
     for c in latest:
         c["time"] = utc(c["time"])
-    st.dataframe(pd.DataFrame(latest), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(latest),
+        hide_index=True,
+        width="stretch",
+        column_config={**FIGURE_COLUMNS, "explanation": st.column_config.TextColumn(width="large")},
+    )
 
 
 def strips_chart(view: data.IncidentView) -> Any:
@@ -257,7 +279,7 @@ def strips_chart(view: data.IncidentView) -> Any:
     sections = sorted(set(frame["section"]))
     bars = (
         alt.Chart(frame)
-        .mark_bar(height=20)
+        .mark_bar()
         .encode(
             x=alt.X("start:Q", title="bytes into the changed layer"),
             x2="end:Q",
@@ -275,10 +297,10 @@ def strips_chart(view: data.IncidentView) -> Any:
     if changed_bytes is not None:
         layers.append(
             alt.Chart(pd.DataFrame([changed_bytes]))
-            .mark_bar(height=8, color="red")
+            .mark_rule(color="red", strokeWidth=6)
             .encode(x="start:Q", x2="end:Q", y=alt.Y("side:N", sort=["before", "after"]), tooltip=["what"])
         )
-    return alt.layer(*layers).properties(height=80)
+    return alt.layer(*layers).properties(height=alt.Step(34))
 
 
 def incidents_page(store: Any, chosen: data.Window) -> None:
@@ -295,10 +317,12 @@ def incidents_page(store: Any, chosen: data.Window) -> None:
             cols = st.columns(4)
             cols[0].metric("Cost per hour", usd(v.cost_per_hour_usd))
             cols[1].metric("Calls", f"{v.calls:,}")
-            cols[2].metric("Hit ratio before", pct(v.hit_ratio_before))
-            cols[3].metric("Hit ratio after", pct(v.hit_ratio_after))
+            cols[2].metric("Read before", pct(v.hit_ratio_before))
+            cols[3].metric("Read after", pct(v.hit_ratio_after))
             st.caption(
-                f"Started {utc(v.started_at)}; detected {utc(v.detected_at)}; ended {utc(v.closed_at) if v.closed_at else 'not yet'}."
+                f"Started {utc(v.started_at)}; detected {utc(v.detected_at)}; ended "
+                f"{utc(v.closed_at) if v.closed_at else 'not yet'}. Read before and after: the share of "
+                "what its calls could have read from the cache that they did read."
             )
             st.markdown(f"**Why:** {v.why}. **Fix:** {v.fix}.")
             if v.diff is not None:
@@ -350,7 +374,10 @@ def what_if_page(store: Any, chosen: data.Window) -> None:
     kept = st.session_state.get("whatif_result")
     if kept is not None:
         shown_flow, result = kept
-        st.caption(f"Replayed: {text(shown_flow)}, {result.calls:,} calls.")
+        st.caption(
+            f"Replayed: {text(shown_flow)}, {result.calls:,} calls. Concurrent writes: what calls "
+            "paid to write an entry a parallel call was already writing; warmer: a warmer's own calls."
+        )
         table = pd.DataFrame(
             [
                 {
@@ -359,7 +386,7 @@ def what_if_page(store: Any, chosen: data.Window) -> None:
                     "token hit ratio": r.token_hit_ratio,
                     "cost": r.cost_usd,
                     "saved": r.cost_saved_usd,
-                    "avoidable": r.avoidable_cost_usd,
+                    "concurrent writes": r.avoidable_cost_usd,
                     "warmer": r.warm_cost_usd,
                 }
                 for r in result.results
@@ -374,7 +401,7 @@ def what_if_page(store: Any, chosen: data.Window) -> None:
                 "token hit ratio": st.column_config.NumberColumn(format="percent"),
                 "cost": st.column_config.NumberColumn(format="$%.4f"),
                 "saved": st.column_config.NumberColumn(format="$%.4f"),
-                "avoidable": st.column_config.NumberColumn(format="$%.4f"),
+                "concurrent writes": st.column_config.NumberColumn(format="$%.4f"),
                 "warmer": st.column_config.NumberColumn(format="$%.4f"),
             },
         )
@@ -416,7 +443,7 @@ def pages(store: Any, target: str) -> None:
     (everything,) = store.report("all")
     if not everything["calls"] and not store.incidents():
         st.title("cachebench")
-        empty_state()
+        empty_state(target)
         return
     st.sidebar.caption(f"Latest call: {utc(everything.get('last_seen'))}")
     if page == "Overview":

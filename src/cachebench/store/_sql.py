@@ -62,10 +62,15 @@ class SQLStore:
     dialect: Dialect
     url: str
 
-    def __init__(self, *, keep_calls_s: float = KEEP_CALLS_S, keep_hours_s: float = KEEP_HOURS_S) -> None:
+    def __init__(
+        self, *, keep_calls_s: float = KEEP_CALLS_S, keep_hours_s: float = KEEP_HOURS_S, upgrade: bool = True
+    ) -> None:
         for name, value in (("keep_calls_s", keep_calls_s), ("keep_hours_s", keep_hours_s)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        #: Bring an older schema (or an empty database) to this version on opening; when False
+        #: (a reader that must not change the database: the dashboard), refuse it instead.
+        self.upgrade = bool(upgrade)
         self.keep_calls_s = float(keep_calls_s)
         self.keep_hours_s = float(keep_hours_s)
         self._lock = threading.Lock()  # one thread at a time on the connection
@@ -122,6 +127,18 @@ class SQLStore:
                 raise StoreError(
                     f"cachebench store {self.url}: the database has schema version {version}, newer than "
                     f"this cachebench's {SCHEMA_VERSION}: upgrade cachebench to use it"
+                )
+            if version < SCHEMA_VERSION and not self.upgrade:
+                raise StoreError(
+                    f"cachebench store {self.url}: "
+                    + (
+                        "the database holds no cachebench tables yet: record calls into it first"
+                        if not version
+                        else f"the database has schema version {version}, older than this cachebench's "
+                        f"{SCHEMA_VERSION}, and this reader does not change it: open it once with this "
+                        "cachebench's tracker or `cachebench report`, which upgrade it (a cachebench "
+                        "older than this one then cannot write it)"
+                    )
                 )
             cur = conn.cursor()
             for step in range(version + 1, SCHEMA_VERSION + 1):

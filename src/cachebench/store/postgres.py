@@ -22,9 +22,14 @@ class PostgresStore(SQLStore):
     dialect = POSTGRES
 
     def __init__(
-        self, url: str, *, keep_calls_s: float = KEEP_CALLS_S, keep_hours_s: float = KEEP_HOURS_S
+        self,
+        url: str,
+        *,
+        keep_calls_s: float = KEEP_CALLS_S,
+        keep_hours_s: float = KEEP_HOURS_S,
+        upgrade: bool = True,
     ) -> None:
-        super().__init__(keep_calls_s=keep_calls_s, keep_hours_s=keep_hours_s)
+        super().__init__(keep_calls_s=keep_calls_s, keep_hours_s=keep_hours_s, upgrade=upgrade)
         self.url = url
         self._shown = _without_password(url)
         try:

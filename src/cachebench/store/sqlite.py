@@ -34,8 +34,9 @@ class SQLiteStore(SQLStore):
         keep_calls_s: float = KEEP_CALLS_S,
         keep_hours_s: float = KEEP_HOURS_S,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        upgrade: bool = True,
     ) -> None:
-        super().__init__(keep_calls_s=keep_calls_s, keep_hours_s=keep_hours_s)
+        super().__init__(keep_calls_s=keep_calls_s, keep_hours_s=keep_hours_s, upgrade=upgrade)
         if (
             isinstance(busy_timeout_s, bool)
             or not isinstance(busy_timeout_s, (int, float))

@@ -102,7 +102,9 @@ def incident_db(tmp_path: Path, cache_emulator: CacheEmulator) -> str:
     return path
 
 
-def app(db: str, page: str, **params: str) -> AppTest:
+def app(db: str, page: str, *, error: bool = False, **params: str) -> AppTest:
+    """The page run once; without ``error`` it must show no error (the app shows a failed
+    query as an error on the page, not as an exception)."""
     os.environ["CACHEBENCH_DB"] = db
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.query_params["page"] = page
@@ -110,6 +112,8 @@ def app(db: str, page: str, **params: str) -> AppTest:
         at.query_params[key] = value
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+    if not error:
+        assert not at.error, [e.value for e in at.error]
     return at
 
 
@@ -220,7 +224,7 @@ def test_an_incident_keeps_the_changed_layers_blocks_on_either_side(incident_db:
     after (section, index, position, bytes; no text): the changed block is the diff's."""
     store = board.open_database(incident_db)
     (view,) = board.incidents(store)
-    assert view.open and view.kind == "prefix_churn"
+    assert view.regression.open and view.regression.kind == "prefix_churn"
     assert view.diff is not None and view.diff["kind"] == "volatile"
     assert view.blocks is not None
     before, after = view.blocks["before"], view.blocks["after"]
@@ -326,13 +330,13 @@ def test_an_empty_store_gets_a_friendly_page(empty_db: str) -> None:
 
 
 def test_a_missing_or_newer_database_is_said_on_the_page(tmp_path: Path, empty_db: str) -> None:
-    at = app(str(tmp_path / "nope.db"), "overview")
+    at = app(str(tmp_path / "nope.db"), "overview", error=True)
     assert at.error and "no such database" in at.error[0].value
     con = sqlite3.connect(empty_db)
     con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     con.commit()
     con.close()
-    at = app(empty_db, "overview")
+    at = app(empty_db, "overview", error=True)
     assert at.error and "schema version 99" in at.error[0].value
 
 
@@ -499,9 +503,9 @@ def test_an_older_database_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
     con.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
     con.commit()
     con.close()
-    with pytest.raises(board.DashboardError, match="schema version 3, older than .* does not change it"):
+    with pytest.raises(board.DashboardError, match=r"schema version 3, older than .* does not change it"):
         board.open_database(str(path))
-    at = app(str(path), "overview")
+    at = app(str(path), "overview", error=True)
     assert at.error and "older than" in at.error[0].value
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM meta").fetchall() == [("3",)]
@@ -519,3 +523,22 @@ def test_the_command_says_when_its_port_is_taken(demo_db: str) -> None:
         done = cli("dashboard", "--db", demo_db, "--port", str(port))
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+
+
+def test_a_database_that_fails_while_served_is_said_on_the_page(demo_db: str, tmp_path: Path) -> None:
+    """A query that fails (here: a table gone under the running dashboard) is an error on the
+    page, not a traceback; the next run opens the database again."""
+    import shutil
+
+    copy = tmp_path / "copy.db"
+    shutil.copy(demo_db, copy)
+    app(str(copy), "overview")
+    con = sqlite3.connect(copy)
+    con.execute("ALTER TABLE hourly_flows RENAME TO elsewhere")
+    con.commit()
+    at = app(str(copy), "overview", error=True)
+    assert at.error and "Cannot read the database" in at.error[0].value and "Reload" in at.error[0].value
+    con.execute("ALTER TABLE elsewhere RENAME TO hourly_flows")
+    con.commit()
+    con.close()
+    app(str(copy), "overview")  # (reconnected: no error)

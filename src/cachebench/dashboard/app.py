@@ -144,11 +144,11 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
     drawn_from = min((r["t"] for r in rows), default=now)
     started = [
         {
-            "time": i.started_at * 1000.0,
-            "incident": f"{i.kind.replace('_', ' ')} in {i.flow}",
+            "time": i.regression.started_at * 1000.0,
+            "incident": f"{i.regression.kind.replace('_', ' ')} in {i.regression.flow}",
         }
         for i in data.incidents(store, chosen)
-        if i.started_at >= drawn_from  # (a marker outside the lines would stretch the axis)
+        if i.regression.started_at >= drawn_from  # (a marker outside the lines would stretch the axis)
     ]
     chart: Any = line
     if started:
@@ -310,23 +310,24 @@ def incidents_page(store: Any, chosen: data.Window) -> None:
         st.success("No incident in this range.")
         return
     for v in views:
-        state = "open" if v.open else "closed"
+        r = v.regression
+        state = "open" if r.open else "closed"
         with st.container(border=True):
-            st.markdown(f"**{v.kind.replace('_', ' ')} in {text(v.flow)}** ({state}) `{v.id}`")
+            st.markdown(f"**{r.kind.replace('_', ' ')} in {text(r.flow)}** ({state}) `{v.id}`")
             st.write(v.explanation)
             cols = st.columns(4)
-            cols[0].metric("Cost per hour", usd(v.cost_per_hour_usd))
-            cols[1].metric("Calls", f"{v.calls:,}")
-            cols[2].metric("Read before", pct(v.hit_ratio_before))
-            cols[3].metric("Read after", pct(v.hit_ratio_after))
+            cols[0].metric("Cost per hour", usd(r.extra_cost_per_hour_usd))
+            cols[1].metric("Calls", f"{r.calls_affected:,}")
+            cols[2].metric("Read before", pct(r.hit_ratio_before))
+            cols[3].metric("Read after", pct(r.hit_ratio_after))
             st.caption(
-                f"Started {utc(v.started_at)}; detected {utc(v.detected_at)}; ended "
-                f"{utc(v.closed_at) if v.closed_at else 'not yet'}. Read before and after: the share of "
+                f"Started {utc(r.started_at)}; detected {utc(r.detected_at)}; ended "
+                f"{utc(r.closed_at) if r.closed_at else 'not yet'}. Read before and after: the share of "
                 "what its calls could have read from the cache that they did read."
             )
             st.markdown(f"**Why:** {v.why}. **Fix:** {v.fix}.")
-            if v.diff is not None:
-                d = v.diff
+            d = v.diff
+            if d is not None:
                 what = d["value_type"] or d["kind"]
                 st.caption(
                     f"Changed: {d['section']} block {d['block_index']} (position {d['position']}), "

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..advice import explain, incident_advice
 from ..report import totals
 from ..store import SQLStore, StoredCall, StoreError, open_store, sqlite_path
-from ..types import CallMetrics
+from ..types import CallMetrics, Regression
 
 __all__ = [
     "METRICS",
@@ -300,32 +300,31 @@ def explained(calls: Sequence[StoredCall]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class IncidentView:
-    """An incident as its page shows it."""
+    """An incident as its page shows it: the stored incident, explained."""
 
     id: str
-    flow: str
-    kind: str
-    open: bool
-    started_at: float
-    detected_at: float | None
-    closed_at: float | None
-    calls: int
-    hit_ratio_before: float | None
-    hit_ratio_after: float | None
-    cost_per_hour_usd: float | None
-    explanation: str
+    regression: Regression
+    explanation: str  # cachebench.explain's sentences
     why: str
     fix: str
-    diff: dict[str, Any] | None
-    blocks: dict[str, list[list[Any]]] | None = field(default=None)  # the changed layer, either side
+
+    @property
+    def diff(self) -> dict[str, Any] | None:
+        return self.regression.diff.as_dict() if self.regression.diff is not None else None
+
+    @property
+    def blocks(self) -> dict[str, list[list[Any]]] | None:
+        """The changed layer's blocks ``before`` and ``after`` (see
+        :class:`~cachebench.types.Regression`), where the incident keeps them."""
+        found = self.regression.details.get("blocks")
+        return found if isinstance(found, dict) else None
 
 
 def incidents(store: SQLStore, chosen: Window | None = None) -> list[IncidentView]:
     """The incidents (open ones first, then newest first) that were open at some time in the
     range, explained."""
-    found = store.incidents()
     out = []
-    for s in found:
+    for s in store.incidents():
         r = s.regression
         if chosen is not None:
             if chosen.until is not None and r.started_at >= chosen.until:
@@ -333,28 +332,8 @@ def incidents(store: SQLStore, chosen: Window | None = None) -> list[IncidentVie
             if chosen.since is not None and r.closed_at is not None and r.closed_at < chosen.since:
                 continue
         why, fix = incident_advice(r)
-        blocks = r.details.get("blocks") if isinstance(r.details, dict) else None
-        out.append(
-            IncidentView(
-                s.id,
-                r.flow,
-                r.kind,
-                r.open,
-                r.started_at,
-                r.detected_at,
-                r.closed_at,
-                r.calls_affected,
-                r.hit_ratio_before,
-                r.hit_ratio_after,
-                r.extra_cost_per_hour_usd,
-                explain(r),
-                why,
-                fix,
-                r.diff.as_dict() if r.diff is not None else None,
-                blocks if isinstance(blocks, dict) else None,
-            )
-        )
-    out.sort(key=lambda v: (not v.open, -v.started_at))
+        out.append(IncidentView(s.id, r, explain(r), why, fix))
+    out.sort(key=lambda v: (not v.regression.open, -v.regression.started_at))
     return out
 
 

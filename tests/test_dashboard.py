@@ -449,7 +449,7 @@ def test_a_chart_of_calls_retention_dropped_is_drawn_by_the_hour(tmp_path: Path)
     chosen = board.window("all stored calls", now)
     total = board.key_figures(store, now, chosen)[chosen.label]
     assert total["calls"] == 10
-    bucket, rows = board.series(store, chosen, total, now)
+    bucket, rows = board.series(store, chosen, total)
     assert bucket == 3600 and sum(r["calls"] for r in rows) == 10
     store.close()
 

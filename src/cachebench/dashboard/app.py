@@ -121,7 +121,7 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
     if not total["calls"]:
         st.caption("No call in this range.")
         return
-    bucket, rows = data.series(store, chosen, total, now)
+    bucket, rows = data.series(store, chosen, total)
     names = list(data.METRICS.keys())
     metric = (
         st.selectbox("Chart", names, format_func=lambda k: data.METRICS[k], key="chart_metric") or names[0]

@@ -144,9 +144,7 @@ def bucket_for(first: float | None, last: float | None) -> int:
     return int(DAY_S)
 
 
-def series(
-    store: SQLStore, chosen: Window, total: dict[str, Any], now: float
-) -> tuple[int, list[dict[str, Any]]]:
+def series(store: SQLStore, chosen: Window, total: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     """The chart's rows per bucket and flow over the range (``total``: the range's key figures,
     whose first and last call set the bucket), and the bucket in seconds. Buckets of an hour
     and more are whole (the first may start before the range); buckets under an hour come from

@@ -230,9 +230,13 @@ def main(console: Console | None = None, db: str = DEFAULT_DB) -> int:
         ["report", "--db", db, "--compare-at", at],
         ["report", "--db", db, "--by", "prefix"],
         ["regressions", "--db", db],
-        ["dashboard", "--db", db],  # (the dashboard extra: pip install -e '.[dashboard]')
     ):
         console.print(f"  {shlex.join([command(), *args])}", soft_wrap=True, highlight=False)
+    if db == DEFAULT_DB:  # (in the clone: installs the dashboard extra, then serves this store)
+        console.print("  make dashboard   (the dashboard of these calls, on http://127.0.0.1:8501)")
+    else:
+        dashboard = shlex.join([command(), "dashboard", "--db", db])
+        console.print(f"  {dashboard}   (the dashboard extra: pip install -e '.[dashboard]')", soft_wrap=True)
     store.close()
     return 0
 

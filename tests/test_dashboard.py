@@ -266,7 +266,25 @@ def test_the_overview_of_the_demos_store(demo_db: str) -> None:
     assert rng["Calls"] == f"{report['calls']:,}"
     assert rng["Hit ratio"] == f"{report['hit_ratio']:.1%}"
     assert rng["Token hit ratio"] == f"{report['token_hit_ratio']:.1%}"
-    assert len(at.get("vega_lite_chart")) == 1  # the time series per flow, incidents marked
+    (chart,) = at.get("vega_lite_chart")  # the time series per flow, incidents marked
+    spec = orjson.loads(chart.proto.spec)
+    rules = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rule"]
+    assert len(rules) == 1
+    import pyarrow as pa
+
+    tables = [pa.ipc.open_stream(d.data.data).read_all() for d in chart.proto.datasets]
+    names = [
+        name for t in tables if "incident" in t.column_names for name in t.column("incident").to_pylist()
+    ]
+    assert names == ["prefix churn in ticket-triage; prefix churn in support-chat"] or names == [
+        "prefix churn in support-chat; prefix churn in ticket-triage"
+    ]  # (both incidents started together: one rule names both)
+    assert spec["layer"][0]["encoding"]["x"]["scale"]["type"] == "utc"
+    assert all(
+        t.get("formatType") == "utc"
+        for t in spec["layer"][0]["encoding"]["tooltip"]
+        if t["type"] == "temporal"
+    )
     assert at.selectbox(key="chart_metric").value == "cost_usd"
     at.selectbox(key="chart_metric").set_value("hit_ratio").run()
     assert not at.exception
@@ -542,3 +560,9 @@ def test_a_database_that_fails_while_served_is_said_on_the_page(demo_db: str, tm
     con.commit()
     con.close()
     app(str(copy), "overview")  # (reconnected: no error)
+
+
+def test_a_page_that_is_not_there_is_said(demo_db: str) -> None:
+    at = app(demo_db, "bogus")
+    assert at.warning and "No page named bogus" in at.warning[0].value
+    assert [h.value for h in at.header] == ["Overview"]

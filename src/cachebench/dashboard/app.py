@@ -138,24 +138,34 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
             x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=TIME_AXIS),
             y=alt.Y("value:Q", title=data.METRICS[metric]),
             color=alt.Color("flow:N", scale=alt.Scale(scheme="category10")),
-            tooltip=["flow", "time:T", "value:Q"],
+            tooltip=[
+                "flow",
+                alt.Tooltip("time:T", title="time (UTC)", format="%Y-%m-%d %H:%M", formatType="utc"),
+                alt.Tooltip("value:Q", title=data.METRICS[metric]),
+            ],
         )
     )
     drawn_from = min((r["t"] for r in rows), default=now)
-    started = [
-        {
-            "time": i.regression.started_at * 1000.0,
-            "incident": f"{i.regression.kind.replace('_', ' ')} in {i.regression.flow}",
-        }
-        for i in data.incidents(store, chosen)
-        if i.regression.started_at >= drawn_from  # (a marker outside the lines would stretch the axis)
-    ]
+    at_time: dict[float, list[str]] = {}  # (incidents that started together: one rule, named together)
+    for i in data.incidents(store, chosen):
+        r = i.regression
+        if r.started_at >= drawn_from:  # (a marker outside the lines would stretch the axis)
+            at_time.setdefault(r.started_at, []).append(f"{r.kind.replace('_', ' ')} in {r.flow}")
+    started = [{"time": t * 1000.0, "incident": "; ".join(names)} for t, names in sorted(at_time.items())]
     chart: Any = line
     if started:
         rules = (
             alt.Chart(pd.DataFrame(started))
             .mark_rule(color="red", strokeDash=[4, 3])
-            .encode(x=alt.X("time:T", scale=alt.Scale(type="utc")), tooltip=["incident", "time:T"])
+            .encode(
+                x=alt.X("time:T", scale=alt.Scale(type="utc")),
+                tooltip=[
+                    "incident",
+                    alt.Tooltip(
+                        "time:T", title="started (UTC)", format="%Y-%m-%d %H:%M:%S", formatType="utc"
+                    ),
+                ],
+            )
         )
         chart = alt.layer(line, rules)
     st.altair_chart(chart, width="stretch")
@@ -186,7 +196,7 @@ def flows_page(store: Any, chosen: data.Window) -> None:
         },
     )
     names = [r.flow for r in rows]
-    wanted = st.query_params.get("flow")
+    wanted = st.query_params.get("flow") or None
     flow = st.selectbox("Flow", names, index=names.index(wanted) if wanted in names else 0, key="flow")
     if flow is None:
         return
@@ -255,7 +265,7 @@ def strips_chart(view: data.IncidentView) -> Any:
     for side in ("before", "after"):
         x = 0
         for section, index, position, size in view.blocks.get(side, []):
-            changed = side == changed_side and position == diff.get("position")
+            changed = position == diff.get("position")  # (outlined on both sides where both have it)
             marks.append(
                 {
                     "side": side,
@@ -266,7 +276,7 @@ def strips_chart(view: data.IncidentView) -> Any:
                     "changed": changed,
                 }
             )
-            if changed:
+            if changed and side == changed_side:
                 lo, hi = int(diff.get("byte_start") or 0), int(diff.get("byte_end") or 0)
                 changed_bytes = {
                     "side": side,
@@ -434,6 +444,8 @@ def pages(store: Any, target: str) -> None:
     wanted = st.query_params.get("page", "overview").lower()
     names = [p.lower() for p in PAGES]
     page = st.sidebar.radio("Page", PAGES, index=names.index(wanted) if wanted in names else 0, key="page")
+    if wanted not in names:
+        st.warning(f"No page named {text(wanted)}: the pages are {', '.join(names)}.")
     if page.lower() != wanted:
         st.query_params["page"] = page.lower()
     labels = [label for label, _ in data.RANGES]

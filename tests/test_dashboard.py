@@ -566,3 +566,16 @@ def test_a_page_that_is_not_there_is_said(demo_db: str) -> None:
     at = app(demo_db, "bogus")
     assert at.warning and "No page named bogus" in at.warning[0].value
     assert [h.value for h in at.header] == ["Overview"]
+
+
+def test_every_page_of_a_store_with_an_open_incident(incident_db: str) -> None:
+    at = app(incident_db, "overview")
+    assert dict(metrics(at)[12:])["Calls"] == "14"
+    at = app(incident_db, "flows")
+    assert at.dataframe[0].value["incidents"].iloc[0].startswith("prefix churn (")
+    at = app(incident_db, "incidents")
+    assert "(open)" in " ".join(m.value for m in at.markdown)
+    at = app(incident_db, "what-if")
+    at.button(key="whatif_run").click().run()
+    assert not at.exception and not at.error
+    assert list(at.dataframe[0].value["strategy"]) == ["none", "current", "ttl=1h"]

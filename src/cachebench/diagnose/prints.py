@@ -149,7 +149,7 @@ class Printer:
     def __init__(self, keep_text: bool, budget: int = FEATURES_BUDGET) -> None:
         self.keep_text = keep_text
         self.budget = budget
-        self._features: OrderedDict[tuple[int, int], Features] = OrderedDict()
+        self._features: OrderedDict[int, Features] = OrderedDict()
         self._bytes = 0
 
     def layer(self, prompt: Prompt, start: int, stop: int) -> LayerPrint:
@@ -167,15 +167,18 @@ class Printer:
         return tuple(out)
 
     def _block(self, section: str, payload: Any) -> Features:
-        data = canonical((section, payload))
-        # The same content in another key order is another rendering: features of its own.
-        key = (_digest(data), _digest(ordered((section, payload))))
+        # Kept by the digest of the block's bytes in the caller's key order: the same bytes are
+        # the same block (its canonical bytes follow from them), and the same content in another
+        # key order is another rendering, with features of its own. The canonical bytes are made
+        # only for a block not seen before.
+        key = _digest(ordered((section, payload)))
         cache = self._features
         found = cache.get(key)
         if found is not None:
             cache.move_to_end(key)
             return found
-        made = cache[key] = _features(data, key[0], key[1], payload, self.keep_text)
+        data = canonical((section, payload))
+        made = cache[key] = _features(data, _digest(data), key, payload, self.keep_text)
         self._bytes += feature_size(made)
         while self._bytes > self.budget and len(cache) > 1:
             _, dropped = cache.popitem(last=False)

@@ -214,13 +214,16 @@ class SQLStore:
         calls_before = now - self.keep_calls_s
         hours_before = now - self.keep_hours_s
         cap = "" if limit is None else f" LIMIT {int(limit)}"
-        statements = (
-            f"DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE ts < ?{cap})",
-            _prune_hours("hourly", limit),
-            f"DELETE FROM incidents WHERE id IN (SELECT id FROM incidents WHERE closed_at IS NOT NULL "
-            f"AND closed_at < ?{cap})",
+        statements: tuple[tuple[str, tuple[float, ...]], ...] = (
+            (f"DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE ts < ?{cap})", (calls_before,)),
+            _prune_hours("hourly", hours_before, limit),
+            (
+                f"DELETE FROM incidents WHERE id IN (SELECT id FROM incidents WHERE closed_at IS NOT NULL "
+                f"AND closed_at < ?{cap})",
+                (hours_before,),
+            ),
             # (the same oldest hours, which the triggers emptied as the hourly roll-up lost them)
-            _prune_hours("hourly_flows", limit),
+            _prune_hours("hourly_flows", hours_before, limit),
         )
         counts = []
         with self._lock:
@@ -228,17 +231,15 @@ class SQLStore:
             self._begin(conn)
             try:
                 cur = conn.cursor()
-                for i, statement in enumerate(statements):
-                    args: tuple[float, ...] = (calls_before,) if i == 0 else (hours_before,)
-                    if i in (1, 3) and limit is not None:
-                        args = (hours_before, hours_before)
+                for statement, args in statements:
                     cur.execute(self.dialect.sql(statement), args)
                     counts.append(max(0, cur.rowcount))
                 conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
-        return Pruned(*counts[:3])
+        calls, hours, incidents, _ = counts
+        return Pruned(calls, hours, incidents)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -316,25 +317,14 @@ class SQLStore:
         lo = -math.inf if since is None else float(since)
         hi = math.inf if until is None else float(until)
         if bucket_s >= HOUR_S:
-            start = math.floor(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
-            where, args = self._bounds("hour", start, hi)
-            t = "hour" if bucket_s == HOUR_S else f"(hour / {bucket_s}) * {bucket_s}"
-            columns = [f"SUM({s}) AS {s}" for s in HOURLY_SUMS]
-            span = "MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen"
             table = "hourly_flows"
+            lo = math.floor(lo / HOUR_S) * HOUR_S if math.isfinite(lo) else lo
+            t = "hour" if bucket_s == HOUR_S else f"(hour / {bucket_s}) * {bucket_s}"
         else:
-            where, args = self._bounds("ts", lo, hi)
-            t = self.dialect.bucket(bucket_s)
-            columns = [f"{SUMS_SQL[s]} AS {s}" for s in HOURLY_SUMS]
-            span = "MIN(ts) AS first_seen, MAX(ts) AS last_seen"
             table = "calls"
-        if flow is not None:
-            where += (" AND " if where else " WHERE ") + "flow = ?"
-            args.append(flow)
-        sql = (
-            f"SELECT {t} AS t, flow AS f, {', '.join(columns)}, {span} FROM {table}{where} "
-            f"GROUP BY {t}, flow ORDER BY t, f"
-        )
+            t = self.dialect.bucket(bucket_s)
+        sums, where, args = self._sums(table, lo, hi, flow)
+        sql = f"SELECT {t} AS t, flow AS f, {sums} FROM {table}{where} GROUP BY {t}, flow ORDER BY t, f"
         out = []
         for row in self._query(sql, args):
             if row["calls"]:
@@ -450,17 +440,10 @@ class SQLStore:
             args.append(hi)
         return (" WHERE " + " AND ".join(where)) if where else "", args
 
-    def _add(
-        self,
-        sums: dict[Any, dict[str, Any]],
-        by: str,
-        table: str,
-        lo: float,
-        hi: float,
-        flow: str | None = None,
-    ) -> None:
-        """Add the sums per ``by`` of ``table`` (a roll-up's hours in ``[lo, hi)``, or the raw
-        calls made then; ``flow``'s only when given) to ``sums``."""
+    def _sums(self, table: str, lo: float, hi: float, flow: str | None) -> tuple[str, str, list[Any]]:
+        """What a query of ``table`` (a roll-up, or ``calls``) selects to sum its rows: the
+        :data:`HOURLY_SUMS` and the span, as SQL; and its WHERE clause (the hours, or the
+        calls' times, in ``[lo, hi)``; ``flow``'s only when given) with its arguments."""
         if table != "calls":
             where, args = self._bounds("hour", lo, hi)
             columns = [f"SUM({s}) AS {s}" for s in HOURLY_SUMS]
@@ -472,8 +455,22 @@ class SQLStore:
         if flow is not None:
             where += (" AND " if where else " WHERE ") + "flow = ?"
             args.append(flow)
+        return f"{', '.join(columns)}, {span}", where, args
+
+    def _add(
+        self,
+        sums: dict[Any, dict[str, Any]],
+        by: str,
+        table: str,
+        lo: float,
+        hi: float,
+        flow: str | None = None,
+    ) -> None:
+        """Add the sums per ``by`` of ``table`` (a roll-up's hours in ``[lo, hi)``, or the raw
+        calls made then; ``flow``'s only when given) to ``sums``."""
+        selected, where, args = self._sums(table, lo, hi, flow)
         g = self._group(by, table)
-        sql = f"SELECT {g} AS k, {', '.join(columns)}, {span} FROM {table}{where}"
+        sql = f"SELECT {g} AS k, {selected} FROM {table}{where}"
         sql += f" GROUP BY {g}" if by != "all" else ""
         for row in self._query(sql, args):
             if row["calls"]:
@@ -611,12 +608,13 @@ def _merge(sums: dict[Any, dict[str, Any]], key: Any, row: dict[str, Any]) -> No
             into[k] = (into[k] or 0) + v
 
 
-def _prune_hours(table: str, limit: int | None) -> str:
-    """The statement deleting a roll-up's hours that ended before a time, the oldest ``limit``
-    hours at most."""
+def _prune_hours(table: str, before: float, limit: int | None) -> tuple[str, tuple[float, ...]]:
+    """The statement (and its arguments) deleting a roll-up's hours that ended before
+    ``before``, the oldest ``limit`` hours at most."""
     if limit is None:
-        return f"DELETE FROM {table} WHERE hour + 3600 <= ?"
+        return f"DELETE FROM {table} WHERE hour + 3600 <= ?", (before,)
     return (
         f"DELETE FROM {table} WHERE hour + 3600 <= ? AND hour IN "
-        f"(SELECT DISTINCT hour FROM {table} WHERE hour + 3600 <= ? ORDER BY hour LIMIT {int(limit)})"
+        f"(SELECT DISTINCT hour FROM {table} WHERE hour + 3600 <= ? ORDER BY hour LIMIT {int(limit)})",
+        (before, before),
     )

@@ -359,11 +359,11 @@ def what_if_page(store: Any, chosen: data.Window) -> None:
         "A flow's stored calls replayed through the cache model under other strategies "
         "(cachebench.simulate): their hit ratio and cost side by side."
     )
-    rows = data.flows(store, chosen)
-    if not rows:
+    names = data.flow_names(store, chosen)
+    if not names:
         st.caption("No call in this range.")
         return
-    flow = st.selectbox("Flow", [r.flow for r in rows], key="whatif_flow")
+    flow = st.selectbox("Flow", names, key="whatif_flow")
     if flow is None:
         return
     picked = st.multiselect(

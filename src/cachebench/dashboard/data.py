@@ -30,6 +30,7 @@ __all__ = [
     "bucket_for",
     "flow_calls",
     "flow_layers",
+    "flow_names",
     "flow_prefixes",
     "flows",
     "incidents",
@@ -176,6 +177,12 @@ class FlowRow:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def flow_names(store: SQLStore, chosen: Window) -> list[str]:
+    """The flows with calls in the range, most expensive first (their names only: no prefix
+    count, no incident)."""
+    return [r["flow"] for r in store.report("flow", since=chosen.since, until=chosen.until)]
 
 
 def flows(store: SQLStore, chosen: Window) -> list[FlowRow]:

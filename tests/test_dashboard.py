@@ -579,3 +579,74 @@ def test_every_page_of_a_store_with_an_open_incident(incident_db: str) -> None:
     at.button(key="whatif_run").click().run()
     assert not at.exception and not at.error
     assert list(at.dataframe[0].value["strategy"]) == ["none", "current", "ttl=1h"]
+
+
+def test_an_incidents_strips_are_the_earlier_prompt_before_and_the_new_one_after(
+    tmp_path: Path, cache_emulator: CacheEmulator
+) -> None:
+    """The changed layer holds the time (which churns) and then a note that grows by a word a
+    call: the strip after is the newer prompt's (its note longer than the one before), and the
+    changed block is the time's, in both."""
+    path = tmp_path / "grow.db"
+    tracker = cachebench.CacheTracker(store=f"sqlite:///{path}", clock=cache_emulator.clock)
+    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key="sk-grow", max_retries=0)
+    create = tracker.wrap(client.messages.create, flow="support")
+    for i in range(14):
+        request = churn_request(cache_emulator.clock(), f"Question {i}?")
+        del request["system"][0]["cache_control"]
+        note = {"type": "text", "text": "Note:" + " more" * (i + 1), "cache_control": {"type": "ephemeral"}}
+        request["system"].append(note)
+        create(**request)
+        cache_emulator.advance(20)
+    tracker.close()
+    client.close()
+    store = board.open_database(str(path))
+    (view,) = board.incidents(store)
+    assert view.diff is not None and view.diff["kind"] == "volatile" and view.blocks is not None
+    before, after = view.blocks["before"], view.blocks["after"]
+    assert [b[0] for b in after] == ["tools", "tools", "system", "system"]
+    assert before[2][2] == after[2][2] == view.diff["position"]  # the time's block, in both
+    assert after[3][3] > before[3][3]  # the note: the newer prompt's is longer
+    store.close()
+
+
+def test_a_reordering_is_drawn_against_the_last_order_read(
+    tmp_path: Path, cache_emulator: CacheEmulator
+) -> None:
+    """Tools read in one order for a while, then sent in a new order every call: the churn is
+    told against the last order read, so the strip before is that order and the one after the
+    new call's (the tools told apart by their sizes)."""
+    import itertools
+
+    path = tmp_path / "order.db"
+    tracker = cachebench.CacheTracker(store=f"sqlite:///{path}", clock=cache_emulator.clock)
+    client = anthropic.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-order", max_retries=0
+    )
+    create = tracker.wrap(client.messages.create, flow="support")
+    tools = [
+        {
+            "name": f"tool_{n}",
+            "description": "Does a thing. " * (20 + 10 * n),
+            "input_schema": {"type": "object"},
+        }
+        for n in range(4)
+    ]
+    orders = list(itertools.permutations(range(4)))
+    for i in range(18):
+        order = orders[0] if i < 4 else orders[i - 3]  # (4 calls in one order, then a new one each call)
+        request = churn_request(0.0, f"Question {i}?")
+        request["system"][0]["text"] = "Answer briefly and cite the policy. " * 150
+        request["tools"] = [tools[n] for n in order]
+        create(**request)
+        cache_emulator.advance(20)
+    tracker.close()
+    client.close()
+    store = board.open_database(str(path))
+    (view,) = board.incidents(store)
+    assert view.diff is not None and view.diff["kind"] == "reordered" and view.blocks is not None
+    before = [b[3] for b in view.blocks["before"] if b[0] == "tools"]
+    after = [b[3] for b in view.blocks["after"] if b[0] == "tools"]
+    assert before == sorted(before)  # the order read: tool_0 .. tool_3, shortest first
+    assert after != before and sorted(after) == before
+    store.close()

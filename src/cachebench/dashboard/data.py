@@ -22,12 +22,14 @@ from ..types import CallMetrics, Regression
 
 __all__ = [
     "METRICS",
+    "RANGES",
     "DashboardError",
     "FlowRow",
     "IncidentView",
     "LayerRow",
     "Window",
     "bucket_for",
+    "explained",
     "flow_calls",
     "flow_layers",
     "flow_names",

@@ -62,6 +62,25 @@ def _segments(layers: list[tuple[str, int, int, str | None]]) -> tuple[Segment, 
     return tuple(out)
 
 
+def _layer_args(
+    layers: list[tuple[str, int, int, str | None]], ids: dict[str, int]
+) -> tuple[list[int], list[int], list[int], list[tuple[int, str]]]:
+    """The same layers as the layer cache takes them: each layer's interned chain id (``ids``
+    interns the key paths), its cumulative tokens, its last block's position, and the marked
+    layers with their TTLs."""
+    chain, cum, pos = [], [], []
+    path, total, blocks = "", 0, -1
+    for key, tokens, b, _ in layers:
+        path += "/" + key
+        chain.append(ids.setdefault(path, len(ids)))
+        total += tokens
+        blocks += b
+        cum.append(total)
+        pos.append(blocks)
+    marks = [(j, ttl) for j, (_, _, _, ttl) in enumerate(layers) if ttl is not None]
+    return chain, cum, pos, marks
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_the_layer_cache_counts_what_the_cache_model_counts(seed: int) -> None:
     """Random requests (parallel ones too: entries readable only once the response starts)
@@ -88,16 +107,7 @@ def test_the_layer_cache_counts_what_the_cache_model_counts(seed: int) -> None:
         t, n, _, (ready, spec) = events[i]
         i += 1
         got = model.begin(CacheRequest("anthropic", MODEL, "k", _segments(spec)), t)
-        chain, cum, pos = [], [], []
-        path, total, blocks = "", 0, -1
-        for key, tokens, b, _ in spec:
-            path += "/" + key
-            chain.append(ids.setdefault(path, len(ids)))
-            total += tokens
-            blocks += b
-            cum.append(total)
-            pos.append(blocks)
-        marks = [(j, x[3]) for j, x in enumerate(spec) if x[3] is not None]
+        chain, cum, pos, marks = _layer_args(spec, ids)
         read, by_ttl, _, _, ticket = layers.begin(chain, cum, pos, marks, 1024, t, ready)
         assert (read, by_ttl) == (got.cache_read_tokens, dict(got.cache_write_by_ttl)), (seed, n)
         compared += 1
@@ -181,6 +191,7 @@ def test_simulate_equals_the_emulators_accounting_through_the_sdk(cache_emulator
         uncached += usage.input_tokens
         output += usage.output_tokens
         call["output_tokens"] = usage.output_tokens
+    client.close()
     result = simulate(calls, ["current"])["current"]
     assert (
         result.cache_read_tokens,
@@ -450,15 +461,7 @@ def _both(requests: list[tuple[float, list[tuple[str, int, int, str | None]]]], 
     ids: dict[str, int] = {}
     for t, spec in requests:
         got = model.handle(CacheRequest("anthropic", MODEL, "k", _segments(spec)), t)
-        chain, cum, pos, path, total, blocks = [], [], [], "", 0, -1
-        for key, tokens, b, _ in spec:
-            path += "/" + key
-            chain.append(ids.setdefault(path, len(ids)))
-            total += tokens
-            blocks += b
-            cum.append(total)
-            pos.append(blocks)
-        marks = [(j, x[3]) for j, x in enumerate(spec) if x[3] is not None]
+        chain, cum, pos, marks = _layer_args(spec, ids)
         read, by_ttl, _, _, ticket = layers.begin(chain, cum, pos, marks, minimum, t)
         if ticket is not None:
             layers.started(ticket, t)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import facts
+from ._columns import np, one_key, previous_time
 from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
@@ -292,18 +293,28 @@ def _cost(
     ) / _MTOK
 
 
-def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
-    first = rows[0]
-    rates, minimum = first.rates, first.minimum
-    limit = facts.MAX_BREAKPOINTS.get(first.family, 4)
+@dataclass(slots=True)
+class _Traffic:
+    """A flow's calls in one pass: per layer, how many values it took and their sizes (in the
+    order first seen), its gaps over 5m and 1h, those within the keep-alive idle time, and the
+    keep-alive pings they take; and the calls grouped by what they found (in the order first
+    seen): (cum, total, out, alive per layer, ttls, rates, minimum) -> calls."""
+
+    values: list[int]
+    tokens: list[Counter[int]]
+    over: list[list[int]]
+    kept: list[list[int]]
+    pings: list[float]
+    groups: Counter[tuple[Any, ...]]
+
+
+def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
+    """:class:`_Traffic` a call at a time (the reference :func:`_traffic_columns` agrees with)."""
     ttl_5m, ttl_1h = facts.ttl_seconds("5m"), facts.ttl_seconds("1h")
-    depth = max(len(r.chain) for r in rows)
     last: dict[int, float] = {}  # prefix id -> its latest call (ids are unique across depths)
     groups: Counter[tuple[Any, ...]] = Counter()
     values = [0] * depth
     tokens: list[Counter[int]] = [Counter() for _ in range(depth)]  # per layer: its values' sizes
-    # Per layer, its gaps (between calls of one value): over 5m and 1h, over them within the
-    # keep-alive idle time, and the keep-alive pings they take.
     idle = KEEP_ALIVE_IDLE_S
     over = [[0, 0] for _ in range(depth)]
     kept = [[0, 0] for _ in range(depth)]
@@ -339,6 +350,113 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
                             kept[k][1] += 1
                 pings[k] += (gap if gap < idle else idle) // warm_every_s
         groups[(r.cum, r.total, r.out, tuple(alive), r.ttls, r.rates, r.minimum)] += 1
+    return _Traffic(values, tokens, over, kept, pings, groups)
+
+
+_STATES = (_DEAD, _HOUR, _BOTH)
+
+
+def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Traffic | None:
+    """:class:`_Traffic` on the flow's columns with numpy (None without numpy, or for more
+    layers than a call's states fit in 64 bits): each (call, layer) with the previous call of
+    the same prefix, found by one stable sort of the prefix ids."""
+    if np is None or depth > 31:
+        return None
+    shapes = compiled.shapes
+    used = list(dict.fromkeys(compiled.shape))  # the flow's shapes, in the order of their first calls
+    local = {s: i for i, s in enumerate(used)}
+    lengths = np.asarray([len(shapes[s].chain) for s in used], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    chains = np.asarray([h for s in used for h in shapes[s].chain], dtype=np.int64)
+    sizes = np.asarray(
+        [c - (x.cum[k - 1] if k else 0) for s in used for x in (shapes[s],) for k, c in enumerate(x.cum)],
+        dtype=np.int64,
+    )
+    shape = np.asarray([local[s] for s in compiled.shape], dtype=np.int64)
+    t = np.asarray(compiled.t, dtype=np.float64)
+    n = len(t)
+    per_call = lengths[shape]
+    call_start = np.cumsum(per_call) - per_call
+    call = np.repeat(np.arange(n), per_call)
+    layer = np.arange(len(call)) - call_start[call]
+    where = starts[shape[call]] + layer
+    h = chains[where]
+    at = t[call]
+    previous = previous_time(h, at)
+    new = np.isnan(previous)
+    gap = at - previous
+    ttl_5m, ttl_1h = facts.ttl_seconds("5m"), facts.ttl_seconds("1h")
+    idle = KEEP_ALIVE_IDLE_S
+    seen = ~new
+    over_5m = seen & (gap > ttl_5m)
+    over_1h = seen & (gap > ttl_1h)
+    within = gap <= idle
+
+    def per_layer(mask: Any) -> list[int]:
+        return [int(x) for x in np.bincount(layer[mask], minlength=depth)]
+
+    values = per_layer(new)
+    tokens: list[Counter[int]] = []
+    for k in range(depth):
+        found = sizes[where[new & (layer == k)]]
+        kinds, first, counts = np.unique(found, return_index=True, return_counts=True)
+        tokens.append(Counter({int(kinds[i]): int(counts[i]) for i in np.argsort(first, kind="stable")}))
+    over = [list(x) for x in zip(per_layer(over_5m), per_layer(over_1h), strict=True)]
+    kept = [list(x) for x in zip(per_layer(over_5m & within), per_layer(over_1h & within), strict=True)]
+    ping = np.floor_divide(np.minimum(gap, idle), warm_every_s)
+    pings = [float(x) for x in np.bincount(layer[seen], weights=ping[seen], minlength=depth)]
+    state = np.where(new | over_1h, 0, np.where(over_5m, 1, 2)).astype(np.int64)
+    code = np.add.reduceat(state << (2 * layer), call_start) if n else np.zeros(0, dtype=np.int64)
+    # The calls grouped as _traffic_rows groups them: shapes alike in what the groups hold share a
+    # class, and the groups come in the order of their first calls.
+    classes: dict[tuple[Any, ...], int] = {}
+    of_shape = np.asarray(
+        [
+            classes.setdefault((x.cum, x.ttls, x.rates, x.minimum), len(classes))
+            for s in used
+            for x in (shapes[s],)
+        ],
+        dtype=np.int64,
+    )
+    described = [shapes[s] for s in used]
+    by_class = {c: described[i] for i, c in reversed(list(enumerate(of_shape.tolist())))}
+    columns = [
+        of_shape[shape],
+        np.asarray(compiled.tail, dtype=np.int64),
+        np.asarray(compiled.out, dtype=np.int64),
+        code,
+    ]
+    _, first, counts = np.unique(one_key(columns), return_index=True, return_counts=True)
+    groups: Counter[tuple[Any, ...]] = Counter()
+    for i in np.argsort(first, kind="stable").tolist():
+        at_call = int(first[i])
+        c, tail, out, packed = (int(column[at_call]) for column in columns)
+        x = by_class[c]
+        alive = tuple(_STATES[(packed >> (2 * k)) & 3] for k in range(len(x.cum)))
+        groups[(x.cum, x.layer_tokens + tail, out, alive, x.ttls, x.rates, x.minimum)] = int(counts[i])
+    return _Traffic(values, tokens, over, kept, pings, groups)
+
+
+def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvice:
+    shapes = compiled.shapes
+    used = list(dict.fromkeys(compiled.shape))  # the flow's shapes, in the order of their first calls
+    calls_of = Counter(compiled.shape)
+    first = shapes[used[0]]
+    rates, minimum = first.rates, first.minimum
+    limit = facts.MAX_BREAKPOINTS.get(first.family, 4)
+    depth = max(len(shapes[s].chain) for s in used)
+    traffic = _traffic_columns(compiled, warm_every_s, depth) or _traffic_rows(
+        compiled.rows, warm_every_s, depth
+    )
+    values, tokens, over, kept, pings, groups = (
+        traffic.values,
+        traffic.tokens,
+        traffic.over,
+        traffic.kept,
+        traffic.pings,
+        traffic.groups,
+    )
+    idle = KEEP_ALIVE_IDLE_S
     having = [0] * depth
     live = [[0, 0] for _ in range(depth)]
     current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
@@ -348,7 +466,7 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
             live[k][0] += alive[k][0] * n
             live[k][1] += alive[k][1] * n
             current[k][ttls[k]] += n
-    span = max(rows[-1].t - rows[0].t, 1.0)
+    span = max(compiled.t[-1] - compiled.t[0], 1.0)
     scale = _MONTH_S / span
 
     def month(placement: Any) -> float:
@@ -361,7 +479,12 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
     # Calls of one length and one marking, whose writes are readable at once: the gaps price every
     # placement exactly (an entry lives as the gaps between the calls that mark it say, and none
     # is read through the lookback), the last-layer ones and the current one too.
-    uniform = all(len(r.chain) == depth and r.ttls == first.ttls and r.ttft <= 0 for r in rows)
+    varying = any(len(shapes[s].chain) != depth for s in used)
+    uniform = (
+        not varying
+        and all(shapes[s].ttls == first.ttls for s in used)
+        and all(ttft <= 0 for ttft in compiled.ttft)
+    )
     # The first layers placed one by one, priced on the groups (exact as above for placements
     # that mark a layer in every call that has it). Of equal costs, the fewest breakpoints.
     best_key = (math.inf, 0)
@@ -378,14 +501,13 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
     # the next call through the provider's lookback, which the gaps do not show: those placements,
     # and the current and the chosen ones, are replayed through the layer cache, exactly (the
     # calls' own markers vary from call to call, and twins sent together write alike).
-    from ._simulate import Strategy, _run
+    from ._simulate import Strategy, _replay
 
-    compiled = Compiled(rows)
-    end = rows[-1].t
+    end = compiled.t[-1]
 
     def replay(marks: dict[int, str]) -> float:
         strategy = Strategy("advised", marks) if marks else Strategy.none()
-        return scale * _run(compiled, strategy, end).cost_usd
+        return scale * _replay(compiled, strategy, end).cost_usd
 
     if uniform:
         now = month((first.ttls, None))
@@ -393,9 +515,9 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
             best_marks = {k: ttl for k, ttl in enumerate(first.ttls) if ttl is not None}
             best_combo, best_last, advised = first.ttls, None, now
     else:
-        now = scale * _run(compiled, Strategy.current(), end).cost_usd
+        now = scale * _replay(compiled, Strategy.current(), end).cost_usd
         advised = replay(best_marks)
-        if any(len(r.chain) != depth for r in rows):
+        if varying:
             for last_ttl in _TTLS:
                 marks = _with_last(best_marks, last_ttl, limit)
                 if marks is None:
@@ -447,13 +569,16 @@ def _flow_advice(name: str, rows: list[Row], warm_every_s: float) -> FlowAdvice:
                     k, "keep-alive", warm_every_s, scale * pinged * ping, scale * kept[k][which] * premium
                 )
             )
-    models = Counter(r.model for r in rows)
-    varying = any(len(r.chain) != depth for r in rows)
-    last_now = Counter(r.ttls[-1] for r in rows).most_common(1)[0][0] if varying else None
+    models: Counter[str] = Counter()
+    last_ttls: Counter[str | None] = Counter()
+    for s in used:  # (counted in the order of the calls, as most_common breaks ties by it)
+        models[shapes[s].model] += calls_of[s]
+        last_ttls[shapes[s].ttls[-1]] += calls_of[s]
+    last_now = last_ttls.most_common(1)[0][0] if varying else None
     return FlowAdvice(
         name,
         ", ".join(m for m, _ in models.most_common()),
-        len(rows),
+        len(compiled),
         span,
         layers,
         tuple(warming),
@@ -523,26 +648,30 @@ def advise(
 
 def advise_compiled(compiled: Compiled, warm_every_s: float = 240.0) -> Advice:
     """:func:`advise` on a compiled trace (what ``simulate``'s ``advised`` strategy uses)."""
-    by_flow: dict[int, list[Row]] = defaultdict(list)
-    for r in compiled.rows:
-        if r.chain and not r.warm:
-            by_flow[r.flow].append(r)
+    by_flow: dict[int, list[int]] = defaultdict(list)
+    shapes = compiled.shapes
+    for i, (s, flow, warm) in enumerate(zip(compiled.shape, compiled.flow, compiled.warm, strict=True)):
+        if shapes[s].chain and not warm:
+            by_flow[flow].append(i)
     names = compiled.flow_names
     flows, skipped = [], list(compiled.skipped)
-    for flow_id, rows in by_flow.items():
+    for flow_id, indexes in by_flow.items():
         name = names[flow_id]
-        provider = next((r.family for r in rows if r.family not in ("anthropic", "bedrock")), rows[0].family)
+        calls = compiled if len(indexes) == len(compiled) else compiled.subset(indexes)
+        families = [shapes[s].family for s in dict.fromkeys(calls.shape)]
+        provider = next((f for f in families if f not in ("anthropic", "bedrock")), families[0])
         if provider not in ("anthropic", "bedrock"):
             skipped.append(
                 f"{name}: advice places Anthropic and Bedrock breakpoints, not {provider} ones; simulate() replays it"
             )
             continue
-        if len(rows) < 2 or rows[-1].t - rows[0].t < MIN_SPAN_S:
+        span = calls.t[-1] - calls.t[0]
+        if len(calls) < 2 or span < MIN_SPAN_S:
             skipped.append(
-                f"{name}: {len(rows)} call{'s' if len(rows) != 1 else ''} over"
-                f" {rows[-1].t - rows[0].t:.0f} s: too little traffic to project a month from"
+                f"{name}: {len(calls)} call{'s' if len(calls) != 1 else ''} over"
+                f" {span:.0f} s: too little traffic to project a month from"
             )
             continue
-        flows.append(_flow_advice(name, rows, warm_every_s))
+        flows.append(_flow_advice(name, calls, warm_every_s))
     flows.sort(key=lambda f: -f.monthly_cost_current)
     return Advice(tuple(flows), tuple(skipped))

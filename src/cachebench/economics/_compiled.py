@@ -1,31 +1,59 @@
-"""A trace compiled once for :func:`~._simulate.simulate` and :func:`~._advise.advise`: each
-call as a :class:`Row` of interned prefix ids, cumulative tokens and block positions.
+"""A trace compiled once for :func:`~._simulate.simulate` and :func:`~._advise.advise`: a
+column per field of its calls (time, flow, input and output tokens, ...) and, for each call,
+the :class:`Shape` it shares with every call of the same model, scope and layers (interned
+prefix ids, cumulative tokens, block positions, TTLs). :attr:`Compiled.rows` gives the calls
+as :class:`Row` objects, made when first asked for.
 
-:func:`compile_trace` reads a trace file straight into rows (one ``orjson.loads`` a line and a
-check of the usual shapes; a line the check does not pass goes through
-:func:`~._trace.trace_call`, which names what is wrong with it), or compiles a
-:class:`~._trace.Trace` or calls already in memory. Rows come in time order (stable).
+:func:`compile_trace` reads a trace file straight into columns: each line decoded and checked
+at once by msgspec against the usual shape of a trace line (:class:`_Line`); a line that is not
+of that shape goes through ``orjson`` and :func:`~._trace.trace_call`, which names what is
+wrong with it. It also compiles a :class:`~._trace.Trace` or calls already in memory. Calls
+come in time order (stable).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from ..cachemodel._rules import min_tokens
-from ..importing import ImportFileError, _open, json_lines
-from ..planner._saved import _MAX_TIMESTAMP
+from ..importing import ImportFileError, _open
+from ..planner._saved import _BOM, _MAX_TIMESTAMP
 from ._rates import Rates
 from ._trace import _FIELDS, _TTLS, Trace, TraceCall, TraceError, read_trace, trace_call, usual_layer
 
-__all__ = ["Compiled", "Row", "compile_trace"]
+__all__ = ["Compiled", "Row", "Shape", "compile_trace"]
 
 _MAX_SHAPES = 1 << 18  # distinct layer lists remembered while compiling
+_CHUNK = 1 << 22  # bytes of a trace file read at a time
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Shape:
+    """What every call with the same provider, model, scope and layers shares."""
+
+    family: str
+    model: str
+    rates: Rates
+    minimum: int
+    scope: str
+    chain: tuple[int, ...]  # the prefix id through each layer
+    cum: tuple[int, ...]  # tokens through each layer
+    pos: tuple[int, ...]  # the block position of each layer's last block
+    ttls: tuple[str | None, ...]
+    keys: tuple[str, ...]
+    blocks: tuple[int, ...]
+
+    @property
+    def layer_tokens(self) -> int:
+        return self.cum[-1] if self.cum else 0
 
 
 @dataclass(slots=True)
@@ -52,15 +80,123 @@ class Row:
     warm: bool
 
 
-@dataclass(slots=True)
 class Compiled:
-    rows: list[Row]
-    flows: dict[str, int] = field(default_factory=dict)  # each flow's id
-    skipped: list[str] = field(default_factory=list)  # (unpriced_ok) the flows left out, and why
+    """A compiled trace: the calls' columns, in time order, and the shapes they share."""
+
+    __slots__ = ("_rows", "flow", "flows", "out", "shape", "shapes", "skipped", "t", "tail", "ttft", "warm")
+
+    def __init__(
+        self,
+        shapes: list[Shape],
+        t: list[float],
+        shape: list[int],
+        flow: list[int],
+        tail: list[int],
+        out: list[int],
+        ttft: list[float],
+        warm: list[bool],
+        flows: dict[str, int] | None = None,
+        skipped: list[str] | None = None,
+    ) -> None:
+        self.shapes = shapes
+        self.t = t
+        self.shape = shape  # each call's index in shapes
+        self.flow = flow  # each call's flow id (flows)
+        self.tail = tail
+        self.out = out
+        self.ttft = ttft
+        self.warm = warm
+        self.flows: dict[str, int] = {} if flows is None else flows  # each flow's id
+        self.skipped: list[str] = (
+            [] if skipped is None else skipped
+        )  # (unpriced_ok) the flows left out, and why
+        self._rows: list[Row] | None = None
+
+    def __len__(self) -> int:
+        return len(self.t)
 
     @property
     def flow_names(self) -> dict[int, str]:
         return {i: name for name, i in self.flows.items()}
+
+    @property
+    def rows(self) -> list[Row]:
+        """The calls as :class:`Row` objects (made once, when first asked for)."""
+        if self._rows is None:
+            shapes = self.shapes
+            rows = []
+            for t, s, flow, tail, out, ttft, warm in zip(
+                self.t, self.shape, self.flow, self.tail, self.out, self.ttft, self.warm, strict=True
+            ):
+                x = shapes[s]
+                rows.append(
+                    Row(
+                        t,
+                        flow,
+                        x.family,
+                        x.model,
+                        x.rates,
+                        x.minimum,
+                        x.chain,
+                        x.cum,
+                        x.pos,
+                        x.ttls,
+                        x.keys,
+                        x.blocks,
+                        tail,
+                        out,
+                        x.layer_tokens + tail,
+                        ttft,
+                        x.scope,
+                        warm,
+                    )
+                )
+            self._rows = rows
+        return self._rows
+
+    def subset(self, indexes: Iterable[int]) -> Compiled:
+        """The calls at ``indexes`` (in that order), with the same shapes and flows."""
+        chosen = list(indexes)
+        return Compiled(
+            self.shapes,
+            [self.t[i] for i in chosen],
+            [self.shape[i] for i in chosen],
+            [self.flow[i] for i in chosen],
+            [self.tail[i] for i in chosen],
+            [self.out[i] for i in chosen],
+            [self.ttft[i] for i in chosen],
+            [self.warm[i] for i in chosen],
+            self.flows,
+            list(self.skipped),
+        )
+
+
+# The usual shape of a trace line, decoded and checked by msgspec in one go (the TTLs against the
+# provider's, and a ttft_ms that is not finite, are checked after it); a line of another shape,
+# or one msgspec refuses, goes through trace_call, which says what is wrong with it.
+class _LineLayer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    key: Annotated[str, msgspec.Meta(min_length=1)]
+    tokens: Annotated[int, msgspec.Meta(ge=0)]
+    ttl: str | None = None
+    blocks: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    timestamp: Annotated[float, msgspec.Meta(gt=-_MAX_TIMESTAMP, lt=_MAX_TIMESTAMP)]
+    flow: Annotated[str, msgspec.Meta(min_length=1)] = "default"
+    user: Any = None
+    provider: str = "anthropic"
+    model: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    scope: str = ""
+    layers: tuple[_LineLayer, ...] = ()
+    input_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    output_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    ttft_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    warm: bool = False
+
+
+assert set(_Line.__struct_fields__) == _FIELDS  # (one list of a trace line's fields)
+_decode_line = msgspec.json.Decoder(_Line).decode
 
 
 class _Builder:
@@ -80,10 +216,16 @@ class _Builder:
         self.sizes: dict[int, tuple[int, int]] = {}
         self.flows: dict[str, int] = {}
         self.rates: dict[tuple[str, str], tuple[Rates, int]] = {}
-        self.rows: list[Row] = []
-        self.shapes: dict[Any, Any] = {}
-        self.in_order = True
-        self.last_t = -math.inf
+        self.shapes: list[Shape] = []
+        self.memo: dict[Any, int] = {}  # (provider, model, scope, layers) -> index in shapes
+        self.line_memo: dict[Any, int] = {}  # the same for a decoded line's fields
+        self.t: list[float] = []
+        self.shape: list[int] = []
+        self.flow: list[int] = []
+        self.tail: list[int] = []
+        self.out: list[int] = []
+        self.ttft: list[float] = []
+        self.warm: list[bool] = []
 
     def add(
         self,
@@ -98,54 +240,49 @@ class _Builder:
         out: int,
         ttft_s: float | None,
         warm: bool,
-    ) -> None:
+    ) -> int | None:
+        """One call; its shape's index (None: its flow is left out, unpriced)."""
         name = model or self.model
         if name is None:
             if self.unpriced_ok:
                 self.skipped.setdefault(flow, f"{flow}: its calls name no model (give model=)")
-                return
+                return None
             raise ValueError(f"{where}: the call names no model: give the trace's lines a model, or model=")
-        mkey = (provider, name)
-        priced = self.rates.get(mkey)
-        if priced is None:
-            try:
-                rates = Rates.for_model(name, provider, when=t, prices=self.prices)
-            except ValueError as exc:
-                if not self.unpriced_ok:
-                    raise ValueError(f"{where}: {exc}") from None
-                self.skipped.setdefault(flow, f"{flow}: {exc}")
-                return
-            priced = self.rates[mkey] = (rates, min_tokens(provider, name))
         memo_key = (provider, name, scope, layers)
-        shape = self.shapes.get(memo_key)
-        if shape is None:
-            shape = self.shapes[memo_key] = self._shape(where, provider, name, scope, layers)
-        if t < self.last_t:
-            self.in_order = False
-        self.last_t = t
-        chain, cum, pos, ttls, keys, blocks_of = shape
-        self.rows.append(
-            Row(
-                t,
-                self.flows.setdefault(flow, len(self.flows)),
-                provider,
-                name,
-                priced[0],
-                priced[1],
-                chain,
-                cum,
-                pos,
-                ttls,
-                keys,
-                blocks_of,
-                tail,
-                out,
-                (cum[-1] if cum else 0) + tail,
-                self.ttft_s if ttft_s is None else ttft_s,
-                scope,
-                warm,
-            )
-        )
+        s = self.memo.get(memo_key)
+        if s is None:
+            mkey = (provider, name)
+            priced = self.rates.get(mkey)
+            if priced is None:
+                try:
+                    rates = Rates.for_model(name, provider, when=t, prices=self.prices)
+                except ValueError as exc:
+                    if not self.unpriced_ok:
+                        raise ValueError(f"{where}: {exc}") from None
+                    self.skipped.setdefault(flow, f"{flow}: {exc}")
+                    return None
+                priced = self.rates[mkey] = (rates, min_tokens(provider, name))
+            if len(self.memo) > _MAX_SHAPES:
+                self.memo.clear()  # (memory stays bounded; the next calls make theirs again)
+                self.line_memo.clear()
+            s = self.memo[memo_key] = len(self.shapes)
+            self.shapes.append(self._shape(where, provider, name, scope, layers, *priced))
+        self.append(t, s, flow, tail, out, ttft_s, warm)
+        return s
+
+    def append(
+        self, t: float, s: int, flow: str, tail: int, out: int, ttft_s: float | None, warm: bool
+    ) -> None:
+        """One call of shape ``s``, in the columns."""
+        self.t.append(t)
+        self.shape.append(s)
+        flows = self.flows
+        found = flows.get(flow)
+        self.flow.append(flows.setdefault(flow, len(flows)) if found is None else found)
+        self.tail.append(tail)
+        self.out.append(out)
+        self.ttft.append(self.ttft_s if ttft_s is None else ttft_s)
+        self.warm.append(warm)
 
     def _shape(
         self,
@@ -154,7 +291,9 @@ class _Builder:
         name: str,
         scope: str,
         layers: tuple[tuple[str, int, str | None, int], ...],
-    ) -> Any:
+        rates: Rates,
+        minimum: int,
+    ) -> Shape:
         """A call's prefix ids, cumulative tokens, block positions, TTLs, keys and block counts
         (the same for every call with the same layers: made once)."""
         ids = self.ids
@@ -179,9 +318,19 @@ class _Builder:
             ttls.append(ttl)
             keys.append(key)
             blocks_of.append(nblocks)
-        if len(self.shapes) > _MAX_SHAPES:
-            self.shapes.clear()  # (memory stays bounded; the next calls make theirs again)
-        return tuple(chain), tuple(cum), tuple(pos), tuple(ttls), tuple(keys), tuple(blocks_of)
+        return Shape(
+            provider,
+            name,
+            rates,
+            minimum,
+            scope,
+            tuple(chain),
+            tuple(cum),
+            tuple(pos),
+            tuple(ttls),
+            tuple(keys),
+            tuple(blocks_of),
+        )
 
     def add_call(self, where: str, c: TraceCall) -> None:
         self.add(
@@ -235,17 +384,95 @@ class _Builder:
                 except (TypeError, KeyError, AttributeError):
                     parsed = None
                 if parsed is not None and (
-                    (provider, model or self.model, scope, parsed) in self.shapes
+                    (provider, model or self.model, scope, parsed) in self.memo
                     or all(usual_layer(x, *p, allowed) for x, p in zip(layers, parsed, strict=True))
                 ):
                     self.add(where, float(t), flow, provider, model, scope, parsed, tail, out, None, warm)
                     return
         self.add_call(where, trace_call(obj, where))
 
+    def add_raw(self, path: str, number: int, raw: bytes) -> None:
+        """Line ``number`` of a trace file, as read (the usual shapes decoded at once)."""
+        try:
+            line = _decode_line(raw)
+        except msgspec.MsgspecError:
+            line = None
+        if line is not None:
+            key = (line.provider, line.model, line.scope, line.layers)
+            s = self.line_memo.get(key)
+            ttft = line.ttft_ms
+            if (s is not None or self._usual(line)) and (ttft is None or math.isfinite(ttft)):
+                t = line.timestamp
+                ttft_s = None if ttft is None else ttft / 1000.0
+                if s is None:  # (a new shape: made, or refused with the line named, by add)
+                    layers = tuple([(x.key, x.tokens, x.ttl, x.blocks) for x in line.layers])
+                    s = self.add(
+                        f"{path}:{number}",
+                        t,
+                        line.flow,
+                        line.provider,
+                        line.model,
+                        line.scope,
+                        layers,
+                        line.input_tokens,
+                        line.output_tokens,
+                        ttft_s,
+                        line.warm,
+                    )
+                    if s is not None:
+                        self.line_memo[key] = s
+                    return
+                self.append(t, s, line.flow, line.input_tokens, line.output_tokens, ttft_s, line.warm)
+                return
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if not raw.strip():
+            return
+        where = f"{path}:{number}"
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise TraceError(f"{where}: not JSON ({exc})") from None
+        self.add_object(where, obj)
+
+    @staticmethod
+    def _usual(line: _Line) -> bool:
+        allowed = _TTLS.get(line.provider)
+        return allowed is not None and all(x.ttl is None or x.ttl in allowed for x in line.layers)
+
+    def read(self, path: str) -> None:
+        """A trace file, a chunk of lines at a time."""
+        try:
+            f = _open(path)
+        except ImportFileError as exc:
+            raise TraceError(str(exc)) from None
+        number = 0
+        rest = b""
+        with f:
+            while True:
+                try:
+                    block = f.read(_CHUNK)
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise TraceError(f"{path}: cannot be read after line {number} ({exc})") from None
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop() if block else b""
+                add_raw = self.add_raw
+                for raw in lines:
+                    number += 1
+                    add_raw(path, number, raw)
+                if not block:
+                    break
+
     def done(self) -> Compiled:
-        if not self.in_order:
-            self.rows.sort(key=lambda r: r.t)
-        return Compiled(self.rows, self.flows, skipped=list(self.skipped.values()))
+        t = self.t
+        columns: list[list[Any]] = [t, self.shape, self.flow, self.tail, self.out, self.ttft, self.warm]
+        if any(t[i] < t[i - 1] for i in range(1, len(t))):
+            order = sorted(range(len(t)), key=t.__getitem__)
+            columns = [[column[i] for i in order] for column in columns]
+        t, shape, flow, tail, out, ttft, warm = columns
+        return Compiled(
+            self.shapes, t, shape, flow, tail, out, ttft, warm, self.flows, list(self.skipped.values())
+        )
 
 
 def _blocks(n: int) -> str:
@@ -268,22 +495,7 @@ def compile_trace(
         return source
     builder = _Builder(model, prices, ttft_s, unpriced_ok)
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        try:
-            f = _open(path)
-        except ImportFileError as exc:
-            raise TraceError(str(exc)) from None
-        loads = orjson.loads
-        with f:
-            try:
-                for number, _, raw in json_lines(path, f):
-                    try:
-                        obj = loads(raw)
-                    except orjson.JSONDecodeError as exc:
-                        raise TraceError(f"{path}:{number}: not JSON ({exc})") from None
-                    builder.add_object(f"{path}:{number}", obj)
-            except ImportFileError as exc:
-                raise TraceError(str(exc)) from None
+        builder.read(os.fspath(source))
         return builder.done()
     trace = read_trace(source)
     for i, c in enumerate(trace.calls):

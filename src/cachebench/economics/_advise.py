@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import facts
-from ._columns import np, one_key, previous_time
+from ._columns import np, one_key, previous_time, small_counts
 from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
@@ -360,7 +360,7 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
     """:class:`_Traffic` on the flow's columns with numpy (None without numpy, or for more
     layers than a call's states fit in 64 bits): each (call, layer) with the previous call of
     the same prefix, found by one stable sort of the prefix ids."""
-    if np is None or depth > 31:
+    if np is None or depth > 31 or not small_counts(compiled):
         return None
     shapes = compiled.shapes
     used = list(dict.fromkeys(compiled.shape))  # the flow's shapes, in the order of their first calls

@@ -4,14 +4,30 @@ column paths are tested against)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import numpy as np
 except ImportError:  # pragma: no cover (the test environment has numpy; test_simulate hides it)
     np = None  # type: ignore[assignment]
 
-__all__ = ["in_order", "np", "one_key", "previous_time"]
+if TYPE_CHECKING:
+    from ._compiled import Compiled
+
+__all__ = ["in_order", "np", "one_key", "previous_time", "small_counts"]
+
+# Tokens in a call beyond which (no real call has them) the column paths leave a trace to the
+# reference, whose Python integers do not overflow.
+_MAX_COUNT = 1 << 32
+
+
+def small_counts(compiled: Compiled) -> bool:
+    """Whether every call's tokens fit the column paths' 64-bit sums."""
+    return (
+        max(compiled.tail, default=0) < _MAX_COUNT
+        and max(compiled.out, default=0) < _MAX_COUNT
+        and all(x.layer_tokens < _MAX_COUNT for x in compiled.shapes)
+    )
 
 
 def previous_time(h: Any, at: Any) -> Any:

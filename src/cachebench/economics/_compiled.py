@@ -13,7 +13,6 @@ come in time order (stable).
 
 from __future__ import annotations
 
-import math
 import os
 import zlib
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,9 @@ __all__ = ["Compiled", "Row", "Shape", "compile_trace"]
 
 _MAX_SHAPES = 1 << 18  # distinct layer lists remembered while compiling
 _CHUNK = 1 << 22  # bytes of a trace file read at a time
+# Counts past int64 go through orjson and trace_call (which take them up to 2**64 - 1; orjson
+# reads a larger whole number as a float, which trace_call refuses).
+_LARGEST = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -172,25 +174,25 @@ class Compiled:
 
 
 # The usual shape of a trace line, decoded and checked by msgspec in one go (the TTLs against the
-# provider's, and a ttft_ms that is not finite, are checked after it); a line of another shape,
-# or one msgspec refuses, goes through trace_call, which says what is wrong with it.
+# provider's are checked after it; msgspec refuses a number out of a double's range); a line of
+# another shape, or one msgspec refuses, goes through trace_call, which says what is wrong with it.
 class _LineLayer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     key: Annotated[str, msgspec.Meta(min_length=1)]
-    tokens: Annotated[int, msgspec.Meta(ge=0)]
+    tokens: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)]
     ttl: str | None = None
-    blocks: Annotated[int, msgspec.Meta(ge=1)] = 1
+    blocks: Annotated[int, msgspec.Meta(ge=1, le=_LARGEST)] = 1
 
 
 class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     timestamp: Annotated[float, msgspec.Meta(gt=-_MAX_TIMESTAMP, lt=_MAX_TIMESTAMP)]
     flow: Annotated[str, msgspec.Meta(min_length=1)] = "default"
-    user: Any = None
+    user: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     provider: str = "anthropic"
     model: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     scope: str = ""
     layers: tuple[_LineLayer, ...] = ()
-    input_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
-    output_tokens: Annotated[int, msgspec.Meta(ge=0)] = 0
+    input_tokens: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)] = 0
+    output_tokens: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)] = 0
     ttft_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
     warm: bool = False
 
@@ -401,7 +403,7 @@ class _Builder:
             key = (line.provider, line.model, line.scope, line.layers)
             s = self.line_memo.get(key)
             ttft = line.ttft_ms
-            if (s is not None or self._usual(line)) and (ttft is None or math.isfinite(ttft)):
+            if s is not None or self._usual(line):
                 t = line.timestamp
                 ttft_s = None if ttft is None else ttft / 1000.0
                 if s is None:  # (a new shape: made, or refused with the line named, by add)

@@ -33,7 +33,7 @@ import xxhash
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
 from ..cachemodel._layers import _TTL_S, FORGET_AFTER_S
-from ._columns import in_order, np, previous_time
+from ._columns import in_order, np, previous_time, small_counts
 from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._trace import Trace, TraceCall
@@ -565,7 +565,13 @@ def _run_columns(
     writes it; none is read through the lookback, as every entry a lookback could find is one
     of the call's own breakpoints), and a call's reads and writes follow from its breakpoints'
     states. Sums run in the calls' order, as :func:`_run` adds them."""
-    if np is None or strategy.warm_every_s is not None or strategy.miss_aware or not compiled.t:
+    if (
+        np is None
+        or strategy.warm_every_s is not None
+        or strategy.miss_aware
+        or not compiled.t
+        or not small_counts(compiled)
+    ):
         return None
     shapes = compiled.shapes
     if any(x.family not in _FAST for x in shapes) or any(ttft > 0 for ttft in compiled.ttft):

@@ -7,7 +7,9 @@
 1. ``simulate``'s replay of 200,000 calls of a support agent with 4 cached layers each (tools,
    system prompt 1h, the customer's context 5m, the customer's session 5m) under the trace's own
    markers: calls per second of the replay itself (the trace read and compiled before the
-   clock starts), median of 3 runs. Target: at least 200,000 calls per second.
+   clock starts), median of 3 runs. Target: at least 200,000 calls per second. Both replays are
+   measured: on the trace's columns with numpy (what ``simulate`` runs on such a trace) and call
+   by call (what it runs without numpy, or on a trace the columns cannot replay exactly).
 2. The same kind of trace, 1,000,000 calls, written as JSON Lines: read and compiled once
    (``compile_trace``), ``advise`` on it, and ``simulate`` of the current and the advised
    strategies: from the file to the tables. Target: under 10 s.
@@ -29,7 +31,7 @@ from _common import machine_line, verdict
 
 from cachebench.economics import Strategy, Trace, advise, simulate
 from cachebench.economics._compiled import compile_trace
-from cachebench.economics._simulate import _run
+from cachebench.economics._simulate import _run, _run_columns
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z (a fixed day: the same prices every run)
 MODEL = "claude-opus-4-5"
@@ -74,18 +76,23 @@ def replay_figure(n: int) -> None:
     print(f"\n== 1. replay of {n:,} calls, 4 layers, the trace's own markers ==")
     compiled = compile_trace(Trace(support_calls(n)))
     strategy = Strategy.current()
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        result = _run(compiled, strategy, compiled.rows[-1].t)
-        times.append(time.perf_counter() - t0)
-    rate = n / statistics.median(times)
-    print(
-        f"hit ratio {result.hit_ratio:.1%}, cost ${result.cost_usd:,.2f}, saved ${result.cost_saved_usd:,.2f}"
-    )
-    print(
-        f"replay: {rate:,.0f} calls/s (median of 3)   target >= {TARGET_RATE:,}: {verdict(rate >= TARGET_RATE)}"
-    )
+    end = compiled.t[-1]
+    for name, replay in (
+        ("on columns", lambda: _run_columns(compiled, strategy)),
+        ("call by call", lambda: _run(compiled, strategy, end)),
+    ):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            result = replay()
+            times.append(time.perf_counter() - t0)
+        assert result is not None
+        rate = n / statistics.median(times)
+        print(
+            f"{name}: hit ratio {result.hit_ratio:.1%}, cost ${result.cost_usd:,.2f},"
+            f" saved ${result.cost_saved_usd:,.2f}; {rate:,.0f} calls/s (median of 3)"
+            f"   target >= {TARGET_RATE:,}: {verdict(rate >= TARGET_RATE)}"
+        )
 
 
 def trace_figure(tmp: Path, n: int) -> None:

@@ -5,6 +5,7 @@ trace the column path cannot replay exactly is left to the reference."""
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cachebench.economics._advise as advise_module
+import cachebench.economics._compiled as compiled_module
 import cachebench.economics._simulate as simulate_module
 from cachebench.economics import Strategy, Trace, TraceError, advise, simulate
 from cachebench.economics._advise import _traffic_columns, _traffic_rows
@@ -319,22 +321,52 @@ def _row(r: Any, compiled: Compiled) -> bytes:
     return orjson.dumps({**fields, "flow": compiled.flow_names[r.flow], "rates": r.rates.as_dict()})
 
 
-@given(traces(), st.lists(st.sampled_from(_ODD_LINES), max_size=6), st.booleans(), st.booleans())
+@given(
+    traces(),
+    st.lists(st.sampled_from(_ODD_LINES), max_size=6),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([1, 7, 200, 1 << 22]),
+)
 @settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 def test_a_trace_file_compiles_as_its_calls_do(
-    tmp_path: Path, calls: list[dict[str, Any]], odd: list[bytes], bom: bool, crlf: bool
+    tmp_path: Path,
+    calls: list[dict[str, Any]],
+    odd: list[bytes],
+    bom: bool,
+    crlf: bool,
+    gzipped: bool,
+    chunk: int,
 ) -> None:
-    """Read from its file (decoded by msgspec, odd lines through trace_call) a trace compiles to
-    what :class:`Trace` reading it line by line with trace_call compiles to."""
+    """Read from its file (plain or gzip, a chunk of bytes at a time: lines cross the chunks'
+    edges; decoded by msgspec, odd lines through trace_call) a trace compiles to what
+    :class:`Trace` reading it line by line with trace_call compiles to."""
     lines = _file_lines(calls, odd)
-    data = (b"\r\n" if crlf else b"\n").join(lines) + b"\n"
-    path = tmp_path / "trace.jsonl"
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
-    _same(compile_trace(path), compile_trace(Trace.read(path)))
+    data = (b"\xef\xbb\xbf" if bom else b"") + (b"\r\n" if crlf else b"\n").join(lines)
+    if not crlf:  # (the CRLF files end without a newline after their last line)
+        data += b"\n"
+    path = tmp_path / ("trace.jsonl.gz" if gzipped else "trace.jsonl")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled_module, "_CHUNK", chunk)
+        _same(compile_trace(path), compile_trace(Trace.read(path)))
+
+
+def test_a_damaged_gzip_trace_is_named_after_its_last_line_read(tmp_path: Path) -> None:
+    calls = [
+        {"timestamp": START + i, "model": "claude-sonnet-4-5", "layers": [{"key": "system", "tokens": 2_000}]}
+        for i in range(5_000)
+    ]
+    data = gzip.compress(b"".join(orjson.dumps(c) + b"\n" for c in calls))
+    path = tmp_path / "trace.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}: cannot be read after line \d+ \("):
+        compile_trace(path)
 
 
 @pytest.mark.parametrize(("bad", "says"), _BAD_LINES)

@@ -317,8 +317,10 @@ def _same(a: Compiled, b: Compiled) -> None:
 
 
 def _row(r: Any, compiled: Compiled) -> bytes:
-    fields = {k: getattr(r, k) for k in r.__slots__ if k not in ("rates", "chain", "flow")}
-    return orjson.dumps({**fields, "flow": compiled.flow_names[r.flow], "rates": r.rates.as_dict()})
+    x = r.shape
+    shape = {k: getattr(x, k) for k in x.__slots__ if k not in ("rates", "chain")}  # (ids: in the order met)
+    own = {k: getattr(r, k) for k in r.__slots__ if k not in ("shape", "flow")}
+    return orjson.dumps({**own, **shape, "flow": compiled.flow_names[r.flow], "rates": x.rates.as_dict()})
 
 
 @given(

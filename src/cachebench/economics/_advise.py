@@ -321,15 +321,16 @@ def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
     pings = [0.0] * depth
     for r in rows:
         t = r.t
+        x = r.shape
         alive = []
-        for k, h in enumerate(r.chain):
+        for k, h in enumerate(x.chain):
             seen = last.get(h)
             last[h] = t
             if seen is None:
                 alive.append(_DEAD)
                 values[k] += 1
-                c = r.cum[k]
-                tokens[k][c - r.cum[k - 1] if k else c] += 1
+                c = x.cum[k]
+                tokens[k][c - x.cum[k - 1] if k else c] += 1
             else:
                 gap = t - seen
                 if gap <= ttl_5m:
@@ -349,7 +350,7 @@ def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
                             kept[k][0] += 1
                             kept[k][1] += 1
                 pings[k] += (gap if gap < idle else idle) // warm_every_s
-        groups[(r.cum, r.total, r.out, tuple(alive), r.ttls, r.rates, r.minimum)] += 1
+        groups[(x.cum, x.layer_tokens + r.tail, r.out, tuple(alive), x.ttls, x.rates, x.minimum)] += 1
     return _Traffic(values, tokens, over, kept, pings, groups)
 
 

@@ -60,25 +60,14 @@ class Shape:
 
 @dataclass(slots=True)
 class Row:
-    """One call, compiled."""
+    """One call, compiled: what is its own, and its :class:`Shape`."""
 
     t: float
     flow: int
-    family: str
-    model: str
-    rates: Rates
-    minimum: int
-    chain: tuple[int, ...]  # the prefix id through each layer
-    cum: tuple[int, ...]  # tokens through each layer
-    pos: tuple[int, ...]  # the block position of each layer's last block
-    ttls: tuple[str | None, ...]
-    keys: tuple[str, ...]
-    blocks: tuple[int, ...]
+    shape: Shape
     tail: int
     out: int
-    total: int  # all its input: the layers and the tail
     ttft: float
-    scope: str
     warm: bool
 
 
@@ -126,34 +115,12 @@ class Compiled:
         """The calls as :class:`Row` objects (made once, when first asked for)."""
         if self._rows is None:
             shapes = self.shapes
-            rows = []
-            for t, s, flow, tail, out, ttft, warm in zip(
-                self.t, self.shape, self.flow, self.tail, self.out, self.ttft, self.warm, strict=True
-            ):
-                x = shapes[s]
-                rows.append(
-                    Row(
-                        t,
-                        flow,
-                        x.family,
-                        x.model,
-                        x.rates,
-                        x.minimum,
-                        x.chain,
-                        x.cum,
-                        x.pos,
-                        x.ttls,
-                        x.keys,
-                        x.blocks,
-                        tail,
-                        out,
-                        x.layer_tokens + tail,
-                        ttft,
-                        x.scope,
-                        warm,
-                    )
+            self._rows = [
+                Row(t, flow, shapes[s], tail, out, ttft, warm)
+                for t, s, flow, tail, out, ttft, warm in zip(
+                    self.t, self.shape, self.flow, self.tail, self.out, self.ttft, self.warm, strict=True
                 )
-            self._rows = rows
+            ]
         return self._rows
 
     def subset(self, indexes: Iterable[int]) -> Compiled:

@@ -34,7 +34,7 @@ from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
 from ..cachemodel._layers import _TTL_S, FORGET_AFTER_S
 from ._columns import in_order, np, previous_time, small_counts
-from ._compiled import Compiled, Row, compile_trace
+from ._compiled import Compiled, Row, Shape, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._trace import Trace, TraceCall
 
@@ -359,7 +359,7 @@ class _ModelCache:
     def __init__(self) -> None:
         self.model = CacheModel(clock=lambda: 0.0, max_entries=1 << 30)
 
-    def request(self, call: Row, marks: list[tuple[int, str]], upto: int) -> CacheRequest:
+    def request(self, call: Shape, marks: list[tuple[int, str]], upto: int) -> CacheRequest:
         segments: list[Segment] = []
         by_layer = dict(marks)
         for i in range(upto):
@@ -408,29 +408,30 @@ def _run(
     marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
     advised = placements if strategy.marks == "advised" else None
 
-    def marks_of(call: Row, t: float) -> list[tuple[int, str]]:
-        memo = (call.family, len(call.chain), call.ttls, call.flow if advised is not None else 0)
+    def marks_of(call: Shape, flow: int, t: float) -> list[tuple[int, str]]:
+        memo = (call.family, len(call.chain), call.ttls, flow if advised is not None else 0)
         found = marks_memo.get(memo)  # (a trace has few patterns of markers)
         if found is None:
             found = marks_memo[memo] = _marks(
-                call.family, len(call.chain), call.ttls, call.flow, strategy, f"call at {t:.3f}", advised
+                call.family, len(call.chain), call.ttls, flow, strategy, f"call at {t:.3f}", advised
             )
         return found
 
-    def one(call: Row, t: float, warm: bool, ping: bool = False) -> None:
-        """``call`` at ``t``; ``warm``: a warm call (its cost is the warmer's); ``ping``: the
-        strategy's warmer reading ``call``'s first layer."""
+    def one(row: Row, t: float, warm: bool, ping: bool = False) -> None:
+        """``row`` at ``t``; ``warm``: a warm call (its cost is the warmer's); ``ping``: the
+        strategy's warmer reading ``row``'s first layer."""
         nonlocal seq, model_cache
+        call = row.shape
         if warm and not ping and strategy.marks == "none":
             return  # (without caching there is nothing to keep warm: a recorded warm call is not sent)
         if ping:
-            own = dict(marks_of(call, t))  # the first layer's TTL as the strategy marks it
+            own = dict(marks_of(call, row.flow, t))  # the first layer's TTL as the strategy marks it
             ttl = own.get(0) or strategy.ttl or call.ttls[0] or _short(call.family)
             marks = [(0, _EQUIVALENT.get((call.family, ttl), ttl))]
             upto, tail, out = 1, WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
         else:
-            marks = marks_of(call, t)
-            upto, tail, out = len(call.chain), call.tail, call.out
+            marks = marks_of(call, row.flow, t)
+            upto, tail, out = len(call.chain), row.tail, row.out
         cum = call.cum
         total = (cum[upto - 1] if upto else 0) + tail
         if call.family in _FAST:
@@ -439,14 +440,14 @@ def _run(
                 ready = layers.writing(call.chain[last], t)
                 if ready is not None and ready - t <= strategy.hold_s and ready > t:
                     seq += 1
-                    heapq.heappush(deferred, (ready, seq, call, False))
+                    heapq.heappush(deferred, (ready, seq, row, False))
                     result.held_calls += 1
                     return
             read, by_ttl, concurrent, rewritten, ticket = layers.begin(
-                call.chain, cum, call.pos, marks, call.minimum, t, t + call.ttft
+                call.chain, cum, call.pos, marks, call.minimum, t, t + row.ttft
             )
             if ticket is not None:
-                ready = t + call.ttft
+                ready = t + row.ttft
                 if ready <= t:
                     layers.started(ticket, t)
                 else:
@@ -464,7 +465,7 @@ def _run(
             read = r.cache_read_tokens
             by_ttl = dict(r.cache_write_by_ttl) if r.writes_reported else {}
             concurrent = rewritten = 0
-            ready = t + call.ttft
+            ready = t + row.ttft
             if ready <= t:
                 model_cache.model.started(r.ticket, t)
             else:
@@ -533,7 +534,7 @@ def _run(
         else:
             call = calls[k]
             k += 1
-            if warm_every is not None and call.chain and not call.warm:
+            if warm_every is not None and call.shape.chain and not call.warm:
                 latest_first[call.flow] = call
                 warmer_next.setdefault(call.flow, t + warm_every)
             one(call, t, call.warm)

@@ -472,6 +472,42 @@ def test_a_chart_of_calls_retention_dropped_is_drawn_by_the_hour(tmp_path: Path)
     store.close()
 
 
+def test_a_flows_line_breaks_where_it_had_no_call(tmp_path: Path) -> None:
+    """Calls at minutes 0, 1, 2 and 9 of one flow and every minute of another: the first flow's
+    line stops after minute 2 and starts again at minute 9 (it is not drawn across the minutes
+    without a call), and the second flow's runs on."""
+    import pyarrow as pa
+
+    path = tmp_path / "gaps.db"
+    now = time.time()
+    start = now - now % 60 - 1200
+    tracker = cachebench.CacheTracker(store=f"sqlite:///{path}", on_miss_alert=lambda m: None)
+    for minute in (0, 1, 2, 9):
+        record(tracker, "sparse", start + 60 * minute + 1, 3000, 0, "Tea. " * 900)
+    for minute in range(10):
+        record(tracker, "steady", start + 60 * minute + 2, 3000, 0, "Tea. " * 900)
+    tracker.close()
+    assert board.breaks([{"t": start + 60 * m, "flow": "sparse"} for m in (9, 0, 2, 1)], 60) == [
+        {"t": start + 180, "flow": "sparse"}
+    ]
+    at = app(str(path), "overview")
+    (chart,) = at.get("vega_lite_chart")
+    spec = orjson.loads(chart.proto.spec)
+    line = spec["layer"][0] if "layer" in spec else spec
+    assert line["mark"]["invalid"] == "break-paths-filter-domains"
+    (table,) = [pa.ipc.open_stream(d.data.data).read_all() for d in chart.proto.datasets]
+    rows = table.to_pylist()
+    empty = [(r["flow"], round((r["time"] / 1000.0 - start) / 60)) for r in rows if r["value"] is None]
+    assert empty == [("sparse", 3)]
+    assert sorted(round((r["time"] / 1000.0 - start) / 60) for r in rows if r["flow"] == "sparse") == [
+        0,
+        1,
+        2,
+        3,
+        9,
+    ]
+
+
 def test_odd_flow_names_and_two_open_incidents_of_one_flow(tmp_path: Path) -> None:
     """A flow named with Markdown's marks shows as written; a flow with two open incidents
     lists both."""

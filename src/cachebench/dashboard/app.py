@@ -127,13 +127,15 @@ def overview(store: Any, chosen: data.Window, now: float, figures: dict[str, dic
         st.selectbox("Chart", names, format_func=lambda k: data.METRICS[k], key="chart_metric") or names[0]
     )
     # (times as epoch milliseconds on a UTC scale: the browser's own time zone plays no part)
-    frame = pd.DataFrame([{"time": r["t"] * 1000.0, "flow": r["flow"], "value": r[metric]} for r in rows])
+    points = [{"time": r["t"] * 1000.0, "flow": r["flow"], "value": r[metric]} for r in rows]
+    gaps = [{"time": r["t"] * 1000.0, "flow": r["flow"], "value": None} for r in data.breaks(rows, bucket)]
+    frame = pd.DataFrame(sorted(points + gaps, key=lambda p: (p["flow"], p["time"])))
     step = {60: "minute", 300: "5 minutes", 3600: "hour", 86400: "day"}.get(bucket, f"{bucket} s")
     whole = f" (whole {step}s: the first may start before the range)" if bucket >= 3600 else ""
     st.caption(f"Per {step} and flow{whole}; red rules: where incidents started.")
     line = (
         alt.Chart(frame)
-        .mark_line(point=True)
+        .mark_line(point=True, invalid="break-paths-filter-domains")  # (no line across buckets without calls)
         .encode(
             x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=TIME_AXIS),
             y=alt.Y("value:Q", title=data.METRICS[metric]),

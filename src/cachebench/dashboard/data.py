@@ -9,6 +9,7 @@ epoch, UTC.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "IncidentView",
     "LayerRow",
     "Window",
+    "breaks",
     "bucket_for",
     "explained",
     "flow_calls",
@@ -161,6 +163,20 @@ def series(store: SQLStore, chosen: Window, total: dict[str, Any]) -> tuple[int,
             return bucket, rows
         bucket = int(HOUR_S)
     return bucket, store.series(since=chosen.since, until=chosen.until, bucket_s=bucket)
+
+
+def breaks(rows: Sequence[dict[str, Any]], bucket: int) -> list[dict[str, Any]]:
+    """Where a flow's line must break: the bucket after each of its buckets that the next one
+    does not follow (a flow with no call in between), as ``{"t", "flow"}`` rows to chart with
+    no value."""
+    times: dict[str, list[float]] = {}
+    for r in rows:
+        times.setdefault(r["flow"], []).append(r["t"])
+    out = []
+    for flow, ts in times.items():
+        ts.sort()
+        out += [{"t": a + bucket, "flow": flow} for a, b in itertools.pairwise(ts) if b - a > bucket]
+    return out
 
 
 @dataclass(frozen=True)

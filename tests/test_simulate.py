@@ -4,6 +4,7 @@ emulator's own accounting through the real SDK, strategies and traces."""
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +512,186 @@ def test_without_caching_recorded_warm_calls_are_not_sent() -> None:
     assert result["current"].warm_calls == 10 and result["current"].warm_cost_usd > 0
     with pytest.raises(ValueError, match="layer 0 is given twice"):
         Strategy.parse("layers=0:1h,0:5m")
+
+
+# -- saved requests and a plan of the planner --------------------------------------------------------
+
+
+def _agent_requests(start: float) -> list[dict[str, Any]]:
+    """Wrappers of an agent's requests: shared tools and system prompt, three customers, turns
+    with tool calls (a tool_use and tool_result run is one lookback position), its own markers
+    on the system prompt (1h) and the newest turn (5m)."""
+    rnd = random.Random(9)
+    tools = [
+        {"name": f"tool{k}", "description": _text(120, f"tool{k}"), "input_schema": {"type": "object"}}
+        for k in range(3)
+    ]
+    system = [
+        {"type": "text", "text": _text(1_400, "system"), "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
+    history: dict[int, list[dict[str, Any]]] = {}
+    out = []
+    t = start
+    for n in range(50):
+        t += rnd.choice([3.0, 40.0, 200.0, 500.0])
+        customer = rnd.randrange(3)
+        turns = history.setdefault(customer, [{"role": "user", "content": _text(300, f"customer{customer}")}])
+        if len(turns) > 1 and rnd.random() < 0.5:
+            call_id = f"toolu_{n}"
+            turns.append(
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": call_id, "name": "tool1", "input": {"n": n}}],
+                }
+            )
+            turns.append(
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": call_id, "content": _text(90, f"result{n}")},
+                        {"type": "text", "text": _text(20, f"ask{n}")},
+                    ],
+                }
+            )
+        else:
+            turns.append({"role": "assistant", "content": _text(60, f"answer{n}")})
+            turns.append({"role": "user", "content": _text(40, f"next{n}")})
+        messages = [dict(m) for m in turns]
+        body = {"model": MODEL, "max_tokens": 8, "tools": tools, "system": system, "messages": messages}
+        if customer == 2:  # (its newest turn marked by the top-level cache_control: the last block)
+            body["cache_control"] = {"type": "ephemeral"}
+        else:
+            last = messages[-1]
+            content = (
+                last["content"]
+                if isinstance(last["content"], list)
+                else [{"type": "text", "text": last["content"]}]
+            )
+            messages[-1] = {
+                **last,
+                "content": [*content[:-1], {**content[-1], "cache_control": {"type": "ephemeral"}}],
+            }
+        out.append({"timestamp": t, "flow": "agent", "request": body})
+    return out
+
+
+def _through_the_sdk(
+    cache_emulator: CacheEmulator, wrappers: list[dict[str, Any]], key: str
+) -> tuple[int, int, int]:
+    """The requests sent at their times through ``anthropic.Anthropic`` to the emulator (under
+    their own API key: a cache of their own): read, written and uncached input tokens."""
+    clock = cache_emulator.clock
+    client = anthropic.Anthropic(base_url=cache_emulator.anthropic_base_url, api_key=key, max_retries=0)
+    read = written = uncached = 0
+    for w in wrappers:
+        cache_emulator.advance(max(w["timestamp"] - clock(), 0.0))
+        body = dict(w["request"])
+        automatic = body.pop(
+            "cache_control", None
+        )  # (sent as the API has it, beside the SDK's own arguments)
+        extra = {"extra_body": {"cache_control": automatic}} if automatic else {}
+        usage = client.messages.create(**body, **extra).usage
+        read += usage.cache_read_input_tokens or 0
+        written += usage.cache_creation_input_tokens or 0
+        uncached += usage.input_tokens
+    client.close()
+    return read, written, uncached
+
+
+def test_saved_requests_simulate_as_the_emulator_serves_them_as_marked_and_as_planned(
+    cache_emulator: CacheEmulator, tmp_path: Path
+) -> None:
+    """An agent's requests saved to a file: the ``current`` strategy on their trace reads,
+    writes and leaves uncached what the emulator did for the requests sent through the real SDK,
+    and the ``plan`` strategy what it did for the same requests marked by the planner's plan."""
+    from cachebench.economics import plans_for_requests, trace_from_requests
+
+    wrappers = _agent_requests(cache_emulator.clock() + 1.0)
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in wrappers))
+    plans = plans_for_requests(path)
+    (plan,) = plans.values()
+    assert plan.breakpoints
+    planned_wrappers = [{**w, "request": plan.apply(w["request"])} for w in wrappers]
+    as_marked = _through_the_sdk(cache_emulator, wrappers, "sk-marked")
+    # The planned requests a day later, the same time apart (the clock only moves on).
+    later = cache_emulator.clock() + 86_400.0 - wrappers[0]["timestamp"]
+    shifted = [{**w, "timestamp": w["timestamp"] + later} for w in planned_wrappers]
+    as_planned = _through_the_sdk(cache_emulator, shifted, "sk-planned")
+    trace = trace_from_requests(path)
+    assert any(x.blocks == 0 for c in trace.calls for x in c.layers)  # (tool_result runs)
+    result = simulate(trace, ["current", "plan", "none"], planned=trace_from_requests(path, plans=plans))
+    for name, expected in (("current", as_marked), ("plan", as_planned)):
+        r = result[name]
+        assert (r.cache_read_tokens, r.cache_write_tokens, r.input_tokens) == expected, name
+    assert as_marked[0] > 0 and as_planned[0] > 0 and as_marked != as_planned
+    assert result["none"].cache_read_tokens == 0
+
+
+def test_the_plan_strategy_needs_the_planned_calls() -> None:
+    from cachebench.economics import trace_from_requests
+
+    wrappers = _agent_requests(1_767_225_600.0)[:5]
+    trace = trace_from_requests(wrappers)
+    with pytest.raises(ValueError, match="pass planned="):
+        simulate(trace, ["plan"])
+    with pytest.raises(ValueError, match="planned must be the same calls"):
+        simulate(trace, ["plan"], planned=trace_from_requests(wrappers[:3]))
+
+
+def test_saved_requests_that_cannot_be_a_trace_are_named(tmp_path: Path) -> None:
+    from cachebench.economics import trace_from_requests
+
+    path = tmp_path / "requests.jsonl"
+    openai_body = {"model": "gpt-5.6", "messages": [{"role": "user", "content": "hi"}]}
+    path.write_bytes(
+        orjson.dumps({"request": _agent_requests(1_767_225_600.0)[0]["request"]})
+        + b"\n"
+        + orjson.dumps({"provider": "openai", "request": openai_body})
+        + b"\n"
+    )
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}:2: a request to openai"):
+        trace_from_requests(path)
+    path.write_bytes(b'{"request": {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": "hi"}\n')
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}:1: "):
+        trace_from_requests(path)
+    with pytest.raises(TraceError, match="no such file"):
+        trace_from_requests(tmp_path / "missing.jsonl")
+
+
+def test_the_simulate_command_on_saved_requests(tmp_path: Path) -> None:
+    """``cachebench simulate FILE --requests``: the requests as marked and as the planner's plan
+    for their flow marks them, as the library replays them; ``plan`` without --requests is
+    refused."""
+    from cachebench.economics import plans_for_requests, trace_from_requests
+
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in _agent_requests(1_767_225_600.0)))
+    done = _cli(str(path), "--requests", "-s", "current", "-s", "plan", "--json")
+    assert done.returncode == 0, done.stderr
+    out = orjson.loads(done.stdout)
+    plans = plans_for_requests(path)
+    assert out.pop("plans") == orjson.loads(orjson.dumps({k: p.as_dict() for k, p in plans.items()}))
+    expected = simulate(
+        trace_from_requests(path), ["current", "plan"], planned=trace_from_requests(path, plans=plans)
+    )
+    assert out == orjson.loads(orjson.dumps(expected.as_dict()))
+    table = _cli(str(path), "--requests")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("plan for flow agent: anthropic claude-sonnet-4-5: ")
+    lines = table.stdout.splitlines()
+    head = next(k for k, line in enumerate(lines) if line.startswith("strategy "))
+    names = [line.split()[0] for line in lines[head + 1 : -1]]
+    assert names == [
+        "none",
+        "current",
+        "advised",
+        "ttl=5m",
+        "ttl=1h",
+        "current+warm=4m",
+        "current+miss_aware",
+        "plan",
+    ]
+    refused = _cli(str(path), "-s", "plan")
+    assert refused.returncode == 2
+    assert "give --requests" in refused.stderr

@@ -75,38 +75,77 @@ def add_economics_commands(app: typer.Typer) -> None:
             typer.Option(
                 "--strategy",
                 "-s",
-                help="A strategy (repeat for more): none, current, advised, ttl=1h, layers=0:1h,-1:5m,"
-                " warm=4m, miss_aware; joined with + (current+warm=4m). Default: a usual set.",
+                help="A strategy (repeat for more): none, current, advised, plan (with --requests),"
+                " ttl=1h, layers=0:1h,-1:5m, warm=4m, miss_aware; joined with + (current+warm=4m)."
+                " Default: a usual set.",
             ),
         ] = None,
         ttft_ms: TtftMs = 0.0,
         flow: Annotated[str | None, typer.Option("--flow", help="Only this flow's calls.")] = None,
+        requests: Annotated[
+            bool,
+            typer.Option(
+                "--requests",
+                help="TRACE is saved requests (as explain reads them: Anthropic and Bedrock bodies or"
+                " wrappers), replayed as they are marked, and as the planner's plan for each flow"
+                " would mark them (-s plan).",
+            ),
+        ] = False,
         json: Json = False,
         model: Model = None,
         prices: Prices = None,
     ) -> None:
-        """Replay TRACE (calls as their cached layers' sizes, docs/economics.md) through the
-        cache model once per strategy and print hit ratio, cost, saving, avoidable cost
-        (concurrent writes), re-writes after expiry and the warmer's cost per strategy."""
+        """Replay TRACE (calls as their cached layers' sizes, docs/economics.md; or saved requests
+        with --requests) through the cache model once per strategy and print hit ratio, cost,
+        saving, avoidable cost (concurrent writes), re-writes after expiry and the warmer's cost
+        per strategy."""
         import orjson
 
-        from .economics import Strategy
+        from .economics import DEFAULT_STRATEGIES, Strategy, plans_for_requests, trace_from_requests
         from .economics import simulate as run
 
         try:
             chosen = [Strategy.parse(s) for s in strategy] if strategy else None
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--strategy") from None
+        if requests and chosen is None:  # (the usual set, and the planner's plan)
+            chosen = [Strategy.parse(s) for s in (*DEFAULT_STRATEGIES, "plan")]
+        if not requests and chosen is not None and any(s.marks == "plan" for s in chosen):
+            raise typer.BadParameter(
+                "'plan' replays saved requests as the planner would mark them: give --requests",
+                param_hint="--strategy",
+            )
         overrides = _prices(prices, "simulate")
+        source: Any = trace
+        planned = None
+        plans: dict[str, Any] = {}
         try:
-            result = run(trace, chosen, model=model, prices=overrides, ttft_s=ttft_ms / 1000.0, flow=flow)
+            if requests:
+                source = trace_from_requests(trace, model=model)
+                if chosen is not None and any(s.marks == "plan" for s in chosen):
+                    plans = plans_for_requests(trace, model=model)
+                    planned = trace_from_requests(trace, plans=plans, model=model)
+            result = run(
+                source,
+                chosen,
+                model=model,
+                prices=overrides,
+                ttft_s=ttft_ms / 1000.0,
+                flow=flow,
+                planned=planned,
+            )
         except ValueError as e:  # (TraceError is one)
             raise _fail(str(e), "simulate") from None
         if not result.calls:
             raise _fail(f"{trace}: no call in it", "simulate")
         if json:
-            typer.echo(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+            out = result.as_dict()
+            if plans:
+                out["plans"] = {name: plan.as_dict() for name, plan in plans.items()}
+            typer.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         else:
+            for name, plan in plans.items():
+                typer.echo(f"plan for flow {name}: {plan}")
             typer.echo(str(result))
 
     @app.command(short_help="Per flow and layer: cache it or not, 5m or 1h, warm or not.")

@@ -29,6 +29,7 @@ from ._cost import (
 )
 from ._observed import trace_from_calls
 from ._rates import Rates
+from ._requests import plans_for_requests, trace_from_requests
 from ._simulate import DEFAULT_STRATEGIES, Simulation, Strategy, StrategyResult, simulate
 from ._trace import Layer, Trace, TraceCall, TraceError
 from ._warm_request import warm_request
@@ -63,10 +64,12 @@ __all__ = [
     "conversation",
     "live_probability",
     "monthly",
+    "plans_for_requests",
     "reads_per_write",
     "request_cost",
     "simulate",
     "trace_from_calls",
+    "trace_from_requests",
     "warm_request",
     "warmer_value",
 ]

@@ -147,7 +147,7 @@ class _LineLayer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fal
     key: Annotated[str, msgspec.Meta(min_length=1)]
     tokens: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)]
     ttl: str | None = None
-    blocks: Annotated[int, msgspec.Meta(ge=1, le=_LARGEST)] = 1
+    blocks: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)] = 1
 
 
 class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):

@@ -25,7 +25,7 @@ import heapq
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import xxhash
@@ -61,7 +61,9 @@ class Strategy:
     """One way of caching a trace.
 
     ``marks``: ``"current"`` (each layer's ``ttl`` in the trace), ``"none"`` (no caching),
-    ``"advised"`` (the placement :func:`~._advise.advise` finds for each flow of the trace), or
+    ``"advised"`` (the placement :func:`~._advise.advise` finds for each flow of the trace),
+    ``"plan"`` (each call as a plan of the planner marks it: the ``planned`` trace
+    :func:`simulate` is given, of the same calls, under its own markers), or
     ``{layer index: ttl}`` (a negative index counts from the last layer; a layer a call does
     not have is skipped). ``ttl`` replaces every breakpoint's TTL. ``warm_every_s``: a warmer
     reads each flow's first layer this often (from the flow's first call to the trace's end).
@@ -79,9 +81,9 @@ class Strategy:
             raise ValueError(f"a strategy's name must be a non-empty string, got {self.name!r}")
         marks = self.marks
         if isinstance(marks, str):
-            if marks not in ("current", "none", "advised"):
+            if marks not in ("current", "none", "advised", "plan"):
                 raise ValueError(
-                    f"marks must be 'current', 'none', 'advised' or {{layer: ttl}}, got {marks!r}"
+                    f"marks must be 'current', 'none', 'advised', 'plan' or {{layer: ttl}}, got {marks!r}"
                 )
         elif isinstance(marks, Mapping):
             for k, v in marks.items():
@@ -93,7 +95,9 @@ class Strategy:
                     )
             object.__setattr__(self, "marks", dict(marks))
         else:
-            raise ValueError(f"marks must be 'current', 'none', 'advised' or {{layer: ttl}}, got {marks!r}")
+            raise ValueError(
+                f"marks must be 'current', 'none', 'advised', 'plan' or {{layer: ttl}}, got {marks!r}"
+            )
         if self.ttl is not None and self.ttl not in _BREAKPOINT_TTLS:
             raise ValueError(f"ttl must be one of {', '.join(_BREAKPOINT_TTLS)} or None, got {self.ttl!r}")
         w = self.warm_every_s
@@ -115,7 +119,7 @@ class Strategy:
 
     @classmethod
     def parse(cls, spec: str) -> Strategy:
-        """A strategy from text: ``none``, ``current``, ``advised``, ``ttl=1h``, ``layers=0:1h,1:5m,-1:5m``,
+        """A strategy from text: ``none``, ``current``, ``advised``, ``plan``, ``ttl=1h``, ``layers=0:1h,1:5m,-1:5m``,
         ``warm=4m`` (or seconds: ``warm=240``), ``miss_aware``; joined with ``+``
         (``current+warm=4m``). The text is its name."""
         if not isinstance(spec, str) or not spec.strip():
@@ -124,12 +128,16 @@ class Strategy:
         for part in (p.strip() for p in spec.split("+")):
             name, _, value = part.partition("=")
             name = name.strip().replace("-", "_")
-            field_of = {"none": "marks", "current": "marks", "advised": "marks", "layers": "marks"}.get(
-                name, {"ttl": "ttl", "warm": "warm_every_s", "miss_aware": "miss_aware"}.get(name)
-            )
+            field_of = {
+                "none": "marks",
+                "current": "marks",
+                "advised": "marks",
+                "plan": "marks",
+                "layers": "marks",
+            }.get(name, {"ttl": "ttl", "warm": "warm_every_s", "miss_aware": "miss_aware"}.get(name))
             if field_of in fields:
                 raise ValueError(f"strategy {spec!r}: {part!r} says again what an earlier part said")
-            if name in ("none", "current", "advised") and not value:
+            if name in ("none", "current", "advised", "plan") and not value:
                 fields["marks"] = name
             elif name == "ttl" and value:
                 fields["ttl"] = value.strip()
@@ -151,7 +159,8 @@ class Strategy:
                 fields["miss_aware"] = True
             else:
                 raise ValueError(
-                    f"strategy {spec!r}: {part!r} is not one of none, current, advised, ttl=, layers=, warm=, miss_aware"
+                    f"strategy {spec!r}: {part!r} is not one of none, current, advised, plan, ttl=, layers=, warm=,"
+                    " miss_aware"
                 )
         return cls(spec.strip(), **fields)
 
@@ -687,6 +696,7 @@ def simulate(
     ttft_s: float = 0.0,
     advised: Any = None,
     flow: str | None = None,
+    planned: Trace | str | Iterable[TraceCall | Mapping[str, Any]] | None = None,
 ) -> Simulation:
     """Replay ``trace`` (a :class:`~._trace.Trace`, a JSON Lines path, or calls) under each of
     ``strategies`` (:class:`Strategy` objects or their text, :meth:`Strategy.parse`; default
@@ -694,7 +704,9 @@ def simulate(
     as :class:`~cachebench.CacheTracker` takes them; ``ttft_s``: when a call's response
     starts (its entries readable) where the trace does not say (``ttft_ms``); ``advised``: the
     :class:`~._advise.Advice` the ``advised`` strategy replays, when already made for this
-    trace (else it is made here); ``flow``: only that flow's calls."""
+    trace (else it is made here); ``flow``: only that flow's calls; ``planned``: the same calls
+    as a plan marks them, which a ``plan`` strategy replays
+    (:func:`~._requests.trace_from_requests` with ``plans=``)."""
     if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
         raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
     if isinstance(strategies, (str, Strategy)):
@@ -703,14 +715,20 @@ def simulate(
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):
         raise ValueError(f"two strategies share a name: {names}")
-    compiled = compile_trace(trace, model=model, prices=prices, ttft_s=float(ttft_s))
-    if flow is not None:
-        if flow not in compiled.flows:
+    compiled = _only(compile_trace(trace, model=model, prices=prices, ttft_s=float(ttft_s)), flow)
+    compiled_plan = None
+    if any(s.marks == "plan" for s in chosen):
+        if planned is None:
             raise ValueError(
-                f"no call of flow {flow!r} in the trace (its flows: {', '.join(sorted(compiled.flows))})"
+                "a 'plan' strategy replays the calls as a plan marks them: pass planned= (the same"
+                " requests through trace_from_requests(..., plans=plans_for_requests(...)))"
             )
-        wanted = compiled.flows[flow]
-        compiled = compiled.subset(i for i, f in enumerate(compiled.flow) if f == wanted)
+        compiled_plan = _only(compile_trace(planned, model=model, prices=prices, ttft_s=float(ttft_s)), flow)
+        if compiled_plan.t != compiled.t or sorted(compiled_plan.flows) != sorted(compiled.flows):
+            raise ValueError(
+                "planned must be the same calls as the trace (their times and flows), marked by a plan:"
+                f" it has {len(compiled_plan):,} calls, the trace {len(compiled):,}"
+            )
     placements = None
     if any(s.marks == "advised" for s in chosen):
         from ._advise import Advice, advise_compiled
@@ -719,9 +737,30 @@ def simulate(
         placements = {compiled.flows[f.flow]: f.placement for f in advice.flows if f.flow in compiled.flows}
     times = compiled.t
     end = times[-1] if times else 0.0
+    results = []
+    for s in chosen:
+        if s.marks == "plan":
+            assert compiled_plan is not None
+            result = _replay(compiled_plan, replace(s, marks="current"), end)
+            result.strategy = s
+        else:
+            result = _replay(compiled, s, end, placements)
+        results.append(result)
     return Simulation(
-        [_replay(compiled, s, end, placements) for s in chosen],
+        results,
         len(times),
         times[0] if times else None,
         times[-1] if times else None,
     )
+
+
+def _only(compiled: Compiled, flow: str | None) -> Compiled:
+    """``compiled``'s calls of ``flow`` (all of them for None)."""
+    if flow is None:
+        return compiled
+    if flow not in compiled.flows:
+        raise ValueError(
+            f"no call of flow {flow!r} in the trace (its flows: {', '.join(sorted(compiled.flows))})"
+        )
+    wanted = compiled.flows[flow]
+    return compiled.subset(i for i, f in enumerate(compiled.flow) if f == wanted)

@@ -149,7 +149,7 @@ def usual_layer(
         and type(tokens) is int
         and tokens >= 0
         and type(blocks) is int
-        and blocks >= 1
+        and blocks >= 0
         and (ttl is None or ttl in allowed)
     )
 
@@ -185,7 +185,7 @@ def _layer(where: str, value: Any, provider: str) -> Layer:
         key,
         _count(where, f"layer {key!r} tokens", value.get("tokens")),
         ttl,
-        _count(where, f"layer {key!r} blocks", value.get("blocks", 1), least=1),
+        _count(where, f"layer {key!r} blocks", value.get("blocks", 1), least=0),
     )
 
 

@@ -1,0 +1,181 @@
+"""Saved requests as a trace (:func:`trace_from_requests`), so that :func:`~._simulate.simulate`
+can replay the requests a flow sends, as they are marked now or as a plan of the planner
+(:func:`cachebench.plan`) would mark them (:func:`plans_for_requests`).
+
+Each request is rendered as the emulator renders it (its blocks in cache order, each with its
+tokens by the emulator's estimate and its breakpoint) and becomes one trace call whose layers
+are its blocks: a layer's key is the block's digest, so two requests share a prefix exactly where
+they send the same blocks. A run of tool_use and tool_result blocks is one lookback position,
+as the providers count it: a block that continues a run is a layer of ``blocks: 0``. The
+requests are read as :func:`~cachebench.planner.explain_requests` reads them (files of JSON
+Lines, plain or gzip, of bodies or wrappers with a timestamp, flow, provider and model; or the
+bodies themselves); a request without a timestamp comes ``interval_s`` after the one before it.
+
+Anthropic and Bedrock requests only: their breakpoints are explicit, which a trace's layers
+carry. A trace has no output tokens (a saved request has no response): every strategy pays the
+same for them, so the comparison stands, and its costs are the input's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from ..cachemodel import CacheRuleError
+from ..cachemodel._rules import breakpoints, lookback_positions
+from ..providers import detect_request
+from ..types import Provider
+from ._trace import Layer, Trace, TraceCall, TraceError
+
+__all__ = ["plans_for_requests", "trace_from_requests"]
+
+#: When the first request of an input without timestamps is (2026-01-01T00:00:00Z), as
+#: explain_requests has it.
+UNDATED_START = 1_767_225_600.0
+_FAMILIES = (Provider.ANTHROPIC, Provider.BEDROCK)
+
+
+def trace_from_requests(
+    requests: Any,
+    *,
+    plans: Any = None,
+    provider: Provider | str | None = None,
+    model: str | None = None,
+    flow: str | None = None,
+    interval_s: float = 1.0,
+    start: float = UNDATED_START,
+) -> Trace:
+    """``requests`` (see the module) as a :class:`~._trace.Trace`. ``plans``: a
+    :class:`~cachebench.planner.Plan`, or one per flow (``{flow: Plan}``, as
+    :func:`plans_for_requests` gives), whose breakpoints replace each request's own (a flow
+    without a plan keeps its own). ``provider``, ``model`` and ``flow`` are for requests whose
+    wrapper and body say none (a flow defaults to ``"<provider>/<model>"``). A request that cannot
+    be read or rendered raises :class:`~._trace.TraceError` naming its file and line."""
+    from ..planner._replay import api_for
+    from ..planner._saved import ReplayError, Skipped
+
+    chosen = _provider(provider)
+    if (
+        isinstance(interval_s, bool)
+        or not isinstance(interval_s, (int, float))
+        or not 0 <= interval_s < math.inf
+    ):
+        raise ValueError(f"interval_s must be a number of seconds >= 0, got {interval_s!r}")
+    calls = []
+    previous: float | None = None
+    items = _read(requests)
+    for item in items:
+        where = f"{item.source}:{item.line}"
+        if isinstance(item, Skipped):
+            raise TraceError(f"{where}: {item.reason}")
+        now = item.timestamp
+        if now is None:
+            now = float(start) if previous is None else previous + interval_s
+        previous = now
+        family = item.provider or chosen or detect_request(item.body)
+        if family is None:
+            raise TraceError(f"{where}: cannot tell which provider this request is for (give provider=)")
+        if family not in _FAMILIES:
+            raise TraceError(
+                f"{where}: a request to {family.value}: a trace carries explicit breakpoints, which"
+                " Anthropic and Bedrock requests have (explain_requests replays the others)"
+            )
+        try:
+            api, body, own = api_for(family, item.body)
+        except ReplayError as exc:
+            raise TraceError(f"{where}: {exc}") from None
+        name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
+        if name is None:
+            raise TraceError(f"{where}: no model: give the request's wrapper a model, or model=")
+        flow_name = item.flow or flow or f"{family.value}/{name}"
+        plan = plans.get(flow_name) if isinstance(plans, Mapping) else plans
+        if plan is not None:
+            try:
+                api, body, _ = api_for(family, plan.apply(item.body))
+            except (ValueError, ReplayError) as exc:
+                raise TraceError(f"{where}: the plan cannot mark it: {exc}") from None
+        try:
+            request = api.cache_request(body, name, item.scope or "offline")
+            marks = dict(breakpoints(request))
+        except CacheRuleError as exc:
+            raise TraceError(f"{where}: the provider would refuse it: {exc.worded(api.markers)}") from None
+        positions = lookback_positions(request.segments)
+        layers = tuple(
+            Layer(seg.digest.hex(), seg.tokens, marks.get(i), int(i == 0 or positions[i] != positions[i - 1]))
+            for i, seg in enumerate(request.segments)
+        )
+        calls.append(
+            TraceCall(
+                timestamp=now,
+                flow=flow_name,
+                provider=family.value,
+                model=name,
+                layers=layers,
+                input_tokens=request.overhead_tokens,
+                scope=item.scope or "",
+            )
+        )
+    return Trace(calls)
+
+
+def plans_for_requests(
+    requests: Any,
+    *,
+    samples: int = 20,
+    provider: Provider | str | None = None,
+    model: str | None = None,
+    flow: str | None = None,
+) -> dict[str, Any]:
+    """The planner's plan (:func:`cachebench.plan`) for each flow of ``requests`` (read as
+    :func:`trace_from_requests` reads them), from up to ``samples`` of its requests spread
+    evenly over it: ``{flow: Plan}``."""
+    from ..planner import plan
+    from ..planner._replay import api_for
+    from ..planner._saved import ReplayError, Skipped
+
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a whole number >= 1, got {samples!r}")
+    chosen = _provider(provider)
+    by_flow: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    items = _read(requests)
+    for item in items:
+        if isinstance(item, Skipped):
+            continue  # (trace_from_requests names it)
+        family = item.provider or chosen or detect_request(item.body)
+        if family is None:
+            continue
+        try:
+            api, _, own = api_for(family, item.body)
+        except ReplayError:
+            continue
+        name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
+        by_flow[item.flow or flow or f"{family.value}/{name}"].append(item.body)
+    out = {}
+    for name, bodies in by_flow.items():
+        step = max(len(bodies) / samples, 1.0)
+        picked = [bodies[int(i * step)] for i in range(min(samples, len(bodies)))]
+        out[name] = plan(picked, provider=chosen, model=model)
+    return out
+
+
+def _read(requests: Any) -> list[Any]:
+    from ..planner._saved import read_requests
+
+    try:
+        return list(read_requests(requests))
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise TraceError(f"{exc.filename}: {why}" if exc.filename else why) from None
+
+
+def _provider(provider: Provider | str | None) -> Provider | None:
+    if provider is None or isinstance(provider, Provider):
+        return provider
+    try:
+        return Provider(provider)
+    except ValueError:
+        raise ValueError(
+            f"provider must be one of {', '.join(p.value for p in Provider)}, got {provider!r}"
+        ) from None

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import facts
-from ._columns import np, one_key, previous_time, small_counts
+from ._columns import call_column, in_order, np, one_key, previous_time, shape_column, small_counts
 from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
@@ -267,14 +267,13 @@ def _resolve(placement: tuple[tuple[str | None, ...], str | None], n: int) -> tu
 def _cost(
     rates: Rates,
     cum: tuple[int, ...],
-    total: int,
-    out: int,
     alive: tuple[tuple[bool, bool], ...],
     ttls: tuple[str | None, ...],
     minimum: int,
 ) -> float:
-    """One call's cost in USD with breakpoints ``ttls`` on its layers, given whether each layer's
-    entry is alive under 5m and 1h."""
+    """What one call's layers cost in USD with breakpoints ``ttls`` on them, given whether each
+    layer's entry is alive under 5m and 1h (the rest of its input and its output cost the same
+    under every placement: :attr:`_Traffic.rest`)."""
     read = 0
     marks = [(k, t) for k, t in enumerate(ttls[: len(cum)]) if t is not None and cum[k] >= minimum]
     for k, t in reversed(marks):
@@ -288,17 +287,18 @@ def _cost(
             written += (cum[k] - start) * rates.write(t)
             start = cum[k]
     paid_tokens = start - read
-    return (
-        (total - read - paid_tokens) * rates.input + read * rates.cache_read + written + out * rates.output
-    ) / _MTOK
+    total = cum[-1] if cum else 0
+    return ((total - read - paid_tokens) * rates.input + read * rates.cache_read + written) / _MTOK
 
 
 @dataclass(slots=True)
 class _Traffic:
     """A flow's calls in one pass: per layer, how many values it took and their sizes (in the
     order first seen), its gaps over 5m and 1h, those within the keep-alive idle time, and the
-    keep-alive pings they take; and the calls grouped by what they found (in the order first
-    seen): (cum, total, out, alive per layer, ttls, rates, minimum) -> calls."""
+    keep-alive pings they take; the calls grouped by what they found (in the order first seen):
+    (cum, alive per layer, ttls, rates, minimum) -> calls; and what the calls' input after their
+    layers and their output cost in USD (``rest``: the same under every placement), added up in
+    the calls' order."""
 
     values: list[int]
     tokens: list[Counter[int]]
@@ -306,6 +306,7 @@ class _Traffic:
     kept: list[list[int]]
     pings: list[float]
     groups: Counter[tuple[Any, ...]]
+    rest: float
 
 
 def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
@@ -313,6 +314,7 @@ def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
     ttl_5m, ttl_1h = facts.ttl_seconds("5m"), facts.ttl_seconds("1h")
     last: dict[int, float] = {}  # prefix id -> its latest call (ids are unique across depths)
     groups: Counter[tuple[Any, ...]] = Counter()
+    rest = 0.0
     values = [0] * depth
     tokens: list[Counter[int]] = [Counter() for _ in range(depth)]  # per layer: its values' sizes
     idle = KEEP_ALIVE_IDLE_S
@@ -350,8 +352,9 @@ def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
                             kept[k][0] += 1
                             kept[k][1] += 1
                 pings[k] += (gap if gap < idle else idle) // warm_every_s
-        groups[(x.cum, x.layer_tokens + r.tail, r.out, tuple(alive), x.ttls, x.rates, x.minimum)] += 1
-    return _Traffic(values, tokens, over, kept, pings, groups)
+        groups[(x.cum, tuple(alive), x.ttls, x.rates, x.minimum)] += 1
+        rest += (r.tail * x.rates.input + r.out * x.rates.output) / _MTOK
+    return _Traffic(values, tokens, over, kept, pings, groups, rest)
 
 
 _STATES = (_DEAD, _HOUR, _BOTH)
@@ -374,7 +377,7 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
         dtype=np.int64,
     )
     shape = np.asarray([local[s] for s in compiled.shape], dtype=np.int64)
-    t = np.asarray(compiled.t, dtype=np.float64)
+    t = call_column(compiled, "t")
     n = len(t)
     per_call = lengths[shape]
     call_start = np.cumsum(per_call) - per_call
@@ -421,21 +424,22 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
     )
     described = [shapes[s] for s in used]
     by_class = {c: described[i] for i, c in reversed(list(enumerate(of_shape.tolist())))}
-    columns = [
-        of_shape[shape],
-        np.asarray(compiled.tail, dtype=np.int64),
-        np.asarray(compiled.out, dtype=np.int64),
-        code,
-    ]
+    columns = [of_shape[shape], code]
     _, first, counts = np.unique(one_key(columns), return_index=True, return_counts=True)
     groups: Counter[tuple[Any, ...]] = Counter()
     for i in np.argsort(first, kind="stable").tolist():
         at_call = int(first[i])
-        c, tail, out, packed = (int(column[at_call]) for column in columns)
+        c, packed = (int(column[at_call]) for column in columns)
         x = by_class[c]
         alive = tuple(_STATES[(packed >> (2 * k)) & 3] for k in range(len(x.cum)))
-        groups[(x.cum, x.layer_tokens + tail, out, alive, x.ttls, x.rates, x.minimum)] = int(counts[i])
-    return _Traffic(values, tokens, over, kept, pings, groups)
+        groups[(x.cum, alive, x.ttls, x.rates, x.minimum)] = int(counts[i])
+    every = call_column(compiled, "shape")  # (shape ids of all the trace's shapes)
+    p_input = shape_column(compiled, "input")[every]
+    p_output = shape_column(compiled, "output")[every]
+    tail = call_column(compiled, "tail")
+    out = call_column(compiled, "out")
+    rest = in_order((tail * p_input + out * p_output) / _MTOK)
+    return _Traffic(values, tokens, over, kept, pings, groups, rest)
 
 
 def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvice:
@@ -449,19 +453,20 @@ def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvi
     traffic = _traffic_columns(compiled, warm_every_s, depth) or _traffic_rows(
         compiled.rows, warm_every_s, depth
     )
-    values, tokens, over, kept, pings, groups = (
+    values, tokens, over, kept, pings, groups, rest = (
         traffic.values,
         traffic.tokens,
         traffic.over,
         traffic.kept,
         traffic.pings,
         traffic.groups,
+        traffic.rest,
     )
     idle = KEEP_ALIVE_IDLE_S
     having = [0] * depth
     live = [[0, 0] for _ in range(depth)]
     current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
-    for (cum, _, _, alive, ttls, _, _), n in groups.items():
+    for (cum, alive, ttls, _, _), n in groups.items():
         for k in range(len(cum)):
             having[k] += n
             live[k][0] += alive[k][0] * n
@@ -471,10 +476,11 @@ def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvi
     scale = _MONTH_S / span
 
     def month(placement: Any) -> float:
-        return scale * sum(
-            n * _cost(group_rates, cum, total, out, alive, _resolve(placement, len(cum)), group_minimum)
-            for (cum, total, out, alive, _, group_rates, group_minimum), n in groups.items()
+        layers = sum(
+            n * _cost(group_rates, cum, alive, _resolve(placement, len(cum)), group_minimum)
+            for (cum, alive, _, group_rates, group_minimum), n in groups.items()
         )
+        return scale * (layers + rest)
 
     uncached = month(((), None))
     # Calls of one length and one marking, whose writes are readable at once: the gaps price every

@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover (the test environment has numpy; test_si
 if TYPE_CHECKING:
     from ._compiled import Compiled
 
-__all__ = ["in_order", "np", "one_key", "previous_time", "small_counts"]
+__all__ = ["call_column", "in_order", "np", "one_key", "previous_time", "shape_column", "small_counts"]
 
 # Tokens in a call beyond which (no real call has them) the column paths leave a trace to the
 # reference, whose Python integers do not overflow.
@@ -23,11 +23,42 @@ _MAX_COUNT = 1 << 32
 
 def small_counts(compiled: Compiled) -> bool:
     """Whether every call's tokens fit the column paths' 64-bit sums."""
+    derived = compiled.derived
+    if "largest layers" not in derived:
+        derived["largest layers"] = max((x.layer_tokens for x in compiled.shapes), default=0)
     return (
-        max(compiled.tail, default=0) < _MAX_COUNT
+        derived["largest layers"] < _MAX_COUNT
+        and max(compiled.tail, default=0) < _MAX_COUNT
         and max(compiled.out, default=0) < _MAX_COUNT
-        and all(x.layer_tokens < _MAX_COUNT for x in compiled.shapes)
     )
+
+
+_TYPES = {"t": "float64", "shape": "int64", "flow": "int64", "tail": "int64", "out": "int64", "warm": "bool"}
+
+
+def call_column(compiled: Compiled, name: str) -> Any:
+    """A column of the calls (``t``, ``shape``, ``flow``, ``tail``, ``out``, ``warm``) as an
+    array, made once for these calls."""
+    found = compiled.arrays.get(name)
+    if found is None:
+        found = compiled.arrays[name] = np.asarray(getattr(compiled, name), dtype=_TYPES[name])
+        found.flags.writeable = False  # (shared by every replay of these calls)
+    return found
+
+
+def shape_column(compiled: Compiled, name: str) -> Any:
+    """A field of every shape as an array, made once for a compiled trace and its subsets:
+    ``layer_tokens``, or a price of its :class:`~._rates.Rates` by name (``input``, ...)."""
+    found = compiled.derived.get(name)
+    if found is None:
+        shapes = compiled.shapes
+        if name == "layer_tokens":
+            found = np.asarray([x.layer_tokens for x in shapes], dtype=np.int64)
+        else:
+            found = np.asarray([getattr(x.rates, name) for x in shapes], dtype=np.float64)
+        found.flags.writeable = False  # (shared by every replay of the trace)
+        compiled.derived[name] = found
+    return found
 
 
 def previous_time(h: Any, at: Any) -> Any:

@@ -74,7 +74,21 @@ class Row:
 class Compiled:
     """A compiled trace: the calls' columns, in time order, and the shapes they share."""
 
-    __slots__ = ("_rows", "flow", "flows", "out", "shape", "shapes", "skipped", "t", "tail", "ttft", "warm")
+    __slots__ = (
+        "_rows",
+        "arrays",
+        "derived",
+        "flow",
+        "flows",
+        "out",
+        "shape",
+        "shapes",
+        "skipped",
+        "t",
+        "tail",
+        "ttft",
+        "warm",
+    )
 
     def __init__(
         self,
@@ -102,6 +116,10 @@ class Compiled:
             [] if skipped is None else skipped
         )  # (unpriced_ok) the flows left out, and why
         self._rows: list[Row] | None = None
+        # What the column paths derive from the shapes, made once for the trace and its subsets,
+        # and the calls' columns as arrays, made once for these calls.
+        self.derived: dict[str, Any] = {}
+        self.arrays: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.t)
@@ -126,7 +144,7 @@ class Compiled:
     def subset(self, indexes: Iterable[int]) -> Compiled:
         """The calls at ``indexes`` (in that order), with the same shapes and flows."""
         chosen = list(indexes)
-        return Compiled(
+        part = Compiled(
             self.shapes,
             [self.t[i] for i in chosen],
             [self.shape[i] for i in chosen],
@@ -138,6 +156,8 @@ class Compiled:
             self.flows,
             list(self.skipped),
         )
+        part.derived = self.derived  # (the same shapes)
+        return part
 
 
 # The usual shape of a trace line, decoded and checked by msgspec in one go (the TTLs against the

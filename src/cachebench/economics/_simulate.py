@@ -33,7 +33,7 @@ import xxhash
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
 from ..cachemodel._layers import _TTL_S, FORGET_AFTER_S
-from ._columns import in_order, np, previous_time, small_counts
+from ._columns import call_column, in_order, np, previous_time, shape_column, small_counts
 from ._compiled import Compiled, Row, Shape, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._trace import Trace, TraceCall
@@ -586,19 +586,19 @@ def _run_columns(
     shapes = compiled.shapes
     if any(x.family not in _FAST for x in shapes) or any(ttft > 0 for ttft in compiled.ttft):
         return None
-    t = np.asarray(compiled.t, dtype=np.float64)
-    shape = np.asarray(compiled.shape, dtype=np.int64)
-    warm = np.asarray(compiled.warm, dtype=bool)
+    t = call_column(compiled, "t")
+    shape = call_column(compiled, "shape")
+    warm = call_column(compiled, "warm")
     if strategy.marks == "none":  # (a recorded warm call is not sent: nothing to keep warm)
         keep = ~warm
         t, shape, warm = t[keep], shape[keep], warm[keep]
-        flow = np.asarray(compiled.flow, dtype=np.int64)[keep]
-        tail = np.asarray(compiled.tail, dtype=np.int64)[keep]
-        out = np.asarray(compiled.out, dtype=np.int64)[keep]
+        flow = call_column(compiled, "flow")[keep]
+        tail = call_column(compiled, "tail")[keep]
+        out = call_column(compiled, "out")[keep]
     else:
-        flow = np.asarray(compiled.flow, dtype=np.int64)
-        tail = np.asarray(compiled.tail, dtype=np.int64)
-        out = np.asarray(compiled.out, dtype=np.int64)
+        flow = call_column(compiled, "flow")
+        tail = call_column(compiled, "tail")
+        out = call_column(compiled, "out")
     advised = placements if strategy.marks == "advised" else None
     # Each kind of call (its shape, and its flow where the marks are the flow's) and its marks,
     # made in the order of the kinds' first calls (so a strategy that cannot be placed is named
@@ -613,12 +613,16 @@ def _run_columns(
     cum = np.zeros((n_kinds, width), dtype=np.int64)
     last_ttl: list[str] = [""] * n_kinds
     status: dict[int, str | None] = {}  # each prefix: its breakpoint's TTL in every call (None: none)
+    marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
     for v in np.argsort(first, kind="stable").tolist():
         row = int(first[v])
         x = shapes[int(shape[row])]
-        marks = _marks(
-            x.family, len(x.chain), x.ttls, int(flow[row]), strategy, f"call at {t[row]:.3f}", advised
-        )
+        memo = (x.family, len(x.chain), x.ttls, int(flow[row]) if advised is not None else 0)
+        marks = marks_memo.get(memo)  # (a trace has few patterns of markers)
+        if marks is None:
+            marks = marks_memo[memo] = _marks(
+                x.family, len(x.chain), x.ttls, int(flow[row]), strategy, f"call at {t[row]:.3f}", advised
+            )
         last_ttl[v] = marks[-1][1] if marks else "5m"
         mine = {i: ttl for i, ttl in marks if x.cum[i] >= x.minimum}
         for i, pid in enumerate(x.chain):
@@ -653,19 +657,16 @@ def _run_columns(
     written = span.sum(axis=1)
     written_5m = written - written_1h
     rewritten = np.where(recent, span, 0).sum(axis=1)
+
     # Prices, a call at a time.
-    rates = [x.rates for x in shapes]
-    s = shape
-
     def price(name: str) -> Any:
-        return np.asarray([getattr(r, name) for r in rates], dtype=np.float64)[s]
+        return shape_column(compiled, name)[shape]
 
-    layer_tokens = np.asarray([x.layer_tokens for x in shapes], dtype=np.int64)[s]
-    total = layer_tokens + tail
+    total = shape_column(compiled, "layer_tokens")[shape] + tail
     p_input, p_read, p_output = price("input"), price("cache_read"), price("output")
     write_cost = written_5m * price("cache_write") + written_1h * price("cache_write_1h")
     paid = ((total - read - written) * p_input + read * p_read + write_cost + out * p_output) / _MTOK
-    kind_rates = [rates[int(shape[int(first[v])])] for v in range(n_kinds)]
+    kind_rates = [shapes[int(shape[int(first[v])])].rates for v in range(n_kinds)]
     kind_write = np.asarray([r.write(last_ttl[v]) for v, r in enumerate(kind_rates)], dtype=np.float64)[kind]
     extra = (kind_write - p_read) / _MTOK
     result = StrategyResult(strategy)

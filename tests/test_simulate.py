@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +407,19 @@ def test_the_simulate_command_refuses_bad_input(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "trace.jsonl:2: timestamp 'soon'" in bad.stderr
     bad = _cli(str(path), "-s", "ttl=forever")
     assert bad.returncode == 2 and "--strategy" in bad.stderr
+    path.write_text('{"timestamp": 1, "layers": []}\n{"timestamp": 2, "layers": [}\n')
+    bad = _cli(str(path), "--model", "claude-opus-4-5")
+    assert bad.returncode == 2 and "trace.jsonl:2: not JSON: " in bad.stderr and " at column 29" in bad.stderr
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for command in ("simulate", "advise"):
+        done = subprocess.run(
+            [sys.executable, "-m", "cachebench", command, str(empty)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2 and f"{empty}: no call in it" in done.stderr, (command, done.stderr)
 
 
 def test_a_strategy_that_loses_money_shows_a_negative_saving() -> None:

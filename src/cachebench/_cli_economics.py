@@ -185,7 +185,14 @@ def add_economics_commands(app: typer.Typer) -> None:
         }
         try:
             if trace is not None:
-                made = run(trace, **options)
+                from .economics._compiled import compile_trace
+
+                compiled = compile_trace(
+                    trace, model=model, prices=overrides, ttft_s=ttft_ms / 1000.0, unpriced_ok=True
+                )
+                if not len(compiled) and not compiled.skipped:
+                    raise _fail(f"{trace}: no call in it", "advise")
+                made = run(compiled, warm_every_s=warm_every)
             else:
                 store = open_db(db)
                 try:

@@ -26,7 +26,17 @@ from ..cachemodel._rules import min_tokens
 from ..importing import ImportFileError, _open
 from ..planner._saved import _BOM, _MAX_TIMESTAMP
 from ._rates import Rates
-from ._trace import _FIELDS, _TTLS, Trace, TraceCall, TraceError, read_trace, trace_call, usual_layer
+from ._trace import (
+    _FIELDS,
+    _TTLS,
+    Trace,
+    TraceCall,
+    TraceError,
+    not_json,
+    read_trace,
+    trace_call,
+    usual_layer,
+)
 
 __all__ = ["Compiled", "Row", "Shape", "compile_trace"]
 
@@ -419,9 +429,9 @@ class _Builder:
             return
         where = f"{path}:{number}"
         try:
-            obj = orjson.loads(raw)
+            obj = orjson.loads(raw.rstrip(b"\r\n"))  # (a column of the line itself if it is not JSON)
         except orjson.JSONDecodeError as exc:
-            raise TraceError(f"{where}: not JSON ({exc})") from None
+            raise TraceError(f"{where}: {not_json(exc)}") from None
         self.add_object(where, obj)
 
     @staticmethod
@@ -442,7 +452,8 @@ class _Builder:
                 try:
                     block = f.read(_CHUNK)
                 except (OSError, EOFError, zlib.error) as exc:
-                    raise TraceError(f"{path}: cannot be read after line {number} ({exc})") from None
+                    after = f" after line {number}" if number else ""
+                    raise TraceError(f"{path}: cannot be read{after} ({exc})") from None
                 lines = (rest + block).split(b"\n")
                 rest = lines.pop() if block else b""
                 add_raw = self.add_raw

@@ -256,6 +256,12 @@ class Trace:
                 f.write(orjson.dumps(call.as_dict()) + b"\n")
 
 
+def not_json(exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with a line that is not JSON, and where in the line (orjson's own line and
+    character counts are of the text it was given, the file's line here)."""
+    return f"not JSON: {exc.msg} at column {exc.colno}"
+
+
 def _read_lines(path: str) -> Iterator[TraceCall]:
     try:
         f = _open(path)
@@ -266,9 +272,9 @@ def _read_lines(path: str) -> Iterator[TraceCall]:
             for number, _, raw in json_lines(path, f):
                 where = f"{path}:{number}"
                 try:
-                    obj = orjson.loads(raw)
+                    obj = orjson.loads(raw.rstrip(b"\r\n"))  # (a column of the line itself if it is not JSON)
                 except orjson.JSONDecodeError as exc:
-                    raise TraceError(f"{where}: not JSON ({exc})") from None
+                    raise TraceError(f"{where}: {not_json(exc)}") from None
                 yield trace_call(obj, where)
         except ImportFileError as exc:
             raise TraceError(str(exc)) from None

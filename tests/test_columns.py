@@ -172,6 +172,27 @@ def test_the_column_replay_runs_on_the_usual_trace() -> None:
     assert current.hit_ratio > 0.5
 
 
+def test_a_breakpoint_under_the_minimum_does_not_stop_the_column_replay() -> None:
+    """A first layer under the model's minimum, marked in every other call only: it is never
+    cached either way, so the column path still replays the trace (and agrees)."""
+    calls = [
+        {
+            "timestamp": START + 50.0 * i,
+            "model": "claude-sonnet-4-5",
+            "layers": [
+                {"key": "preamble", "tokens": 300, "ttl": "1h" if i % 2 else None},
+                {"key": "system", "tokens": 2_000, "ttl": "1h"},
+                {"key": f"customer/{i % 5}", "tokens": 900, "ttl": "5m"},
+            ],
+        }
+        for i in range(200)
+    ]
+    compiled = compile_trace(calls)
+    columns = _run_columns(compiled, Strategy.current())
+    assert columns is not None
+    assert columns.as_dict() == _run(compiled, Strategy.current(), compiled.t[-1]).as_dict()
+
+
 @pytest.mark.parametrize(
     ("change", "spec"),
     [

@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import facts
 from ._columns import call_column, in_order, np, one_key, previous_time, shape_column, small_counts
-from ._compiled import Compiled, Row, compile_trace
+from ._compiled import Compiled, Row, Shape, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
 from ._rates import Rates
@@ -266,29 +266,31 @@ def _resolve(placement: tuple[tuple[str | None, ...], str | None], n: int) -> tu
 
 def _cost(
     rates: Rates,
-    cum: tuple[int, ...],
+    sizes: tuple[int, ...],
     alive: tuple[tuple[bool, bool], ...],
     ttls: tuple[str | None, ...],
-    minimum: int,
+    first: int,
 ) -> float:
-    """What one call's layers cost in USD with breakpoints ``ttls`` on them, given whether each
-    layer's entry is alive under 5m and 1h (the rest of its input and its output cost the same
-    under every placement: :attr:`_Traffic.rest`)."""
-    read = 0
-    marks = [(k, t) for k, t in enumerate(ttls[: len(cum)]) if t is not None and cum[k] >= minimum]
+    """What calls' layers cost in USD with breakpoints ``ttls`` on them, given whether each
+    layer's entry is alive under 5m and 1h; ``sizes``: each layer's tokens, summed over the
+    calls (the cost is linear in them); ``first``: the first layer whose prefix reaches the
+    model's minimum (a breakpoint before it is never cached). The rest of their input and their
+    output cost the same under every placement (:attr:`_Traffic.rest`)."""
+    marks = [(k, t) for k, t in enumerate(ttls[: len(sizes)]) if t is not None and k >= first]
+    top = -1  # the deepest layer read
     for k, t in reversed(marks):
         if alive[k][0 if t == "5m" else 1]:
-            read = cum[k]
+            top = k
             break
+    read = sum(sizes[: top + 1])
     written = 0.0
-    start = read
+    start = top
     for k, t in marks:
-        if cum[k] > start:
-            written += (cum[k] - start) * rates.write(t)
-            start = cum[k]
-    paid_tokens = start - read
-    total = cum[-1] if cum else 0
-    return ((total - read - paid_tokens) * rates.input + read * rates.cache_read + written) / _MTOK
+        if k > start:
+            written += sum(sizes[start + 1 : k + 1]) * rates.write(t)
+            start = k
+    paid_tokens = sum(sizes[top + 1 : start + 1])
+    return ((sum(sizes) - read - paid_tokens) * rates.input + read * rates.cache_read + written) / _MTOK
 
 
 @dataclass(slots=True)
@@ -296,24 +298,31 @@ class _Traffic:
     """A flow's calls in one pass: per layer, how many values it took and their sizes (in the
     order first seen), its gaps over 5m and 1h, those within the keep-alive idle time, and the
     keep-alive pings they take; the calls grouped by what they found (in the order first seen):
-    (cum, alive per layer, ttls, rates, minimum) -> calls; and what the calls' input after their
-    layers and their output cost in USD (``rest``: the same under every placement), added up in
-    the calls' order."""
+    (layers, the first layer at the model's minimum, alive per layer, ttls, rates) -> [calls,
+    each layer's tokens summed over them]; and what the calls' input after their layers and
+    their output cost in USD (``rest``: the same under every placement), added up in the
+    calls' order."""
 
     values: list[int]
     tokens: list[Counter[int]]
     over: list[list[int]]
     kept: list[list[int]]
     pings: list[float]
-    groups: Counter[tuple[Any, ...]]
+    groups: dict[tuple[Any, ...], list[int]]
     rest: float
+
+
+def _first(x: Shape) -> int:
+    """The first layer of ``x`` whose prefix reaches its model's minimum (its layer count when
+    none does)."""
+    return next((k for k, c in enumerate(x.cum) if c >= x.minimum), len(x.cum))
 
 
 def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
     """:class:`_Traffic` a call at a time (the reference :func:`_traffic_columns` agrees with)."""
     ttl_5m, ttl_1h = facts.ttl_seconds("5m"), facts.ttl_seconds("1h")
     last: dict[int, float] = {}  # prefix id -> its latest call (ids are unique across depths)
-    groups: Counter[tuple[Any, ...]] = Counter()
+    groups: dict[tuple[Any, ...], list[int]] = {}
     rest = 0.0
     values = [0] * depth
     tokens: list[Counter[int]] = [Counter() for _ in range(depth)]  # per layer: its values' sizes
@@ -352,7 +361,13 @@ def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
                             kept[k][0] += 1
                             kept[k][1] += 1
                 pings[k] += (gap if gap < idle else idle) // warm_every_s
-        groups[(x.cum, tuple(alive), x.ttls, x.rates, x.minimum)] += 1
+        sizes = [c - (x.cum[k - 1] if k else 0) for k, c in enumerate(x.cum)]
+        found = groups.setdefault(
+            (len(x.cum), _first(x), tuple(alive), x.ttls, x.rates), [0] * (1 + len(sizes))
+        )
+        found[0] += 1
+        for k, size in enumerate(sizes):
+            found[k + 1] += size
         rest += (r.tail * x.rates.input + r.out * x.rates.output) / _MTOK
     return _Traffic(values, tokens, over, kept, pings, groups, rest)
 
@@ -416,7 +431,7 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
     classes: dict[tuple[Any, ...], int] = {}
     of_shape = np.asarray(
         [
-            classes.setdefault((x.cum, x.ttls, x.rates, x.minimum), len(classes))
+            classes.setdefault((len(x.cum), _first(x), x.ttls, x.rates), len(classes))
             for s in used
             for x in (shapes[s],)
         ],
@@ -425,14 +440,19 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
     described = [shapes[s] for s in used]
     by_class = {c: described[i] for i, c in reversed(list(enumerate(of_shape.tolist())))}
     columns = [of_shape[shape], code]
-    _, first, counts = np.unique(one_key(columns), return_index=True, return_counts=True)
-    groups: Counter[tuple[Any, ...]] = Counter()
+    _, first, group, counts = np.unique(
+        one_key(columns), return_index=True, return_inverse=True, return_counts=True
+    )
+    summed = np.zeros((len(first), depth), dtype=np.int64)
+    np.add.at(summed, (group[call], layer), sizes[where])
+    groups: dict[tuple[Any, ...], list[int]] = {}
     for i in np.argsort(first, kind="stable").tolist():
         at_call = int(first[i])
         c, packed = (int(column[at_call]) for column in columns)
         x = by_class[c]
-        alive = tuple(_STATES[(packed >> (2 * k)) & 3] for k in range(len(x.cum)))
-        groups[(x.cum, alive, x.ttls, x.rates, x.minimum)] = int(counts[i])
+        n = len(x.cum)
+        alive = tuple(_STATES[(packed >> (2 * k)) & 3] for k in range(n))
+        groups[(n, _first(x), alive, x.ttls, x.rates)] = [int(counts[i]), *summed[i, :n].tolist()]
     every = call_column(compiled, "shape")  # (shape ids of all the trace's shapes)
     p_input = shape_column(compiled, "input")[every]
     p_output = shape_column(compiled, "output")[every]
@@ -466,8 +486,8 @@ def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvi
     having = [0] * depth
     live = [[0, 0] for _ in range(depth)]
     current: list[Counter[str | None]] = [Counter() for _ in range(depth)]
-    for (cum, alive, ttls, _, _), n in groups.items():
-        for k in range(len(cum)):
+    for (layers, _, alive, ttls, _), (n, *_) in groups.items():
+        for k in range(layers):
             having[k] += n
             live[k][0] += alive[k][0] * n
             live[k][1] += alive[k][1] * n
@@ -477,8 +497,8 @@ def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvi
 
     def month(placement: Any) -> float:
         layers = sum(
-            n * _cost(group_rates, cum, alive, _resolve(placement, len(cum)), group_minimum)
-            for (cum, alive, _, group_rates, group_minimum), n in groups.items()
+            _cost(group_rates, tuple(sizes), alive, _resolve(placement, n_layers), first)
+            for (n_layers, first, alive, _, group_rates), (_, *sizes) in groups.items()
         )
         return scale * (layers + rest)
 

@@ -605,34 +605,10 @@ def _run_columns(
     # at the call _run names).
     key = shape * (len(compiled.flows) + 1) + flow if advised is not None else shape
     kinds, first, kind = np.unique(key, return_index=True, return_inverse=True)
-    width = 4  # (at most 4 breakpoints on Anthropic and Bedrock: _marks says so)
-    n_kinds = len(kinds)
-    prefix = np.full((n_kinds, width), -1, dtype=np.int64)
-    ttl_s = np.zeros((n_kinds, width), dtype=np.float64)
-    long_ttl = np.zeros((n_kinds, width), dtype=bool)
-    cum = np.zeros((n_kinds, width), dtype=np.int64)
-    last_ttl: list[str] = [""] * n_kinds
-    status: dict[int, str | None] = {}  # each prefix: its breakpoint's TTL in every call (None: none)
-    marks_memo: dict[tuple[Any, ...], list[tuple[int, str]]] = {}
-    for v in np.argsort(first, kind="stable").tolist():
-        row = int(first[v])
-        x = shapes[int(shape[row])]
-        memo = (x.family, len(x.chain), x.ttls, int(flow[row]) if advised is not None else 0)
-        marks = marks_memo.get(memo)  # (a trace has few patterns of markers)
-        if marks is None:
-            marks = marks_memo[memo] = _marks(
-                x.family, len(x.chain), x.ttls, int(flow[row]), strategy, f"call at {t[row]:.3f}", advised
-            )
-        last_ttl[v] = marks[-1][1] if marks else "5m"
-        mine = {i: ttl for i, ttl in marks if x.cum[i] >= x.minimum}
-        for i, pid in enumerate(x.chain):
-            if status.setdefault(pid, mine.get(i)) != mine.get(i):
-                return None  # (a prefix marked in some calls and not in others, or with two TTLs)
-        for j, (i, ttl) in enumerate(sorted(mine.items())):
-            prefix[v, j] = x.chain[i]
-            ttl_s[v, j] = _TTL_S.get(ttl) or facts.ttl_seconds(ttl)
-            long_ttl[v, j] = ttl == "1h"
-            cum[v, j] = x.cum[i]
+    tables = _kind_tables(compiled, strategy, advised, shape[first], flow[first], t[first], first)
+    if tables is None:
+        return None  # (a prefix marked in some calls and not in others, or with two TTLs)
+    prefix, ttl_s, long_ttl, cum, last_ttl = tables
     # The calls' breakpoints, one row a call, and each one's previous call with the same prefix.
     h = prefix[kind]
     has = h >= 0
@@ -666,7 +642,7 @@ def _run_columns(
     p_input, p_read, p_output = price("input"), price("cache_read"), price("output")
     write_cost = written_5m * price("cache_write") + written_1h * price("cache_write_1h")
     paid = ((total - read - written) * p_input + read * p_read + write_cost + out * p_output) / _MTOK
-    kind_rates = [shapes[int(shape[int(first[v])])].rates for v in range(n_kinds)]
+    kind_rates = [shapes[int(shape[int(first[v])])].rates for v in range(len(kinds))]
     kind_write = np.asarray([r.write(last_ttl[v]) for v, r in enumerate(kind_rates)], dtype=np.float64)[kind]
     extra = (kind_write - p_read) / _MTOK
     result = StrategyResult(strategy)
@@ -682,6 +658,92 @@ def _run_columns(
     result.warm_cost_usd = in_order(paid[warm])
     result.rewrite_cost_usd = in_order(rewritten * extra)
     return result
+
+
+_WIDTH = 4  # breakpoints a call has at most on Anthropic and Bedrock (_marks says so)
+_CODES = {None: 0, "5m": 1, "1h": 2}
+
+
+def _kind_tables(
+    compiled: Compiled,
+    strategy: Strategy,
+    advised: Mapping[int, Mapping[int, str]] | None,
+    shape: Any,
+    flow: Any,
+    t: Any,
+    row: Any,
+) -> tuple[Any, Any, Any, Any, list[str]] | None:
+    """For each kind of call (its shape ``shape``, of flow ``flow``, first at ``t`` as call
+    ``row``, in the order of ``np.unique``): the prefix id, TTL in seconds, whether 1h, and tokens through each
+    of its breakpoints that reach the model's minimum (``_WIDTH`` columns, prefix -1 past the
+    last), and the TTL of its last breakpoint as the strategy places it ("5m" for none). Kinds
+    with one pattern of markers are placed together; None when a prefix has a breakpoint in
+    some calls and not in others, or two TTLs."""
+    chains, cums, starts, firsts = _shape_layers(compiled)
+    shapes = compiled.shapes
+    n_kinds = len(shape)
+    prefix = np.full((n_kinds, _WIDTH), -1, dtype=np.int64)
+    ttl_s = np.zeros((n_kinds, _WIDTH), dtype=np.float64)
+    long_ttl = np.zeros((n_kinds, _WIDTH), dtype=bool)
+    cum = np.zeros((n_kinds, _WIDTH), dtype=np.int64)
+    last_ttl: list[str] = [""] * n_kinds
+    patterns: dict[tuple[Any, ...], list[int]] = {}
+    for v in np.argsort(row, kind="stable").tolist():  # (patterns in the order of their first calls)
+        x = shapes[int(shape[v])]
+        key = (x.family, len(x.chain), x.ttls, int(flow[v]) if advised is not None else 0)
+        patterns.setdefault(key, []).append(v)
+    ids, codes = [], []
+    for (family, n, ttls, _), members in patterns.items():
+        v0 = members[0]
+        marks = _marks(family, n, ttls, int(flow[v0]), strategy, f"call at {t[v0]:.3f}", advised)
+        kinds = np.asarray(members, dtype=np.int64)
+        base = starts[shape[kinds]]
+        reach = firsts[shape[kinds]]  # (the first layer at the model's minimum)
+        layers = base[:, None] + np.arange(n)
+        ids.append(chains[layers].ravel())
+        code = np.zeros((len(kinds), n), dtype=np.int8)
+        skipped = np.zeros(len(kinds), dtype=np.int64)  # marks before the minimum
+        for i, ttl in marks:
+            code[:, i] = np.where(i >= reach, _CODES[ttl], 0)
+            skipped += i < reach
+        codes.append(code.ravel())
+        for m, (i, ttl) in enumerate(marks):
+            placed = m >= skipped
+            rows, column = kinds[placed], m - skipped[placed]
+            prefix[rows, column] = chains[base[placed] + i]
+            ttl_s[rows, column] = _TTL_S.get(ttl) or facts.ttl_seconds(ttl)
+            long_ttl[rows, column] = ttl == "1h"
+            cum[rows, column] = cums[base[placed] + i]
+        for v in members:
+            last_ttl[v] = marks[-1][1] if marks else "5m"
+    if not ids:  # (no call: every one was a recorded warm call, not sent without caching)
+        return prefix, ttl_s, long_ttl, cum, last_ttl
+    every_id, every_code = np.concatenate(ids), np.concatenate(codes)
+    order = np.argsort(every_id, kind="stable")
+    sorted_id, sorted_code = every_id[order], every_code[order]
+    starts_of = np.flatnonzero(np.concatenate([[True], sorted_id[1:] != sorted_id[:-1]]))
+    if sorted_id.size and np.any(
+        np.minimum.reduceat(sorted_code, starts_of) != np.maximum.reduceat(sorted_code, starts_of)
+    ):
+        return None
+    return prefix, ttl_s, long_ttl, cum, last_ttl
+
+
+def _shape_layers(compiled: Compiled) -> tuple[Any, Any, Any, Any]:
+    """Every shape's prefix ids and cumulative tokens, one array each (a shape's from its start),
+    and the first layer whose prefix reaches its model's minimum: made once for a trace."""
+    found = compiled.derived.get("layers")
+    if found is None:
+        shapes = compiled.shapes
+        lengths = np.asarray([len(x.chain) for x in shapes], dtype=np.int64)
+        chains = np.asarray([h for x in shapes for h in x.chain], dtype=np.int64)
+        cums = np.asarray([c for x in shapes for c in x.cum], dtype=np.int64)
+        firsts = np.asarray(
+            [next((k for k, c in enumerate(x.cum) if c >= x.minimum), len(x.cum)) for x in shapes],
+            dtype=np.int64,
+        )
+        found = compiled.derived["layers"] = (chains, cums, np.cumsum(lengths) - lengths, firsts)
+    return found
 
 
 def _short(family: str) -> str:

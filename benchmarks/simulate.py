@@ -143,7 +143,9 @@ def varied_calls(n: int, seed: int = 17) -> list[dict[str, Any]]:
             {"key": f"{name}/c-{customer}", "tokens": 800 + customer % 700, "ttl": "5m"},
         ]
         if rnd.random() < 0.35:
-            layers.append({"key": f"{name}/c-{customer}/s-{i // 3}", "tokens": 300 + (i // 3) % 400, "ttl": "5m"})
+            layers.append(
+                {"key": f"{name}/c-{customer}/s-{i // 3}", "tokens": 300 + (i // 3) % 400, "ttl": "5m"}
+            )
         out.append(
             {
                 "timestamp": round(t, 3),

@@ -710,3 +710,31 @@ def test_the_simulate_command_on_saved_requests(tmp_path: Path) -> None:
     refused = _cli(str(path), "-s", "plan")
     assert refused.returncode == 2
     assert "give --requests" in refused.stderr
+
+
+def test_a_flow_whose_model_changes_is_planned_on_its_most_frequent_model(tmp_path: Path) -> None:
+    """An upgrade halfway: the last 20 of a flow's 50 requests go to another model. Its plan is
+    made from the requests to the model most of them went to, the same plan every time, and
+    marks all of them; --flow plans that flow alone."""
+    from cachebench.economics import plans_for_requests, trace_from_requests
+
+    wrappers = _agent_requests(1_767_225_600.0)
+    for w in wrappers[30:]:
+        w["request"] = {**w["request"], "model": "claude-opus-4-5"}
+    other = [{**w, "flow": "other"} for w in _agent_requests(1_767_225_600.5)[:10]]
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in [*wrappers, *other]))
+    plans = plans_for_requests(path)
+    assert plans["agent"].model == MODEL
+    assert plans["agent"].as_dict() == plans_for_requests(path)["agent"].as_dict()
+    assert set(plans_for_requests(path, flows=["other"])) == {"other"}
+    planned = trace_from_requests(path, plans=plans)
+    result = simulate(trace_from_requests(path), ["current", "plan"], planned=planned)
+    assert result["plan"].calls == 60
+    opus = [c for c in planned.calls if c.model == "claude-opus-4-5"]
+    assert len(opus) == 20 and all(any(x.ttl for x in c.layers) for c in opus)
+    done = _cli(str(path), "--requests", "--flow", "other", "-s", "plan")
+    assert done.returncode == 0, done.stderr
+    assert "plan for flow other:" in done.stdout and "plan for flow agent:" not in done.stdout
+    wrong = _cli(str(path), "-s", "current")
+    assert wrong.returncode == 2 and "give --requests" in wrong.stderr

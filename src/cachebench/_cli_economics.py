@@ -123,7 +123,7 @@ def add_economics_commands(app: typer.Typer) -> None:
             if requests:
                 source = trace_from_requests(trace, model=model)
                 if chosen is not None and any(s.marks == "plan" for s in chosen):
-                    plans = plans_for_requests(trace, model=model)
+                    plans = plans_for_requests(trace, model=model, flows=None if flow is None else [flow])
                     planned = trace_from_requests(trace, plans=plans, model=model)
             result = run(
                 source,
@@ -135,7 +135,10 @@ def add_economics_commands(app: typer.Typer) -> None:
                 planned=planned,
             )
         except ValueError as e:  # (TraceError is one)
-            raise _fail(str(e), "simulate") from None
+            hint = (
+                " (a file of saved requests? give --requests)" if "unknown field 'request'" in str(e) else ""
+            )
+            raise _fail(f"{e}{hint}", "simulate") from None
         if not result.calls:
             raise _fail(f"{trace}: no call in it", "simulate")
         if json:

@@ -19,8 +19,9 @@ same for them, so the comparison stands, and its costs are the input's.
 from __future__ import annotations
 
 import math
+import random
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..cachemodel import CacheRuleError
@@ -50,7 +51,8 @@ def trace_from_requests(
     """``requests`` (see the module) as a :class:`~._trace.Trace`. ``plans``: a
     :class:`~cachebench.planner.Plan`, or one per flow (``{flow: Plan}``, as
     :func:`plans_for_requests` gives), whose breakpoints replace each request's own (a flow
-    without a plan keeps its own). ``provider``, ``model`` and ``flow`` are for requests whose
+    without a plan, and a request to another provider than its flow's plan, keep their own).
+    ``provider``, ``model`` and ``flow`` are for requests whose
     wrapper and body say none (a flow defaults to ``"<provider>/<model>"``). A request that cannot
     be read or rendered raises :class:`~._trace.TraceError` naming its file and line."""
     from ..planner._replay import api_for
@@ -80,7 +82,7 @@ def trace_from_requests(
         if family not in _FAMILIES:
             raise TraceError(
                 f"{where}: a request to {family.value}: a trace carries explicit breakpoints, which"
-                " Anthropic and Bedrock requests have (explain_requests replays the others)"
+                " Anthropic and Bedrock requests have (cachebench explain, or explain_requests, replays the others)"
             )
         try:
             api, body, own = api_for(family, item.body)
@@ -88,10 +90,10 @@ def trace_from_requests(
             raise TraceError(f"{where}: {exc}") from None
         name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
         if name is None:
-            raise TraceError(f"{where}: no model: give the request's wrapper a model, or model=")
+            raise TraceError(f"{where}: no model: give the request's wrapper a model, or model= (--model)")
         flow_name = item.flow or flow or f"{family.value}/{name}"
         plan = plans.get(flow_name) if isinstance(plans, Mapping) else plans
-        if plan is not None:
+        if plan is not None and plan.provider == family.value:  # (another provider's keep their own)
             try:
                 api, body, _ = api_for(family, plan.apply(item.body))
             except (ValueError, ReplayError) as exc:
@@ -127,10 +129,14 @@ def plans_for_requests(
     provider: Provider | str | None = None,
     model: str | None = None,
     flow: str | None = None,
+    flows: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The planner's plan (:func:`cachebench.plan`) for each flow of ``requests`` (read as
-    :func:`trace_from_requests` reads them), from up to ``samples`` of its requests spread
-    evenly over it: ``{flow: Plan}``."""
+    :func:`trace_from_requests` reads them; ``flows``: only these), from up to ``samples`` of
+    its requests to its most frequent provider and model, picked at random (a fixed seed: the
+    same plan every time) and kept in their order: ``{flow: Plan}``. The planner sees the
+    samples alone, not their times: its breakpoints have the TTLs it would choose without
+    traffic."""
     from ..planner import plan
     from ..planner._replay import api_for
     from ..planner._saved import ReplayError, Skipped
@@ -138,9 +144,10 @@ def plans_for_requests(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a whole number >= 1, got {samples!r}")
     chosen = _provider(provider)
-    by_flow: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    items = _read(requests)
-    for item in items:
+    by_flow: dict[str, dict[tuple[Provider, str | None], list[Mapping[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for item in _read(requests):
         if isinstance(item, Skipped):
             continue  # (trace_from_requests names it)
         family = item.provider or chosen or detect_request(item.body)
@@ -151,12 +158,19 @@ def plans_for_requests(
         except ReplayError:
             continue
         name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
-        by_flow[item.flow or flow or f"{family.value}/{name}"].append(item.body)
+        flow_name = item.flow or flow or f"{family.value}/{name}"
+        if flows is None or flow_name in flows:
+            by_flow[flow_name][(family, name)].append(item.body)
     out = {}
-    for name, bodies in by_flow.items():
-        step = max(len(bodies) / samples, 1.0)
-        picked = [bodies[int(i * step)] for i in range(min(samples, len(bodies)))]
-        out[name] = plan(picked, provider=chosen, model=model)
+    for flow_name, by_model in by_flow.items():
+        (family, name), bodies = max(by_model.items(), key=lambda kv: len(kv[1]))  # (the first of equals)
+        picked = sorted(random.Random(0).sample(range(len(bodies)), min(samples, len(bodies))))
+        try:
+            out[flow_name] = plan([bodies[i] for i in picked], provider=family, model=name)
+        except ValueError as exc:
+            raise ValueError(
+                f"flow {flow_name}: no plan from its requests to {family.value} {name}: {exc}"
+            ) from None
     return out
 
 

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from cachebench.cachemodel import CacheModel, CacheRequest, LayerCache, Segment
-from cachebench.economics import Rates, Strategy, Trace, TraceError, simulate
+from cachebench.economics import DEFAULT_STRATEGIES, Rates, Strategy, Trace, TraceError, simulate
 from cachebench.testing import CacheEmulator
 
 MODEL = "claude-sonnet-4-5"  # a 1,024-token minimum
@@ -697,16 +697,7 @@ def test_the_simulate_command_on_saved_requests(tmp_path: Path) -> None:
     lines = table.stdout.splitlines()
     head = next(k for k, line in enumerate(lines) if line.startswith("strategy "))
     names = [line.split()[0] for line in lines[head + 1 : -1]]
-    assert names == [
-        "none",
-        "current",
-        "advised",
-        "ttl=5m",
-        "ttl=1h",
-        "current+warm=4m",
-        "current+miss_aware",
-        "plan",
-    ]
+    assert names == [*DEFAULT_STRATEGIES, "plan"]  # (the usual set, and the plan)
     refused = _cli(str(path), "-s", "plan")
     assert refused.returncode == 2
     assert "give --requests" in refused.stderr

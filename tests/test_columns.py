@@ -193,6 +193,27 @@ def test_a_breakpoint_under_the_minimum_does_not_stop_the_column_replay() -> Non
     assert columns.as_dict() == _run(compiled, Strategy.current(), compiled.t[-1]).as_dict()
 
 
+def test_one_flows_calls_are_not_judged_by_another_flows() -> None:
+    """An OpenAI flow beside an Anthropic one: the Anthropic flow's calls alone still replay on
+    columns (advise's replays and simulate(flow=) take a flow's calls)."""
+    calls = [
+        {
+            "timestamp": START + 30.0 * i,
+            "flow": "chat" if i % 2 else "search",
+            "provider": "anthropic" if i % 2 else "openai",
+            "model": "claude-sonnet-4-5" if i % 2 else "gpt-5.6",
+            "layers": [{"key": "system", "tokens": 2_000, "ttl": "5m" if i % 2 else None}],
+        }
+        for i in range(60)
+    ]
+    compiled = compile_trace(calls)
+    assert _run_columns(compiled, Strategy.current()) is None  # (the OpenAI calls)
+    chat = compiled.subset(i for i, f in enumerate(compiled.flow) if f == compiled.flows["chat"])
+    columns = _run_columns(chat, Strategy.current())
+    assert columns is not None
+    assert columns.as_dict() == _run(chat, Strategy.current(), chat.t[-1]).as_dict()
+
+
 @pytest.mark.parametrize(
     ("change", "spec"),
     [
@@ -296,6 +317,8 @@ _ODD_LINES = [
 ]
 _BAD_LINES = [
     (b'{"timestamp": 1767225600, "flow": "", "model": "claude-sonnet-4-5"}', "flow must be"),
+    (b'{"timestamp": 1767225600, "scope": "", "model": "claude-sonnet-4-5"}', "scope must be"),
+    (b'{"timestamp": 1767225600, "user": 5, "model": "claude-sonnet-4-5"}', "user must be"),
     (
         b'{"timestamp": 1767225600, "model": "claude-sonnet-4-5", "output_tokens": 18446744073709551616}',
         "output_tokens",

@@ -655,7 +655,7 @@ def test_the_plan_strategy_needs_the_planned_calls() -> None:
 
 
 def test_saved_requests_that_cannot_be_a_trace_are_named(tmp_path: Path) -> None:
-    from cachebench.economics import trace_from_requests
+    from cachebench.economics import plans_for_requests, trace_from_requests
 
     path = tmp_path / "requests.jsonl"
     openai_body = {"model": "gpt-5.6", "messages": [{"role": "user", "content": "hi"}]}
@@ -667,11 +667,43 @@ def test_saved_requests_that_cannot_be_a_trace_are_named(tmp_path: Path) -> None
     )
     with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}:2: a request to openai"):
         trace_from_requests(path)
-    path.write_bytes(b'{"request": {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": "hi"}\n')
-    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}:1: "):
+    refused = {  # (a TTL the provider does not have)
+        "model": MODEL,
+        "max_tokens": 8,
+        "system": [
+            {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "2h"}}
+        ],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    path.write_bytes(orjson.dumps({"request": refused}) + b"\n")
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}:1: the provider would refuse it: "):
         trace_from_requests(path)
+    path.write_bytes(b'{"request": {"model": "claude-sonnet-4-5", "max_tokens": 8}\n')
+    with pytest.raises(TraceError, match=rf"^{re.escape(str(path))}:1: not valid JSON"):
+        trace_from_requests(path)
+    listed = tmp_path / "requests.json"  # (a JSON file of a list: its items are named by index)
+    listed.write_bytes(orjson.dumps([{"request": refused}, {"provider": "openai", "request": openai_body}]))
+    with pytest.raises(
+        TraceError, match=rf"^{re.escape(str(listed))}:1: request 0: the provider would refuse"
+    ):
+        trace_from_requests(listed)
     with pytest.raises(TraceError, match="no such file"):
         trace_from_requests(tmp_path / "missing.jsonl")
+    with pytest.raises(ValueError, match="start: "):
+        trace_from_requests(path, start="soon")
+    with pytest.raises(ValueError, match="flows must be a collection"):
+        plans_for_requests(path, flows="agent")
+
+
+def test_planned_calls_must_be_the_traces_own() -> None:
+    """The same times but another flow for a call: refused."""
+    from cachebench.economics import trace_from_requests
+
+    wrappers = _agent_requests(1_767_225_600.0)[:6]
+    mine = [{**w, "flow": "other"} if i == 0 else w for i, w in enumerate(wrappers)]
+    moved = [{**w, "flow": "other"} if i == 3 else w for i, w in enumerate(wrappers)]  # (the same flows)
+    with pytest.raises(ValueError, match="the same times and flows, in order"):
+        simulate(trace_from_requests(mine), ["plan"], planned=trace_from_requests(moved))
 
 
 def test_the_simulate_command_on_saved_requests(tmp_path: Path) -> None:

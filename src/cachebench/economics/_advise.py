@@ -36,7 +36,7 @@ from typing import Any
 
 from .. import facts
 from ._columns import call_column, in_order, np, one_key, previous_time, shape_column, small_counts
-from ._compiled import Compiled, Row, Shape, compile_trace
+from ._compiled import Compiled, Row, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
 from ._rates import Rates
@@ -312,12 +312,6 @@ class _Traffic:
     rest: float
 
 
-def _first(x: Shape) -> int:
-    """The first layer of ``x`` whose prefix reaches its model's minimum (its layer count when
-    none does)."""
-    return next((k for k, c in enumerate(x.cum) if c >= x.minimum), len(x.cum))
-
-
 def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
     """:class:`_Traffic` a call at a time (the reference :func:`_traffic_columns` agrees with)."""
     ttl_5m, ttl_1h = facts.ttl_seconds("5m"), facts.ttl_seconds("1h")
@@ -363,7 +357,7 @@ def _traffic_rows(rows: list[Row], warm_every_s: float, depth: int) -> _Traffic:
                 pings[k] += (gap if gap < idle else idle) // warm_every_s
         sizes = [c - (x.cum[k - 1] if k else 0) for k, c in enumerate(x.cum)]
         found = groups.setdefault(
-            (len(x.cum), _first(x), tuple(alive), x.ttls, x.rates), [0] * (1 + len(sizes))
+            (len(x.cum), x.reach, tuple(alive), x.ttls, x.rates), [0] * (1 + len(sizes))
         )
         found[0] += 1
         for k, size in enumerate(sizes):
@@ -376,9 +370,11 @@ _STATES = (_DEAD, _HOUR, _BOTH)
 
 
 def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Traffic | None:
-    """:class:`_Traffic` on the flow's columns with numpy (None without numpy, or for more
-    layers than a call's states fit in 64 bits): each (call, layer) with the previous call of
-    the same prefix, found by one stable sort of the prefix ids."""
+    """:class:`_Traffic` on the flow's columns with numpy (None without numpy, for more layers
+    than a call's states fit in 64 bits, or for token counts past the 64-bit sums): each (call,
+    layer) with the previous call of the same prefix, found by one stable sort of the prefix
+    ids. Every call has a layer (advise_compiled leaves out the others): a call's states are
+    summed from its first (call, layer) on."""
     if np is None or depth > 31 or not small_counts(compiled):
         return None
     shapes = compiled.shapes
@@ -431,7 +427,7 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
     classes: dict[tuple[Any, ...], int] = {}
     of_shape = np.asarray(
         [
-            classes.setdefault((len(x.cum), _first(x), x.ttls, x.rates), len(classes))
+            classes.setdefault((len(x.cum), x.reach, x.ttls, x.rates), len(classes))
             for s in used
             for x in (shapes[s],)
         ],
@@ -450,9 +446,12 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
         at_call = int(first[i])
         c, packed = (int(column[at_call]) for column in columns)
         x = by_class[c]
-        n = len(x.cum)
-        alive = tuple(_STATES[(packed >> (2 * k)) & 3] for k in range(n))
-        groups[(n, _first(x), alive, x.ttls, x.rates)] = [int(counts[i]), *summed[i, :n].tolist()]
+        layers_of = len(x.cum)
+        alive = tuple(_STATES[(packed >> (2 * k)) & 3] for k in range(layers_of))
+        groups[(layers_of, x.reach, alive, x.ttls, x.rates)] = [
+            int(counts[i]),
+            *summed[i, :layers_of].tolist(),
+        ]
     every = call_column(compiled, "shape")  # (shape ids of all the trace's shapes)
     p_input = shape_column(compiled, "input")[every]
     p_output = shape_column(compiled, "output")[every]
@@ -497,8 +496,8 @@ def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvi
 
     def month(placement: Any) -> float:
         layers = sum(
-            _cost(group_rates, tuple(sizes), alive, _resolve(placement, n_layers), first)
-            for (n_layers, first, alive, _, group_rates), (_, *sizes) in groups.items()
+            _cost(group_rates, tuple(sizes), alive, _resolve(placement, n_layers), reach)
+            for (n_layers, reach, alive, _, group_rates), (_, *sizes) in groups.items()
         )
         return scale * (layers + rest)
 

@@ -4,6 +4,7 @@ column paths are tested against)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -12,9 +13,18 @@ except ImportError:  # pragma: no cover (the test environment has numpy; test_si
     np = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from ._compiled import Compiled
+    from ._compiled import Compiled, Shape
 
-__all__ = ["call_column", "in_order", "np", "one_key", "previous_time", "shape_column", "small_counts"]
+__all__ = [
+    "call_column",
+    "every_shape",
+    "in_order",
+    "np",
+    "one_key",
+    "previous_time",
+    "shape_column",
+    "small_counts",
+]
 
 # Tokens in a call beyond which (no real call has them) the column paths leave a trace to the
 # reference, whose Python integers do not overflow.
@@ -23,14 +33,23 @@ _MAX_COUNT = 1 << 32
 
 def small_counts(compiled: Compiled) -> bool:
     """Whether every call's tokens fit the column paths' 64-bit sums."""
-    derived = compiled.derived
-    if "largest layers" not in derived:
-        derived["largest layers"] = max((x.layer_tokens for x in compiled.shapes), default=0)
     return (
-        derived["largest layers"] < _MAX_COUNT
-        and max(compiled.tail, default=0) < _MAX_COUNT
+        max(compiled.tail, default=0) < _MAX_COUNT
         and max(compiled.out, default=0) < _MAX_COUNT
+        and every_shape(compiled, "small", lambda x: x.layer_tokens < _MAX_COUNT)
     )
+
+
+def every_shape(compiled: Compiled, name: str, test: Callable[[Shape], bool]) -> bool:
+    """Whether ``test`` holds for every shape the calls use (each of the trace's shapes tested
+    once, as ``name``: one flow's calls are not judged by another's)."""
+    flags = compiled.derived.get(name)
+    if flags is None:
+        flags = compiled.derived[name] = np.asarray([test(x) for x in compiled.shapes], dtype=bool)
+    used = compiled.arrays.get("used shapes")
+    if used is None:
+        used = compiled.arrays["used shapes"] = np.unique(np.asarray(compiled.shape, dtype=np.int64))
+    return bool(flags[used].all())
 
 
 _TYPES = {"t": "float64", "shape": "int64", "flow": "int64", "tail": "int64", "out": "int64", "warm": "bool"}

@@ -35,7 +35,6 @@ from ._trace import (
     not_json,
     read_trace,
     trace_call,
-    usual_layer,
 )
 
 __all__ = ["Compiled", "Row", "Shape", "compile_trace"]
@@ -66,6 +65,12 @@ class Shape:
     @property
     def layer_tokens(self) -> int:
         return self.cum[-1] if self.cum else 0
+
+    @property
+    def reach(self) -> int:
+        """The first layer whose prefix reaches the model's minimum (the number of layers when
+        none does): a breakpoint before it is never cached."""
+        return next((k for k, c in enumerate(self.cum) if c >= self.minimum), len(self.cum))
 
 
 @dataclass(slots=True)
@@ -186,7 +191,7 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     user: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     provider: str = "anthropic"
     model: Annotated[str, msgspec.Meta(min_length=1)] | None = None
-    scope: str = ""
+    scope: Annotated[str, msgspec.Meta(min_length=1)] = ""
     layers: tuple[_LineLayer, ...] = ()
     input_tokens: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)] = 0
     output_tokens: Annotated[int, msgspec.Meta(ge=0, le=_LARGEST)] = 0
@@ -215,6 +220,7 @@ class _Builder:
         self.sizes: dict[int, tuple[int, int]] = {}
         self.flows: dict[str, int] = {}
         self.rates: dict[tuple[str, str], tuple[Rates, int]] = {}
+        self.unpriced: dict[tuple[str, str], str] = {}  # (provider, model) -> why it has no prices
         self.shapes: list[Shape] = []
         self.memo: dict[Any, int] = {}  # (provider, model, scope, layers) -> index in shapes
         self.line_memo: dict[Any, int] = {}  # the same for a decoded line's fields
@@ -253,16 +259,21 @@ class _Builder:
             mkey = (provider, name)
             priced = self.rates.get(mkey)
             if priced is None:
-                try:
-                    rates = Rates.for_model(name, provider, when=t, prices=self.prices)
-                except ValueError as exc:
+                why = self.unpriced.get(mkey)
+                if why is None:
+                    try:
+                        rates = Rates.for_model(name, provider, when=t, prices=self.prices)
+                    except ValueError as exc:
+                        why = self.unpriced[mkey] = str(exc)
+                if why is not None:
                     if not self.unpriced_ok:
-                        raise ValueError(f"{where}: {exc}") from None
-                    self.skipped.setdefault(flow, f"{flow}: {exc}")
+                        raise ValueError(f"{where}: {why}") from None
+                    self.skipped.setdefault(flow, f"{flow}: {why}")
                     return None
                 priced = self.rates[mkey] = (rates, min_tokens(provider, name))
             if len(self.memo) > _MAX_SHAPES:
-                self.memo.clear()  # (memory stays bounded; the next calls make theirs again)
+                # (the memo's keys stay bounded; a layer list met again gets a second Shape, alike)
+                self.memo.clear()
                 self.line_memo.clear()
             s = self.memo[memo_key] = len(self.shapes)
             self.shapes.append(self._shape(where, provider, name, scope, layers, *priced))
@@ -346,50 +357,6 @@ class _Builder:
             c.warm,
         )
 
-    def add_object(self, where: str, obj: Any) -> None:
-        """A trace line's object: the usual shapes checked here, anything else by trace_call."""
-        if type(obj) is dict and obj.keys() <= _FIELDS:
-            t: Any = obj.get("timestamp")
-            flow = obj.get("flow", "default")
-            provider = obj.get("provider", "anthropic")
-            model = obj.get("model")
-            scope = obj.get("scope", "")
-            layers = obj.get("layers", [])
-            tail = obj.get("input_tokens", 0)
-            out = obj.get("output_tokens", 0)
-            ttft = obj.get("ttft_ms")
-            warm = obj.get("warm", False)
-            allowed = _TTLS.get(provider)
-            if (
-                type(t) in (int, float)
-                and -_MAX_TIMESTAMP < t < _MAX_TIMESTAMP
-                and type(flow) is str
-                and flow
-                and allowed is not None
-                and (model is None or (type(model) is str and model))
-                and type(scope) is str
-                and type(layers) is list
-                and type(tail) is int
-                and tail >= 0
-                and type(out) is int
-                and out >= 0
-                and ttft is None
-                and type(warm) is bool
-            ):
-                try:
-                    parsed = tuple(
-                        [(x["key"], x["tokens"], x.get("ttl"), x.get("blocks", 1)) for x in layers]
-                    )
-                except (TypeError, KeyError, AttributeError):
-                    parsed = None
-                if parsed is not None and (
-                    (provider, model or self.model, scope, parsed) in self.memo
-                    or all(usual_layer(x, *p, allowed) for x, p in zip(layers, parsed, strict=True))
-                ):
-                    self.add(where, float(t), flow, provider, model, scope, parsed, tail, out, None, warm)
-                    return
-        self.add_call(where, trace_call(obj, where))
-
     def add_raw(self, path: str, number: int, raw: bytes) -> None:
         """Line ``number`` of a trace file, as read (the usual shapes decoded at once)."""
         try:
@@ -432,7 +399,7 @@ class _Builder:
             obj = orjson.loads(raw.rstrip(b"\r\n"))  # (a column of the line itself if it is not JSON)
         except orjson.JSONDecodeError as exc:
             raise TraceError(f"{where}: {not_json(exc)}") from None
-        self.add_object(where, obj)
+        self.add_call(where, trace_call(obj, where))
 
     @staticmethod
     def _usual(line: _Line) -> bool:

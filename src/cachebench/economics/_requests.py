@@ -9,7 +9,9 @@ they send the same blocks. A run of tool_use and tool_result blocks is one lookb
 as the providers count it: a block that continues a run is a layer of ``blocks: 0``. The
 requests are read as :func:`~cachebench.planner.explain_requests` reads them (files of JSON
 Lines, plain or gzip, of bodies or wrappers with a timestamp, flow, provider and model; or the
-bodies themselves); a request without a timestamp comes ``interval_s`` after the one before it.
+bodies themselves); a request without a timestamp comes ``interval_s`` after the one before it
+(the first undated one at ``start``), and a request that cannot be read or rendered stops the
+reading with its file and line (and its index in a JSON file's list).
 
 Anthropic and Bedrock requests only: their breakpoints are explicit, which a trace's layers
 carry. A trace has no output tokens (a saved request has no response): every strategy pays the
@@ -18,7 +20,6 @@ same for them, so the comparison stands, and its costs are the input's.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from collections.abc import Collection, Mapping
@@ -32,9 +33,6 @@ from ._trace import Layer, Trace, TraceCall, TraceError
 
 __all__ = ["plans_for_requests", "trace_from_requests"]
 
-#: When the first request of an input without timestamps is (2026-01-01T00:00:00Z), as
-#: explain_requests has it.
-UNDATED_START = 1_767_225_600.0
 _FAMILIES = (Provider.ANTHROPIC, Provider.BEDROCK)
 
 
@@ -46,54 +44,31 @@ def trace_from_requests(
     model: str | None = None,
     flow: str | None = None,
     interval_s: float = 1.0,
-    start: float = UNDATED_START,
+    start: float | str | None = None,
 ) -> Trace:
     """``requests`` (see the module) as a :class:`~._trace.Trace`. ``plans``: a
     :class:`~cachebench.planner.Plan`, or one per flow (``{flow: Plan}``, as
     :func:`plans_for_requests` gives), whose breakpoints replace each request's own (a flow
     without a plan, and a request to another provider than its flow's plan, keep their own).
-    ``provider``, ``model`` and ``flow`` are for requests whose
-    wrapper and body say none (a flow defaults to ``"<provider>/<model>"``). A request that cannot
-    be read or rendered raises :class:`~._trace.TraceError` naming its file and line."""
-    from ..planner._replay import api_for
-    from ..planner._saved import ReplayError, Skipped
+    ``provider``, ``model``, ``flow``, ``interval_s`` and ``start`` are as
+    :func:`~cachebench.planner.explain_requests` takes them. A request that cannot be read or
+    rendered raises :class:`~._trace.TraceError` naming its file and line."""
+    from ..planner.offline import _check
 
-    chosen = _provider(provider)
-    if (
-        isinstance(interval_s, bool)
-        or not isinstance(interval_s, (int, float))
-        or not 0 <= interval_s < math.inf
-    ):
-        raise ValueError(f"interval_s must be a number of seconds >= 0, got {interval_s!r}")
+    chosen, first = _check(provider, model, flow, interval_s, start)
     calls = []
     previous: float | None = None
-    items = _read(requests)
-    for item in items:
-        where = f"{item.source}:{item.line}"
-        if isinstance(item, Skipped):
-            raise TraceError(f"{where}: {item.reason}")
+    for item in _read(requests):
+        where, family, api, body, name, flow_name = _resolved(item, chosen, model, flow)
         now = item.timestamp
         if now is None:
-            now = float(start) if previous is None else previous + interval_s
+            now = first if previous is None else previous + interval_s
         previous = now
-        family = item.provider or chosen or detect_request(item.body)
-        if family is None:
-            raise TraceError(f"{where}: cannot tell which provider this request is for (give provider=)")
-        if family not in _FAMILIES:
-            raise TraceError(
-                f"{where}: a request to {family.value}: a trace carries explicit breakpoints, which"
-                " Anthropic and Bedrock requests have (cachebench explain, or explain_requests, replays the others)"
-            )
-        try:
-            api, body, own = api_for(family, item.body)
-        except ReplayError as exc:
-            raise TraceError(f"{where}: {exc}") from None
-        name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
-        if name is None:
-            raise TraceError(f"{where}: no model: give the request's wrapper a model, or model= (--model)")
-        flow_name = item.flow or flow or f"{family.value}/{name}"
         plan = plans.get(flow_name) if isinstance(plans, Mapping) else plans
-        if plan is not None and plan.provider == family.value:  # (another provider's keep their own)
+        if plan is not None and plan.provider == family.value:
+            from ..planner._replay import api_for
+            from ..planner._saved import ReplayError
+
             try:
                 api, body, _ = api_for(family, plan.apply(item.body))
             except (ValueError, ReplayError) as exc:
@@ -138,27 +113,18 @@ def plans_for_requests(
     samples alone, not their times: its breakpoints have the TTLs it would choose without
     traffic."""
     from ..planner import plan
-    from ..planner._replay import api_for
-    from ..planner._saved import ReplayError, Skipped
+    from ..planner.offline import _check
 
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a whole number >= 1, got {samples!r}")
-    chosen = _provider(provider)
-    by_flow: dict[str, dict[tuple[Provider, str | None], list[Mapping[str, Any]]]] = defaultdict(
+    if isinstance(flows, str):
+        raise ValueError(f"flows must be a collection of flow names, got the text {flows!r}")
+    chosen, _ = _check(provider, model, flow, 1.0, None)
+    by_flow: dict[str, dict[tuple[Provider, str], list[Mapping[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for item in _read(requests):
-        if isinstance(item, Skipped):
-            continue  # (trace_from_requests names it)
-        family = item.provider or chosen or detect_request(item.body)
-        if family is None:
-            continue
-        try:
-            api, _, own = api_for(family, item.body)
-        except ReplayError:
-            continue
-        name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
-        flow_name = item.flow or flow or f"{family.value}/{name}"
+        _, family, _, _, name, flow_name = _resolved(item, chosen, model, flow)
         if flows is None or flow_name in flows:
             by_flow[flow_name][(family, name)].append(item.body)
     out = {}
@@ -174,22 +140,43 @@ def plans_for_requests(
     return out
 
 
+def _resolved(item: Any, chosen: Provider | None, model: str | None, flow: str | None) -> tuple[Any, ...]:
+    """A saved request's place (file:line, and its index in a JSON list), provider, wire API,
+    the body its renderer reads, model and flow; :class:`~._trace.TraceError` for a line that
+    was skipped, or a request that names no provider or model, or is not Anthropic's or
+    Bedrock's."""
+    from ..planner._replay import api_for
+    from ..planner._saved import ReplayError, Skipped
+
+    where = f"{item.source}:{item.line}" + (f": request {item.index}" if item.index is not None else "")
+    if isinstance(item, Skipped):
+        raise TraceError(f"{where}: {item.reason}")
+    family = item.provider or chosen or detect_request(item.body)
+    if family is None:
+        raise TraceError(
+            f"{where}: cannot tell which provider this request is for (give provider=, --provider)"
+        )
+    if family not in _FAMILIES:
+        raise TraceError(
+            f"{where}: a request to {family.value}: a trace carries explicit breakpoints, which Anthropic"
+            " and Bedrock requests have (cachebench explain, or explain_requests, replays the others)"
+        )
+    try:
+        api, body, own = api_for(family, item.body)
+    except ReplayError as exc:
+        raise TraceError(f"{where}: {exc}") from None
+    name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
+    if name is None:
+        raise TraceError(f"{where}: no model: give the request's wrapper a model, or model= (--model)")
+    return where, family, api, body, name, item.flow or flow or f"{family.value}/{name}"
+
+
 def _read(requests: Any) -> list[Any]:
     from ..planner._saved import read_requests
 
     try:
         return list(read_requests(requests))
     except OSError as exc:
-        why = (exc.strerror or str(exc)).lower()
+        why = exc.strerror or str(exc)
+        why = why[:1].lower() + why[1:]
         raise TraceError(f"{exc.filename}: {why}" if exc.filename else why) from None
-
-
-def _provider(provider: Provider | str | None) -> Provider | None:
-    if provider is None or isinstance(provider, Provider):
-        return provider
-    try:
-        return Provider(provider)
-    except ValueError:
-        raise ValueError(
-            f"provider must be one of {', '.join(p.value for p in Provider)}, got {provider!r}"
-        ) from None

@@ -33,7 +33,7 @@ import xxhash
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
 from ..cachemodel._layers import _TTL_S, FORGET_AFTER_S
-from ._columns import call_column, in_order, np, previous_time, shape_column, small_counts
+from ._columns import call_column, every_shape, in_order, np, previous_time, shape_column, small_counts
 from ._compiled import Compiled, Row, Shape, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._trace import Trace, TraceCall
@@ -418,7 +418,7 @@ def _run(
     advised = placements if strategy.marks == "advised" else None
 
     def marks_of(call: Shape, flow: int, t: float) -> list[tuple[int, str]]:
-        memo = (call.family, len(call.chain), call.ttls, flow if advised is not None else 0)
+        memo = _pattern(call, flow, advised)
         found = marks_memo.get(memo)  # (a trace has few patterns of markers)
         if found is None:
             found = marks_memo[memo] = _marks(
@@ -584,7 +584,9 @@ def _run_columns(
     ):
         return None
     shapes = compiled.shapes
-    if any(x.family not in _FAST for x in shapes) or any(ttft > 0 for ttft in compiled.ttft):
+    if not every_shape(compiled, "replayable", lambda x: x.family in _FAST) or any(
+        ttft > 0 for ttft in compiled.ttft
+    ):
         return None
     t = call_column(compiled, "t")
     shape = call_column(compiled, "shape")
@@ -660,8 +662,14 @@ def _run_columns(
     return result
 
 
-_WIDTH = 4  # breakpoints a call has at most on Anthropic and Bedrock (_marks says so)
-_CODES = {None: 0, "5m": 1, "1h": 2}
+_WIDTH = max(facts.MAX_BREAKPOINTS[f] for f in _FAST)  # breakpoints a call has at most (_marks says so)
+_CODES = {"5m": 1, "1h": 2}  # (0: no breakpoint)
+
+
+def _pattern(x: Shape, flow: int, advised: Mapping[int, Mapping[int, str]] | None) -> tuple[Any, ...]:
+    """What :func:`_marks` places a call's breakpoints by: its family, its number of layers,
+    their own TTLs, and its flow where the placement is the flow's (advised)."""
+    return (x.family, len(x.chain), x.ttls, flow if advised is not None else 0)
 
 
 def _kind_tables(
@@ -679,7 +687,7 @@ def _kind_tables(
     last), and the TTL of its last breakpoint as the strategy places it ("5m" for none). Kinds
     with one pattern of markers are placed together; None when a prefix has a breakpoint in
     some calls and not in others, or two TTLs."""
-    chains, cums, starts, firsts = _shape_layers(compiled)
+    chains, cums, starts, reaches = _shape_layers(compiled)
     shapes = compiled.shapes
     n_kinds = len(shape)
     prefix = np.full((n_kinds, _WIDTH), -1, dtype=np.int64)
@@ -690,15 +698,14 @@ def _kind_tables(
     patterns: dict[tuple[Any, ...], list[int]] = {}
     for v in np.argsort(row, kind="stable").tolist():  # (patterns in the order of their first calls)
         x = shapes[int(shape[v])]
-        key = (x.family, len(x.chain), x.ttls, int(flow[v]) if advised is not None else 0)
-        patterns.setdefault(key, []).append(v)
+        patterns.setdefault(_pattern(x, int(flow[v]), advised), []).append(v)
     ids, codes = [], []
     for (family, n, ttls, _), members in patterns.items():
         v0 = members[0]
         marks = _marks(family, n, ttls, int(flow[v0]), strategy, f"call at {t[v0]:.3f}", advised)
         kinds = np.asarray(members, dtype=np.int64)
         base = starts[shape[kinds]]
-        reach = firsts[shape[kinds]]  # (the first layer at the model's minimum)
+        reach = reaches[shape[kinds]]  # (the first layer at the model's minimum)
         layers = base[:, None] + np.arange(n)
         ids.append(chains[layers].ravel())
         code = np.zeros((len(kinds), n), dtype=np.int8)
@@ -738,11 +745,8 @@ def _shape_layers(compiled: Compiled) -> tuple[Any, Any, Any, Any]:
         lengths = np.asarray([len(x.chain) for x in shapes], dtype=np.int64)
         chains = np.asarray([h for x in shapes for h in x.chain], dtype=np.int64)
         cums = np.asarray([c for x in shapes for c in x.cum], dtype=np.int64)
-        firsts = np.asarray(
-            [next((k for k, c in enumerate(x.cum) if c >= x.minimum), len(x.cum)) for x in shapes],
-            dtype=np.int64,
-        )
-        found = compiled.derived["layers"] = (chains, cums, np.cumsum(lengths) - lengths, firsts)
+        reaches = np.asarray([x.reach for x in shapes], dtype=np.int64)
+        found = compiled.derived["layers"] = (chains, cums, np.cumsum(lengths) - lengths, reaches)
     return found
 
 
@@ -787,10 +791,13 @@ def simulate(
                 " requests through trace_from_requests(..., plans=plans_for_requests(...)))"
             )
         compiled_plan = _only(compile_trace(planned, model=model, prices=prices, ttft_s=float(ttft_s)), flow)
-        if compiled_plan.t != compiled.t or sorted(compiled_plan.flows) != sorted(compiled.flows):
+        names, plan_names = compiled.flow_names, compiled_plan.flow_names
+        if compiled_plan.t != compiled.t or [plan_names[f] for f in compiled_plan.flow] != [
+            names[f] for f in compiled.flow
+        ]:
             raise ValueError(
-                "planned must be the same calls as the trace (their times and flows), marked by a plan:"
-                f" it has {len(compiled_plan):,} calls, the trace {len(compiled):,}"
+                "planned must be the same calls as the trace (the same times and flows, in order),"
+                f" marked by a plan: it has {len(compiled_plan):,} calls, the trace {len(compiled):,}"
             )
     placements = None
     if any(s.marks == "advised" for s in chosen):

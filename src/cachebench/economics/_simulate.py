@@ -791,9 +791,9 @@ def simulate(
                 " requests through trace_from_requests(..., plans=plans_for_requests(...)))"
             )
         compiled_plan = _only(compile_trace(planned, model=model, prices=prices, ttft_s=float(ttft_s)), flow)
-        names, plan_names = compiled.flow_names, compiled_plan.flow_names
+        flow_names, plan_names = compiled.flow_names, compiled_plan.flow_names
         if compiled_plan.t != compiled.t or [plan_names[f] for f in compiled_plan.flow] != [
-            names[f] for f in compiled.flow
+            flow_names[f] for f in compiled.flow
         ]:
             raise ValueError(
                 "planned must be the same calls as the trace (the same times and flows, in order),"

@@ -264,6 +264,31 @@ def test_a_call_too_large_for_64_bit_sums_is_left_to_the_reference() -> None:
     assert advise(calls).flows[0].calls == 30
 
 
+def test_another_flows_counts_past_64_bits_leave_a_flows_column_replay_alone() -> None:
+    """A flow whose layers' tokens add up past int64 beside an ordinary one: the ordinary flow's
+    calls replay on columns, and simulate and advise run (the shapes' arrays, shared by the
+    trace's flows, do not overflow)."""
+    calls = [
+        {
+            "timestamp": START + 60.0 * i,
+            "flow": "huge" if i % 2 else "chat",
+            "model": "claude-sonnet-4-5",
+            "layers": [
+                {"key": f"a{i % 2}", "tokens": 2**62 if i % 2 else 2_000, "ttl": "5m"},
+                {"key": f"b{i % 2}", "tokens": 2**62 if i % 2 else 900, "ttl": "5m"},
+            ],
+        }
+        for i in range(40)
+    ]
+    compiled = compile_trace(calls)
+    chat = compiled.subset(i for i, f in enumerate(compiled.flow) if f == compiled.flows["chat"])
+    columns = _run_columns(chat, Strategy.current())
+    assert columns is not None
+    assert columns.as_dict() == _run(chat, Strategy.current(), chat.t[-1]).as_dict()
+    assert simulate(calls, ["current"], flow="chat")["current"].cache_read_tokens == 19 * 2_900
+    assert {f.flow for f in advise(calls).flows} == {"chat", "huge"}
+
+
 @pytest.fixture
 def without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     """As on an install without the ``simulate`` extra."""

@@ -35,8 +35,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import facts
-from ._columns import call_column, in_order, np, one_key, previous_time, shape_column, small_counts
-from ._compiled import Compiled, Row, compile_trace
+from ._columns import (
+    call_column,
+    in_order,
+    np,
+    one_key,
+    previous_time,
+    shape_column,
+    shape_layers,
+    small_counts,
+)
+from ._compiled import Compiled, Row, Shape, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._observed import trace_from_calls
 from ._rates import Rates
@@ -379,23 +388,17 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
         return None
     shapes = compiled.shapes
     used = list(dict.fromkeys(compiled.shape))  # the flow's shapes, in the order of their first calls
-    local = {s: i for i, s in enumerate(used)}
-    lengths = np.asarray([len(shapes[s].chain) for s in used], dtype=np.int64)
-    starts = np.cumsum(lengths) - lengths
-    chains = np.asarray([h for s in used for h in shapes[s].chain], dtype=np.int64)
-    sizes = np.asarray(
-        [c - (x.cum[k - 1] if k else 0) for s in used for x in (shapes[s],) for k, c in enumerate(x.cum)],
-        dtype=np.int64,
-    )
-    shape = np.asarray([local[s] for s in compiled.shape], dtype=np.int64)
+    laid = shape_layers(compiled)
+    sizes = laid.sizes
+    shape = call_column(compiled, "shape")
     t = call_column(compiled, "t")
     n = len(t)
-    per_call = lengths[shape]
+    per_call = laid.lengths[shape]
     call_start = np.cumsum(per_call) - per_call
     call = np.repeat(np.arange(n), per_call)
     layer = np.arange(len(call)) - call_start[call]
-    where = starts[shape[call]] + layer
-    h = chains[where]
+    where = laid.starts[shape[call]] + layer
+    h = laid.chains[where]
     at = t[call]
     previous = previous_time(h, at)
     new = np.isnan(previous)
@@ -425,16 +428,12 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
     # The calls grouped as _traffic_rows groups them: shapes alike in what the groups hold share a
     # class, and the groups come in the order of their first calls.
     classes: dict[tuple[Any, ...], int] = {}
-    of_shape = np.asarray(
-        [
-            classes.setdefault((len(x.cum), x.reach, x.ttls, x.rates), len(classes))
-            for s in used
-            for x in (shapes[s],)
-        ],
-        dtype=np.int64,
-    )
-    described = [shapes[s] for s in used]
-    by_class = {c: described[i] for i, c in reversed(list(enumerate(of_shape.tolist())))}
+    by_class: dict[int, Shape] = {}  # each class's first shape
+    of_shape = np.full(len(shapes), -1, dtype=np.int64)  # (the flow's shapes' classes)
+    for s in used:
+        x = shapes[s]
+        c = of_shape[s] = classes.setdefault((len(x.cum), x.reach, x.ttls, x.rates), len(classes))
+        by_class.setdefault(c, x)
     columns = [of_shape[shape], code]
     _, first, group, counts = np.unique(
         one_key(columns), return_index=True, return_inverse=True, return_counts=True
@@ -452,9 +451,8 @@ def _traffic_columns(compiled: Compiled, warm_every_s: float, depth: int) -> _Tr
             int(counts[i]),
             *summed[i, :layers_of].tolist(),
         ]
-    every = call_column(compiled, "shape")  # (shape ids of all the trace's shapes)
-    p_input = shape_column(compiled, "input")[every]
-    p_output = shape_column(compiled, "output")[every]
+    p_input = shape_column(compiled, "input")[shape]
+    p_output = shape_column(compiled, "output")[shape]
     tail = call_column(compiled, "tail")
     out = call_column(compiled, "out")
     rest = in_order((tail * p_input + out * p_output) / _MTOK)

@@ -5,7 +5,7 @@ column paths are tested against)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 try:
     import numpy as np
@@ -67,16 +67,50 @@ def call_column(compiled: Compiled, name: str) -> Any:
 
 def shape_column(compiled: Compiled, name: str) -> Any:
     """A field of every shape as an array, made once for a compiled trace and its subsets:
-    ``layer_tokens``, or a price of its :class:`~._rates.Rates` by name (``input``, ...)."""
+    ``layer_tokens`` (saturated: see :func:`shape_layers`), or a price of its
+    :class:`~._rates.Rates` by name (``input``, ...)."""
     found = compiled.derived.get(name)
     if found is None:
         shapes = compiled.shapes
         if name == "layer_tokens":
-            found = np.asarray([x.layer_tokens for x in shapes], dtype=np.int64)
+            found = np.asarray([min(x.layer_tokens, _MAX_COUNT) for x in shapes], dtype=np.int64)
         else:
             found = np.asarray([getattr(x.rates, name) for x in shapes], dtype=np.float64)
         found.flags.writeable = False  # (shared by every replay of the trace)
         compiled.derived[name] = found
+    return found
+
+
+class ShapeLayers(NamedTuple):
+    """Every shape's layers, one array each (a shape's from ``starts[shape]``, ``lengths[shape]``
+    long): prefix ids, cumulative tokens and each layer's own tokens; and the first layer whose
+    prefix reaches the shape's model's minimum."""
+
+    chains: Any
+    cums: Any
+    sizes: Any
+    starts: Any
+    lengths: Any
+    reaches: Any
+
+
+def shape_layers(compiled: Compiled) -> ShapeLayers:
+    """:class:`ShapeLayers`, made once for a compiled trace and its subsets. Token counts are
+    saturated at the column paths' bound: a shape over it is never one the paths replay
+    (:func:`small_counts` judges the shapes a replay's calls use), and another flow's may be."""
+    found = compiled.derived.get("layers")
+    if found is None:
+        shapes = compiled.shapes
+        lengths = np.asarray([len(x.chain) for x in shapes], dtype=np.int64)
+        chains = np.asarray([h for x in shapes for h in x.chain], dtype=np.int64)
+        cums = np.asarray([min(c, _MAX_COUNT) for x in shapes for c in x.cum], dtype=np.int64)
+        starts = np.cumsum(lengths) - lengths
+        sizes = cums.copy()
+        sizes[1:] -= cums[:-1]
+        first = starts[lengths > 0]
+        sizes[first] = cums[first]  # (a shape's first layer: its own cumulative tokens)
+        reaches = np.asarray([x.reach for x in shapes], dtype=np.int64)
+        found = compiled.derived["layers"] = ShapeLayers(chains, cums, sizes, starts, lengths, reaches)
     return found
 
 

@@ -33,7 +33,16 @@ import xxhash
 from .. import facts
 from ..cachemodel import CacheModel, CacheRequest, CacheRuleError, LayerCache, Segment
 from ..cachemodel._layers import _TTL_S, FORGET_AFTER_S
-from ._columns import call_column, every_shape, in_order, np, previous_time, shape_column, small_counts
+from ._columns import (
+    call_column,
+    every_shape,
+    in_order,
+    np,
+    previous_time,
+    shape_column,
+    shape_layers,
+    small_counts,
+)
 from ._compiled import Compiled, Row, Shape, compile_trace
 from ._cost import WARM_INPUT_TOKENS, WARM_OUTPUT_TOKENS
 from ._trace import Trace, TraceCall
@@ -687,7 +696,8 @@ def _kind_tables(
     last), and the TTL of its last breakpoint as the strategy places it ("5m" for none). Kinds
     with one pattern of markers are placed together; None when a prefix has a breakpoint in
     some calls and not in others, or two TTLs."""
-    chains, cums, starts, reaches = _shape_layers(compiled)
+    laid = shape_layers(compiled)
+    chains, cums, starts, reaches = laid.chains, laid.cums, laid.starts, laid.reaches
     shapes = compiled.shapes
     n_kinds = len(shape)
     prefix = np.full((n_kinds, _WIDTH), -1, dtype=np.int64)
@@ -734,20 +744,6 @@ def _kind_tables(
     ):
         return None
     return prefix, ttl_s, long_ttl, cum, last_ttl
-
-
-def _shape_layers(compiled: Compiled) -> tuple[Any, Any, Any, Any]:
-    """Every shape's prefix ids and cumulative tokens, one array each (a shape's from its start),
-    and the first layer whose prefix reaches its model's minimum: made once for a trace."""
-    found = compiled.derived.get("layers")
-    if found is None:
-        shapes = compiled.shapes
-        lengths = np.asarray([len(x.chain) for x in shapes], dtype=np.int64)
-        chains = np.asarray([h for x in shapes for h in x.chain], dtype=np.int64)
-        cums = np.asarray([c for x in shapes for c in x.cum], dtype=np.int64)
-        reaches = np.asarray([x.reach for x in shapes], dtype=np.int64)
-        found = compiled.derived["layers"] = (chains, cums, np.cumsum(lengths) - lengths, reaches)
-    return found
 
 
 def _short(family: str) -> str:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 
 from ..cachemodel._rules import min_tokens
 from ..importing import ImportFileError, _open
@@ -32,9 +31,8 @@ from ._trace import (
     Trace,
     TraceCall,
     TraceError,
-    not_json,
+    line_call,
     read_trace,
-    trace_call,
 )
 
 __all__ = ["Compiled", "Row", "Shape", "compile_trace"]
@@ -395,11 +393,7 @@ class _Builder:
         if not raw.strip():
             return
         where = f"{path}:{number}"
-        try:
-            obj = orjson.loads(raw.rstrip(b"\r\n"))  # (a column of the line itself if it is not JSON)
-        except orjson.JSONDecodeError as exc:
-            raise TraceError(f"{where}: {not_json(exc)}") from None
-        self.add_call(where, trace_call(obj, where))
+        self.add_call(where, line_call(raw, where))
 
     @staticmethod
     def _usual(line: _Line) -> bool:

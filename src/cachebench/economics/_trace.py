@@ -256,10 +256,15 @@ class Trace:
                 f.write(orjson.dumps(call.as_dict()) + b"\n")
 
 
-def not_json(exc: orjson.JSONDecodeError) -> str:
-    """What is wrong with a line that is not JSON, and where in the line (orjson's own line and
-    character counts are of the text it was given, the file's line here)."""
-    return f"not JSON: {exc.msg} at column {exc.colno}"
+def line_call(raw: bytes, where: str) -> TraceCall:
+    """One line of a trace file as a :class:`TraceCall`; :class:`TraceError` names ``where``
+    and says what is wrong (for a line that is not JSON, where in the line: orjson's own line
+    and character counts would be of the text it was given)."""
+    try:
+        obj = orjson.loads(raw.rstrip(b"\r\n"))
+    except orjson.JSONDecodeError as exc:
+        raise TraceError(f"{where}: not JSON: {exc.msg} at column {exc.colno}") from None
+    return trace_call(obj, where)
 
 
 def _read_lines(path: str) -> Iterator[TraceCall]:
@@ -270,12 +275,7 @@ def _read_lines(path: str) -> Iterator[TraceCall]:
     with f:
         try:
             for number, _, raw in json_lines(path, f):
-                where = f"{path}:{number}"
-                try:
-                    obj = orjson.loads(raw.rstrip(b"\r\n"))  # (a column of the line itself if it is not JSON)
-                except orjson.JSONDecodeError as exc:
-                    raise TraceError(f"{where}: {not_json(exc)}") from None
-                yield trace_call(obj, where)
+                yield line_call(raw, f"{path}:{number}")
         except ImportFileError as exc:
             raise TraceError(str(exc)) from None
 

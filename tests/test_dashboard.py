@@ -604,6 +604,17 @@ def test_a_page_that_is_not_there_is_said(demo_db: str) -> None:
     assert [h.value for h in at.header] == ["Overview"]
 
 
+def only_incident(path: Path, kind: str) -> board.IncidentView:
+    """The store's one incident, of ``kind``, with its diff and the changed layer's strips."""
+    store = board.open_database(str(path))
+    try:
+        (view,) = board.incidents(store)
+    finally:
+        store.close()
+    assert view.diff is not None and view.diff["kind"] == kind and view.blocks is not None
+    return view
+
+
 def test_every_page_of_a_store_with_an_open_incident(incident_db: str) -> None:
     at = app(incident_db, "overview")
     assert dict(metrics(at)[12:])["Calls"] == "14"
@@ -636,14 +647,11 @@ def test_an_incidents_strips_are_the_earlier_prompt_before_and_the_new_one_after
         cache_emulator.advance(20)
     tracker.close()
     client.close()
-    store = board.open_database(str(path))
-    (view,) = board.incidents(store)
-    assert view.diff is not None and view.diff["kind"] == "volatile" and view.blocks is not None
+    view = only_incident(path, "volatile")
     before, after = view.blocks["before"], view.blocks["after"]
     assert [b[0] for b in after] == ["tools", "tools", "system", "system"]
     assert before[2][2] == after[2][2] == view.diff["position"]  # the time's block, in both
     assert after[3][3] > before[3][3]  # the note: the newer prompt's is longer
-    store.close()
 
 
 def test_a_reordering_is_drawn_against_the_last_order_read(
@@ -678,11 +686,8 @@ def test_a_reordering_is_drawn_against_the_last_order_read(
         cache_emulator.advance(20)
     tracker.close()
     client.close()
-    store = board.open_database(str(path))
-    (view,) = board.incidents(store)
-    assert view.diff is not None and view.diff["kind"] == "reordered" and view.blocks is not None
+    view = only_incident(path, "reordered")
     before = [b[3] for b in view.blocks["before"] if b[0] == "tools"]
     after = [b[3] for b in view.blocks["after"] if b[0] == "tools"]
     assert before == sorted(before)  # the order read: tool_0 .. tool_3, shortest first
     assert after != before and sorted(after) == before
-    store.close()

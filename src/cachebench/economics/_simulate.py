@@ -592,34 +592,26 @@ def _run_columns(
         or not small_counts(compiled)
     ):
         return None
-    shapes = compiled.shapes
     if not every_shape(compiled, "replayable", lambda x: x.family in _FAST) or any(
         ttft > 0 for ttft in compiled.ttft
     ):
         return None
-    t = call_column(compiled, "t")
-    shape = call_column(compiled, "shape")
-    warm = call_column(compiled, "warm")
+    t, shape, warm, flow, tail, out = (
+        call_column(compiled, name) for name in ("t", "shape", "warm", "flow", "tail", "out")
+    )
     if strategy.marks == "none":  # (a recorded warm call is not sent: nothing to keep warm)
         keep = ~warm
-        t, shape, warm = t[keep], shape[keep], warm[keep]
-        flow = call_column(compiled, "flow")[keep]
-        tail = call_column(compiled, "tail")[keep]
-        out = call_column(compiled, "out")[keep]
-    else:
-        flow = call_column(compiled, "flow")
-        tail = call_column(compiled, "tail")
-        out = call_column(compiled, "out")
+        t, shape, warm, flow, tail, out = (column[keep] for column in (t, shape, warm, flow, tail, out))
     advised = placements if strategy.marks == "advised" else None
     # Each kind of call (its shape, and its flow where the marks are the flow's) and its marks,
     # made in the order of the kinds' first calls (so a strategy that cannot be placed is named
     # at the call _run names).
     key = shape * (len(compiled.flows) + 1) + flow if advised is not None else shape
-    kinds, first, kind = np.unique(key, return_index=True, return_inverse=True)
+    _, first, kind = np.unique(key, return_index=True, return_inverse=True)
     tables = _kind_tables(compiled, strategy, advised, shape[first], flow[first], t[first], first)
     if tables is None:
         return None  # (a prefix marked in some calls and not in others, or with two TTLs)
-    prefix, ttl_s, long_ttl, cum, last_ttl = tables
+    prefix, ttl_s, long_ttl, cum, last_write = tables
     # The calls' breakpoints, one row a call, and each one's previous call with the same prefix.
     h = prefix[kind]
     has = h >= 0
@@ -653,9 +645,7 @@ def _run_columns(
     p_input, p_read, p_output = price("input"), price("cache_read"), price("output")
     write_cost = written_5m * price("cache_write") + written_1h * price("cache_write_1h")
     paid = ((total - read - written) * p_input + read * p_read + write_cost + out * p_output) / _MTOK
-    kind_rates = [shapes[int(shape[int(first[v])])].rates for v in range(len(kinds))]
-    kind_write = np.asarray([r.write(last_ttl[v]) for v, r in enumerate(kind_rates)], dtype=np.float64)[kind]
-    extra = (kind_write - p_read) / _MTOK
+    extra = (last_write[kind] - p_read) / _MTOK
     result = StrategyResult(strategy)
     traffic = ~warm
     result.calls = int(traffic.sum())
@@ -689,11 +679,12 @@ def _kind_tables(
     flow: Any,
     t: Any,
     row: Any,
-) -> tuple[Any, Any, Any, Any, list[str]] | None:
+) -> tuple[Any, Any, Any, Any, Any] | None:
     """For each kind of call (its shape ``shape``, of flow ``flow``, first at ``t`` as call
     ``row``, in the order of ``np.unique``): the prefix id, TTL in seconds, whether 1h, and tokens through each
     of its breakpoints that reach the model's minimum (``_WIDTH`` columns, prefix -1 past the
-    last), and the TTL of its last breakpoint as the strategy places it ("5m" for none). Kinds
+    last), and the price of a write with the TTL of its last breakpoint as the strategy places
+    it (5m for none), what a rewrite costs beyond a read. Kinds
     with one pattern of markers are placed together; None when a prefix has a breakpoint in
     some calls and not in others, or two TTLs."""
     laid = shape_layers(compiled)
@@ -704,7 +695,7 @@ def _kind_tables(
     ttl_s = np.zeros((n_kinds, _WIDTH), dtype=np.float64)
     long_ttl = np.zeros((n_kinds, _WIDTH), dtype=bool)
     cum = np.zeros((n_kinds, _WIDTH), dtype=np.int64)
-    last_ttl: list[str] = [""] * n_kinds
+    last_write = np.zeros(n_kinds, dtype=np.float64)
     patterns: dict[tuple[Any, ...], list[int]] = {}
     for v in np.argsort(row, kind="stable").tolist():  # (patterns in the order of their first calls)
         x = shapes[int(shape[v])]
@@ -731,10 +722,11 @@ def _kind_tables(
             ttl_s[rows, column] = _TTL_S.get(ttl) or facts.ttl_seconds(ttl)
             long_ttl[rows, column] = ttl == "1h"
             cum[rows, column] = cums[base[placed] + i]
+        last_ttl = marks[-1][1] if marks else "5m"
         for v in members:
-            last_ttl[v] = marks[-1][1] if marks else "5m"
+            last_write[v] = shapes[int(shape[v])].rates.write(last_ttl)
     if not ids:  # (no call: every one was a recorded warm call, not sent without caching)
-        return prefix, ttl_s, long_ttl, cum, last_ttl
+        return prefix, ttl_s, long_ttl, cum, last_write
     every_id, every_code = np.concatenate(ids), np.concatenate(codes)
     order = np.argsort(every_id, kind="stable")
     sorted_id, sorted_code = every_id[order], every_code[order]
@@ -743,7 +735,7 @@ def _kind_tables(
         np.minimum.reduceat(sorted_code, starts_of) != np.maximum.reduceat(sorted_code, starts_of)
     ):
         return None
-    return prefix, ttl_s, long_ttl, cum, last_ttl
+    return prefix, ttl_s, long_ttl, cum, last_write
 
 
 def _short(family: str) -> str:

@@ -53,6 +53,8 @@ def trace_from_requests(
     ``provider``, ``model``, ``flow``, ``interval_s`` and ``start`` are as
     :func:`~cachebench.planner.explain_requests` takes them. A request that cannot be read or
     rendered raises :class:`~._trace.TraceError` naming its file and line."""
+    from ..planner._replay import api_for
+    from ..planner._saved import ReplayError
     from ..planner.offline import _check
 
     chosen, first = _check(provider, model, flow, interval_s, start)
@@ -66,9 +68,6 @@ def trace_from_requests(
         previous = now
         plan = plans.get(flow_name) if isinstance(plans, Mapping) else plans
         if plan is not None and plan.provider == family.value:
-            from ..planner._replay import api_for
-            from ..planner._saved import ReplayError
-
             try:
                 api, body, _ = api_for(family, plan.apply(item.body))
             except (ValueError, ReplayError) as exc:

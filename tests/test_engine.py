@@ -21,6 +21,7 @@ import pytest
 
 from cachebench import CacheTracker, CallMetrics, Regression
 from cachebench import engine as engine_module
+from cachebench.expect import ALIVE, NEVER
 from cachebench.testing import ManualClock
 
 from . import fakes
@@ -517,3 +518,32 @@ def test_a_policy_holds_no_one_behind_a_call_that_only_reads_while_the_consumer_
         release_callback.set()
     held = {c.flow: c.held_ms for c in tracker.calls()}
     assert all(ms == 0.0 for ms in held.values()), held
+
+
+def test_a_call_is_diagnosed_with_what_its_twin_wrote_while_it_was_out() -> None:
+    """Two streams of one cold prompt go out together; the first one's END writes the prefix
+    before the second one's END. The second call's diagnosis sees the cache as it is when it
+    finishes (its prefix alive: the twin wrote it), not as it was when it went out; a call with
+    no write in between is diagnosed with the expectation taken at its start."""
+    handler, _ = fakes.scripted([fakes.usage(write=2000), fakes.usage(read=2000), fakes.usage(read=2000)])
+    tracker = CacheTracker(clock=ManualClock())
+    engine = tracker._engine
+    seen: list[tuple[int, ...]] = []
+    observe = engine.detector.observe
+
+    def spy(flow: str, model: Any, key: Any, prompt: Any, exp: Any, done: Any, *rest: Any) -> Any:
+        seen.append(done.breakpoint_states)
+        return observe(flow, model, key, prompt, exp, done, *rest)
+
+    engine.detector.observe = spy  # type: ignore[method-assign]
+    create = tracker.wrap(fakes.client(handler).messages.create)
+    first = create(**fakes.request(), stream=True)
+    second = create(**fakes.request(), stream=True)
+    for _ in first:
+        pass
+    for _ in second:
+        pass
+    create(**fakes.request())
+    tracker.calls()
+    assert seen == [(NEVER,), (ALIVE,), (ALIVE,)]
+    assert [m.cache_read_tokens for m in tracker.calls()] == [0, 2000, 2000]

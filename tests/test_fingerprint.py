@@ -256,8 +256,8 @@ def documented_chain(prompt: Prompt) -> tuple[list[int], list[int]]:
 def test_the_key_is_the_documented_hash_chain(
     tools: Any, system: Any, turns: Any, newest: str, data: st.DataObject
 ) -> None:
-    """The key hashes whole runs between breakpoints and the per-block chain only when asked
-    for; both must equal the chain written here from the documented canonical form (an oracle
+    """The key hashes the blocks through the last breakpoint at once and the rest of the chain
+    only when asked for; both must equal the chain written here from the documented canonical form (an oracle
     that shares no code with fingerprint): the breakpoint hashes and sizes, ``prefix_id`` (the
     chain through the last breakpoint before the newest turn, or through the block before that
     turn when every breakpoint is in it), and every position of the chain."""
@@ -276,7 +276,8 @@ def test_the_key_is_the_documented_hash_chain(
     chain, cum = documented_chain(prompt)
     marks = [p for p, _ in prompt.marks]
     k = key(prompt)
-    assert not k.materialized  # the breakpoint values below come from the run-at-a-time hashing
+    # The values below come from the blocks hashed at once; the rest, on demand.
+    assert k.materialized == (max([*marks, k.prefix_end], default=-1) == len(blocks) - 1)
     assert k.n_blocks == len(chain) == len(blocks)
     assert k.breakpoints == tuple(marks)
     assert k.bp_hashes == tuple(chain[p] for p in marks)
@@ -293,3 +294,20 @@ def test_the_key_is_the_documented_hash_chain(
     assert [k.hash_at(p) for p in range(len(chain))] == chain
     assert list(k.chain) == chain and list(k.cum) == cum
     assert k.total_bytes == cum[-1] == sum(k.sizes)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"{", b"[", b"\\", b'"', b"n", b" ", b"x", b"]"]), max_size=80).map(b"".join),
+    st.integers(0, 40),
+)
+def test_the_quick_search_for_json_in_text_finds_what_searching_each_mark_finds(
+    data: bytes, repeat: int
+) -> None:
+    """A block's features parse it as content when its bytes hold a mark of JSON inside a
+    string; the search that looks around each ``[`` and backslash (and falls back past a
+    number of them) answers as searching for every mark does, also far past that number."""
+    from cachebench.diagnose import prints
+
+    for sample in (data, data * repeat, b"[x" * repeat + data, b"\\x" * repeat + data):
+        assert prints._carries_json(sample) == any(m in sample for m in prints._JSON_IN_TEXT), sample

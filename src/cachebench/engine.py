@@ -135,6 +135,7 @@ class CallContext:
         "engine",
         "error",
         "exp",
+        "exp_version",
         "finished",
         "flow",
         "flying",
@@ -191,6 +192,7 @@ class CallContext:
         self.t0 = time.perf_counter()
         self.begun = False
         self.exp: Expectation | None = None
+        self.exp_version = -1  # the view's version when ``exp`` was taken
         self.write_key: int | None = None  # the chained hash of the cold prefix this call writes
         self.flying = False  # counted among the in-flight writers of write_key
         self.concurrent = False  # a twin was already writing write_key when this call went out
@@ -685,6 +687,7 @@ class Engine:
             return
         try:
             exp = ctx.exp = self.view.expect(key, prompt.implicit, ctx.timestamp)
+            ctx.exp_version = self.view.version
             if ctx.live and exp.breakpoint_states[-1] != ALIVE:
                 k = ctx.write_key = key.bp_hashes[-1]
                 n = self.inflight.get(k, 0)
@@ -775,7 +778,7 @@ class Engine:
                 # What the cache holds now: a twin that finished first may have written it.
                 states = exp.breakpoint_states
                 done = exp
-                if states.count(ALIVE) != len(states):
+                if states.count(ALIVE) != len(states) and ctx.exp_version != self.view.version:
                     done = self.view.expect(key, implicit, ctx.timestamp)
 
                 def premium() -> float | None:

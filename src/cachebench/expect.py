@@ -109,6 +109,9 @@ class CacheView:
         self._young: dict[int, int] = {}  # chain hash -> Entry.pack()
         self._old: dict[int, int] = {}
         self._half = max(1, max_entries // 2)
+        # Counts the view's writes: an expectation taken at the same count and time (for the
+        # same key) is still the view's answer.
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
@@ -124,6 +127,7 @@ class CacheView:
 
     def _set(self, h: int, packed: int) -> None:
         """Store a packed entry in the young generation (a read or a write used it)."""
+        self.version += 1
         young = self._young
         if h in young:
             young[h] = packed

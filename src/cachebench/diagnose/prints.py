@@ -104,12 +104,54 @@ def _chunks(data: bytes, size: int) -> tuple[bytes, bytes]:
     return head.tobytes(), tail.tobytes()
 
 
+_SCAN_LIMIT = 16  # occurrences of a mark's first byte looked at one by one before a full search
+
+
+def _carries_json(data: bytes) -> bool:
+    """Whether ``data`` holds one of the marks of JSON inside a string (``_JSON_IN_TEXT``).
+
+    The same answer as searching for each mark, sooner: a one-byte search (memchr) finds each
+    ``[`` and each backslash, and the bytes around them are looked at; prose has few of either.
+    Past ``_SCAN_LIMIT`` of them (JSON-heavy blocks), the marks are searched for whole."""
+    find = data.find
+    i = find(b"[")
+    seen = 0
+    while i >= 0:
+        after = data[i + 1 : i + 2]
+        if after == b"{" or after == b"[":
+            return True
+        seen += 1
+        if seen > _SCAN_LIMIT:
+            return b"[{" in data or b"[[" in data or _escaped_mark(data)
+        i = find(b"[", i + 1)
+    return _escaped_mark(data)
+
+
+def _escaped_mark(data: bytes) -> bool:
+    """Whether ``data`` holds ``{\\"``, ``{ \\"``, ``{\\n`` or ``[\\"`` (each has a backslash)."""
+    find = data.find
+    i = find(b"\\")
+    seen = 0
+    while i >= 0:
+        after = data[i + 1 : i + 2]
+        before = data[i - 1 : i] if i else b""
+        if (after == b'"' and (before == b"[" or before == b"{" or data[i - 2 : i] == b"{ ")) or (
+            after == b"n" and before == b"{"
+        ):
+            return True
+        seen += 1
+        if seen > _SCAN_LIMIT:
+            return any(mark in data for mark in _JSON_IN_TEXT[:4])
+        i = find(b"\\", i + 1)
+    return False
+
+
 def _content(payload: Any, data: bytes) -> int:
     """The block as content: equal for renderings that differ in key order (of the block's
     own dicts: the canonical bytes sort them; of JSON inside its text, up to
     ``NORMALIZE_MAX_BYTES``) or in spaces and tabs. (Line breaks are content, except inside
     JSON.)"""
-    if len(data) <= NORMALIZE_MAX_BYTES and any(mark in data for mark in _JSON_IN_TEXT):
+    if len(data) <= NORMALIZE_MAX_BYTES and _carries_json(data):
         return normalized_digest(payload)  # JSON inside a string: parsed, keys sorted, whitespace collapsed
     return _digest(data.translate(None, b" \t"))
 

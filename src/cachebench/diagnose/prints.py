@@ -24,7 +24,7 @@ digest within a byte budget), so a layer that changes in one block costs that bl
 from __future__ import annotations
 
 from array import array
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -199,11 +199,13 @@ class Printer:
         pairs = prompt.pairs
         start = max(start, 0)
         stop = min(stop, len(pairs))
-        seen = Counter(section for section, _ in pairs[:start])
+        seen: dict[str, int] = {}  # blocks of each section before ``position``
+        for section, _ in pairs[:start]:
+            seen[section] = seen.get(section, 0) + 1
         out: list[BlockPrint] = []
         for position in range(start, stop):
             section, payload = pairs[position]
-            index = seen[section]
+            index = seen.get(section, 0)
             seen[section] = index + 1
             out.append(BlockPrint(section, index, position, self._block(section, payload)))
         return tuple(out)
@@ -228,17 +230,18 @@ class Printer:
         return made
 
 
-def _same(old: LayerPrint, new: LayerPrint) -> int:
+def _digests(layer: LayerPrint) -> list[int]:
+    return [b.features.digest for b in layer]
+
+
+def _same_run(old: list[int], new: list[int]) -> int:
+    """How many digests from the start the two lists share."""
     same = 0
     for o, b in zip(old, new, strict=False):
-        if o.features.digest != b.features.digest:
+        if o != b:
             break
         same += 1
     return same
-
-
-def _common(old: LayerPrint, new: LayerPrint) -> int:
-    return len({b.features.digest for b in old} & {b.features.digest for b in new})
 
 
 def nearest(candidates: Sequence[LayerPrint], new: LayerPrint) -> LayerPrint:
@@ -246,27 +249,27 @@ def nearest(candidates: Sequence[LayerPrint], new: LayerPrint) -> LayerPrint:
     among equals, the most blocks in common; then the one whose first differing block shares
     the most chunks at both ends; then the most recent (the candidates come newest first).
     Each measure is taken only among the ties of the one before."""
-    tied = _best(candidates, lambda c: _same(c, new))
+    new_digests = _digests(new)
+    runs = [(c, _digests(c)) for c in candidates]
+    same = [_same_run(d, new_digests) for _, d in runs]
+    top = max(same)
+    tied = [run for run, s in zip(runs, same, strict=True) if s == top]
     if len(tied) > 1:
-        tied = _best(tied, lambda c: _common(c, new))
-    if len(tied) > 1:
-        at = _same(tied[0], new)
-
-        def chunks(c: LayerPrint) -> int:
-            if at >= len(c) or at >= len(new):
-                return 0
-            of, nf = c[at].features, new[at].features
-            return _equal_run(of.head, nf.head) + _equal_run(of.tail, nf.tail) if of.chunk == nf.chunk else 0
-
-        tied = _best(tied, chunks)
-    return tied[0]
-
-
-def _best(items: Sequence[LayerPrint], score: Any) -> list[LayerPrint]:
-    """The items with the highest score, in their order."""
-    scores = [score(c) for c in items]
-    top = max(scores)
-    return [c for c, s in zip(items, scores, strict=True) if s == top]
+        kept = set(new_digests)
+        common = [len(kept.intersection(d)) for _, d in tied]
+        best = max(common)
+        tied = [run for run, n in zip(tied, common, strict=True) if n == best]
+    if len(tied) > 1 and top < len(new):
+        nf = new[top].features
+        ends = [
+            _equal_run(c[top].features.head, nf.head) + _equal_run(c[top].features.tail, nf.tail)
+            if top < len(c) and c[top].features.chunk == nf.chunk
+            else 0
+            for c, _ in tied
+        ]
+        best = max(ends)
+        tied = [run for run, n in zip(tied, ends, strict=True) if n == best]
+    return tied[0][0]
 
 
 def _equal_run(a: bytes, b: bytes) -> int:

@@ -311,3 +311,23 @@ def test_the_quick_search_for_json_in_text_finds_what_searching_each_mark_finds(
 
     for sample in (data, data * repeat, b"[x" * repeat + data, b"\\x" * repeat + data):
         assert prints._carries_json(sample) == any(m in sample for m in prints._JSON_IN_TEXT), sample
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=12), st.lists(st.integers(0, 3), max_size=12))
+def test_the_equal_run_of_two_chunk_digest_runs_counts_their_shared_leading_digests(
+    a: list[int], b: list[int]
+) -> None:
+    """Where two blocks' chunk digests first differ (from the start, or from the end) locates a
+    change: the count of leading digests two packed runs share, whatever their lengths."""
+    from array import array
+
+    from cachebench.diagnose import prints
+
+    def packed(values: list[int]) -> bytes:
+        return array("Q", [v * 0x9E3779B97F4A7C15 % 2**64 for v in values]).tobytes()
+
+    shared = 0
+    while shared < min(len(a), len(b)) and a[shared] == b[shared]:
+        shared += 1
+    assert prints._equal_run(packed(a), packed(b)) == shared

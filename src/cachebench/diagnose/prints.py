@@ -275,6 +275,8 @@ def nearest(candidates: Sequence[LayerPrint], new: LayerPrint) -> LayerPrint:
 def _equal_run(a: bytes, b: bytes) -> int:
     """How many leading chunk digests two packed runs (:func:`_chunks`) share: the lowest set
     bit of their XOR, read as little-endian ints, is in the first digest that differs."""
+    if a[:8] != b[:8]:
+        return 0  # (the first digests differ: a change near this end)
     n = min(len(a), len(b))
     x = int.from_bytes(a[:n], "little") ^ int.from_bytes(b[:n], "little")
     if not x:

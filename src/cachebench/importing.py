@@ -147,7 +147,8 @@ def json_lines(path: str, f: Iterable[bytes]) -> Iterator[tuple[int, int, bytes]
             start, offset = offset, offset + len(raw)
             if number == 1 and raw.startswith(_BOM):
                 raw, start = raw[len(_BOM) :], start + len(_BOM)
-            if raw.strip():
+            # (a line that starts with other than whitespace is no blank line: not copied to know)
+            if raw and (not raw[:1].isspace() or raw.strip()):
                 yield number, start, raw
     except (OSError, EOFError, zlib.error) as exc:
         raise ImportFileError(f"{path}: cannot be read after line {number} ({exc})")

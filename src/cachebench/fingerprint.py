@@ -131,30 +131,22 @@ def _settings_bytes(settings: Any) -> bytes:
     return canonical(["settings", settings]) + b","
 
 
-def _block_bytes(pairs: Sequence[tuple[str, Any]]) -> list[bytes]:
-    """The canonical bytes of each block (one ``orjson.dumps`` each: the common case without
-    a non-string key, then block by block as :func:`_sorted_bytes` does)."""
-    try:
-        return [orjson.dumps(pair, default=_default, option=_SORTED_STR_KEYS) for pair in pairs]
-    except TypeError:
-        return [_sorted_bytes(pair) for pair in pairs]
-
-
-def _hash_blocks(
-    h: Any,
-    pairs: Sequence[tuple[str, Any]],
-    start: int,
-    settings: Any,
-    settings_at: int,
-    chain: list[int],
-    cum: list[int],
-) -> None:
-    """Feed blocks ``start..`` of ``pairs`` (a slice of the prompt's blocks from ``start``) into
-    ``h``, appending each block's chain value and the stream's byte count through it."""
+def _walk(
+    pairs: list[tuple[str, Any]], seed: int, settings: Any, settings_at: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The per-block chain and cumulative byte counts: each block serialised on its own (one
+    ``orjson.dumps`` each, as :func:`_sorted_bytes` makes them) and fed to one hash."""
+    h = _Hasher(seed=seed)
     digest = h.intdigest
     update = h.update
-    total = cum[-1] if cum else 0
-    for i, data in enumerate(_block_bytes(pairs), start):
+    try:
+        blocks = [orjson.dumps(pair, default=_default, option=_SORTED_STR_KEYS) for pair in pairs]
+    except TypeError:  # a non-string key somewhere: block by block, as _sorted_bytes retries
+        blocks = [_sorted_bytes(pair) for pair in pairs]
+    chain: list[int] = []
+    cum: list[int] = []
+    total = 0
+    for i, data in enumerate(blocks):
         if i == settings_at:
             update(_settings_bytes(settings))
         update(data)
@@ -162,22 +154,18 @@ def _hash_blocks(
         total += len(data) + 1
         chain.append(digest())
         cum.append(total)
-
-
-def _rest(
-    h: Any,
-    pairs: list[tuple[str, Any]],
-    settings: Any,
-    settings_at: int,
-    chain: list[int],
-    cum: list[int],
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The whole (chain, cum): the blocks after those already hashed into ``h`` (which, like
-    the lists, is copied: two threads asking at once each get the same answer)."""
-    start = len(chain)
-    chain, cum = list(chain), list(cum)
-    _hash_blocks(h.copy(), pairs[start:], start, settings, settings_at, chain, cum)
     return tuple(chain), tuple(cum)
+
+
+def _feed(h: Any, run: list[tuple[str, Any]]) -> int:
+    """Hash a run of blocks into ``h`` with one serialisation; return the stream bytes added.
+
+    ``orjson.dumps`` of a list is ``[`` + the blocks joined by commas + ``]``: without the
+    brackets and with a trailing comma, it is exactly the blocks' part of the stream."""
+    data = _sorted_bytes(run)
+    h.update(memoryview(data)[1:-1])
+    h.update(b",")
+    return len(data) - 1
 
 
 def key(prompt: Prompt) -> PrefixKey:
@@ -186,9 +174,10 @@ def key(prompt: Prompt) -> PrefixKey:
     The canonical byte stream of a prompt is, block after block, ``[section, payload]`` as
     compact JSON with sorted keys followed by a comma (request settings are inserted before
     the first message block); ``chain[i]`` is the xxh3-64 of the stream through block ``i``,
-    seeded by provider and model. The blocks through the last breakpoint are serialised and
-    hashed one by one (the per-block chain comes with the breakpoints' hashes); what follows
-    (the newest turn, an uncached conversation) only when something asks for a position there.
+    seeded by provider and model. A streaming hash does not depend on how its input is
+    split, so the stream is serialised one run of blocks at a time (one ``orjson.dumps`` of
+    a list is the run's blocks joined by commas) and hashed at the breakpoints only; the
+    per-block chain is computed when something asks for a position in between.
     """
     provider, model, pairs, marks, turn_start, implicit, settings = prompt
     n = len(pairs)
@@ -201,6 +190,31 @@ def key(prompt: Prompt) -> PrefixKey:
             if pair[0] == "messages":
                 settings_at = i
                 break
+    if len(marks) == 1 and not implicit and marks[0][0] < turn_start and not 0 <= settings_at <= marks[0][0]:
+        # The common case, kept short: one breakpoint before the newest turn, no settings in
+        # its prefix. One serialisation, one hash; the same values as the general path below.
+        bp, ttl = marks[0]
+        data = _sorted_bytes(pairs[: bp + 1])
+        h = _Hasher(memoryview(data)[1:-1], seed)
+        h.update(b",")
+        value = h.intdigest()
+        prefix_id = format(value, "016x")
+        return PrefixKey(
+            prefix_id,
+            value,
+            (prefix_id,),
+            (bp,),
+            (ttl,),
+            (value,),
+            (len(data) - 1,),
+            -1,
+            n,
+            bp,
+            turn_start,
+            {bp: value},
+            functools.partial(_walk, pairs, seed, settings, settings_at),
+            None,
+        )
     if len(marks) == 1:
         bps: tuple[int, ...] = (marks[0][0],)
         ttls: tuple[str, ...] = (marks[0][1],)
@@ -214,35 +228,52 @@ def key(prompt: Prompt) -> PrefixKey:
             if b < turn_start:
                 prefix_end = b
                 break
-    # Hashed now: every block of an implicit prompt, else the blocks through the last cut.
-    last = n - 1 if implicit else max(max(bps, default=-1), prefix_end)
-    h = _Hasher(seed=seed)
-    chain: list[int] = []
-    cum: list[int] = []
-    if last >= 0:
-        _hash_blocks(h, pairs[: last + 1], 0, settings, settings_at, chain, cum)
-    full = None
-    fill = None
-    total = -1
-    if last == n - 1:
-        full = (tuple(chain), tuple(cum))
-        total = cum[-1] if cum else 0
-    else:
-        fill = functools.partial(_rest, h, pairs, settings, settings_at, chain, cum)
-    if not bps:
-        return PrefixKey(None, None, (), (), (), (), (), total, n, -1, turn_start, chain, fill, full)
-    if len(bps) == 1:
-        bp = bps[0]
-        bp_hashes: tuple[int, ...] = (chain[bp],)
-        bp_bytes: tuple[int, ...] = (cum[bp],)
-        # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
-        ids: tuple[str, ...] = (format(bp_hashes[0], "016x"),)
-    else:
+    if implicit:
+        full = _walk(pairs, seed, settings, settings_at)
+        chain, cum = full
         bp_hashes = tuple([chain[b] for b in bps])
         bp_bytes = tuple([cum[b] for b in bps])
-        ids = tuple([hex_id(v) for v in bp_hashes])
-    # (-1: every breakpoint is in the newest turn; the prefix is the empty stream)
-    end_hash = chain[prefix_end] if prefix_end >= 0 else _digest(b"", seed)
+        end_hash = chain[prefix_end] if prefix_end >= 0 else None
+        total = cum[-1] if cum else 0
+        points = None
+        fill = None
+    else:
+        # Only the stream through the last breakpoint is serialised: what follows (the newest
+        # turn, an uncached conversation) is hashed only if a position there is asked for.
+        full = None
+        total = -1
+        cuts = bps if prefix_end < 0 or prefix_end in bps else sorted({*bps, prefix_end})
+        h = _Hasher(seed=seed)
+        points = {}
+        sizes_at: dict[int, int] = {}
+        start = size = 0
+        for cut in cuts:
+            if start <= settings_at <= cut:
+                if settings_at > start:
+                    size += _feed(h, pairs[start:settings_at])
+                h.update(_settings_bytes(settings))
+                start = settings_at
+            size += _feed(h, pairs[start : cut + 1])
+            points[cut] = h.intdigest()
+            sizes_at[cut] = size
+            start = cut + 1
+        if len(bps) == 1:
+            bp_hashes = (points[bps[0]],)
+            bp_bytes = (sizes_at[bps[0]],)
+        else:
+            bp_hashes = tuple([points[b] for b in bps])
+            bp_bytes = tuple([sizes_at[b] for b in bps])
+        end_hash = points[prefix_end] if prefix_end >= 0 else None
+
+        def fill() -> tuple[tuple[int, ...], tuple[int, ...]]:
+            return _walk(pairs, seed, settings, settings_at)
+
+    if not bps:
+        return PrefixKey(None, None, (), (), (), (), (), total, n, -1, turn_start, points, fill, full)
+    # One string per breakpoint, and prefix_id shares it: both are kept per call in the history.
+    ids = (format(bp_hashes[0], "016x"),) if len(bp_hashes) == 1 else tuple([hex_id(h) for h in bp_hashes])
+    if end_hash is None:
+        end_hash = _digest(b"", seed)  # the empty stream: every breakpoint is in the newest turn
     prefix_id = ids[bps.index(prefix_end)] if prefix_end in bps else hex_id(end_hash)
     return PrefixKey(
         prefix_id,
@@ -256,7 +287,7 @@ def key(prompt: Prompt) -> PrefixKey:
         n,
         prefix_end,
         turn_start,
-        chain,
+        points,
         fill,
         full,
     )

@@ -144,16 +144,16 @@ class PrefixKey:
     would be keyed by; ``cum[i]`` is how many canonical bytes that is. ``prefix_hash`` is the
     int whose 16-hex form is ``prefix_id``.
 
-    Fingerprinting hashes the blocks through the last breakpoint (and ``prefix_end``) at
-    once, so the chain's values there are known at first (:meth:`hash_at`); the whole
-    ``chain``, ``cum``, ``sizes`` and ``total_bytes``, which take the blocks after them, are
-    computed the first time they are asked for.
+    Fingerprinting hashes the prompt a breakpoint at a time, so only the values at the
+    breakpoints (``bp_hashes``, ``bp_bytes``) and at ``prefix_end`` are known at first; the
+    per-block ``chain``, ``cum``, ``sizes`` and ``total_bytes`` are computed the first time
+    they are asked for (:meth:`hash_at` asks only when the position is not known).
     """
 
     __slots__ = (
         "_fill",
         "_full",
-        "_known",
+        "_points",
         "_total",
         "bp_bytes",
         "bp_hashes",
@@ -180,7 +180,7 @@ class PrefixKey:
         n_blocks: int,
         prefix_end: int,
         turn_start: int,
-        known: Sequence[int] = (),
+        points: dict[int, int] | None = None,
         fill: Callable[[], tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
         full: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
     ) -> None:
@@ -195,7 +195,7 @@ class PrefixKey:
         self.n_blocks = n_blocks
         self.prefix_end = prefix_end
         self.turn_start = turn_start
-        self._known = known  # the chain's first values, known without ``_full``
+        self._points = points  # block position -> chain value, where known without ``_full``
         self._fill = fill  # computes (chain, cum); dropped once used
         self._full = full
 
@@ -227,9 +227,11 @@ class PrefixKey:
         """``chain[i]``, without computing the whole chain when ``i`` is a known position."""
         full = self._full
         if full is None:
-            known = self._known
-            if 0 <= i < len(known):
-                return known[i]
+            points = self._points
+            if points is not None:
+                h = points.get(i)
+                if h is not None:
+                    return h
             full = self._materialize()
         return full[0][i]
 

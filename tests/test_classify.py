@@ -135,6 +135,8 @@ def test_reordered_is_the_same_blocks_in_another_order() -> None:
     assert reordered([1, 2, 3], [3, 1, 2])
     assert not reordered([1, 2, 3], [1, 2, 3])
     assert not reordered([1, 2, 3], [1, 2, 4])
+    assert not reordered([1, 1, 2], [1, 2, 2])  # the same digests, not as many times each
+    assert reordered([1, 1, 2], [1, 2, 1])
     assert not reordered([1, 2, 3], [1, 2])
 
 

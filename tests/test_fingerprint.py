@@ -330,3 +330,25 @@ def test_the_equal_run_of_two_chunk_digest_runs_counts_their_shared_leading_dige
     while shared < min(len(a), len(b)) and a[shared] == b[shared]:
         shared += 1
     assert prints._equal_run(packed(a), packed(b)) == shared
+
+
+def test_a_block_with_a_key_that_is_not_a_string_is_in_the_chain_as_its_canonical_bytes() -> None:
+    """A dict with an int key (a tool's input built in Python) cannot be serialised with
+    string keys only: its block goes in as orjson writes it with the key made a string, in the
+    breakpoint's run and in the per-block chain alike (the oracle: the documented stream)."""
+    pairs = [
+        ("tools", {"name": "lookup", "input_schema": {"type": "object"}}),
+        ("messages", {"type": "tool_use", "input": {1: "first", "b": 2}}),
+        ("messages", {"type": "text", "text": "And then?"}),
+    ]
+    prompt = Prompt("anthropic", "claude-sonnet-4-5", pairs, [(1, "5m")], 2)
+    seed = xxhash.xxh3_64_intdigest(b"anthropic\x00claude-sonnet-4-5\x00")
+    option = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    stream = b""
+    chain = []
+    for pair in pairs:
+        stream += orjson.dumps(list(pair), option=option) + b","
+        chain.append(xxhash.xxh3_64_intdigest(stream, seed))
+    k = key(prompt)
+    assert k.bp_hashes == (chain[1],)
+    assert list(k.chain) == chain

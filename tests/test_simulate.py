@@ -735,6 +735,33 @@ def test_the_simulate_command_on_saved_requests(tmp_path: Path) -> None:
     assert "give --requests" in refused.stderr
 
 
+def test_requests_read_once_serve_the_trace_and_the_plans_as_the_file_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the simulate command does with --requests: the file read once, then its trace, its
+    flows' plans and the planned trace made from what was read, each equal to what the file
+    itself gives; a file that cannot be read is named as the file's own functions name it."""
+    from cachebench.economics import _requests, plans_for_requests, trace_from_requests
+    from cachebench.planner import _saved
+
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in _agent_requests(1_767_225_600.0)))
+    reads = []
+    real = _saved.read_file
+    monkeypatch.setattr(_saved, "read_file", lambda p: (reads.append(p), real(p))[1])
+    saved = _requests.read_once(path)
+    plans = plans_for_requests(saved)
+    made = (trace_from_requests(saved), trace_from_requests(saved, plans=plans))
+    assert reads == [str(path)]
+    assert plans["agent"].as_dict() == plans_for_requests(path)["agent"].as_dict()
+    assert [t.calls for t in made] == [
+        trace_from_requests(path).calls,
+        trace_from_requests(path, plans=plans).calls,
+    ]
+    with pytest.raises(TraceError, match=r"missing\.jsonl: no such file"):
+        _requests.read_once(tmp_path / "missing.jsonl")
+
+
 def test_a_flow_whose_model_changes_is_planned_on_its_most_frequent_model(tmp_path: Path) -> None:
     """An upgrade halfway: the last 20 of a flow's 50 requests go to another model. Its plan is
     made from the requests to the model most of them went to, the same plan every time, and

@@ -103,6 +103,7 @@ def add_economics_commands(app: typer.Typer) -> None:
 
         from .economics import DEFAULT_STRATEGIES, Strategy, plans_for_requests, trace_from_requests
         from .economics import simulate as run
+        from .economics._requests import read_once
 
         try:
             chosen = [Strategy.parse(s) for s in strategy] if strategy else None
@@ -121,10 +122,11 @@ def add_economics_commands(app: typer.Typer) -> None:
         plans: dict[str, Any] = {}
         try:
             if requests:
-                source = trace_from_requests(trace, model=model)
+                saved = read_once(trace)  # (read once: the trace, the plans and the planned trace)
+                source = trace_from_requests(saved, model=model)
                 if chosen is not None and any(s.marks == "plan" for s in chosen):
-                    plans = plans_for_requests(trace, model=model, flows=None if flow is None else [flow])
-                    planned = trace_from_requests(trace, plans=plans, model=model)
+                    plans = plans_for_requests(saved, model=model, flows=None if flow is None else [flow])
+                    planned = trace_from_requests(saved, plans=plans, model=model)
             result = run(
                 source,
                 chosen,

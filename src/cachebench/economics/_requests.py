@@ -170,9 +170,22 @@ def _resolved(item: Any, chosen: Provider | None, model: str | None, flow: str |
     return where, family, api, body, name, item.flow or flow or f"{family.value}/{name}"
 
 
+class _Read(list):  # type: ignore[type-arg]
+    """Requests already read (:func:`read_once`): the functions here take them as they are."""
+
+
+def read_once(requests: Any) -> list[Any]:
+    """``requests`` read once, for more than one of :func:`trace_from_requests` and
+    :func:`plans_for_requests` (each would read a file again); :class:`~._trace.TraceError`
+    when a file cannot be read."""
+    return _Read(_read(requests))
+
+
 def _read(requests: Any) -> list[Any]:
     from ..planner._saved import read_requests
 
+    if isinstance(requests, _Read):
+        return requests
     try:
         return list(read_requests(requests))
     except OSError as exc:

@@ -32,7 +32,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import facts
 from ._columns import (
@@ -302,8 +302,7 @@ def _cost(
     return ((sum(sizes) - read - paid_tokens) * rates.input + read * rates.cache_read + written) / _MTOK
 
 
-@dataclass(slots=True)
-class _Traffic:
+class _Traffic(NamedTuple):
     """A flow's calls in one pass: per layer, how many values it took and their sizes (in the
     order first seen), its gaps over 5m and 1h, those within the keep-alive idle time, and the
     keep-alive pings they take; the calls grouped by what they found (in the order first seen):
@@ -470,15 +469,7 @@ def _flow_advice(name: str, compiled: Compiled, warm_every_s: float) -> FlowAdvi
     traffic = _traffic_columns(compiled, warm_every_s, depth) or _traffic_rows(
         compiled.rows, warm_every_s, depth
     )
-    values, tokens, over, kept, pings, groups, rest = (
-        traffic.values,
-        traffic.tokens,
-        traffic.over,
-        traffic.kept,
-        traffic.pings,
-        traffic.groups,
-        traffic.rest,
-    )
+    values, tokens, over, kept, pings, groups, rest = traffic
     idle = KEEP_ALIVE_IDLE_S
     having = [0] * depth
     live = [[0, 0] for _ in range(depth)]

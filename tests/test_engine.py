@@ -523,9 +523,16 @@ def test_a_policy_holds_no_one_behind_a_call_that_only_reads_while_the_consumer_
 def test_a_call_is_diagnosed_with_what_its_twin_wrote_while_it_was_out() -> None:
     """Two streams of one cold prompt go out together; the first one's END writes the prefix
     before the second one's END. The second call's diagnosis sees the cache as it is when it
-    finishes (its prefix alive: the twin wrote it), not as it was when it went out; a call with
-    no write in between is diagnosed with the expectation taken at its start."""
-    handler, _ = fakes.scripted([fakes.usage(write=2000), fakes.usage(read=2000), fakes.usage(read=2000)])
+    finishes (its prefix alive: the twin wrote it), not as it was when it went out, also after
+    the view was written before they went out (another prompt's call); a call with no write in
+    between is diagnosed with the expectation taken at its start."""
+    usages = [
+        fakes.usage(write=1500),
+        fakes.usage(write=2000),
+        fakes.usage(read=2000),
+        fakes.usage(read=2000),
+    ]
+    handler, _ = fakes.scripted(usages)
     tracker = CacheTracker(clock=ManualClock())
     engine = tracker._engine
     seen: list[tuple[int, ...]] = []
@@ -537,6 +544,10 @@ def test_a_call_is_diagnosed_with_what_its_twin_wrote_while_it_was_out() -> None
 
     engine.detector.observe = spy  # type: ignore[method-assign]
     create = tracker.wrap(fakes.client(handler).messages.create)
+    other = [
+        {"type": "text", "text": "Another agent's prompt. " * 80, "cache_control": {"type": "ephemeral"}}
+    ]
+    create(**fakes.request(system=other))
     first = create(**fakes.request(), stream=True)
     second = create(**fakes.request(), stream=True)
     for _ in first:
@@ -545,5 +556,5 @@ def test_a_call_is_diagnosed_with_what_its_twin_wrote_while_it_was_out() -> None
         pass
     create(**fakes.request())
     tracker.calls()
-    assert seen == [(NEVER,), (ALIVE,), (ALIVE,)]
-    assert [m.cache_read_tokens for m in tracker.calls()] == [0, 2000, 2000]
+    assert seen == [(NEVER,), (NEVER,), (ALIVE,), (ALIVE,)]
+    assert [m.cache_read_tokens for m in tracker.calls()] == [0, 0, 2000, 2000]

@@ -152,6 +152,40 @@ def test_uninstrument_restores_the_client() -> None:
     assert len(tracker.calls()) == 1
 
 
+def test_clients_copied_with_options_are_observed_until_uninstrument() -> None:
+    """``client.with_options(...)``/``copy()`` of an instrumented client (and a copy of a copy)
+    is observed as well, for create and the stream() helper; after ``uninstrument`` new copies
+    are not, and the client has its own methods back."""
+    handler, _ = fakes.scripted([USAGE])
+    client = fakes.client(handler)
+    tracker = CacheTracker()
+    tracker.instrument(client)
+    client.with_options(timeout=30.0).messages.create(**fakes.request())
+    with client.copy(max_retries=0).messages.stream(**fakes.request()) as stream:
+        assert stream.get_final_text() == "Hello!"
+    client.with_options(timeout=30.0).copy(max_retries=1).messages.create(**fakes.request())
+    calls = tracker.calls()
+    assert [m.stream for m in calls] == [False, True, False]
+    for m in calls:
+        assert_counts(m, USAGE)
+    tracker.uninstrument(client)
+    assert not {"request", "copy", "with_options"} & set(vars(client))
+    result = client.with_options(timeout=30.0).messages.create(**fakes.request())
+    assert result.usage.output_tokens == 40
+    assert len(tracker.calls()) == 3
+
+
+async def test_async_clients_copied_with_options_are_observed() -> None:
+    handler, _ = fakes.scripted([USAGE])
+    client = fakes.async_client(handler)
+    tracker = CacheTracker()
+    tracker.instrument(client)
+    result = await client.with_options(timeout=30.0).messages.create(**fakes.request())
+    assert result.usage.output_tokens == 40
+    (m,) = tracker.calls()
+    assert_counts(m, USAGE)
+
+
 def test_break_then_gc_finalises_once() -> None:
     """Leaving a stream with ``break`` records it once when it is garbage-collected."""
     handler, _ = fakes.scripted([USAGE])

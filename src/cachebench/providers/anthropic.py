@@ -125,6 +125,7 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
 
     Every resource method and helper (``create``, ``stream()``, ``with_raw_response``) of a
     Stainless client ends in ``client.request(cast_to, options, stream=, stream_cls=)``;
-    the request body is ``options.json_data``.
+    the request body is ``options.json_data``. Clients made from it with
+    ``copy()``/``with_options()`` (a new instance each) are instrumented too.
     """
     return stainless_instrument(client, hooks, _is_messages_call)

@@ -16,11 +16,9 @@ and written tokens too; the uncached part is what is left after both.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from .._guard import logger
 from ..facts import OPENAI_DEFAULT_MIN, OPENAI_READ_STEP, openai_min_tokens, openai_read_step
 from ..facts import explicit_caching as explicit_caching
 from ..facts import model_version as model_version
@@ -269,26 +267,4 @@ def instrument(client: Any, hooks: Any) -> list[tuple[Any, str, Any]]:
     ``options.url`` (``AzureOpenAI`` adds its ``/deployments/...`` prefix later). Clients made
     from it with ``copy()``/``with_options()`` (a new instance each) are instrumented too.
     """
-    patches = stainless_instrument(client, hooks, _is_cacheable_call)
-    for name in ("copy", "with_options"):
-        original = getattr(client, name, None)
-        if callable(original):
-            setattr(client, name, _instrumenting_copy(original, hooks))
-            patches.append((client, name, original))
-    return patches
-
-
-def _instrumenting_copy(original: Callable[..., Any], hooks: Any) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def copy(*args: Any, **kwargs: Any) -> Any:
-        new = original(*args, **kwargs)
-        if not hooks.on:  # undone, but another patch on top kept this one in place
-            return new
-        try:
-            stainless_instrument(new, hooks, _is_cacheable_call)
-        except Exception as exc:  # never break the caller's with_options()
-            logger.warning("cachebench: could not instrument a copied client: %r", exc)
-        return new
-
-    copy.__cachebench_hooks__ = hooks  # type: ignore[attr-defined]  # what undoing it looks for
-    return copy
+    return stainless_instrument(client, hooks, _is_cacheable_call)

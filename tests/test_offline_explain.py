@@ -14,15 +14,20 @@ import gzip
 import json
 import math
 import os
+import random
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import anthropic as anthropic_sdk
 import pytest
 
+from cachebench import CacheTracker
 from cachebench.planner.offline import UNDATED_START, OfflineReport, explain_requests
+from cachebench.testing import CacheEmulator
 
 T0 = 1_790_000_000  # 2026-09-21T13:33:20Z
 POLICY = "\n".join(f"Rule {i}: refunds over ${10 * i} need approval from a lead." for i in range(1, 200))
@@ -594,3 +599,59 @@ def test_a_refused_entry_of_a_json_list_is_named_by_its_index(tmp_path: Path) ->
     (skipped,) = report.skipped
     assert (skipped.line, skipped.index) == (1, 1)
     assert str(skipped).startswith(f"{path}:1: request 1: cannot tell which provider")
+
+
+def _tiny_first_breakpoint_requests(n: int, start: float) -> list[dict[str, Any]]:
+    """A system prompt whose first breakpoint marks a few tokens (far below the minimum: the
+    provider ignores it) and whose second, after a fresh uuid, marks the policy."""
+    policy = "Follow the refund policy carefully and answer briefly. " * 150
+    rnd = random.Random(5)
+    return [
+        {
+            "timestamp": start + 60 * i,
+            "request": {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 100,
+                "system": [
+                    {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+                    {
+                        "type": "text",
+                        "text": f"Request id: {uuid.UUID(int=rnd.getrandbits(128), version=4)}. {policy}",
+                        "cache_control": {"type": "ephemeral"},
+                    },
+                ],
+                "messages": [{"role": "user", "content": "Hi"}],
+            },
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_breakpoint_below_the_minimum_is_no_cache_entry(cache_emulator: CacheEmulator) -> None:
+    """The provider ignores a breakpoint below the model's minimum: the tracker expects no read
+    of it, so a uuid after it is named where it is (live, through the SDK on the emulator, and
+    offline), not blamed on the provider."""
+    wrappers = _tiny_first_breakpoint_requests(4, cache_emulator.clock())
+    tracker = CacheTracker(clock=cache_emulator.clock)
+    client = anthropic_sdk.Anthropic(
+        base_url=cache_emulator.anthropic_base_url, api_key="sk-tiny", max_retries=0
+    )
+    tracker.instrument(client)
+    for w in wrappers:
+        cache_emulator.advance(w["timestamp"] - cache_emulator.clock())
+        client.messages.create(**w["request"])
+    tracker.flush()
+    offline = explain_requests(wrappers)
+    for calls in (tracker.calls(), [row.metrics for row in offline.rows]):
+        assert [m.miss_cause for m in calls] == ["cold", "prefix_changed", "prefix_changed", "prefix_changed"]
+        assert not any(m.unexpected_miss for m in calls)
+        for m in calls[1:]:
+            assert m.expected_read_tokens == 0 and m.cache_read_tokens == 0
+            assert m.diff is not None
+            assert (m.diff.section, m.diff.block_index, m.diff.kind, m.diff.value_type) == (
+                "system",
+                1,
+                "volatile",
+                "uuid",
+            )
+    tracker.close()

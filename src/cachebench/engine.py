@@ -48,7 +48,7 @@ from ._alerts import default_alert, default_regression
 from ._flow import current_flow, default_flow, warming
 from ._guard import Guard, logger
 from .diagnose import FlowDetector, miss_cause
-from .expect import ALIVE, CacheView, Expectation
+from .expect import ALIVE, CacheView, Expectation, cacheable_from
 from .fingerprint import key as prefix_key
 from .policy import Gate, Hold
 from .pricing import PriceTable
@@ -812,6 +812,7 @@ class Engine:
                     ctx.timestamp,
                     premium,
                     price,
+                    0 if implicit else cacheable_from(key, usage, min_tokens),
                 )
                 cause, diff = found.cause, found.diff
                 avoidable_tokens = found.avoidable_tokens

@@ -224,30 +224,20 @@ class CacheView:
                 tokens = total if measured else total * cum[q] // max(cum[last], 1)
                 self._put(chain[q], now, ttl_s, tokens, measured)
             return
-        bp_bytes = key.bp_bytes
-        last_bytes = max(bp_bytes[-1], 1)
-        estimated = False
-        if usage.writes_reported:
-            through_last = usage.cache_read_tokens + usage.cache_write_tokens
-            if through_last <= 0:
-                return  # nothing was cached (below the minimum, or the provider ignored the marker)
-        else:
-            # Marked breakpoints on a server that reports reads but not writes (an
-            # Anthropic-compatible server): assume it cached what it was asked to, sized by
-            # the prompt's byte share through the last breakpoint.
-            through_last = usage.cache_read_tokens
-            if through_last <= 0:
-                through_last = usage.total_input_tokens * bp_bytes[-1] // max(key.total_bytes, 1)
-                estimated = True
-                if through_last < max(min_tokens, 1):
-                    return
+        through_last, estimated = _through_last(key, usage)
+        if through_last <= 0 or (estimated and through_last < max(min_tokens, 1)):
+            return  # nothing was cached (below the minimum, or the provider ignored the marker)
         # (An early return above read nothing, so there was nothing to refresh.) The last
         # breakpoint's entry is written below with the measured size, which refreshes it too.
         self._refresh(key, exp, read, now, key.breakpoints[-1])
+        bp_bytes = key.bp_bytes
+        last_bytes = max(bp_bytes[-1], 1)
         last_k = len(bp_bytes) - 1
         for k, (h, ttl) in enumerate(zip(key.bp_hashes, key.ttls, strict=True)):
             measured = k == last_k and not estimated
             tokens = through_last if measured else through_last * bp_bytes[k] // last_bytes
+            if not measured and tokens < min_tokens:
+                continue  # a prefix below the minimum: the provider ignores its marker
             self._put(h, now, ttl_seconds(ttl), tokens, measured)
 
     def _refresh(self, key: PrefixKey, exp: Expectation, read: int, now: float, skip: int) -> None:
@@ -266,3 +256,31 @@ class CacheView:
                     # The provider read the longest entry it found: that measures its size.
                     tokens, measured = read, True
                 self._set(h, _pack(max(e.last_used_ms, _ms(now)), e.ttl_s, tokens, measured))
+
+
+def _through_last(key: PrefixKey, usage: Usage) -> tuple[int, bool]:
+    """The tokens through a call's last breakpoint, and whether that is an estimate: its reads
+    and writes where the provider reports writes; else (a server that reports reads only) what
+    it read, or, reading nothing, the prompt's byte share through the last breakpoint."""
+    if usage.writes_reported:
+        return usage.cache_read_tokens + usage.cache_write_tokens, False
+    if usage.cache_read_tokens > 0:
+        return usage.cache_read_tokens, False
+    return usage.total_input_tokens * key.bp_bytes[-1] // max(key.total_bytes, 1), True
+
+
+def cacheable_from(key: PrefixKey, usage: Usage, min_tokens: int) -> int:
+    """The first of a call's breakpoints (explicit caching) whose prefix reaches the model's
+    minimum, by the call's own measure shared out by bytes (:meth:`CacheView.observe` sizes its
+    entries so): the provider ignores the markers before it, and the view keeps no entry for
+    them. ``len(key.breakpoints)`` when none does; 0 when the usage is unknown."""
+    bps = key.bp_bytes
+    if not usage.known or not bps:
+        return 0
+    through_last, _ = _through_last(key, usage)
+    last_bytes = max(bps[-1], 1)
+    last_k = len(bps) - 1
+    for k, b in enumerate(bps):
+        if k == last_k or through_last * b // last_bytes >= min_tokens:
+            return k if through_last > 0 else len(bps)
+    return len(bps)

@@ -23,7 +23,7 @@ still missed: the only one that is an unexpected miss).
 
 from __future__ import annotations
 
-from ..expect import ALIVE, EXPIRED, NEVER, CacheView, Expectation
+from ..expect import ALIVE, EXPIRED, NEVER, CacheView, Expectation, cacheable_from
 from ..facts import TTL_CLOCK_MARGIN_S
 from ..types import MissCause, PrefixKey, Usage
 from .prints import Change
@@ -96,7 +96,8 @@ def _view_cause(
         return False, "below_minimum"
     if usage.cache_write_tokens == 0:
         return False, None
-    for state in exp.breakpoint_states:
+    # (Breakpoints below the model's minimum are not cache entries: the provider ignores them.)
+    for state in exp.breakpoint_states[cacheable_from(key, usage, min_tokens) :]:
         if state == NEVER:
             return False, "cold"
         if state == EXPIRED:

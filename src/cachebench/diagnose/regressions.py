@@ -175,6 +175,7 @@ class FlowDetector:
         now: float,
         premium: Callable[[], float | None] | None = None,
         price: Callable[[int], tuple[int, float | None]] | None = None,
+        first_layer: int = 0,
     ) -> Diagnosis:
         """Update the flow with one finished call; return its diagnosis (the cause refined by
         :func:`~cachebench.diagnose.causes.refine_cause`).
@@ -183,7 +184,9 @@ class FlowDetector:
         holds as the call finishes (a twin that finished first may have written the same
         layer: then it is not new). ``premium()`` gives what the call's writes paid beyond plain
         input (asked for a write the unread-writes report follows). ``price(layer)`` gives an avoidable miss's tokens
-        and cost, given the layer its change is in (-1: no change)."""
+        and cost, given the layer its change is in (-1: no change). ``first_layer``: the first
+        layer whose prefix reaches the model's minimum (the layers before it are no cache
+        entries, :func:`~cachebench.expect.cacheable_from`): no miss is placed before it."""
         f = self._flow(flow, now)
         self._compared = None  # (set by this call's comparison, if it makes one)
         bps = key.breakpoints
@@ -213,7 +216,7 @@ class FlowDetector:
                     self._print(v, prompt, key, k)
                 elif v in self._prints:
                     self._prints.move_to_end(v)
-            else:
+            elif k >= first_layer:
                 if first_cold < 0:
                     first_cold = k
                 if states[k] == NEVER and first_new < 0:

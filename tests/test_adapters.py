@@ -229,10 +229,11 @@ def test_spellings_are_read_at_the_first_present_and_not_null() -> None:
 
 
 def test_missing_and_null_fields_are_zero_and_writes_follow_the_split() -> None:
-    """Missing or null counts are 0; a missing write count is the split's total; writes count
-    as reported only when the count or the split is present (``writes_reported=None``)."""
-    assert read_usage(EXCLUSIVE, {}) == Usage(0, 0, 0, 0, 0, True, False, False)
-    assert read_usage(EXCLUSIVE, {"in": None, "write": None, "split": None}) == Usage(
+    """Missing or null counts are 0 beside a count that is there; a missing write count is the
+    split's total; writes count as reported only when the count or the split is present
+    (``writes_reported=None``)."""
+    assert read_usage(EXCLUSIVE, {"out": 7}) == Usage(0, 0, 0, 0, 7, True, False, False)
+    assert read_usage(EXCLUSIVE, {"in": None, "write": None, "split": None, "out": 0}) == Usage(
         0, 0, 0, 0, 0, True, False, False
     )
     from_split = read_usage(EXCLUSIVE, {"split": {"w5m": 10, "w1h": 20}})
@@ -245,6 +246,15 @@ def test_missing_and_null_fields_are_zero_and_writes_follow_the_split() -> None:
 def test_a_usage_that_is_not_a_record_is_unknown(usage: Any) -> None:
     """A usage that carries no named fields is unknown, never zeros."""
     assert read_usage(EXCLUSIVE, usage) is UNKNOWN_USAGE
+
+
+@pytest.mark.parametrize("usage", [{}, {"in": None, "out": None, "write": None, "split": None}, {"other": 5}])
+def test_a_usage_record_without_any_count_is_unknown(usage: Any) -> None:
+    """A record with none of the table's counts (empty, every count null, only other fields)
+    carries no counts either: unknown (with the model it was read for), never zeros."""
+    found = read_usage(EXCLUSIVE, usage, model="m-1")
+    assert found == UNKNOWN_USAGE._replace(model="m-1")
+    assert not found.known
 
 
 def test_sdk_objects_read_like_their_json() -> None:

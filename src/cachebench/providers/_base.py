@@ -291,32 +291,46 @@ def read_usage(
 ) -> Usage:
     """A provider's usage object (SDK model or JSON) read through its :class:`UsageTable`.
 
-    Missing or null fields are 0; a usage that is not a record (a string, a number, a list)
-    carries no counts: the usage is unknown, never zeros.
+    Missing or null fields are 0. A usage that carries no counts is unknown, never zeros: one
+    that is not a record (a string, a number, a list), and a record without any of the
+    table's counts (``{}``, or every one of them null).
     """
     if not is_record(usage):
         return UNKNOWN_USAGE
     f = fields(usage)
     raw_write = _lookup(f, table.cache_write_tokens)
-    write = as_int(raw_write)
-    read = as_int(_lookup(f, table.cache_read_tokens))
+    raw_read = _lookup(f, table.cache_read_tokens)
+    raw_input = _lookup(f, table.input_tokens)
+    raw_output = _lookup(f, table.output_tokens)
+    billed_in = [_lookup(f, spellings) for spellings in table.billed_as_input]
+    billed_out = [_lookup(f, spellings) for spellings in table.billed_as_output]
     split_spec = table.ttl_split
-    split = None
+    split = _at(f, split_spec.path) if split_spec is not None else None
+    if (
+        raw_write is None
+        and raw_read is None
+        and raw_input is None
+        and raw_output is None
+        and split is None
+        and all(v is None for v in billed_in)
+        and all(v is None for v in billed_out)
+    ):
+        return UNKNOWN_USAGE._replace(model=model, diagnostics=diagnostics)
+    write = as_int(raw_write)
+    read = as_int(raw_read)
     write_1h = 0
-    if split_spec is not None:
-        split = _at(f, split_spec.path)
-        if split is not None:
-            split_total, write_1h = split_spec.tokens(split)
-            if not write:
-                write = split_total
-    input_tokens = as_int(_lookup(f, table.input_tokens))
+    if split_spec is not None and split is not None:
+        split_total, write_1h = split_spec.tokens(split)
+        if not write:
+            write = split_total
+    input_tokens = as_int(raw_input)
     if table.input_includes_cache:
         input_tokens = max(input_tokens - read - write, 0)
-    for spellings in table.billed_as_input:
-        input_tokens += as_int(_lookup(f, spellings))
-    output_tokens = as_int(_lookup(f, table.output_tokens))
-    for spellings in table.billed_as_output:
-        output_tokens += as_int(_lookup(f, spellings))
+    for value in billed_in:
+        input_tokens += as_int(value)
+    output_tokens = as_int(raw_output)
+    for value in billed_out:
+        output_tokens += as_int(value)
     reported = table.writes_reported
     if reported is None:
         reported = raw_write is not None or split is not None

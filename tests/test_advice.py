@@ -67,6 +67,15 @@ def test_a_call_names_the_change_its_place_cost_and_fix(diff: PrefixDiff, words:
     assert text in str(m)  # str() of a call with a miss ends with its explanation
 
 
+def test_a_serialization_change_names_whitespace_as_well_as_key_order() -> None:
+    """The same content serialised differently may differ in key order or in whitespace only:
+    the words name both, and the fix keeps both fixed."""
+    diff = PrefixDiff("system", 0, 0, 40, 52, kind="serialization")
+    text = explain(call(miss_cause="serialization_changed", diff=diff, avoidable_cost_usd=0.001))
+    assert "keys in another order, other whitespace" in text
+    assert "the same indentation and separators, the same whitespace" in text
+
+
 def test_legitimate_misses_say_there_is_nothing_to_fix_and_cost_nothing_avoidable() -> None:
     cold = explain(call(miss_cause="cold"))
     assert cold.startswith("Missed the cache (cold): the flow had never sent this prefix")

@@ -58,14 +58,16 @@ ADVICE: dict[tuple[str, str | None], tuple[str, str]] = {
         "it after the last cache breakpoint",
     ),
     ("serialization_changed", "serialization"): (
-        "the same content was sent with its keys in another order, and the provider caches the "
-        "bytes it is sent",
-        "serialise with sorted keys (json.dumps(..., sort_keys=True)) or build the dicts in a fixed order",
+        "the same content was serialised differently (its keys in another order, other whitespace, "
+        "or JSON inside its text rendered another way), and the provider caches the bytes it is sent",
+        "build it the same way on every call: dicts in a fixed order (or json.dumps(..., "
+        "sort_keys=True)), the same indentation and separators, the same whitespace",
     ),
     ("serialization_changed", None): (
-        "the same content was sent with its keys in another order, and the provider caches the "
-        "bytes it is sent",
-        "serialise with sorted keys (json.dumps(..., sort_keys=True)) or build the dicts in a fixed order",
+        "the same content was serialised differently (its keys in another order, other whitespace, "
+        "or JSON inside its text rendered another way), and the provider caches the bytes it is sent",
+        "build it the same way on every call: dicts in a fixed order (or json.dumps(..., "
+        "sort_keys=True)), the same indentation and separators, the same whitespace",
     ),
     ("cold", None): (
         "the flow had never sent this prefix (its first call, a new customer's context or a new turn)",

@@ -572,3 +572,29 @@ def test_settings_are_live_or_read_only_never_silently_ignored() -> None:
         tracker.provider = "nobody"
     tracker.provider = None
     assert tracker.provider is None
+
+
+def test_calls_after_close_are_counted_and_logged_and_new_wrappers_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After ``close()``: a wrapper made before still returns the SDK's result, unrecorded; so
+    does ``record()``; both are counted in ``dropped_calls`` and logged once. ``wrap()`` and
+    ``instrument()`` raise: a wrapper of a closed tracker would record nothing."""
+    handler, _ = fakes.scripted([fakes.usage(input=12, output=4)])
+    client = fakes.client(handler)
+    tracker = CacheTracker()
+    create = tracker.wrap(client.messages.create)
+    create(**fakes.request())
+    tracker.close()
+    with caplog.at_level(logging.WARNING, logger="cachebench"):
+        assert create(**fakes.request()).usage.output_tokens == 4
+        assert tracker.record(fakes.message(fakes.usage(input=1)), provider="anthropic") is None
+        assert create(**fakes.request()).usage.output_tokens == 4
+    assert tracker.dropped_calls == 3
+    assert len(tracker.calls()) == 1
+    closed = [r for r in caplog.records if "after the tracker was closed" in r.getMessage()]
+    assert len(closed) == 1
+    with pytest.raises(RuntimeError, match=r"wrap\(\) on a closed CacheTracker"):
+        tracker.wrap(client.messages.create)
+    with pytest.raises(RuntimeError, match=r"instrument\(\) on a closed CacheTracker"):
+        tracker.instrument(client)

@@ -354,7 +354,8 @@ class Engine:
         self.clock = clock
         self.guard = Guard(strict=strict)
         self.gate = gate
-        self.dropped = 0  # calls not recorded because the queue stayed full (logged)
+        self.dropped = 0  # calls not recorded: the queue stayed full, or made after close() (logged)
+        self.dropped_after_close = 0
         self._dropped_lock = threading.Lock()
         self._shedding = False  # the queue stayed full: drop at once until it drains to half
         self.closed = False
@@ -436,6 +437,20 @@ class Engine:
                 n,
             )
         return False
+
+    def _drop_closed(self) -> None:
+        """A call after :meth:`close`: not recorded, counted with the dropped ones and logged
+        (the first, then every 1,000th)."""
+        with self._dropped_lock:
+            self.dropped += 1
+            self.dropped_after_close += 1
+            n = self.dropped_after_close
+        if n == 1 or n % 1000 == 0:
+            logger.warning(
+                "cachebench: %d call(s) made after the tracker was closed, not recorded (a wrapper "
+                "or record() of a closed CacheTracker)",
+                n,
+            )
 
     def _start(self, consumer: _Consumer) -> None:
         if sys.is_finalizing():
@@ -562,7 +577,7 @@ class Engine:
         async callers pass ``hold=False`` and await :meth:`ahold` instead. ``live=False``
         (``record()`` of a call that already happened) never holds and is never in flight."""
         if self.closed:
-            return None
+            return self._drop_closed()
         # (_room() is called only when the queue is long or calls are being shed)
         if (self._shedding or self._consumer.queue.qsize() >= QUEUE_LIMIT) and not self._room():
             return None

@@ -138,6 +138,12 @@ class CacheTracker:
             )
         return adapter_for(found)
 
+    def _open(self, method: str) -> None:
+        if self._engine.closed:
+            raise RuntimeError(
+                f"{method}() on a closed CacheTracker: its calls would not be recorded (make a new tracker)"
+            )
+
     # -- settings: live ones have setters; the others are fixed at construction ------------
 
     @property
@@ -228,7 +234,8 @@ class CacheTracker:
     def dropped_calls(self) -> int:
         """How many calls were dropped unrecorded because the consumer stayed
         :data:`~cachebench.engine.QUEUE_LIMIT` items behind for
-        :data:`~cachebench.engine.ROOM_WAIT_S` (a callback blocking, say); logged."""
+        :data:`~cachebench.engine.ROOM_WAIT_S` (a callback blocking, say), or because they
+        were made after :meth:`close` (through a wrapper, or :meth:`record`); logged."""
         return self._engine.dropped
 
     # -- public: wrap / instrument / record -----------------------------------------------
@@ -239,6 +246,7 @@ class CacheTracker:
         ``fn`` is an SDK method such as ``client.messages.create``; ``provider`` is detected
         from it unless given here or to the tracker.
         """
+        self._open("wrap")
         if not callable(fn):
             raise TypeError(f"wrap() needs a callable SDK method, got {type(fn).__name__}")
         if flow is not None and (not isinstance(flow, str) or not flow.strip()):
@@ -252,6 +260,7 @@ class CacheTracker:
         Idempotent (a second call does nothing) and reversible with :meth:`uninstrument`.
         Returns the client.
         """
+        self._open("instrument")
         if id(client) in self._patches:
             return client
         adapter = self._adapter(None, target=client)

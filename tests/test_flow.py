@@ -269,6 +269,8 @@ def test_decorator_and_nesting() -> None:
     assert _flows(tracker) == ["decorated", "inner", "outer"]
     with pytest.raises(ValueError, match="flow name"):
         cachebench.flow(" ")
+    with pytest.raises(TypeError, match="flow name"):
+        cachebench.flow(123)  # type: ignore[arg-type]
 
 
 SUPPORT = cachebench.flow("support")

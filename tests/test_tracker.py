@@ -51,7 +51,12 @@ def body(
     [
         ({"provider": "azure"}, ValueError, "unknown provider 'azure'"),
         ({"miss_alert_threshold": 1.5}, ValueError, "miss_alert_threshold"),
-        ({"miss_alert_threshold": "high"}, ValueError, "miss_alert_threshold"),
+        ({"provider": 1}, TypeError, "a provider is a name or a Provider member"),
+        ({"miss_alert_threshold": "high"}, TypeError, "miss_alert_threshold"),
+        ({"miss_alert_threshold": "0.5"}, TypeError, "miss_alert_threshold"),
+        ({"max_calls": "a"}, TypeError, "max_calls"),
+        ({"max_prefixes": 2.5}, TypeError, "max_prefixes"),
+        ({"capture_text": "yes"}, TypeError, "capture_text must be True or False"),
         ({"on_miss_alert": 3}, TypeError, "on_miss_alert must be callable"),
         ({"on_regression": "x"}, TypeError, "on_regression must be callable"),
         ({"policy": "miss_aware"}, TypeError, "CachePolicy"),
@@ -95,6 +100,12 @@ def test_wrap_rejects_what_it_cannot_observe() -> None:
         tracker.wrap(lambda **kw: None)
     with pytest.raises(ValueError, match="flow"):
         tracker.wrap(lambda **kw: None, flow="", provider="anthropic")
+    with pytest.raises(TypeError, match="flow must be a non-empty string"):
+        tracker.wrap(lambda **kw: None, flow=123, provider="anthropic")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="flow must be a non-empty string"):
+        tracker.instrument(object(), flow=123)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="which provider this client belongs to"):
+        tracker.instrument(None)
 
 
 def test_aggregate_by_prefix_and_by_flow_keys() -> None:
@@ -342,6 +353,11 @@ def test_prices_follow_the_calls_own_timestamp() -> None:
         tracker.record(body(), request=fakes.request(), provider="anthropic", timestamp=float("nan"))
     with pytest.raises(TypeError, match="request"):
         tracker.record(body(), request=[1], provider="anthropic")  # type: ignore[arg-type]
+    for elapsed in ("x", -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="elapsed_ms must be a duration"):
+            tracker.record(body(), provider="anthropic", elapsed_ms=elapsed)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="flow must be a non-empty string"):
+        tracker.record(body(), provider="anthropic", flow=7)  # type: ignore[arg-type]
 
 
 def test_record_detects_provider_from_the_response() -> None:

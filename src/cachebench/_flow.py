@@ -123,7 +123,9 @@ class flow:
     __slots__ = ("_name",)
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str):
+            raise TypeError(f"a flow name must be a non-empty string, got {name!r}")
+        if not name.strip():
             raise ValueError(f"a flow name must be a non-empty string, got {name!r}")
         self._name = name
 

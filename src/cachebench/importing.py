@@ -202,7 +202,7 @@ def _finite(value: Any) -> float | None:
 def _provider(value: Any) -> Provider:
     try:
         return Provider.parse(value)
-    except ValueError:
+    except (ValueError, TypeError):  # (a name that is not text: TypeError)
         names = ", ".join(p.value for p in Provider)
         raise _Skip("malformed", f"provider {value!r} is not one of {names}")
 

@@ -33,6 +33,15 @@ __all__ = ["CacheTracker"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _check_flow(flow: object) -> None:
+    if flow is None:
+        return
+    if not isinstance(flow, str):
+        raise TypeError(f"flow must be a non-empty string or None, got {flow!r}")
+    if not flow.strip():
+        raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
+
+
 def _check_callback(name: str, callback: object) -> None:
     if callback is None:
         return
@@ -68,21 +77,23 @@ class CacheTracker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._provider = Provider.parse(provider) if provider is not None else None
-        if (
-            isinstance(miss_alert_threshold, bool)
-            or not isinstance(miss_alert_threshold, (int, float))
-            or not 0.0 <= float(miss_alert_threshold) <= 1.0
-        ):
+        if isinstance(miss_alert_threshold, bool) or not isinstance(miss_alert_threshold, (int, float)):
+            raise TypeError(f"miss_alert_threshold must be a number in [0, 1], got {miss_alert_threshold!r}")
+        if not 0.0 <= float(miss_alert_threshold) <= 1.0:
             raise ValueError(f"miss_alert_threshold must be a number in [0, 1], got {miss_alert_threshold!r}")
         for name, cb in (("on_miss_alert", on_miss_alert), ("on_regression", on_regression)):
             _check_callback(name, cb)
         if policy is not None and not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy (e.g. CachePolicy.miss_aware()), got {policy!r}")
         for name, n in (("max_prefixes", max_prefixes), ("max_calls", max_calls)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise TypeError(f"{name} must be a positive int, got {n!r}")
+            if n < 1:
                 raise ValueError(f"{name} must be a positive int, got {n!r}")
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds since the epoch")
+        if not isinstance(capture_text, bool):
+            raise TypeError(f"capture_text must be True or False, got {capture_text!r}")
         if capture_text:
             require_redactor()  # excerpts are redacted by the secret detector: a clear error now
         from_env = store is None
@@ -131,7 +142,7 @@ class CacheTracker:
         if found is None and response is not None:
             found = detect_response(response)
         if found is None:
-            what = "client" if target is not None else "response"
+            what = "response" if response is not None else "client"
             raise ValueError(
                 f"cannot tell which provider this {what} belongs to; pass provider= "
                 f"(one of {', '.join(p.value for p in Provider)})"
@@ -249,8 +260,7 @@ class CacheTracker:
         self._open("wrap")
         if not callable(fn):
             raise TypeError(f"wrap() needs a callable SDK method, got {type(fn).__name__}")
-        if flow is not None and (not isinstance(flow, str) or not flow.strip()):
-            raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
+        _check_flow(flow)
         adapter = self._adapter(provider, target=fn)
         return wrapper_for(self._engine, adapter, fn, flow)  # type: ignore[return-value]
 
@@ -261,6 +271,7 @@ class CacheTracker:
         Returns the client.
         """
         self._open("instrument")
+        _check_flow(flow)
         if id(client) in self._patches:
             return client
         adapter = self._adapter(None, target=client)
@@ -300,6 +311,16 @@ class CacheTracker:
             or not math.isfinite(timestamp)
         ):
             raise ValueError(f"timestamp must be seconds since the epoch, got {timestamp!r}")
+        if elapsed_ms is not None and (
+            isinstance(elapsed_ms, bool)
+            or not isinstance(elapsed_ms, (int, float))
+            or not math.isfinite(elapsed_ms)
+            or elapsed_ms < 0
+        ):
+            raise ValueError(
+                f"elapsed_ms must be a duration in milliseconds (>= 0) or None, got {elapsed_ms!r}"
+            )
+        _check_flow(flow)
         adapter = self._adapter(provider, response=response)
         engine = self._engine
         try:

@@ -58,16 +58,19 @@ class Provider(str, Enum):
 
     @classmethod
     def parse(cls, value: Provider | str) -> Provider:
-        """Return the member for ``value`` or raise a ``ValueError`` naming the valid choices."""
+        """Return the member for ``value``; a ``ValueError`` naming the valid choices for an
+        unknown name, a ``TypeError`` for what is not a name."""
         if isinstance(value, Provider):
             return value
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
         choices = ", ".join(repr(p.value) for p in cls)
-        raise ValueError(f"unknown provider {value!r}: expected one of {choices} or a Provider member")
+        if not isinstance(value, str):
+            raise TypeError(f"a provider is a name or a Provider member ({choices}), got {value!r}")
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            raise ValueError(
+                f"unknown provider {value!r}: expected one of {choices} or a Provider member"
+            ) from None
 
 
 class Block(NamedTuple):

@@ -577,7 +577,8 @@ class Engine:
         async callers pass ``hold=False`` and await :meth:`ahold` instead. ``live=False``
         (``record()`` of a call that already happened) never holds and is never in flight."""
         if self.closed:
-            return self._drop_closed()
+            self._drop_closed()
+            return None
         # (_room() is called only when the queue is long or calls are being shed)
         if (self._shedding or self._consumer.queue.qsize() >= QUEUE_LIMIT) and not self._room():
             return None

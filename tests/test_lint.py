@@ -236,6 +236,13 @@ def test_values_of_a_customers_own_layer_are_not_flagged() -> None:
     assert [(f.code, f.block_index, f.value_type) for f in cachebench.lint(timed, now=NOW)] == [
         ("CB201", 1, "timestamp")
     ]
+    # A UUID after a per-request id's cue is new on every request, in any layer.
+    for cue in ("Request id: ", "trace_id=", "X-Request-ID "):
+        tagged = body("c-042", "2021-03-04", f" {cue}5f0c8e7a-1b2c-4d3e-9f8a-0b1c2d3e4f5a.")
+        (found,) = cachebench.lint(tagged, now=NOW)
+        assert (found.code, found.block_index, found.value_type) == ("CB201", 1, "uuid"), cue
+    session = body("c-042", "2021-03-04", " Session 5f0c8e7a-1b2c-4d3e-9f8a-0b1c2d3e4f5a.")
+    assert cachebench.lint(session, now=NOW) == []  # (a session's own id: its layer's content)
 
 
 def test_cb201_without_a_breakpoint_yet() -> None:

@@ -26,7 +26,7 @@ from ..diagnose.classify import normalized_digest, volatile_in
 from ..fingerprint import canonical, ordered
 from ..types import Provider
 from ._view import RequestView, view
-from .volatile import find_volatile
+from .volatile import after_request_cue, find_volatile
 
 __all__ = ["RULES", "Finding", "Rule", "Severity", "lint"]
 
@@ -372,7 +372,8 @@ def _scanned_end(v: RequestView) -> int:
 
 
 # Kinds that are per request wherever they are; dates, UUIDs and plain numbers after the shared
-# layer are a customer's or a session's own (a member-since date, a customer id).
+# layer are a customer's or a session's own (a member-since date, a customer id), but for a UUID
+# after a per-request id's cue ("Request id: ...").
 _PER_REQUEST_KINDS = ("timestamp", "hex_id")
 
 
@@ -390,7 +391,11 @@ def _volatile_rule(v: RequestView, r: int, now: float) -> Iterator[Finding]:
                 continue
             cursor = at + len(encoded)
             for hit in find_volatile(text, now=now):
-                if b.position >= shared and hit.value_type not in _PER_REQUEST_KINDS:
+                if (
+                    b.position >= shared
+                    and hit.value_type not in _PER_REQUEST_KINDS
+                    and not (hit.value_type == "uuid" and after_request_cue(text, hit.start))
+                ):
                     continue
                 start = at + len(orjson.dumps(text[: hit.start])) - 1
                 end = at + len(orjson.dumps(text[: hit.end])) - 1

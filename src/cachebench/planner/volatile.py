@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from ..diagnose.classify import VALUE_SHAPES
 from ..types import ValueType
 
-__all__ = ["Volatile", "find_volatile"]
+__all__ = ["Volatile", "after_request_cue", "find_volatile"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,10 @@ _CUE_WORDS = [  # in lower case; "id" only at the end of a word ("request_id", n
 _ID_CUE = re.compile(
     r"(?i:\b(?:x-)?(?:request|req|trace|session|sess|correlation)(?:[ _-]?id)?|\b(?:span|call|run|message|msg"
     r"|conversation|thread|event|transaction|execution|invocation|idempotency)[ _-]?(?:id|key))$"
+)
+# The cues of an id that is new on every request (not a session's or a customer's own).
+_REQUEST_CUE = re.compile(
+    r"(?i:\b(?:x-)?(?:request|req|trace|correlation|span|idempotency)(?:[ _-]?(?:id|key))?)[\s\"':=#]*$"
 )
 _COUNTER_CUE = re.compile(
     r"(?i:\b(?P<cue>(?:turn|attempt|retry|iteration)(?:[ _](?:number|count|index))?|counter"
@@ -226,6 +230,13 @@ def _minted(text: str, at: int, shape: str) -> list[_Found]:
     if prefix is None:
         return [(*m.span(), 0, "uuid", "a UUID")]
     return [(*m.span(), 4, "hex_id", f"an id with the per-request prefix {prefix.group()!r}")]
+
+
+def after_request_cue(text: str, start: int) -> bool:
+    """Whether the value at ``text[start]`` follows a cue of a per-request id (``Request id:``,
+    ``trace_id=``, ``X-Request-ID``, ``idempotency key``): an id there is new on every request,
+    whatever its shape (a UUID too)."""
+    return _REQUEST_CUE.search(text, max(0, start - 40), start) is not None
 
 
 def _cued(text: str, at: int) -> list[_Found]:

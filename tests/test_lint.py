@@ -308,6 +308,22 @@ def test_cb202_reordered_tools() -> None:
     assert "CB202" not in codes(cachebench.lint([a, request()], now=NOW))
 
 
+def test_requests_to_other_providers_or_models_are_compared_among_their_own() -> None:
+    """A list that mixes providers and models: each provider and model's requests are compared
+    with the first of them (a cache is per model), and the findings name the requests by their
+    place in the whole list."""
+    a, b = request(), request()
+    b["tools"] = b["tools"][::-1]
+    chat = {"model": "gpt-5.6", "messages": [{"role": "user", "content": "Hi"}]}
+    opus, opus_reordered = request(), request()
+    opus["model"] = opus_reordered["model"] = "claude-opus-4-5"
+    opus_reordered["tools"] = opus_reordered["tools"][::-1]
+    found = [f for f in cachebench.lint([chat, a, opus, b, opus_reordered], now=NOW) if f.code == "CB202"]
+    assert [(f.request, f.section, f.block_index) for f in found] == [(3, "tools", 0), (4, "tools", 0)]
+    assert "as in request 1, in another order" in found[0].message
+    assert "as in request 2, in another order" in found[1].message
+
+
 def test_cb203_nondeterministic_serialization() -> None:
     """A tool schema with its keys in another order, and a JSON profile dumped with other
     whitespace and 1.0 for 1: the same content in other bytes."""

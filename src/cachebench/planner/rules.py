@@ -441,22 +441,27 @@ def _forces_tool(choice: Any) -> bool:
 # -- several requests ------------------------------------------------------------------------
 
 
-def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
+def _compare(views: Sequence[RequestView], ids: Sequence[int]) -> Iterator[Finding]:
+    """The rules that compare requests of one provider and model: ``views[i]`` is request
+    ``ids[i]`` of the lint (the findings and their words name requests so)."""
     base = views[0]
     end = min(v.cached_end for v in views)
     if end <= 0:
         return
     shared = min(min(_shared_end(v), v.history_start) for v in views)
-    yield from _settings_rule(views)
+    yield from _settings_rule(views, ids)
     differs_at: set[int] = set()  # blocks that differ in any way
     content_at: set[int] = set()  # ... in content (not a re-ordering, a rendering or a value)
     tool_at = [b.position for b in base.blocks if b.section == "tools"]  # (OpenAI: after its settings)
     tools_a = [canonical(base.blocks[p].payload) for p in tool_at]
-    for r, v in enumerate(views[1:], start=1):
+    first_id = ids[0]
+    for r, v in zip(ids[1:], views[1:], strict=True):
         tools_b = [canonical(b.payload) for b in v.blocks if b.section == "tools"]
         if tools_a != tools_b and Counter(tools_a) == Counter(tools_b):
             first = next(tool_at[i] for i, (a, b) in enumerate(zip(tools_a, tools_b, strict=True)) if a != b)
-            yield _finding("CB202", v, first, "the tools are the same as in request 0, in another order.", r)
+            yield _finding(
+                "CB202", v, first, f"the tools are the same as in request {first_id}, in another order.", r
+            )
             differs_at.update(tool_at)
         for p in range(end):
             if p in differs_at and v.blocks[p].section == "tools":
@@ -470,14 +475,14 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
                 continue
             differs_at.add(p)
             if normalized_digest(a.payload) == normalized_digest(b.payload):
-                yield _finding("CB203", v, p, "the same content as request 0, in other bytes.", r)
+                yield _finding("CB203", v, p, f"the same content as request {first_id}, in other bytes.", r)
                 continue
             change = _changed_value(a, b)
             if change is None:
                 content_at.add(p)
             elif p < shared:
                 kind, start, stop = change
-                yield _value_finding(v, p, kind, "that differs from request 0", r, start, stop)
+                yield _value_finding(v, p, kind, f"that differs from request {first_id}", r, start, stop)
             # (after the shared layer a value that differs is that customer's or session's own)
     if content_at:
         first = min(content_at)
@@ -491,17 +496,17 @@ def _compare(views: Sequence[RequestView]) -> Iterator[Finding]:
                 f"this block differs between the requests, and {len(shared_after)} later "
                 f"block(s) they all share (from {base.blocks[p].section} block "
                 f"{base.blocks[p].index}) are cached once per variant.",
-                0,
+                first_id,
             )
 
 
-def _settings_rule(views: Sequence[RequestView]) -> Iterator[Finding]:
+def _settings_rule(views: Sequence[RequestView], ids: Sequence[int]) -> Iterator[Finding]:
     """CB303 when tool_choice or thinking differs between the requests (Anthropic, Bedrock):
     every breakpoint in the messages misses when they change."""
     base = views[0]
     if base.provider not in ("anthropic", "bedrock"):
         return
-    for r, v in enumerate(views[1:], start=1):
+    for r, v in zip(ids[1:], views[1:], strict=True):
         if v.settings != base.settings and any(v.blocks[p].section == "messages" for p, _ in v.marks):
             names = sorted({*(base.settings or {}), *(v.settings or {})})
             changed = [n for n in names if (base.settings or {}).get(n) != (v.settings or {}).get(n)]
@@ -509,7 +514,7 @@ def _settings_rule(views: Sequence[RequestView]) -> Iterator[Finding]:
                 "CB303",
                 None,
                 None,
-                f"{' and '.join(changed)} differ from request 0; every breakpoint in the messages "
+                f"{' and '.join(changed)} differ from request {ids[0]}; every breakpoint in the messages "
                 "misses when they change.",
                 r,
             )
@@ -561,7 +566,8 @@ def lint(
 
     ``request`` is a provider request body (the keyword arguments of the SDK call), or a list
     of bodies of one flow (different users, or the same input built twice): then the rules
-    that compare requests run too. ``provider`` is told from the body's shape when not given;
+    that compare requests run too, among the requests to each provider and model (each
+    compared with the first of them). ``provider`` is told from the body's shape when not given;
     ``model`` fills in a body that names none (Gemini's). ``now`` (default: the time) is when
     the requests were built: a date within two days of it counts as today's.
     """
@@ -574,9 +580,16 @@ def lint(
         found += _no_breakpoint_rule(v, r)
         found += _volatile_rule(v, r, when)
         found += _dynamic_rules(v, r)
-    if len(views) >= 2 and len({(v.provider, v.model) for v in views}) == 1:
-        seen = {(f.request, f.position, f.code, f.byte_start) for f in found}
-        found += [f for f in _compare(views) if (f.request, f.position, f.code, f.byte_start) not in seen]
+    # The requests compared per provider and model (a cache is per model): each group's first
+    # is the one the others are compared with.
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for r, v in enumerate(views):
+        groups.setdefault((v.provider, v.model), []).append(r)
+    seen = {(f.request, f.position, f.code, f.byte_start) for f in found}
+    for ids in groups.values():
+        if len(ids) >= 2:
+            compared = _compare([views[r] for r in ids], ids)
+            found += [f for f in compared if (f.request, f.position, f.code, f.byte_start) not in seen]
     found = _merge_repeats(found, len(views))
     found.sort(key=lambda f: (f.request, -1 if f.position is None else f.position, f.byte_start or 0, f.code))
     return found

@@ -4,7 +4,7 @@ shared at both ends, then the newest. Prints made from prompts by the tracker's 
 
 from __future__ import annotations
 
-from cachebench.diagnose.prints import LayerPrint, Printer, nearest
+from cachebench.diagnose.prints import LayerPrint, Printer, compare, nearest
 from cachebench.types import Prompt
 
 POLICY = "Refunds within 30 days need the order number and the customer's email address. " * 12
@@ -42,3 +42,24 @@ def test_candidates_alike_in_every_measure_give_the_newest() -> None:
     first, second = layer("tools", "Now: 09:58. " + POLICY), layer("tools", "Now: 09:59. " + POLICY)
     assert nearest([first, second], new) is first
     assert nearest([second, first], new) is second
+
+
+def _sections(*blocks: tuple[str, str]) -> LayerPrint:
+    pairs = [(section, {"type": "text", "text": t}) for section, t in blocks]
+    return Printer(keep_text=False).layer(Prompt("anthropic", "m", pairs, [], len(pairs)), 0, len(pairs))
+
+
+def test_a_reordered_section_is_named_when_a_later_section_changed_too() -> None:
+    """Re-ordered tools and a new timestamp in the system prompt: the first difference is the
+    re-ordering (not an edit of the first tool); tools in the same order give the timestamp."""
+    old = _sections(("tools", "alpha"), ("tools", "beta"), ("system", "Now: 09:59. " + POLICY))
+    both = _sections(("tools", "beta"), ("tools", "alpha"), ("system", "Now: 10:00. " + POLICY))
+    change = compare(old, both)
+    assert change is not None
+    assert (change.diff.section, change.diff.block_index, change.diff.kind) == ("tools", 0, "reordered")
+    other_tool = _sections(("tools", "gamma"), ("tools", "alpha"), ("system", "Now: 10:00. " + POLICY))
+    edited = compare(old, other_tool)
+    assert edited is not None and edited.diff.kind == "content"  # (not the same tools: an edit)
+    same_order = _sections(("tools", "alpha"), ("tools", "beta"), ("system", "Now: 10:00. " + POLICY))
+    found = compare(old, same_order)
+    assert found is not None and (found.diff.section, found.diff.kind) == ("system", "content")

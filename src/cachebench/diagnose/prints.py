@@ -342,8 +342,31 @@ def compare(old: LayerPrint, new: LayerPrint, new_bytes: Any = None) -> Change |
             continue
         if o.section != b.section:
             return Change(_diff(b, 0, nf.size, "content"), True, False)
+        if _reordered_section(old, new, b.section):
+            # The section's blocks in another order, while another section changed too (a
+            # re-ordered tool list and a new timestamp): the re-ordering comes first.
+            return Change(
+                _diff(
+                    b,
+                    0,
+                    nf.size,
+                    "reordered",
+                    before=_excerpt(of.text, 0, of.size),
+                    after=_excerpt(nf.text, 0, nf.size),
+                ),
+                False,
+                True,
+            )
         return _block_change(o, b, new_bytes)
     return None
+
+
+def _reordered_section(old: LayerPrint, new: LayerPrint, section: str) -> bool:
+    """Whether ``new`` holds ``old``'s blocks of ``section`` in another order."""
+    return reordered(
+        [x.features.digest for x in old if x.section == section],
+        [x.features.digest for x in new if x.section == section],
+    )
 
 
 def _block_change(o: BlockPrint, b: BlockPrint, new_bytes: Any) -> Change:

@@ -286,6 +286,21 @@ def test_requests_without_a_timestamp_are_spaced_by_the_interval() -> None:
     assert [r.miss_cause for r in rows] == ["cold", "ttl_expired", "ttl_expired"]
 
 
+def test_bodies_as_json_text_and_a_single_body_are_requests_not_paths() -> None:
+    """JSON text (a str or bytes that holds an object) is a body, in a list or alone, and so is
+    one dict: each replays as the dict itself does."""
+    body = anthropic(0, False)
+    text = json.dumps(body)
+    expected = [(r.metrics.cache_write_tokens, r.miss_cause) for r in explain_requests([body, body]).rows]
+    for given in ([text, text], [text.encode(), body]):
+        rows = explain_requests(given).rows
+        assert [(r.metrics.cache_write_tokens, r.miss_cause) for r in rows] == expected
+    for one in (body, text, "  " + text, text.encode()):
+        report = explain_requests(one)
+        assert not report.skipped
+        assert [(r.metrics.cache_write_tokens, r.miss_cause) for r in report.rows] == expected[:1]
+
+
 def test_the_arguments_name_provider_model_and_flow_where_lines_do_not() -> None:
     """A Gemini body names no model: ``model=`` gives it; ``flow=`` names the flow of requests
     whose wrapper names none (else ``provider/model``); JSON text lines are read too."""

@@ -281,16 +281,21 @@ def _from_objects(items: Iterable[Any], source: str) -> Iterator[SavedRequest | 
 
 
 def is_path(value: object) -> bool:
-    return isinstance(value, (str, os.PathLike))
+    """A file's path: a path object, or text that is not a JSON object's (``{...}``)."""
+    if isinstance(value, str):
+        return not value.lstrip().startswith("{")
+    return isinstance(value, os.PathLike)
 
 
 def read_requests(requests: Any, source: str = "<requests>") -> Iterator[SavedRequest | Skipped]:
     """Files (a path, or a list of paths: :func:`read_file`) read in the order given, or
-    request bodies / wrappers (dicts or JSON text) in the order iterated; OSError when a file
-    cannot be read."""
+    request bodies / wrappers (dicts or JSON text) in the order iterated, or one of them;
+    OSError when a file cannot be read."""
     if is_path(requests):
         yield from read_file(os.fspath(requests))
         return
+    if isinstance(requests, (str, bytes, bytearray, Mapping)):
+        requests = [requests]  # one body or wrapper (JSON text of one: text that starts with "{")
     items = list(requests) if not isinstance(requests, list) else requests
     if items and all(is_path(p) for p in items):
         for path in items:

@@ -177,7 +177,7 @@ def explain_requests(
     """Replay saved request bodies through the cache model and explain each one.
 
     ``requests``: a path (JSON Lines, plain or gzip), a list of paths, or request bodies and
-    wrappers (dicts or JSON text). ``provider``, ``model`` and ``flow`` apply to requests
+    wrappers (dicts or JSON text: text that starts with ``{``), or one of them. ``provider``, ``model`` and ``flow`` apply to requests
     whose wrapper (and, for the model, body) names none; a request's flow defaults to
     ``"<provider>/<model>"``. ``prices`` overrides genai-prices as
     :class:`~cachebench.CacheTracker` takes it. A file that cannot be read raises ``OSError``;

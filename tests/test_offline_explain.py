@@ -499,6 +499,39 @@ def test_cli_explains_a_file(tmp_path: Path) -> None:
     assert every.returncode == 0 and all(f"{path}:{n} " in every.stdout for n in range(1, 7))
 
 
+def test_cli_gives_each_request_the_fix_explain_gives_it(tmp_path: Path) -> None:
+    """GPT-5.6 without a breakpoint of its own: each new question is a cold write of the
+    system prompt, and the fix on its line is the one ``explain()`` names (a breakpoint), not
+    "none needed"."""
+    from cachebench import explain
+
+    system = "You are the support agent of a bicycle shop. Answer briefly and politely. " * 120
+    lines = [
+        {
+            "provider": "openai",
+            "timestamp": 1_767_225_600 + 30 * i,
+            "request": {
+                "model": "gpt-5.6",
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": f"Question {i}"},
+                ],
+            },
+        }
+        for i in range(3)
+    ]
+    path = write_jsonl(tmp_path / "gpt.jsonl", lines)
+    rows = explain_requests(path).rows
+    assert [r.miss_cause for r in rows] == ["cold"] * 3
+    fix = explain(rows[1].metrics).split(" Fix: ")[1]
+    assert fix.startswith("put a prompt_cache_breakpoint")
+    done = cli(path, "--all")
+    assert done.returncode == 0, done.stderr
+    for n in (1, 2, 3):
+        line = next(x for x in done.stdout.splitlines() if x.startswith(f"{path}:{n} "))
+        assert line.endswith(f"Fix: {fix}")
+
+
 def test_cli_json(tmp_path: Path) -> None:
     """``--json`` prints the report as JSON: totals, causes, skipped lines, avoidable rows."""
     path = write_jsonl(tmp_path / "requests.jsonl", churning_deploy(converse))

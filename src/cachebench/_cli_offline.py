@@ -210,7 +210,7 @@ def print_summary(out: Any, report: Any, files: list[str]) -> None:
 def row_line(row: Any) -> str:
     """One request on one line: where, flow, cause and place, tokens, what was avoidable, the fix."""
     from ._cli_planner import plural
-    from .advice import advice_for
+    from .advice import call_advice
 
     m = row.metrics
     what = row.miss_cause or "no miss"
@@ -224,7 +224,7 @@ def row_line(row: Any) -> str:
     )
     if row.avoidable_tokens:
         line += f"; avoidable {plural(row.avoidable_tokens, 'token')} ({_usd(row.avoidable_cost_usd)})"
-    found = advice_for(row.miss_cause, d)
+    found = call_advice(m)
     if found is not None:
         line += f". Fix: {found[1]}."
     return line

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .types import CallMetrics, PrefixDiff, Regression
 
-__all__ = ["ADVICE", "advice_for", "explain", "incident_advice"]
+__all__ = ["ADVICE", "advice_for", "call_advice", "explain", "incident_advice"]
 
 # (cause, kind of change or value type) -> (why it missed, the fix). The second key is the
 # diff's value type for a volatile value, its kind otherwise, None where the cause has no diff.
@@ -160,6 +160,15 @@ def _implicit_only(m: CallMetrics) -> bool:
     return m.provider == "openai" and explicit_caching(m.model) and len(m.breakpoint_ids) == 1
 
 
+def call_advice(m: CallMetrics) -> tuple[str, str] | None:
+    """(why it missed, the fix) for one call: :func:`advice_for` its cause and change, but for
+    a GPT-5.6 call whose only breakpoint is the implicit one, whose cold miss a breakpoint of
+    its own would have read."""
+    if m.miss_cause == "cold" and _implicit_only(m):
+        return ADVICE[("cold", "implicit_breakpoint")]
+    return advice_for(m.miss_cause, m.diff)
+
+
 def _explain_call(m: CallMetrics) -> str:
     if m.error is not None:
         return f"The call failed ({m.error}); nothing about its cache is known."
@@ -167,9 +176,7 @@ def _explain_call(m: CallMetrics) -> str:
         return "The provider reported no usage for this call, so its cache use is unknown."
     if m.prefix_id is None:
         return "The call had no cache breakpoint, so nothing of it was cacheable."
-    found = advice_for(m.miss_cause, m.diff)
-    if m.miss_cause == "cold" and _implicit_only(m):
-        found = ADVICE[("cold", "implicit_breakpoint")]
+    found = call_advice(m)
     if found is None:
         if m.cache_read_tokens:
             return f"The call read {m.cache_read_tokens:,} tokens from the cache; nothing to fix."

@@ -337,6 +337,22 @@ def test_bad_strategies_get_a_clear_error(spec: str, message: str) -> None:
         Strategy.parse(spec)
 
 
+def test_a_strategy_whose_layers_no_call_has_is_named() -> None:
+    """``layers=5:1h`` on a trace whose calls have fewer layers would cache nothing and be
+    called a strategy: refused, naming the layers the calls have; a layer some calls have is
+    fine, and so is -1 (the last)."""
+    calls = _support_trace(5)
+    deepest = max(len(c["layers"]) for c in calls)
+    with pytest.raises(
+        ValueError, match=rf"no call of the trace has layer 5 \(its calls have at most {deepest} layers"
+    ):
+        simulate(calls, ["layers=5:1h"])
+    with pytest.raises(ValueError, match="no call of the trace has layer"):
+        simulate(calls, [Strategy("deep", {9: "1h", -7: "5m"})])
+    found = simulate(calls, [f"layers={deepest - 1}:1h", "layers=-1:5m"])
+    assert all(r.cache_write_tokens > 0 for r in found.results)
+
+
 def test_a_strategy_the_provider_would_refuse_is_named() -> None:
     calls = _support_trace(5)
     with pytest.raises(ValueError, match="1h breakpoint after a 5m"):

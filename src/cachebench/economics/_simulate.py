@@ -787,6 +787,20 @@ def simulate(
                 "planned must be the same calls as the trace (the same times and flows, in order),"
                 f" marked by a plan: it has {len(compiled_plan):,} calls, the trace {len(compiled):,}"
             )
+    deepest = max((len(shape.ttls) for shape in compiled.shapes), default=0)
+    for s in chosen:
+        marks = s.marks
+        if (
+            isinstance(marks, Mapping)
+            and marks
+            and compiled.shapes
+            and not any(0 <= k < deepest or 0 < -k <= deepest for k in marks)
+        ):
+            raise ValueError(
+                f"strategy {s.name!r}: no call of the trace has layer "
+                f"{' or '.join(str(k) for k in marks)} (its calls have at most {deepest} layers,"
+                " counted from 0; -1 is the last)"
+            )
     placements = None
     if any(s.marks == "advised" for s in chosen):
         from ._advise import Advice, advise_compiled

@@ -457,6 +457,30 @@ def test_a_file_that_cannot_be_read_at_all_raises(tmp_path: Path) -> None:
         explain_requests(str(cut))
 
 
+def test_a_json_lines_file_cut_short_keeps_the_lines_before_the_cut(tmp_path: Path) -> None:
+    """A gzip JSON Lines file cut off mid-stream: every whole line before the cut is explained
+    (as the same lines uncut are), and the rest is one skipped line saying where reading
+    stopped; the command lists it and exits 0."""
+    lines = [
+        {"timestamp": 1_767_225_600 + 10 * i, "request": anthropic(0, False) | {"max_tokens": 10 + i}}
+        for i in range(300)
+    ]
+    packed = gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) * 2 // 3])
+    report = explain_requests(str(cut))
+    n = len(report.rows)
+    assert 0 < n < 300
+    whole = explain_requests(lines[:n])
+    assert [r.metrics for r in report.rows] == [r.metrics for r in whole.rows]
+    (skipped,) = report.skipped
+    assert (skipped.source, skipped.line) == (str(cut), n + 1)
+    assert skipped.reason.startswith(f"the file cannot be read past line {n} (")
+    done = cli(str(cut))
+    assert done.returncode == 0, done.stderr
+    assert f"{cut}:{n + 1}: the file cannot be read past line {n}" in done.stdout
+
+
 # -- the command line, as a process ---------------------------------------------------------------
 
 

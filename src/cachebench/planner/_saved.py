@@ -213,20 +213,29 @@ def read_file(path: str) -> Iterator[SavedRequest | Skipped]:
     (blank lines are no lines). Otherwise one JSON document: a request, or a list of them (each
     on line 1, with its index in the list). ``OSError`` when the file cannot be opened,
     :class:`UnreadableFile` when it cannot be read at all (a document that is not JSON, a
-    damaged gzip stream)."""
+    damaged gzip stream); a JSON Lines file cut or damaged after some lines gives those, then
+    one skipped line that says where reading stopped."""
     with _open(path) as f:
         lines = json_lines(path, f)
         try:
             first = next(lines, None)
-            if first is None:
-                return
-            if path.lower().removesuffix(".gz").endswith(_LINES_SUFFIXES) or _is_object(first[2]):
-                yield _line(path, first[0], first[2], first[1])
-                for line, offset, raw in lines:
-                    yield _line(path, line, raw, offset)
-                return
         except ImportFileError as exc:  # its message starts with the path, as ours will
             raise UnreadableFile(path, str(exc).removeprefix(f"{path}: ")) from None
+        if first is None:
+            return
+        if path.lower().removesuffix(".gz").endswith(_LINES_SUFFIXES) or _is_object(first[2]):
+            yield _line(path, first[0], first[2], first[1])
+            last = first[0]
+            try:
+                for line, offset, raw in lines:
+                    yield _line(path, line, raw, offset)
+                    last = line
+            except ImportFileError as exc:
+                # A stream cut or damaged after some lines: those were read; the rest is a line
+                # skipped, so that what could be read is not lost.
+                cause = exc.__context__ if exc.__context__ is not None else exc
+                yield Skipped(path, last + 1, f"the file cannot be read past line {last} ({cause})")
+            return
         try:
             f.seek(0)
             data = f.read().removeprefix(_BOM)

@@ -578,6 +578,9 @@ def test_cli_errors(tmp_path: Path) -> None:
     for argv in ([path, "--interval", "-1"], [path, "--provider", "cohere"], ["42", "--all"]):
         done = cli(*argv)
         assert done.returncode == 2 and "Usage:" in done.stderr, argv
+    done = cli(path, "--start", "soon")
+    assert done.returncode == 2
+    assert "Invalid value for --start: timestamp 'soon' is not an ISO-8601 date and time" in done.stderr
 
 
 def test_cli_explains_a_json_list_of_bodies(tmp_path: Path) -> None:

@@ -124,7 +124,10 @@ def explain_files(targets: list[str], options: Options, *, json: bool) -> bool:
     except OSError as exc:
         raise fail(f"cannot read {exc.filename}: {exc.strerror}" if exc.filename else str(exc))
     except ValueError as exc:  # an option's value (the message names it)
-        raise typer.BadParameter(str(exc)) from None
+        text = str(exc)
+        if text.startswith("start: "):  # (explain_requests names its argument; the option is --start)
+            raise typer.BadParameter(text.removeprefix("start: "), param_hint="--start") from None
+        raise typer.BadParameter(text) from None
     if json:
         typer.echo(report.as_json(all_rows=options.all_rows))
     if not report.rows:

@@ -254,6 +254,17 @@ def test_lint_reads_gzip_lines_and_wrappers_and_says_when_the_provider_is_unknow
     assert done.stdout == "0 errors, 0 warnings in 1 request; 1 line not linted (see stderr)\n"
 
 
+def test_lines_that_cannot_be_read_or_linted_are_listed_in_line_order(tmp_path: Path) -> None:
+    """A line whose provider cannot be told (line 2) and a line that is not JSON (line 3): the
+    file's problems on stderr in line order, whichever step found them."""
+    bare = {"messages": [{"role": "user", "content": "Hello"}]}
+    write_lines(tmp_path / "saved.jsonl", [anthropic(), bare, "{not json", anthropic()])
+    done = cachebench(tmp_path, "lint", "saved.jsonl")
+    assert done.returncode == 2
+    found = [line.split(" ", 2)[1] for line in done.stderr.splitlines()]
+    assert found == ["saved.jsonl:2:", "saved.jsonl:3:"], done.stderr
+
+
 def test_lint_usage_errors_exit_2(tmp_path: Path) -> None:
     """An unknown --format or --provider, and a file that does not exist, exit 2."""
     write_json(tmp_path / "clean.json", anthropic())

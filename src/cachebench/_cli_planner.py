@@ -371,8 +371,14 @@ def _run(
             out.problems.append(Problem(path, None, "is a folder, not a file"))
             continue
         items, problems = read_file(path, provider, model)
+        start = len(out.problems)
         out.problems += problems
         each(items, out)
+        # (the lines that could not be read, then those that could not be linted: in line order)
+        out.problems[start:] = sorted(
+            out.problems[start:],
+            key=lambda p: (p.line or 0, -1 if p.index is None else p.index),
+        )
     return out
 
 

@@ -299,6 +299,23 @@ def test_check_fails_on_reordered_tools(tmp_path: Path) -> None:
     assert "reordered" in differs[0] and " Fix: " in differs[0]
 
 
+def test_check_names_every_build_that_differs(tmp_path: Path) -> None:
+    """Build 2 re-orders the tools, build 3 puts another time in the system prompt, build 4 is
+    the first again: builds 2 and 3 are named, each with its own kind; the summary counts the
+    one file."""
+    first = anthropic(f"Built at {STAMP}. {POLICY}", tools=TOOLS)
+    later = anthropic(f"Built at {STAMP.replace('14:22:31', '14:23:05')}. {POLICY}", tools=TOOLS)
+    reordered = anthropic(f"Built at {STAMP}. {POLICY}", tools=TOOLS[::-1])
+    write_lines(tmp_path / "builds.jsonl", [first, reordered, later, first])
+    done = cachebench(tmp_path, "check", "builds.jsonl")
+    assert done.returncode == 1, done.stderr
+    differs = [line for line in done.stdout.splitlines() if ": prefix differs: " in line]
+    assert [line.split(":")[1] for line in differs] == ["2", "3"]
+    assert "kind reordered" in differs[0]
+    assert "kind volatile, value timestamp" in differs[1]
+    assert done.stdout.splitlines()[-1].endswith("1 file whose cached prefix differs between builds")
+
+
 def test_check_fails_on_a_uuid_that_differs_between_builds(tmp_path: Path) -> None:
     """A UUID at the end of the cached system prompt, another in each build: exit 1, the
     difference at system block 0 on the UUID's 36 bytes, kind volatile, value uuid (in the

@@ -221,8 +221,9 @@ def _lints_alone(item: Item, out: Outcome) -> bool:
 
 
 def compare_builds(items: Sequence[Item], out: Outcome) -> None:
-    """The first build of a file whose cached prefix differs from the file's first build."""
-    from .planner.stability import first_difference
+    """Each build of a file whose cached prefix differs from the file's first build (the first
+    one built for another provider or model, alone)."""
+    from .planner.stability import differences
     from .providers import adapter_for, detect_request
     from .types import Provider
 
@@ -253,8 +254,7 @@ def compare_builds(items: Sequence[Item], out: Outcome) -> None:
                 )
             )
             return
-    found = first_difference([i.body for i in items], first.provider, first.model)
-    if found is not None:
+    for found in differences([i.body for i in items], first.provider, first.model):
         item = items[found.request]
         if found.diff is None:  # the blocks agree; the breakpoints do not
             out.differences.append(Difference(item, first, "breakpoints", found.why, found.fix))
@@ -298,7 +298,8 @@ def summary(out: Outcome, verb: str = "linted") -> str:
     warnings = len(out.findings) - errors
     line = f"{plural(errors, 'error')}, {plural(warnings, 'warning')} in {plural(out.requests, 'request')}"
     if out.differences:
-        line += f"; {plural(len(out.differences), 'file')} whose cached prefix differs between builds"
+        files = len({d.item.file for d in out.differences})
+        line += f"; {plural(files, 'file')} whose cached prefix differs between builds"
     if out.problems:
         units = [p.unit for p in out.problems]
         parts = [plural(units.count(u), u) for u in ("file", "line", "request") if u in units]

@@ -211,18 +211,29 @@ def test_small_inputs_and_objects_stay_in_one_process(
 def test_an_error_in_the_reading_process_is_raised_as_in_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gzip file damaged after its first lines raises in two processes what it raises in one:
-    the same exception type and message (an OSError), with the child's traceback as a note."""
+    """A file that cannot be read at all (a gzip stream damaged in its first line), after a
+    file of good lines, raises in two processes what it raises in one: the same exception type
+    and message (an OSError), with the child's traceback as a note. A gzip file damaged after
+    its first lines gives the same report in both: those lines, then one skipped line."""
+    good = write(tmp_path / "good.jsonl", lines(400))
     data = gzip.compress(("\n".join(lines(400)) + "\n").encode())
-    path = tmp_path / "damaged.jsonl.gz"
-    path.write_bytes(data[: len(data) // 2] + b"\x00" * 64 + data[len(data) // 2 + 64 :])
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(data[:12] + b"\x00" * 64 + data[76:])
     errors = []
     for processes in (1, 2):
         with pytest.raises(OSError) as raised:
-            explained(monkeypatch, str(path), processes=processes)
+            explained(monkeypatch, [good, str(broken)], processes=processes)
         errors.append(raised.value)
+    assert str(broken) in str(errors[0])
     assert (type(errors[1]), str(errors[1])) == (type(errors[0]), str(errors[0]))
     assert any("reading process" in note for note in getattr(errors[1], "__notes__", []))
+    damaged = tmp_path / "damaged.jsonl.gz"
+    damaged.write_bytes(data[: len(data) // 2] + b"\x00" * 64 + data[len(data) // 2 + 64 :])
+    one, two = (explained(monkeypatch, str(damaged), processes=n) for n in (1, 2))
+    same_reports(one, two)
+    assert 0 < len(one.rows) < 400
+    last = one.skipped[-1]  # (before it, lines the damaged bytes garbled, if any)
+    assert last.reason.startswith(f"the file cannot be read past line {last.line - 1} (")
 
 
 def test_a_reading_process_that_dies_is_a_clear_error(tmp_path: Path) -> None:

@@ -53,16 +53,23 @@ def enter_in_thread(gate: Gate, results: list[Hold]) -> threading.Thread:
 
 
 def test_miss_aware_defaults_and_the_bounds_it_accepts() -> None:
-    """``miss_aware()`` holds up to 2000 ms, once. A delay of 0 or under a millisecond and
-    ``max_retries=0`` are valid; anything not a number is refused with ``ValueError``."""
+    """``miss_aware()`` holds up to 2000 ms, once. A delay of 0 or under a millisecond, of an
+    hour, and ``max_retries=0`` are valid; anything not a number is refused with
+    ``TypeError``, a delay below 0, above an hour, infinite or NaN with ``ValueError``."""
     assert CachePolicy.miss_aware() == CachePolicy("miss_aware", 2000.0, 1)
     assert CachePolicy.miss_aware(delay_ms=0, max_retries=0) == CachePolicy("miss_aware", 0.0, 0)
     assert CachePolicy.miss_aware(delay_ms=0.5).delay_ms == 0.5
+    assert CachePolicy.miss_aware(delay_ms=3_600_000).delay_ms == 3_600_000.0
     for bad in ("x", None, True):
-        with pytest.raises(ValueError, match="delay_ms"):
+        with pytest.raises(TypeError, match="delay_ms"):
             CachePolicy.miss_aware(delay_ms=bad)  # type: ignore[arg-type]
+    for bad in (-1, 3_600_001, float("inf"), float("nan"), 1e15):
+        with pytest.raises(ValueError, match="delay_ms must be a number of milliseconds from 0 to 3,600,000"):
+            CachePolicy.miss_aware(delay_ms=bad)
     with pytest.raises(ValueError, match="max_retries"):
         CachePolicy.miss_aware(max_retries=-1)
+    with pytest.raises(TypeError, match="max_retries"):
+        CachePolicy.miss_aware(max_retries=1.0)  # type: ignore[arg-type]
 
 
 def test_nobody_waits_on_a_key_without_a_writer() -> None:

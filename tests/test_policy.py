@@ -168,6 +168,34 @@ async def test_delay_shorter_than_start_tasks_proceed_without_writing() -> None:
     assert gate.in_flight == 0
 
 
+def test_a_writer_that_started_and_finished_at_once_releases_everyone_as_readers() -> None:
+    """A non-streaming writer starts and finishes together (its whole response at once): with
+    holds left (max_retries=3), each released thread and task still proceeds as a reader, and
+    none becomes a writer of the entry that is now readable (none holds on another)."""
+    gate = Gate(LONG_MS, max_retries=3)
+    first = gate.enter(KEY)
+    results: list[Hold] = []
+    threads = start_threads(gate, 4, results)
+    wait_until(lambda: gate.waiting(KEY) == 4)
+    gate.started(KEY, first)
+    gate.finished(KEY, first)
+    join(threads)
+    assert [(h.writer, h.holds) for h in results] == [(False, 1)] * 4
+    assert gate.in_flight == 0
+
+
+async def test_tasks_released_by_a_writer_that_started_and_finished_are_readers() -> None:
+    gate = Gate(LONG_MS, max_retries=3)
+    first = await gate.aenter(KEY)
+    tasks = [asyncio.create_task(gate.aenter(KEY)) for _ in range(4)]
+    await await_until(lambda: gate.waiting(KEY) == 4)
+    gate.started(KEY, first)
+    gate.finished(KEY, first)
+    holds = await asyncio.wait_for(asyncio.gather(*tasks), LONG_MS / 1000 / 2)
+    assert [(h.writer, h.holds) for h in holds] == [(False, 1)] * 4
+    assert gate.in_flight == 0
+
+
 def test_failed_writer_releases_waiters_and_one_takes_over() -> None:
     """A writer that ends without starting releases its waiters; the first becomes the writer.
 

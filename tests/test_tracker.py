@@ -87,7 +87,7 @@ def test_miss_aware_policy_constructs_and_is_accepted() -> None:
     assert CacheTracker(policy=policy).policy is policy
     with pytest.raises(ValueError, match="delay_ms"):
         CachePolicy.miss_aware(delay_ms=-1)
-    with pytest.raises(ValueError, match="max_retries"):
+    with pytest.raises(TypeError, match="max_retries"):
         CachePolicy.miss_aware(max_retries=1.5)  # type: ignore[arg-type]
 
 

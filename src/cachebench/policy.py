@@ -23,8 +23,10 @@ the event loop is never blocked. Both shells share one decision (:meth:`Gate._lo
 - the writer's response has started (its entry is readable), or this call has used its
   ``max_retries`` holds: proceed, not as the writer;
 - otherwise: hold until the writer's response starts, it finishes (or fails), or
-  ``delay_ms`` passes, then look again. When the first writer failed, the first released
-  waiter becomes the new writer and the others may hold on it. A call whose last hold
+  ``delay_ms`` passes. A call released by its writer's start proceeds (the entry is
+  readable, even once that writer has finished); otherwise it looks again. When the first
+  writer failed, the first released waiter becomes the new writer and the others may hold
+  on it. A call whose last hold
   timed out while the writer is still in flight proceeds without becoming the writer:
   the writer stays the one whose start releases the others.
 """
@@ -37,7 +39,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["CachePolicy", "Gate", "Hold"]
+__all__ = ["MAX_DELAY_MS", "CachePolicy", "Gate", "Hold"]
+
+#: The longest hold: a twin never waits longer than an hour (the longest TTL) for a writer.
+MAX_DELAY_MS = 3_600_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +56,16 @@ class CachePolicy:
     @classmethod
     def miss_aware(cls, delay_ms: float = 2000, max_retries: int = 1) -> CachePolicy:
         """Hold a call whose cold prefix an in-flight twin is writing (see module docstring)."""
-        if isinstance(delay_ms, bool) or not isinstance(delay_ms, (int, float)) or not delay_ms >= 0:
-            raise ValueError(f"delay_ms must be a number of milliseconds >= 0, got {delay_ms!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        if isinstance(delay_ms, bool) or not isinstance(delay_ms, (int, float)):
+            raise TypeError(f"delay_ms must be a number of milliseconds >= 0, got {delay_ms!r}")
+        if not 0 <= delay_ms <= MAX_DELAY_MS:
+            raise ValueError(
+                f"delay_ms must be a number of milliseconds from 0 to {MAX_DELAY_MS:,.0f} (an hour), "
+                f"got {delay_ms!r}"
+            )
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
+            raise TypeError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         return cls("miss_aware", float(delay_ms), max_retries)
 
@@ -191,7 +203,10 @@ class Gate:
                 remaining = left
             with self._lock:
                 flight.waiting -= 1
+                written = flight.started
             holds += 1
+            if written:  # its entry is readable (even if the writer has finished since)
+                return self._hold(start, holds, None, False)
 
     async def aenter(self, key: int | None) -> Hold:
         """:meth:`enter` for asyncio: the task waits on a future, the event loop runs on."""
@@ -218,8 +233,11 @@ class Gate:
                     flight.waiting -= 1
                     if (loop, fut) in flight.futures:
                         flight.futures.remove((loop, fut))
+                    written = flight.started
                 fut.cancel()
             holds += 1
+            if written:  # its entry is readable (even if the writer has finished since)
+                return self._hold(start, holds, None, False)
 
     def started(self, key: int | None, hold: Hold) -> None:
         """The writer's response started (first stream event or full response): release waiters.

@@ -804,3 +804,29 @@ def test_a_flow_whose_model_changes_is_planned_on_its_most_frequent_model(tmp_pa
     assert "plan for flow other:" in done.stdout and "plan for flow agent:" not in done.stdout
     wrong = _cli(str(path), "-s", "current")
     assert wrong.returncode == 2 and "give --requests" in wrong.stderr
+
+
+def test_saved_requests_without_messages_are_named_and_plans_of_nothing_place_none(tmp_path: Path) -> None:
+    """A line of a trace read with --requests, or a body with no messages, stops the reading
+    with its file and line (a trace's line is told so); plan() of a body with nothing to cache
+    places no breakpoint (it raised IndexError)."""
+    import cachebench
+
+    trace_line = {"timestamp": 1_767_225_600, "model": MODEL, "layers": [{"key": "system", "tokens": 3000}]}
+    path = tmp_path / "trace.jsonl"
+    path.write_bytes(orjson.dumps(trace_line) + b"\n")
+    done = _cli(str(path), "--requests")
+    assert done.returncode == 2
+    assert (
+        f"{path}:1: not a request body for anthropic: it has no list of messages (a trace's line"
+        in done.stderr
+    )
+    from cachebench.economics import trace_from_requests
+
+    empty = {"model": MODEL, "max_tokens": 10}
+    with pytest.raises(
+        TraceError, match=r"<requests>:1: not a request body for anthropic: it has no list of messages$"
+    ):
+        trace_from_requests([empty])
+    plan = cachebench.plan([empty])
+    assert plan.breakpoints == () and plan.layers == ()

@@ -164,6 +164,9 @@ def _resolved(item: Any, chosen: Provider | None, model: str | None, flow: str |
         api, body, own = api_for(family, item.body)
     except ReplayError as exc:
         raise TraceError(f"{where}: {exc}") from None
+    if not isinstance(body.get("messages"), list):
+        hint = " (a trace's line: simulate reads a trace without --requests)" if "layers" in item.body else ""
+        raise TraceError(f"{where}: not a request body for {family.value}: it has no list of messages{hint}")
     name = api.normalize(own) or api.normalize(item.model) or api.normalize(model)
     if name is None:
         raise TraceError(f"{where}: no model: give the request's wrapper a model, or model= (--model)")

@@ -213,6 +213,8 @@ def _layers(views: Sequence[RequestView]) -> list[Layer]:
     chains = [v.key().chain for v in views]
     mine = first.key().chain
     n = len(first.blocks)
+    if not n:
+        return []  # (nothing to cache: no layer)
     shared = [sum(1 for c in chains if p < len(c) and c[p] == mine[p]) for p in range(n)]
     cuts = {p for p in range(n - 1) if shared[p] != shared[p + 1]}
     if first.turn_start > 0:

@@ -22,6 +22,15 @@ from cachebench.economics import (
 # The Opus-class prices of the issue, USD per million tokens.
 INPUT, WRITE_5M, WRITE_1H, READ, OUTPUT = 5.0, 6.25, 10.0, 0.50, 25.0
 OPUS = Rates(input=INPUT, output=OUTPUT, cache_read=READ, cache_write=WRITE_5M, cache_write_1h=WRITE_1H)
+# The same rates, named as Anthropic's: only Anthropic's TTLs are priced.
+CLAUDE = Rates(
+    input=INPUT,
+    output=OUTPUT,
+    cache_read=READ,
+    cache_write=WRITE_5M,
+    cache_write_1h=WRITE_1H,
+    provider="anthropic",
+)
 M = 1_000_000
 
 
@@ -212,6 +221,13 @@ def test_a_warmer_pays_for_sparse_traffic_and_not_for_dense() -> None:
         (lambda: Rates.for_model("no-such-model-xyz"), "no prices"),
         (lambda: Rates.for_model("claude-opus-4-5", when="yesterday"), "ISO 8601"),
         (lambda: conversation(OPUS, turns=0, prefix_tokens=1, turn_tokens=1, output_tokens=1), "turns"),
+        (lambda: request_cost(CLAUDE, 100, 10, ttl="24h"), r"ttl '24h' is not one of anthropic's \(1h, 5m\)"),
+        (lambda: break_even(CLAUDE, 2500, ttl="30m"), r"ttl '30m' is not one of anthropic's"),
+        (lambda: monthly(CLAUDE, Workload("x", 10, 100, 10, 1, 0.5, ttl="12h")), "not one of anthropic's"),
+        (
+            lambda: warmer_value(CLAUDE, 100, calls_per_hour=1, interval_s=60, ttl="in_memory"),
+            "not one of anthropic's",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_error(call: object, message: str) -> None:

@@ -45,9 +45,15 @@ def _tokens(name: str, value: object) -> int:
     return value
 
 
-def _ttl(ttl: object) -> str:
+def _ttl(ttl: object, rates: Rates | None = None) -> str:
+    """``ttl`` checked: a TTL a provider has, and where ``rates`` name a provider with explicit
+    breakpoints (Anthropic, Bedrock), one of that provider's own."""
     if not isinstance(ttl, str) or ttl not in facts.TTL_SECONDS:
         raise ValueError(f"ttl must be one of {', '.join(facts.TTL_SECONDS)}, got {ttl!r}")
+    provider = rates.provider if rates is not None else None
+    own = facts.BREAKPOINT_TTLS.get(provider) if provider in ("anthropic", "bedrock") else None
+    if own is not None and ttl not in own:
+        raise ValueError(f"ttl {ttl!r} is not one of {provider}'s ({', '.join(own)})")
     return ttl
 
 
@@ -114,7 +120,7 @@ def request_cost(
     total = _tokens("input_tokens", input_tokens)
     cached = _tokens("cached_tokens", cached_tokens)
     out = _tokens("output_tokens", output_tokens)
-    ttl = _ttl(ttl)
+    ttl = _ttl(ttl, rates)
     if cached > total:
         raise ValueError(f"cached_tokens ({cached:,}) cannot exceed input_tokens ({total:,})")
     rest = total - cached
@@ -155,7 +161,7 @@ def break_even(rates: Rates, tokens: int, *, ttl: str = "5m") -> BreakEven:
     """Break-even reads per write for caching ``tokens`` with ``ttl``, and the call rate (on
     one entry) at which it is reached."""
     tokens = _tokens("tokens", tokens)
-    ttl = _ttl(ttl)
+    ttl = _ttl(ttl, rates)
     premium = _usd(rates, written=tokens, ttl=ttl) - _usd(rates, uncached=tokens)
     saving = _usd(rates, uncached=tokens) - _usd(rates, read=tokens)
     if saving <= 0:
@@ -212,7 +218,7 @@ def conversation(
     prefix = _tokens("prefix_tokens", prefix_tokens)
     new = _tokens("turn_tokens", turn_tokens)
     out = _tokens("output_tokens", output_tokens)
-    ttl = _ttl(ttl)
+    ttl = _ttl(ttl, rates)
     rows: list[ConversationTurn] = []
     cached = 0  # what the cache holds after the turn before (an entry through its breakpoint)
     total = total_uncached = 0.0
@@ -361,7 +367,7 @@ def warmer_value(
     """Whether a warmer every ``interval_s`` pays for a layer of ``tokens`` read by
     ``calls_per_hour`` calls (Poisson) with ``ttl``. The interval must be under the TTL."""
     tokens = _tokens("tokens", tokens)
-    ttl = _ttl(ttl)
+    ttl = _ttl(ttl, rates)
     ttl_s = facts.ttl_seconds(ttl)
     if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not 0 < interval_s < ttl_s:
         raise ValueError(f"interval_s must be between 0 and the TTL ({ttl_s:.0f} s), got {interval_s!r}")

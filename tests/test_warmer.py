@@ -126,6 +126,16 @@ def test_a_bad_configuration_is_refused_at_construction() -> None:
         CacheWarmer(lambda **kw: None, support_request(), auto=True)
     with pytest.raises(TypeError, match="create must be"):
         CacheWarmer("client.messages.create", support_request())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tracker must be a CacheTracker"):
+        CacheWarmer(lambda **kw: None, support_request(), tracker="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="auto must be True or False"):
+        CacheWarmer(lambda **kw: None, support_request(), auto="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"prices\['x'\] must be a mapping"):
+        CacheWarmer(lambda **kw: None, support_request(), prices={"x": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"is not a number: 'abc'"):
+        CacheWarmer(lambda **kw: None, support_request(), prices={MODEL: {"input": "abc"}})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="provider='openai', but the request is anthropic's shape"):
+        CacheWarmer(lambda **kw: None, support_request(), provider="openai")
 
 
 # -- against the emulator -------------------------------------------------------------------------------

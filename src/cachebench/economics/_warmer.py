@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .. import facts
 from .._flow import _warming, flow
 from ..fingerprint import key as prefix_key
+from ..pricing import validate_overrides
 from ..providers import adapter_for, detect_request
 from ..types import CallMetrics, Provider
 from ._cost import warmer_value
@@ -111,9 +112,28 @@ class CacheWarmer:
             raise TypeError(
                 f"request must be the call's keyword arguments as a mapping, got {type(request).__name__}"
             )
-        chosen = Provider.parse(provider) if provider is not None else detect_request(request)
+        from ..planner._view import SAME_BODY
+        from ..tracker import CacheTracker
+
+        if tracker is not None and not isinstance(tracker, CacheTracker):
+            raise TypeError(f"tracker must be a CacheTracker or None, got {type(tracker).__name__}")
+        if not isinstance(auto, bool):
+            raise TypeError(f"auto must be True or False, got {auto!r}")
+        validate_overrides(prices)  # (the tracker's own check: a mistake now, not at the first price)
+        shape = detect_request(request)
+        chosen = Provider.parse(provider) if provider is not None else shape
         if chosen is None:
             raise ValueError("cannot tell which provider the request is for: give provider=")
+        if (
+            shape is not None
+            and provider is not None
+            and shape is not chosen
+            and (chosen.value, shape.value) not in SAME_BODY
+        ):
+            raise ValueError(
+                f"provider={chosen.value!r}, but the request is {shape.value}'s shape: its warm calls"
+                " would be malformed (leave provider= out, or give the request of that provider)"
+            )
         self.provider = chosen
         self.request = warm_request(request, chosen)
         if not isinstance(flow, str) or not flow.strip():

@@ -114,7 +114,7 @@ def _kind(part: Any) -> str:
 
 # A body one provider's shape tells and another provider also takes: Bedrock's InvokeModel with an
 # Anthropic Messages body.
-_SAME_BODY = frozenset({("bedrock", "anthropic")})
+SAME_BODY = frozenset({("bedrock", "anthropic")})
 
 
 def max_breakpoints(provider: str) -> int:
@@ -145,7 +145,7 @@ def view(
             )
         provider = shape
     name = Provider.parse(provider).value
-    if shape is not None and shape.value != name and (name, shape.value) not in _SAME_BODY:
+    if shape is not None and shape.value != name and (name, shape.value) not in SAME_BODY:
         raise ValueError(
             f"this request body is {shape.value}'s shape, not {name}'s: leave provider= out or fix it"
         )

@@ -830,3 +830,15 @@ def test_saved_requests_without_messages_are_named_and_plans_of_nothing_place_no
         trace_from_requests([empty])
     plan = cachebench.plan([empty])
     assert plan.breakpoints == () and plan.layers == ()
+
+
+def test_wrong_kinds_of_trace_and_strategies_are_named() -> None:
+    """A number, a dict or bytes for the trace, and one strategy's text for the list, raise a
+    TypeError that says what each must be; a one-call result says "1 call"."""
+    for bad in (42, {"timestamp": 1}, b"trace.jsonl"):
+        with pytest.raises(TypeError, match="a trace is calls"):
+            simulate(bad, ["current"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="strategies must be a list"):
+        simulate(_support_trace(3), "current")  # type: ignore[arg-type]
+    one = simulate(_support_trace(1), ["current"])
+    assert str(one).endswith("1 call; cheapest: current")

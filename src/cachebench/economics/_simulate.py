@@ -309,7 +309,7 @@ class Simulation:
             for row in rows
         ]
         if self.results:
-            lines.append(f"{self.calls:,} calls; cheapest: {self.best.name}")
+            lines.append(f"{self.calls:,} call{'' if self.calls == 1 else 's'}; cheapest: {self.best.name}")
         return "\n".join(lines)
 
 
@@ -765,7 +765,7 @@ def simulate(
     if isinstance(ttft_s, bool) or not isinstance(ttft_s, (int, float)) or not 0 <= ttft_s < math.inf:
         raise ValueError(f"ttft_s must be a number of seconds >= 0, got {ttft_s!r}")
     if isinstance(strategies, (str, Strategy)):
-        raise ValueError("strategies must be a list (of Strategy objects or their text)")
+        raise TypeError("strategies must be a list (of Strategy objects or their text)")
     chosen = [s if isinstance(s, Strategy) else Strategy.parse(s) for s in (strategies or DEFAULT_STRATEGIES)]
     names = [s.name for s in chosen]
     if len(set(names)) != len(names):

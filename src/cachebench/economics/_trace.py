@@ -234,6 +234,11 @@ class Trace:
     """The calls of a trace in time order (stable for equal timestamps)."""
 
     def __init__(self, calls: Iterable[TraceCall | Mapping[str, Any]]) -> None:
+        if isinstance(calls, (Mapping, bytes)) or not isinstance(calls, Iterable):
+            raise TypeError(
+                "a trace is calls (TraceCall objects or dicts), a Trace or a JSON Lines path, got "
+                f"{type(calls).__name__}"
+            )
         made = [c if isinstance(c, TraceCall) else trace_call(c, f"call {i}") for i, c in enumerate(calls)]
         made.sort(key=lambda c: c.timestamp)
         self.calls: list[TraceCall] = made

@@ -216,6 +216,33 @@ def test_sparse_per_user_traffic_does_not_mark_the_user_layer() -> None:
     assert [(bp.section, bp.index) for bp in p.breakpoints] == [("system", 0)]
 
 
+def test_a_history_that_others_start_the_same_way_is_read_by_their_calls_too() -> None:
+    """With traffic, the conversation before the newest turn is read by the session's next
+    turn, and, where other samples start with the same history (a customer's, on every visit),
+    by their calls too: at 40 calls an hour over 4 customers (one visit each 6 minutes) it is
+    marked, for an hour; where every sample's history is its own it is not (one turn a
+    session: nothing reads it)."""
+    policy = [{"type": "text", "text": "You answer questions about orders. " * 300}]
+
+    def visit(customer: int, i: int) -> dict[str, Any]:
+        return {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 20,
+            "system": policy,
+            "messages": [
+                {"role": "user", "content": f"I am customer {customer}. " * 200},
+                {"role": "assistant", "content": "Hello, how can I help?"},
+                {"role": "user", "content": f"Where is order {i}?"},
+            ],
+        }
+
+    traffic = Traffic(calls_per_hour=40)
+    shared = plan([visit(i % 4, i) for i in range(20)], traffic)
+    assert [(bp.section, bp.ttl) for bp in shared.breakpoints] == [("system", "1h"), ("turn", "1h")]
+    own = plan([visit(i, i) for i in range(20)], traffic)
+    assert [(bp.section, bp.ttl) for bp in own.breakpoints] == [("system", "1h")]
+
+
 def test_multi_turn_conversation_marks_the_newest_turn() -> None:
     """Three turns of one session: the plan marks the last block of the newest turn (as
     Anthropic's guide does for conversations), so each turn reads everything the previous one

@@ -640,7 +640,9 @@ def test_saved_requests_simulate_as_the_emulator_serves_them_as_marked_and_as_pl
     wrappers = _agent_requests(cache_emulator.clock() + 1.0)
     path = tmp_path / "requests.jsonl"
     path.write_bytes(b"".join(orjson.dumps(w) + b"\n" for w in wrappers))
-    plans = plans_for_requests(path)
+    # (planned from the samples alone: a plan that marks them otherwise than they are marked, so
+    # the two replays differ; with their traffic the planner marks them as they are)
+    plans = plans_for_requests(path, measure_traffic=False)
     (plan,) = plans.values()
     assert plan.breakpoints
     planned_wrappers = [{**w, "request": plan.apply(w["request"])} for w in wrappers]
@@ -842,3 +844,69 @@ def test_wrong_kinds_of_trace_and_strategies_are_named() -> None:
         simulate(_support_trace(3), "current")  # type: ignore[arg-type]
     one = simulate(_support_trace(1), ["current"])
     assert str(one).endswith("1 call; cheapest: current")
+
+
+def _turns(customer: str, n: int, start: float, gap: float) -> list[tuple[float, dict[str, Any]]]:
+    """A session of ``n`` turns as an agent sends them: each turn's messages are the last one's,
+    then its answer and a new question, with the breakpoint moved to the newest answer (whose
+    text becomes a block to carry it)."""
+    out = []
+    history: list[dict[str, Any]] = []
+    for k in range(n):
+        messages = [*history, {"role": "user", "content": f"{customer} asks question {k}. " * 20}]
+        if history:
+            last = dict(messages[-2])
+            last["content"] = [
+                {"type": "text", "text": last["content"], "cache_control": {"type": "ephemeral"}}
+            ]
+            messages[-2] = last
+        body = {"model": MODEL, "max_tokens": 8, "system": "Be brief. " * 400, "messages": messages}
+        out.append((start + k * gap, body))
+        history = [*history, messages[-1], {"role": "assistant", "content": f"Answer {k} for {customer}."}]
+    return out
+
+
+def test_measured_traffic_counts_calls_an_hour_and_turns_a_session() -> None:
+    """Sessions of 3, 1 and 2 turns, interleaved over an hour: 6 requests, 5 an hour after the
+    first, 2 turns a session (a turn continues its session although its breakpoint moved and a
+    string became a block). A log that starts mid-session counts that session's first request
+    it has as a start; requests without timestamps show no rate."""
+    from types import SimpleNamespace
+
+    from cachebench.economics._requests import measured_traffic
+
+    t0 = 1_767_225_600.0
+    sent = sorted(
+        [*_turns("ann", 3, t0, 1500.0), *_turns("bob", 1, t0 + 600, 0.0), *_turns("cy", 2, t0 + 900, 2700.0)],
+        key=lambda x: x[0],
+    )
+    assert sent[-1][0] - sent[0][0] == 3600.0
+    pairs = [(SimpleNamespace(timestamp=t), body) for t, body in sent]
+    found = measured_traffic(pairs)
+    assert found is not None
+    assert (found.calls_per_hour, found.turns_per_session, found.users) == (5.0, 2.0, None)
+    late = [
+        p for p in pairs if p[1]["messages"] != sent[0][1]["messages"]
+    ]  # (ann's first turn not in the log)
+    partial = measured_traffic(late)
+    assert partial is not None and partial.turns_per_session == pytest.approx(5 / 3)
+    assert measured_traffic([(SimpleNamespace(timestamp=None), b) for _, b in sent]) is None
+    assert measured_traffic(pairs[:1]) is None
+
+
+def test_plans_for_requests_plan_for_the_traffic_unless_told_not_to(tmp_path: Path) -> None:
+    """The same requests planned with their traffic (a plan per hour) and without it (a plan
+    per call, from the samples replayed a second apart)."""
+    from cachebench.economics import plans_for_requests
+
+    t0 = 1_767_225_600.0
+    sent = [*_turns("ann", 3, t0, 120.0), *_turns("bob", 2, t0 + 60.0, 120.0)]
+    path = tmp_path / "requests.jsonl"
+    path.write_bytes(
+        b"".join(orjson.dumps({"timestamp": t, "flow": "chat", "request": b}) + b"\n" for t, b in sent)
+    )
+    measured = plans_for_requests(path)["chat"]
+    alone = plans_for_requests(path, measure_traffic=False)["chat"]
+    assert measured.per_hour and not alone.per_hour
+    with pytest.raises(TypeError, match="measure_traffic must be True or False"):
+        plans_for_requests(path, measure_traffic="yes")  # type: ignore[arg-type]

@@ -22,16 +22,22 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Collection, Mapping
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import xxhash
 
 from ..cachemodel import CacheRuleError
 from ..cachemodel._rules import breakpoints, lookback_positions
+from ..fingerprint import canonical
 from ..providers import detect_request
 from ..types import Provider
 from ._trace import Layer, Trace, TraceCall, TraceError
 
-__all__ = ["plans_for_requests", "trace_from_requests"]
+if TYPE_CHECKING:
+    from ..planner import Traffic
+
+__all__ = ["measured_traffic", "plans_for_requests", "trace_from_requests"]
 
 _FAMILIES = (Provider.ANTHROPIC, Provider.BEDROCK)
 
@@ -104,13 +110,18 @@ def plans_for_requests(
     model: str | None = None,
     flow: str | None = None,
     flows: Collection[str] | None = None,
+    measure_traffic: bool = True,
 ) -> dict[str, Any]:
     """The planner's plan (:func:`cachebench.plan`) for each flow of ``requests`` (read as
     :func:`trace_from_requests` reads them; ``flows``: only these), from up to ``samples`` of
     its requests to its most frequent provider and model, picked at random (a fixed seed: the
-    same plan every time) and kept in their order: ``{flow: Plan}``. The planner sees the
-    samples alone, not their times: its breakpoints have the TTLs it would choose without
-    traffic."""
+    same plan every time) and kept in their order: ``{flow: Plan}``.
+
+    ``measure_traffic``: the planner is given the flow's traffic as those requests show it
+    (:func:`measured_traffic`: calls per hour and turns per session) and chooses each
+    breakpoint's TTL for it. A flow whose requests do not show a rate (fewer than two with a
+    timestamp of their own, or all at one instant), and every flow with
+    ``measure_traffic=False``, is planned from the samples alone, replayed a second apart."""
     from ..planner import plan
     from ..planner.offline import _check
 
@@ -118,25 +129,81 @@ def plans_for_requests(
         raise ValueError(f"samples must be a whole number >= 1, got {samples!r}")
     if isinstance(flows, str):
         raise ValueError(f"flows must be a collection of flow names, got the text {flows!r}")
+    if not isinstance(measure_traffic, bool):
+        raise TypeError(f"measure_traffic must be True or False, got {measure_traffic!r}")
     chosen, _ = _check(provider, model, flow, 1.0, None)
-    by_flow: dict[str, dict[tuple[Provider, str], list[Mapping[str, Any]]]] = defaultdict(
+    by_flow: dict[str, dict[tuple[Provider, str], list[tuple[Any, Mapping[str, Any]]]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for item in _read(requests):
-        _, family, _, _, name, flow_name = _resolved(item, chosen, model, flow)
+        _, family, _, body, name, flow_name = _resolved(item, chosen, model, flow)
         if flows is None or flow_name in flows:
-            by_flow[flow_name][(family, name)].append(item.body)
+            by_flow[flow_name][(family, name)].append((item, body))
     out = {}
     for flow_name, by_model in by_flow.items():
-        (family, name), bodies = max(by_model.items(), key=lambda kv: len(kv[1]))  # (the first of equals)
-        picked = sorted(random.Random(0).sample(range(len(bodies)), min(samples, len(bodies))))
+        (family, name), sent = max(by_model.items(), key=lambda kv: len(kv[1]))  # (the first of equals)
+        picked = sorted(random.Random(0).sample(range(len(sent)), min(samples, len(sent))))
+        traffic = measured_traffic(sent) if measure_traffic else None
         try:
-            out[flow_name] = plan([bodies[i] for i in picked], provider=family, model=name)
+            out[flow_name] = plan([sent[i][0].body for i in picked], traffic, provider=family, model=name)
         except ValueError as exc:
             raise ValueError(
                 f"flow {flow_name}: no plan from its requests to {family.value} {name}: {exc}"
             ) from None
     return out
+
+
+def measured_traffic(sent: Sequence[tuple[Any, Mapping[str, Any]]]) -> Traffic | None:
+    """The :class:`~cachebench.planner.Traffic` a flow's saved requests show (each with the body
+    its renderer reads, whose ``messages`` are Anthropic's or Bedrock's), or None when they show
+    no rate:
+
+    * ``calls_per_hour``: the requests after the first over the hours from the first timestamp
+      to the last (requests without a timestamp of their own count in neither);
+    * ``turns_per_session``: requests per session. A request continues a session when an
+      earlier request's messages (cache markers aside) are where its own start; a log that
+      starts mid-session counts the first request it has of each as a start;
+    * ``users`` is not in requests: the planner takes a layer's share of the samples as its
+      share of the calls."""
+    from ..planner import Traffic
+
+    stamps = [item.timestamp for item, _ in sent if item.timestamp is not None]
+    if len(stamps) < 2 or max(stamps) <= min(stamps):
+        return None
+    ends: set[int] = set()  # each earlier request's whole conversation, as its chained digest
+    starts = 0
+    for _, body in sent:
+        chain = _conversation_chain(body)
+        if not any(h in ends for h in chain[:-1]):
+            starts += 1
+        if chain:
+            ends.add(chain[-1])
+    return Traffic(
+        calls_per_hour=(len(stamps) - 1) * 3600.0 / (max(stamps) - min(stamps)),
+        turns_per_session=len(sent) / max(starts, 1),
+    )
+
+
+def _conversation_chain(body: Mapping[str, Any]) -> list[int]:
+    """Per message of ``body["messages"]``, a digest of the conversation through it: its role
+    and content, a string as one text block, cache markers (``cache_control``, a Bedrock
+    ``cachePoint``) left out."""
+    chain: list[int] = []
+    h = 0
+    for m in body.get("messages") or ():
+        role = m.get("role") if isinstance(m, Mapping) else None
+        content = m.get("content") if isinstance(m, Mapping) else m
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        elif isinstance(content, list):
+            content = [
+                {k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, Mapping) else b
+                for b in content
+                if not (isinstance(b, Mapping) and "cachePoint" in b)
+            ]
+        h = xxhash.xxh3_64_intdigest(h.to_bytes(8, "little") + canonical([role, content]))
+        chain.append(h)
+    return chain
 
 
 def _resolved(item: Any, chosen: Provider | None, model: str | None, flow: str | None) -> tuple[Any, ...]:

@@ -14,7 +14,8 @@ each with each TTL the provider offers, is scored and the best kept:
   read and write; the emulator serves the applied requests the same.
 * with :class:`Traffic`, each breakpoint's entry is read by the calls that share its prefix:
   ``calls_per_hour`` for a layer all samples share, divided by ``users`` for one that only
-  some share, and the next turn of a session (``turns_per_session``) for the conversation.
+  some share, and the next turn of a session (``turns_per_session``) for the conversation
+  (and, for a conversation that other samples start the same way, their calls too).
   Arrivals are taken as Poisson: an entry with TTL ``T`` hit at rate ``λ`` is found live with
   probability ``1 - exp(-λT)`` and read ``exp(λT) - 1`` times per write. The score is the
   expected saving per hour.
@@ -339,14 +340,17 @@ def _expected(
     per_write: list[float] = []
     for p, ttl in placed:
         layer = layer_of[p]
+        share = layer.shared_by / layer.samples
+        if share < 1 and traffic.users:
+            share = 1.0 / traffic.users
+        shared = live_probability(rate_s * share, facts.ttl_seconds(ttl))  # (the economics' traffic model)
         if layer.kind in ("conversation", "newest turn") or _anchor(first, p)[0] == "turn":
             turns = traffic.turns_per_session or 1.0
-            q = (turns - 1.0) / turns
+            q = (turns - 1.0) / turns  # the session's next turn reads it
+            if layer.shared_by > 1:  # and the calls of others that start the same (a user's history)
+                q = 1.0 - (1.0 - q) * (1.0 - shared)
         else:
-            share = layer.shared_by / layer.samples
-            if share < 1 and traffic.users:
-                share = 1.0 / traffic.users
-            q = live_probability(rate_s * share, facts.ttl_seconds(ttl))  # (the economics' traffic model)
+            q = shared
         if first.cum_tokens[p] < first.minimum:
             q = 0.0
         q = min([q, *live])  # a deeper prefix is never found live more often than a shallower one

@@ -521,3 +521,59 @@ def test_the_flows_roll_up_follows_whoever_writes_the_hourly_one(
     store = open_store(url)
     check(store)
     store.close()
+
+
+def test_a_tracker_writing_to_postgresql_reconnects_when_its_connection_is_cut(
+    postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server ends the tracker's connection (as a restart does): the write that finds it
+    gone fails (logged and counted, never raised), the connection is dropped, and the next
+    write connects again and stores every call still pending. A reader's query that finds its
+    connection cut raises, and the next one connects again."""
+    import psycopg
+
+    from cachebench import CacheTracker
+
+    monkeypatch.delenv("CACHEBENCH_STRICT", raising=False)  # (a store failure is logged, as in use)
+    store = open_store(postgres_db)
+    tracker = CacheTracker(store=store, on_miss_alert=lambda m: None, on_regression=lambda r: None)
+
+    def record(i: int) -> None:
+        tracker.record(
+            message({"input_tokens": 9, "output_tokens": 2}),
+            request={
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": f"q{i}"}],
+            },
+            provider="anthropic",
+            flow="chat",
+        )
+
+    def cut() -> None:
+        with psycopg.connect(postgres_db, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    for i in range(5):
+        record(i)
+    tracker.flush()
+    reader = open_store(postgres_db)
+    assert reader.count_calls() == 5
+    cut()
+    errors = tracker.internal_errors
+    for i in range(5, 8):
+        record(i)
+    tracker.flush()  # (this write finds the connection gone)
+    assert tracker.internal_errors == errors + 1
+    for i in range(8, 10):
+        record(i)
+    tracker.flush()  # (this one connects again, and writes the calls the failed one kept)
+    assert tracker.internal_errors == errors + 1
+    with pytest.raises(psycopg.OperationalError):
+        reader.count_calls()
+    assert reader.count_calls() == 10
+    tracker.close()
+    reader.close()

@@ -8,6 +8,7 @@ hours past ``keep_hours_s``, closed incidents past ``keep_hours_s`` too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -178,6 +179,23 @@ class SQLStore:
             self._open()
         return self._conn
 
+    def _broken(self, conn: Any) -> bool:
+        """Whether a failure left ``conn`` unusable (the server went away): never, by default."""
+        return False
+
+    def _undo(self, conn: Any) -> None:
+        """Roll back after a failure (the lock held). A connection the failure broke (a server
+        restarted, a network cut) is dropped: the next use connects again, and the calls still
+        pending are written then."""
+        try:
+            conn.rollback()
+        except Exception:
+            pass  # (a lost connection cannot roll back; the failure itself is what is raised)
+        if self._broken(conn):
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+
     @property
     def schema_version(self) -> int:
         """The database's schema version (:data:`SCHEMA_VERSION` once opened)."""
@@ -192,8 +210,8 @@ class SQLStore:
             return
         with self._lock:
             conn = self._connection()
-            self._begin(conn)
             try:
+                self._begin(conn)
                 cur = conn.cursor()
                 if calls:
                     cur.executemany(self._insert_call, calls)
@@ -203,7 +221,7 @@ class SQLStore:
                     cur.executemany(self._upsert_incident, sorted(incidents))
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                self._undo(conn)
                 raise
 
     def prune(self, now: float | None = None, *, limit: int | None = None) -> Pruned:
@@ -228,15 +246,15 @@ class SQLStore:
         counts = []
         with self._lock:
             conn = self._connection()
-            self._begin(conn)
             try:
+                self._begin(conn)
                 cur = conn.cursor()
                 for statement, args in statements:
                     cur.execute(self.dialect.sql(statement), args)
                     counts.append(max(0, cur.rowcount))
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                self._undo(conn)
                 raise
         calls, hours, incidents, _ = counts
         return Pruned(calls, hours, incidents)
@@ -246,13 +264,15 @@ class SQLStore:
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             conn = self._connection()
-            cur = conn.cursor()
             try:
+                cur = conn.cursor()
                 cur.execute(self.dialect.sql(sql), tuple(args))
                 names = [d[0] for d in cur.description]
                 out = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-            finally:
-                conn.rollback()  # (PostgreSQL: end the read's transaction; SQLite: nothing open)
+            except BaseException:
+                self._undo(conn)
+                raise
+            conn.rollback()  # (PostgreSQL: end the read's transaction; SQLite: nothing open)
         return out
 
     def report(
@@ -550,8 +570,8 @@ class SQLStore:
     def note_import(self, digest: str, source: str, calls: int, at: float) -> None:
         with self._lock:
             conn = self._connection()
-            self._begin(conn)
             try:
+                self._begin(conn)
                 conn.cursor().execute(
                     self.dialect.sql(
                         "INSERT INTO imports (digest, source, imported_at, calls) VALUES (?, ?, ?, ?) "
@@ -562,7 +582,7 @@ class SQLStore:
                 )
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                self._undo(conn)
                 raise
 
     def import_records(

@@ -48,6 +48,9 @@ class PostgresStore(SQLStore):
     def _begin(self, conn: Any) -> None:
         conn.rollback()  # (psycopg opens a transaction at the first statement)
 
+    def _broken(self, conn: Any) -> bool:
+        return bool(conn.closed or conn.broken)
+
     def _version(self, conn: Any) -> int:
         cur = conn.cursor()
         # A lock per database while the schema is read or changed: processes starting together

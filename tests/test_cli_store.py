@@ -517,3 +517,75 @@ def test_report_top_keeps_the_most_expensive_rows(demo_db: str, capsys: pytest.C
     assert costs == sorted(costs, reverse=True)
     code, out, _ = run(["report", "--by", "prefix", "--top", "3", "--db", demo_db], capsys)
     assert f"... {len(every['rows']) - 3:,} more" in out
+
+
+def test_a_read_only_database_is_refused_by_its_writers_and_read_by_its_readers() -> None:
+    """A store file its user cannot write (mode 444; when the tests run as root, who may write
+    anything, the processes run without that capability, through util-linux's setpriv): a
+    tracker is refused at construction with a StoreError, ``import`` and ``prune`` with one line
+    and exit 1; ``report`` reads it."""
+    import os
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="cachebench-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = folder / "ro.db"
+        tracker = CacheTracker(store=str(db))
+        tracker.record(
+            {
+                "type": "message",
+                "model": "claude-sonnet-4-5",
+                "usage": {"input_tokens": 9, "output_tokens": 2},
+            },
+            provider="anthropic",
+            flow="chat",
+        )
+        tracker.close()
+        db.chmod(0o444)
+        saved = folder / "saved.jsonl"
+        saved.write_text("")
+        saved.chmod(0o444)
+        caps = "-dac_override,-dac_read_search"
+        limited = (
+            ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"] if os.geteuid() == 0 else []
+        )
+        script = (
+            "from cachebench import CacheTracker\n"
+            "from cachebench.store import StoreError\n"
+            "try:\n"
+            f"    CacheTracker(store={str(db)!r})\n"
+            "except StoreError as exc:\n"
+            "    print(exc)\n"
+        )
+        env = {**os.environ, "HOME": str(folder)}
+        built = subprocess.run(
+            [*limited, sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert built.returncode == 0, built.stderr
+        assert built.stdout.strip() == (
+            f"cachebench store sqlite:///{db}: the database cannot be written (read-only file or directory)"
+        )
+        for argv in (["prune", "--db", str(db)], ["import", "--db", str(db), str(saved)]):
+            done = subprocess.run(
+                [*limited, sys.executable, "-m", "cachebench", *argv],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+            assert done.returncode == 1, (argv, done.stderr)
+            assert done.stderr == (
+                f"cachebench: store sqlite:///{db}: the database cannot be written (read-only file or directory)\n"
+            ), argv
+        report = subprocess.run(
+            [*limited, sys.executable, "-m", "cachebench", "report", "--db", str(db), "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert report.returncode == 0, report.stderr
+        assert json.loads(report.stdout)["rows"][0]["calls"] == 1
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -44,8 +44,9 @@ def fail(message: str) -> "typer.Exit":
     return typer.Exit(1)
 
 
-def open_db(db: str, *, create: bool = False) -> Any:
-    """The store ``--db`` names; a reader's must exist (a typo must not create an empty one)."""
+def open_db(db: str, *, create: bool = False, write: bool = False) -> Any:
+    """The store ``--db`` names; a reader's must exist (a typo must not create an empty one),
+    and a command that writes (``write``) is refused a read-only one at once."""
     from .store import StoreError, open_store, sqlite_path
 
     try:
@@ -55,7 +56,14 @@ def open_db(db: str, *, create: bool = False) -> Any:
                 f"no such database: {path} (record calls with CacheTracker(store='sqlite:///{path}'), "
                 "run `cachebench import`, or pass --db)"
             )
-        return open_store(db)
+        store = open_store(db)
+        if write:
+            try:
+                store.require_writable()
+            except StoreError:
+                store.close()
+                raise
+        return store
     except StoreError as exc:
         raise fail(str(exc).removeprefix("cachebench ")) from None
 
@@ -346,7 +354,7 @@ def add_store_commands(app: typer.Typer) -> None:
         for f in files:
             if not os.path.isfile(f):
                 raise fail(f"no such file: {f}")
-        store = open_db(db, create=True)
+        store = open_db(db, create=True, write=True)
         try:
             done = store.import_records(files, flow=flow, provider=provider, force=force)
         except (ImportFileError, OSError) as exc:
@@ -382,7 +390,7 @@ def add_store_commands(app: typer.Typer) -> None:
                 spans[name] = parse_span(text)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc), param_hint=name) from None
-        store = open_db(db)
+        store = open_db(db, write=True)
         try:
             store.keep_calls_s = spans["--keep-calls"]
             store.keep_hours_s = spans["--keep-hours"]

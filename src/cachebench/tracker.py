@@ -104,6 +104,7 @@ class CacheTracker:
             # A bad URL, a newer schema, a read-only or corrupt file: StoreError, now.
             try:
                 opened = open_store(store)
+                opened.require_writable()
             except StoreError as exc:
                 if from_env:
                     raise StoreError(f"the store CACHEBENCH_DB names: {exc}") from None

@@ -179,6 +179,11 @@ class SQLStore:
             self._open()
         return self._conn
 
+    def require_writable(self) -> None:
+        """:class:`StoreError` now when the store is known to refuse writes (a read-only SQLite
+        file or directory), for a writer to fail where it is built rather than at each write."""
+        return None
+
     def _broken(self, conn: Any) -> bool:
         """Whether a failure left ``conn`` unusable (the server went away): never, by default."""
         return False

@@ -55,6 +55,14 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"cachebench store {self.url}: the directory {parent} does not exist")
         self._open()
 
+    def require_writable(self) -> None:
+        # (the file, and its directory, where SQLite makes its -wal and -shm files)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        if not os.access(self.path, os.W_OK) or not os.access(parent, os.W_OK):
+            raise StoreError(
+                f"cachebench store {self.url}: the database cannot be written (read-only file or directory)"
+            )
+
     def _connect(self) -> Any:
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False

@@ -468,6 +468,65 @@ def test_a_file_is_not_imported_twice(tmp_path: Path, capsys: pytest.CaptureFixt
     assert open_store(db).count_calls() == 2 * first
 
 
+def test_a_lines_own_flow_and_provider_come_before_the_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--flow and --provider fill in what a line does not say: a line's own flow and provider
+    are kept; a line without a flow, given none, is in ``provider/model``; a response that
+    tells its provider is not overridden. The count a second import names is of the calls
+    the first one recorded (not of lines it skipped)."""
+    request = {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    response = {
+        "type": "message",
+        "model": "claude-sonnet-4-5",
+        "usage": {"input_tokens": 9, "output_tokens": 2},
+    }
+    chat = {
+        "object": "chat.completion",
+        "model": "gpt-4o",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2},
+    }
+    lines = [
+        {"request": request, "response": response, "flow": "faq"},
+        {"request": request, "response": response},
+        {
+            "request": {"model": "gpt-4o", "messages": []},
+            "response": chat,
+            "provider": "openai",
+            "flow": "bot",
+        },
+        {"request": request, "response": {"weird": True}},
+    ]
+    saved = tmp_path / "saved.jsonl"
+    saved.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    db = str(tmp_path / "own.db")
+    code, out, err = run(["import", str(saved), "--db", db], capsys)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"imported 3 calls into {db}; skipped 1 line"
+    store = open_store(db)
+    assert [(c.metrics.flow, c.metrics.provider) for c in store.calls()] == [
+        ("faq", "anthropic"),
+        ("anthropic/claude-sonnet-4-5", "anthropic"),
+        ("bot", "openai"),
+    ]
+    store.close()
+    code, _, err = run(["import", str(saved), "--db", db], capsys)
+    assert code == 1 and ", 3 calls; importing it again" in err
+    db2 = str(tmp_path / "given.db")
+    code, _, err = run(
+        ["import", str(saved), "--flow", "imported", "--provider", "anthropic", "--db", db2], capsys
+    )
+    assert code == 0, err
+    store = open_store(db2)
+    assert [(c.metrics.flow, c.metrics.provider) for c in store.calls()] == [
+        ("faq", "anthropic"),
+        ("imported", "anthropic"),
+        ("bot", "openai"),
+        ("imported", "anthropic"),
+    ]
+    store.close()
+
+
 @pytest.mark.parametrize(
     "files",
     [

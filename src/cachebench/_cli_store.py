@@ -364,7 +364,11 @@ def add_store_commands(app: typer.Typer) -> None:
         if json:
             typer.echo(orjson.dumps(done.as_dict(), option=orjson.OPT_INDENT_2).decode())
             return
-        typer.echo(f"imported {done.calls:,} calls into {shown(db)}; skipped {len(done.skipped):,} lines")
+        from ._cli_planner import plural
+
+        typer.echo(
+            f"imported {plural(done.calls, 'call')} into {shown(db)}; skipped {plural(len(done.skipped), 'line')}"
+        )
         for s in done.skipped[:50]:
             typer.echo(f"  {s.source}:{s.line}: {s.reason}")
         if len(done.skipped) > 50:

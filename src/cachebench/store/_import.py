@@ -56,6 +56,7 @@ def import_records(
     force: bool = False,
 ) -> Imported:
     from ..importing import ImportFileError, SavedCall, Skipped, read_saved
+    from ..providers import detect_response
     from ..tracker import CacheTracker
 
     files: list[str] = []
@@ -98,13 +99,15 @@ def import_records(
     engine = tracker._engine
     if engine.writer is not None:
         engine.writer.retention = False  # old calls are imported whole; retention runs later
-    recorded = 0
+    recorded: dict[str, int] = {}  # calls recorded, per source
     first = last = None
     try:
         for c in calls:
             ts = at if c.timestamp is None else c.timestamp
+            # The line's own provider, else the one its response tells, else ``provider``.
+            chosen = c.provider or (None if detect_response(c.response) is not None else provider)
             try:
-                adapter = tracker._adapter(provider or c.provider, response=c.response)
+                adapter = tracker._adapter(chosen, response=c.response)
             except ValueError as exc:
                 skipped.append(Skipped(c.source, c.line, "unsupported", str(exc)))
                 continue
@@ -113,23 +116,34 @@ def import_records(
                 adapter,
                 c.response,
                 c.request,
-                flow or c.flow,
+                c.flow or flow or _default_flow(adapter, c),
                 timestamp=ts,
                 elapsed_ms=c.elapsed_ms,
                 wait=False,
                 batch=c.custom_id is not None,  # a batch API's call: its batch price
             )
-            recorded += 1
+            recorded[c.source] = recorded.get(c.source, 0) + 1
             first = ts if first is None else first
             last = ts
         tracker.flush()
     finally:
         tracker.close()
     for path, digest in digests.items():
-        mine = sum(1 for c in calls if c.source == path)
-        store.note_import(digest, path, mine, at)
+        store.note_import(digest, path, recorded.get(path, 0), at)
     skipped.sort(key=lambda s: (s.source, s.line))
-    return Imported(recorded, skipped, first, last)
+    return Imported(sum(recorded.values()), skipped, first, last)
+
+
+def _default_flow(adapter: Any, c: Any) -> str:
+    """The flow of an imported call that names none, and was given none: ``provider/model``,
+    as offline explain names it (the model from the request, else the response)."""
+    model = adapter.request_model(c.request)
+    if model is None:
+        try:
+            model = adapter.recorded_usage(c.response, c.request).model
+        except Exception:  # (a response the adapter cannot read: its model is unknown)
+            model = None
+    return f"{adapter.NAME}/{model or 'unknown'}"
 
 
 def _digest(path: str) -> str:

@@ -94,6 +94,25 @@ def test_report_since_until_and_compare_at(demo_db: str, capsys: pytest.CaptureF
     assert comp["extra_per_call_usd"] > 0 and comp["example"]["miss_cause"] == "prefix_changed"
     code, out, _ = run(["report", "--db", demo_db, "--compare-at", DEPLOY], capsys)
     assert "before" in out and "after" in out and "Change: +$" in out
+    # --top keeps the keys that cost the most over both sides; the totals still count all.
+    code, out, _ = run(
+        ["report", "--json", "--db", demo_db, "--compare-at", DEPLOY, "--by", "prefix"], capsys
+    )
+    whole = json.loads(out)
+    code, out, _ = run(
+        ["report", "--json", "--db", demo_db, "--compare-at", DEPLOY, "--by", "prefix", "--top", "1"], capsys
+    )
+    one = json.loads(out)
+    cost: dict[Any, float] = {}
+    for side in ("before", "after"):
+        for r in whole[side]["rows"]:
+            cost[r["prefix"]] = cost.get(r["prefix"], 0.0) + (r["cost_usd"] or 0.0)
+    dearest = max(cost, key=lambda k: cost[k])
+    for side in ("before", "after"):
+        assert {r["prefix"] for r in one[side]["rows"]} <= {dearest}
+        assert one[side]["total"] == whole[side]["total"]
+        assert one[side]["more"] == len(whole[side]["rows"]) - len(one[side]["rows"])
+    assert len(whole["before"]["rows"]) + len(whole["after"]["rows"]) > 2
     code, out, _ = run(["report", "--json", "--db", demo_db, "--since", "1h"], capsys)
     assert json.loads(out)["total"]["calls"] == 0  # the demo's clock is in the past
 

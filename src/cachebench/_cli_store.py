@@ -135,6 +135,8 @@ def add_store_commands(app: typer.Typer) -> None:
         try:
             if at is not None:
                 comp = reports.compare(store, at, by, since=lo, until=hi)
+                if top is not None:
+                    comp = reports.top_comparison(comp, top)
                 if json:
                     typer.echo(reports.as_json(comp))
                 else:

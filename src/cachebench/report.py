@@ -39,6 +39,7 @@ __all__ = [
     "print_report",
     "report",
     "top",
+    "top_comparison",
     "totals",
 ]
 
@@ -174,6 +175,26 @@ def top(rep: Report, n: int) -> Report:
     """The report's ``n`` most expensive rows (they come most expensive first); its total is
     still over every row, and ``more`` says how many were left out."""
     return replace(rep, rows=rep.rows[:n], more=max(0, len(rep.rows) - n))
+
+
+def top_comparison(comp: Comparison, n: int) -> Comparison:
+    """The comparison of the ``n`` keys that cost the most before and after together (in the
+    same order as before); each side's total still counts every row, and its ``more`` says how
+    many of its rows were left out."""
+    by = comp.before.by
+    cost: dict[Any, float] = {}
+    for side in (comp.before, comp.after):
+        for r in side.rows:
+            cost[r[by]] = cost.get(r[by], 0.0) + float(r["cost_usd"] or 0.0)
+    kept = set(sorted(cost, key=lambda k: -cost[k])[:n])
+
+    def keep(side: Report) -> Report:
+        rows = [r for r in side.rows if r[by] in kept]
+        return replace(side, rows=rows, more=len(side.rows) - len(rows))
+
+    return replace(
+        comp, before=keep(comp.before), after=keep(comp.after), keys=[k for k in comp.keys if k in kept]
+    )
 
 
 def compare(

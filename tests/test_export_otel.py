@@ -213,7 +213,7 @@ def expected_attributes(m: CallMetrics) -> dict[str, Any]:
         "cachebench.model": fakes.MODEL,
         "cachebench.prefix_id": m.prefix_id,
         "cachebench.unexpected_miss": m.unexpected_miss,
-        "cachebench.miss_cause": m.miss_cause,
+        "cachebench.miss_cause": m.miss_cause or "",
         "cachebench.cache_read_tokens": m.cache_read_tokens,
         "cachebench.cache_write_tokens": m.cache_write_tokens,
         "cachebench.expected_read_tokens": m.expected_read_tokens,
@@ -248,6 +248,30 @@ def test_a_span_open_until_after_the_flush_gets_the_calls_attributes(
     assert dict(child.attributes or {}) == expected
     assert child.parent is not None and child.parent.span_id == handler_span.context.span_id
     assert child.context.trace_id == handler_span.context.trace_id
+
+
+def test_a_span_holding_a_miss_then_a_hit_says_the_hit_did_not_miss(
+    tracer_provider: TracerProvider, spans: InMemorySpanExporter
+) -> None:
+    """Two calls under one span, a write then a read: the span ends with the read's
+    attributes, its miss cause empty (the write's "cold" is not left behind); each child has
+    its own call's."""
+    handler, _ = fakes.scripted([fakes.usage(write=3000), fakes.usage(read=3000)])
+    client = fakes.client(handler)
+    tracker = fakes.quiet_tracker(ManualClock())
+    OTelExporter(tracker, tracer_provider=tracer_provider, metrics=False)
+    create = tracker.wrap(client.messages.create, flow="support")
+    with tracer_provider.get_tracer("app").start_as_current_span("handler"):
+        create(**fakes.request())
+        create(**fakes.request())
+        tracker.flush()
+    first, second = tracker.calls()
+    assert (first.miss_cause, second.miss_cause) == ("cold", None)
+    (handler_span,) = span_named(spans, "handler")
+    assert dict(handler_span.attributes or {}) == expected_attributes(second)
+    assert (handler_span.attributes or {})["cachebench.miss_cause"] == ""
+    children = span_named(spans, "cachebench.call")
+    assert [dict(c.attributes or {})["cachebench.miss_cause"] for c in children] == ["cold", ""]
 
 
 def test_a_span_ended_before_the_call_was_analysed_leaves_it_to_the_child(

@@ -123,7 +123,7 @@ def metric_attributes(provider: str, model: str | None, flow: str | None) -> dic
 
 def span_attributes(m: CallMetrics) -> dict[str, AttributeValue]:
     """One call's attributes for its spans: ``cachebench.flow``, ``.provider``, ``.model``,
-    ``.prefix_id``, ``.unexpected_miss``, ``.miss_cause``; with its usage known,
+    ``.prefix_id``, ``.unexpected_miss``, ``.miss_cause`` (empty without a miss); with its usage known,
     ``.cache_read_tokens``, ``.cache_write_tokens``, ``.expected_read_tokens`` and
     ``.hit_ratio``; priced, ``.cost_usd``, ``.cost_saved_usd`` and ``.avoidable_cost_usd``;
     failed, ``.error``. What is unknown is left out (a span attribute cannot be None)."""
@@ -131,11 +131,12 @@ def span_attributes(m: CallMetrics) -> dict[str, AttributeValue]:
         "cachebench.flow": m.flow,
         "cachebench.provider": m.provider,
         "cachebench.unexpected_miss": m.unexpected_miss,
+        # (always set: a call without a miss clears the cause a span holding several calls had)
+        "cachebench.miss_cause": m.miss_cause or "",
     }
     optional: dict[str, Any] = {
         "cachebench.model": m.model,
         "cachebench.prefix_id": m.prefix_id,
-        "cachebench.miss_cause": m.miss_cause,
         "cachebench.cost_usd": m.cost_usd,
         "cachebench.cost_saved_usd": m.cost_saved_usd,
         "cachebench.avoidable_cost_usd": m.avoidable_cost_usd,

@@ -387,5 +387,7 @@ def test_configuration_mistakes_raise_clear_errors(kwargs: dict[str, Any], error
 def test_without_opentelemetry_the_import_error_names_the_extra() -> None:
     """Without opentelemetry-api, importing the exporter is an ImportError naming the extra."""
     assert import_error("opentelemetry", "OTelExporter") == (
-        "cachebench.export's OpenTelemetry exporter needs opentelemetry-api: pip install 'cachebench[otel]'\n"
+        "cachebench.export's OpenTelemetry exporter needs opentelemetry-api: pip install -e '.[otel]' in a clone "
+        "of cachebench, or pip install 'cachebench[otel] @ git+<repository URL>' (the package index's "
+        "'cachebench' is another project)\n"
     )

@@ -306,6 +306,7 @@ def test_the_extras_are_imported_only_by_the_exporters() -> None:
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "[]\n", "")
     assert import_error("prometheus_client", "PrometheusCollector") == (
-        "cachebench.export's Prometheus collector needs prometheus-client: "
-        "pip install 'cachebench[prometheus]'\n"
+        "cachebench.export's Prometheus collector needs prometheus-client: pip install -e '.[prometheus]' in a "
+        "clone of cachebench, or pip install 'cachebench[prometheus] @ git+<repository URL>' (the package "
+        "index's 'cachebench' is another project)\n"
     )

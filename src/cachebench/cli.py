@@ -9,7 +9,7 @@ default knobs, ``--manual-clock`` makes time move only through ``POST /_emulator
 (80 columns at most), so it reads the same in a pipe, a log and a narrow terminal.
 
 Needs the ``cli`` extra (typer, and the emulator's starlette and uvicorn):
-``pip install 'cachebench[cli]'``. Imports stay inside the functions so that
+the ``cli`` extra (``pip install -e '.[cli]'`` in a clone). Imports stay inside the functions so that
 ``import cachebench.cli`` costs nothing; no ``from __future__ import annotations`` here, since
 typer reads the option annotations at run time.
 """
@@ -22,10 +22,12 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
+from ._extras import install_hint
+
 if TYPE_CHECKING:
     import typer
 
-_MISSING = "cachebench: the command line needs the 'cli' extra: pip install 'cachebench[cli]'"
+_MISSING = f"cachebench: the command line needs the 'cli' extra: {install_hint('cli')}"
 
 
 def _announce(url: str) -> None:

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from ._extras import install_hint
+
 if TYPE_CHECKING:
     from detect_secrets.plugins.base import RegexBasedDetector
     from detect_secrets.plugins.high_entropy_strings import HighEntropyStringsPlugin
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["INSTALL_HINT", "REDACTED", "excerpt", "redact", "require_redactor"]
 
 REDACTED = "[REDACTED]"
-INSTALL_HINT = "capture_text=True needs the secret detector: pip install 'cachebench[redact]'"
+INSTALL_HINT = f"capture_text=True needs the secret detector: {install_hint('redact')}"
 
 # Characters either side of an excerpt that are scanned with it: a secret the excerpt's edge
 # cuts is found whole if it is shorter than this (longer ones are keys and tokens the entropy

@@ -69,6 +69,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._clock import ManualClock
+from ._extras import install_hint
 
 if TYPE_CHECKING:
     from .cachemodel import Knobs
@@ -314,7 +315,7 @@ if importlib.util.find_spec("pytest") is not None:
             from .emulator import Emulator, EmulatorServer
         except ImportError as e:
             raise ImportError(
-                f"the cache_emulator fixture needs the emulator extra: pip install 'cachebench[emulator]' ({e})"
+                f"the cache_emulator fixture needs the emulator extra: {install_hint('emulator')} ({e})"
             ) from e
 
         with EmulatorServer(Emulator(clock=ManualClock())) as server:

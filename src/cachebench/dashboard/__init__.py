@@ -1,6 +1,6 @@
 """The dashboard: ``cachebench dashboard [--db PATH] [--port N]`` serves a Streamlit app on
 127.0.0.1 that reads a store (SQLite or PostgreSQL) through its query API. Needs the
-``dashboard`` extra: ``pip install 'cachebench[dashboard]'``.
+``dashboard`` extra (``pip install -e '.[dashboard]'`` in a clone).
 
 :func:`command` is the ``streamlit run`` command line that serves it; :func:`serve` runs it
 until interrupted (this process becomes Streamlit's, on POSIX). The pages are :mod:`cachebench.dashboard.app`; what they show comes from
@@ -15,12 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .._extras import install_hint
+
 __all__ = ["APP", "DEFAULT_PORT", "MISSING", "available", "command", "serve"]
 
 #: The Streamlit script.
 APP = Path(__file__).with_name("app.py")
 DEFAULT_PORT = 8501
-MISSING = "the dashboard needs the 'dashboard' extra: pip install 'cachebench[dashboard]'"
+MISSING = f"the dashboard needs the 'dashboard' extra: {install_hint('dashboard')}"
 
 
 def available() -> bool:

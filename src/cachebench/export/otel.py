@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._extras import install_hint
+
 try:
     from opentelemetry import metrics as metrics_api
     from opentelemetry import trace as trace_api
@@ -42,7 +44,7 @@ try:
     from opentelemetry.util.types import AttributeValue
 except ImportError as exc:
     raise ImportError(
-        "cachebench.export's OpenTelemetry exporter needs opentelemetry-api: pip install 'cachebench[otel]'"
+        f"cachebench.export's OpenTelemetry exporter needs opentelemetry-api: {install_hint('otel')}"
     ) from exc
 
 from .. import __version__

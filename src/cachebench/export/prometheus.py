@@ -16,14 +16,15 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from .._extras import install_hint
+
 try:
     from prometheus_client import start_http_server as _start_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import CollectorRegistry
 except ImportError as exc:
     raise ImportError(
-        "cachebench.export's Prometheus collector needs prometheus-client: "
-        "pip install 'cachebench[prometheus]'"
+        f"cachebench.export's Prometheus collector needs prometheus-client: {install_hint('prometheus')}"
     ) from exc
 
 from . import _engine_of

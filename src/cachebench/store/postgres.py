@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._extras import install_hint
 from ._schema import POSTGRES
 from ._sql import KEEP_CALLS_S, KEEP_HOURS_S, SQLStore, StoreError
 
@@ -36,7 +37,7 @@ class PostgresStore(SQLStore):
             import psycopg  # noqa: F401
         except ImportError:
             raise StoreError(
-                "cachebench store: a postgresql:// store needs psycopg: pip install 'cachebench[postgres]'"
+                f"cachebench store: a postgresql:// store needs psycopg: {install_hint('postgres')}"
             ) from None
         self._open()
 

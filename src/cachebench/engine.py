@@ -425,11 +425,19 @@ class Engine:
             time.sleep(0.001)
         return True
 
-    def _drop(self, size: int) -> bool:
+    def _count_dropped(self, after_close: bool) -> int | None:
+        """Count one call not recorded; the count of its kind when it is to be logged (the
+        first, then every 1,000th), else None."""
         with self._dropped_lock:
             self.dropped += 1
-            n = self.dropped
-        if n == 1 or n % 1000 == 0:
+            if after_close:
+                self.dropped_after_close += 1
+            n = self.dropped_after_close if after_close else self.dropped
+        return n if n == 1 or n % 1000 == 0 else None
+
+    def _drop(self, size: int) -> bool:
+        n = self._count_dropped(after_close=False)
+        if n is not None:
             logger.warning(
                 "cachebench: the consumer is %d items behind; %d call(s) not recorded so far "
                 "(is an on_miss_alert or on_regression callback blocking?)",
@@ -439,13 +447,9 @@ class Engine:
         return False
 
     def _drop_closed(self) -> None:
-        """A call after :meth:`close`: not recorded, counted with the dropped ones and logged
-        (the first, then every 1,000th)."""
-        with self._dropped_lock:
-            self.dropped += 1
-            self.dropped_after_close += 1
-            n = self.dropped_after_close
-        if n == 1 or n % 1000 == 0:
+        """A call after :meth:`close`: not recorded, counted with the dropped ones, logged."""
+        n = self._count_dropped(after_close=True)
+        if n is not None:
             logger.warning(
                 "cachebench: %d call(s) made after the tracker was closed, not recorded (a wrapper "
                 "or record() of a closed CacheTracker)",

@@ -730,3 +730,46 @@ def test_a_breakpoint_below_the_minimum_is_no_cache_entry(cache_emulator: CacheE
                 "uuid",
             )
     tracker.close()
+
+
+def test_a_change_inside_a_layer_below_the_minimum_is_still_named() -> None:
+    """The layer below the minimum is no cache entry, but a change in it changes every later
+    layer: a timestamp in the tiny first block is named there (avoidable), and a model switch
+    is a model change, as without the tiny breakpoint."""
+    policy = "Follow the refund policy carefully and answer briefly. " * 150
+
+    def body(model: str, first: str) -> dict[str, Any]:
+        return {
+            "model": model,
+            "max_tokens": 100,
+            "system": [
+                {"type": "text", "text": first, "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": policy, "cache_control": {"type": "ephemeral"}},
+            ],
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+
+    stamped = [
+        {
+            "timestamp": 1_790_000_000 + 60 * i,
+            "request": body("claude-sonnet-4-5", f"Now: 2026-09-21T13:{i:02d}:00Z. Be brief."),
+        }
+        for i in range(4)
+    ]
+    rows = explain_requests(stamped).rows
+    assert [r.miss_cause for r in rows] == ["cold", "prefix_changed", "prefix_changed", "prefix_changed"]
+    for r in rows[1:]:
+        d = r.metrics.diff
+        assert d is not None and (d.section, d.block_index, d.kind, d.value_type) == (
+            "system",
+            0,
+            "volatile",
+            "timestamp",
+        )
+        assert r.metrics.avoidable_cost_usd
+    models = ["claude-sonnet-4-5"] * 3 + ["claude-opus-4-1"]  # (the same 1,024-token minimum)
+    switched = [
+        {"timestamp": 1_790_000_000 + 60 * i, "flow": "support", "request": body(model, "Be brief.")}
+        for i, model in enumerate(models)
+    ]
+    assert [r.miss_cause for r in explain_requests(switched).rows] == ["cold", None, None, "model_changed"]

@@ -186,7 +186,8 @@ class FlowDetector:
         input (asked for a write the unread-writes report follows). ``price(layer)`` gives an avoidable miss's tokens
         and cost, given the layer its change is in (-1: no change). ``first_layer``: the first
         layer whose prefix reaches the model's minimum (the layers before it are no cache
-        entries, :func:`~cachebench.expect.cacheable_from`): no miss is placed before it."""
+        entries, :func:`~cachebench.expect.cacheable_from`): a miss is placed before it only in
+        a layer whose value is not the flow's last one there (its content changed)."""
         f = self._flow(flow, now)
         self._compared = None  # (set by this call's comparison, if it makes one)
         bps = key.breakpoints
@@ -216,7 +217,9 @@ class FlowDetector:
                     self._print(v, prompt, key, k)
                 elif v in self._prints:
                     self._prints.move_to_end(v)
-            elif k >= first_layer:
+            elif k >= first_layer or f.values[k] != v:
+                # (a layer below the minimum is no cache entry: it is where a miss is only when
+                # its content changed, which changes every later layer's value too)
                 if first_cold < 0:
                     first_cold = k
                 if states[k] == NEVER and first_new < 0:

@@ -491,9 +491,10 @@ def test_a_lines_own_flow_and_provider_come_before_the_commands(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--flow and --provider fill in what a line does not say: a line's own flow and provider
-    are kept; a line without a flow, given none, is in ``provider/model``; a response that
-    tells its provider is not overridden. The count a second import names is of the calls
-    the first one recorded (not of lines it skipped)."""
+    are kept; a line without a flow, given none, is in ``provider/model``; without --provider a
+    line without one is the provider its response's shape tells, and with it (Bedrock
+    InvokeModel's responses have Anthropic's shape) the one given. The count a second import
+    names is of the calls the first one recorded (not of lines it skipped)."""
     request = {"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
     response = {
         "type": "message",
@@ -533,15 +534,15 @@ def test_a_lines_own_flow_and_provider_come_before_the_commands(
     assert code == 1 and ", 3 calls; importing it again" in err
     db2 = str(tmp_path / "given.db")
     code, _, err = run(
-        ["import", str(saved), "--flow", "imported", "--provider", "anthropic", "--db", db2], capsys
+        ["import", str(saved), "--flow", "imported", "--provider", "bedrock", "--db", db2], capsys
     )
     assert code == 0, err
     store = open_store(db2)
     assert [(c.metrics.flow, c.metrics.provider) for c in store.calls()] == [
-        ("faq", "anthropic"),
-        ("imported", "anthropic"),
+        ("faq", "bedrock"),
+        ("imported", "bedrock"),
         ("bot", "openai"),
-        ("imported", "anthropic"),
+        ("imported", "bedrock"),
     ]
     store.close()
 

@@ -106,6 +106,10 @@ def test_wrap_rejects_what_it_cannot_observe() -> None:
         tracker.instrument(object(), flow=123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="which provider this client belongs to"):
         tracker.instrument(None)
+    with pytest.raises(ValueError, match="which provider this response belongs to"):
+        tracker.record(None)
+    with pytest.raises(ValueError, match="which provider this SDK method belongs to"):
+        tracker.wrap(lambda **kw: None)
 
 
 def test_aggregate_by_prefix_and_by_flow_keys() -> None:

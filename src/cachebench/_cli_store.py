@@ -338,7 +338,10 @@ def add_store_commands(app: typer.Typer) -> None:
         ],
         flow: Annotated[str | None, typer.Option(help="The flow of calls that name none.")] = None,
         provider: Annotated[
-            str | None, typer.Option(help="The provider, where the files cannot tell.")
+            str | None,
+            typer.Option(
+                help="The provider of calls whose line names none (else their response's shape tells)."
+            ),
         ] = None,
         force: Annotated[
             bool, typer.Option("--force", help="Import a file this store imported before.")

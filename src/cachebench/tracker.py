@@ -134,7 +134,16 @@ class CacheTracker:
 
     # -- configuration helpers ------------------------------------------------------------
 
-    def _adapter(self, provider: Provider | str | None, target: Any = None, response: Any = None) -> Adapter:
+    def _adapter(
+        self,
+        provider: Provider | str | None,
+        target: Any = None,
+        response: Any = None,
+        *,
+        what: str = "response",
+    ) -> Adapter:
+        """The adapter for ``provider``, the tracker's, or the one ``target`` (a client or SDK
+        method) or ``response`` tells; ``what`` the argument an error names when none does."""
         if provider is not None:
             return adapter_for(provider)
         if self._provider is not None:
@@ -143,7 +152,6 @@ class CacheTracker:
         if found is None and response is not None:
             found = detect_response(response)
         if found is None:
-            what = "response" if response is not None else "client"
             raise ValueError(
                 f"cannot tell which provider this {what} belongs to; pass provider= "
                 f"(one of {', '.join(p.value for p in Provider)})"
@@ -262,7 +270,7 @@ class CacheTracker:
         if not callable(fn):
             raise TypeError(f"wrap() needs a callable SDK method, got {type(fn).__name__}")
         _check_flow(flow)
-        adapter = self._adapter(provider, target=fn)
+        adapter = self._adapter(provider, target=fn, what="SDK method")
         return wrapper_for(self._engine, adapter, fn, flow)  # type: ignore[return-value]
 
     def instrument(self, client: Any, *, flow: str | None = None) -> Any:
@@ -275,7 +283,7 @@ class CacheTracker:
         _check_flow(flow)
         if id(client) in self._patches:
             return client
-        adapter = self._adapter(None, target=client)
+        adapter = self._adapter(None, target=client, what="client")
         hooks = InstrumentHooks(self, adapter, flow)
         self._patches[id(client)] = (hooks, adapter.instrument(client, hooks))
         return client

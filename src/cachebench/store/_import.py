@@ -56,7 +56,6 @@ def import_records(
     force: bool = False,
 ) -> Imported:
     from ..importing import ImportFileError, SavedCall, Skipped, read_saved
-    from ..providers import detect_response
     from ..tracker import CacheTracker
 
     files: list[str] = []
@@ -104,8 +103,9 @@ def import_records(
     try:
         for c in calls:
             ts = at if c.timestamp is None else c.timestamp
-            # The line's own provider, else the one its response tells, else ``provider``.
-            chosen = c.provider or (None if detect_response(c.response) is not None else provider)
+            # The line's own provider, else ``provider``, else the one its response tells (a
+            # Bedrock InvokeModel response has Anthropic's shape: only ``provider`` tells them apart).
+            chosen = c.provider or provider
             try:
                 adapter = tracker._adapter(chosen, response=c.response)
             except ValueError as exc:

@@ -235,6 +235,12 @@ def test_bad_input_gets_a_clear_error(call: object, message: str) -> None:
         call()  # type: ignore[operator]
 
 
+def test_a_token_count_that_is_not_a_whole_number_is_a_type_error() -> None:
+    for bad in ("1000", 10.0, None, True):
+        with pytest.raises(TypeError, match="input_tokens must be a whole number of tokens"):
+            request_cost(OPUS, bad, 0)  # type: ignore[arg-type]
+
+
 def test_rates_for_implicit_caching_fill_free_writes() -> None:
     rates = Rates.for_model("gpt-5", "openai", when="2026-06-01")
     assert rates.cache_write == rates.input and "cache_write" in rates.filled

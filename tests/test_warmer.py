@@ -126,6 +126,14 @@ def test_a_bad_configuration_is_refused_at_construction() -> None:
         CacheWarmer(lambda **kw: None, support_request(), auto=True)
     with pytest.raises(TypeError, match="create must be"):
         CacheWarmer("client.messages.create", support_request())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="every_s must be a number of seconds"):
+        CacheWarmer(lambda **kw: None, support_request(), every_s="240")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="every_s must be a number of seconds"):
+        CacheWarmer(lambda **kw: None, support_request(), every_s=0)
+    with pytest.raises(TypeError, match="max_errors must be a whole number"):
+        CacheWarmer(lambda **kw: None, support_request(), max_errors=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_errors must be a whole number"):
+        CacheWarmer(lambda **kw: None, support_request(), max_errors=0)
     with pytest.raises(TypeError, match="tracker must be a CacheTracker"):
         CacheWarmer(lambda **kw: None, support_request(), tracker="x")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="auto must be True or False"):

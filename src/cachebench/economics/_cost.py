@@ -40,7 +40,9 @@ _MONTH_S = 30 * _DAY_S
 
 
 def _tokens(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of tokens >= 0, got {value!r}")
+    if value < 0:
         raise ValueError(f"{name} must be a whole number of tokens >= 0, got {value!r}")
     return value
 

@@ -138,7 +138,9 @@ class CacheWarmer:
         self.request = warm_request(request, chosen)
         if not isinstance(flow, str) or not flow.strip():
             raise ValueError(f"flow must be a non-empty string, got {flow!r}")
-        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not 0 < every_s < math.inf:
+        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)):
+            raise TypeError(f"every_s must be a number of seconds > 0, got {every_s!r}")
+        if not 0 < every_s < math.inf:
             raise ValueError(f"every_s must be a number of seconds > 0, got {every_s!r}")
         prompt = adapter_for(chosen).parse_request(self.request)
         key = prefix_key(prompt)
@@ -156,7 +158,9 @@ class CacheWarmer:
                 f"every_s + jitter_s ({every_s + jitter:g} s) must be under the warmed prefix's TTL"
                 f" ({self.ttl}: {ttl_s:g} s): a late warm call finds it expired"
             )
-        if isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 1:
+        if isinstance(max_errors, bool) or not isinstance(max_errors, int):
+            raise TypeError(f"max_errors must be a whole number >= 1, got {max_errors!r}")
+        if max_errors < 1:
             raise ValueError(f"max_errors must be a whole number >= 1, got {max_errors!r}")
         if auto and tracker is None:
             raise ValueError("auto=True decides from the traffic a tracker sees: give tracker=")

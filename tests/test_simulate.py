@@ -330,6 +330,7 @@ def test_openai_and_gemini_traces_run_on_the_cache_model() -> None:
         ("ttl=2h", "ttl must be one of"),
         ("ttl=1h+ttl=5m", "says again what an earlier part said"),
         ("current+layers=0:1h", "says again"),
+        ("none+warm=4m", "'none' caches nothing"),
     ],
 )
 def test_bad_strategies_get_a_clear_error(spec: str, message: str) -> None:

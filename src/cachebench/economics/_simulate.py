@@ -115,6 +115,10 @@ class Strategy:
         h = self.hold_s
         if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h < math.inf:
             raise ValueError(f"hold_s must be a number of seconds >= 0, got {h!r}")
+        if self.marks == "none" and w is not None:
+            raise ValueError(
+                f"strategy {self.name!r}: a warmer keeps cached prefixes warm, and 'none' caches nothing"
+            )
 
     # -- the usual ones ---------------------------------------------------------------------
 

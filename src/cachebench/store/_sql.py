@@ -188,6 +188,20 @@ class SQLStore:
         """Whether a failure left ``conn`` unusable (the server went away): never, by default."""
         return False
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """The connection, under the lock, in one transaction: committed when the block ends,
+        undone (:meth:`_undo`) when it raises."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                self._begin(conn)
+                yield conn
+                conn.commit()
+            except BaseException:
+                self._undo(conn)
+                raise
+
     def _undo(self, conn: Any) -> None:
         """Roll back after a failure (the lock held). A connection the failure broke (a server
         restarted, a network cut) is dropped: the next use connects again, and the calls still
@@ -213,21 +227,14 @@ class SQLStore:
         transaction; the calls' sums go into the hourly roll-up in the same transaction."""
         if not calls and not incidents:
             return
-        with self._lock:
-            conn = self._connection()
-            try:
-                self._begin(conn)
-                cur = conn.cursor()
-                if calls:
-                    cur.executemany(self._insert_call, calls)
-                    # (the flows' roll-up follows, by the database's own triggers)
-                    cur.executemany(self._upsert_hour, hourly_rows(list(calls)))
-                if incidents:
-                    cur.executemany(self._upsert_incident, sorted(incidents))
-                conn.commit()
-            except BaseException:
-                self._undo(conn)
-                raise
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            if calls:
+                cur.executemany(self._insert_call, calls)
+                # (the flows' roll-up follows, by the database's own triggers)
+                cur.executemany(self._upsert_hour, hourly_rows(list(calls)))
+            if incidents:
+                cur.executemany(self._upsert_incident, sorted(incidents))
 
     def prune(self, now: float | None = None, *, limit: int | None = None) -> Pruned:
         """Delete raw calls older than ``keep_calls_s``, hours and closed incidents older than
@@ -249,18 +256,11 @@ class SQLStore:
             _prune_hours("hourly_flows", hours_before, limit),
         )
         counts = []
-        with self._lock:
-            conn = self._connection()
-            try:
-                self._begin(conn)
-                cur = conn.cursor()
-                for statement, args in statements:
-                    cur.execute(self.dialect.sql(statement), args)
-                    counts.append(max(0, cur.rowcount))
-                conn.commit()
-            except BaseException:
-                self._undo(conn)
-                raise
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            for statement, args in statements:
+                cur.execute(self.dialect.sql(statement), args)
+                counts.append(max(0, cur.rowcount))
         calls, hours, incidents, _ = counts
         return Pruned(calls, hours, incidents)
 
@@ -573,22 +573,15 @@ class SQLStore:
         return rows[0] if rows else None
 
     def note_import(self, digest: str, source: str, calls: int, at: float) -> None:
-        with self._lock:
-            conn = self._connection()
-            try:
-                self._begin(conn)
-                conn.cursor().execute(
-                    self.dialect.sql(
-                        "INSERT INTO imports (digest, source, imported_at, calls) VALUES (?, ?, ?, ?) "
-                        "ON CONFLICT (digest) DO UPDATE SET source = excluded.source, "
-                        "imported_at = excluded.imported_at, calls = imports.calls + excluded.calls"
-                    ),
-                    (digest, source, at, calls),
-                )
-                conn.commit()
-            except BaseException:
-                self._undo(conn)
-                raise
+        with self._transaction() as conn:
+            conn.cursor().execute(
+                self.dialect.sql(
+                    "INSERT INTO imports (digest, source, imported_at, calls) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (digest) DO UPDATE SET source = excluded.source, "
+                    "imported_at = excluded.imported_at, calls = imports.calls + excluded.calls"
+                ),
+                (digest, source, at, calls),
+            )
 
     def import_records(
         self, sources: Any, *, flow: str | None = None, provider: str | None = None, force: bool = False

@@ -875,6 +875,7 @@ def test_measured_traffic_counts_calls_an_hour_and_turns_a_session() -> None:
     from types import SimpleNamespace
 
     from cachebench.economics._requests import measured_traffic
+    from cachebench.types import Provider
 
     t0 = 1_767_225_600.0
     sent = sorted(
@@ -883,16 +884,18 @@ def test_measured_traffic_counts_calls_an_hour_and_turns_a_session() -> None:
     )
     assert sent[-1][0] - sent[0][0] == 3600.0
     pairs = [(SimpleNamespace(timestamp=t), body) for t, body in sent]
-    found = measured_traffic(pairs)
+    found = measured_traffic(pairs, Provider.ANTHROPIC)
     assert found is not None
     assert (found.calls_per_hour, found.turns_per_session, found.users) == (5.0, 2.0, None)
     late = [
         p for p in pairs if p[1]["messages"] != sent[0][1]["messages"]
     ]  # (ann's first turn not in the log)
-    partial = measured_traffic(late)
+    partial = measured_traffic(late, Provider.ANTHROPIC)
     assert partial is not None and partial.turns_per_session == pytest.approx(5 / 3)
-    assert measured_traffic([(SimpleNamespace(timestamp=None), b) for _, b in sent]) is None
-    assert measured_traffic(pairs[:1]) is None
+    assert (
+        measured_traffic([(SimpleNamespace(timestamp=None), b) for _, b in sent], Provider.ANTHROPIC) is None
+    )
+    assert measured_traffic(pairs[:1], Provider.ANTHROPIC) is None
 
 
 def test_plans_for_requests_plan_for_the_traffic_unless_told_not_to(tmp_path: Path) -> None:

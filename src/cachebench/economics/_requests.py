@@ -25,12 +25,10 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import xxhash
-
 from ..cachemodel import CacheRuleError
 from ..cachemodel._rules import breakpoints, lookback_positions
-from ..fingerprint import canonical
-from ..providers import detect_request
+from ..fingerprint import key as prefix_key
+from ..providers import adapter_for, detect_request
 from ..types import Provider
 from ._trace import Layer, Trace, TraceCall, TraceError
 
@@ -136,14 +134,14 @@ def plans_for_requests(
         lambda: defaultdict(list)
     )
     for item in _read(requests):
-        _, family, _, body, name, flow_name = _resolved(item, chosen, model, flow)
+        _, family, api, body, name, flow_name = _resolved(item, chosen, model, flow)
         if flows is None or flow_name in flows:
-            by_flow[flow_name][(family, name)].append((item, body))
+            by_flow[flow_name][(family, name)].append((item, api.call(body, name)))
     out = {}
     for flow_name, by_model in by_flow.items():
         (family, name), sent = max(by_model.items(), key=lambda kv: len(kv[1]))  # (the first of equals)
         picked = sorted(random.Random(0).sample(range(len(sent)), min(samples, len(sent))))
-        traffic = measured_traffic(sent) if measure_traffic else None
+        traffic = measured_traffic(sent, family) if measure_traffic else None
         try:
             out[flow_name] = plan([sent[i][0].body for i in picked], traffic, provider=family, model=name)
         except ValueError as exc:
@@ -153,16 +151,17 @@ def plans_for_requests(
     return out
 
 
-def measured_traffic(sent: Sequence[tuple[Any, Mapping[str, Any]]]) -> Traffic | None:
-    """The :class:`~cachebench.planner.Traffic` a flow's saved requests show (each with the body
-    its renderer reads, whose ``messages`` are Anthropic's or Bedrock's), or None when they show
-    no rate:
+def measured_traffic(sent: Sequence[tuple[Any, Mapping[str, Any]]], provider: Provider) -> Traffic | None:
+    """The :class:`~cachebench.planner.Traffic` a flow's saved requests to ``provider`` show
+    (each with the SDK call's arguments it stands for), or None when they show no rate:
 
     * ``calls_per_hour``: the requests after the first over the hours from the first timestamp
       to the last (requests without a timestamp of their own count in neither);
     * ``turns_per_session``: requests per session. A request continues a session when an
-      earlier request's messages (cache markers aside) are where its own start; a log that
-      starts mid-session counts the first request it has of each as a start;
+      earlier request's whole prompt is where its own starts: the fingerprint's chained hash
+      of that request's last block (cache markers aside, as the tracker's adapter reads them) is
+      one of this request's; a log that starts mid-session counts the first request it has of
+      each as a start;
     * ``users`` is not in requests: the planner takes a layer's share of the samples as its
       share of the calls."""
     from ..planner import Traffic
@@ -170,10 +169,11 @@ def measured_traffic(sent: Sequence[tuple[Any, Mapping[str, Any]]]) -> Traffic |
     stamps = [item.timestamp for item, _ in sent if item.timestamp is not None]
     if len(stamps) < 2 or max(stamps) <= min(stamps):
         return None
-    ends: set[int] = set()  # each earlier request's whole conversation, as its chained digest
+    adapter = adapter_for(provider)
+    ends: set[int] = set()  # each earlier request's whole prompt, as its last block's chain value
     starts = 0
-    for _, body in sent:
-        chain = _conversation_chain(body)
+    for _, call in sent:
+        chain = prefix_key(adapter.parse_request(call)).chain
         if not any(h in ends for h in chain[:-1]):
             starts += 1
         if chain:
@@ -182,28 +182,6 @@ def measured_traffic(sent: Sequence[tuple[Any, Mapping[str, Any]]]) -> Traffic |
         calls_per_hour=(len(stamps) - 1) * 3600.0 / (max(stamps) - min(stamps)),
         turns_per_session=len(sent) / max(starts, 1),
     )
-
-
-def _conversation_chain(body: Mapping[str, Any]) -> list[int]:
-    """Per message of ``body["messages"]``, a digest of the conversation through it: its role
-    and content, a string as one text block, cache markers (``cache_control``, a Bedrock
-    ``cachePoint``) left out."""
-    chain: list[int] = []
-    h = 0
-    for m in body.get("messages") or ():
-        role = m.get("role") if isinstance(m, Mapping) else None
-        content = m.get("content") if isinstance(m, Mapping) else m
-        if isinstance(content, str):
-            content = [{"type": "text", "text": content}]
-        elif isinstance(content, list):
-            content = [
-                {k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, Mapping) else b
-                for b in content
-                if not (isinstance(b, Mapping) and "cachePoint" in b)
-            ]
-        h = xxhash.xxh3_64_intdigest(h.to_bytes(8, "little") + canonical([role, content]))
-        chain.append(h)
-    return chain
 
 
 def _resolved(item: Any, chosen: Provider | None, model: str | None, flow: str | None) -> tuple[Any, ...]:

@@ -780,6 +780,9 @@ class Engine:
         min_tokens = adapter.min_cacheable(model)
         tolerance = adapter.read_tolerance(model)  # a shortfall this small is no miss
         if exp is not None and usage.known and error is None:
+            # The first breakpoint whose prefix reaches the minimum (those before it are no cache
+            # entries): for the cause and for the diagnosis.
+            first_layer = 0 if implicit else cacheable_from(key, usage, min_tokens)
             unexpected, cause = miss_cause(
                 self.view,
                 key,
@@ -788,6 +791,7 @@ class Engine:
                 implicit=implicit,
                 tolerance=tolerance,
                 min_tokens=min_tokens,
+                first_layer=first_layer,
                 concurrent=ctx.concurrent,
                 timestamp=ctx.timestamp,
                 elapsed_ms=ctx.elapsed_ms,
@@ -832,7 +836,7 @@ class Engine:
                     ctx.timestamp,
                     premium,
                     price,
-                    0 if implicit else cacheable_from(key, usage, min_tokens),
+                    first_layer,
                 )
                 cause, diff = found.cause, found.diff
                 avoidable_tokens = found.avoidable_tokens

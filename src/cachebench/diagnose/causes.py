@@ -23,7 +23,7 @@ still missed: the only one that is an unexpected miss).
 
 from __future__ import annotations
 
-from ..expect import ALIVE, EXPIRED, NEVER, CacheView, Expectation, cacheable_from
+from ..expect import ALIVE, EXPIRED, NEVER, CacheView, Expectation
 from ..facts import TTL_CLOCK_MARGIN_S
 from ..types import MissCause, PrefixKey, Usage
 from .prints import Change
@@ -41,6 +41,7 @@ def miss_cause(
     implicit: bool,
     tolerance: int,
     min_tokens: int,
+    first_layer: int,
     concurrent: bool,
     timestamp: float,
     elapsed_ms: float | None,
@@ -49,11 +50,13 @@ def miss_cause(
 
     ``exp`` is what ``view`` expected when the call went out; ``tolerance`` the shortfall the
     provider's rounding allows; ``min_tokens`` the model's minimum cacheable prefix (implicit
-    caching stores nothing shorter); ``concurrent`` whether a twin was writing the same prefix
+    caching stores nothing shorter); ``first_layer`` the first breakpoint whose prefix reaches
+    it (:func:`~cachebench.expect.cacheable_from`: those before it are no cache entries);
+    ``concurrent`` whether a twin was writing the same prefix
     when the call went out. ``view`` is read only for a ``provider`` miss; like every other
     part of the analysis, this runs on the tracker's consumer thread, the view's only writer.
     """
-    unexpected, cause = _view_cause(key, usage, exp, implicit, tolerance, min_tokens)
+    unexpected, cause = _view_cause(key, usage, exp, implicit, tolerance, min_tokens, first_layer)
     if concurrent and cause in ("cold", "ttl_expired"):
         return unexpected, "concurrent"  # an expected write, like a twin of a cold prefix
     if cause == "provider":
@@ -68,7 +71,13 @@ def miss_cause(
 
 
 def _view_cause(
-    key: PrefixKey, usage: Usage, exp: Expectation, implicit: bool, tolerance: int, min_tokens: int
+    key: PrefixKey,
+    usage: Usage,
+    exp: Expectation,
+    implicit: bool,
+    tolerance: int,
+    min_tokens: int,
+    first_layer: int,
 ) -> tuple[bool, MissCause | None]:
     """(unexpected_miss, miss_cause) from what the view expected and what the call read."""
     if not usage.known or key.prefix_id is None or not key.breakpoints:
@@ -97,7 +106,7 @@ def _view_cause(
     if usage.cache_write_tokens == 0:
         return False, None
     # (Breakpoints below the model's minimum are not cache entries: the provider ignores them.)
-    for state in exp.breakpoint_states[cacheable_from(key, usage, min_tokens) :]:
+    for state in exp.breakpoint_states[first_layer:]:
         if state == NEVER:
             return False, "cold"
         if state == EXPIRED:

@@ -306,15 +306,7 @@ def read_usage(
     billed_out = [_lookup(f, spellings) for spellings in table.billed_as_output]
     split_spec = table.ttl_split
     split = _at(f, split_spec.path) if split_spec is not None else None
-    if (
-        raw_write is None
-        and raw_read is None
-        and raw_input is None
-        and raw_output is None
-        and split is None
-        and all(v is None for v in billed_in)
-        and all(v is None for v in billed_out)
-    ):
+    if all(v is None for v in (raw_write, raw_read, raw_input, raw_output, split, *billed_in, *billed_out)):
         return UNKNOWN_USAGE._replace(model=model, diagnostics=diagnostics)
     write = as_int(raw_write)
     read = as_int(raw_read)

@@ -39,6 +39,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ._args import whole_number
+
 __all__ = ["MAX_DELAY_MS", "CachePolicy", "Gate", "Hold"]
 
 #: The longest hold: a twin never waits longer than an hour (the longest TTL) for a writer.
@@ -63,10 +65,7 @@ class CachePolicy:
                 f"delay_ms must be a number of milliseconds from 0 to {MAX_DELAY_MS:,.0f} (an hour), "
                 f"got {delay_ms!r}"
             )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int):
-            raise TypeError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        whole_number("max_retries", max_retries, 0, "an int >= 0")
         return cls("miss_aware", float(delay_ms), max_retries)
 
     def gate(self) -> Gate | None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._alerts import default_alert
+from ._args import whole_number
 from ._guard import strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
 from ._shutdown import flush_on_sigterm
@@ -86,10 +87,7 @@ class CacheTracker:
         if policy is not None and not isinstance(policy, CachePolicy):
             raise TypeError(f"policy must be a CachePolicy (e.g. CachePolicy.miss_aware()), got {policy!r}")
         for name, n in (("max_prefixes", max_prefixes), ("max_calls", max_calls)):
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise TypeError(f"{name} must be a positive int, got {n!r}")
-            if n < 1:
-                raise ValueError(f"{name} must be a positive int, got {n!r}")
+            whole_number(name, n, 1, "a positive int")
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds since the epoch")
         if not isinstance(capture_text, bool):

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .. import facts
+from .._args import whole_number
 from ._rates import Rates
 
 __all__ = [
@@ -40,11 +41,7 @@ _MONTH_S = 30 * _DAY_S
 
 
 def _tokens(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a whole number of tokens >= 0, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be a whole number of tokens >= 0, got {value!r}")
-    return value
+    return whole_number(name, value, 0, "a whole number of tokens >= 0")
 
 
 def _ttl(ttl: object, rates: Rates | None = None) -> str:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import facts
+from .._args import whole_number
 from .._flow import _warming, flow
 from ..fingerprint import key as prefix_key
 from ..pricing import validate_overrides
@@ -158,10 +159,7 @@ class CacheWarmer:
                 f"every_s + jitter_s ({every_s + jitter:g} s) must be under the warmed prefix's TTL"
                 f" ({self.ttl}: {ttl_s:g} s): a late warm call finds it expired"
             )
-        if isinstance(max_errors, bool) or not isinstance(max_errors, int):
-            raise TypeError(f"max_errors must be a whole number >= 1, got {max_errors!r}")
-        if max_errors < 1:
-            raise ValueError(f"max_errors must be a whole number >= 1, got {max_errors!r}")
+        whole_number("max_errors", max_errors, 1, "a whole number >= 1")
         if auto and tracker is None:
             raise ValueError("auto=True decides from the traffic a tracker sees: give tracker=")
         self.model = prompt.model

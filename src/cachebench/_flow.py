@@ -33,6 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import CodeType
 from typing import Any, TypeVar
 
+from ._args import text
+
 __all__ = ["current_flow", "default_flow", "flow"]
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("cachebench_flow", default=None)
@@ -123,11 +125,7 @@ class flow:
     __slots__ = ("_name",)
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"a flow name must be a non-empty string, got {name!r}")
-        if not name.strip():
-            raise ValueError(f"a flow name must be a non-empty string, got {name!r}")
-        self._name = name
+        self._name = text("a flow name", name, "a non-empty string")
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from ._alerts import default_alert
-from ._args import whole_number
+from ._args import text, whole_number
 from ._guard import strict_from_env
 from ._instrument import InstrumentHooks, unpatch, wrapper_for
 from ._shutdown import flush_on_sigterm
@@ -35,12 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_flow(flow: object) -> None:
-    if flow is None:
-        return
-    if not isinstance(flow, str):
-        raise TypeError(f"flow must be a non-empty string or None, got {flow!r}")
-    if not flow.strip():
-        raise ValueError(f"flow must be a non-empty string or None, got {flow!r}")
+    if flow is not None:
+        text("flow", flow, "a non-empty string or None")
 
 
 def _check_callback(name: str, callback: object) -> None:

@@ -263,3 +263,23 @@ def test_a_breakpoint_looks_back_20_blocks_for_an_earlier_entry(ahead: int, expe
         provider="anthropic",
     )
     assert m is not None and m.expected_read_tokens == expected
+
+
+def test_the_first_cacheable_breakpoint_is_the_first_whose_share_reaches_the_minimum() -> None:
+    """cacheable_from: a breakpoint whose byte share of the call's tokens is exactly the
+    minimum counts; one below it does not; the last one always does when something was
+    cached; when nothing was (no read, no write) none does; unknown usage says 0."""
+    from types import SimpleNamespace
+
+    from cachebench.expect import cacheable_from
+    from cachebench.types import Usage
+
+    key: Any = SimpleNamespace(bp_bytes=(100, 400, 1000), total_bytes=1200)
+    wrote = Usage(input_tokens=5, cache_write_tokens=5000)  # 500 tokens per 100 bytes
+    assert cacheable_from(key, wrote, 500) == 0  # (100 bytes: exactly the minimum)
+    assert cacheable_from(key, wrote, 501) == 1
+    assert cacheable_from(key, wrote, 2000) == 1  # (400 bytes: exactly it)
+    assert cacheable_from(key, wrote, 2001) == 2
+    assert cacheable_from(key, wrote, 10**9) == 2  # (the last one: measured, not a share)
+    assert cacheable_from(key, Usage(input_tokens=3000), 500) == 3  # (nothing cached)
+    assert cacheable_from(key, Usage(known=False), 500) == 0

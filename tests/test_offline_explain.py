@@ -767,6 +767,17 @@ def test_a_change_inside_a_layer_below_the_minimum_is_still_named() -> None:
             "timestamp",
         )
         assert r.metrics.avoidable_cost_usd
+    # An entry that expired behind the tiny block is an expiry (the tiny block, never an entry,
+    # is not a cold layer).
+    spaced = [
+        {
+            "timestamp": 1_790_000_000 + 600 * i,
+            "flow": "support",
+            "request": body("claude-sonnet-4-5", "Be brief."),
+        }
+        for i in range(2)
+    ]
+    assert [r.miss_cause for r in explain_requests(spaced).rows] == ["cold", "ttl_expired"]
     models = ["claude-sonnet-4-5"] * 3 + ["claude-opus-4-1"]  # (the same 1,024-token minimum)
     switched = [
         {"timestamp": 1_790_000_000 + 60 * i, "flow": "support", "request": body(model, "Be brief.")}

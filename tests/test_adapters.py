@@ -233,6 +233,9 @@ def test_missing_and_null_fields_are_zero_and_writes_follow_the_split() -> None:
     split's total; writes count as reported only when the count or the split is present
     (``writes_reported=None``)."""
     assert read_usage(EXCLUSIVE, {"out": 7}) == Usage(0, 0, 0, 0, 7, True, False, False)
+    # (a count billed as input or as output alone is a count too)
+    tool, thoughts = read_usage(INCLUSIVE, {"tool": 5}), read_usage(INCLUSIVE, {"thoughts": 3})
+    assert (tool.known, tool.input_tokens, thoughts.known, thoughts.output_tokens) == (True, 5, True, 3)
     assert read_usage(EXCLUSIVE, {"in": None, "write": None, "split": None, "out": 0}) == Usage(
         0, 0, 0, 0, 0, True, False, False
     )

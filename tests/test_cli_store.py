@@ -666,5 +666,15 @@ def test_a_read_only_database_is_refused_by_its_writers_and_read_by_its_readers(
         )
         assert report.returncode == 0, report.stderr
         assert json.loads(report.stdout)["rows"][0]["calls"] == 1
+        # A file that may be written in a directory that may not (SQLite makes its -wal there).
+        db.chmod(0o644)
+        folder.chmod(0o555)
+        in_ro_dir = subprocess.run(
+            [*limited, sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert in_ro_dir.stdout.strip().endswith(
+            "the database cannot be written (read-only file or directory)"
+        )
+        folder.chmod(0o755)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

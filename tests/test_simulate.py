@@ -896,6 +896,10 @@ def test_measured_traffic_counts_calls_an_hour_and_turns_a_session() -> None:
         measured_traffic([(SimpleNamespace(timestamp=None), b) for _, b in sent], Provider.ANTHROPIC) is None
     )
     assert measured_traffic(pairs[:1], Provider.ANTHROPIC) is None
+    # The same request sent again (a retry, another user's same first question) is no next turn.
+    again = [pairs[0], (SimpleNamespace(timestamp=t0 + 60.0), sent[0][1])]
+    repeated = measured_traffic(again, Provider.ANTHROPIC)
+    assert repeated is not None and repeated.turns_per_session == 1.0
 
 
 def test_plans_for_requests_plan_for_the_traffic_unless_told_not_to(tmp_path: Path) -> None:
